@@ -1,0 +1,100 @@
+"""One settings object for the whole code location.
+
+Every path and threshold a user may want to change is read from an environment variable with the
+prefix ``GRIDPIPELINE_`` (for example ``GRIDPIPELINE_DUCKDB_PATH``). Defaults keep everything under
+``./var`` of the checkout so a fresh clone works without configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or wrong; the message names the environment variable to fix."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRIDPIPELINE_", extra="ignore")
+
+    home: Path = Field(default=PROJECT_ROOT / "var", description="Root for all mutable state.")
+    duckdb_path: Path | None = Field(default=None, description="The analytic store (DuckDB file).")
+    landing_dir: Path | None = Field(default=None, description="Where historian exports land.")
+    rejected_dir: Path | None = Field(default=None, description="Unreadable landing files are moved here.")
+    truth_path: Path | None = Field(default=None, description="Simulator ground truth (its own DuckDB).")
+    data_dir: Path = Field(default=PROJECT_ROOT / "data", description="Redistributable sample world.")
+    world: str = Field(default="sample", description="Which grid world to run: 'sample' or 'scale'.")
+
+    # Ingestion and cleaning thresholds.
+    future_tolerance_s: int = Field(default=300, ge=0, description="Readings newer than now+this are rejected.")
+    max_age_days: int = Field(default=400, ge=1, description="Readings older than this are rejected.")
+    late_after_s: int = Field(default=60, ge=0, description="Arrival after window end + this flags OLD_DATA.")
+    max_interp_gap_s: int = Field(default=120, ge=0, description="Gaps up to this long are interpolated.")
+    stuck_samples: int = Field(default=6, ge=2, description="Identical consecutive samples that mean stuck.")
+    coverage_warn: float = Field(default=0.95, ge=0, le=1, description="sensor_health warns below this.")
+    landing_grace_s: int = Field(default=20, ge=0, description="Wait after a window closes before ingesting.")
+
+    @field_validator("home", "data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    # Derived paths: explicit setting wins, otherwise a place under home.
+    @property
+    def db_path(self) -> Path:
+        return (self.duckdb_path or self.home / "gridpipeline.duckdb").expanduser().resolve()
+
+    @property
+    def landing(self) -> Path:
+        return (self.landing_dir or self.home / "landing").expanduser().resolve()
+
+    @property
+    def rejected(self) -> Path:
+        return (self.rejected_dir or self.home / "rejected").expanduser().resolve()
+
+    @property
+    def truth(self) -> Path:
+        return (self.truth_path or self.home / "simulator_truth.duckdb").expanduser().resolve()
+
+    def ensure_dirs(self) -> None:
+        """Create the writable folders, or raise one error naming the setting that points somewhere bad."""
+        for name, path in (
+            ("GRIDPIPELINE_HOME", self.home),
+            ("GRIDPIPELINE_LANDING_DIR", self.landing),
+            ("GRIDPIPELINE_REJECTED_DIR", self.rejected),
+            ("GRIDPIPELINE_DUCKDB_PATH", self.db_path.parent),
+        ):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigurationError(f"{name}={path} is not a usable folder: {exc}") from exc
+        if not self.data_dir.is_dir():
+            raise ConfigurationError(
+                f"GRIDPIPELINE_DATA_DIR={self.data_dir} does not exist; point it at the project's data/ folder"
+            )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        bad = ", ".join(f"GRIDPIPELINE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(f"invalid setting(s): {bad}") from None
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change the environment)."""
+    get_settings.cache_clear()
+
+
+def export_env(settings: Settings) -> None:
+    """Expose resolved paths to child processes (dbt reads GRIDPIPELINE_DUCKDB_PATH)."""
+    os.environ["GRIDPIPELINE_DUCKDB_PATH"] = str(settings.db_path)

@@ -1,0 +1,1 @@
+"""Telemetry: sensor registry, SCADA simulator, landing zone, validation and cleaning."""

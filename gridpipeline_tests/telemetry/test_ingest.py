@@ -1,0 +1,171 @@
+"""Ingestion of landing files: every bad input lands in quarantine with its reason, counts reconcile,
+re-runs replace exactly the window's rows."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gridpipeline.store import connect, ensure_schema
+from gridpipeline.telemetry import landing as lz
+from gridpipeline.telemetry.ingest import ingest_windows
+
+W = datetime(2026, 11, 20, 10, 0)
+NOW = datetime(2026, 11, 20, 10, 6)
+SENSORS = pd.DataFrame({
+    "sensor_id": [1, 2, 3, 4], "name": ["V:a", "P:l1", "Q:l1", "S:1"],
+    "kind": ["v_mag", "p_inj", "q_inj", "switch_status"], "element_type": ["bus", "load", "load", "switch"],
+    "element_id": [0, 0, 0, 0], "terminal": [None, None, None, "l"], "bus": [0, 0, 0, 0], "zone": ["MV"] * 4,
+    "source": ["RTU_A"] * 4, "unit": ["kV", "MW", "Mvar", "state"], "nominal": [20.0, 1.0, 1.0, 1.0],
+    "sigma": [0.1, 0.01, 0.01, 0.0], "interval_s": [30, 30, 30, 30],
+})
+
+
+def _db(con):
+    ensure_schema(con)
+    con.execute("INSERT INTO telemetry.sensors SELECT * FROM SENSORS")
+
+
+def _write(path, table: pa.Table, arrived: datetime, fmt="parquet"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        pq.write_table(table, path)
+    else:
+        path.write_text(table)
+    t = arrived.replace(tzinfo=timezone.utc).timestamp()
+    os.utime(path, (t, t))
+
+
+def _landing(home):
+    d = lz.window_dir(home / "landing", W)
+    good = pa.table({
+        "sensor_id": pa.array([1, 2, 1, 2], pa.int32()),
+        "ts": pa.array([W, W, W + timedelta(seconds=30), W + timedelta(seconds=30)], pa.timestamp("ms", tz="UTC")),
+        "value": [20.1, 0.5, 20.2, 0.51], "unit": ["kV", "MW", "kV", "MW"],
+    })
+    _write(d / lz.file_name("RTU_A", W, "parquet"), good, W + timedelta(seconds=31))
+    csv = "\n".join([
+        "sensor_id,ts,value,unit",
+        "1,2026-11-20T10:01:00Z,n/a,kV",          # bad_value_type
+        "1,2026-11-20T10:01:30Z,nan,kV",           # nan_value
+        "2,2026-11-20T10:01:00Z,inf,MW",           # infinite_value
+        "999,2026-11-20T10:01:00Z,1.0,MW",         # unknown_sensor
+        "2,2026-11-30T10:01:00Z,1.0,MW",           # timestamp_in_future
+        "2,2026-11-20T09:50:00Z,1.0,MW",           # outside_partition
+        "1,2026-11-20T10:01:00Z,-5,kV",            # impossible_value
+        "2,2026-11-20T10:01:30Z,480,kW",           # stored (dbt converts kW -> MW)
+        "3,2026-11-20T10:01:30Z,0.2,furlong",      # unknown_unit
+        ",2026-11-20T10:01:30Z,0.2,Mvar",          # missing_sensor_id
+        "3,yesterday,0.2,Mvar",                    # bad_timestamp
+        "4,2026-11-20T10:01:30Z,0.5,state",        # stored: inside [0, 1], plausibility is dbt's job
+        "4,2026-11-20T10:02:00Z,7,state",          # impossible_value
+        "2019,2026-11-20T10:02:00Z,1,MW",          # unknown_sensor
+        "x1,2026-11-20T10:02:00Z,1,MW",            # bad_sensor_id
+        "2,2026-11-20T10:02:00Z,,MW",              # missing_value
+    ]) + "\n"
+    _write(d / lz.file_name("RTU_B", W + timedelta(minutes=1), "csv"), csv, W + timedelta(minutes=1, seconds=31), "csv")
+    corrupt = d / lz.file_name("RTU_C", W, "parquet")
+    corrupt.write_bytes(b"PAR1\x00\x01this is not a parquet file")
+    no_value = pa.table({"sensor_id": pa.array([1, 2], pa.int32()),
+                         "ts": pa.array([W, W], pa.timestamp("ms", tz="UTC")), "val": [1.0, 2.0]})
+    _write(d / lz.file_name("RTU_D", W, "parquet"), no_value, W + timedelta(minutes=9))
+    return d
+
+
+EXPECTED_REASONS = {
+    "bad_value_type": 1, "nan_value": 1, "infinite_value": 1, "unknown_sensor": 2, "timestamp_in_future": 1,
+    "outside_partition": 1, "impossible_value": 2, "unknown_unit": 1, "missing_sensor_id": 1,
+    "bad_timestamp": 1, "bad_sensor_id": 1, "missing_value": 1, "missing_columns:value": 2,
+}
+
+
+def test_every_bad_input_is_quarantined_with_its_reason(tmp_path):
+    _landing(tmp_path)
+    with connect(tmp_path / "s.duckdb") as con:
+        _db(con)
+        rep = ingest_windows(con, tmp_path / "landing", tmp_path / "rejected", W, W + lz.WINDOW, now=NOW)
+        s = rep.summary()
+        assert s["files"] == 3 and s["files_rejected"] == 1
+        assert s["rows_in"] == 4 + 16 + 2
+        assert s["rows_stored"] == 4 + 2          # the four good rows, the kW row and the 0.5 switch row
+        assert s["rows_in"] == s["rows_stored"] + s["rows_quarantined"]
+        assert rep.reasons == EXPECTED_REASONS
+        q = con.execute("SELECT reason, value, file_path FROM telemetry.quarantine ORDER BY reason").df()
+        assert (q.file_path.notna()).all()
+        assert set(q[q.reason == "bad_value_type"].value) == {"n/a"}
+        files = con.execute("SELECT status, error, rows_in, rows_stored, rows_quarantined FROM telemetry.ingest_files "
+                            "ORDER BY source").df()
+        assert list(files.status) == ["ok", "ok", "rejected", "ok"]
+        assert "ArrowInvalid" in files.error[2] or "Parquet" in files.error[2]
+        ok = files[files.status == "ok"]
+        assert (ok.rows_in == ok.rows_stored + ok.rows_quarantined).all()
+    # The unreadable file was moved out of the landing zone, with a note why.
+    rejected = lz.window_dir(tmp_path / "rejected", W)
+    assert (rejected / lz.file_name("RTU_C", W, "parquet")).exists()
+    assert (rejected / (lz.file_name("RTU_C", W, "parquet") + ".error")).read_text()
+
+
+def test_rerun_replaces_exactly_the_window(tmp_path):
+    _landing(tmp_path)
+    with connect(tmp_path / "s.duckdb") as con:
+        _db(con)
+        # A reading from the next window must survive re-runs of this one.
+        con.execute("INSERT INTO telemetry.raw_readings VALUES (1, ?, 20.0, 'kV', ?, 7)",
+                    [W + lz.WINDOW, W + lz.WINDOW])
+        first = ingest_windows(con, tmp_path / "landing", tmp_path / "rejected", W, W + lz.WINDOW, now=NOW).summary()
+        counts = lambda: con.execute(  # noqa: E731
+            "SELECT (SELECT count(*) FROM telemetry.raw_readings), (SELECT count(*) FROM telemetry.quarantine),"
+            " (SELECT count(*) FROM telemetry.ingest_files)").fetchone()
+        after_first = counts()
+        second = ingest_windows(con, tmp_path / "landing", tmp_path / "rejected", W, W + lz.WINDOW, now=NOW).summary()
+        assert counts() == after_first == (first["rows_stored"] + 1, first["rows_quarantined"], 4)
+        # The corrupt file is no longer in the landing zone but is still on record.
+        assert second["files_rejected"] == 1 and second["rows_stored"] == first["rows_stored"]
+        dup = con.execute("SELECT count(*) FROM (SELECT sensor_id, ts, file_id FROM telemetry.raw_readings "
+                          "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]
+        assert dup == 0
+
+
+def test_empty_window_materialises_nothing_and_does_not_fail(tmp_path):
+    with connect(tmp_path / "s.duckdb") as con:
+        _db(con)
+        s = ingest_windows(con, tmp_path / "landing", tmp_path / "rejected", W, W + lz.WINDOW, now=NOW).summary()
+    assert s["rows_in"] == 0 and s["files"] == 0
+
+
+values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.just(1.0))
+rows = st.lists(st.tuples(st.integers(-2, 6), st.integers(-700, 700), values, st.sampled_from(["kV", "MW", "kW", "x", None])),
+                max_size=40)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=rows)
+def test_counts_always_reconcile(tmp_path_factory, rows):
+    root = tmp_path_factory.mktemp("h")
+    d = lz.window_dir(root / "landing", W)
+    table = pa.table({
+        "sensor_id": pa.array([r[0] for r in rows], pa.int64()),
+        "ts": pa.array([W + timedelta(seconds=r[1]) for r in rows], pa.timestamp("ms")),
+        "value": pa.array([r[2] for r in rows], pa.float64()),
+        "unit": pa.array([r[3] for r in rows], pa.string()),
+    })
+    _write(d / lz.file_name("RTU_H", W, "parquet"), table, W + timedelta(seconds=40))
+    con = duckdb.connect()
+    _db(con)
+    rep = ingest_windows(con, root / "landing", root / "rejected", W, W + lz.WINDOW, now=NOW)
+    s = rep.summary()
+    assert s["rows_in"] == len(rows) == s["rows_stored"] + s["rows_quarantined"]
+    stored = con.execute("SELECT count(*) FROM telemetry.raw_readings").fetchone()[0]
+    assert stored == s["rows_stored"]
+    # Everything stored is finite, known, inside the window.
+    bad = con.execute("SELECT count(*) FROM telemetry.raw_readings r LEFT JOIN telemetry.sensors s USING (sensor_id) "
+                      "WHERE s.sensor_id IS NULL OR NOT isfinite(value) OR ts < ? OR ts >= ?",
+                      [W, W + lz.WINDOW]).fetchone()[0]
+    assert bad == 0
