@@ -7,6 +7,7 @@ through :func:`connect`, which retries while another process holds the lock inst
 
 from __future__ import annotations
 
+import fcntl
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,24 @@ def connect(path: Path | str, read_only: bool = False, timeout_s: float = 300.0)
         yield con
     finally:
         con.close()
+
+
+@contextmanager
+def writer_lock(db_path: Path | str) -> Iterator[None]:
+    """Hold the store's writer lock (an flock next to the file) for the duration of the block.
+
+    DuckDB fails, rather than waits, when another process holds the file, and dbt-duckdb does not
+    retry. Every writer (assets, dbt invocations, CLI, benchmarks) takes this lock first, so two
+    processes writing at once queue here instead of failing, whether or not Dagster's pool limit
+    applies (it does not for in-process runs started from the CLI)."""
+    lock_path = Path(f"{db_path}.writer.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

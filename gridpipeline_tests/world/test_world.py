@@ -1,0 +1,346 @@
+"""Tests of the grid world: committed sample data, injections, weather, zones and the truth engine."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gridpipeline.settings import PROJECT_ROOT
+from gridpipeline.world import Injections, TruthEngine, load_world
+from gridpipeline.world import build as wb
+from gridpipeline.world.model import NOISE_SIGMA, as_utc, load_noise, sample_dir, year_position
+
+DATA = PROJECT_ROOT / "data"
+
+
+@pytest.fixture(scope="module")
+def world():
+    return load_world("sample", data_dir=DATA)
+
+
+@pytest.fixture(scope="module")
+def engine(world):
+    return TruthEngine(world.net)
+
+
+@pytest.fixture(scope="module")
+def simbench_net():
+    pytest.importorskip("simbench")
+    net = wb.load_simbench(wb.WORLD_SPECS["sample"].simbench_code)
+    wb.fix_simbench_net(net)
+    return net
+
+
+def _runpp(net, inj: Injections, k: int, switch_closed=None):
+    """pandapower power flow of step ``k``, set up like the truth engine (ideal slack, pi trafos)."""
+    import pandapower as pp
+
+    net = copy.deepcopy(net)
+    for table, p, q in (
+        ("load", inj.load_p_mw, inj.load_q_mvar),
+        ("sgen", inj.sgen_p_mw, inj.sgen_q_mvar),
+        ("storage", inj.storage_p_mw, inj.storage_q_mvar),
+    ):
+        net[table]["p_mw"] = p[k]
+        net[table]["q_mvar"] = q[k]
+        net[table]["scaling"] = 1.0
+    if switch_closed is not None:
+        net.switch["closed"] = switch_closed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pp.runpp(net, trafo_model="pi", tolerance_mva=1e-10, calculate_voltage_angles=True, numba=False)
+    return net
+
+
+# ------------------------------------------------------------------------------------------ data & loading
+def test_sample_files_exist_and_are_small():
+    d = sample_dir(DATA)
+    sizes = {
+        f: (d / f).stat().st_size
+        for f in ("network.json", "profiles.parquet", "weather.parquet", "world.json")
+    }
+    assert sizes["profiles.parquet"] < 15e6
+    assert sum(sizes.values()) < 20e6
+    meta = json.loads((d / "world.json").read_text())
+    assert meta["simbench_code"] == "1-MVLV-semiurb-5.220-0-sw"
+    assert meta["profile_clock_utc_offset_h"] == -5.0
+
+
+def test_sample_world_loads_fast_with_expected_sizes(world):
+    t0 = time.perf_counter()
+    w = load_world("sample", data_dir=DATA)
+    assert time.perf_counter() - t0 < 2.0
+    net = w.net
+    assert (len(net.bus), len(net.load), len(net.sgen), len(net.ext_grid)) == (227, 218, 129, 1)
+    assert len(net.line) == 230 and len(net.trafo) == 3 and len(net.switch) == 468
+    assert set(net.sgen.type) >= {"PV", "Wind_MV", "PV_MV"}
+    assert "profiles" not in net
+    assert net.load["profile"].notna().all() and net.sgen["profile"].notna().all()
+    assert (net.trafo.vector_group == "Dyn5").all()
+    st = net.storage
+    assert list(st.name) == ["BESS_1", "BESS_2", "BESS_3", "BESS_4"]
+    assert (st.max_e_mwh == 2.0).all() and (st.sn_mva == 1.0).all()
+    assert (net.bus.vn_kv.loc[st.bus] == 20.0).all() and st.bus.nunique() == 4
+    # Spread over four different MV feeders.
+    assert w.zones.loc[st.bus].nunique() == 4
+    assert w.zones.loc[st.bus].str.startswith("MV_Feeder").all()
+
+
+def test_every_bus_has_a_zone(world):
+    z = world.zones
+    assert z.index.equals(world.net.bus.index)
+    assert z.notna().all() and not z.isin(["nan", "None", ""]).any()
+    expected = {"HV", "MV_Substation", "LV5.220"} | {f"MV_Feeder{k}" for k in range(1, 10)}
+    assert set(z) == expected
+    assert (world.net.bus.vn_kv[z == "LV5.220"] == 0.4).all()
+    assert (world.net.bus.vn_kv[z == "HV"] == 110.0).all()
+    assert (z == "LV5.220").sum() == 110
+
+
+# ------------------------------------------------------------------------------------------ injections
+def test_injections_shapes_and_storage_schedule(world):
+    times = pd.date_range("2026-06-15", periods=2880, freq="30s", tz="UTC")
+    inj = world.injections_at(times)
+    n = len(times)
+    assert inj.load_p_mw.shape == (n, 218) and inj.load_q_mvar.shape == (n, 218)
+    assert inj.sgen_p_mw.shape == (n, 129) and inj.storage_p_mw.shape == (n, 4)
+    assert np.array_equal(inj.load_index, world.net.load.index.to_numpy())
+    assert np.isfinite(inj.load_p_mw).all() and (inj.load_p_mw > 0).all()
+    assert (inj.sgen_p_mw >= -1e-4).all()  # SimBench wind profiles dip to -1e-5 (standby consumption)
+    # Greensboro solar time is UTC - 5.33 h: charging 15:20-19:20 UTC, discharging 22:20-02:20 UTC.
+    solar = (times.hour + times.minute / 60 - 79.95 / 15) % 24
+    p = inj.storage_p_mw
+    assert np.allclose(p[(solar >= 10) & (solar < 14)], 0.5)
+    assert np.allclose(p[(solar >= 17) & (solar < 21)], -0.5)
+    assert np.allclose(p[(solar < 10) | ((solar >= 14) & (solar < 17)) | (solar >= 21)], 0.0)
+    # Energy balance over the day: charged energy equals discharged energy.
+    assert abs(p.sum(axis=0)).max() < 1e-9
+
+
+def test_injections_deterministic_and_chunk_independent(world):
+    times = pd.date_range("2026-03-10 08:00:07", periods=600, freq="30s", tz="UTC")
+    full = world.injections_at(times)
+    again = world.injections_at(times)
+    assert np.array_equal(full.load_p_mw, again.load_p_mw)
+    # Chunks of odd sizes, in reverse order.
+    bounds = [0, 1, 8, 50, 51, 333, 600]
+    parts = {a: world.injections_at(times[a:b]) for a, b in itertools.pairwise(bounds)}
+    for f in ("load_p_mw", "load_q_mvar", "sgen_p_mw", "storage_p_mw"):
+        glued = np.vstack([getattr(parts[a], f) for a in bounds[:-1]])
+        assert np.array_equal(glued, getattr(full, f)), f
+    taken = full.take(slice(50, 333))
+    assert taken.times.equals(full.times[50:333])
+    assert np.array_equal(taken.load_p_mw, np.vstack([parts[50].load_p_mw, parts[51].load_p_mw]))
+    assert np.array_equal(full.take(np.arange(600) % 2 == 0).storage_p_mw, full.storage_p_mw[::2])
+    # A sparse subset (other noise code path) gives the same values as the dense run.
+    sub = world.injections_at(times[::37])
+    assert np.array_equal(sub.load_p_mw, full.load_p_mw[::37])
+    shuffled = np.random.default_rng(1).permutation(len(times))
+    assert np.array_equal(world.injections_at(times[shuffled]).load_q_mvar, full.load_q_mvar[shuffled])
+
+
+def test_load_noise_statistics():
+    ids = np.arange(300)
+    times = pd.date_range("2026-01-05", periods=2000, freq="30s", tz="UTC")
+    x = load_noise(ids, times)
+    assert 0.8 * NOISE_SIGMA < x.std() < 1.2 * NOISE_SIGMA
+    assert abs(x.mean()) < 0.1 * NOISE_SIGMA
+    lag1 = np.corrcoef(x[1:].ravel(), x[:-1].ravel())[0, 1]
+    assert 0.7 < lag1 < 0.85  # exp(-30 s / 120 s) = 0.78
+    # Between 30-s grid points the noise is interpolated linearly.
+    t = pd.DatetimeIndex(["2026-01-05 00:00:00", "2026-01-05 00:00:10", "2026-01-05 00:00:30"], tz="UTC")
+    y = load_noise(ids, t)
+    assert np.allclose(y[1], y[0] + (y[2] - y[0]) / 3, atol=1e-15)
+
+
+def test_2026_dates_map_onto_the_profile_year(world):
+    # 2026-03-01 05:00 UTC is Mar 1 00:00 local standard time (UTC-5): 2016 step 60 days * 96.
+    t = pd.DatetimeIndex(
+        [
+            "2026-03-01 05:00",
+            "2026-03-01 05:07:30",
+            "2026-01-01 04:52:30",
+            "2028-02-29 05:00",
+            "2026-12-31 12:00",
+        ],
+        tz="UTC",
+    )
+    pos = year_position(t, -5.0)
+    assert np.allclose(pos, [5760, 5760.5, 35135.5, 59 * 96, 365 * 96 + 7 * 4])
+    inj = world.injections_at(t)
+    prof = world.profiles
+    net = world.net
+    noise = 1.0 + load_noise(net.load.index.to_numpy(), t)
+    base = inj.load_p_mw / noise
+    for j in (0, 17, 150, 217):
+        col = prof[f"load/{net.load.profile.iloc[j]}/pload"].to_numpy(dtype=float)
+        p_mw = net.load.p_mw.iloc[j]
+        assert base[0, j] == pytest.approx(col[5760] * p_mw, rel=1e-12)
+        assert base[1, j] == pytest.approx((col[5760] + col[5761]) / 2 * p_mw, rel=1e-12)
+        assert base[2, j] == pytest.approx((col[35135] + col[0]) / 2 * p_mw, rel=1e-12)  # wraps
+        assert base[3, j] == pytest.approx(col[59 * 96] * p_mw, rel=1e-12)  # Feb 29 of a leap year
+    # The same date and time of day in another year gives the same profile value (noise aside).
+    a = world.profile_factors(
+        pd.DatetimeIndex(["2016-07-04 17:00", "2026-07-04 17:00", "2031-07-04 17:00"], tz="UTC")
+    )
+    assert np.array_equal(a[0], a[1]) and np.array_equal(a[0], a[2])
+    # Times given in another time zone are the same instants.
+    t_ny = t.tz_convert("America/New_York")
+    assert np.array_equal(world.injections_at(t_ny).load_p_mw, inj.load_p_mw)
+    assert as_utc(t_ny).equals(t)
+
+
+def test_weather_at(world):
+    t = pd.DatetimeIndex(["2026-06-21 05:00", "2026-06-21 17:30", "2026-01-15 17:30"], tz="UTC")
+    w = world.weather_at(t)
+    assert w.index.equals(t)
+    assert {
+        "ghi",
+        "dni",
+        "dhi",
+        "temp_air",
+        "temp_dew",
+        "relative_humidity",
+        "wind_speed",
+        "pressure",
+        "cloud_cover_total",
+        "cloud_cover_opaque",
+    } <= set(w.columns)
+    assert w.ghi.iloc[0] == 0.0  # local midnight
+    assert w.ghi.iloc[1] > w.ghi.iloc[2] > 0  # near solar noon, summer above winter
+    assert w.temp_air.iloc[1] > w.temp_air.iloc[2]
+    assert 900 < w.pressure.min() and w.pressure.max() < 1100
+    assert ((w.cloud_cover_total >= 0) & (w.cloud_cover_total <= 100)).all()
+
+
+# ------------------------------------------------------------------------------------------ truth engine
+def test_truth_engine_matches_pandapower(world, engine):
+    # Night (batteries idle), morning, and mid-day with batteries charging.
+    times = pd.DatetimeIndex(["2026-01-20 03:00", "2026-05-02 13:00", "2026-07-01 17:00"], tz="UTC")
+    inj = world.injections_at(times)
+    assert (inj.storage_p_mw[2] > 0).all()
+    st = engine.solve(inj)
+    assert st.converged.all()
+    assert np.array_equal(st.bus_index, world.net.bus.index.to_numpy())
+    for k in range(len(times)):
+        ref = _runpp(world.net, inj, k)
+        assert np.max(np.abs(st.bus_u_pu[k] - ref.res_bus.vm_pu.to_numpy())) < 1e-6
+        assert np.max(np.abs(np.degrees(st.bus_u_angle_rad[k]) - ref.res_bus.va_degree.to_numpy())) < 1e-4
+        assert np.allclose(st.bus_u_kv[k], ref.res_bus.vm_pu * ref.bus.vn_kv, atol=1e-6)
+        assert np.allclose(st.line_p_from_mw[k], ref.res_line.p_from_mw, atol=1e-6)
+        assert np.allclose(st.line_q_to_mvar[k], ref.res_line.q_to_mvar, atol=1e-6)
+        assert np.allclose(st.line_i_from_ka[k], ref.res_line.i_from_ka, atol=1e-7)
+        assert np.allclose(st.line_loading_percent[k], ref.res_line.loading_percent, atol=1e-4)
+        assert np.allclose(st.trafo_p_hv_mw[k], ref.res_trafo.p_hv_mw, atol=1e-5)
+        assert np.allclose(st.trafo_q_lv_mvar[k], ref.res_trafo.q_lv_mvar, atol=1e-5)
+        assert np.allclose(st.trafo_i_lv_ka[k], ref.res_trafo.i_lv_ka, atol=1e-6)
+        assert np.allclose(st.trafo_loading_percent[k], ref.res_trafo.loading_percent, atol=1e-3)
+        assert np.allclose(st.load_p_mw[k], ref.res_load.p_mw, atol=1e-9)
+        assert np.allclose(st.sgen_q_mvar[k], ref.res_sgen.q_mvar, atol=1e-9)
+        assert np.allclose(st.storage_p_mw[k], ref.res_storage.p_mw, atol=1e-9)
+        assert np.allclose(st.ext_grid_p_mw[k], ref.res_ext_grid.p_mw, atol=1e-6)
+        assert np.allclose(st.ext_grid_q_mvar[k], ref.res_ext_grid.q_mvar, atol=1e-6)
+
+
+def test_day_batch_is_fast(world, engine):
+    times = pd.date_range("2026-06-15", periods=2880, freq="30s", tz="UTC")
+    inj = world.injections_at(times)
+    t0 = time.perf_counter()
+    st = engine.solve(inj)
+    assert time.perf_counter() - t0 < 5.0
+    assert st.converged.all() and st.bus_u_pu.shape == (2880, 227)
+    assert np.nanmin(st.bus_u_pu) > 0.9 and np.nanmax(st.bus_u_pu) < 1.1
+
+
+def test_opening_switches_changes_the_state(world, engine):
+    net = world.net
+    times = pd.DatetimeIndex(["2026-04-01 16:00"] * 3, tz="UTC")
+    inj = world.injections_at(times)
+    closed = np.tile(net.switch.closed.to_numpy(dtype=bool), (3, 1))
+    # A closed MV line switch whose line carries power: open it in step 1.
+    base = engine.solve(inj)
+    pos = {i: k for k, i in enumerate(net.line.index)}
+    mv = net.switch[
+        (net.switch.et == "l")
+        & net.switch.closed
+        & (net.bus.vn_kv.reindex(net.switch.bus).to_numpy() == 20.0)
+    ]
+    flows = np.array([abs(base.line_p_from_mw[0, pos[e]]) for e in mv.element])
+    sw = mv.index[int(np.argmax(flows))]
+    line = pos[net.switch.element.loc[sw]]
+    k_sw = net.switch.index.get_loc(sw)
+    closed[1, k_sw] = False
+    # Step 2: open the MV bus coupler (a bus-bus switch, a PGM link).
+    coupler = net.switch.index[
+        (net.switch.et == "b") & (net.bus.vn_kv.reindex(net.switch.bus).to_numpy() == 20.0)
+    ]
+    closed[2, net.switch.index.get_loc(coupler[0])] = False
+    st = engine.solve(inj, switch_closed=closed)
+    assert st.converged.all()
+    assert abs(base.line_p_from_mw[0, line]) > 0.05
+    assert abs(st.line_p_from_mw[0, line] - base.line_p_from_mw[0, line]) < 1e-12
+    assert abs(st.line_p_from_mw[1, line]) < 1e-9 and abs(st.line_i_to_ka[1, line]) < 1e-9
+    assert np.nanmax(np.abs(st.bus_u_pu[1] - st.bus_u_pu[0])) > 1e-4
+    assert (
+        np.nanmax(np.abs(st.trafo_p_hv_mw[2] - st.trafo_p_hv_mw[0])) > 0.1
+    )  # each trafo feeds its own busbar
+    # pandapower agrees on the switched topologies.
+    for k in (1, 2):
+        ref = _runpp(net, inj, k, switch_closed=closed[k])
+        ok = ref.res_bus.vm_pu.notna().to_numpy()
+        assert np.array_equal(ok, np.isfinite(st.bus_u_pu[k]))
+        assert np.max(np.abs(st.bus_u_pu[k][ok] - ref.res_bus.vm_pu.to_numpy()[ok])) < 1e-6
+
+
+def test_non_convergence_is_reported_per_step(world, engine):
+    times = pd.date_range("2026-06-15 12:00", periods=3, freq="30s", tz="UTC")
+    inj = world.injections_at(times)
+    p = inj.load_p_mw.copy()
+    p[1] *= 500.0  # collapses the voltage
+    bad = Injections(**{**inj.__dict__, "load_p_mw": p})
+    st = engine.solve(bad)
+    assert list(st.converged) == [True, False, True]
+    assert np.isnan(st.bus_u_pu[1]).all() and np.isnan(st.line_p_from_mw[1]).all()
+    assert np.isfinite(st.bus_u_pu[[0, 2]]).all()
+
+
+def test_empty_batch(world, engine):
+    st = engine.solve(world.injections_at(pd.DatetimeIndex([], tz="UTC")))
+    assert len(st) == 0 and st.bus_u_pu.shape == (0, 227)
+
+
+# ------------------------------------------------------------------------------------------ vs SimBench
+def test_stored_profiles_reproduce_simbench(world, simbench_net):
+    import simbench as sb
+
+    abs_sb = sb.get_absolute_values(simbench_net, True)
+    steps = np.array([0, 1, 4000, 17_000, 35_135])
+    for table, field, elems in (
+        ("load", "p_mw", [0, 5, 120, 217]),
+        ("load", "q_mvar", [0, 5, 120, 217]),
+        ("sgen", "p_mw", [0, 9, 119, 128]),
+    ):
+        ref = abs_sb[(table, field)].to_numpy()[np.ix_(steps, elems)]
+        mine = wb.absolute_values(world.net, world.profiles, table, field, steps)[:, elems]
+        assert np.max(np.abs(mine - ref)) < 1e-4
+
+
+def test_build_is_reproducible(world, simbench_net):
+    # Profiles and battery placement from a fresh SimBench net equal the committed ones.
+    fresh = wb.profiles_frame(simbench_net)
+    assert list(fresh.columns) == list(world.profiles.columns)
+    assert np.array_equal(
+        fresh.drop(columns="step").to_numpy(), world.profiles.drop(columns="step").to_numpy()
+    )
+    assert wb.choose_storage_buses(simbench_net, 4) == world.net.storage.bus.tolist()
+    # Weather from pvlib's TMY3 file equals the committed weather.
+    weather, station = wb.weather_frame()
+    assert station["latitude"] == 36.1 and station["tmy3_utc_offset_h"] == -5.0
+    pd.testing.assert_frame_equal(weather, world.weather, check_dtype=False)
