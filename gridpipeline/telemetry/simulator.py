@@ -44,7 +44,7 @@ WRONG_UNITS = {"MW": ("kW", 1e3), "Mvar": ("kvar", 1e3), "kV": ("V", 1e3), "A": 
 FAULT_KINDS = (
     "gap", "comm_loss", "stuck", "spike", "drift", "late", "out_of_order", "duplicate", "wrong_units",
     "corrupt_file", "missing_column", "nan_value", "infinite_value", "unknown_sensor", "impossible_value",
-    "future_timestamp", "outside_partition", "bad_type",
+    "future_timestamp", "old_timestamp", "outside_partition", "bad_type",
 )
 
 
@@ -269,6 +269,10 @@ class ScadaSimulator:
         meas = truth + rng.standard_normal(truth.shape) * sigma[None, :]
         kinds = reg.kind.to_numpy()
         meas[:, kinds == "energy"] = truth[:, kinds == "energy"]  # registers count, they do not jitter
+        # Instruments report magnitudes and bounded states: noise never makes them negative.
+        mag = np.isin(kinds, ("v_mag", "i_branch"))
+        meas[:, mag] = np.abs(meas[:, mag])
+        meas[:, kinds == "soc"] = np.clip(meas[:, kinds == "soc"], 0.0, 100.0)
         present = ~np.isnan(truth)
         ts0 = times[0].to_pydatetime().replace(tzinfo=None)
         ids = reg.sensor_id.to_numpy()
@@ -295,7 +299,9 @@ class ScadaSimulator:
         spikes = (rs < f.spike_rate) & present & self.analog[None, :]
         if spikes.any():
             ti, sj = np.nonzero(spikes)
-            mag = np.maximum(0.35 * reg.nominal.to_numpy()[sj], 30 * sigma[sj])
+            # A spike is a gross transient: a full rating off (30 % of nominal for voltages).
+            rel = np.where(kinds[sj] == "v_mag", 0.3, 1.0)
+            mag = np.maximum(rel * reg.nominal.to_numpy()[sj], 30 * sigma[sj])
             meas[ti, sj] += np.where(_rng(self.seed, window, "spike-sign").random(len(ti)) < 0.5, -1, 1) * mag
             for a, b in zip(ti, sj):
                 log.append(("spike", None, int(ids[b]), times[a].to_pydatetime().replace(tzinfo=None), None, ""))
@@ -389,7 +395,7 @@ class ScadaSimulator:
         if not len(hit):
             return
         kinds = ["nan_value", "infinite_value", "unknown_sensor", "impossible_value", "future_timestamp",
-                 "outside_partition"] + (["bad_type"] if fmt == "csv" else [])
+                 "old_timestamp", "outside_partition"] + (["bad_type"] if fmt == "csv" else [])
         table["value"] = table["value"].astype(object) if fmt == "csv" else table["value"].copy()
         table["sensor_id"] = table["sensor_id"].copy()
         table["ts"] = table["ts"].copy()
@@ -403,8 +409,10 @@ class ScadaSimulator:
                 table["sensor_id"][i] = self.max_id + 1000 + int(rng.integers(1000))
             elif kind == "impossible_value":
                 table["value"][i] = -1e9
-            elif kind == "future_timestamp":
-                table["ts"][i] = np.datetime64(export_start + timedelta(days=3), "ms")
+            elif kind == "future_timestamp":      # clock error: years ahead, whatever "now" is
+                table["ts"][i] = np.datetime64(export_start + timedelta(days=3650), "ms")
+            elif kind == "old_timestamp":         # RTU clock reset to its epoch
+                table["ts"][i] = np.datetime64(datetime(2000, 1, 1), "ms")
             elif kind == "outside_partition":
                 table["ts"][i] = np.datetime64(window - timedelta(minutes=30), "ms")
             else:

@@ -1,0 +1,19 @@
+"""Benchmarks, run as ``uv run gridpipeline bench NAME``; each prints one JSON line of figures.
+
+Results and the machine they ran on are recorded in ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+def _ingest(**kw) -> dict:
+    from benchmarks.ingest import run
+
+    return run(**kw)
+
+
+REGISTRY: dict[str, Callable[..., dict]] = {
+    "ingest": _ingest,
+}

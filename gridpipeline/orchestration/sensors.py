@@ -1,0 +1,107 @@
+"""The landing-zone sensor: turns finished (or changed) 5-minute windows into telemetry runs.
+
+A window is ready once it has closed plus a grace period. Each window's fingerprint (file count and
+newest mtime, over landing and rejected folders) is kept in the cursor, so a late or re-sent file
+changes the fingerprint and re-runs exactly that partition, which replaces its rows. Many ready
+windows at once (catch-up after downtime) go out as one range run, like a single-run backfill.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from dagster import (
+    AssetKey,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+
+from gridpipeline.orchestration.partitions import five_minute_partitions
+from gridpipeline.settings import get_settings
+from gridpipeline.telemetry import landing as lz
+
+LOOKBACK = timedelta(days=1)
+RANGE_RUN_THRESHOLD = 6
+BOOTSTRAP = [AssetKey("sensor_registry"), AssetKey("unit_conversions"), AssetKey("kind_limits")]
+
+
+def partition_key(window: datetime) -> str:
+    return f"{window:%Y-%m-%d-%H:%M}"
+
+
+def ready_windows(landing, rejected, now: datetime, cursor: dict[str, str], grace_s: int) -> dict[str, str]:
+    """Windows (key -> fingerprint) that are closed and new or changed since the cursor (pure)."""
+    out = {}
+    first = datetime.strptime(five_minute_partitions.start.strftime("%Y-%m-%d %H:%M"), "%Y-%m-%d %H:%M")
+    for w in lz.recent_windows(landing, max(now - LOOKBACK, first)):
+        if w + lz.WINDOW + timedelta(seconds=grace_s) > now:
+            continue
+        fp = lz.fingerprint(landing, w)
+        rej = lz.fingerprint(rejected, w)
+        if fp is None and rej is None:
+            continue
+        key = partition_key(w)
+        combined = f"{fp}|{rej}"
+        if cursor.get(key) != combined:
+            out[key] = combined
+    return out
+
+
+def group_ranges(keys: list[str]) -> list[tuple[str, str]]:
+    """Contiguous runs of partition keys as (first, last) pairs."""
+    keys = sorted(keys)
+    ranges, start, prev = [], None, None
+    for k in keys:
+        t = datetime.strptime(k, "%Y-%m-%d-%H:%M")
+        if prev is not None and t - prev == lz.WINDOW:
+            prev = t
+            ranges[-1] = (ranges[-1][0], k)
+            continue
+        ranges.append((k, k))
+        start, prev = k, t
+    return ranges
+
+
+def build_landing_sensor(job, bootstrap_job):
+    @sensor(
+        name="landing_zone_sensor",
+        jobs=[job, bootstrap_job],
+        minimum_interval_seconds=15,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Launches telemetry runs for closed 5-minute windows with new or changed landing files.",
+    )
+    def landing_zone_sensor(context: SensorEvaluationContext):
+        s = get_settings()
+        s.ensure_dirs()
+        instance = context.instance
+        missing = [k for k in BOOTSTRAP if instance.get_latest_materialization_event(k) is None]
+        if missing:
+            # Registry and seeds first; a later tick picks up the windows.
+            yield RunRequest(run_key=f"bootstrap-{context.cursor or 'start'}", job_name=bootstrap_job.name)
+            return
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        ready = ready_windows(s.landing, s.rejected, now, cursor, s.landing_grace_s)
+        if not ready:
+            yield SkipReason("no closed window with new landing files")
+            return
+        keys = sorted(ready)
+        if len(keys) >= RANGE_RUN_THRESHOLD:
+            for first, last in group_ranges(keys):
+                yield RunRequest(
+                    run_key=f"range:{first}:{last}:{ready[last]}",
+                    job_name=job.name,
+                    tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+                )
+        else:
+            for k in keys:
+                yield RunRequest(run_key=f"{k}:{ready[k]}", job_name=job.name, partition_key=k)
+        cursor.update(ready)
+        horizon = partition_key(now - LOOKBACK - timedelta(hours=1))
+        context.update_cursor(json.dumps({k: v for k, v in cursor.items() if k >= horizon}))
+
+    return landing_zone_sensor

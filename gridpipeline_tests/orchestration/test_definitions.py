@@ -1,0 +1,76 @@
+"""The code location loads, and its shape does not change by accident (a snapshot of the names)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from gridpipeline.orchestration.sensors import group_ranges, ready_windows
+from gridpipeline.settings import PROJECT_ROOT
+from gridpipeline.telemetry import landing as lz
+from gridpipeline.telemetry.assets import dbt_window_vars
+
+
+def test_dagster_definitions_validate(tmp_path):
+    env = {**os.environ, "GRIDPIPELINE_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
+    exe = Path(sys.executable).parent / "dagster"
+    out = subprocess.run([str(exe), "definitions", "validate", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+
+
+def test_definitions_snapshot():
+    from gridpipeline.definitions import defs
+
+    repo = defs.get_repository_def()
+    assets = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert {"sensor_registry", "raw_telemetry", "clean_telemetry", "dedup_audit", "sensor_health",
+            "unit_conversions", "kind_limits"} <= assets
+    checks = {k.name for k in repo.asset_graph.asset_check_keys}
+    assert {"raw_telemetry_reconciles", "raw_telemetry_quarantine_rate", "sensor_coverage"} <= checks
+    assert any(n.startswith("not_null") or "unique" in n for n in checks), "dbt tests must appear as asset checks"
+    assert {j.name for j in repo.get_all_jobs()} >= {"telemetry_job", "bootstrap_job"}
+    assert {s.name for s in repo.sensor_defs} >= {"landing_zone_sensor"}
+    # Every asset that writes DuckDB takes the duckdb pool.
+    for key in ("sensor_registry", "raw_telemetry", "clean_telemetry", "sensor_health", "unit_conversions"):
+        node = repo.asset_graph.get(next(k for k in repo.asset_graph.get_all_asset_keys() if k.to_user_string() == key))
+        assert node.pools == {"duckdb"}, key
+
+
+def test_dagster_yaml_limits_the_duckdb_pool(tmp_path):
+    import yaml
+
+    cfg = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    assert cfg["concurrency"]["pools"]["default_limit"] == 1
+    assert cfg["sensors"]["use_threads"] is True
+
+
+def test_dbt_vars_carry_the_window(gp_home):
+    from gridpipeline.settings import get_settings
+
+    v = dbt_window_vars(datetime(2026, 11, 20, 10, 0), datetime(2026, 11, 20, 10, 5), get_settings())
+    assert v["window_start"] == "2026-11-20 10:00:00" and v["window_end"] == "2026-11-20 10:05:00"
+    assert v["late_after_s"] == 60
+
+
+def test_landing_sensor_requests_closed_changed_windows_only(tmp_path):
+    landing, rejected = tmp_path / "landing", tmp_path / "rejected"
+    for w in (datetime(2026, 11, 20, 10, 0), datetime(2026, 11, 20, 10, 5), datetime(2026, 11, 20, 10, 10)):
+        d = lz.window_dir(landing, w)
+        d.mkdir(parents=True)
+        (d / lz.file_name("RTU_A", w, "csv")).write_text("sensor_id,ts,value\n")
+    now = datetime(2026, 11, 20, 10, 15, 10)      # 10:10 window closed 10 s ago: inside the grace
+    ready = ready_windows(landing, rejected, now, {}, grace_s=20)
+    assert sorted(ready) == ["2026-11-20-10:00", "2026-11-20-10:05"]
+    assert ready_windows(landing, rejected, now, ready, grace_s=20) == {}
+    # A late file changes the fingerprint: that window (only) is requested again.
+    w = datetime(2026, 11, 20, 10, 0)
+    late = lz.window_dir(landing, w) / lz.file_name("RTU_B", w, "csv")
+    late.write_text("sensor_id,ts,value\n")
+    os.utime(late, (now.timestamp() + 5, now.timestamp() + 5))
+    assert list(ready_windows(landing, rejected, now, ready, grace_s=20)) == ["2026-11-20-10:00"]
+    assert group_ranges(["2026-11-20-10:00", "2026-11-20-10:05", "2026-11-20-10:15"]) == [
+        ("2026-11-20-10:00", "2026-11-20-10:05"), ("2026-11-20-10:15", "2026-11-20-10:15")]
