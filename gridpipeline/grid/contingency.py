@@ -1,0 +1,330 @@
+"""N-1 (and chosen N-2) contingency analysis as one power-grid-model batch.
+
+Each contingency is a batch scenario: lines/transformers get ``from_status = to_status = 0``,
+static generators ``status = 0``. PGM reports nodes cut off from every source as not energised;
+the load connected there is the load lost (islanded). Per contingency: converged, max loading
+(pandapower's current-based definition) and where, min/max voltage of energised buses, violation
+counts, load lost, and a severity rank. With ``restore_via_ties`` each contingency that loses
+load is re-run with every normally-open switch that reconnects the lost area (another batch) and
+the best one is reported with the load it restores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from power_grid_model import CalculationMethod, ComponentType, PowerGridModel
+
+from gridpipeline.grid.network import PgmModel, has_voltage_controlled, sanitize_net, to_pgm
+from gridpipeline.grid.powerflow import (
+    _batch_loading,
+    _branch_index,
+    batch_update,
+    injection_sensitivities,
+)
+
+__all__ = ["contingency_list", "relief_injections", "run_n1"]
+
+_COMP = {"line": ComponentType.line, "trafo": ComponentType.transformer, "sgen": ComponentType.sym_gen,
+         "load": ComponentType.sym_load, "storage": ComponentType.sym_load, "switch": ComponentType.link}
+
+
+def _outage_changes(model: PgmModel, elements: Sequence[tuple[str, int]]) -> list[tuple]:
+    ch = []
+    for etype, eid in elements:
+        comp = _COMP[etype]
+        pid = int(model.ids[etype][eid])
+        if comp in (ComponentType.line, ComponentType.transformer, ComponentType.link):
+            ch.append((comp, pid, {"from_status": 0, "to_status": 0}))
+        else:
+            ch.append((comp, pid, {"status": 0}))
+    return ch
+
+
+def contingency_list(model: PgmModel, data: dict, elements: Iterable[str] = ("line", "trafo", "sgen"),
+                     n2: Sequence[Sequence[tuple[str, int]]] | None = None) -> list[tuple[tuple[str, int], ...]]:
+    """All single outages of in-service, connected elements of the given types, plus ``n2`` tuples."""
+    out: list[tuple[tuple[str, int], ...]] = []
+    for etype in elements:
+        comp = _COMP[etype]
+        arr = data.get(comp)
+        ids = model.ids.get(etype)
+        if arr is None or ids is None or not len(ids):
+            continue
+        rows = np.searchsorted(arr["id"], ids.to_numpy())
+        if comp in (ComponentType.line, ComponentType.transformer, ComponentType.link):
+            live = (arr["from_status"][rows] == 1) & (arr["to_status"][rows] == 1)
+        else:
+            live = arr["status"][rows] == 1
+        out.extend(((etype, int(i)),) for i in ids.index[live])
+    for combo in n2 or []:
+        out.append(tuple((str(t), int(i)) for t, i in combo))
+    return out
+
+
+def _load_per_node(model: PgmModel, data: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sym_load ids, nodes, p in MW) of in-service loads (ZIP parts included, storage excluded)."""
+    arr = data.get(ComponentType.sym_load)
+    if arr is None or not len(arr):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    tables = model.id_table[arr["id"]]
+    sel = np.isin(tables, ["load", "load_z", "load_i"]) & (arr["status"] == 1)
+    return arr["id"][sel], arr["node"][sel], arr["p_specified"][sel] / 1e6
+
+
+def run_n1(
+    net,
+    *,
+    elements: Iterable[str] = ("line", "trafo", "sgen"),
+    n2: list[tuple] | None = None,
+    restore_via_ties: bool = False,
+    switch_closed: Mapping | pd.Series | None = None,
+    loading_limit: float = 100.0,
+    v_min: float = 0.95,
+    v_max: float = 1.05,
+    model: PgmModel | None = None,
+    threading: int = -1,
+    tolerance: float = 1e-8,
+    max_iterations: int = 30,
+    chunk_size: int = 500,
+) -> pd.DataFrame:
+    """Contingency table, one row per contingency, sorted by severity (rank 1 = worst).
+
+    Columns: contingency (label), elements (tuple of (type, id)), converged, max_loading_percent,
+    max_loading_element, min_u_pu, max_u_pu, n_overloads, n_voltage_violations, buses_lost,
+    load_lost_mw, severity, rank; with ``restore_via_ties`` also tie_switch, load_restored_mw,
+    max_loading_after_restore_percent. Scenarios run in batches of ``chunk_size`` (memory);
+    ``threading`` is PGM's (0: all cores).
+    """
+    t0 = time.perf_counter()
+    sanitize_net(net)
+    if has_voltage_controlled(net):
+        raise ValueError("run_n1 uses power-grid-model, which has no voltage-controlled generators; "
+                         "this net has gens (use pandapower.contingency for it)")
+    model = model or to_pgm(net)
+    data = model.with_switch_states(switch_closed)
+    cons = contingency_list(model, data, elements, n2)
+    parts = []
+    for s0 in range(0, len(cons), max(1, chunk_size)):
+        c = cons[s0:s0 + chunk_size]
+        scen = [_outage_changes(model, x) for x in c]
+        res = _run_batch(model, data, scen, threading, tolerance, max_iterations)
+        part = pd.DataFrame(_summarise(model, data, c, res, loading_limit, v_min, v_max))
+        if restore_via_ties and len(part):
+            _restore(model, data, c, scen, res, part, threading, tolerance, max_iterations, loading_limit)
+        parts.append(part)
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["contingency", "elements", "converged", "max_loading_percent", "max_loading_element", "min_u_pu",
+                 "max_u_pu", "n_overloads", "n_voltage_violations", "buses_lost", "load_lost_mw"])
+    df = _rank(df)
+    df.attrs["elapsed_s"] = time.perf_counter() - t0
+    df.attrs["n_scenarios"] = len(cons)
+    return df
+
+
+def _run_batch(model, data, scen, threading, tolerance, max_iterations) -> dict:
+    if not scen:
+        return {"node_u": np.zeros((0, 0)), "node_en": np.zeros((0, 0)), "loading": np.zeros((0, 0)), "failed": set()}
+    upd = batch_update(scen)
+    if not upd:  # every scenario empty
+        upd = batch_update([[(ComponentType.line, int(data[ComponentType.line]["id"][0]), {})]] * len(scen))
+    pgm = PowerGridModel(data)
+    out = pgm.calculate_power_flow(
+        update_data=upd, calculation_method=CalculationMethod.newton_raphson, threading=threading,
+        continue_on_batch_error=True, error_tolerance=tolerance, max_iterations=max_iterations,
+        output_component_types={ComponentType.node: ["id", "u_pu", "energized"],
+                                ComponentType.line: ["id", "i_from", "i_to"],
+                                ComponentType.transformer: ["id", "i_from", "i_to"]})
+    failed = set(pgm.batch_error.failed_scenarios.tolist()) if pgm.batch_error is not None else set()
+    return {"node_u": out[ComponentType.node]["u_pu"], "node_en": out[ComponentType.node]["energized"],
+            "loading": _batch_loading(model, data, out), "failed": failed}
+
+
+def _summarise(model, data, cons, res, loading_limit, v_min, v_max) -> list[dict]:
+    node_ids = data[ComponentType.node]["id"]
+    _, lnode, lp = _load_per_node(model, data)
+    lnode_pos = np.searchsorted(node_ids, lnode)
+    br_index = _branch_index(model, data)
+    rows = []
+    for k, c in enumerate(cons):
+        label = "+".join(f"{t}:{i}" for t, i in c)
+        if k in res["failed"]:
+            rows.append({"contingency": label, "elements": c, "converged": False, "max_loading_percent": np.nan,
+                         "max_loading_element": None, "min_u_pu": np.nan, "max_u_pu": np.nan, "n_overloads": 0,
+                         "n_voltage_violations": 0, "buses_lost": 0, "load_lost_mw": np.nan})
+            continue
+        en = res["node_en"][k].astype(bool)
+        u = res["node_u"][k][en]
+        ld = np.nan_to_num(res["loading"][k], nan=0.0)
+        j = int(np.argmax(ld)) if len(ld) else -1
+        lost = ~en[lnode_pos]
+        rows.append({
+            "contingency": label, "elements": c, "converged": True,
+            "max_loading_percent": float(ld[j]) if j >= 0 else 0.0,
+            "max_loading_element": f"{br_index[j][0]}:{br_index[j][1]}" if j >= 0 else None,
+            "min_u_pu": float(u.min()) if len(u) else np.nan, "max_u_pu": float(u.max()) if len(u) else np.nan,
+            "n_overloads": int((ld > loading_limit).sum()),
+            "n_voltage_violations": int(((u < v_min) | (u > v_max)).sum()),
+            "buses_lost": int((~en).sum()), "load_lost_mw": float(lp[lost].sum()),
+        })
+    return rows
+
+
+def _rank(df: pd.DataFrame) -> pd.DataFrame:
+    if not len(df):
+        return df
+    over = (df.max_loading_percent.fillna(0) - 100.0).clip(lower=0)
+    vdev = np.maximum((0.95 - df.min_u_pu.fillna(1.0)).clip(lower=0), (df.max_u_pu.fillna(1.0) - 1.05).clip(lower=0))
+    # severity: divergence dominates, then lost load (MW x 100), then overload (%), then voltage (% of nominal)
+    df["severity"] = (~df.converged).astype(float) * 1e6 + df.load_lost_mw.fillna(0) * 100.0 + over + vdev * 100.0
+    df = df.sort_values(["severity", "max_loading_percent"], ascending=False, kind="stable").reset_index(drop=True)
+    df["rank"] = np.arange(1, len(df) + 1)
+    return df
+
+
+# --------------------------------------------------------------------------------- restoration
+def _tie_candidates(model: PgmModel, data: dict) -> list[tuple[int, tuple, int, int]]:
+    """Open switches as (switch index, status change, node a, node b): closing it joins a and b."""
+    sm = model.switch_map
+    if not len(sm):
+        return []
+    out = []
+    for sw, r in sm.iterrows():
+        comp = ComponentType(r.component)
+        arr = data[comp]
+        row = int(np.searchsorted(arr["id"], r.pgm_id))
+        fs, ts = int(arr["from_status"][row]), int(arr["to_status"][row])
+        if fs == 1 and ts == 1:
+            continue  # already conducting
+        new = {"from_status": 1 if r.side in ("from", "both") else fs, "to_status": 1 if r.side in ("to", "both") else ts}
+        if not (new["from_status"] == 1 and new["to_status"] == 1):
+            continue  # another open switch on the same branch
+        out.append((int(sw), (comp, int(r.pgm_id), new), int(arr["from_node"][row]), int(arr["to_node"][row])))
+    return out
+
+
+def _restore(model, data, cons, scen, res, df, threading, tolerance, max_iterations, loading_limit) -> None:
+    ties = _tie_candidates(model, data)
+    node_ids = data[ComponentType.node]["id"]
+    _, lnode, lp = _load_per_node(model, data)
+    lnode_pos = np.searchsorted(node_ids, lnode)
+    df["tie_switch"] = pd.array([pd.NA] * len(df), dtype="Int64")
+    df["load_restored_mw"] = 0.0
+    df["max_loading_after_restore_percent"] = np.nan
+    trial_scen, trial_of = [], []
+    for k, c in enumerate(cons):
+        if k in res["failed"] or not df.at[k, "load_lost_mw"] > 0:
+            continue
+        en = res["node_en"][k].astype(bool)
+        out_ids = {pid for _, pid, _ in scen[k]}
+        for sw, change, a, b in ties:
+            if change[1] in out_ids:
+                continue
+            pa, pb = np.searchsorted(node_ids, [a, b])
+            if en[pa] != en[pb]:  # joins a dead area to a live one
+                trial_scen.append(scen[k] + [change])
+                trial_of.append((k, sw))
+    if not trial_scen:
+        return
+    tr = _run_batch(model, data, trial_scen, threading, tolerance, max_iterations)
+    best: dict[int, tuple] = {}
+    for j, (k, sw) in enumerate(trial_of):
+        if j in tr["failed"]:
+            continue
+        en = tr["node_en"][j].astype(bool)
+        lost_after = float(lp[~en[lnode_pos]].sum())
+        restored = float(df.at[k, "load_lost_mw"]) - lost_after
+        mx = float(np.nan_to_num(tr["loading"][j], nan=0.0).max()) if tr["loading"].shape[1] else 0.0
+        # prefer more load restored, then no overload, then the lower loading
+        key = (round(restored, 9), mx <= loading_limit, -mx)
+        if restored > 0 and (k not in best or key > best[k][0]):
+            best[k] = (key, sw, restored, mx)
+    for k, (_, sw, restored, mx) in best.items():
+        df.at[k, "tie_switch"] = sw
+        df.at[k, "load_restored_mw"] = restored
+        df.at[k, "max_loading_after_restore_percent"] = mx
+
+
+# ------------------------------------------------------------------------------- relief
+def relief_injections(
+    net,
+    contingency: Sequence[tuple[str, int]] | str,
+    *,
+    target: tuple[str, int] | None = None,
+    model: PgmModel | None = None,
+    switch_closed: Mapping | pd.Series | None = None,
+    max_candidates: int = 100,
+    top_n: int = 10,
+    delta_mw: float = 0.01,
+    loading_limit: float = 100.0,
+) -> pd.DataFrame:
+    """Injections that would relieve the worst-loaded branch under ``contingency``.
+
+    ``contingency``: tuple of (element_type, id) or a label like "line:3+line:7". ``target``: the
+    branch to relieve (default: the most loaded one under the outage). Sensitivities come from one
+    PGM batch with the outage applied in every scenario. Columns: element_type, element_id, bus,
+    p_mw, sensitivity_pct_per_mw, action, relief_capacity_pct (what the action can achieve within
+    the element's current output/consumption or rating), mw_to_limit (MW of the action that brings
+    the target to ``loading_limit``), target, target_loading_percent.
+    """
+    sanitize_net(net)
+    model = model or to_pgm(net)
+    data = model.with_switch_states(switch_closed)
+    if isinstance(contingency, str):
+        contingency = tuple((p.split(":")[0], int(p.split(":")[1])) for p in contingency.split("+"))
+    base = _outage_changes(model, contingency)
+    res = _run_batch(model, data, [base], -1, 1e-8, 30)
+    cols = ["element_type", "element_id", "bus", "p_mw", "sensitivity_pct_per_mw", "action", "relief_capacity_pct",
+            "mw_to_limit", "target", "target_loading_percent"]
+    if 0 in res["failed"]:
+        return pd.DataFrame(columns=cols)
+    br_index = _branch_index(model, data)
+    ld = np.nan_to_num(res["loading"][0], nan=0.0)
+    if target is None:
+        j = int(np.argmax(ld))
+        target = (br_index[j][0], int(br_index[j][1]))
+    else:
+        j = list(br_index).index((target[0], int(target[1])))
+    target_loading = float(ld[j])
+    comp = ComponentType.line if target[0] == "line" else ComponentType.transformer
+    arr = data[comp]
+    row = int(np.searchsorted(arr["id"], model.ids[target[0]][target[1]]))
+    from gridpipeline.grid.powerflow import _candidate_injections
+
+    # candidates: near the target, among what is still energised under the outage
+    cand = _candidate_injections(model, data, [int(arr["from_node"][row]), int(arr["to_node"][row])], max_candidates * 3)
+    cand = [c for c in cand if model.id_table[c] in ("load", "sgen", "storage")][:max_candidates]
+    if not cand:
+        return pd.DataFrame(columns=cols)
+    bs, _ = injection_sensitivities(model, data, cand, base_update=base, delta_mw=delta_mw, branch_ids=[target])
+    sens = bs.iloc[0]
+    over = target_loading - loading_limit
+    rows = []
+    apps = model.appliances
+    for aid, s in sens.items():
+        if not np.isfinite(s) or abs(s) < 1e-9:
+            continue
+        table = model.id_table[aid]
+        eid = int(model.id_index[aid])
+        a = apps.loc[aid]
+        p = float(a.p_mw)
+        rating = float(a.sn_mva) if np.isfinite(a.sn_mva) and a.sn_mva > 0 else abs(p)
+        if table == "load":
+            action, cap = ("reduce load", max(p, 0.0)) if s > 0 else ("increase load", 0.0)
+        elif table == "sgen":
+            action, cap = ("reduce generation", max(p, 0.0)) if s > 0 else ("increase generation", max(rating - p, 0.0))
+        else:  # storage: p > 0 charges
+            action, cap = ("reduce charging / discharge", p + rating) if s > 0 else ("charge more", rating - p)
+        relief = abs(s) * cap
+        if relief <= 0:
+            continue
+        node = int(data[model.component_of(table)]["node"][np.searchsorted(data[model.component_of(table)]["id"], aid)])
+        rows.append({"element_type": table, "element_id": eid, "bus": int(model.id_index[node]), "p_mw": p,
+                     "sensitivity_pct_per_mw": float(s), "action": action, "relief_capacity_pct": relief,
+                     "mw_to_limit": float(over / abs(s)) if over > 0 else 0.0, "target": f"{target[0]}:{target[1]}",
+                     "target_loading_percent": target_loading})
+    out = pd.DataFrame(rows, columns=cols)
+    return out.sort_values("relief_capacity_pct", ascending=False, kind="stable").head(top_n).reset_index(drop=True)
