@@ -30,6 +30,18 @@ data_app = typer.Typer(no_args_is_help=True, help="The sample grid world under d
 app.add_typer(data_app, name="data")
 
 
+def _add_domain_apps() -> None:
+    """Domain command groups (grid, forecast) live with their domain."""
+    from gridpipeline.forecast.cli import forecast_app
+    from gridpipeline.grid.cli import grid_app
+
+    app.add_typer(grid_app, name="grid", help="Power flow, state estimation and N-1 on your own network files.")
+    app.add_typer(forecast_app, name="forecast", help="Forecast backtests on your own history.")
+
+
+_add_domain_apps()
+
+
 def _settings() -> Settings:
     try:
         s = get_settings()
