@@ -74,8 +74,17 @@ def ensure_dagster_home(settings: Settings) -> Path:
     """DAGSTER_HOME (default var/dagster_home) with the shipped dagster.yaml in it."""
     home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
+    # Create the instance's storage under a lock: two commands starting on a fresh home at once
+    # would otherwise race to create the same SQLite tables.
+    import fcntl
+
+    with open(home / ".init.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+        from dagster import DagsterInstance
+
+        DagsterInstance.get().dispose()
     return home
 
 

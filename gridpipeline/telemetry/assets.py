@@ -187,12 +187,27 @@ def clean_telemetry_models(context: AssetExecutionContext, dbt: DbtCliResource, 
         yield from dbt.cli(["build", "--vars", json.dumps(vars_)], context=context).stream()
 
 
+# The latest hour runs once all its 5-minute windows are clean (eager alone would skip an hour that
+# was already complete when the deployment started), and again whenever one of them is re-cleaned.
+HOURLY_WHEN_COMPLETE = (
+    AutomationCondition.eager()
+    | (
+        AutomationCondition.in_latest_time_window()
+        & AutomationCondition.missing()
+        & ~AutomationCondition.any_deps_missing()
+        & ~AutomationCondition.any_deps_in_progress()
+        & ~AutomationCondition.in_progress()
+        & ~AutomationCondition.execution_failed()
+    )
+).with_label("hourly_when_complete")
+
+
 @asset(
     group_name=GROUP,
     partitions_def=hourly_partitions,
     pool="duckdb",
     deps=[AssetKey("clean_telemetry")],
-    automation_condition=AutomationCondition.eager(),
+    automation_condition=HOURLY_WHEN_COMPLETE,
     description="Per sensor and hour: expected vs received readings, availability, latency, last seen.",
 )
 def sensor_health(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):

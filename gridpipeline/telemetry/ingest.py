@@ -195,7 +195,7 @@ def _validated_sql(window_start: datetime, window_end: datetime) -> str:
         LEFT JOIN sensors s ON s.sensor_id = r.sid
         LEFT JOIN units u ON u.from_unit = r.unit AND u.to_unit = s.unit
     )
-    SELECT v.*, CASE
+    SELECT v.file_id, v.row_number, v.arrived_at, v.sid, v.t, v.val, v.unit, v.sid_raw, v.ts_raw, v.val_raw, CASE
         WHEN fe.error IS NOT NULL THEN fe.error
         WHEN sid IS NULL AND (NOT text_row OR sid_raw IS NULL) THEN 'missing_sensor_id'
         WHEN sid IS NULL THEN 'bad_sensor_id'
@@ -216,6 +216,30 @@ def _validated_sql(window_start: datetime, window_end: datetime) -> str:
     """
 
 
+def _typed_schema(schema: pa.Schema) -> bool:
+    """A Parquet export with the expected column types: read in bulk by DuckDB, no casts needed."""
+    names = set(schema.names)
+    if not set(REQUIRED) <= names:
+        return False
+    if "unit" in names and not pa.types.is_string(schema.field("unit").type):
+        return False
+    return all(check(schema.field(c).type) for c, check in _TYPED.items())
+
+
+def _sql_list(items: list[str]) -> str:
+    return "[" + ", ".join("'" + i.replace("'", "''") + "'" for i in items) + "]"
+
+
+def _bulk_parquet_sql() -> str:
+    return """
+        SELECT f.file_id, p.file_row_number + 1 AS row_number, f.arrived_at,
+               p.sensor_id::BIGINT AS sensor_id, p.ts::TIMESTAMP AS ts, p.value::DOUBLE AS value,
+               p.unit::VARCHAR AS unit
+        FROM read_parquet($paths, filename = true, file_row_number = true, union_by_name = true) p
+        JOIN bulk_files f ON f.file_path = p.filename
+    """
+
+
 def ingest_window(
     con: duckdb.DuckDBPyConnection,
     landing: Path,
@@ -225,38 +249,87 @@ def ingest_window(
     future_tolerance_s: int = 300,
     max_age_days: int = 400,
 ) -> WindowReport:
-    """Replace the window's rows in ``telemetry.raw_readings`` / ``quarantine`` / ``ingest_files``."""
+    """Replace the window's rows in ``telemetry.raw_readings`` / ``quarantine`` / ``ingest_files``.
+
+    Parquet files with the expected types (the bulk of a historian's exports) are read by DuckDB in
+    one parallel scan; CSV and oddly typed files go through Arrow one by one and are cast with
+    TRY_CAST. A file that cannot be read at all is moved to the rejected folder."""
     window_end = window_start + lz.WINDOW
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     rep = WindowReport(window_start)
-    typed, text, file_rows, file_errors = [], [], [], []
-    for f in lz.window_files(landing, window_start):
-        fid = file_id(f.path, landing)
+    text, file_rows, file_errors, bulk = [], [], [], []
+
+    def reject(f: lz.LandingFile, fid: int, exc: Exception) -> None:
+        msg = f"{type(exc).__name__}: {exc}"[:500]
+        dest = lz.move_to_rejected(f, landing, rejected, msg)
+        file_rows.append((fid, window_start, str(dest), f.source, f.arrived_at, f.size, None, "rejected", msg))
+
+    def read_one(f: lz.LandingFile, fid: int) -> None:
         try:
-            t = _read(f)
-            frame, is_typed, err = _frame(t, fid, f.arrived_at)
+            frame, is_typed, err = _frame(_read(f), fid, f.arrived_at)
         except Exception as exc:  # unreadable: corrupt, truncated, not a table at all
-            msg = f"{type(exc).__name__}: {exc}"[:500]
-            dest = lz.move_to_rejected(f, landing, rejected, msg)
-            file_rows.append((fid, window_start, str(dest), f.source, f.arrived_at, f.size, None, 0, 0, "rejected", msg, now))
-            continue
-        (typed if is_typed else text).append(frame)
+            reject(f, fid, exc)
+            return
+        text.append(frame if not is_typed else frame.cast(_TYPED_SCHEMA).cast(_TEXT_SCHEMA))
         if err:
             file_errors.append((fid, err))
-        file_rows.append((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, frame.num_rows, None, None, "ok", err, now))
+        file_rows.append((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, frame.num_rows, "ok", err))
+
+    for f in lz.window_files(landing, window_start):
+        fid = file_id(f.path, landing)
+        if f.fmt == "parquet":
+            try:
+                schema = pq.read_schema(f.path)
+            except Exception as exc:  # no valid footer: truncated or not Parquet
+                reject(f, fid, exc)
+                continue
+            if _typed_schema(schema):
+                bulk.append((f, fid))
+                continue
+        read_one(f, fid)
+
+    if bulk:
+        con.register("bulk_files", pa.table({
+            "file_id": pa.array([fid for _, fid in bulk], pa.int64()),
+            "file_path": pa.array([str(f.path) for f, _ in bulk], pa.string()),
+            "arrived_at": pa.array([f.arrived_at for f, _ in bulk], pa.timestamp("us")),
+        }))
+        try:
+            # Probe the footers and first pages together; the scan itself is fused into validation.
+            con.execute("SELECT count(*) FROM (" + _bulk_parquet_sql() + " LIMIT 1)",
+                        {"paths": [str(f.path) for f, _ in bulk]}).fetchall()
+            for f, fid in bulk:  # rows_in is filled from the validation counts
+                file_rows.append((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, None, "ok", None))
+        except duckdb.Error:
+            # A file with a valid footer but broken pages spoils the bulk scan: take them one by one.
+            for f, fid in bulk:
+                read_one(f, fid)
+            bulk = []
     # Files rejected on an earlier run of this window stay on record.
+    seen = {r[0] for r in file_rows}
     for f, err in lz.rejected_files(rejected, window_start):
         fid = file_id(f.path, rejected)
-        if not any(r[0] == fid for r in file_rows):
-            file_rows.append((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, None, 0, 0, "rejected", err, now))
+        if fid not in seen:
+            file_rows.append((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, None, "rejected", err))
 
-    con.register("typed_rows", pa.concat_tables(typed) if typed else _TYPED_SCHEMA.empty_table())
+    con.register("typed_rows_in", _TYPED_SCHEMA.empty_table())
+    typed_sql = _bulk_parquet_sql().replace("$paths", _sql_list([str(f.path) for f, _ in bulk])) if bulk else \
+        "SELECT * FROM typed_rows_in"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW typed_rows AS {typed_sql}")
     con.register("text_rows", pa.concat_tables(text) if text else _TEXT_SCHEMA.empty_table())
     con.register("file_errors", pa.table({"file_id": pa.array([e[0] for e in file_errors], pa.int64()),
                                           "error": pa.array([e[1] for e in file_errors], pa.string())}))
+    cols = list(zip(*file_rows)) if file_rows else [[]] * 9
     con.register("file_list", pa.table({
-        "file_id": pa.array([r[0] for r in file_rows], pa.int64()),
-        "file_path": pa.array([r[2] for r in file_rows], pa.string()),
+        "file_id": pa.array(cols[0], pa.int64()),
+        "window_start": pa.array(cols[1], pa.timestamp("us")),
+        "file_path": pa.array(cols[2], pa.string()),
+        "source": pa.array(cols[3], pa.string()),
+        "arrived_at": pa.array(cols[4], pa.timestamp("us")),
+        "bytes": pa.array(cols[5], pa.int64()),
+        "rows_in": pa.array(cols[6], pa.int64()),
+        "status": pa.array(cols[7], pa.string()),
+        "error": pa.array(cols[8], pa.string()),
     }))
     con.execute("BEGIN TRANSACTION")
     try:
@@ -276,37 +349,40 @@ def ingest_window(
                SELECT ?, q.file_id, f.file_path, q.row_number,
                       coalesce(q.sid_raw, q.sid::VARCHAR), coalesce(q.ts_raw, q.t::VARCHAR),
                       coalesce(q.val_raw, q.val::VARCHAR), q.unit, q.reason, ?
-               FROM validated q LEFT JOIN (SELECT DISTINCT file_id, file_path FROM file_list) f USING (file_id)
+               FROM validated q LEFT JOIN file_list f USING (file_id)
                WHERE q.reason IS NOT NULL""",
             [window_start, now],
         ).fetchone()[0]
-        per_file = dict(con.execute(
-            "SELECT file_id, count(*) FILTER (WHERE reason IS NULL) FROM validated GROUP BY 1").fetchall())
-        rows = [
-            (*r[:7], per_file.get(r[0], 0) if r[9] == "ok" else 0,
-             (r[6] - per_file.get(r[0], 0)) if r[9] == "ok" else 0, *r[9:])
-            for r in file_rows
-        ]
-        if rows:
-            con.executemany("INSERT INTO telemetry.ingest_files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-        stats = con.execute(
-            """SELECT count(*), count(DISTINCT sid) FILTER (WHERE reason IS NULL) FROM validated"""
-        ).fetchone()
-        rep.rows_in, rep.sensors_reporting = stats
+        con.execute(
+            """INSERT INTO telemetry.ingest_files
+               SELECT f.file_id, f.window_start, f.file_path, f.source, f.arrived_at, f.bytes,
+                      CASE WHEN f.status = 'ok' THEN coalesce(f.rows_in, v.stored + v.quarantined, 0) END,
+                      coalesce(v.stored, 0), coalesce(v.quarantined, 0), f.status, f.error, ?
+               FROM file_list f LEFT JOIN (
+                   SELECT file_id, count(*) FILTER (WHERE reason IS NULL) AS stored,
+                          count(*) FILTER (WHERE reason IS NOT NULL) AS quarantined
+                   FROM validated GROUP BY 1) v USING (file_id)""",
+            [now],
+        )
+        rep.rows_in = rep.rows_stored + rep.rows_quarantined
+        rep.sensors_reporting = con.execute(
+            "SELECT count(DISTINCT sid) FROM validated WHERE reason IS NULL").fetchone()[0]
         rep.reasons = dict(con.execute(
-            "SELECT reason, count(*) FROM validated WHERE reason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC").fetchall())
+            "SELECT reason, count(*) FROM telemetry.quarantine WHERE window_start = ? GROUP BY 1 ORDER BY 2 DESC",
+            [window_start]).fetchall())
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
     finally:
-        for name in ("typed_rows", "text_rows", "file_errors", "file_list"):
+        for name in ("typed_rows_in", "text_rows", "file_errors", "file_list", "bulk_files"):
             try:
                 con.unregister(name)
             except Exception:
                 pass
-    rep.files = sum(1 for r in file_rows if r[9] == "ok")
-    rep.files_rejected = sum(1 for r in file_rows if r[9] == "rejected")
+        con.execute("DROP VIEW IF EXISTS typed_rows")
+    rep.files = sum(1 for r in file_rows if r[7] == "ok")
+    rep.files_rejected = sum(1 for r in file_rows if r[7] == "rejected")
     late = [(r[4] - window_end).total_seconds() for r in file_rows if r[4] is not None]
     if late:
         rep.lateness_max_s = float(max(late))

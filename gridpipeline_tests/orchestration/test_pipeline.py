@@ -157,3 +157,30 @@ def test_rerun_replaces_rows_without_duplicates(pipeline, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     runs = DagsterInstance.get().get_runs()
     assert len([r for r in runs if r.job_name == "telemetry_job"]) == 2
+
+
+def test_two_processes_writing_the_same_store_at_once_both_succeed(tmp_path):
+    """Two replays of different windows, started together against one DuckDB file: the writer lock
+    (and, under the daemon, the duckdb pool) makes them queue instead of failing on DuckDB's lock."""
+    env = {**os.environ, "GRIDPIPELINE_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+           "GRIDPIPELINE_DUCKDB_PATH": str(tmp_path / "store.duckdb")}
+    exe = str(Path(sys.executable).parent / "gridpipeline")
+    w1, w2 = W0 + 4 * lz.WINDOW, W0 + 5 * lz.WINDOW
+    sim = subprocess.run([exe, "simulate", "--start", w1.isoformat(), "--end", (w2 + lz.WINDOW).isoformat(),
+                          "--faults", "none"], env=env, capture_output=True, text=True, timeout=600)
+    assert sim.returncode == 0, sim.stderr[-2000:]
+    procs = [subprocess.Popen([exe, "replay", "--start", w.isoformat(), "--end", (w + lz.WINDOW).isoformat(),
+                               "--no-simulate"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for w in (w1, w2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, out[-2000:] + err[-4000:]
+    con = duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True)
+    try:
+        windows = con.execute("SELECT DISTINCT time_bucket(INTERVAL 5 MINUTE, ts) FROM clean.clean_telemetry "
+                              "ORDER BY 1").fetchall()
+        assert [w[0] for w in windows] == [w1, w2]
+        (n_sensors,), = con.execute("SELECT count(*) FROM telemetry.sensors").fetchall()
+        assert n_sensors > 0
+    finally:
+        con.close()
