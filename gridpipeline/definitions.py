@@ -1,6 +1,13 @@
 """The gridpipeline code location: assembles each domain's assets, checks, jobs and sensors."""
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    Definitions,
+    define_asset_job,
+    in_process_executor,
+)
 
 from gridpipeline.orchestration.partitions import five_minute_partitions
 from gridpipeline.orchestration.resources import build_resources
@@ -28,10 +35,19 @@ bootstrap_job = define_asset_job(
     description="Sensor registry and dbt reference seeds, needed before the first window.",
 )
 
+# Dagster's implicit automation sensor starts STOPPED; this one is on from the first start, so the
+# declarative conditions (registry on missing, hourly sensor health) act without a click.
+automation_sensor = AutomationConditionSensorDefinition(
+    "gridpipeline_automation",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+)
+
 defs = Definitions(
     assets=[*telemetry_assets],
     asset_checks=[*telemetry_checks],
     jobs=[telemetry_job, bootstrap_job],
-    sensors=[build_landing_sensor(telemetry_job, bootstrap_job)],
+    sensors=[build_landing_sensor(telemetry_job, bootstrap_job), automation_sensor],
     resources=build_resources(),
 )

@@ -33,7 +33,9 @@ def test_definitions_snapshot():
     assert {"raw_telemetry_reconciles", "raw_telemetry_quarantine_rate", "sensor_coverage"} <= checks
     assert any(n.startswith("not_null") or "unique" in n for n in checks), "dbt tests must appear as asset checks"
     assert {j.name for j in repo.get_all_jobs()} >= {"telemetry_job", "bootstrap_job"}
-    assert {s.name for s in repo.sensor_defs} >= {"landing_zone_sensor"}
+    sensors = {s.name: s for s in repo.sensor_defs}
+    assert {"landing_zone_sensor", "gridpipeline_automation"} <= set(sensors)
+    assert all(s.default_status.value == "RUNNING" for s in sensors.values()), "automation must be on by default"
     # Every asset that writes DuckDB takes the duckdb pool.
     for key in ("sensor_registry", "raw_telemetry", "clean_telemetry", "sensor_health", "unit_conversions"):
         node = repo.asset_graph.get(next(k for k in repo.asset_graph.get_all_asset_keys() if k.to_user_string() == key))
