@@ -5,12 +5,13 @@
   (neighbours, gaps, stuck runs, peers, drift); only the window's slots are written. The pre-hook deletes
   the window's rows and the insert follows in the same transaction, so a re-run replaces exactly them.
 
-  Shape (for speed): the raw readings are deduplicated (row_number per slot), flagged row-wise, and
-  walked by ONE window pass (plain lag/lead over the observed readings of a sensor). Missing slots are not
-  joined in: every reading emits itself plus the missing slots up to its successor with
-  unnest(range(...)), so gap rows and their interpolation anchors come out of the same stream. The zone
-  peer checks (FLATLINE, DRIFT) read the few v_mag/frequency readings in a separate small branch that
-  ends in one row per sensor. Rules and thresholds: README.md.
+  Shape (for speed): the raw readings are deduplicated (row_number over the duplicated slots only),
+  flagged row-wise, and walked by ONE window pass (plain lag/lead over the observed readings of a sensor,
+  in the order of one BIGINT key per (sensor, slot)). Missing slots are not joined in: every reading
+  emits itself plus the missing slots up to its successor with unnest(...), so gap rows and their
+  interpolation anchors come out of the same stream. The zone peer checks (FLATLINE, DRIFT) read the few
+  v_mag/frequency readings in a separate small branch that ends in one row per sensor. Rules and
+  thresholds: README.md.
 -#}
 {{ config(
     materialized='incremental',
@@ -153,24 +154,51 @@ sensors_ext as (
 -- Readings: dedup, row-wise checks, one window pass.
 -- ---------------------------------------------------------------------------------------------------
 
+-- Sort key of a reading: k(sensor, slot) = sensor_id * 2^31 + (slot in seconds - ck_base_s), one BIGINT
+-- that orders like (sensor_id, slot_us) (slots are whole seconds; ck_base_s lies 2^30 s before the
+-- context, so the offset stays in [0, 2^31) for any sane window and interval) and identifies the
+-- (sensor, slot): cheaper to group, join and sort on than the pair.
+{%- set ck_base_s = (w.ws_us - gp_int_var('lookback_minutes') * 60000000) // 1000000 - 1073741824 %}
+{%- set ck = "(sensor_id::bigint * 2147483648 + (slot_us // 1000000 - " ~ ck_base_s ~ "))" %}
+
 -- One row per (sensor, slot) with readings: the latest arrival wins (tie: highest file_id, then the
--- remaining columns so that the choice is always deterministic).
+-- remaining columns so that the choice is always deterministic). Duplicates are rare: only the slots with
+-- more than one reading are sorted; the others pass through (the readings SELECT is inlined, not shared,
+-- so that DuckDB need not materialise it).
+dup_slots as (
+    select {{ ck }} as ck, count(*)::integer as n_copies
+    from ({{ gp_canonical_readings() }})
+    group by ck
+    having count(*) > 1
+),
+
 slots as (
-    select
-        sensor_id,
-        slot_us,
-        (count(*) over (partition by sensor_id, slot_us))::integer as n_copies,
-        value_c,
-        raw_value,
-        raw_unit,
-        arrived_at
-    from {{ ref('stg_readings') }}
-    qualify row_number() over (partition by sensor_id, slot_us order by {{ gp_latest_first() }}) = 1
+    select r.*, 1 as n_copies
+    from (
+        select sensor_id, slot_us, {{ ck }} as ck, value_c, raw_value, raw_unit, arrived_at
+        from ({{ gp_canonical_readings() }})
+    ) as r
+    anti join dup_slots as d on d.ck = r.ck
+    union all by name
+    select r.*, d.n_copies
+    from (
+        select sensor_id, slot_us, {{ ck }} as ck, value_c, raw_value, raw_unit, arrived_at, file_id
+        from ({{ gp_canonical_readings() }})
+    ) as r
+    join dup_slots as d on d.ck = r.ck
+    qualify row_number() over (partition by r.ck order by {{ gp_latest_first('r') }}) = 1
 ),
 
 checked as (
     select
-        sl.*,
+        sl.sensor_id,
+        sl.slot_us,
+        sl.ck,
+        sl.n_copies,
+        sl.value_c,
+        sl.raw_value,
+        sl.raw_unit,
+        sl.arrived_at,
         {{ gp_invalid_range('sl.value_c / s.scale') }} as inv,
         {{ gp_questionable_range('sl.value_c / s.scale') }} as q_range,
         coalesce(list_contains(s.flat_slots, sl.slot_us), false) as is_flatline
@@ -179,23 +207,28 @@ checked as (
 ),
 
 -- Window pass: neighbours among the sensor's readings (gaps are simply absent). u is the usable value:
--- the canonical value unless removed (unknown unit, invalid range) or a flatline zero.
+-- the canonical value unless removed (unknown unit, invalid range) or a flatline zero. The window is NOT
+-- partitioned by sensor (100k tiny partitions cost more than the sort): it runs over all readings in
+-- ck order, and a neighbour counts only when its ck lies in the sensor's range [ck_lo, ck_lo + 2^31).
 walked as (
     select
-        *,
+        * exclude (ck, ck_lo),
         {%- for k in range(1, depth + 1) %}
-        lag(u, {{ k }}) over w as u_b{{ k }},
-        lead(u, {{ k }}) over w as u_f{{ k }},
+        case when lag(ck, {{ k }}) over w >= ck_lo then lag(u, {{ k }}) over w end as u_b{{ k }},
+        case when lead(ck, {{ k }}) over w < ck_lo + 2147483648 then lead(u, {{ k }}) over w end as u_f{{ k }},
         {%- endfor %}
-        lag(slot_us, 1) over w as t1,
-        lag(slot_us, 2) over w as t2,
-        lead(slot_us, 1) over w as tn,
-        lead(slot_us, 2) over w as tn2
+        case when lag(ck, 1) over w >= ck_lo then (lag(ck, 1) over w - ck_lo + {{ ck_base_s }}) * 1000000 end as t1,
+        case when lag(ck, 2) over w >= ck_lo then (lag(ck, 2) over w - ck_lo + {{ ck_base_s }}) * 1000000 end as t2,
+        case when lead(ck, 1) over w < ck_lo + 2147483648 then (lead(ck, 1) over w - ck_lo + {{ ck_base_s }}) * 1000000 end as tn,
+        case when lead(ck, 2) over w < ck_lo + 2147483648 then (lead(ck, 2) over w - ck_lo + {{ ck_base_s }}) * 1000000 end as tn2
     from (
-        select *, case when not inv and not is_flatline then value_c end as u
+        select
+            *,
+            sensor_id::bigint * 2147483648 as ck_lo,
+            case when not inv and not is_flatline then value_c end as u
         from checked
     )
-    window w as (partition by sensor_id order by slot_us)
+    window w as (order by ck)
 ),
 
 -- sensor attributes joined after the window pass (keeps the sorted payload narrow)
@@ -272,12 +305,18 @@ rated as (
 emitted as (
     select
         *,
-        unnest(range(
-            case when t1 is null then first_us else greatest(slot_us, first_us) end,
-            least(coalesce(tn, {{ w.we_us }}), {{ w.we_us }}),
-            iv_us
-        )) as out_us
-    from rated
+        -- the common case (the reading's own slot only) as a literal list: cheaper than range()
+        unnest(case
+            when e_start = slot_us and e_end > slot_us and e_end <= slot_us + iv_us then [slot_us]
+            else range(e_start, e_end, iv_us)
+        end) as out_us
+    from (
+        select
+            *,
+            case when t1 is null then first_us else greatest(slot_us, first_us) end as e_start,
+            least(coalesce(tn, {{ w.we_us }}), {{ w.we_us }}) as e_end
+        from rated
+    )
 ),
 
 resolved as (
