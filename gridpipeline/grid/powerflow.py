@@ -484,8 +484,8 @@ def _pandapower_contributors(df, net, top_n, max_candidates, delta_mw) -> None:
             now = observe()
             for key in base_load:
                 sens[key][(table, i)] = (now[key] - base[key]) / delta_mw
-        except Exception:
-            pass
+        except Exception:  # the perturbed case diverged: this injection gets no sensitivity entry
+            continue
         finally:
             net[table].at[i, "p_mw"] = old
     pp.runpp(net, calculate_voltage_angles=True, numba=False)
