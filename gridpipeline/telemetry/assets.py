@@ -22,6 +22,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from dagster_duckdb import DuckDBResource
 
 from gridpipeline.orchestration.partitions import five_minute_partitions, hourly_partitions
+from gridpipeline.orchestration.plots import availability_by_zone
 from gridpipeline.orchestration.resources import GridWorldResource
 from gridpipeline.project import dbt_project
 from gridpipeline.store import ensure_schema, writer_lock
@@ -220,8 +221,13 @@ def sensor_health(context: AssetExecutionContext, duckdb: DuckDBResource, world:
                JOIN telemetry.sensors s USING (sensor_id)
                WHERE hour_start >= ? AND hour_start < ? ORDER BY availability, s.name LIMIT 10""",
             [start, end]).df()
+        per_zone = con.execute(
+            """SELECT s.zone, h.expected, h.received FROM telemetry.sensor_health h
+               JOIN telemetry.sensors s USING (sensor_id) WHERE hour_start >= ? AND hour_start < ?""",
+            [start, end]).df()
     return MaterializeResult(metadata={
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in summ.items() if v is not None},
+        "availability_by_zone": MetadataValue.md(availability_by_zone(per_zone, world.settings().coverage_warn)),
         "worst_sensors": MetadataValue.md(worst.to_markdown(index=False) if len(worst) else "_none_"),
     })
 

@@ -184,3 +184,31 @@ def test_two_processes_writing_the_same_store_at_once_both_succeed(tmp_path):
         assert n_sensors > 0
     finally:
         con.close()
+
+
+def test_sensor_health_materialises_for_the_hour(pipeline, monkeypatch):
+    from dagster import materialize
+
+    from gridpipeline.orchestration.resources import build_resources
+    from gridpipeline.settings import reset_settings
+    from gridpipeline.telemetry.assets import sensor_coverage, sensor_health
+
+    home, env = pipeline
+    for k in ("GRIDPIPELINE_HOME", "GRIDPIPELINE_DUCKDB_PATH"):
+        monkeypatch.setenv(k, env[k])
+    reset_settings()
+    try:
+        res = materialize([sensor_health, sensor_coverage], partition_key="2026-11-20-09:00",
+                          resources=build_resources())
+    finally:
+        reset_settings()
+    assert res.success
+    meta = res.asset_materializations_for_node("sensor_health")[0].metadata
+    # Two of the hour's twelve windows were simulated: about 1/6 of the expected readings arrived.
+    assert 0.1 < meta["coverage"].value < 0.2
+    assert "data:image/png;base64," in meta["availability_by_zone"].value
+    check = res.get_asset_check_evaluations()[0]
+    assert not check.passed and check.severity.value == "WARN"
+    (n,), = _q(home, "SELECT count(*) FROM telemetry.sensor_health WHERE hour_start = '2026-11-20 09:00'")
+    (sensors,), = _q(home, "SELECT count(*) FROM telemetry.sensors")
+    assert n == sensors
