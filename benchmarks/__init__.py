@@ -14,6 +14,20 @@ def _ingest(**kw) -> dict:
     return run(**kw)
 
 
+def _estimate(**kw) -> dict:
+    from benchmarks.estimate import run
+
+    return run(**kw)
+
+
+def _contingency(**kw) -> dict:
+    from benchmarks.contingency import run
+
+    return run(**kw)
+
+
 REGISTRY: dict[str, Callable[..., dict]] = {
     "ingest": _ingest,
+    "estimate": _estimate,
+    "contingency": _contingency,
 }

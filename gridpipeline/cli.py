@@ -148,8 +148,11 @@ def replay(
                                           help="Simulate windows that have no landing files first."),
     faults: str = typer.Option("default"),
     seed: int = typer.Option(0),
+    grid: bool = typer.Option(True, "--grid/--no-grid",
+                              help="Also estimate the grid state of every 30-second snapshot (and N-1 per window)."),
 ):
-    """Ingest and clean [start, end) as one Dagster run (single-run backfill), recorded in DAGSTER_HOME."""
+    """Ingest and clean [start, end) as one Dagster run (single-run backfill), then the grid state of every
+    snapshot as a second one; both recorded in DAGSTER_HOME."""
     s = _settings()
     ensure_dagster_home(s)
     from gridpipeline.orchestration.replay import replay_range
@@ -168,7 +171,7 @@ def replay(
                         sim.write(pf)
             finally:
                 sim.close()
-    summary = replay_range(t0, t1)
+    summary = replay_range(t0, t1, grid=grid)
     typer.echo(json.dumps(summary, default=str))
     if not summary["success"]:
         raise typer.Exit(1)
@@ -223,10 +226,12 @@ def data_build(out: Path = typer.Option(PROJECT_ROOT / "data" / "sample_grid", h
 
 @app.command()
 def bench(
-    name: str = typer.Argument(..., help="Benchmark: ingest."),
-    sensors: int = typer.Option(100_000),
-    minutes: int = typer.Option(10),
+    name: str = typer.Argument(..., help="Benchmark: ingest, estimate, contingency."),
+    sensors: int = typer.Option(100_000, help="ingest: sensors."),
+    minutes: int = typer.Option(10, help="ingest: minutes of readings."),
     keep: bool = typer.Option(False, help="Keep the benchmark's working folder."),
+    reference_scale: bool = typer.Option(False, help="estimate/contingency: also run pandapower on the scale grid "
+                                                     "(estimate: about 20 GiB of memory)."),
 ):
     """Run a benchmark and print one JSON line of figures."""
     from benchmarks import REGISTRY
@@ -234,7 +239,7 @@ def bench(
     if name not in REGISTRY:
         typer.secho(f"unknown benchmark '{name}'; known: {', '.join(sorted(REGISTRY))}", fg="red", err=True)
         raise typer.Exit(2)
-    result = REGISTRY[name](sensors=sensors, minutes=minutes, keep=keep)
+    result = REGISTRY[name](sensors=sensors, minutes=minutes, keep=keep, reference_scale=reference_scale)
     typer.echo(json.dumps(result))
 
 

@@ -9,9 +9,10 @@ from dagster import (
     in_process_executor,
 )
 
+from gridpipeline.grid.assets import grid_assets, grid_model, grid_state_cycle
 from gridpipeline.orchestration.partitions import five_minute_partitions
 from gridpipeline.orchestration.resources import build_resources
-from gridpipeline.orchestration.sensors import build_landing_sensor
+from gridpipeline.orchestration.sensors import build_grid_state_sensor, build_landing_sensor
 from gridpipeline.telemetry.assets import (
     clean_telemetry_models,
     raw_telemetry,
@@ -30,9 +31,17 @@ telemetry_job = define_asset_job(
 )
 bootstrap_job = define_asset_job(
     "bootstrap_job",
-    selection=AssetSelection.assets(sensor_registry, telemetry_seeds),
+    selection=AssetSelection.assets(sensor_registry, telemetry_seeds, grid_model),
     executor_def=in_process_executor,
-    description="Sensor registry and dbt reference seeds, needed before the first window.",
+    description="Sensor registry, dbt reference seeds and the network model, needed before the first window.",
+)
+grid_state_job = define_asset_job(
+    "grid_state_job",
+    selection=AssetSelection.assets(grid_state_cycle),
+    partitions_def=five_minute_partitions,
+    executor_def=in_process_executor,
+    description="State estimation, bad data, bottlenecks, topology events (and N-1 when due) for the newest "
+    "snapshot (tag gridpipeline/snapshot) or, without the tag, for every snapshot of the window.",
 )
 
 # Dagster's implicit automation sensor starts STOPPED; this one is on from the first start, so the
@@ -44,10 +53,18 @@ automation_sensor = AutomationConditionSensorDefinition(
     minimum_interval_seconds=30,
 )
 
-defs = Definitions(
-    assets=[*telemetry_assets],
-    asset_checks=[*telemetry_checks],
-    jobs=[telemetry_job, bootstrap_job],
-    sensors=[build_landing_sensor(telemetry_job, bootstrap_job), automation_sensor],
-    resources=build_resources(),
-)
+
+
+def build_definitions(settings=None) -> Definitions:
+    """The code location, with resources for ``settings`` (default: the environment's)."""
+    return Definitions(
+        assets=[*telemetry_assets, *grid_assets],
+        asset_checks=[*telemetry_checks],
+        jobs=[telemetry_job, bootstrap_job, grid_state_job],
+        sensors=[build_landing_sensor(telemetry_job, bootstrap_job), build_grid_state_sensor(grid_state_job),
+                 automation_sensor],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions()

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     stuck_samples: int = Field(default=6, ge=2, description="Identical consecutive samples that mean stuck.")
     coverage_warn: float = Field(default=0.95, ge=0, le=1, description="sensor_health warns below this.")
     landing_grace_s: int = Field(default=20, ge=0, description="Wait after a window closes before ingesting.")
+    v_min_pu: float = Field(default=0.95, gt=0, description="Lower voltage limit (pu) for checks and bottlenecks.")
+    v_max_pu: float = Field(default=1.05, gt=0, description="Upper voltage limit (pu) for checks and bottlenecks.")
+    loading_warn_percent: float = Field(default=80.0, gt=0, description="Branch loading (%) listed as a bottleneck.")
+    snapshot_grace_s: int = Field(default=10, ge=0, description="Wait for missing RTUs before estimating a snapshot.")
 
     @field_validator("home", "data_dir", mode="after")
     @classmethod

@@ -169,7 +169,9 @@ def prepare_measurements(model: PgmModel, measurements: pd.DataFrame,
     if "quality" not in df.columns:
         df["quality"] = "good"
     df = df.reset_index(drop=True)
-    reason = pd.Series("", index=df.index, dtype=object)
+    n_rows = len(df)
+    reason = np.full(n_rows, "", dtype=object)
+    free = np.ones(n_rows, dtype=bool)  # rows not dropped yet (cheaper than comparing ``reason``)
     kind = df["kind"].astype("category")
     etype = df["element_type"].astype("category")
     quality = df["quality"].fillna("good").astype("category")
@@ -181,8 +183,14 @@ def prepare_measurements(model: PgmModel, measurements: pd.DataFrame,
     eid = pd.to_numeric(df["element_id"], errors="coerce")
 
     def drop(mask, why):
-        m = mask & (reason == "")
+        m = np.asarray(mask, dtype=bool) & free
         reason[m] = why
+        free[m] = False
+
+    def at(positions) -> np.ndarray:
+        m = np.zeros(n_rows, dtype=bool)
+        m[positions] = True
+        return m
 
     drop(quality == "invalid", "quality invalid")
     drop(kind == "i_branch", "current magnitude not used: PGM current sensors need a phase angle")
@@ -198,30 +206,30 @@ def prepare_measurements(model: PgmModel, measurements: pd.DataFrame,
     quantity = np.full(len(df), "", dtype=object)
     scale_v = np.ones(len(df))
     # voltages
-    mv = (kind == "v_mag") & (reason == "")
+    mv = (kind == "v_mag") & free
     if mv.any():
         ok = mv & (etype == "bus")
         drop(mv & ~ok, "voltage measurement not on a bus")
-        ids = model.ids["bus"].reindex(eid[ok].astype(np.int64)).to_numpy()
+        ids = model.ids["bus"].reindex(eid[np.asarray(ok)].astype(np.int64)).to_numpy()
         bad = np.isnan(ids.astype(float))
-        idx = np.flatnonzero(ok.to_numpy())
-        drop(pd.Series(np.isin(df.index, idx[bad]), index=df.index), "unknown bus")
+        idx = np.flatnonzero(np.asarray(ok))
+        drop(at(idx[bad]), "unknown bus")
         pgm_obj[idx[~bad]] = ids[~bad]
         quantity[idx] = "u"
         scale_v[idx] = 1e3
     # appliance injections
-    mi = kind.isin(["p_inj", "q_inj"]) & (reason == "")
+    mi = kind.isin(["p_inj", "q_inj"]) & free
     if mi.any():
         ok = mi & etype.isin(list(_APPLIANCE_TERMINAL))
         drop(mi & ~ok, "injection measurement on an unsupported element type")
         for table, tt in _APPLIANCE_TERMINAL.items():
-            sel = ok & (etype == table) & (reason == "")
+            sel = ok & (etype == table) & free
             if not sel.any():
                 continue
-            idx = np.flatnonzero(sel.to_numpy())
-            ids = model.ids.get(table, pd.Series(dtype=np.int64)).reindex(eid[sel].astype(np.int64)).to_numpy()
+            idx = np.flatnonzero(np.asarray(sel))
+            ids = model.ids.get(table, pd.Series(dtype=np.int64)).reindex(eid[np.asarray(sel)].astype(np.int64)).to_numpy()
             bad = np.isnan(ids.astype(float))
-            drop(pd.Series(np.isin(df.index, idx[bad]), index=df.index), f"unknown {table}")
+            drop(at(idx[bad]), f"unknown {table}")
             good_idx, good_ids = idx[~bad], ids[~bad].astype(np.int64)
             comp = model.component_of(table)
             rows = model.rows_of(comp, good_ids)
@@ -230,13 +238,13 @@ def prepare_measurements(model: PgmModel, measurements: pd.DataFrame,
                 st_arr = arrays[comp]
                 pos_ = np.searchsorted(st_arr["id"], good_ids)
                 status &= st_arr["status"][np.minimum(pos_, len(st_arr) - 1)].astype(bool)
-            drop(pd.Series(np.isin(df.index, good_idx[~status]), index=df.index), "element out of service")
+            drop(at(good_idx[~status]), "element out of service")
             pgm_obj[good_idx] = good_ids
             ttype[good_idx] = int(tt)
-        quantity[np.flatnonzero(mi.to_numpy())] = np.where((kind[mi] == "p_inj").to_numpy(), "p", "q")
-        scale_v[np.flatnonzero(mi.to_numpy())] = 1e6
+        quantity[np.flatnonzero(np.asarray(mi))] = np.where((kind[np.asarray(mi)] == "p_inj").to_numpy(), "p", "q")
+        scale_v[np.flatnonzero(np.asarray(mi))] = 1e6
     # branch flows
-    mb = kind.isin(["p_branch", "q_branch"]) & (reason == "")
+    mb = kind.isin(["p_branch", "q_branch"]) & free
     if mb.any():
         term = df["terminal"].astype("category")
         term = term.cat.rename_categories([str(c).lower() for c in term.cat.categories]) \
@@ -245,25 +253,25 @@ def prepare_measurements(model: PgmModel, measurements: pd.DataFrame,
         ok = mb & etype.isin(["line", "trafo"]) & term.isin(list(_SIDE))
         drop(mb & ~ok, "branch measurement needs a line/trafo and terminal from/to/hv/lv")
         for table, comp in (("line", ComponentType.line), ("trafo", ComponentType.transformer)):
-            sel = ok & (etype == table) & (reason == "")
+            sel = ok & (etype == table) & free
             if not sel.any():
                 continue
-            idx = np.flatnonzero(sel.to_numpy())
-            ids = model.ids[table].reindex(eid[sel].astype(np.int64)).to_numpy()
+            idx = np.flatnonzero(np.asarray(sel))
+            ids = model.ids[table].reindex(eid[np.asarray(sel)].astype(np.int64)).to_numpy()
             bad = np.isnan(ids.astype(float))
-            drop(pd.Series(np.isin(df.index, idx[bad]), index=df.index), f"unknown {table}")
+            drop(at(idx[bad]), f"unknown {table}")
             good_idx, good_ids = idx[~bad], ids[~bad].astype(np.int64)
             side = term.iloc[good_idx].astype(str).map(_SIDE).to_numpy()
             arr = arrays[comp]
             rows = np.searchsorted(arr["id"], good_ids)
             st = np.where(side == 0, arr["from_status"][rows], arr["to_status"][rows]).astype(bool) & \
                 arr["from_status"][rows].astype(bool) & arr["to_status"][rows].astype(bool)
-            drop(pd.Series(np.isin(df.index, good_idx[~st]), index=df.index), "branch not connected at both ends")
+            drop(at(good_idx[~st]), "branch not connected at both ends")
             pgm_obj[good_idx] = good_ids
             ttype[good_idx] = np.where(side == 0, int(MeasuredTerminalType.branch_from),
                                        int(MeasuredTerminalType.branch_to))
-        quantity[np.flatnonzero(mb.to_numpy())] = np.where((kind[mb] == "p_branch").to_numpy(), "p", "q")
-        scale_v[np.flatnonzero(mb.to_numpy())] = 1e6
+        quantity[np.flatnonzero(np.asarray(mb))] = np.where((kind[np.asarray(mb)] == "p_branch").to_numpy(), "p", "q")
+        scale_v[np.flatnonzero(np.asarray(mb))] = 1e6
     df["sigma_used"] = sigma_used
     df["quality"] = quality
     df["quantity"] = quantity
@@ -272,9 +280,9 @@ def prepare_measurements(model: PgmModel, measurements: pd.DataFrame,
     df["value_si"] = value * scale_v
     df["sigma_si"] = sigma_used * scale_v
     df["pseudo"] = False
-    used = df[reason == ""].copy()
-    dropped = df[reason != ""].copy()
-    dropped["reason"] = reason[reason != ""]
+    used = df[free].copy()
+    dropped = df[~free].copy()
+    dropped["reason"] = reason[~free]
     cols = ["row", "sensor_id", "kind", "element_type", "element_id", "terminal", "value", "sigma", "quality"]
     return used.reset_index(drop=True), dropped[cols + ["reason"]].reset_index(drop=True)
 
@@ -530,7 +538,11 @@ class WlsModel:
         self.ytf = np.concatenate(ytf) if ytf else np.zeros(0, complex)
         self.ytt = np.concatenate(ytt) if ytt else np.zeros(0, complex)
         keys = np.concatenate(bkey) if bkey else np.zeros((0, 2), int)
-        self.branch_pos = {(int(k[0]), int(k[1])): i for i, k in enumerate(keys)}
+        # (component code 0 line / 1 trafo, PGM id) per WLS branch; PGM ids are unique over all components,
+        # so a dense id -> branch position array is the lookup
+        self.branch_keys = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+        self.branch_pos_of_id = np.full(self.model.n_ids, -1, dtype=np.int64)
+        self.branch_pos_of_id[self.branch_keys[:, 1]] = np.arange(len(self.branch_keys))
         nbr = len(self.f)
         ar = np.arange(nbr)
         self.Cf = sp.csr_matrix((np.ones(nbr), (ar, self.f)), shape=(nbr, nb))
@@ -574,7 +586,9 @@ class WlsModel:
             if isbr.any():
                 obj = ps["measured_object"][isbr].astype(np.int64)
                 comp = (self.model.id_table[obj] == "trafo").astype(np.int64)
-                bpos = np.array([self.branch_pos.get((int(c), int(o)), -1) for c, o in zip(comp, obj)], dtype=np.int64)
+                bpos = self.branch_pos_of_id[obj]
+                bpos = np.where(self.branch_keys[np.maximum(bpos, 0), 0] == comp, bpos, -1) if len(self.branch_keys) \
+                    else np.full(len(obj), -1, dtype=np.int64)
                 side = (tt[isbr] == int(MeasuredTerminalType.branch_to)).astype(np.int64)
                 ok = bpos >= 0
                 for q_, val, sg, pse, rows in ((0, ps["p_measured"], ps["p_sigma"], stp.pseudo_p, stp.p_row),
@@ -802,16 +816,14 @@ class WlsModel:
         node["u"][pos] = np.abs(V) * self.u_rated
         # non-representative nodes are copied from their representative later (_expand_nodes)
         Sf, St, If, It = self.branch_flows(V)
-        inv = {v: k for k, v in self.branch_pos.items()}
         for code, comp in ((0, ComponentType.line), (1, ComponentType.transformer)):
             arr = out.get(comp)
             if arr is None or not len(arr):
                 continue
-            ks = [k for k, key in inv.items() if key[0] == code]
-            if not ks:
+            ks = np.flatnonzero(self.branch_keys[:, 0] == code)
+            if not len(ks):
                 continue
-            ks = np.array(ks)
-            ids = np.array([inv[k][1] for k in ks])
+            ids = self.branch_keys[ks, 1]
             rows = np.searchsorted(arr["id"], ids)
             uf = self.u_rated[self.f[ks]]
             ut = self.u_rated[self.t[ks]]

@@ -11,7 +11,8 @@ from gridpipeline.orchestration.sensors import BOOTSTRAP, partition_key
 from gridpipeline.telemetry import landing as lz
 
 
-def replay_range(start: datetime, end: datetime, instance: DagsterInstance | None = None) -> dict:
+def replay_range(start: datetime, end: datetime, instance: DagsterInstance | None = None, grid: bool = False) -> dict:
+    """Telemetry (and with ``grid``, the grid state of every 30-second snapshot) for [start, end)."""
     from gridpipeline.definitions import defs
 
     instance = instance or DagsterInstance.get()
@@ -32,5 +33,19 @@ def replay_range(start: datetime, end: datetime, instance: DagsterInstance | Non
     for ev in result.get_asset_materialization_events():
         if ev.asset_key.path == ["raw_telemetry"]:
             meta = {k: v.value for k, v in ev.materialization.metadata.items() if not hasattr(v.value, "md_str")}
-    return {"success": result.success, "run_id": result.run_id, "partitions": len(windows),
-            "first": first, "last": last, **{k: v for k, v in meta.items() if isinstance(v, (int, float, bool, str))}}
+    out = {"success": result.success, "run_id": result.run_id, "partitions": len(windows),
+           "first": first, "last": last, **{k: v for k, v in meta.items() if isinstance(v, (int, float, bool, str))}}
+    if grid and result.success:
+        g = defs.resolve_job_def("grid_state_job").execute_in_process(
+            instance=instance,
+            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+            raise_on_error=False,
+        )
+        out["grid_run_id"] = g.run_id
+        out["success"] = g.success
+        for ev in g.get_asset_materialization_events():
+            if ev.asset_key.path == ["grid_state"]:
+                md = ev.materialization.metadata
+                out["grid_snapshots"] = md["snapshots"].value
+                out["grid_converged"] = md["converged"].value
+    return out

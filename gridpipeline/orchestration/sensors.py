@@ -26,7 +26,10 @@ from gridpipeline.telemetry import landing as lz
 
 LOOKBACK = timedelta(days=1)
 RANGE_RUN_THRESHOLD = 6
-BOOTSTRAP = [AssetKey("sensor_registry"), AssetKey("unit_conversions"), AssetKey("kind_limits")]
+BOOTSTRAP = [AssetKey("sensor_registry"), AssetKey("unit_conversions"), AssetKey("kind_limits"), AssetKey("grid_model")]
+GRID_SNAPSHOT_TAG = "gridpipeline/snapshot"
+#: at most this many grid_state runs queued or running: a late loop skips to the newest snapshot
+GRID_MAX_IN_FLIGHT = 1
 
 
 def partition_key(window: datetime) -> str:
@@ -105,3 +108,54 @@ def build_landing_sensor(job, bootstrap_job):
         context.update_cursor(json.dumps({k: v for k, v in cursor.items() if k >= horizon}))
 
     return landing_zone_sensor
+
+
+def build_grid_state_sensor(job):
+    """Every 30 s: one run of ``job`` for the newest complete snapshot in the landing zone.
+
+    A snapshot is complete when every source that delivered in the window has sent its file for that
+    export interval, or ``GRIDPIPELINE_SNAPSHOT_GRACE_S`` after its newest file. While a grid run is
+    still queued or running the tick is skipped, so a slow loop always catches up to the newest
+    snapshot instead of working through a backlog."""
+
+    @sensor(
+        name="grid_state_sensor",
+        job=job,
+        minimum_interval_seconds=30,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Estimates the newest telemetry snapshot every 30 seconds (grid_state, bottlenecks, topology "
+        "events; N-1 every 5 minutes and on topology events).",
+    )
+    def grid_state_sensor(context: SensorEvaluationContext):
+        from dagster import DagsterRunStatus, RunsFilter
+
+        from gridpipeline.telemetry.snapshot import latest_snapshot
+
+        s = get_settings()
+        s.ensure_dirs()
+        instance = context.instance
+        if any(instance.get_latest_materialization_event(k) is None for k in BOOTSTRAP):
+            yield SkipReason("waiting for the bootstrap run (sensor registry, seeds, grid model)")
+            return
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        windows = lz.recent_windows(s.landing, now - timedelta(minutes=10))
+        expected = max((len({f.source for f in lz.window_files(s.landing, w) if f.source}) for w in windows[-2:]),
+                       default=0)
+        ts = latest_snapshot(s.landing, now, expected, s.snapshot_grace_s) if expected else None
+        if ts is None:
+            yield SkipReason("no complete snapshot in the landing zone")
+            return
+        if context.cursor and context.cursor >= ts.isoformat():
+            yield SkipReason(f"snapshot {ts.isoformat()} already requested")
+            return
+        in_flight = instance.get_runs_count(RunsFilter(job_name=job.name, statuses=[
+            DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+            DagsterRunStatus.STARTED]))
+        if in_flight >= GRID_MAX_IN_FLIGHT:
+            yield SkipReason(f"{in_flight} grid run(s) still in flight; the next tick takes the newest snapshot")
+            return
+        context.update_cursor(ts.isoformat())
+        yield RunRequest(run_key=f"grid-state:{ts.isoformat()}", partition_key=partition_key(lz.floor_window(ts)),
+                         tags={GRID_SNAPSHOT_TAG: ts.isoformat()})
+
+    return grid_state_sensor

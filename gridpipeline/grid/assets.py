@@ -1,0 +1,366 @@
+"""Grid assets: thin wiring of the network model, the 30-second estimation loop and N-1 to DuckDB.
+
+* ``grid_model``: the world's network stored as a new version when it changes, with feeders,
+  islands and topologically critical elements.
+* ``grid_state`` / ``topology_events`` / ``grid_bottlenecks`` / ``n1_contingency``: one multi-asset,
+  5-minute partitions, rows keyed by ``snapshot_ts``. A live run (tag ``gridpipeline/snapshot``, set by
+  ``grid_state_sensor`` every 30 s) estimates that one snapshot from the landing zone; a run without
+  the tag (backfill, UI) estimates every 30-second snapshot of the window from ``clean_telemetry``.
+  ``n1_contingency`` is materialised at the first snapshot of each window (every 5 minutes), on every
+  topology event, and once per window in backfills.
+"""
+
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    AutomationCondition,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    multi_asset,
+)
+from dagster_duckdb import DuckDBResource
+
+from gridpipeline.grid import store as gstore
+from gridpipeline.orchestration.partitions import five_minute_partitions
+from gridpipeline.orchestration.resources import GridWorldResource
+from gridpipeline.store import writer_lock
+
+GROUP = "grid"
+SNAPSHOT_TAG = "gridpipeline/snapshot"
+STEP_S = 30
+N1_RELIEF_TOP = 5
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.astimezone(timezone.utc).replace(tzinfo=None) if dt.tzinfo else dt
+
+
+@asset(
+    group_name=GROUP,
+    pool="duckdb",
+    deps=[AssetKey("sensor_registry")],
+    automation_condition=AutomationCondition.on_missing(),
+    code_version="grid-model-v1",
+    description="The network model (buses, lines, transformers, switches, loads, generators, storage) stored in "
+    "DuckDB and versioned by validity time (grid.model_versions), with its topology: feeders as radial trees "
+    "from their substations, islands and topologically critical elements. Re-materialise after changing the "
+    "network: the 30-second loop picks up the new version without a restart.",
+)
+def grid_model(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+    from gridpipeline.grid.topology import critical_elements, feeders, islands, tie_switches
+
+    w = world.load()
+    net = w.net
+    fd = feeders(net)
+    crit = critical_elements(net)
+    isl = islands(net)
+    ties = tie_switches(net)
+    extra = {"feeders": fd, "critical_elements": crit,
+             "islands": isl.assign(buses=[list(map(int, b)) for b in isl.buses])}
+    with writer_lock(world.settings().db_path), duckdb.get_connection() as con:
+        version, created = gstore.save_model_version(con, net, datetime.utcnow(), f"world:{w.name}", extra)
+    top = crit.sort_values("load_mw_cut_off", ascending=False).head(10)
+    md = ["| element | kind | buses cut off | load cut off (MW) |", "|---|---|---:|---:|"] + [
+        f"| {r.element_type} {r.element_id} | {r.kind} | {r.buses_cut_off} | {r.load_mw_cut_off:.3f} |"
+        for r in top.itertuples()]
+    return MaterializeResult(metadata={
+        "version": version, "new_version": created, "world": w.name,
+        "buses": len(net.bus), "lines": len(net.line), "trafos": len(net.trafo), "switches": len(net.switch),
+        "loads": len(net.load), "sgens": len(net.sgen), "storage": len(net.storage),
+        "feeders": int(fd.feeder.nunique()) if len(fd) else 0, "islands": len(isl),
+        "tie_switches": len(ties), "critical_elements": len(crit),
+        "most_critical": MetadataValue.md("\n".join(md)),
+    })
+
+
+# --------------------------------------------------------------------------- the 30-second loop
+class _ModelCache:
+    """Network, PGM model and a scratch copy per model version, kept for the life of the process."""
+
+    key: tuple | None = None
+    value: tuple | None = None
+
+    @classmethod
+    def get(cls, con):
+        import copy
+
+        from gridpipeline.grid.network import to_pgm
+
+        cur = gstore.current_model(con)
+        if cur is None:
+            return None
+        version, sha, js = cur
+        if cls.key != (version, sha):
+            net = gstore.net_from_json(js)
+            cls.value = (version, net, to_pgm(net), copy.deepcopy(net))
+            cls.key = (version, sha)
+        return cls.value
+
+
+def _snapshots_for_run(context, con, settings, ws: datetime, we: datetime) -> list[tuple[datetime, str]]:
+    from gridpipeline.telemetry.snapshot import clean_snapshot_times
+
+    tag = context.run.tags.get(SNAPSHOT_TAG)
+    if tag:
+        return [(datetime.fromisoformat(tag), "landing")]
+    try:
+        times = clean_snapshot_times(con, ws, we, STEP_S)
+    except Exception:  # clean_telemetry not built yet
+        times = []
+    if times:
+        return [(t, "clean_telemetry") for t in times]
+    # not cleaned yet: whatever export intervals the landing zone holds for the window
+    from gridpipeline.telemetry import landing as lz
+
+    starts = sorted({f.export_start for f in lz.window_files(settings.landing, ws) if f.export_start is not None})
+    return [(t, "landing") for t in starts if ws <= t < we]
+
+
+def _pseudo(world_obj, ts: datetime) -> pd.DataFrame | None:
+    """Profile values (no noise) at ``ts`` as pseudo-measurements for unobservable areas."""
+    try:
+        inj = world_obj.injections_at(pd.DatetimeIndex([pd.Timestamp(ts, tz="UTC")]))
+    except Exception:
+        return None
+    parts = []
+    for table, idx, p, q in (("load", inj.load_index, inj.load_p_mw, inj.load_q_mvar),
+                             ("sgen", inj.sgen_index, inj.sgen_p_mw, inj.sgen_q_mvar),
+                             ("storage", inj.storage_index, inj.storage_p_mw, inj.storage_q_mvar)):
+        parts.append(pd.DataFrame({"element_type": table, "element_id": idx, "p_mw": p[0], "q_mvar": q[0]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+@multi_asset(
+    specs=[
+        AssetSpec("grid_state", group_name=GROUP, deps=[grid_model, AssetKey("sensor_registry"),
+                                                        AssetKey("clean_telemetry")],
+                  description="Estimated state per 30-second snapshot (AC WLS with power-grid-model, sigma from the "
+                  "sensor registry inflated by quality): bus voltages, branch flows and loading, losses, J(x), "
+                  "dof, max |r_N|, bad-data verdicts and the estimation time. Tables grid.state_*, grid.bad_data."),
+        AssetSpec("topology_events", group_name=GROUP, deps=["grid_state"],
+                  description="Switch status changes, islands that form or merge, areas losing or regaining supply, and "
+                  "conflicting/invalid switch telemetry, per snapshot (grid.topology_events, grid.switch_states)."),
+        AssetSpec("grid_bottlenecks", group_name=GROUP, deps=["grid_state"],
+                  description="Branches above the loading threshold and buses outside the voltage band in the current "
+                  "state (AC power flow of the estimated injections), ranked by margin, each with the injections "
+                  "that contribute most (grid.bottlenecks)."),
+        AssetSpec("n1_contingency", group_name=GROUP, deps=["grid_state"], skippable=True,
+                  description="N-1 of every line, transformer and generator on the current state, with restoration "
+                  "through tie switches: convergence, max loading, voltage range, violations, load lost, severity "
+                  "rank; plus relieving injections for the most severe (grid.contingencies, grid.contingency_relief)."),
+    ],
+    check_specs=[
+        AssetCheckSpec("estimate_converged", asset="grid_state",
+                       description="Fails when a snapshot fell back to the last good state or a power flow."),
+        AssetCheckSpec("voltage_within_limits", asset="grid_state",
+                       description="Warns when an energised bus is outside the voltage band."),
+        AssetCheckSpec("loading_within_limits", asset="grid_state",
+                       description="Warns when a branch is loaded above 100 %."),
+        AssetCheckSpec("residuals_consistent", asset="grid_state",
+                       description="Warns when the chi-squared test still alarms after bad-data removal."),
+    ],
+    partitions_def=five_minute_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    pool="duckdb",
+    can_subset=False,
+)
+def grid_state_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+    from gridpipeline.grid.contingency import relief_injections, run_n1
+    from gridpipeline.grid.cycle import CycleConfig, run_cycle
+    from gridpipeline.telemetry.landing import floor_window
+    from gridpipeline.telemetry.snapshot import clean_snapshot, landing_snapshot
+
+    settings = world.settings()
+    tw = context.partition_time_window
+    ws, we = _utc(tw.start), _utc(tw.end)
+    cfg = CycleConfig(v_min=settings.v_min_pu, v_max=settings.v_max_pu, loading_threshold=settings.loading_warn_percent)
+    live = bool(context.run.tags.get(SNAPSHOT_TAG))
+    world_obj = None
+    results, n1_rows, timings = [], None, []
+    with writer_lock(settings.db_path), duckdb.get_connection() as con:
+        gstore.ensure_grid_schema(con)
+        cached = _ModelCache.get(con)
+        if cached is None:
+            raise RuntimeError("no network model in the store: materialise grid_model first")
+        version, net, model, work_net = cached
+        registry = con.execute("SELECT * FROM telemetry.sensors").df()
+        snaps = _snapshots_for_run(context, con, settings, ws, we)
+        n1_windows = {floor_window(r[0]) for r in con.execute(
+            "SELECT DISTINCT snapshot_ts FROM grid.contingencies WHERE snapshot_ts >= ? AND snapshot_ts < ?",
+            [ws, we]).fetchall()}
+        if not snaps:
+            context.log.warning(f"no telemetry snapshot for window {ws:%Y-%m-%d %H:%M}; nothing estimated")
+        for i, (ts, source) in enumerate(snaps):
+            t0 = time.perf_counter()
+            if source == "landing":
+                readings, counts = landing_snapshot(settings.landing, ts, registry)
+            else:
+                readings, counts = clean_snapshot(con, ts), {}
+            t_read = time.perf_counter() - t0
+            prev = gstore.previous_switch_states(con, ts)
+            last_good = gstore.last_good_state(con, ts)
+            if world_obj is None:
+                try:
+                    world_obj = world.load()
+                except Exception as exc:
+                    context.log.warning(f"profiles unavailable for pseudo-measurements: {exc}")
+                    world_obj = False
+            pseudo = _pseudo(world_obj, ts) if world_obj else None
+            res = run_cycle(net, model, registry, readings, ts, prev_switch_states=prev, last_good=last_good,
+                            pseudo_injections=pseudo, config=cfg, work_net=work_net)
+            t1 = time.perf_counter()
+            gstore.write_cycle(con, res, ws, version, source, len(readings))
+            t_write = time.perf_counter() - t1
+            results.append(res)
+            timings.append({"read_s": t_read, "write_s": t_write, **res.timings})
+            # N-1: on topology events; live, at the first snapshot of each window (every 5 minutes);
+            # in backfills at the last snapshot of each window
+            w = floor_window(ts)
+            last_in_window = i == len(snaps) - 1 or floor_window(snaps[i + 1][0]) != w
+            due = len(res.events) > 0 or (w not in n1_windows if live else last_in_window)
+            if due and res.summary["converged"]:
+                trigger = "topology_event" if len(res.events) else ("schedule" if live else "backfill")
+                t2 = time.perf_counter()
+                table = run_n1(work_net, switch_closed=res.switch_states, restore_via_ties=True,
+                               loading_limit=100.0, v_min=cfg.v_min, v_max=cfg.v_max)
+                relief = []
+                severe = table[(table.n_overloads > 0) & table.converged].head(N1_RELIEF_TOP)
+                for r in severe.itertuples():
+                    rel = relief_injections(work_net, r.elements, switch_closed=res.switch_states)
+                    if len(rel):
+                        relief.append(rel.assign(contingency=r.contingency))
+                relief_df = pd.concat(relief, ignore_index=True) if relief else None
+                gstore.write_contingencies(con, ts, table, relief_df, trigger)
+                n1_rows = (ts, table, relief_df, trigger, time.perf_counter() - t2)
+                n1_windows.add(w)
+        latest = results[-1] if results else None
+
+    yield from _state_outputs(results, timings, latest, live)
+    if n1_rows is not None:
+        yield _n1_output(*n1_rows)
+    yield from _checks(results, cfg)
+
+
+def _state_outputs(results, timings, latest, live):
+    n = len(results)
+    s = latest.summary if latest else {}
+    meta = {
+        "snapshots": n, "mode": "live (latest snapshot)" if live else "window (every snapshot)",
+        "latest_snapshot": str(s.get("snapshot_ts")) if s else "none",
+        "converged": sum(r.summary["converged"] for r in results),
+        "fallbacks": sum(r.summary["fallback"] is not None for r in results),
+    }
+    if latest is not None:
+        meta.update({
+            "J": _num(s.get("J")), "dof": s.get("dof", 0), "chi2_threshold": _num(s.get("chi2_threshold")),
+            "max_abs_rn": _num(s.get("max_abs_rn")), "losses_mw": _num(s.get("losses_mw")),
+            "u_pu_min": _num(s.get("u_pu_min")), "u_pu_max": _num(s.get("u_pu_max")),
+            "max_loading_percent": _num(s.get("max_loading_percent")),
+            "measurements": s.get("n_measurements", 0), "pseudo_measurements": s.get("n_pseudo", 0),
+            "bad_data_removed": s.get("n_bad_removed", 0),
+            "estimation_seconds": _num(s.get("estimation_seconds")),
+            "cycle_seconds": _num(max(t["cycle_s"] + t["read_s"] + t["write_s"] for t in timings)),
+            "bad_data": MetadataValue.md(_md(latest.bad_data, ["sensor_id", "kind", "element_type", "element_id",
+                                                               "terminal", "value", "r_n", "action"], "bad data")),
+            "most_loaded": MetadataValue.md(_md(latest.branches.sort_values("loading_percent", ascending=False).head(8),
+                                                ["element_type", "element_id", "loading_percent", "p_from_mw"], "branches")),
+        })
+        if s.get("message"):
+            meta["message"] = s["message"]
+    yield MaterializeResult(asset_key="grid_state", metadata=meta)
+    ev = pd.concat([r.events.assign(snapshot_ts=r.snapshot_ts) for r in results if len(r.events)], ignore_index=True) \
+        if any(len(r.events) for r in results) else pd.DataFrame()
+    yield MaterializeResult(asset_key="topology_events", metadata={
+        "events": len(ev), "snapshots": n,
+        "open_switches": int((~latest.switch_states).sum()) if latest is not None else 0,
+        "events_table": MetadataValue.md(_md(ev, ["snapshot_ts", "kind", "element_type", "element_id", "load_mw", "detail"],
+                                             "topology events")),
+    })
+    bn = latest.bottlenecks if latest is not None else pd.DataFrame()
+    yield MaterializeResult(asset_key="grid_bottlenecks", metadata={
+        "bottlenecks": len(bn),
+        "worst_margin": _num(bn.margin_rel.min()) if len(bn) else None,
+        "ranking": MetadataValue.md(_md(bn, ["rank", "element_type", "element_id", "quantity", "value", "limit",
+                                             "margin", "contributors"], "bottlenecks")),
+    })
+
+
+def _n1_output(ts, table, relief, trigger, seconds):
+    return MaterializeResult(asset_key="n1_contingency", metadata={
+        "snapshot": str(ts), "trigger": trigger, "contingencies": len(table), "seconds": round(seconds, 3),
+        "not_converged": int((~table.converged).sum()),
+        "with_overload": int((table.n_overloads > 0).sum()),
+        "with_voltage_violation": int((table.n_voltage_violations > 0).sum()),
+        "losing_load": int((table.load_lost_mw > 0).sum()),
+        "restorable_via_ties": int((table.get("load_restored_mw", pd.Series(dtype=float)) > 0).sum()),
+        "relief_rows": 0 if relief is None else len(relief),
+        "ranking": MetadataValue.md(_md(table.head(10), ["rank", "contingency", "converged", "max_loading_percent",
+                                                         "min_u_pu", "load_lost_mw", "load_restored_mw", "severity"],
+                                        "contingencies")),
+    })
+
+
+def _checks(results, cfg):
+    bad = [r for r in results if not r.summary["converged"] or r.summary["fallback"]]
+    yield AssetCheckResult(asset_key="grid_state", check_name="estimate_converged", passed=not bad,
+                           severity=AssetCheckSeverity.ERROR,
+                           metadata={"snapshots": len(results), "fallbacks": len(bad),
+                                     "detail": "; ".join(f"{r.snapshot_ts}: {r.summary['fallback']} {r.summary['message']}"
+                                                         for r in bad)[:2000] or "all converged"})
+    lo = min((r.summary["u_pu_min"] for r in results if r.summary["u_pu_min"] is not None), default=None)
+    hi = max((r.summary["u_pu_max"] for r in results if r.summary["u_pu_max"] is not None), default=None)
+    ok_v = (lo is None or lo >= cfg.v_min) and (hi is None or hi <= cfg.v_max)
+    yield AssetCheckResult(asset_key="grid_state", check_name="voltage_within_limits", passed=ok_v,
+                           severity=AssetCheckSeverity.WARN,
+                           metadata={"u_pu_min": _num(lo), "u_pu_max": _num(hi), "band": f"[{cfg.v_min}, {cfg.v_max}]"})
+    mx = max((r.summary["max_loading_percent"] for r in results if r.summary["max_loading_percent"] is not None), default=None)
+    yield AssetCheckResult(asset_key="grid_state", check_name="loading_within_limits",
+                           passed=mx is None or mx <= 100.0, severity=AssetCheckSeverity.WARN,
+                           metadata={"max_loading_percent": _num(mx)})
+    alarms = [r for r in results if r.summary["J"] is not None and r.summary["chi2_threshold"] is not None
+              and r.summary["J"] > r.summary["chi2_threshold"]]
+    yield AssetCheckResult(asset_key="grid_state", check_name="residuals_consistent", passed=not alarms,
+                           severity=AssetCheckSeverity.WARN,
+                           metadata={"snapshots_alarming": len(alarms),
+                                     "bad_data_removed": sum(r.summary["n_bad_removed"] for r in results)})
+
+
+def _num(x):
+    if x is None:
+        return None
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return round(x, 6) if np.isfinite(x) else None
+
+
+def _md(df: pd.DataFrame, cols: list[str], what: str, limit: int = 15) -> str:
+    if df is None or not len(df):
+        return f"_no {what}_"
+    cols = [c for c in cols if c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in df.head(limit)[cols].itertuples(index=False):
+        cells = []
+        for v in r:
+            if isinstance(v, float):
+                cells.append(f"{v:.4g}")
+            else:
+                cells.append(str(v).replace("|", "/")[:80])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+grid_assets = [grid_model, grid_state_cycle]
+__all__ = ["SNAPSHOT_TAG", "grid_assets", "grid_model", "grid_state_cycle"]
