@@ -40,6 +40,7 @@ GROUP = "grid"
 SNAPSHOT_TAG = "gridpipeline/snapshot"
 STEP_S = 30
 N1_RELIEF_TOP = 5
+DECOMPOSE_ABOVE_BUSES = 2000
 
 
 def _utc(dt: datetime) -> datetime:
@@ -176,7 +177,7 @@ def _pseudo(world_obj, ts: datetime) -> pd.DataFrame | None:
     can_subset=False,
 )
 def grid_state_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
-    from gridpipeline.grid.contingency import relief_injections, run_n1
+    from gridpipeline.grid.contingency import relief_injections, run_n1, run_n1_decomposed
     from gridpipeline.grid.cycle import CycleConfig, run_cycle
     from gridpipeline.telemetry.landing import floor_window
     from gridpipeline.telemetry.snapshot import clean_snapshot, landing_snapshot
@@ -232,8 +233,10 @@ def grid_state_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, wor
             if due and res.summary["converged"]:
                 trigger = "topology_event" if len(res.events) else ("schedule" if live else "backfill")
                 t2 = time.perf_counter()
-                table = run_n1(work_net, switch_closed=res.switch_states, restore_via_ties=True,
-                               loading_limit=100.0, v_min=cfg.v_min, v_max=cfg.v_max)
+                # large grids: screened area by area, the severe head re-run on the whole grid
+                n1 = run_n1_decomposed if len(work_net.bus) > DECOMPOSE_ABOVE_BUSES else run_n1
+                table = n1(work_net, switch_closed=res.switch_states, restore_via_ties=True,
+                           loading_limit=100.0, v_min=cfg.v_min, v_max=cfg.v_max)
                 relief = []
                 severe = table[(table.n_overloads > 0) & table.converged].head(N1_RELIEF_TOP)
                 for r in severe.itertuples():

@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS grid.contingencies (
     snapshot_ts TIMESTAMP, rank INTEGER, contingency VARCHAR, converged BOOLEAN, max_loading_percent DOUBLE,
     max_loading_element VARCHAR, min_u_pu DOUBLE, max_u_pu DOUBLE, n_overloads INTEGER,
     n_voltage_violations INTEGER, buses_lost INTEGER, load_lost_mw DOUBLE, severity DOUBLE,
-    tie_switch BIGINT, load_restored_mw DOUBLE, max_loading_after_restore_percent DOUBLE, trigger VARCHAR
+    tie_switch BIGINT, load_restored_mw DOUBLE, max_loading_after_restore_percent DOUBLE, method VARCHAR,
+    trigger VARCHAR
 );
 CREATE TABLE IF NOT EXISTS grid.contingency_relief (
     snapshot_ts TIMESTAMP, contingency VARCHAR, element_type VARCHAR, element_id BIGINT, bus BIGINT,
