@@ -10,7 +10,7 @@ from dagster import (
 )
 
 from gridpipeline.grid.assets import grid_assets, grid_model, grid_state_cycle
-from gridpipeline.orchestration.partitions import five_minute_partitions
+from gridpipeline.orchestration.partitions import five_minute_partitions, live_five_minute_partitions
 from gridpipeline.orchestration.resources import build_resources
 from gridpipeline.orchestration.sensors import build_grid_state_sensor, build_landing_sensor
 from gridpipeline.telemetry.assets import (
@@ -38,7 +38,7 @@ bootstrap_job = define_asset_job(
 grid_state_job = define_asset_job(
     "grid_state_job",
     selection=AssetSelection.assets(grid_state_cycle),
-    partitions_def=five_minute_partitions,
+    partitions_def=live_five_minute_partitions,
     executor_def=in_process_executor,
     description="State estimation, bad data, bottlenecks, topology events (and N-1 when due) for the newest "
     "snapshot (tag gridpipeline/snapshot) or, without the tag, for every snapshot of the window.",

@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     v_max_pu: float = Field(default=1.05, gt=0, description="Upper voltage limit (pu) for checks and bottlenecks.")
     loading_warn_percent: float = Field(default=80.0, gt=0, description="Branch loading (%) listed as a bottleneck.")
     snapshot_grace_s: int = Field(default=10, ge=0, description="Wait for missing RTUs before estimating a snapshot.")
+    n2_contingencies: str = Field(default="", description="Extra N-2 cases for n1_contingency, e.g. "
+                                  "'line:3+line:7;trafo:0+line:12' (element_type:index, '+' within a case, ';' between).")
+
+    def n2_list(self) -> list[tuple[tuple[str, int], ...]]:
+        """``n2_contingencies`` parsed; a malformed entry raises ConfigurationError naming the setting."""
+        out = []
+        for case in filter(None, (c.strip() for c in self.n2_contingencies.split(";"))):
+            try:
+                out.append(tuple((p.split(":")[0].strip(), int(p.split(":")[1])) for p in case.split("+")))
+            except (IndexError, ValueError) as exc:
+                raise ConfigurationError(f"GRIDPIPELINE_N2_CONTINGENCIES: cannot read case {case!r} "
+                                         "(expected element_type:index+element_type:index)") from exc
+        return out
 
     @field_validator("home", "data_dir", mode="after")
     @classmethod

@@ -48,3 +48,14 @@ def test_cli_reports_the_setting_without_a_traceback(gp_home, monkeypatch):
                          timeout=120)
     assert out.returncode == 2
     assert "GRIDPIPELINE_STUCK_SAMPLES" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_n2_cases_parse_and_malformed_ones_name_the_variable(gp_home, monkeypatch):
+    monkeypatch.setenv("GRIDPIPELINE_N2_CONTINGENCIES", "line:3+line:7; trafo:0+line:12")
+    reset_settings()
+    assert get_settings().n2_list() == [(("line", 3), ("line", 7)), (("trafo", 0), ("line", 12))]
+    monkeypatch.setenv("GRIDPIPELINE_N2_CONTINGENCIES", "line3+line:7")
+    reset_settings()
+    with pytest.raises(ConfigurationError, match="GRIDPIPELINE_N2_CONTINGENCIES"):
+        get_settings().n2_list()
+    reset_settings()

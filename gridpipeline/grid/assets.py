@@ -32,7 +32,7 @@ from dagster import (
 from dagster_duckdb import DuckDBResource
 
 from gridpipeline.grid import store as gstore
-from gridpipeline.orchestration.partitions import five_minute_partitions
+from gridpipeline.orchestration.partitions import live_five_minute_partitions
 from gridpipeline.orchestration.resources import GridWorldResource
 from gridpipeline.store import writer_lock
 
@@ -171,7 +171,7 @@ def _pseudo(world_obj, ts: datetime) -> pd.DataFrame | None:
         AssetCheckSpec("residuals_consistent", asset="grid_state",
                        description="Warns when the chi-squared test still alarms after bad-data removal."),
     ],
-    partitions_def=five_minute_partitions,
+    partitions_def=live_five_minute_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     pool="duckdb",
     can_subset=False,
@@ -187,6 +187,7 @@ def grid_state_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, wor
     ws, we = _utc(tw.start), _utc(tw.end)
     cfg = CycleConfig(v_min=settings.v_min_pu, v_max=settings.v_max_pu, loading_threshold=settings.loading_warn_percent)
     live = bool(context.run.tags.get(SNAPSHOT_TAG))
+    n2 = settings.n2_list()
     world_obj = None
     results, n1_rows, timings = [], None, []
     with writer_lock(settings.db_path), duckdb.get_connection() as con:
@@ -195,6 +196,11 @@ def grid_state_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, wor
         if cached is None:
             raise RuntimeError("no network model in the store: materialise grid_model first")
         version, net, model, work_net = cached
+        known = [c for c in n2 if all(t in work_net and i in work_net[t].index for t, i in c)]
+        if len(known) < len(n2):
+            context.log.warning(f"N-2 cases with elements not in the network are skipped: "
+                                f"{[c for c in n2 if c not in known]}")
+        n2 = known
         registry = con.execute("SELECT * FROM telemetry.sensors").df()
         snaps = _snapshots_for_run(context, con, settings, ws, we)
         n1_windows = {floor_window(r[0]) for r in con.execute(
@@ -235,7 +241,7 @@ def grid_state_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, wor
                 t2 = time.perf_counter()
                 # large grids: screened area by area, the severe head re-run on the whole grid
                 n1 = run_n1_decomposed if len(work_net.bus) > DECOMPOSE_ABOVE_BUSES else run_n1
-                table = n1(work_net, switch_closed=res.switch_states, restore_via_ties=True,
+                table = n1(work_net, n2=n2, switch_closed=res.switch_states, restore_via_ties=True,
                            loading_limit=100.0, v_min=cfg.v_min, v_max=cfg.v_max)
                 relief = []
                 severe = table[(table.n_overloads > 0) & table.converged].head(N1_RELIEF_TOP)

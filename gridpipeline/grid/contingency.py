@@ -375,6 +375,7 @@ def run_n1_decomposed(
     net,
     *,
     elements: Iterable[str] = ("line", "trafo", "sgen"),
+    n2: list[tuple] | None = None,
     restore_via_ties: bool = False,
     switch_closed: Mapping | pd.Series | None = None,
     loading_limit: float = 100.0,
@@ -432,7 +433,9 @@ def run_n1_decomposed(
     model = to_pgm(net)
     data = model.with_switch_states(closed)
     all_cons = contingency_list(model, data, elements)
-    global_cons = [c for c in all_cons if area_of.get(c[0], -1) < 0]
+    # HV/MV single outages and every N-2 case run on the whole grid
+    global_cons = [c for c in all_cons if area_of.get(c[0], -1) < 0] + \
+        [tuple((str(t), int(i)) for t, i in combo) for combo in (n2 or [])]
     parts = []
     for s0 in range(0, len(global_cons), max(1, chunk_size)):
         c = global_cons[s0:s0 + chunk_size]
@@ -495,7 +498,7 @@ def run_n1_decomposed(
         parts.append(rows)
     df = pd.concat([p for p in parts if len(p)], ignore_index=True) if parts else pd.DataFrame()
     if len(df):
-        df["method"] = np.where(df.elements.map(lambda e: area_of.get(e[0], -1) < 0), "whole_grid", "area")
+        df["method"] = np.where(df.elements.map(lambda e: len(e) > 1 or area_of.get(e[0], -1) < 0), "whole_grid", "area")
     df = _rank(df)
     verified = 0
     if len(df) and (verify_top > 0 or verify_max > 0):

@@ -19,3 +19,13 @@ five_minute_partitions = TimeWindowPartitionsDefinition(
 )
 
 hourly_partitions = HourlyPartitionsDefinition(start_date=f"{START}-00:00", timezone="UTC")
+
+# The same windows including the one still open (end_offset=1): the 30-second grid loop writes the
+# current window's snapshots before the window closes. Telemetry partitions only exist once closed.
+live_five_minute_partitions = TimeWindowPartitionsDefinition(
+    cron_schedule="*/5 * * * *",
+    start=f"{START}-00:00",
+    fmt="%Y-%m-%d-%H:%M",
+    timezone="UTC",
+    end_offset=1,
+)

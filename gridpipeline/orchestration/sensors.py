@@ -156,6 +156,7 @@ def build_grid_state_sensor(job):
             return
         context.update_cursor(ts.isoformat())
         yield RunRequest(run_key=f"grid-state:{ts.isoformat()}", partition_key=partition_key(lz.floor_window(ts)),
-                         tags={GRID_SNAPSHOT_TAG: ts.isoformat()})
+                         # ahead of telemetry catch-up runs in the queue: the operator's view comes first
+                         tags={GRID_SNAPSHOT_TAG: ts.isoformat(), "dagster/priority": "10"})
 
     return grid_state_sensor

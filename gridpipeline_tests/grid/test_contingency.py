@@ -108,3 +108,17 @@ def test_decomposed_n1_matches_whole_grid_on_the_sample_grid():
     ver = run_n1_decomposed(net, restore_via_ties=True, verify_top=20)
     head = ver.head(20).merge(full, on="contingency", suffixes=("", "_f"))
     assert np.allclose(head.max_loading_percent, head.max_loading_percent_f)
+
+
+def test_decomposed_n1_runs_configured_n2_cases_on_the_whole_grid():
+    from gridpipeline.grid.contingency import run_n1_decomposed
+    from gridpipeline.world.model import load_world
+
+    net = load_world("sample").net
+    lines = net.line.index[:2]
+    case = (("line", int(lines[0])), ("line", int(lines[1])))
+    dec = run_n1_decomposed(net, n2=[case], verify_top=0, verify_max=0)
+    full = run_n1(net, contingencies=[case])
+    row = dec[dec.contingency == full.contingency.iloc[0]]
+    assert len(row) == 1 and row.method.iloc[0] == "whole_grid"
+    assert np.isclose(row.max_loading_percent.iloc[0], full.max_loading_percent.iloc[0])

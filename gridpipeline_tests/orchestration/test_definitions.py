@@ -79,3 +79,15 @@ def test_landing_sensor_requests_closed_changed_windows_only(tmp_path):
     assert list(ready_windows(landing, rejected, now, ready, grace_s=20)) == ["2026-11-20-10:00"]
     assert group_ranges(["2026-11-20-10:00", "2026-11-20-10:05", "2026-11-20-10:15"]) == [
         ("2026-11-20-10:00", "2026-11-20-10:05"), ("2026-11-20-10:15", "2026-11-20-10:15")]
+
+
+def test_grid_partitions_include_the_open_window():
+    """The 30-second loop writes into the window that is still open; telemetry waits for it to close."""
+    from datetime import timezone
+
+    from gridpipeline.orchestration.partitions import five_minute_partitions, live_five_minute_partitions
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    key = f"{lz.floor_window(now):%Y-%m-%d-%H:%M}"
+    assert live_five_minute_partitions.has_partition_key(key)
+    assert not five_minute_partitions.has_partition_key(key)
