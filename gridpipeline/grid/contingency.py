@@ -486,6 +486,12 @@ def run_n1_decomposed(
         out_vv = int(((u_out < v_min) | (u_out > v_max)).sum())
         rows = sub_df.drop(columns=["severity", "rank"], errors="ignore").copy()
         conv = rows.converged.to_numpy(dtype=bool)
+        # violations the outage adds inside the area (the base case may have some already)
+        in_over = int((ld_all[~out_br] > loading_limit).sum())
+        u_in = bus_u[bus_en & (bus_lab == a)]
+        in_vv = int(((u_in < v_min) | (u_in > v_max)).sum())
+        rows["_new_violation"] = ~conv | (rows.n_overloads.to_numpy() > in_over) | \
+            (rows.n_voltage_violations.to_numpy() > in_vv)
         sub_max = rows.max_loading_percent.to_numpy(dtype=float)
         take_out = conv & (out_max > np.nan_to_num(sub_max, nan=-1.0))
         rows.loc[take_out, "max_loading_element"] = out_name
@@ -503,7 +509,7 @@ def run_n1_decomposed(
     verified = 0
     if len(df) and (verify_top > 0 or verify_max > 0):
         area_rows = df[df.method == "area"]
-        flagged = area_rows[(area_rows.n_overloads > 0) | (area_rows.n_voltage_violations > 0) | ~area_rows.converged]
+        flagged = area_rows[area_rows["_new_violation"].fillna(False).astype(bool)]
         pick = pd.concat([area_rows.head(verify_top), flagged]).drop_duplicates("contingency").head(verify_max)
         if len(pick):
             exact = run_n1(net, contingencies=list(pick.elements), restore_via_ties=restore_via_ties,
@@ -514,6 +520,7 @@ def run_n1_decomposed(
                            ignore_index=True)
             df = _rank(df)
             verified = len(exact)
+    df = df.drop(columns=["_new_violation"], errors="ignore")
     df.attrs["elapsed_s"] = time.perf_counter() - t0
     df.attrs["n_scenarios"] = len(df)
     df.attrs["lv_areas"] = n_areas
