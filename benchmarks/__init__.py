@@ -26,7 +26,14 @@ def _contingency(**kw) -> dict:
     return run(**kw)
 
 
+def _forecast(**kw) -> dict:
+    from benchmarks.forecast import run
+
+    return run(**kw)
+
+
 REGISTRY: dict[str, Callable[..., dict]] = {
+    "forecast": _forecast,
     "ingest": _ingest,
     "estimate": _estimate,
     "contingency": _contingency,

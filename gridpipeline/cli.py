@@ -226,7 +226,7 @@ def data_build(out: Path = typer.Option(PROJECT_ROOT / "data" / "sample_grid", h
 
 @app.command()
 def bench(
-    name: str = typer.Argument(..., help="Benchmark: ingest, estimate, contingency."),
+    name: str = typer.Argument(..., help="Benchmark: ingest, estimate, contingency, forecast."),
     sensors: int = typer.Option(100_000, help="ingest: sensors."),
     minutes: int = typer.Option(10, help="ingest: minutes of readings."),
     keep: bool = typer.Option(False, help="Keep the benchmark's working folder."),

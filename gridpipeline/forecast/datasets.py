@@ -47,13 +47,8 @@ def _day_hours_long(frame: pd.DataFrame, id_col: str) -> pd.DataFrame:
     )
 
 
-def load_gefcom_system(data_dir: Path | None = None) -> pd.DataFrame:
-    """GEFCom2012 system load (sum of zones 1-20) with the 11 temperature stations, hourly.
-
-    Blank weeks of ``Load_history.csv`` are filled from ``Load_solution.csv``. Returns columns
-    ``time`` (naive, period start), ``load`` and ``t1``..``t11``; 2004-01-01 00:00 .. 2008-07-07 23:00
-    (the load of 2008-06-30 06:00-23:00 is not published and stays missing).
-    """
+def _gefcom_tables(data_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(zone loads: time x zone 1..20, blank weeks filled; temperatures: time x t1..t11)."""
     base = Path(data_dir or SHARED_DATA) / "gefcom2012" / "load"
     hist = pd.read_csv(base / "Load_history.csv", thousands=",")
     sol = pd.read_csv(base / "Load_solution.csv", thousands=",")
@@ -65,8 +60,6 @@ def load_gefcom_system(data_dir: Path | None = None) -> pd.DataFrame:
     missing = load.isna() & load.index.isin(fill.index)
     load[missing] = fill.reindex(load.index[missing]).to_numpy()
     wide = load.unstack("zone_id")
-    # The system total is defined only where every zone reported.
-    system = wide.sum(axis=1, min_count=wide.shape[1]).where(wide.notna().all(axis=1))
 
     temp = pd.read_csv(base / "temperature_history.csv")
     t_long = _day_hours_long(temp, "station_id")
@@ -78,6 +71,24 @@ def load_gefcom_system(data_dir: Path | None = None) -> pd.DataFrame:
     tsol_wide = tsol_wide.pivot(index="time", columns="station_id", values="value")
     t_wide = t_wide.combine_first(tsol_wide)
     t_wide.columns = [f"t{int(c)}" for c in t_wide.columns]
+    return wide, t_wide
+
+
+def load_gefcom_zones(data_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """GEFCom2012 zone loads (hourly, time x zone 1..20) and the 11 temperature stations."""
+    return _gefcom_tables(data_dir)
+
+
+def load_gefcom_system(data_dir: Path | None = None) -> pd.DataFrame:
+    """GEFCom2012 system load (sum of zones 1-20) with the 11 temperature stations, hourly.
+
+    Blank weeks of ``Load_history.csv`` are filled from ``Load_solution.csv``. Returns columns
+    ``time`` (naive, period start), ``load`` and ``t1``..``t11``; 2004-01-01 00:00 .. 2008-07-07 23:00
+    (the load of 2008-06-30 06:00-23:00 is not published and stays missing).
+    """
+    wide, t_wide = _gefcom_tables(data_dir)
+    # The system total is defined only where every zone reported.
+    system = wide.sum(axis=1, min_count=wide.shape[1]).where(wide.notna().all(axis=1))
     out = pd.DataFrame({"load": system}).join(t_wide, how="left")
     out.index.name = "time"
     return out.reset_index()

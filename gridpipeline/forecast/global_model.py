@@ -1,0 +1,252 @@
+"""One LightGBM model for many demand series (feeders, zones, the system), with P10/P50/P90.
+
+The per-series ensemble in ``demand.py`` (Prophet + LightGBM, weights by backtest skill) is what the
+day-ahead backtests score; it costs seconds to minutes per series. The operational loop has to
+forecast every feeder every 5 minutes, so it uses one *global* model over all series: each sample is
+(series, issue time, lead) with scale-free features,
+
+* the lead (steps ahead) and the calendar of the target time (time of day, weekday, holiday,
+  season), in the grid's local time so DST shifts the daily shape correctly;
+* the series' own history relative to its scale (mean of the last 7 days before issue): the last
+  observation, the same time one day and one week before the target, the last day's mean;
+* weather at the target time (the forecast of it when issued live), plus heating/cooling degrees;
+* the series id as a categorical feature,
+
+and the target is the value divided by the scale. Three LightGBM models (quantile loss at 0.1, 0.5
+and 0.9) give the quantiles; a second set without weather features serves when the weather is
+missing. The fallback chain per row: ``global`` -> ``global_noweather`` -> ``seasonal_naive`` ->
+``profile``; the ``model`` column says which served each value.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gridpipeline.forecast.features import holiday_dates
+
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+@dataclass(frozen=True)
+class GlobalConfig:
+    step: pd.Timedelta = pd.Timedelta(hours=1)
+    horizon: pd.Timedelta = pd.Timedelta(hours=24)
+    weather_cols: tuple[str, ...] = ()
+    tz: str = "UTC"
+    country: str | None = None
+    issue_stride: pd.Timedelta = pd.Timedelta(hours=6)
+    train_days: int = 90
+    max_rows: int = 600_000
+    rounds: int = 200
+    learning_rate: float = 0.08
+    num_leaves: int = 63
+    balance_point: float = 18.0   # degrees for heating/cooling degrees (units of the weather column)
+    threads: int = 0
+    seed: int = 0
+
+    @property
+    def h_steps(self) -> int:
+        return int(self.horizon / self.step)
+
+    @property
+    def day_steps(self) -> int:
+        return int(pd.Timedelta(days=1) / self.step)
+
+
+@dataclass
+class GlobalModel:
+    config: GlobalConfig
+    series: list[str]
+    models: dict[str, list[Any]] = field(default_factory=dict)  # "weather"/"noweather" -> [q10, q50, q90]
+    features: dict[str, list[str]] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    train_rows: int = 0
+
+
+def _calendar(times: pd.DatetimeIndex, cfg: GlobalConfig) -> pd.DataFrame:
+    local = times.tz_convert(cfg.tz) if times.tz is not None else times.tz_localize("UTC").tz_convert(cfg.tz)
+    hol = holiday_dates(cfg.country, None, sorted(set(local.year))) if cfg.country else frozenset()
+    doy = local.dayofyear.to_numpy()
+    return pd.DataFrame({
+        "tod": (local.hour * 60 + local.minute).to_numpy() / 1440.0,
+        "dow": local.dayofweek.to_numpy(),
+        "holiday": np.array([d in hol for d in local.date], dtype=np.int8),
+        "doy_sin": np.sin(2 * np.pi * doy / 365.25),
+        "doy_cos": np.cos(2 * np.pi * doy / 365.25),
+    })
+
+
+def _design(y: np.ndarray, weather: np.ndarray | None, cal: pd.DataFrame, issues: np.ndarray, cfg: GlobalConfig,
+            with_weather: bool) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows for every (issue, lead, series): features, target index, series index, scale, issue index."""
+    T, S = y.shape
+    H, D = cfg.h_steps, cfg.day_steps
+    csum = np.vstack([np.zeros((1, S)), np.nancumsum(y, axis=0)])
+    ccount = np.vstack([np.zeros((1, S)), np.cumsum(np.isfinite(y), axis=0)])
+
+    def window_mean(end: np.ndarray, width: int) -> np.ndarray:
+        lo = np.clip(end - width, 0, T)
+        n = ccount[end] - ccount[lo]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, (csum[end] - csum[lo]) / np.maximum(n, 1), np.nan)
+
+    scale = window_mean(issues, 7 * D)                  # (I, S)
+    scale = np.where(np.abs(scale) > 1e-9, np.abs(scale), np.nan)
+    last_day = window_mean(issues, D) / scale
+    last = y[np.clip(issues - 1, 0, T - 1)] / scale      # (I, S)
+    leads = np.arange(1, H + 1)
+    tgt = issues[:, None] + leads[None, :] - 1          # (I, H)
+    I = len(issues)
+
+    def lag(k: int) -> np.ndarray:
+        idx = tgt - k
+        ok = (idx >= 0) & (idx < T)
+        v = y[np.clip(idx, 0, T - 1)]                    # (I, H, S)
+        return np.where(ok[:, :, None], v, np.nan) / scale[:, None, :]
+
+    y_day, y_week = lag(D), lag(7 * D)
+    n = I * H * S
+    cols = {
+        "lead": np.broadcast_to(leads[None, :, None], (I, H, S)).reshape(n),
+        "series": np.broadcast_to(np.arange(S)[None, None, :], (I, H, S)).reshape(n),
+        "y_last": np.broadcast_to(last[:, None, :], (I, H, S)).reshape(n),
+        "y_last_day": np.broadcast_to(last_day[:, None, :], (I, H, S)).reshape(n),
+        "y_day": y_day.reshape(n),
+        "y_week": y_week.reshape(n),
+    }
+    tg = np.broadcast_to(tgt[:, :, None], (I, H, S)).reshape(n)
+    tg_c = np.clip(tg, 0, len(cal) - 1)
+    for c in cal.columns:
+        cols[c] = cal[c].to_numpy()[tg_c]
+    if with_weather and weather is not None:
+        for k, name in enumerate(cfg.weather_cols):
+            w = weather[tg_c, k]
+            cols[f"w_{name}"] = w
+            if k == 0:
+                cols["hdd"] = np.maximum(cfg.balance_point - w, 0)
+                cols["cdd"] = np.maximum(w - cfg.balance_point, 0)
+    X = pd.DataFrame(cols)
+    X["series"] = X["series"].astype("category")
+    sidx = cols["series"]
+    sc = np.broadcast_to(scale[:, None, :], (I, H, S)).reshape(n)
+    iidx = np.broadcast_to(np.arange(I)[:, None, None], (I, H, S)).reshape(n)
+    return X, tg, sidx, sc, iidx
+
+
+def _as_arrays(y: pd.DataFrame, weather: pd.DataFrame | None, cfg: GlobalConfig):
+    w = None
+    if cfg.weather_cols and weather is not None:
+        w = weather.reindex(y.index)[list(cfg.weather_cols)].to_numpy(dtype=float)
+    return y.to_numpy(dtype=float), w
+
+
+def fit_global(y: pd.DataFrame, weather: pd.DataFrame | None, config: GlobalConfig, end: pd.Timestamp | None = None
+               ) -> GlobalModel:
+    """Fit on ``y`` (regular UTC index x one column per series) up to ``end`` (default: all)."""
+    import lightgbm as lgb
+
+    t0 = time.perf_counter()
+    cfg = config
+    if end is not None:
+        y = y[y.index < end]
+    y = y.iloc[-(cfg.train_days + 8) * cfg.day_steps:]
+    Y, W = _as_arrays(y, weather, cfg)
+    cal = _calendar(y.index, cfg)
+    stride = max(1, int(cfg.issue_stride / cfg.step))
+    first = 7 * cfg.day_steps + 1
+    issues = np.arange(first, len(y) - cfg.h_steps + 1, stride)
+    if not len(issues):
+        raise ValueError(f"need at least {first + cfg.h_steps} steps of history to fit, got {len(y)}")
+    model = GlobalModel(cfg, [str(c) for c in y.columns])
+    rng = np.random.default_rng(cfg.seed)
+    variants = ["weather", "noweather"] if W is not None else ["noweather"]
+    for variant in variants:
+        X, tg, _, sc, _ = _design(Y, W, cal, issues, cfg, variant == "weather")
+        target = Y[tg, X["series"].cat.codes.to_numpy()] / sc
+        ok = np.isfinite(target) & np.isfinite(sc)
+        rows = np.flatnonzero(ok)
+        if len(rows) > cfg.max_rows:
+            rows = np.sort(rng.choice(rows, cfg.max_rows, replace=False))
+        Xt, yt = X.iloc[rows], target[rows]
+        model.features[variant] = list(X.columns)
+        fitted = []
+        for q in QUANTILES:
+            params = {"objective": "quantile", "alpha": q, "learning_rate": cfg.learning_rate,
+                      "num_leaves": cfg.num_leaves, "min_data_in_leaf": 50, "feature_fraction": 0.9,
+                      "bagging_fraction": 0.8, "bagging_freq": 1, "verbose": -1, "seed": cfg.seed,
+                      "num_threads": cfg.threads}
+            fitted.append(lgb.train(params, lgb.Dataset(Xt, yt, categorical_feature=["series"]),
+                                    num_boost_round=cfg.rounds))
+        model.models[variant] = fitted
+        model.train_rows = max(model.train_rows, len(rows))
+    model.train_seconds = time.perf_counter() - t0
+    return model
+
+
+def forecast_global(model: GlobalModel, y: pd.DataFrame, weather: pd.DataFrame | None, issue_time: pd.Timestamp,
+                    profile: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Forecasts for every series over the horizon after ``issue_time`` (only data before it is used).
+
+    ``y``: history (same layout as for fitting; more series than fitted are forecast by the fallbacks
+    only); ``weather``: values for the target times (the weather forecast), may miss rows or be None;
+    ``profile``: optional expected values (same columns) for the last fallback. Returns a long frame:
+    series, valid_time, lead, p10, p50, p90, model."""
+    cfg = model.config
+    times = pd.date_range(issue_time - 8 * pd.Timedelta(days=1), issue_time + cfg.horizon, freq=cfg.step,
+                          inclusive="left")
+    y = y.reindex(columns=model.series).reindex(times)
+    y[y.index >= issue_time] = np.nan  # never look at the future
+    Y = y.to_numpy(dtype=float)
+    W = None
+    if cfg.weather_cols and weather is not None:
+        W = weather.reindex(times).reindex(columns=list(cfg.weather_cols)).to_numpy(dtype=float)
+    cal = _calendar(times, cfg)
+    p = int(np.searchsorted(times, issue_time))
+    issues = np.array([p])
+    X, tg, sidx, sc, _ = _design(Y, W, cal, issues, cfg, False)
+    out = np.full((len(X), 3), np.nan)
+    label = np.full(len(X), "none", dtype=object)
+    lags_ok = np.isfinite(sc) & np.isfinite(X["y_day"].to_numpy())
+    if "weather" in model.models and W is not None:
+        Xw, *_ = _design(Y, W, cal, issues, cfg, True)
+        wcols = [c for c in Xw.columns if c.startswith("w_")]
+        w_ok = np.isfinite(Xw[wcols].to_numpy()).all(axis=1) & lags_ok
+        if w_ok.any():
+            pred = np.column_stack([m.predict(Xw[model.features["weather"]][w_ok]) for m in model.models["weather"]])
+            out[w_ok] = pred * sc[w_ok, None]
+            label[w_ok] = "global"
+    need = (label == "none") & lags_ok
+    if need.any() and "noweather" in model.models:
+        pred = np.column_stack([m.predict(X[model.features["noweather"]][need]) for m in model.models["noweather"]])
+        out[need] = pred * sc[need, None]
+        label[need] = "global_noweather"
+    # seasonal naive: last week's value, else yesterday's
+    need = label == "none"
+    if need.any():
+        wk = Y[np.clip(tg - 7 * cfg.day_steps, 0, len(Y) - 1), sidx]
+        dy = Y[np.clip(tg - cfg.day_steps, 0, len(Y) - 1), sidx]
+        naive = np.where(np.isfinite(wk), wk, dy)
+        ok = need & np.isfinite(naive)
+        out[ok] = naive[ok, None] * np.array([0.9, 1.0, 1.1])[None, :]
+        label[ok] = "seasonal_naive"
+    need = label == "none"
+    if need.any() and profile is not None:
+        prof = profile.reindex(times).reindex(columns=model.series).to_numpy(dtype=float)
+        pv = prof[np.clip(tg, 0, len(prof) - 1), sidx]
+        ok = need & np.isfinite(pv)
+        out[ok] = pv[ok, None] * np.array([0.85, 1.0, 1.15])[None, :]
+        label[ok] = "profile"
+    out = np.sort(out, axis=1)  # quantiles never cross
+    lead = X["lead"].to_numpy()
+    return pd.DataFrame({
+        "series": np.asarray(model.series, dtype=object)[sidx],
+        "valid_time": times[np.clip(tg, 0, len(times) - 1)],
+        "lead": lead,
+        "p10": out[:, 0], "p50": out[:, 1], "p90": out[:, 2],
+        "model": label,
+    })
