@@ -9,6 +9,7 @@ from dagster import (
     in_process_executor,
 )
 
+from gridpipeline.forecast.assets import forecast_assets, forecast_job, forecast_schedule
 from gridpipeline.grid.assets import grid_assets, grid_model, grid_state_cycle
 from gridpipeline.orchestration.partitions import five_minute_partitions, live_five_minute_partitions
 from gridpipeline.orchestration.resources import build_resources
@@ -58,9 +59,10 @@ automation_sensor = AutomationConditionSensorDefinition(
 def build_definitions(settings=None) -> Definitions:
     """The code location, with resources for ``settings`` (default: the environment's)."""
     return Definitions(
-        assets=[*telemetry_assets, *grid_assets],
+        assets=[*telemetry_assets, *grid_assets, *forecast_assets],
         asset_checks=[*telemetry_checks],
-        jobs=[telemetry_job, bootstrap_job, grid_state_job],
+        jobs=[telemetry_job, bootstrap_job, grid_state_job, forecast_job],
+        schedules=[forecast_schedule],
         sensors=[build_landing_sensor(telemetry_job, bootstrap_job), build_grid_state_sensor(grid_state_job),
                  automation_sensor],
         resources=build_resources(settings),

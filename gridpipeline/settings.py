@@ -44,6 +44,17 @@ class Settings(BaseSettings):
     v_max_pu: float = Field(default=1.05, gt=0, description="Upper voltage limit (pu) for checks and bottlenecks.")
     loading_warn_percent: float = Field(default=80.0, gt=0, description="Branch loading (%) listed as a bottleneck.")
     snapshot_grace_s: int = Field(default=10, ge=0, description="Wait for missing RTUs before estimating a snapshot.")
+    weather_source: str = Field(default="file", pattern="^(file|open_meteo)$",
+                                description="Weather forecasts: 'file' (the world's weather) or 'open_meteo'.")
+    weather_url: str = Field(default="https://api.open-meteo.com", description="Base URL of the Open-Meteo-style API.")
+    weather_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one weather API request.")
+    weather_retries: int = Field(default=3, ge=0, description="Retries of a failed weather API request.")
+    forecast_tz: str = Field(default="America/New_York", description="Local time zone of the grid (calendar, DST).")
+    forecast_country: str = Field(default="US", description="Public holidays (holidays package country code).")
+    forecast_train_days: int = Field(default=28, ge=9, description="Days of history the nightly demand model learns from.")
+    forecast_mape_warn: float = Field(default=5.0, gt=0, description="Rolling 24 h MAPE (%) above which accuracy warns.")
+    forecast_mape_fail: float = Field(default=10.0, gt=0, description="Rolling 24 h MAPE (%) above which accuracy fails.")
+    forecast_degraded_mape: float = Field(default=8.0, gt=0, description="A model this bad (rolling MAPE %) hands over to the next in the chain.")
     n2_contingencies: str = Field(default="", description="Extra N-2 cases for n1_contingency, e.g. "
                                   "'line:3+line:7;trafo:0+line:12' (element_type:index, '+' within a case, ';' between).")
 

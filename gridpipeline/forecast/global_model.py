@@ -13,8 +13,10 @@ forecast every feeder every 5 minutes, so it uses one *global* model over all se
 * the series id as a categorical feature,
 
 and the target is the value divided by the scale. Three LightGBM models (quantile loss at 0.1, 0.5
-and 0.9) give the quantiles; a second set without weather features serves when the weather is
-missing. The fallback chain per row: ``global`` -> ``global_noweather`` -> ``seasonal_naive`` ->
+and 0.9) give the quantiles; quantile boosting tends to draw the band too narrow, so the last
+``calib_days`` of the span are held out and the band is widened by split-conformal calibration
+(per lead bucket) to hold ``target_coverage`` of the outcomes. A second set without weather
+features serves when the weather is missing. The fallback chain per row: ``global`` -> ``global_noweather`` -> ``seasonal_naive`` ->
 ``profile``; the ``model`` column says which served each value.
 """
 
@@ -46,6 +48,9 @@ class GlobalConfig:
     learning_rate: float = 0.08
     num_leaves: int = 63
     balance_point: float = 18.0   # degrees for heating/cooling degrees (units of the weather column)
+    calib_days: int = 7           # last days of the span held out to calibrate the P10-P90 band
+    target_coverage: float = 0.8  # P10-P90 should hold 80 % of the outcomes
+    calib_buckets: int = 4        # lead buckets with their own band correction
     threads: int = 0
     seed: int = 0
 
@@ -63,6 +68,7 @@ class GlobalModel:
     config: GlobalConfig
     series: list[str]
     models: dict[str, list[Any]] = field(default_factory=dict)  # "weather"/"noweather" -> [q10, q50, q90]
+    calibration: dict[str, np.ndarray] = field(default_factory=dict)  # variant -> band widening per lead bucket
     features: dict[str, list[str]] = field(default_factory=dict)
     train_seconds: float = 0.0
     train_rows: int = 0
@@ -145,6 +151,10 @@ def _as_arrays(y: pd.DataFrame, weather: pd.DataFrame | None, cfg: GlobalConfig)
     return y.to_numpy(dtype=float), w
 
 
+def _lead_bucket(lead: np.ndarray, cfg: GlobalConfig) -> np.ndarray:
+    return np.minimum((lead - 1) * cfg.calib_buckets // max(cfg.h_steps, 1), cfg.calib_buckets - 1)
+
+
 def fit_global(y: pd.DataFrame, weather: pd.DataFrame | None, config: GlobalConfig, end: pd.Timestamp | None = None
                ) -> GlobalModel:
     """Fit on ``y`` (regular UTC index x one column per series) up to ``end`` (default: all)."""
@@ -165,11 +175,17 @@ def fit_global(y: pd.DataFrame, weather: pd.DataFrame | None, config: GlobalConf
     model = GlobalModel(cfg, [str(c) for c in y.columns])
     rng = np.random.default_rng(cfg.seed)
     variants = ["weather", "noweather"] if W is not None else ["noweather"]
+    # split conformal: the issues whose targets fall in the last calib_days calibrate the band
+    calib_issue = issues >= len(y) - cfg.calib_days * cfg.day_steps - cfg.h_steps if cfg.calib_days else \
+        np.zeros(len(issues), bool)
+    if calib_issue.all():
+        calib_issue[:] = False
     for variant in variants:
-        X, tg, _, sc, _ = _design(Y, W, cal, issues, cfg, variant == "weather")
+        X, tg, _, sc, iidx = _design(Y, W, cal, issues, cfg, variant == "weather")
         target = Y[tg, X["series"].cat.codes.to_numpy()] / sc
         ok = np.isfinite(target) & np.isfinite(sc)
-        rows = np.flatnonzero(ok)
+        in_cal = calib_issue[iidx]
+        rows = np.flatnonzero(ok & ~in_cal)
         if len(rows) > cfg.max_rows:
             rows = np.sort(rng.choice(rows, cfg.max_rows, replace=False))
         Xt, yt = X.iloc[rows], target[rows]
@@ -184,17 +200,46 @@ def fit_global(y: pd.DataFrame, weather: pd.DataFrame | None, config: GlobalConf
                                     num_boost_round=cfg.rounds))
         model.models[variant] = fitted
         model.train_rows = max(model.train_rows, len(rows))
+        crows = np.flatnonzero(ok & in_cal)
+        if len(crows) > cfg.max_rows // 2:
+            crows = np.sort(rng.choice(crows, cfg.max_rows // 2, replace=False))
+        corr = np.zeros(cfg.calib_buckets)
+        if len(crows):
+            Xc = X.iloc[crows]
+            lo, hi = fitted[0].predict(Xc), fitted[2].predict(Xc)
+            score = np.maximum(lo - target[crows], target[crows] - hi)
+            b = _lead_bucket(Xc["lead"].to_numpy(), cfg)
+            for k in range(cfg.calib_buckets):
+                sk = score[b == k]
+                if len(sk) >= 20:
+                    level = min(1.0, np.ceil((len(sk) + 1) * cfg.target_coverage) / len(sk))
+                    corr[k] = float(np.quantile(sk, level))
+        model.calibration[variant] = corr
     model.train_seconds = time.perf_counter() - t0
     return model
 
 
+def _widen(model: GlobalModel, variant: str, pred: np.ndarray, lead: np.ndarray) -> np.ndarray:
+    """Apply the conformal band correction (scale-free units) of the lead's bucket."""
+    corr = model.calibration.get(variant)
+    if corr is None or not len(pred):
+        return pred
+    c = corr[_lead_bucket(lead, model.config)]
+    out = pred.copy()
+    out[:, 0] -= c
+    out[:, 2] += c
+    return out
+
+
 def forecast_global(model: GlobalModel, y: pd.DataFrame, weather: pd.DataFrame | None, issue_time: pd.Timestamp,
-                    profile: pd.DataFrame | None = None) -> pd.DataFrame:
+                    profile: pd.DataFrame | None = None, disabled: frozenset[str] | set[str] = frozenset()
+                    ) -> pd.DataFrame:
     """Forecasts for every series over the horizon after ``issue_time`` (only data before it is used).
 
     ``y``: history (same layout as for fitting; more series than fitted are forecast by the fallbacks
     only); ``weather``: values for the target times (the weather forecast), may miss rows or be None;
-    ``profile``: optional expected values (same columns) for the last fallback. Returns a long frame:
+    ``profile``: optional expected values (same columns) for the last fallback; ``disabled``: links
+    of the chain to skip (a degraded model hands over to the next). Returns a long frame:
     series, valid_time, lead, p10, p50, p90, model."""
     cfg = model.config
     times = pd.date_range(issue_time - 8 * pd.Timedelta(days=1), issue_time + cfg.horizon, freq=cfg.step,
@@ -212,18 +257,18 @@ def forecast_global(model: GlobalModel, y: pd.DataFrame, weather: pd.DataFrame |
     out = np.full((len(X), 3), np.nan)
     label = np.full(len(X), "none", dtype=object)
     lags_ok = np.isfinite(sc) & np.isfinite(X["y_day"].to_numpy())
-    if "weather" in model.models and W is not None:
+    if "weather" in model.models and W is not None and "global" not in disabled:
         Xw, *_ = _design(Y, W, cal, issues, cfg, True)
         wcols = [c for c in Xw.columns if c.startswith("w_")]
         w_ok = np.isfinite(Xw[wcols].to_numpy()).all(axis=1) & lags_ok
         if w_ok.any():
             pred = np.column_stack([m.predict(Xw[model.features["weather"]][w_ok]) for m in model.models["weather"]])
-            out[w_ok] = pred * sc[w_ok, None]
+            out[w_ok] = _widen(model, "weather", pred, Xw["lead"].to_numpy()[w_ok]) * sc[w_ok, None]
             label[w_ok] = "global"
     need = (label == "none") & lags_ok
-    if need.any() and "noweather" in model.models:
+    if need.any() and "noweather" in model.models and "global_noweather" not in disabled:
         pred = np.column_stack([m.predict(X[model.features["noweather"]][need]) for m in model.models["noweather"]])
-        out[need] = pred * sc[need, None]
+        out[need] = _widen(model, "noweather", pred, X["lead"].to_numpy()[need]) * sc[need, None]
         label[need] = "global_noweather"
     # seasonal naive: last week's value, else yesterday's
     need = label == "none"

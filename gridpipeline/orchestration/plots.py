@@ -32,3 +32,15 @@ def availability_by_zone(health: pd.DataFrame, threshold: float) -> str:
     ax.set_xlabel("readings received, % of expected")
     ax.set_title("Sensor availability by zone")
     return png_markdown(fig, "availability by zone")
+
+
+def md_table(df, cols=None, limit: int = 20, empty: str = "_none_") -> str:
+    """A DataFrame as a markdown table for asset metadata (floats to 4 significant digits)."""
+    if df is None or not len(df):
+        return empty
+    cols = [c for c in (cols or list(df.columns)) if c in df.columns]
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for r in df.head(limit)[cols].itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v).replace("|", "/")[:80]
+                                       for v in r) + " |")
+    return "\n".join(lines)

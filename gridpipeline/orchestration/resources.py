@@ -31,7 +31,11 @@ def build_resources(settings: Settings | None = None) -> dict:
     settings = settings or get_settings()
     settings.ensure_dirs()  # one clear error naming the setting, at load time
     export_env(settings)  # dbt's profile reads GRIDPIPELINE_DUCKDB_PATH
+    from gridpipeline.forecast.assets import WeatherSource
+
     return {
+        "weather": WeatherSource(mode=settings.weather_source, base_url=settings.weather_url,
+                                 timeout_s=settings.weather_timeout_s, retries=settings.weather_retries),
         "duckdb": DuckDBResource(database=str(settings.db_path)),
         "dbt": DbtCliResource(project_dir=dbt_project),
         "world": GridWorldResource(world=settings.world),

@@ -63,3 +63,15 @@ def test_fallback_chain(data):
     assert by["s0"] <= {"seasonal_naive", "global"}
     assert by["s2"] == {"global"}
     assert fc[["p10", "p50", "p90"]].notna().all().all()
+
+
+def test_band_is_calibrated(data):
+    y, w, model, idx = data
+    frames = [forecast_global(model, y, w, idx[24 * d]) for d in range(101, 115)]
+    fc = pd.concat(frames, ignore_index=True)
+    act = y.stack().rename("actual")
+    act.index.names = ["valid_time", "series"]
+    m = fc.join(act, on=["valid_time", "series"]).dropna(subset=["actual"])
+    cover = np.mean((m.actual >= m.p10) & (m.actual <= m.p90))
+    assert 0.65 <= cover <= 0.95, cover
+    assert (model.calibration["weather"] != 0).any()

@@ -29,18 +29,23 @@ def test_definitions_snapshot():
     assets = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"sensor_registry", "raw_telemetry", "clean_telemetry", "dedup_audit", "sensor_health",
             "unit_conversions", "kind_limits", "grid_model", "grid_state", "topology_events", "grid_bottlenecks",
-            "n1_contingency"} <= assets
+            "n1_contingency", "weather_features", "demand_model", "demand_forecast", "forecast_accuracy",
+            "consumption_anomalies"} <= assets
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"raw_telemetry_reconciles", "raw_telemetry_quarantine_rate", "sensor_coverage", "estimate_converged",
-            "voltage_within_limits", "loading_within_limits", "residuals_consistent"} <= checks
+            "voltage_within_limits", "loading_within_limits", "residuals_consistent", "forecast_error_within_limits",
+            "no_consumption_anomalies"} <= checks
     assert any(n.startswith("not_null") or "unique" in n for n in checks), "dbt tests must appear as asset checks"
-    assert {j.name for j in repo.get_all_jobs()} >= {"telemetry_job", "bootstrap_job", "grid_state_job"}
+    assert {j.name for j in repo.get_all_jobs()} >= {"telemetry_job", "bootstrap_job", "grid_state_job", "forecast_job"}
+    schedules = {s.name: s for s in repo.schedule_defs}
+    assert schedules["forecast_schedule"].default_status.value == "RUNNING"
     sensors = {s.name: s for s in repo.sensor_defs}
     assert {"landing_zone_sensor", "gridpipeline_automation", "grid_state_sensor"} <= set(sensors)
     assert all(s.default_status.value == "RUNNING" for s in sensors.values()), "automation must be on by default"
     # Every asset that writes DuckDB takes the duckdb pool.
     for key in ("sensor_registry", "raw_telemetry", "clean_telemetry", "sensor_health", "unit_conversions",
-                "grid_model", "grid_state", "n1_contingency"):
+                "grid_model", "grid_state", "n1_contingency", "weather_features", "demand_model", "demand_forecast",
+                "forecast_accuracy", "consumption_anomalies"):
         node = repo.asset_graph.get(next(k for k in repo.asset_graph.get_all_asset_keys() if k.to_user_string() == key))
         assert node.pools == {"duckdb"}, key
 

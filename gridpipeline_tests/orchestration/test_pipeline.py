@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
 from gridpipeline.settings import get_settings
 from gridpipeline.telemetry import landing as lz
@@ -225,3 +225,52 @@ def test_replay_estimates_every_snapshot(pipeline):
     assert len(windows) == 2 and {w[1] for w in windows} <= {"backfill", "topology_event"}
     # the drifting and stuck sensors the simulator injected are caught as bad data somewhere
     assert _q(home, "SELECT count(*) FROM grid.bad_data WHERE action = 'removed'")[0][0] > 0
+
+
+def test_forecast_chain_issues_scores_and_falls_back(pipeline, monkeypatch):
+    """Nightly model, then the 5-minute forecast job at 09:00 and 09:10 over the replayed telemetry:
+    24 h of P10/P50/P90 per zone and system, matched against the measured 09:00-09:10 load, anomaly
+    scan; then with the weather API down the forecast is still issued, flagged stale."""
+    from dagster import DagsterInstance
+
+    from gridpipeline.definitions import build_definitions
+    from gridpipeline.settings import get_settings, reset_settings
+
+    home, env = pipeline
+    for k in ("GRIDPIPELINE_HOME", "GRIDPIPELINE_DUCKDB_PATH"):
+        monkeypatch.setenv(k, env[k])
+    monkeypatch.setenv("GRIDPIPELINE_FORECAST_TRAIN_DAYS", "9")
+    reset_settings()
+    try:
+        defs = build_definitions(get_settings())
+        inst = DagsterInstance.ephemeral()
+        model = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=inst, asset_selection=[AssetKey("demand_model")])
+        assert model.success
+        job = defs.resolve_job_def("forecast_job")
+        for key in ("2026-11-20-09:00", "2026-11-20-09:10"):
+            assert job.execute_in_process(instance=inst, partition_key=key).success
+        # the weather API is down: the last good forecast serves, flagged
+        monkeypatch.setenv("GRIDPIPELINE_WEATHER_SOURCE", "open_meteo")
+        monkeypatch.setenv("GRIDPIPELINE_WEATHER_URL", "http://127.0.0.1:9")
+        monkeypatch.setenv("GRIDPIPELINE_WEATHER_RETRIES", "0")
+        reset_settings()
+        defs2 = build_definitions(get_settings())
+        res = defs2.resolve_job_def("forecast_job").execute_in_process(instance=inst, partition_key="2026-11-20-09:15")
+        assert res.success
+    finally:
+        reset_settings()
+    (series, rows, bad_q, no_model), = _q(home, """
+        SELECT count(DISTINCT series), count(*), count(*) FILTER (WHERE NOT (p10 <= p50 AND p50 <= p90)),
+               count(*) FILTER (WHERE model IS NULL OR model = 'none')
+        FROM forecast.demand WHERE issue_time = '2026-11-20 09:10'""")
+    assert series >= 3 and rows == series * 288 and bad_q == 0 and no_model == 0
+    (matched,), = _q(home, "SELECT count(*) FROM forecast.errors WHERE valid_time < '2026-11-20 09:10'")
+    # the 09:00 forecast against the measured 09:00 and 09:05 slots; a zone-slot whose sensors
+    # reported less than 80 % (the injected communication losses) has no actual and is not scored
+    assert series * 2 * 0.75 <= matched <= series * 2
+    (mape,), = _q(home, "SELECT max(mape) FROM forecast.accuracy WHERE series = 'system' AND window_start = '2026-11-20 09:10'")
+    assert mape is not None and mape < 10
+    stale = _q(home, "SELECT DISTINCT source, stale FROM forecast.weather WHERE issue_time = '2026-11-20 09:15'")
+    assert stale == [("open_meteo (last forecast)", True)]
+    assert _q(home, "SELECT bool_and(weather_stale) FROM forecast.demand WHERE issue_time = '2026-11-20 09:15'")[0][0]

@@ -1,0 +1,459 @@
+"""Forecast assets: weather features, the nightly demand model, 5-minute demand forecasts with
+quantiles, live accuracy and consumption anomalies. Thin wiring of ``forecast/`` to DuckDB.
+
+Every 5 minutes ``forecast_schedule`` runs ``forecast_job`` for the window that has just opened;
+its start is the issue time. Rows are keyed by issue time (forecasts) or by the evaluated instant
+(errors, anomalies) and replaced when a partition re-runs.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AutomationCondition,
+    ConfigurableResource,
+    DefaultScheduleStatus,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    asset,
+    define_asset_job,
+    in_process_executor,
+    schedule,
+)
+from dagster_duckdb import DuckDBResource
+
+from gridpipeline.orchestration.partitions import live_five_minute_partitions
+from gridpipeline.orchestration.plots import md_table
+from gridpipeline.orchestration.resources import GridWorldResource
+from gridpipeline.store import writer_lock
+
+GROUP = "forecast"
+MODEL_FILE = "demand_global.joblib"
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS forecast;
+CREATE TABLE IF NOT EXISTS forecast.weather (
+    issue_time TIMESTAMP, valid_time TIMESTAMP, temperature DOUBLE, dew_point DOUBLE, relative_humidity DOUBLE,
+    wind_speed_10m DOUBLE, wind_speed_100m DOUBLE, wind_speed_hub DOUBLE, ghi DOUBLE, ghi_clear DOUBLE,
+    clear_sky_index DOUBLE, cloud_cover DOUBLE, hdh DOUBLE, cdh DOUBLE, local_hour DOUBLE, weekday INTEGER,
+    holiday BOOLEAN, is_dst BOOLEAN, source VARCHAR, stale BOOLEAN, message VARCHAR
+);
+CREATE TABLE IF NOT EXISTS forecast.models (
+    trained_at TIMESTAMP, kind VARCHAR, path VARCHAR, series INTEGER, train_rows BIGINT, train_seconds DOUBLE,
+    holdout_mape DOUBLE
+);
+CREATE TABLE IF NOT EXISTS forecast.demand (
+    issue_time TIMESTAMP, series VARCHAR, valid_time TIMESTAMP, lead_minutes INTEGER, p10 DOUBLE, p50 DOUBLE,
+    p90 DOUBLE, model VARCHAR, weather_stale BOOLEAN
+);
+CREATE TABLE IF NOT EXISTS forecast.errors (
+    issue_time TIMESTAMP, series VARCHAR, valid_time TIMESTAMP, lead_minutes INTEGER, actual DOUBLE, p10 DOUBLE,
+    p50 DOUBLE, p90 DOUBLE, naive DOUBLE, model VARCHAR
+);
+CREATE TABLE IF NOT EXISTS forecast.accuracy (
+    window_start TIMESTAMP, series VARCHAR, model VARCHAR, bucket VARCHAR, n INTEGER, mape DOUBLE, rmae DOUBLE,
+    rmse DOUBLE, pinball DOUBLE, coverage DOUBLE
+);
+CREATE TABLE IF NOT EXISTS forecast.anomalies (
+    window_start TIMESTAMP, series VARCHAR, ts TIMESTAMP, actual DOUBLE, expected DOUBLE, residual DOUBLE,
+    robust_z DOUBLE, kind VARCHAR
+);
+"""
+
+
+def ensure_forecast_schema(con) -> None:
+    for stmt in DDL.split(";"):
+        if stmt.strip():
+            con.execute(stmt)
+
+
+class WeatherSource(ConfigurableResource):
+    """Weather forecasts: the world's weather file (default) or an Open-Meteo-style API. When the API
+    fails, the last stored forecast serves, flagged stale; without one, the file (also flagged)."""
+
+    mode: str = "file"
+    base_url: str = "https://api.open-meteo.com"
+    timeout_s: float = 10.0
+    retries: int = 3
+
+    def forecast(self, world, issue: pd.Timestamp, horizon: pd.Timedelta, last_stored=None):
+        """(frame, source, stale, message)."""
+        from gridpipeline.forecast.weather import FileWeatherFeed, OpenMeteoClient, WeatherUnavailable
+
+        file_feed = FileWeatherFeed(world)
+        if self.mode == "file":
+            return file_feed.forecast(issue, horizon), "file", False, ""
+        loc = world.meta["location"]
+        client = OpenMeteoClient(self.base_url, loc["latitude"], loc["longitude"], self.timeout_s, self.retries)
+        try:
+            return client.forecast(issue, horizon), "open_meteo", False, ""
+        except WeatherUnavailable as exc:
+            prev = last_stored(issue) if last_stored else None
+            if prev is not None and len(prev):
+                return prev, "open_meteo (last forecast)", True, str(exc)
+            return file_feed.forecast(issue, horizon), "file (API unavailable)", True, str(exc)
+
+
+def _issue(context) -> pd.Timestamp:
+    return pd.Timestamp(context.partition_time_window.start).tz_convert("UTC")
+
+
+def _naive(ts) -> pd.Timestamp:
+    return pd.Timestamp(ts).tz_convert("UTC").tz_localize(None)
+
+
+def _model_path(settings) -> Path:
+    return settings.home / "models" / MODEL_FILE
+
+
+def _series_config(settings):
+    from gridpipeline.forecast.global_model import GlobalConfig
+    from gridpipeline.forecast.live import HORIZON, STEP
+
+    return GlobalConfig(step=STEP, horizon=HORIZON, weather_cols=("temperature",), tz=settings.forecast_tz,
+                        country=settings.forecast_country, train_days=settings.forecast_train_days,
+                        issue_stride=pd.Timedelta(hours=3), max_rows=250_000, rounds=120, balance_point=18.0)
+
+
+@asset(
+    group_name=GROUP,
+    pool="duckdb",
+    partitions_def=live_five_minute_partitions,
+    description="Weather for the next 24 h at 5-minute steps, issued at the window start: temperature, dew point, "
+    "humidity, heating/cooling degree hours, hub-height wind, GHI and clear-sky index (pvlib), cloud cover, local "
+    "calendar with holidays. Source and staleness per issue (forecast.weather).",
+)
+def weather_features(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource,
+                     weather: WeatherSource):
+    from gridpipeline.forecast.weather import weather_features as features
+
+    settings = world.settings()
+    issue = _issue(context)
+    w = world.load()
+    loc = w.meta["location"]
+    with writer_lock(settings.db_path), duckdb.get_connection() as con:
+        ensure_forecast_schema(con)
+
+        def last_stored(at):
+            row = con.execute("SELECT max(issue_time) FROM forecast.weather WHERE issue_time < ? AND NOT stale",
+                              [_naive(at)]).fetchone()
+            if not row or row[0] is None:
+                return None
+            df = con.execute("SELECT * FROM forecast.weather WHERE issue_time = ?", [row[0]]).df()
+            df.index = pd.DatetimeIndex(df.valid_time).tz_localize("UTC")
+            target = pd.date_range(at, at + pd.Timedelta(hours=24), freq="5min", inclusive="left")
+            return df.reindex(target)
+
+        frame, source, stale, message = weather.forecast(w, issue, pd.Timedelta(hours=24), last_stored)
+        f = features(frame, loc["latitude"], loc["longitude"], settings.forecast_tz, settings.forecast_country)
+        out = f.reset_index(names="valid_time")
+        out["valid_time"] = out.valid_time.dt.tz_convert("UTC").dt.tz_localize(None)
+        out.insert(0, "issue_time", _naive(issue))
+        out["source"], out["stale"], out["message"] = source, stale, message
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM forecast.weather WHERE issue_time = ?", [_naive(issue)])
+        con.register("_wx", out)
+        con.execute("INSERT INTO forecast.weather BY NAME SELECT * FROM _wx")
+        con.unregister("_wx")
+        con.execute("COMMIT")
+    if stale:
+        context.log.warning(f"weather forecast is stale ({source}): {message}")
+    return MaterializeResult(metadata={
+        "issue_time": str(issue), "source": source, "stale": stale, "steps": len(out),
+        "temperature_min_c": float(np.nanmin(f.temperature)), "temperature_max_c": float(np.nanmax(f.temperature)),
+        "ghi_max_w_m2": float(np.nanmax(f.ghi)), "message": message or "ok",
+    })
+
+
+@asset(
+    group_name=GROUP,
+    pool="duckdb",
+    automation_condition=AutomationCondition.on_cron("0 2 * * *") | AutomationCondition.on_missing(),
+    description="The global demand model (LightGBM, P10/P50/P90, with and without weather) for every zone and the "
+    "system, retrained nightly on GRIDPIPELINE_FORECAST_TRAIN_DAYS of history (forecast.models, the model file "
+    "under GRIDPIPELINE_HOME/models).",
+)
+def demand_model(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+    import joblib
+
+    from gridpipeline.forecast.global_model import fit_global, forecast_global
+    from gridpipeline.forecast.live import STEP, archive_demand
+    from gridpipeline.forecast.weather import FileWeatherFeed
+
+    settings = world.settings()
+    w = world.load()
+    cfg = _series_config(settings)
+    now = pd.Timestamp.now(tz="UTC").floor("5min")
+    start = now - pd.Timedelta(days=cfg.train_days + 9)
+    times = pd.date_range(start, now, freq=STEP, inclusive="left")
+    hist = archive_demand(w, times)
+    wx = FileWeatherFeed(w).observations(start, now)
+    holdout = now - pd.Timedelta(days=1)
+    model = fit_global(hist, wx, cfg, end=holdout)
+    fc = forecast_global(model, hist, wx, holdout)
+    act = hist.stack().rename("actual")
+    act.index.names = ["valid_time", "series"]
+    m = fc.join(act, on=["valid_time", "series"])
+    holdout_mape = float(np.mean(np.abs(m.actual - m.p50) / m.actual.abs().clip(lower=1e-9)) * 100)
+    t0 = time.perf_counter()
+    model = fit_global(hist, wx, cfg, end=now)
+    path = _model_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, path)
+    with writer_lock(settings.db_path), duckdb.get_connection() as con:
+        ensure_forecast_schema(con)
+        con.execute("INSERT INTO forecast.models VALUES (?, 'demand_global', ?, ?, ?, ?, ?)",
+                    [_naive(now), str(path), len(model.series), model.train_rows, model.train_seconds, holdout_mape])
+    return MaterializeResult(metadata={
+        "series": len(model.series), "train_rows": model.train_rows,
+        "train_seconds": round(time.perf_counter() - t0, 1), "holdout_day_mape": round(holdout_mape, 2),
+        "trained_until": str(now), "path": str(path),
+    })
+
+
+def _plot_system(fc: pd.DataFrame) -> str:
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = fc[fc.series == "system"]
+    fig, ax = plt.subplots(figsize=(7, 2.6), dpi=90)
+    ax.fill_between(s.valid_time, s.p10, s.p90, alpha=0.3, label="P10-P90")
+    ax.plot(s.valid_time, s.p50, lw=1.2, label="P50")
+    ax.set_ylabel("MW")
+    ax.set_title("System demand, next 24 h")
+    ax.legend(loc="upper right", fontsize=7)
+    fig.autofmt_xdate()
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return f"![system demand](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+
+
+@asset(
+    group_name=GROUP,
+    pool="duckdb",
+    partitions_def=live_five_minute_partitions,
+    deps=[weather_features, demand_model, AssetKey("clean_telemetry")],
+    description="Demand forecasts for every zone and the system: 24 h at 5-minute steps with P10/P50/P90, issued "
+    "every 5 minutes from measured load (clean_telemetry) and the historian archive before it. Each row records "
+    "the model that served it (global -> global_noweather -> seasonal_naive -> profile); a model whose rolling "
+    "error passed GRIDPIPELINE_FORECAST_DEGRADED_MAPE is skipped (forecast.demand).",
+)
+def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+    import joblib
+
+    from gridpipeline.forecast.global_model import forecast_global
+    from gridpipeline.forecast.live import HORIZON, STEP, history, profile_demand
+
+    settings = world.settings()
+    issue = _issue(context)
+    w = world.load()
+    path = _model_path(settings)
+    model = joblib.load(path) if path.exists() else None
+    with writer_lock(settings.db_path), duckdb.get_connection() as con:
+        ensure_forecast_schema(con)
+        hist, n_measured = history(w, con, issue)
+        wx = con.execute("SELECT valid_time, temperature, stale FROM forecast.weather WHERE issue_time = ?",
+                         [_naive(issue)]).df()
+        weather_stale = bool(wx.stale.any()) if len(wx) else True
+        weather = None
+        if len(wx):
+            weather = wx.set_index(pd.DatetimeIndex(wx.valid_time).tz_localize("UTC"))[["temperature"]]
+        degraded = con.execute(
+            "SELECT model, avg(mape) FROM forecast.accuracy WHERE window_start = (SELECT max(window_start) "
+            "FROM forecast.accuracy) AND series = 'system' AND mape IS NOT NULL GROUP BY model HAVING avg(mape) > ?",
+            [settings.forecast_degraded_mape]).fetchall()
+        disabled = {m for m, _ in degraded if m in ("global", "global_noweather")}
+        times = pd.date_range(issue, issue + HORIZON, freq=STEP, inclusive="left")
+        prof = profile_demand(w, times)
+        if model is None:
+            context.log.warning(f"no demand model at {path}: serving the profile fallback")
+            long = prof.stack().rename("p50").reset_index()
+            long.columns = ["valid_time", "series", "p50"]
+            long["lead"] = ((long.valid_time - issue) / STEP).astype(int) + 1
+            long["p10"], long["p90"], long["model"] = long.p50 * 0.85, long.p50 * 1.15, "profile"
+            fc = long
+        else:
+            if disabled:
+                context.log.warning(f"degraded model(s) {sorted(disabled)} hand over to the next in the chain")
+            fc = forecast_global(model, hist, weather, issue, profile=prof, disabled=disabled)
+        out = pd.DataFrame({
+            "issue_time": _naive(issue), "series": fc.series.astype(str),
+            "valid_time": pd.DatetimeIndex(fc.valid_time).tz_convert("UTC").tz_localize(None),
+            "lead_minutes": (fc["lead"].to_numpy() * 5).astype(int), "p10": fc.p10, "p50": fc.p50, "p90": fc.p90,
+            "model": fc.model, "weather_stale": weather_stale,
+        })
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM forecast.demand WHERE issue_time = ?", [_naive(issue)])
+        con.register("_fc", out)
+        con.execute("INSERT INTO forecast.demand SELECT * FROM _fc")
+        con.unregister("_fc")
+        con.execute("COMMIT")
+    sysf = fc[fc.series == "system"]
+    return MaterializeResult(metadata={
+        "issue_time": str(issue), "series": int(fc.series.nunique()), "rows": len(out),
+        "served_by": MetadataValue.json(fc.model.value_counts().to_dict()),
+        "measured_history_slots": n_measured, "weather_stale": weather_stale,
+        "degraded_models_skipped": ", ".join(sorted(disabled)) or "none",
+        "system_p50_next_hour_mw": float(sysf.p50.head(12).mean()) if len(sysf) else None,
+        "system_peak_p90_mw": float(sysf.p90.max()) if len(sysf) else None,
+        "system_forecast": MetadataValue.md(_plot_system(fc)) if len(sysf) else "no system series",
+    })
+
+
+@asset(
+    group_name=GROUP,
+    pool="duckdb",
+    partitions_def=live_five_minute_partitions,
+    deps=[demand_forecast],
+    check_specs=[AssetCheckSpec("forecast_error_within_limits", asset="forecast_accuracy",
+                                description="Warns above GRIDPIPELINE_FORECAST_MAPE_WARN and fails above "
+                                "GRIDPIPELINE_FORECAST_MAPE_FAIL (rolling 24 h system MAPE per model).")],
+    description="Live accuracy: every forecast value whose time has a measurement is matched (forecast.errors), "
+    "then MAPE, rMAE (against the value one day earlier), RMSE, pinball loss and P10-P90 coverage over the last "
+    "24 h by series, model and horizon bucket (forecast.accuracy).",
+)
+def forecast_accuracy(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+    from gridpipeline.forecast.live import accuracy_table, measured_demand
+
+    settings = world.settings()
+    issue = _issue(context)
+    ws = _naive(issue)
+    with writer_lock(settings.db_path), duckdb.get_connection() as con:
+        ensure_forecast_schema(con)
+        start = issue - pd.Timedelta(hours=2)
+        meas = measured_demand(con, start - pd.Timedelta(days=1), issue)
+        matched = 0
+        if len(meas):
+            act = meas.stack().rename("actual").reset_index()
+            act.columns = ["valid_time", "series", "actual"]
+            act["valid_time"] = act.valid_time.dt.tz_convert("UTC").dt.tz_localize(None)
+            day_before = act.assign(valid_time=act.valid_time + pd.Timedelta(days=1)).rename(columns={"actual": "naive"})
+            act = act.merge(day_before, on=["valid_time", "series"], how="left")
+            act = act[act.valid_time >= _naive(start)]
+            con.register("_act", act)
+            con.execute("BEGIN TRANSACTION")
+            con.execute("DELETE FROM forecast.errors WHERE valid_time >= ? AND valid_time < ?", [_naive(start), ws])
+            matched = con.execute(
+                """INSERT INTO forecast.errors
+                   SELECT d.issue_time, d.series, d.valid_time, d.lead_minutes, a.actual, d.p10, d.p50, d.p90,
+                          a.naive, d.model
+                   FROM forecast.demand d JOIN _act a USING (valid_time, series)
+                   WHERE d.valid_time >= ? AND d.valid_time < ?""", [_naive(start), ws]).fetchone()[0]
+            con.execute("COMMIT")
+            con.unregister("_act")
+        errors = con.execute("SELECT * FROM forecast.errors WHERE valid_time >= ? AND valid_time < ?",
+                             [ws - pd.Timedelta(days=1), ws]).df()
+        table = accuracy_table(errors)
+        table.insert(0, "window_start", ws)
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM forecast.accuracy WHERE window_start = ?", [ws])
+        if len(table):
+            con.register("_acc", table)
+            con.execute("INSERT INTO forecast.accuracy BY NAME SELECT * FROM _acc")
+            con.unregister("_acc")
+        con.execute("COMMIT")
+    sys_rows = table[table.series == "system"] if len(table) else table
+    worst = None
+    if len(sys_rows) and sys_rows.mape.notna().any():
+        per_model = sys_rows.groupby("model").apply(
+            lambda g: np.average(g.mape.fillna(0), weights=g.n), include_groups=False)
+        worst = (per_model.idxmax(), float(per_model.max()))
+    yield MaterializeResult(metadata={
+        "matched_this_run": int(matched), "errors_24h": len(errors),
+        "system_mape_24h": None if worst is None else round(worst[1], 3),
+        "table": MetadataValue.md(md_table(sys_rows, empty="_no actuals yet_")),
+    })
+    if worst is None:
+        yield AssetCheckResult(check_name="forecast_error_within_limits", passed=True,
+                               metadata={"detail": "no forecast has a measured actual yet"})
+    else:
+        model, mape = worst
+        sev = AssetCheckSeverity.ERROR if mape > settings.forecast_mape_fail else AssetCheckSeverity.WARN
+        yield AssetCheckResult(check_name="forecast_error_within_limits", passed=mape <= settings.forecast_mape_warn,
+                               severity=sev, metadata={"worst_model": model, "system_mape_24h": round(mape, 3),
+                                                       "warn_above": settings.forecast_mape_warn,
+                                                       "fail_above": settings.forecast_mape_fail})
+
+
+@asset(
+    group_name=GROUP,
+    pool="duckdb",
+    partitions_def=live_five_minute_partitions,
+    deps=[forecast_accuracy],
+    check_specs=[AssetCheckSpec("no_consumption_anomalies", asset="consumption_anomalies",
+                                description="Warns when a zone or the system shows a spike, drop, flatline or drift "
+                                "in the last hour.")],
+    description="Unusual consumption per zone and for the system in the last hour: residual against the forecast, "
+    "robust z-score over the trailing day, classed spike / drop / flatline / drift (forecast.anomalies).",
+)
+def consumption_anomalies(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+    from gridpipeline.forecast.live import detect_anomalies
+
+    settings = world.settings()
+    issue = _issue(context)
+    ws = _naive(issue)
+    hour = ws - pd.Timedelta(hours=1)
+    with writer_lock(settings.db_path), duckdb.get_connection() as con:
+        ensure_forecast_schema(con)
+        # the shortest-lead forecast of each instant
+        errors = con.execute(
+            """SELECT series, valid_time, actual, p50 FROM forecast.errors
+               WHERE valid_time >= ? AND valid_time < ?
+               QUALIFY row_number() OVER (PARTITION BY series, valid_time ORDER BY lead_minutes) = 1""",
+            [ws - pd.Timedelta(days=1), ws]).df()
+        found = detect_anomalies(errors, hour) if len(errors) else detect_anomalies(
+            pd.DataFrame(columns=["series", "valid_time", "actual", "p50"]), hour)
+        found.insert(0, "window_start", ws)
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM forecast.anomalies WHERE window_start = ?", [ws])
+        if len(found):
+            con.register("_an", found)
+            con.execute("INSERT INTO forecast.anomalies BY NAME SELECT * FROM _an")
+            con.unregister("_an")
+        con.execute("COMMIT")
+    counts = found.kind.value_counts().to_dict() if len(found) else {}
+    yield MaterializeResult(metadata={
+        "anomalies_last_hour": len(found), "by_kind": MetadataValue.json(counts),
+        "instants_checked": int((errors.valid_time >= hour).sum()) if len(errors) else 0,
+        "table": MetadataValue.md(md_table(found.drop(columns=["window_start"]))),
+    })
+    yield AssetCheckResult(check_name="no_consumption_anomalies", passed=not len(found),
+                           severity=AssetCheckSeverity.WARN, metadata={"by_kind": MetadataValue.json(counts)})
+
+
+forecast_assets = [weather_features, demand_model, demand_forecast, forecast_accuracy, consumption_anomalies]
+
+forecast_job = define_asset_job(
+    "forecast_job",
+    selection=[weather_features, demand_forecast, forecast_accuracy, consumption_anomalies],
+    partitions_def=live_five_minute_partitions,
+    executor_def=in_process_executor,
+    description="Weather, demand forecasts, live accuracy and anomalies for the window that has just opened.",
+)
+
+
+@schedule(job=forecast_job, cron_schedule="*/5 * * * *", execution_timezone="UTC",
+          default_status=DefaultScheduleStatus.RUNNING,
+          description="Issues the forecasts every 5 minutes, for the window that starts at the tick.")
+def forecast_schedule(context):
+    t = pd.Timestamp(context.scheduled_execution_time).tz_convert("UTC").floor("5min")
+    key = f"{t:%Y-%m-%d-%H:%M}"
+    return RunRequest(run_key=f"forecast:{key}", partition_key=key, tags={"dagster/priority": "5"})
+
+
+__all__ = ["WeatherSource", "forecast_assets", "forecast_job", "forecast_schedule"]

@@ -1,0 +1,163 @@
+"""The operational forecast loop on plain frames: demand series of a grid world, accuracy and
+anomalies. The assets in ``forecast/assets.py`` wire these to DuckDB.
+
+Series are the zones that have loads plus ``system`` (their sum), in MW at 5-minute resolution.
+History comes from two places: measured load from ``clean_telemetry`` (P of every metered load,
+summed per zone and scaled up for the sensors missing in a slot, when at least 80 % reported), and
+before that the world's historian archive (its profiles with their per-load noise, the same process
+the simulator measures). The profile without noise is the last link of the fallback chain.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from gridpipeline.forecast.metrics import score
+
+STEP = pd.Timedelta(minutes=5)
+HORIZON = pd.Timedelta(hours=24)
+BUCKETS = ((0, 60, "0-1h"), (60, 360, "1-6h"), (360, 1440, "6-24h"))
+MIN_COVERAGE = 0.8
+
+
+def _zone_matrix(world) -> tuple[list[str], np.ndarray]:
+    zones = world.zones.reindex(world.net.load.bus).fillna("unzoned").astype(str).to_numpy()
+    names = sorted(set(zones))
+    m = np.zeros((len(world.net.load), len(names)))
+    m[np.arange(len(zones)), [names.index(z) for z in zones]] = 1.0
+    return names, m
+
+
+def archive_demand(world, times: pd.DatetimeIndex) -> pd.DataFrame:
+    """The historian archive: zone and system demand (MW) at ``times`` from the world's profiles."""
+    names, m = _zone_matrix(world)
+    p = world.injections_at(times).load_p_mw @ m
+    df = pd.DataFrame(p, index=times, columns=names)
+    df["system"] = df.sum(axis=1)
+    return df
+
+
+def profile_demand(world, times: pd.DatetimeIndex) -> pd.DataFrame:
+    """Expected demand from the profiles alone (no noise): the last fallback."""
+    names, m = _zone_matrix(world)
+    f = world.profile_factors(times)
+    p = (f[:, world._load_p_col] * world._load_p[None, :]) @ m
+    df = pd.DataFrame(p, index=times, columns=names)
+    df["system"] = df.sum(axis=1)
+    return df
+
+
+def measured_demand(con, start, end) -> pd.DataFrame:
+    """Zone and system demand from clean_telemetry (load P summed per zone and slot)."""
+    try:
+        df = con.execute(
+            """
+            WITH expected AS (
+                SELECT zone, count(*) AS n FROM telemetry.sensors
+                WHERE kind = 'p_inj' AND element_type = 'load' GROUP BY zone
+            )
+            SELECT c.ts, s.zone, sum(c.value) AS p, count(c.value) AS n_rep, any_value(e.n) AS n_exp
+            FROM clean.clean_telemetry c
+            JOIN telemetry.sensors s USING (sensor_id)
+            JOIN expected e ON e.zone = s.zone
+            WHERE s.kind = 'p_inj' AND s.element_type = 'load' AND c.ts >= ? AND c.ts < ?
+              AND epoch(c.ts)::BIGINT % 300 = 0
+            GROUP BY ALL
+            """, [pd.Timestamp(start).tz_localize(None), pd.Timestamp(end).tz_localize(None)]).df()
+    except Exception:  # no clean_telemetry yet
+        return pd.DataFrame()
+    if not len(df):
+        return pd.DataFrame()
+    cov = df.n_rep / df.n_exp
+    df["p"] = np.where(cov >= MIN_COVERAGE, df.p / cov.clip(lower=1e-9), np.nan)
+    wide = df.pivot(index="ts", columns="zone", values="p")
+    wide.index = pd.DatetimeIndex(wide.index).tz_localize("UTC")
+    wide["system"] = wide.sum(axis=1, min_count=wide.shape[1])
+    return wide
+
+
+def history(world, con, issue: pd.Timestamp, days: int = 8) -> tuple[pd.DataFrame, int]:
+    """Demand before ``issue``: the archive, overwritten by measurements where they exist.
+    Returns (frame, number of measured slots used)."""
+    times = pd.date_range(issue - pd.Timedelta(days=days), issue, freq=STEP, inclusive="left")
+    hist = archive_demand(world, times)
+    meas = measured_demand(con, times[0], issue) if con is not None else pd.DataFrame()
+    n = 0
+    if len(meas):
+        meas = meas.reindex(index=hist.index, columns=hist.columns)
+        mask = meas.notna()
+        n = int(mask.any(axis=1).sum())
+        hist = hist.where(~mask, meas)
+    return hist, n
+
+
+def actual_demand(world, con, start, end) -> pd.DataFrame:
+    """What the grid did in [start, end): measurements, else nothing (never the archive)."""
+    meas = measured_demand(con, start, end) if con is not None else pd.DataFrame()
+    return meas
+
+
+def bucket_of(lead_minutes: np.ndarray) -> np.ndarray:
+    out = np.full(len(lead_minutes), "", dtype=object)
+    for lo, hi, name in BUCKETS:
+        out[(lead_minutes > lo) & (lead_minutes <= hi)] = name
+    return out
+
+
+def accuracy_table(errors: pd.DataFrame) -> pd.DataFrame:
+    """Metrics per series, model and horizon bucket from matched (forecast, actual) rows: n, MAPE (not
+    on zeros), rMAE against the one-day-before value, RMSE, pinball loss and P10-P90 coverage."""
+    rows = []
+    if not len(errors):
+        return pd.DataFrame(columns=["series", "model", "bucket", "n", "mape", "rmae", "rmse", "pinball", "coverage"])
+    e = errors.assign(bucket=bucket_of(errors.lead_minutes.to_numpy()))
+    for (series, model, bucket), g in e.groupby(["series", "model", "bucket"]):
+        sc = score(g.actual.to_numpy(), g.p50.to_numpy(), g.p10.to_numpy(), g.p90.to_numpy(),
+                   naive=g.naive.to_numpy() if "naive" in g else None)
+        rows.append({"series": series, "model": model, "bucket": bucket, "n": len(g), "mape": sc.get("mape"),
+                     "rmae": sc.get("rmae"), "rmse": sc.get("rmse"), "pinball": sc.get("pinball"),
+                     "coverage": sc.get("coverage_p10_p90")})
+    return pd.DataFrame(rows)
+
+
+def detect_anomalies(errors: pd.DataFrame, window_start, z_limit: float = 4.0, drift_limit: float = 2.0,
+                     flat_steps: int = 6) -> pd.DataFrame:
+    """Unusual consumption in [window_start, ...) from the residual against the forecast.
+
+    ``errors``: series, valid_time, actual, p50 over a trailing day (the context) and the window.
+    The residual's robust z-score uses the trailing day's median and MAD per series (seasonal
+    context: the forecast already carries the daily and weekly shape). Classes: ``spike`` (z above
+    +z_limit), ``drop`` (below -z_limit), ``flatline`` (the same actual for ``flat_steps`` slots while
+    the forecast moves, or zero while more than 10 % of the expected value is forecast), ``drift``
+    (the mean z of the last hour beyond ``drift_limit``)."""
+    out = []
+    ws = pd.Timestamp(window_start)
+    for series, g in errors.sort_values("valid_time").groupby("series"):
+        r = (g.actual - g.p50).to_numpy()
+        ctx = g.valid_time < ws
+        base = r[ctx.to_numpy()] if ctx.sum() >= 12 else r
+        med = np.nanmedian(base)
+        mad = np.nanmedian(np.abs(base - med)) * 1.4826
+        scale = max(mad, 1e-3 * max(np.nanmean(np.abs(g.p50)), 1e-9))
+        z = (r - med) / scale
+        act = g.actual.to_numpy()
+        p50 = g.p50.to_numpy()
+        zs = pd.Series(z)
+        hour_mean = zs.rolling(12, min_periods=6).mean().to_numpy()
+        same = pd.Series(act).diff().abs().lt(1e-9).astype(int).rolling(flat_steps - 1, min_periods=flat_steps - 1).sum()
+        moving = pd.Series(p50).diff().abs().rolling(flat_steps - 1, min_periods=flat_steps - 1).sum() > 1e-6
+        for k in np.flatnonzero((g.valid_time >= ws).to_numpy()):
+            kind = None
+            if (same.iloc[k] >= flat_steps - 1 and moving.iloc[k]) or (act[k] == 0 and p50[k] > 0.1 * abs(np.nanmean(p50))):
+                kind = "flatline"
+            elif z[k] > z_limit:
+                kind = "spike"
+            elif z[k] < -z_limit:
+                kind = "drop"
+            elif np.isfinite(hour_mean[k]) and abs(hour_mean[k]) > drift_limit:
+                kind = "drift"
+            if kind:
+                out.append({"series": series, "ts": g.valid_time.iloc[k], "actual": act[k], "expected": p50[k],
+                            "residual": r[k], "robust_z": z[k], "kind": kind})
+    return pd.DataFrame(out, columns=["series", "ts", "actual", "expected", "residual", "robust_z", "kind"])
