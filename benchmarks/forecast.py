@@ -78,6 +78,11 @@ def run(feeders: int = 1000, **_) -> dict:
     ok = allf.actual.notna() & (allf.actual.abs() > 0)
     a, p50 = allf.actual[ok].to_numpy(), allf.p50[ok].to_numpy()
     mape = float(np.mean(np.abs(a - p50) / np.abs(a)) * 100)
+    # same rows, seasonal naive (the value one week earlier) for context
+    wk = y.shift(7 * 24).stack().rename("week_before")
+    wk.index.names = ["valid_time", "series"]
+    nv = allf[ok].join(wk, on=["valid_time", "series"]).week_before.to_numpy()
+    naive_mape = float(np.nanmean(np.abs(a - nv) / np.abs(a)) * 100)
     cov = float(np.mean((a >= allf.p10[ok]) & (a <= allf.p90[ok])) * 100)
     return {
         "benchmark": "forecast",
@@ -90,6 +95,7 @@ def run(feeders: int = 1000, **_) -> dict:
         "served_by": fc.model.value_counts().to_dict(),
         "mape_day_ahead_30d": round(mape, 2),
         "coverage_p10_p90_30d": round(cov, 1),
+        "seasonal_naive_mape_30d": round(naive_mape, 2),
         "data": "GEFCom2012 zones x 50 synthetic feeders each (share, AR(1) noise, phase)",
         "machine": f"{platform.machine()} {psutil.cpu_count()} cpu {round(psutil.virtual_memory().total / 2**30)} GiB",
     }

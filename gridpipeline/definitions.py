@@ -9,7 +9,13 @@ from dagster import (
     in_process_executor,
 )
 
-from gridpipeline.forecast.assets import forecast_assets, forecast_job, forecast_schedule
+from gridpipeline.forecast.assets import (
+    demand_model,
+    forecast_assets,
+    forecast_job,
+    forecast_schedule,
+    renewable_models,
+)
 from gridpipeline.grid.assets import grid_assets, grid_model, grid_state_cycle
 from gridpipeline.orchestration.partitions import five_minute_partitions, live_five_minute_partitions
 from gridpipeline.orchestration.resources import build_resources
@@ -32,9 +38,10 @@ telemetry_job = define_asset_job(
 )
 bootstrap_job = define_asset_job(
     "bootstrap_job",
-    selection=AssetSelection.assets(sensor_registry, telemetry_seeds, grid_model),
+    selection=AssetSelection.assets(sensor_registry, telemetry_seeds, grid_model, demand_model, renewable_models),
     executor_def=in_process_executor,
-    description="Sensor registry, dbt reference seeds and the network model, needed before the first window.",
+    description="Sensor registry, dbt reference seeds, the network model and first forecast models, needed before "
+    "the first window (the forecast models then retrain nightly through automation).",
 )
 grid_state_job = define_asset_job(
     "grid_state_job",

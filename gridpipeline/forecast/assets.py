@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS forecast.accuracy (
     window_start TIMESTAMP, series VARCHAR, model VARCHAR, bucket VARCHAR, n INTEGER, mape DOUBLE, rmae DOUBLE,
     rmse DOUBLE, pinball DOUBLE, coverage DOUBLE
 );
+CREATE TABLE IF NOT EXISTS forecast.generation (
+    issue_time TIMESTAMP, kind VARCHAR, valid_time TIMESTAMP, lead_minutes INTEGER, capacity_mw DOUBLE,
+    physics_mw DOUBLE, p10 DOUBLE, p50 DOUBLE, p90 DOUBLE, model VARCHAR, weather_stale BOOLEAN
+);
+CREATE TABLE IF NOT EXISTS forecast.ramps (
+    issue_time TIMESTAMP, kind VARCHAR, start TIMESTAMP, "end" TIMESTAMP, direction VARCHAR, magnitude DOUBLE
+);
 CREATE TABLE IF NOT EXISTS forecast.anomalies (
     window_start TIMESTAMP, series VARCHAR, ts TIMESTAMP, actual DOUBLE, expected DOUBLE, residual DOUBLE,
     robust_z DOUBLE, kind VARCHAR
@@ -319,16 +326,17 @@ def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, worl
     group_name=GROUP,
     pool="duckdb",
     partitions_def=live_five_minute_partitions,
-    deps=[demand_forecast],
+    deps=[demand_forecast, AssetKey("renewable_forecast")],
     check_specs=[AssetCheckSpec("forecast_error_within_limits", asset="forecast_accuracy",
                                 description="Warns above GRIDPIPELINE_FORECAST_MAPE_WARN and fails above "
                                 "GRIDPIPELINE_FORECAST_MAPE_FAIL (rolling 24 h system MAPE per model).")],
-    description="Live accuracy: every forecast value whose time has a measurement is matched (forecast.errors), "
-    "then MAPE, rMAE (against the value one day earlier), RMSE, pinball loss and P10-P90 coverage over the last "
-    "24 h by series, model and horizon bucket (forecast.accuracy).",
+    description="Live accuracy: every demand, PV and wind forecast value whose time has a measurement is matched "
+    "(forecast.errors; generation as series gen:pv / gen:wind), then MAPE, rMAE (against the value one day "
+    "earlier), RMSE, pinball loss and P10-P90 coverage over the last 24 h by series, model and horizon bucket "
+    "(forecast.accuracy).",
 )
 def forecast_accuracy(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
-    from gridpipeline.forecast.live import accuracy_table, measured_demand
+    from gridpipeline.forecast.live import accuracy_table, measured_demand, measured_generation
 
     settings = world.settings()
     issue = _issue(context)
@@ -347,7 +355,8 @@ def forecast_accuracy(context: AssetExecutionContext, duckdb: DuckDBResource, wo
             act = act[act.valid_time >= _naive(start)]
             con.register("_act", act)
             con.execute("BEGIN TRANSACTION")
-            con.execute("DELETE FROM forecast.errors WHERE valid_time >= ? AND valid_time < ?", [_naive(start), ws])
+            con.execute("DELETE FROM forecast.errors WHERE valid_time >= ? AND valid_time < ? AND series NOT LIKE 'gen:%'",
+                        [_naive(start), ws])
             matched = con.execute(
                 """INSERT INTO forecast.errors
                    SELECT d.issue_time, d.series, d.valid_time, d.lead_minutes, a.actual, d.p10, d.p50, d.p90,
@@ -356,6 +365,24 @@ def forecast_accuracy(context: AssetExecutionContext, duckdb: DuckDBResource, wo
                    WHERE d.valid_time >= ? AND d.valid_time < ?""", [_naive(start), ws]).fetchone()[0]
             con.execute("COMMIT")
             con.unregister("_act")
+        # generation: the PV and wind forecasts against measured generator output
+        gen = measured_generation(con, world.load().net, start, issue, {"pv": PV_TYPES, "wind": WIND_TYPES})
+        if len(gen):
+            ga = gen.stack().rename("actual").reset_index()
+            ga.columns = ["valid_time", "series", "actual"]
+            ga["valid_time"] = ga.valid_time.dt.tz_convert("UTC").dt.tz_localize(None)
+            con.register("_gact", ga)
+            con.execute("BEGIN TRANSACTION")
+            con.execute("DELETE FROM forecast.errors WHERE valid_time >= ? AND valid_time < ? AND series LIKE 'gen:%'",
+                        [_naive(start), ws])
+            matched += con.execute(
+                """INSERT INTO forecast.errors
+                   SELECT g.issue_time, 'gen:' || g.kind, g.valid_time, g.lead_minutes, a.actual, g.p10, g.p50, g.p90,
+                          NULL, g.model
+                   FROM forecast.generation g JOIN _gact a ON a.valid_time = g.valid_time AND a.series = 'gen:' || g.kind
+                   WHERE g.valid_time >= ? AND g.valid_time < ?""", [_naive(start), ws]).fetchone()[0]
+            con.execute("COMMIT")
+            con.unregister("_gact")
         errors = con.execute("SELECT * FROM forecast.errors WHERE valid_time >= ? AND valid_time < ?",
                              [ws - pd.Timedelta(days=1), ws]).df()
         table = accuracy_table(errors)
@@ -436,11 +463,143 @@ def consumption_anomalies(context: AssetExecutionContext, duckdb: DuckDBResource
                            severity=AssetCheckSeverity.WARN, metadata={"by_kind": MetadataValue.json(counts)})
 
 
-forecast_assets = [weather_features, demand_model, demand_forecast, forecast_accuracy, consumption_anomalies]
+PV_TYPES = ("PV", "lv_RES")  # SimBench: LV renewables are rooftop PV
+WIND_TYPES = ("Wind",)
+
+
+def _capacity(net, types) -> float:
+    sg = net.sgen[net.sgen.in_service.astype(bool)]
+    sel = sg.type.astype(str).map(lambda t: any(t.startswith(x) for x in types))
+    rating = sg.sn_mva.where(sg.sn_mva > 0, sg.p_mw) if "sn_mva" in sg else sg.p_mw
+    return float(rating[sel].sum())
+
+
+@asset(
+    group_name=GROUP,
+    automation_condition=AutomationCondition.on_cron("30 2 * * *") | AutomationCondition.on_missing(),
+    description="Learnt corrections of the PV and wind physics (LightGBM P10/P50/P90 of output/rating): PV from "
+    "pvanalytics' measured SERF East array, wind from the GEFCom2012 farms when ../shared/data holds them "
+    "(otherwise wind stays physics-only). Files under GRIDPIPELINE_HOME/models.",
+)
+def renewable_models(context: AssetExecutionContext, world: GridWorldResource):
+    import joblib
+
+    from gridpipeline.forecast.datasets import shared_data_dir
+    from gridpipeline.forecast.renewables import load_gefcom_wind, pv_backtest, wind_backtest
+
+    settings = world.settings()
+    out = settings.home / "models"
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {}
+    pv = pv_backtest(train_frac=0.6, return_model=True)
+    joblib.dump(pv.pop("model"), out / "pv_correction.joblib")
+    meta["pv_nmae_physics"] = round(pv["physics"]["nmae"], 4)
+    meta["pv_nmae_corrected"] = round(pv["corrected"]["nmae"], 4)
+    if (shared_data_dir() / "gefcom2012" / "wind").exists():
+        wind = wind_backtest(load_gefcom_wind(), return_model=True)
+        joblib.dump(wind.pop("model"), out / "wind_correction.joblib")
+        meta["wind_nmae_physics"] = round(wind["physics"]["nmae"], 4)
+        meta["wind_nmae_corrected"] = round(wind["corrected"]["nmae"], 4)
+    else:
+        context.log.warning("GEFCom2012 wind data not found: wind forecasts stay physics-only")
+        meta["wind"] = "physics only (no training data)"
+    return MaterializeResult(metadata=meta)
+
+
+@asset(
+    group_name=GROUP,
+    pool="duckdb",
+    partitions_def=live_five_minute_partitions,
+    deps=[weather_features, renewable_models],
+    description="PV and wind output of the grid's generators for the next 24 h at 5-minute steps, P10/P50/P90: "
+    "pvlib / power-curve physics from the weather forecast, corrected by the learnt models (model column: "
+    "corrected or physics). Intermittency: forecast ramp events and the variability index of the irradiance "
+    "(forecast.generation, forecast.ramps).",
+)
+def renewable_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+    import joblib
+
+    from gridpipeline.forecast.renewables import (
+        pv_features,
+        pv_physics,
+        ramp_events,
+        variability_index,
+        wind_features,
+        wind_physics,
+    )
+
+    settings = world.settings()
+    issue = _issue(context)
+    w = world.load()
+    loc = w.meta["location"]
+    models = settings.home / "models"
+    with writer_lock(settings.db_path), duckdb.get_connection() as con:
+        ensure_forecast_schema(con)
+        wx = con.execute("SELECT * FROM forecast.weather WHERE issue_time = ? ORDER BY valid_time",
+                         [_naive(issue)]).df()
+        if not len(wx):
+            raise RuntimeError(f"no weather forecast for {issue}: materialise weather_features first")
+        wx.index = pd.DatetimeIndex(wx.valid_time).tz_localize("UTC")
+        stale = bool(wx.stale.any())
+        lead = ((wx.index - issue) / pd.Timedelta(minutes=5)).astype(int).to_numpy() + 1
+        frames, ramps, meta = [], [], {"issue_time": str(issue), "weather_stale": stale}
+        for kind, types in (("pv", PV_TYPES), ("wind", WIND_TYPES)):
+            cap = _capacity(w.net, types)
+            if cap <= 0:
+                continue
+            if kind == "pv":
+                phys = pv_physics(wx, loc["latitude"], loc["longitude"], cap).to_numpy()
+                X = pv_features(wx, loc["latitude"], loc["longitude"], phys / cap)
+                path = models / "pv_correction.joblib"
+            else:
+                phys = wind_physics(wx.wind_speed_hub.to_numpy(), cap)
+                X = wind_features(wx.wind_speed_hub.to_numpy(), None, wx.index, phys / cap)
+                X["farm"] = 0
+                path = models / "wind_correction.joblib"
+            if path.exists():
+                q = joblib.load(path).predict(X) * cap
+                if kind == "pv":  # no output without sun, whatever the model says
+                    q[(X.elevation <= 0).to_numpy()] = 0.0
+                label = "corrected"
+            else:
+                q = np.column_stack([phys * 0.8, phys, np.minimum(phys * 1.2, cap)])
+                label = "physics"
+            frames.append(pd.DataFrame({
+                "issue_time": _naive(issue), "kind": kind, "valid_time": wx.valid_time.to_numpy(),
+                "lead_minutes": lead * 5, "capacity_mw": cap, "physics_mw": phys, "p10": q[:, 0], "p50": q[:, 1],
+                "p90": q[:, 2], "model": label, "weather_stale": stale}))
+            ev = ramp_events(pd.Series(q[:, 1], index=wx.valid_time), cap, threshold=0.1, window=6)
+            ramps.append(ev.assign(issue_time=_naive(issue), kind=kind))
+            meta[f"{kind}_capacity_mw"] = round(cap, 3)
+            meta[f"{kind}_p50_peak_mw"] = round(float(q[:, 1].max()), 3)
+            meta[f"{kind}_energy_24h_mwh"] = round(float(q[:, 1].sum() * 5 / 60), 2)
+            meta[f"{kind}_model"] = label
+            meta[f"{kind}_ramps"] = len(ev)
+        meta["irradiance_variability_index"] = variability_index(wx.ghi, wx.ghi_clear, 5.0)
+        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        rp = pd.concat(ramps, ignore_index=True) if ramps else pd.DataFrame()
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM forecast.generation WHERE issue_time = ?", [_naive(issue)])
+        con.execute("DELETE FROM forecast.ramps WHERE issue_time = ?", [_naive(issue)])
+        if len(out):
+            con.register("_gen", out)
+            con.execute("INSERT INTO forecast.generation BY NAME SELECT * FROM _gen")
+            con.unregister("_gen")
+        if len(rp):
+            con.register("_rp", rp)
+            con.execute("INSERT INTO forecast.ramps BY NAME SELECT * FROM _rp")
+            con.unregister("_rp")
+        con.execute("COMMIT")
+    meta["ramp_events"] = MetadataValue.md(md_table(rp, ["kind", "start", "end", "direction", "magnitude"]))
+    return MaterializeResult(metadata=meta)
+
+
+forecast_assets = [weather_features, demand_model, demand_forecast, forecast_accuracy, consumption_anomalies,
+                   renewable_models, renewable_forecast]
 
 forecast_job = define_asset_job(
     "forecast_job",
-    selection=[weather_features, demand_forecast, forecast_accuracy, consumption_anomalies],
+    selection=[weather_features, demand_forecast, forecast_accuracy, consumption_anomalies, renewable_forecast],
     partitions_def=live_five_minute_partitions,
     executor_def=in_process_executor,
     description="Weather, demand forecasts, live accuracy and anomalies for the window that has just opened.",

@@ -221,7 +221,7 @@ def fit_global(y: pd.DataFrame, weather: pd.DataFrame | None, config: GlobalConf
 
 def _widen(model: GlobalModel, variant: str, pred: np.ndarray, lead: np.ndarray) -> np.ndarray:
     """Apply the conformal band correction (scale-free units) of the lead's bucket."""
-    corr = model.calibration.get(variant)
+    corr = getattr(model, "calibration", {}).get(variant)  # models saved before calibration: uncorrected
     if corr is None or not len(pred):
         return pred
     c = corr[_lead_bucket(lead, model.config)]

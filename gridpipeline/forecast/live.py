@@ -77,6 +77,42 @@ def measured_demand(con, start, end) -> pd.DataFrame:
     return wide
 
 
+def measured_generation(con, net, start, end, kinds: dict[str, tuple[str, ...]]) -> pd.DataFrame:
+    """Measured output (MW) per generation kind (e.g. pv, wind) from clean_telemetry's generator P,
+    scaled up for missing sensors when at least 80 % reported; columns ``gen:<kind>``."""
+    sg = net.sgen
+    rows = []
+    for kind, types in kinds.items():
+        sel = sg.index[sg.type.astype(str).map(lambda t: any(t.startswith(x) for x in types))]
+        rows += [(int(i), kind) for i in sel]
+    if not rows:
+        return pd.DataFrame()
+    con.register("_gen_kind", pd.DataFrame(rows, columns=["element_id", "kind"]))
+    try:
+        df = con.execute(
+            """
+            WITH s AS (
+                SELECT t.sensor_id, k.kind FROM telemetry.sensors t JOIN _gen_kind k USING (element_id)
+                WHERE t.kind = 'p_inj' AND t.element_type = 'sgen'
+            ), expected AS (SELECT kind, count(*) AS n FROM s GROUP BY kind)
+            SELECT c.ts, s.kind, sum(c.value) AS p, count(c.value) AS n_rep, any_value(e.n) AS n_exp
+            FROM clean.clean_telemetry c JOIN s USING (sensor_id) JOIN expected e USING (kind)
+            WHERE c.ts >= ? AND c.ts < ? AND epoch(c.ts)::BIGINT % 300 = 0
+            GROUP BY ALL""", [pd.Timestamp(start).tz_localize(None), pd.Timestamp(end).tz_localize(None)]).df()
+    except Exception:
+        return pd.DataFrame()
+    finally:
+        con.unregister("_gen_kind")
+    if not len(df):
+        return pd.DataFrame()
+    cov = df.n_rep / df.n_exp
+    df["p"] = np.where(cov >= MIN_COVERAGE, df.p / cov.clip(lower=1e-9), np.nan)
+    wide = df.pivot(index="ts", columns="kind", values="p")
+    wide.columns = [f"gen:{c}" for c in wide.columns]
+    wide.index = pd.DatetimeIndex(wide.index).tz_localize("UTC")
+    return wide
+
+
 def history(world, con, issue: pd.Timestamp, days: int = 8) -> tuple[pd.DataFrame, int]:
     """Demand before ``issue``: the archive, overwritten by measurements where they exist.
     Returns (frame, number of measured slots used)."""

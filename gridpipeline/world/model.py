@@ -19,6 +19,13 @@ Load noise
     index). It therefore depends only on the instant, never on which other instants are asked for in
     the same call: results are bitwise identical however the times are chunked.
 
+PV and wind
+    Generators of SimBench types ``PV*``/``lv_RES`` (rooftop PV) follow the TMY3 weather through pvlib
+    (``forecast.renewables.pv_physics``: a 25° south-facing array), and ``Wind*`` through the E-82
+    power curve at 100 m (10 m wind, power-law shear 1/7), as fractions of their rating. Other
+    generators keep their SimBench profiles. So the weather the forecasts read is the weather the
+    grid's generation follows.
+
 Batteries
     ``storage_p_mw`` follows a fixed schedule in local *solar* time (UTC + longitude/15 h): charge at
     50 % of the rating from 10:00 to 14:00, discharge at 50 % from 17:00 to 21:00, idle otherwise.
@@ -333,6 +340,14 @@ class World:
         if self.weather is not None:
             self._weather_cols = [c for c in self.weather.columns if c not in ("step", "time_utc")]
             self._weather = self.weather[self._weather_cols].to_numpy(dtype=np.float32)
+        # PV and wind follow the world's weather (pvlib / the E-82 power curve), so that forecasts
+        # from that weather mean something; other generators keep their SimBench profiles.
+        types = net.sgen["type"].astype(str) if "type" in net.sgen else pd.Series("", index=net.sgen.index)
+        loc = self.meta.get("location") or {}
+        driven = self.weather is not None and "latitude" in loc
+        self._pv_cols = np.flatnonzero(types.map(lambda t: t.startswith(("PV", "lv_RES"))).to_numpy()) \
+            if driven else np.zeros(0, np.int64)
+        self._wind_cols = np.flatnonzero(types.str.startswith("Wind").to_numpy()) if driven else np.zeros(0, np.int64)
 
     def __repr__(self) -> str:
         net = self.net
@@ -364,6 +379,8 @@ class World:
         f = self.profile_factors(t)
         noise = 1.0 + load_noise(self._load_keys, t)
         sgen_f = f[:, self._sgen_col]
+        if len(self._pv_cols) or len(self._wind_cols):
+            sgen_f = self._weather_driven(t, sgen_f)
         net = self.net
         return Injections(
             times=t,
@@ -377,6 +394,22 @@ class World:
             storage_p_mw=self.storage_schedule(t),
             storage_q_mvar=np.zeros((len(t), len(net.storage))),
         )
+
+    def _weather_driven(self, t: pd.DatetimeIndex, sgen_f: np.ndarray) -> np.ndarray:
+        """Output factors (of the rating) of PV and wind generators from the weather at ``t``."""
+        from gridpipeline.forecast.renewables import pv_physics, wind_physics
+
+        w = self.weather_at(t)
+        loc = self.meta["location"]
+        out = np.array(sgen_f, dtype=float, copy=True)
+        if len(self._pv_cols):
+            frame = pd.DataFrame({"ghi": w["ghi"].to_numpy(), "temperature": w["temp_air"].to_numpy(),
+                                  "wind_speed_10m": w["wind_speed"].to_numpy()}, index=t)
+            out[:, self._pv_cols] = pv_physics(frame, loc["latitude"], loc["longitude"], 1.0).to_numpy()[:, None]
+        if len(self._wind_cols):
+            hub = w["wind_speed"].to_numpy(dtype=float) * (100.0 / 10.0) ** (1 / 7)
+            out[:, self._wind_cols] = wind_physics(hub, 1.0)[:, None]
+        return out
 
     def weather_at(self, times) -> pd.DataFrame:
         """Weather (TMY3 Greensboro, see data/README.md) at the UTC ``times``; index = ``times``."""

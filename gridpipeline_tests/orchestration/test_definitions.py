@@ -30,7 +30,7 @@ def test_definitions_snapshot():
     assert {"sensor_registry", "raw_telemetry", "clean_telemetry", "dedup_audit", "sensor_health",
             "unit_conversions", "kind_limits", "grid_model", "grid_state", "topology_events", "grid_bottlenecks",
             "n1_contingency", "weather_features", "demand_model", "demand_forecast", "forecast_accuracy",
-            "consumption_anomalies"} <= assets
+            "consumption_anomalies", "renewable_models", "renewable_forecast"} <= assets
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"raw_telemetry_reconciles", "raw_telemetry_quarantine_rate", "sensor_coverage", "estimate_converged",
             "voltage_within_limits", "loading_within_limits", "residuals_consistent", "forecast_error_within_limits",
@@ -45,7 +45,7 @@ def test_definitions_snapshot():
     # Every asset that writes DuckDB takes the duckdb pool.
     for key in ("sensor_registry", "raw_telemetry", "clean_telemetry", "sensor_health", "unit_conversions",
                 "grid_model", "grid_state", "n1_contingency", "weather_features", "demand_model", "demand_forecast",
-                "forecast_accuracy", "consumption_anomalies"):
+                "forecast_accuracy", "consumption_anomalies", "renewable_forecast"):
         node = repo.asset_graph.get(next(k for k in repo.asset_graph.get_all_asset_keys() if k.to_user_string() == key))
         assert node.pools == {"duckdb"}, key
 

@@ -20,6 +20,7 @@ def live(tmp_path_factory):
     home = tmp_path_factory.mktemp("gridlive")
     mp.setenv("GRIDPIPELINE_HOME", str(home))
     mp.setenv("GRIDPIPELINE_DUCKDB_PATH", str(home / "store.duckdb"))
+    mp.setenv("GRIDPIPELINE_FORECAST_TRAIN_DAYS", "9")  # the bootstrap trains a first demand model
     from gridpipeline.settings import reset_settings
 
     reset_settings()

@@ -29,7 +29,8 @@ def pipeline(tmp_path_factory):
     """Two simulated windows, replayed as one range run (single-run backfill) via the CLI."""
     home = tmp_path_factory.mktemp("pipe")
     env = {**os.environ, "GRIDPIPELINE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
-           "GRIDPIPELINE_DUCKDB_PATH": str(home / "store.duckdb")}
+           "GRIDPIPELINE_DUCKDB_PATH": str(home / "store.duckdb"),
+           "GRIDPIPELINE_FORECAST_TRAIN_DAYS": "9"}  # the bootstrap trains a first demand model
     for k in ("GRIDPIPELINE_LANDING_DIR", "GRIDPIPELINE_REJECTED_DIR", "GRIDPIPELINE_TRUTH_PATH"):
         env.pop(k, None)
     exe = Path(sys.executable).parent / "gridpipeline"
@@ -265,7 +266,10 @@ def test_forecast_chain_issues_scores_and_falls_back(pipeline, monkeypatch):
                count(*) FILTER (WHERE model IS NULL OR model = 'none')
         FROM forecast.demand WHERE issue_time = '2026-11-20 09:10'""")
     assert series >= 3 and rows == series * 288 and bad_q == 0 and no_model == 0
-    (matched,), = _q(home, "SELECT count(*) FROM forecast.errors WHERE valid_time < '2026-11-20 09:10'")
+    (matched,), = _q(home, "SELECT count(*) FROM forecast.errors WHERE valid_time < '2026-11-20 09:10' "
+                           "AND series NOT LIKE 'gen:%'")
+    gen = _q(home, "SELECT DISTINCT series FROM forecast.errors WHERE series LIKE 'gen:%' ORDER BY 1")
+    assert gen == [("gen:pv",), ("gen:wind",)]  # PV and wind forecasts scored against measured output too
     # the 09:00 forecast against the measured 09:00 and 09:05 slots; a zone-slot whose sensors
     # reported less than 80 % (the injected communication losses) has no actual and is not scored
     assert series * 2 * 0.75 <= matched <= series * 2

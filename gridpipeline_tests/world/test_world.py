@@ -286,7 +286,8 @@ def test_opening_switches_changes_the_state(world, engine):
     assert st.converged.all()
     assert abs(base.line_p_from_mw[0, line]) > 0.05
     assert abs(st.line_p_from_mw[0, line] - base.line_p_from_mw[0, line]) < 1e-12
-    assert abs(st.line_p_from_mw[1, line]) < 1e-9 and abs(st.line_i_to_ka[1, line]) < 1e-9
+    # an open line carries nothing but the milliwatts of charging losses at its energised end
+    assert abs(st.line_p_from_mw[1, line]) < 1e-6 and abs(st.line_i_to_ka[1, line]) < 1e-9
     assert np.nanmax(np.abs(st.bus_u_pu[1] - st.bus_u_pu[0])) > 1e-4
     assert (
         np.nanmax(np.abs(st.trafo_p_hv_mw[2] - st.trafo_p_hv_mw[0])) > 0.1

@@ -1,0 +1,64 @@
+"""Renewables: physics sanity, intermittency measures, and the learnt corrections on real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gridpipeline.forecast.datasets import shared_data_dir
+from gridpipeline.forecast.renewables import (
+    load_gefcom_wind,
+    pv_backtest,
+    pv_physics,
+    ramp_events,
+    variability_index,
+    wind_backtest,
+    wind_physics,
+)
+
+
+def test_pv_physics_follows_the_sun():
+    idx = pd.date_range("2026-06-21 00:00", periods=96, freq="15min", tz="UTC")
+    import pvlib
+
+    cs = pvlib.location.Location(36.1, -79.95).get_clearsky(idx)
+    pv = pv_physics(pd.DataFrame({"ghi": cs.ghi, "temperature": 25.0}, index=idx), 36.1, -79.95, 2.0)
+    night = cs.ghi.to_numpy() == 0
+    assert (pv.to_numpy()[night] == 0).all()
+    assert 1.2 < pv.max() <= 2.0
+    peak_hour_local = (pv.idxmax() - pd.Timedelta(hours=4)).hour  # EDT
+    assert 11 <= peak_hour_local <= 14
+
+
+def test_wind_power_curve():
+    p = wind_physics(np.array([0, 3, 8, 13, 20, 30]), 10.0)
+    assert p[0] == 0 and p[-1] == 0  # below cut-in, above cut-out
+    assert np.all(np.diff(p[:5]) >= 0) and p[4] == pytest.approx(10.0, rel=0.02)
+
+
+def test_ramps_and_variability():
+    idx = pd.date_range("2026-06-21", periods=40, freq="5min", tz="UTC")
+    s = pd.Series(np.r_[np.full(10, 1.0), np.linspace(1, 5, 5), np.full(15, 5.0), np.linspace(5, 0.5, 5), np.full(5, 0.5)],
+                  index=idx)
+    ev = ramp_events(s, capacity=10.0, threshold=0.1, window=3)
+    assert list(ev.direction) == ["up", "down"]
+    assert ev.magnitude.iloc[0] > 3 and ev.magnitude.iloc[1] < -3
+    clear = pd.Series(np.linspace(0, 800, 40), index=idx)
+    assert variability_index(clear, clear, 5) == pytest.approx(1.0)
+    noisy = clear + np.where(np.arange(40) % 2, 200, -200)
+    assert variability_index(noisy, clear, 5) > 5
+
+
+def test_pv_correction_beats_physics_on_measured_pv():
+    r = pv_backtest()
+    assert r["test_rows"] > 1000
+    assert r["corrected"]["nmae"] < r["physics"]["nmae"]
+
+
+@pytest.mark.skipif(not (shared_data_dir() / "gefcom2012" / "wind").exists(),
+                    reason="GEFCom2012 wind data not found beside the checkout (../shared/data)")
+def test_wind_correction_beats_physics_and_climatology():
+    r = wind_backtest(load_gefcom_wind())
+    assert r["corrected"]["nmae"] < r["physics"]["nmae"] < r["climatology"]["nmae"]
+    assert 0.7 <= r["corrected"]["coverage_p10_p90"] <= 0.9
