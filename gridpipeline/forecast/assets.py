@@ -127,7 +127,9 @@ def _series_config(settings):
 
     return GlobalConfig(step=STEP, horizon=HORIZON, weather_cols=("temperature",), tz=settings.forecast_tz,
                         country=settings.forecast_country, train_days=settings.forecast_train_days,
-                        issue_stride=pd.Timedelta(hours=3), max_rows=250_000, rounds=120, balance_point=18.0)
+                        issue_stride=pd.Timedelta(hours=3), max_rows=250_000, rounds=120, balance_point=18.0,
+                        # a quarter of the span (at most a week) calibrates the band; the rest trains
+                        calib_days=max(1, min(7, settings.forecast_train_days // 4)))
 
 
 @asset(
@@ -184,15 +186,17 @@ def weather_features(context: AssetExecutionContext, duckdb: DuckDBResource, wor
     group_name=GROUP,
     pool="duckdb",
     automation_condition=AutomationCondition.on_cron("0 2 * * *") | AutomationCondition.on_missing(),
-    description="The global demand model (LightGBM, P10/P50/P90, with and without weather) for every zone and the "
-    "system, retrained nightly on GRIDPIPELINE_FORECAST_TRAIN_DAYS of history (forecast.models, the model file "
-    "under GRIDPIPELINE_HOME/models).",
+    description="The demand models for every zone and the system, retrained nightly on "
+    "GRIDPIPELINE_FORECAST_TRAIN_DAYS of history: the global LightGBM model (P10/P50/P90, with and without "
+    "weather) and one Prophet model per series with temperature regressors, weighted by their skill on the last "
+    "day before the cut-off (forecast.models, the model file under GRIDPIPELINE_HOME/models).",
 )
 def demand_model(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
     import joblib
 
     from gridpipeline.forecast.global_model import fit_global, forecast_global
-    from gridpipeline.forecast.live import STEP, archive_demand
+    from gridpipeline.forecast.live import STEP, archive_demand, bucket_of
+    from gridpipeline.forecast.prophet_live import fit_prophet, predict_prophet, skill_weights
     from gridpipeline.forecast.weather import FileWeatherFeed
 
     settings = world.settings()
@@ -203,18 +207,42 @@ def demand_model(context: AssetExecutionContext, duckdb: DuckDBResource, world: 
     times = pd.date_range(start, now, freq=STEP, inclusive="left")
     hist = archive_demand(w, times)
     wx = FileWeatherFeed(w).observations(start, now)
-    holdout = now - pd.Timedelta(days=1)
+    # held out: the last two days; four issues 6 h apart score both models over full horizons
+    holdout = now - pd.Timedelta(days=2)
     model = fit_global(hist, wx, cfg, end=holdout)
-    fc = forecast_global(model, hist, wx, holdout)
+    fc = pd.concat([forecast_global(model, hist, wx, holdout + k * pd.Timedelta(hours=6)) for k in range(4)],
+                   ignore_index=True)
     act = hist.stack().rename("actual")
     act.index.names = ["valid_time", "series"]
     m = fc.join(act, on=["valid_time", "series"])
+    scale = m.groupby("series").actual.transform(lambda a: a.abs().mean()).clip(lower=1e-9)
     holdout_mape = float(np.mean(np.abs(m.actual - m.p50) / m.actual.abs().clip(lower=1e-9)) * 100)
+    # Prophet per series on the same cut-off; weights by skill on the held-out issues
+    temp = wx["temperature"]
+    before = hist[hist.index < holdout]
+    pp = np.full(len(m), np.nan)
+    for series in hist.columns:
+        rows = np.flatnonzero(m.series.to_numpy() == series)
+        pm = fit_prophet(before[series], temp, settings.forecast_tz, settings.forecast_country)
+        vt = pd.DatetimeIndex(m.valid_time.to_numpy()[rows])
+        pp[rows] = predict_prophet(pm, vt, temp.reindex(vt).to_numpy())
+    # skill per series and horizon bucket: the lags make the global model strong at short leads and on
+    # smooth series, Prophet's smoothing may win on noisy ones
+    bucket = bucket_of(m["lead"].to_numpy() * 5.0)
+    eg = ((m.actual - m.p50) / scale).to_numpy()
+    ep = (m.actual.to_numpy() - pp) / scale.to_numpy()
+    ser = m.series.to_numpy()
+    weights = {sname: {b: skill_weights({"global": eg[(ser == sname) & (bucket == b)],
+                                         "prophet": ep[(ser == sname) & (bucket == b)]})
+                       for b in sorted(set(bucket))} for sname in hist.columns}
+    prophet_mape = float(np.nanmean(np.abs(m.actual - pp) / m.actual.abs().clip(lower=1e-9)) * 100)
     t0 = time.perf_counter()
     model = fit_global(hist, wx, cfg, end=now)
+    prophet = {series: fit_prophet(hist[series], temp, settings.forecast_tz, settings.forecast_country)
+               for series in hist.columns}
     path = _model_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, path)
+    joblib.dump({"global": model, "prophet": prophet, "weights": weights}, path)
     with writer_lock(settings.db_path), duckdb.get_connection() as con:
         ensure_forecast_schema(con)
         con.execute("INSERT INTO forecast.models VALUES (?, 'demand_global', ?, ?, ?, ?, ?)",
@@ -222,6 +250,9 @@ def demand_model(context: AssetExecutionContext, duckdb: DuckDBResource, world: 
     return MaterializeResult(metadata={
         "series": len(model.series), "train_rows": model.train_rows,
         "train_seconds": round(time.perf_counter() - t0, 1), "holdout_day_mape": round(holdout_mape, 2),
+        "holdout_day_mape_prophet": round(prophet_mape, 2),
+        "prophet_weight_by_horizon": MetadataValue.json({sname: {b: round(w["prophet"], 3) for b, w in wb.items()}
+                                                         for sname, wb in weights.items()}),
         "trained_until": str(now), "path": str(path),
     })
 
@@ -257,20 +288,25 @@ def _plot_system(fc: pd.DataFrame) -> str:
     deps=[weather_features, demand_model, AssetKey("clean_telemetry")],
     description="Demand forecasts for every zone and the system: 24 h at 5-minute steps with P10/P50/P90, issued "
     "every 5 minutes from measured load (clean_telemetry) and the historian archive before it. Each row records "
-    "the model that served it (global -> global_noweather -> seasonal_naive -> profile); a model whose rolling "
-    "error passed GRIDPIPELINE_FORECAST_DEGRADED_MAPE is skipped (forecast.demand).",
+    "the model that served it (global+prophet, the two blended by skill -> global -> global_noweather -> "
+    "seasonal_naive -> profile); a model whose rolling error passed GRIDPIPELINE_FORECAST_DEGRADED_MAPE is "
+    "skipped (forecast.demand).",
 )
 def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
     import joblib
 
     from gridpipeline.forecast.global_model import forecast_global
     from gridpipeline.forecast.live import HORIZON, STEP, history, profile_demand
+    from gridpipeline.forecast.prophet_live import combine
 
     settings = world.settings()
     issue = _issue(context)
     w = world.load()
     path = _model_path(settings)
-    model = joblib.load(path) if path.exists() else None
+    bundle = joblib.load(path) if path.exists() else None
+    if bundle is not None and not isinstance(bundle, dict):  # a model file from before Prophet joined
+        bundle = {"global": bundle, "prophet": {}, "weights": {}}
+    model = bundle["global"] if bundle else None
     with writer_lock(settings.db_path), duckdb.get_connection() as con:
         ensure_forecast_schema(con)
         hist, n_measured = history(w, con, issue)
@@ -285,6 +321,8 @@ def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, worl
             "FROM forecast.accuracy) AND series = 'system' AND mape IS NOT NULL GROUP BY model HAVING avg(mape) > ?",
             [settings.forecast_degraded_mape]).fetchall()
         disabled = {m for m, _ in degraded if m in ("global", "global_noweather")}
+        if "global+prophet" in {m for m, _ in degraded}:
+            disabled.add("prophet")
         times = pd.date_range(issue, issue + HORIZON, freq=STEP, inclusive="left")
         prof = profile_demand(w, times)
         if model is None:
@@ -298,6 +336,8 @@ def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, worl
             if disabled:
                 context.log.warning(f"degraded model(s) {sorted(disabled)} hand over to the next in the chain")
             fc = forecast_global(model, hist, weather, issue, profile=prof, disabled=disabled)
+            if "prophet" not in disabled and "global" not in disabled:
+                fc = combine(fc, bundle.get("prophet", {}), bundle.get("weights", {}), weather)
         out = pd.DataFrame({
             "issue_time": _naive(issue), "series": fc.series.astype(str),
             "valid_time": pd.DatetimeIndex(fc.valid_time).tz_convert("UTC").tz_localize(None),

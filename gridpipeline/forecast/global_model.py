@@ -8,7 +8,8 @@ forecast every feeder every 5 minutes, so it uses one *global* model over all se
 * the lead (steps ahead) and the calendar of the target time (time of day, weekday, holiday,
   season), in the grid's local time so DST shifts the daily shape correctly;
 * the series' own history relative to its scale (mean of the last 7 days before issue): the last
-  observation, the same time one day and one week before the target, the last day's mean;
+  observation, the same time one day and one week before the target, the last day's mean, and
+  those seasonal values moved by today's departure from them at the issue time;
 * weather at the target time (the forecast of it when issued live), plus heating/cooling degrees;
 * the series id as a categorical feature,
 
@@ -22,6 +23,7 @@ features serves when the weather is missing. The fallback chain per row: ``globa
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +118,12 @@ def _design(y: np.ndarray, weather: np.ndarray | None, cal: pd.DataFrame, issues
         return np.where(ok[:, :, None], v, np.nan) / scale[:, None, :]
 
     y_day, y_week = lag(D), lag(7 * D)
+    # the seasonal value moved by today's departure from it at the issue: persistence at short
+    # leads, seasonality later (a tree cannot draw the identity through y_last on its own)
+    last_d = y[np.clip(issues - 1 - D, 0, T - 1)] / scale
+    last_w = y[np.clip(issues - 1 - 7 * D, 0, T - 1)] / scale
+    adj_day = y_day + (last - last_d)[:, None, :]
+    adj_week = y_week + (last - last_w)[:, None, :]
     n = I * H * S
     cols = {
         "lead": np.broadcast_to(leads[None, :, None], (I, H, S)).reshape(n),
@@ -124,6 +132,8 @@ def _design(y: np.ndarray, weather: np.ndarray | None, cal: pd.DataFrame, issues
         "y_last_day": np.broadcast_to(last_day[:, None, :], (I, H, S)).reshape(n),
         "y_day": y_day.reshape(n),
         "y_week": y_week.reshape(n),
+        "adj_day": adj_day.reshape(n),
+        "adj_week": adj_week.reshape(n),
     }
     tg = np.broadcast_to(tgt[:, :, None], (I, H, S)).reshape(n)
     tg_c = np.clip(tg, 0, len(cal) - 1)
@@ -137,7 +147,7 @@ def _design(y: np.ndarray, weather: np.ndarray | None, cal: pd.DataFrame, issues
                 cols["hdd"] = np.maximum(cfg.balance_point - w, 0)
                 cols["cdd"] = np.maximum(w - cfg.balance_point, 0)
     X = pd.DataFrame(cols)
-    X["series"] = X["series"].astype("category")
+    X["series"] = X["series"].astype(pd.CategoricalDtype(range(S)))
     sidx = cols["series"]
     sc = np.broadcast_to(scale[:, None, :], (I, H, S)).reshape(n)
     iidx = np.broadcast_to(np.arange(I)[:, None, None], (I, H, S)).reshape(n)
@@ -180,11 +190,23 @@ def fit_global(y: pd.DataFrame, weather: pd.DataFrame | None, config: GlobalConf
         np.zeros(len(issues), bool)
     if calib_issue.all():
         calib_issue[:] = False
+    # Issues every issue_stride cover all leads sparsely; the first hour of leads, where the last
+    # observation dominates, gets issues at every step so the trees see enough of it.
+    short_h = min(cfg.h_steps, max(1, int(pd.Timedelta(hours=1) / cfg.step)))
+    short_cfg = dataclasses.replace(cfg, horizon=short_h * cfg.step)
+    dense = np.arange(first, len(y) - short_h + 1)
+    dense_cal = dense >= len(y) - cfg.calib_days * cfg.day_steps - short_h if cfg.calib_days else \
+        np.zeros(len(dense), bool)
     for variant in variants:
         X, tg, _, sc, iidx = _design(Y, W, cal, issues, cfg, variant == "weather")
+        in_cal = calib_issue[iidx]
+        if short_h < cfg.h_steps and len(dense):
+            Xd, tgd, _, scd, iidd = _design(Y, W, cal, dense, short_cfg, variant == "weather")
+            X = pd.concat([X, Xd], ignore_index=True)
+            X["series"] = X["series"].astype(pd.CategoricalDtype(range(Y.shape[1])))
+            tg, sc, in_cal = np.r_[tg, tgd], np.r_[sc, scd], np.r_[in_cal, dense_cal[iidd]]
         target = Y[tg, X["series"].cat.codes.to_numpy()] / sc
         ok = np.isfinite(target) & np.isfinite(sc)
-        in_cal = calib_issue[iidx]
         rows = np.flatnonzero(ok & ~in_cal)
         if len(rows) > cfg.max_rows:
             rows = np.sort(rng.choice(rows, cfg.max_rows, replace=False))
@@ -192,7 +214,11 @@ def fit_global(y: pd.DataFrame, weather: pd.DataFrame | None, config: GlobalConf
         model.features[variant] = list(X.columns)
         fitted = []
         for q in QUANTILES:
-            params = {"objective": "quantile", "alpha": q, "learning_rate": cfg.learning_rate,
+            # P50 by squared error: quantile boosting moves its leaves slowly and, at these round counts,
+            # left even the 5-minute-ahead median far from the last observation; P10/P90 by quantile loss,
+            # their band then calibrated (below)
+            objective = {"objective": "regression"} if q == 0.5 else {"objective": "quantile", "alpha": q}
+            params = {**objective, "learning_rate": cfg.learning_rate,
                       "num_leaves": cfg.num_leaves, "min_data_in_leaf": 50, "feature_fraction": 0.9,
                       "bagging_fraction": 0.8, "bagging_freq": 1, "verbose": -1, "seed": cfg.seed,
                       "num_threads": cfg.threads}
