@@ -38,10 +38,16 @@ telemetry_job = define_asset_job(
 )
 bootstrap_job = define_asset_job(
     "bootstrap_job",
-    selection=AssetSelection.assets(sensor_registry, telemetry_seeds, grid_model, demand_model, renewable_models),
+    selection=AssetSelection.assets(sensor_registry, telemetry_seeds, grid_model),
     executor_def=in_process_executor,
-    description="Sensor registry, dbt reference seeds, the network model and first forecast models, needed before "
-    "the first window (the forecast models then retrain nightly through automation).",
+    description="Sensor registry, dbt reference seeds and the network model, needed before the first window.",
+)
+forecast_models_job = define_asset_job(
+    "forecast_models_job",
+    selection=AssetSelection.assets(demand_model, renewable_models),
+    executor_def=in_process_executor,
+    description="The first demand and renewable models after a fresh start (then nightly through automation); "
+    "until they exist the forecasts serve the profile/physics fallbacks.",
 )
 grid_state_job = define_asset_job(
     "grid_state_job",
@@ -68,9 +74,10 @@ def build_definitions(settings=None) -> Definitions:
     return Definitions(
         assets=[*telemetry_assets, *grid_assets, *forecast_assets],
         asset_checks=[*telemetry_checks],
-        jobs=[telemetry_job, bootstrap_job, grid_state_job, forecast_job],
+        jobs=[telemetry_job, bootstrap_job, grid_state_job, forecast_job, forecast_models_job],
         schedules=[forecast_schedule],
-        sensors=[build_landing_sensor(telemetry_job, bootstrap_job), build_grid_state_sensor(grid_state_job),
+        sensors=[build_landing_sensor(telemetry_job, bootstrap_job, forecast_models_job),
+                 build_grid_state_sensor(grid_state_job),
                  automation_sensor],
         resources=build_resources(settings),
     )

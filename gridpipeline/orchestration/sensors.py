@@ -69,10 +69,13 @@ def group_ranges(keys: list[str]) -> list[tuple[str, str]]:
     return ranges
 
 
-def build_landing_sensor(job, bootstrap_job):
+FORECAST_MODELS = [AssetKey("demand_model"), AssetKey("renewable_models")]
+
+
+def build_landing_sensor(job, bootstrap_job, models_job=None):
     @sensor(
         name="landing_zone_sensor",
-        jobs=[job, bootstrap_job],
+        jobs=[job, bootstrap_job] + ([models_job] if models_job is not None else []),
         minimum_interval_seconds=15,
         default_status=DefaultSensorStatus.RUNNING,
         description="Launches telemetry runs for closed 5-minute windows with new or changed landing files.",
@@ -86,6 +89,9 @@ def build_landing_sensor(job, bootstrap_job):
             # Registry and seeds first; a later tick picks up the windows.
             yield RunRequest(run_key=f"bootstrap-{context.cursor or 'start'}", job_name=bootstrap_job.name)
             return
+        if models_job is not None and any(instance.get_latest_materialization_event(k) is None for k in FORECAST_MODELS):
+            # first forecast models, once, in their own run: the grid loop does not wait for them
+            yield RunRequest(run_key="forecast-models-initial", job_name=models_job.name)
         cursor = json.loads(context.cursor) if context.cursor else {}
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         ready = ready_windows(s.landing, s.rejected, now, cursor, s.landing_grace_s)

@@ -36,7 +36,8 @@ def test_definitions_snapshot():
             "voltage_within_limits", "loading_within_limits", "residuals_consistent", "forecast_error_within_limits",
             "no_consumption_anomalies"} <= checks
     assert any(n.startswith("not_null") or "unique" in n for n in checks), "dbt tests must appear as asset checks"
-    assert {j.name for j in repo.get_all_jobs()} >= {"telemetry_job", "bootstrap_job", "grid_state_job", "forecast_job"}
+    assert {j.name for j in repo.get_all_jobs()} >= {"telemetry_job", "bootstrap_job", "grid_state_job", "forecast_job",
+                                                      "forecast_models_job"}
     schedules = {s.name: s for s in repo.schedule_defs}
     assert schedules["forecast_schedule"].default_status.value == "RUNNING"
     sensors = {s.name: s for s in repo.sensor_defs}

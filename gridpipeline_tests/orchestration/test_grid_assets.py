@@ -96,3 +96,14 @@ def test_live_run_estimates_one_snapshot_with_n1(live):
     assert _q(s, "SELECT count(*) FROM grid.state_bus")[0][0] == 227
     assert "n1_contingency" not in {e.asset_key.to_user_string() for e in res2.get_asset_materialization_events()}
     assert _q(s, "SELECT count(*) FROM grid.model_versions")[0][0] == 1
+
+
+def test_landing_sensor_requests_the_first_forecast_models(live):
+    """After the bootstrap run the forecast models are trained once in their own run, so the grid loop
+    never waits for them."""
+    from dagster import RunRequest
+
+    _, s, window, instance, defs = live
+    sensor = next(x for x in defs.get_repository_def().sensor_defs if x.name == "landing_zone_sensor")
+    reqs = [r for r in sensor(build_sensor_context(instance=instance, definitions=defs)) if isinstance(r, RunRequest)]
+    assert any(r.job_name == "forecast_models_job" for r in reqs)
