@@ -553,7 +553,8 @@ def renewable_models(context: AssetExecutionContext, world: GridWorldResource):
     deps=[weather_features, renewable_models],
     description="PV and wind output of the grid's generators for the next 24 h at 5-minute steps, P10/P50/P90: "
     "pvlib / power-curve physics from the weather forecast, corrected by the learnt models (model column: "
-    "corrected or physics). Intermittency: forecast ramp events and the variability index of the irradiance "
+    "corrected or physics). Intermittency, forecast and measured: ramp events (forecast output; measured output "
+    "of the last 24 h) and the irradiance variability index (forecast; observed last 24 h) "
     "(forecast.generation, forecast.ramps).",
 )
 def renewable_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
@@ -616,6 +617,24 @@ def renewable_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, w
             meta[f"{kind}_model"] = label
             meta[f"{kind}_ramps"] = len(ev)
         meta["irradiance_variability_index"] = variability_index(wx.ghi, wx.ghi_clear, 5.0)
+        # the same measures on what happened: the last 24 h of measured output and observed irradiance
+        from gridpipeline.forecast.live import measured_generation
+        from gridpipeline.forecast.weather import FileWeatherFeed, weather_features as _features
+
+        day = issue - pd.Timedelta(days=1)
+        meas = measured_generation(con, w.net, day, issue, {"pv": PV_TYPES, "wind": WIND_TYPES})
+        for kind in ("pv", "wind"):
+            col = f"gen:{kind}"
+            cap = meta.get(f"{kind}_capacity_mw")
+            if len(meas) and col in meas and cap and meas[col].notna().sum() > 12:
+                ev = ramp_events(meas[col].dropna(), cap, threshold=0.1, window=6)
+                meta[f"{kind}_measured_ramps_24h"] = len(ev)
+                ramps.append(ev.assign(issue_time=_naive(issue), kind=f"{kind} (measured)"))
+            else:
+                meta[f"{kind}_measured_ramps_24h"] = "no measurements yet"
+        obs = FileWeatherFeed(w).observations(day, issue)
+        of = _features(obs, loc["latitude"], loc["longitude"], settings.forecast_tz)
+        meta["irradiance_variability_index_observed_24h"] = variability_index(of.ghi, of.ghi_clear, 5.0)
         out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         rp = pd.concat(ramps, ignore_index=True) if ramps else pd.DataFrame()
         con.execute("BEGIN TRANSACTION")
