@@ -33,6 +33,7 @@ from dagster_duckdb import DuckDBResource
 
 from gridpipeline.grid import store as gstore
 from gridpipeline.orchestration.partitions import live_five_minute_partitions
+from gridpipeline.orchestration.plots import md_table
 from gridpipeline.orchestration.resources import GridWorldResource
 from gridpipeline.store import writer_lock
 
@@ -356,19 +357,7 @@ def _num(x):
 
 
 def _md(df: pd.DataFrame, cols: list[str], what: str, limit: int = 15) -> str:
-    if df is None or not len(df):
-        return f"_no {what}_"
-    cols = [c for c in cols if c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in df.head(limit)[cols].itertuples(index=False):
-        cells = []
-        for v in r:
-            if isinstance(v, float):
-                cells.append(f"{v:.4g}")
-            else:
-                cells.append(str(v).replace("|", "/")[:80])
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return md_table(df, cols, limit=limit, empty=f"_no {what}_")
 
 
 grid_assets = [grid_model, grid_state_cycle]
