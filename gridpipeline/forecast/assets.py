@@ -194,9 +194,8 @@ def weather_features(context: AssetExecutionContext, duckdb: DuckDBResource, wor
 def demand_model(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
     import joblib
 
-    from gridpipeline.forecast.global_model import fit_global, forecast_global
-    from gridpipeline.forecast.live import STEP, archive_demand, bucket_of
-    from gridpipeline.forecast.prophet_live import fit_prophet, predict_prophet, skill_weights
+    from gridpipeline.forecast.live import STEP, archive_demand
+    from gridpipeline.forecast.prophet_live import train_demand_models
     from gridpipeline.forecast.weather import FileWeatherFeed
 
     settings = world.settings()
@@ -207,42 +206,13 @@ def demand_model(context: AssetExecutionContext, duckdb: DuckDBResource, world: 
     times = pd.date_range(start, now, freq=STEP, inclusive="left")
     hist = archive_demand(w, times)
     wx = FileWeatherFeed(w).observations(start, now)
-    # held out: the last two days; four issues 6 h apart score both models over full horizons
-    holdout = now - pd.Timedelta(days=2)
-    model = fit_global(hist, wx, cfg, end=holdout)
-    fc = pd.concat([forecast_global(model, hist, wx, holdout + k * pd.Timedelta(hours=6)) for k in range(4)],
-                   ignore_index=True)
-    act = hist.stack().rename("actual")
-    act.index.names = ["valid_time", "series"]
-    m = fc.join(act, on=["valid_time", "series"])
-    scale = m.groupby("series").actual.transform(lambda a: a.abs().mean()).clip(lower=1e-9)
-    holdout_mape = float(np.mean(np.abs(m.actual - m.p50) / m.actual.abs().clip(lower=1e-9)) * 100)
-    # Prophet per series on the same cut-off; weights by skill on the held-out issues
-    temp = wx["temperature"]
-    before = hist[hist.index < holdout]
-    pp = np.full(len(m), np.nan)
-    for series in hist.columns:
-        rows = np.flatnonzero(m.series.to_numpy() == series)
-        pm = fit_prophet(before[series], temp, settings.forecast_tz, settings.forecast_country)
-        vt = pd.DatetimeIndex(m.valid_time.to_numpy()[rows])
-        pp[rows] = predict_prophet(pm, vt, temp.reindex(vt).to_numpy())
-    # skill per series and horizon bucket: the lags make the global model strong at short leads and on
-    # smooth series, Prophet's smoothing may win on noisy ones
-    bucket = bucket_of(m["lead"].to_numpy() * 5.0)
-    eg = ((m.actual - m.p50) / scale).to_numpy()
-    ep = (m.actual.to_numpy() - pp) / scale.to_numpy()
-    ser = m.series.to_numpy()
-    weights = {sname: {b: skill_weights({"global": eg[(ser == sname) & (bucket == b)],
-                                         "prophet": ep[(ser == sname) & (bucket == b)]})
-                       for b in sorted(set(bucket))} for sname in hist.columns}
-    prophet_mape = float(np.nanmean(np.abs(m.actual - pp) / m.actual.abs().clip(lower=1e-9)) * 100)
     t0 = time.perf_counter()
-    model = fit_global(hist, wx, cfg, end=now)
-    prophet = {series: fit_prophet(hist[series], temp, settings.forecast_tz, settings.forecast_country)
-               for series in hist.columns}
+    bundle, report = train_demand_models(hist, wx, cfg, now, settings.forecast_tz, settings.forecast_country)
+    model, weights = bundle["global"], bundle["weights"]
+    holdout_mape, prophet_mape = report["holdout_mape"], report["holdout_mape_prophet"]
     path = _model_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump({"global": model, "prophet": prophet, "weights": weights}, path)
+    joblib.dump(bundle, path)
     with writer_lock(settings.db_path), duckdb.get_connection() as con:
         ensure_forecast_schema(con)
         con.execute("INSERT INTO forecast.models VALUES (?, 'demand_global', ?, ?, ?, ?, ?)",

@@ -437,14 +437,11 @@ def run_n1_decomposed(
     global_cons = [c for c in all_cons if area_of.get(c[0], -1) < 0] + \
         [tuple((str(t), int(i)) for t, i in combo) for combo in (n2 or [])]
     parts = []
-    for s0 in range(0, len(global_cons), max(1, chunk_size)):
-        c = global_cons[s0:s0 + chunk_size]
-        scen = [_outage_changes(model, x) for x in c]
-        res = _run_batch(model, data, scen, threading, 1e-8, 30)
-        part = pd.DataFrame(_summarise(model, data, c, res, loading_limit, v_min, v_max))
-        if restore_via_ties and len(part):
-            _restore(model, data, c, scen, res, part, threading, 1e-8, 30, loading_limit)
-        parts.append(part)
+    if global_cons:
+        whole = run_n1(net, contingencies=global_cons, restore_via_ties=restore_via_ties, switch_closed=closed,
+                       loading_limit=loading_limit, v_min=v_min, v_max=v_max, model=model, threading=threading,
+                       chunk_size=chunk_size)
+        parts.append(whole.drop(columns=["severity", "rank"], errors="ignore"))
 
     # the LV areas
     live = {c[0] for c in all_cons}
