@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -97,6 +98,11 @@ def file_id(path: Path, landing: Path) -> int:
         rel = str(path.relative_to(landing))
     except ValueError:
         rel = str(path)
+    return file_id_of(rel)
+
+
+def file_id_of(rel: str) -> int:
+    """:func:`file_id` of a path relative to its landing (or rejected) folder."""
     return int.from_bytes(hashlib.blake2b(rel.encode(), digest_size=8).digest(), "little") >> 1
 
 
@@ -111,6 +117,7 @@ def load_unit_conversions(path: Path = UNIT_SEED) -> pa.Table:
     })
 
 
+_CSV_READ = pacsv.ReadOptions(use_threads=False)  # small files: Arrow's thread pool costs more than it saves
 _TYPED = {"sensor_id": pa.types.is_integer, "ts": pa.types.is_timestamp, "value": pa.types.is_floating}
 
 
@@ -120,6 +127,7 @@ def _read(f: lz.LandingFile) -> pa.Table:
     if f.fmt == "csv":
         return pacsv.read_csv(
             f.path,
+            read_options=_CSV_READ,
             convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in (*REQUIRED, "unit")},
                                                  strings_can_be_null=True, null_values=[""]),
         )
@@ -170,7 +178,7 @@ _TEXT_SCHEMA = pa.schema([
 ])
 
 
-def _validated_sql(window_start: datetime, window_end: datetime) -> str:
+def _validated_sql(window_start: datetime, window_end: datetime, typed_sql: str) -> str:
     """One row per input row: typed values plus ``reason`` (NULL when the row is accepted)."""
     ws, we = f"TIMESTAMP '{window_start:%Y-%m-%d %H:%M:%S}'", f"TIMESTAMP '{window_end:%Y-%m-%d %H:%M:%S}'"
     limits = " ".join(
@@ -181,10 +189,10 @@ def _validated_sql(window_start: datetime, window_end: datetime) -> str:
     WITH rows AS (
         SELECT file_id, row_number, arrived_at, sensor_id AS sid, ts AS t, value AS val, unit,
                NULL::VARCHAR AS sid_raw, NULL::VARCHAR AS ts_raw, NULL::VARCHAR AS val_raw, FALSE AS text_row
-        FROM typed_rows
+        FROM ({typed_sql})
         UNION ALL
         SELECT file_id, row_number, arrived_at,
-               TRY_CAST(sensor_id AS BIGINT), TRY_CAST(TRY_CAST(ts AS TIMESTAMPTZ) AS TIMESTAMP),
+               TRY_CAST(sensor_id AS BIGINT), make_timestamp(epoch_us(TRY_CAST(ts AS TIMESTAMPTZ))),
                TRY_CAST(value AS DOUBLE), unit, sensor_id, ts, value, TRUE
         FROM text_rows
     ),
@@ -226,17 +234,44 @@ def _typed_schema(schema: pa.Schema) -> bool:
     return all(check(schema.field(c).type) for c, check in _TYPED.items())
 
 
+# The same test on DuckDB's reading of the footers (one call for all of a window's files; with
+# ``parquet_metadata_cache`` on, the scan that follows does not parse them again).
+_TYPED_FILES_SQL = """
+    SELECT file_name,
+           count(*) FILTER (name = 'sensor_id' AND duckdb_type IN
+               ('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'UTINYINT', 'USMALLINT', 'UINTEGER')) = 1
+           AND count(*) FILTER (name = 'ts' AND duckdb_type LIKE 'TIMESTAMP%') = 1
+           AND count(*) FILTER (name = 'value' AND duckdb_type IN ('FLOAT', 'DOUBLE')) = 1
+           AND count(*) FILTER (name = 'unit' AND duckdb_type IS DISTINCT FROM 'VARCHAR') = 0 AS typed
+    FROM parquet_schema($paths)
+    GROUP BY file_name
+"""
+
+
+def _typed_parquet(con: duckdb.DuckDBPyConnection, files: list[lz.LandingFile]) -> dict[str, bool] | None:
+    """Path -> fully typed, for every Parquet file; None when some footer cannot be read."""
+    if not files:
+        return {}
+    try:
+        return dict(con.execute(_TYPED_FILES_SQL, {"paths": [str(f.path) for f in files]}).fetchall())
+    except duckdb.Error:
+        return None
+
+
 def _sql_list(items: list[str]) -> str:
     return "[" + ", ".join("'" + i.replace("'", "''") + "'" for i in items) + "]"
 
 
-def _bulk_parquet_sql() -> str:
-    return """
+def _bulk_parquet_sql(paths: list[str]) -> str:
+    """Rows of the bulk files; ``bulk_files.idx`` is the file's position in ``paths`` (DuckDB's file_index).
+
+    ``ts`` may be zoned or naive; its UTC instant is taken by arithmetic (a cast goes through ICU)."""
+    return f"""
         SELECT f.file_id, p.file_row_number + 1 AS row_number, f.arrived_at,
-               p.sensor_id::BIGINT AS sensor_id, p.ts::TIMESTAMP AS ts, p.value::DOUBLE AS value,
+               p.sensor_id::BIGINT AS sensor_id, make_timestamp(epoch_us(p.ts)) AS ts, p.value::DOUBLE AS value,
                p.unit::VARCHAR AS unit
-        FROM read_parquet($paths, filename = true, file_row_number = true, union_by_name = true) p
-        JOIN bulk_files f ON f.file_path = p.filename
+        FROM read_parquet({_sql_list(paths)}, file_row_number = true, union_by_name = true) p
+        JOIN bulk_files f ON f.idx = p.file_index
     """
 
 
@@ -257,7 +292,7 @@ def ingest_window(
     window_end = window_start + lz.WINDOW
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     rep = WindowReport(window_start)
-    text, file_rows, file_errors, bulk = [], [], [], []
+    text, file_rows, file_errors = [], [], []
 
     def reject(f: lz.LandingFile, fid: int, exc: Exception) -> None:
         msg = f"{type(exc).__name__}: {exc}"[:500]
@@ -275,112 +310,120 @@ def ingest_window(
             file_errors.append((fid, err))
         file_rows.append((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, frame.num_rows, "ok", err))
 
-    for f in lz.window_files(landing, window_start):
-        fid = file_id(f.path, landing)
+    files = lz.window_files(landing, window_start)
+    rel_dir = str(lz.window_dir(Path(), window_start))  # what Path.relative_to(landing) gives, without its cost
+    ids = {f.path: file_id_of(os.path.join(rel_dir, f.path.name)) for f in files}
+    parquet = [f for f in files if f.fmt == "parquet"]
+    typed = _typed_parquet(con, parquet)
+    bulk = []
+    for f in files:
+        fid = ids[f.path]
         if f.fmt == "parquet":
-            try:
-                schema = pq.read_schema(f.path)
-            except Exception as exc:  # no valid footer: truncated or not Parquet
-                reject(f, fid, exc)
-                continue
-            if _typed_schema(schema):
+            if typed is None:  # some footer is unreadable: find it (and the typed ones) file by file
+                try:
+                    is_typed = _typed_schema(pq.read_schema(f.path))
+                except Exception as exc:  # no valid footer: truncated or not Parquet
+                    reject(f, fid, exc)
+                    continue
+            else:
+                is_typed = typed.get(str(f.path), False)
+            if is_typed:
                 bulk.append((f, fid))
                 continue
         read_one(f, fid)
-
-    if bulk:
-        con.register("bulk_files", pa.table({
-            "file_id": pa.array([fid for _, fid in bulk], pa.int64()),
-            "file_path": pa.array([str(f.path) for f, _ in bulk], pa.string()),
-            "arrived_at": pa.array([f.arrived_at for f, _ in bulk], pa.timestamp("us")),
-        }))
-        try:
-            # Probe the footers and first pages together; the scan itself is fused into validation.
-            con.execute("SELECT count(*) FROM (" + _bulk_parquet_sql() + " LIMIT 1)",
-                        {"paths": [str(f.path) for f, _ in bulk]}).fetchall()
-            for f, fid in bulk:  # rows_in is filled from the validation counts
-                file_rows.append((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, None, "ok", None))
-        except duckdb.Error:
-            # A file with a valid footer but broken pages spoils the bulk scan: take them one by one.
-            for f, fid in bulk:
-                read_one(f, fid)
-            bulk = []
+    bulk_rows = [(fid, window_start, str(f.path), f.source, f.arrived_at, f.size, None, "ok", None) for f, fid in bulk]
     # Files rejected on an earlier run of this window stay on record.
-    seen = {r[0] for r in file_rows}
+    seen = {r[0] for r in file_rows} | {fid for _, fid in bulk}
     for f, err in lz.rejected_files(rejected, window_start):
         fid = file_id(f.path, rejected)
         if fid not in seen:
             file_rows.append((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, None, "rejected", err))
 
-    con.register("typed_rows_in", _TYPED_SCHEMA.empty_table())
-    typed_sql = _bulk_parquet_sql().replace("$paths", _sql_list([str(f.path) for f, _ in bulk])) if bulk else \
-        "SELECT * FROM typed_rows_in"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW typed_rows AS {typed_sql}")
-    con.register("text_rows", pa.concat_tables(text) if text else _TEXT_SCHEMA.empty_table())
     con.register("file_errors", pa.table({"file_id": pa.array([e[0] for e in file_errors], pa.int64()),
                                           "error": pa.array([e[1] for e in file_errors], pa.string())}))
-    cols = list(zip(*file_rows)) if file_rows else [[]] * 9
-    con.register("file_list", pa.table({
-        "file_id": pa.array(cols[0], pa.int64()),
-        "window_start": pa.array(cols[1], pa.timestamp("us")),
-        "file_path": pa.array(cols[2], pa.string()),
-        "source": pa.array(cols[3], pa.string()),
-        "arrived_at": pa.array(cols[4], pa.timestamp("us")),
-        "bytes": pa.array(cols[5], pa.int64()),
-        "rows_in": pa.array(cols[6], pa.int64()),
-        "status": pa.array(cols[7], pa.string()),
-        "error": pa.array(cols[8], pa.string()),
-    }))
-    con.execute("BEGIN TRANSACTION")
+    params = {"now": now, "future_s": future_tolerance_s, "max_age_days": max_age_days}
     try:
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE validated AS " + _validated_sql(window_start, window_end),
-            {"now": now, "future_s": future_tolerance_s, "max_age_days": max_age_days},
-        )
-        con.execute("DELETE FROM telemetry.raw_readings WHERE ts >= ? AND ts < ?", [window_start, window_end])
-        con.execute("DELETE FROM telemetry.quarantine WHERE window_start = ?", [window_start])
-        con.execute("DELETE FROM telemetry.ingest_files WHERE window_start = ?", [window_start])
-        rep.rows_stored = con.execute(
-            "INSERT INTO telemetry.raw_readings SELECT sid::INTEGER, t, val, unit, arrived_at, file_id "
-            "FROM validated WHERE reason IS NULL"
-        ).fetchone()[0]
-        rep.rows_quarantined = con.execute(
-            """INSERT INTO telemetry.quarantine
-               SELECT ?, q.file_id, f.file_path, q.row_number,
-                      coalesce(q.sid_raw, q.sid::VARCHAR), coalesce(q.ts_raw, q.t::VARCHAR),
-                      coalesce(q.val_raw, q.val::VARCHAR), q.unit, q.reason, ?
-               FROM validated q LEFT JOIN file_list f USING (file_id)
-               WHERE q.reason IS NOT NULL""",
-            [window_start, now],
-        ).fetchone()[0]
-        con.execute(
-            """INSERT INTO telemetry.ingest_files
-               SELECT f.file_id, f.window_start, f.file_path, f.source, f.arrived_at, f.bytes,
-                      CASE WHEN f.status = 'ok' THEN coalesce(f.rows_in, v.stored + v.quarantined, 0) END,
-                      coalesce(v.stored, 0), coalesce(v.quarantined, 0), f.status, f.error, ?
-               FROM file_list f LEFT JOIN (
-                   SELECT file_id, count(*) FILTER (WHERE reason IS NULL) AS stored,
-                          count(*) FILTER (WHERE reason IS NOT NULL) AS quarantined
-                   FROM validated GROUP BY 1) v USING (file_id)""",
-            [now],
-        )
-        rep.rows_in = rep.rows_stored + rep.rows_quarantined
-        rep.sensors_reporting = con.execute(
-            "SELECT count(DISTINCT sid) FROM validated WHERE reason IS NULL").fetchone()[0]
-        rep.reasons = dict(con.execute(
-            "SELECT reason, count(*) FROM telemetry.quarantine WHERE window_start = ? GROUP BY 1 ORDER BY 2 DESC",
-            [window_start]).fetchall())
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        while True:
+            rows = file_rows + bulk_rows
+            cols = list(zip(*rows)) if rows else [[]] * 9
+            con.register("file_list", pa.table({
+                "file_id": pa.array(cols[0], pa.int64()),
+                "window_start": pa.array(cols[1], pa.timestamp("us")),
+                "file_path": pa.array(cols[2], pa.string()),
+                "source": pa.array(cols[3], pa.string()),
+                "arrived_at": pa.array(cols[4], pa.timestamp("us")),
+                "bytes": pa.array(cols[5], pa.int64()),
+                "rows_in": pa.array(cols[6], pa.int64()),
+                "status": pa.array(cols[7], pa.string()),
+                "error": pa.array(cols[8], pa.string()),
+            }))
+            con.register("bulk_files", pa.table({
+                "idx": pa.array(range(len(bulk)), pa.uint64()),  # the type of DuckDB's file_index
+                "file_id": pa.array([fid for _, fid in bulk], pa.int64()),
+                "arrived_at": pa.array([f.arrived_at for f, _ in bulk], pa.timestamp("us")),
+            }))
+            con.register("text_rows", pa.concat_tables(text) if text else _TEXT_SCHEMA.empty_table())
+            typed_sql = _bulk_parquet_sql([str(f.path) for f, _ in bulk]) if bulk else \
+                "SELECT * FROM typed_rows_in"
+            con.register("typed_rows_in", _TYPED_SCHEMA.empty_table())
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute("CREATE OR REPLACE TEMP TABLE validated AS "
+                            + _validated_sql(window_start, window_end, typed_sql), params)
+                break
+            except duckdb.Error:
+                con.execute("ROLLBACK")
+                if not bulk:
+                    raise
+                # A file with a valid footer but broken pages spoils the bulk scan: take them one by one.
+                for f, fid in bulk:
+                    read_one(f, fid)
+                bulk, bulk_rows = [], []
+        try:
+            con.execute("DELETE FROM telemetry.raw_readings WHERE ts >= ? AND ts < ?", [window_start, window_end])
+            con.execute("DELETE FROM telemetry.quarantine WHERE window_start = ?", [window_start])
+            con.execute("DELETE FROM telemetry.ingest_files WHERE window_start = ?", [window_start])
+            rep.rows_stored = con.execute(
+                "INSERT INTO telemetry.raw_readings SELECT sid::INTEGER, t, val, unit, arrived_at, file_id "
+                "FROM validated WHERE reason IS NULL"
+            ).fetchone()[0]
+            rep.rows_quarantined = con.execute(
+                """INSERT INTO telemetry.quarantine
+                   SELECT ?, q.file_id, f.file_path, q.row_number,
+                          coalesce(q.sid_raw, q.sid::VARCHAR), coalesce(q.ts_raw, q.t::VARCHAR),
+                          coalesce(q.val_raw, q.val::VARCHAR), q.unit, q.reason, ?
+                   FROM validated q LEFT JOIN file_list f USING (file_id)
+                   WHERE q.reason IS NOT NULL""",
+                [window_start, now],
+            ).fetchone()[0]
+            con.execute(
+                """INSERT INTO telemetry.ingest_files
+                   SELECT f.file_id, f.window_start, f.file_path, f.source, f.arrived_at, f.bytes,
+                          CASE WHEN f.status = 'ok' THEN coalesce(f.rows_in, v.stored + v.quarantined, 0) END,
+                          coalesce(v.stored, 0), coalesce(v.quarantined, 0), f.status, f.error, ?
+                   FROM file_list f LEFT JOIN (
+                       SELECT file_id, count(*) FILTER (WHERE reason IS NULL) AS stored,
+                              count(*) FILTER (WHERE reason IS NOT NULL) AS quarantined
+                       FROM validated GROUP BY 1) v USING (file_id)""",
+                [now],
+            )
+            rep.rows_in = rep.rows_stored + rep.rows_quarantined
+            rep.sensors_reporting = con.execute(
+                "SELECT count(DISTINCT sid) FROM validated WHERE reason IS NULL").fetchone()[0]
+            rep.reasons = dict(con.execute(
+                "SELECT reason, count(*) FROM telemetry.quarantine WHERE window_start = ? GROUP BY 1 ORDER BY 2 DESC",
+                [window_start]).fetchall())
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
     finally:
         for name in ("typed_rows_in", "text_rows", "file_errors", "file_list", "bulk_files"):
             try:
                 con.unregister(name)
             except Exception:
                 pass
-        con.execute("DROP VIEW IF EXISTS typed_rows")
+    file_rows += bulk_rows
     rep.files = sum(1 for r in file_rows if r[7] == "ok")
     rep.files_rejected = sum(1 for r in file_rows if r[7] == "rejected")
     late = [(r[4] - window_end).total_seconds() for r in file_rows if r[4] is not None]
@@ -401,14 +444,20 @@ def ingest_windows(
 ) -> IngestReport:
     """Ingest every 5-minute window in ``[start, end)``; each window is replaced on its own."""
     prepare(con)
+    # Nothing reads raw rows in insertion order; letting DuckDB append in any order halves the append.
+    con.execute("SET preserve_insertion_order = false")
     report = IngestReport()
-    for w in lz.windows(start, end):
-        report.windows.append(ingest_window(con, landing, rejected, w, now=now, **kw))
+    try:
+        for w in lz.windows(start, end):
+            report.windows.append(ingest_window(con, landing, rejected, w, now=now, **kw))
+    finally:
+        con.execute("RESET preserve_insertion_order")
     return report
 
 
 def prepare(con: duckdb.DuckDBPyConnection) -> None:
     """Session setup the validation query relies on: UTC session, sensors and units visible."""
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET parquet_metadata_cache = true")  # footers are read once per window, not per pass
     con.execute("CREATE OR REPLACE TEMP VIEW sensors AS SELECT sensor_id, kind, unit, nominal FROM telemetry.sensors")
     con.register("units", load_unit_conversions())

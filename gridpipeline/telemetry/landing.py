@@ -45,23 +45,37 @@ class LandingFile:
     size: int
 
 
-def parse(path: Path) -> LandingFile:
-    st = path.stat()
-    m = _NAME.match(path.name)
-    arrived = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc).replace(tzinfo=None)
-    fmt = path.suffix.lstrip(".").lower()
+def _export_start(ts: str) -> datetime:
+    """``YYYYMMDDTHHMMSS`` (matched by the name pattern) without strptime's per-call cost."""
+    return datetime(int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]), int(ts[13:15]))
+
+
+def _landing_file(path: Path, name: str, st: os.stat_result) -> LandingFile:
+    m = _NAME.match(name)
+    arrived = datetime(1970, 1, 1) + timedelta(microseconds=st.st_mtime_ns // 1000)
     if not m:
-        return LandingFile(path, None, None, fmt, arrived, st.st_size)
-    start = datetime.strptime(m["ts"], "%Y%m%dT%H%M%S")
+        return LandingFile(path, None, None, path.suffix.lstrip(".").lower(), arrived, st.st_size)
+    try:
+        start = _export_start(m["ts"])
+    except ValueError:  # digits that are no date (month 13): the name says nothing usable
+        return LandingFile(path, None, None, m["ext"], arrived, st.st_size)
     return LandingFile(path, m["source"], start, m["ext"], arrived, st.st_size)
+
+
+def parse(path: Path) -> LandingFile:
+    return _landing_file(path, path.name, path.stat())
 
 
 def window_files(landing: Path, window_start: datetime) -> list[LandingFile]:
     """Every finished file in the window's folder, in name order (hidden and *.tmp files skipped)."""
     d = window_dir(landing, window_start)
-    if not d.is_dir():
+    try:
+        entries = sorted((e for e in os.scandir(d)
+                          if not e.name.startswith(".") and not e.name.endswith((".tmp", ".error")) and e.is_file()),
+                         key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return [parse(p) for p in sorted(d.iterdir()) if p.is_file() and not p.name.startswith(".") and not p.name.endswith((".tmp", ".error"))]
+    return [_landing_file(d / e.name, e.name, e.stat()) for e in entries]
 
 
 def windows(start: datetime, end: datetime) -> list[datetime]:

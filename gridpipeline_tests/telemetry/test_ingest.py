@@ -169,3 +169,29 @@ def test_counts_always_reconcile(tmp_path_factory, rows):
                       "WHERE s.sensor_id IS NULL OR NOT isfinite(value) OR ts < ? OR ts >= ?",
                       [W, W + lz.WINDOW]).fetchone()[0]
     assert bad == 0
+
+
+def test_broken_pages_behind_a_valid_footer_reject_only_that_file(tmp_path):
+    """The footer passes the bulk schema check, the scan then fails: the window falls back to reading
+    file by file, rejects the broken one and keeps every row of the others."""
+    d = _landing(tmp_path)
+    n = 2000
+    big = pa.table({"sensor_id": pa.array([1] * n, pa.int32()),
+                    "ts": pa.array([W + timedelta(milliseconds=i) for i in range(n)], pa.timestamp("ms")),
+                    "value": pa.array([20.0 + i * 1e-4 for i in range(n)]), "unit": ["kV"] * n})
+    broken = d / lz.file_name("RTU_E", W, "parquet")
+    pq.write_table(big, broken, compression="snappy", use_dictionary=False)
+    raw = bytearray(broken.read_bytes())
+    footer_len = int.from_bytes(raw[-8:-4], "little")
+    for i in range(64, len(raw) - footer_len - 200, 7):  # scribble over the data pages, keep the footer
+        raw[i] = 0xFF
+    broken.write_bytes(bytes(raw))
+    assert pq.read_schema(broken).names == big.column_names  # the footer still reads
+    with connect(tmp_path / "s.duckdb") as con:
+        _db(con)
+        s = ingest_windows(con, tmp_path / "landing", tmp_path / "rejected", W, W + lz.WINDOW, now=NOW).summary()
+        assert s["files_rejected"] == 2 and s["files"] == 3
+        assert s["rows_stored"] == 6 and s["rows_in"] == 22
+        status = dict(con.execute("SELECT source, status FROM telemetry.ingest_files").fetchall())
+    assert status["RTU_E"] == "rejected" and status["RTU_A"] == "ok"
+    assert (lz.window_dir(tmp_path / "rejected", W) / broken.name).exists()
