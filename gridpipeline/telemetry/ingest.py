@@ -118,6 +118,9 @@ def load_unit_conversions(path: Path = UNIT_SEED) -> pa.Table:
 
 
 _CSV_READ = pacsv.ReadOptions(use_threads=False)  # small files: Arrow's thread pool costs more than it saves
+_CSV_CONVERT = pacsv.ConvertOptions(column_types={c: pa.string() for c in (*REQUIRED, "unit")},
+                                    strings_can_be_null=True, null_values=[""])
+_CSV_HEADER = [b"sensor_id", b"ts", b"value", b"unit"]
 _TYPED = {"sensor_id": pa.types.is_integer, "ts": pa.types.is_timestamp, "value": pa.types.is_floating}
 
 
@@ -125,12 +128,7 @@ def _read(f: lz.LandingFile) -> pa.Table:
     if f.fmt == "parquet":
         return pq.read_table(f.path)
     if f.fmt == "csv":
-        return pacsv.read_csv(
-            f.path,
-            read_options=_CSV_READ,
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in (*REQUIRED, "unit")},
-                                                 strings_can_be_null=True, null_values=[""]),
-        )
+        return pacsv.read_csv(f.path, read_options=_CSV_READ, convert_options=_CSV_CONVERT)
     raise ValueError(f"unsupported file format '{f.fmt}'")
 
 
@@ -166,6 +164,51 @@ def _frame(t: pa.Table, fid: int, arrived: datetime) -> tuple[pa.Table, bool, st
     })
     error = f"missing_columns:{','.join(missing)}" if missing else None
     return out, typed, error
+
+
+def _csv_together(files: list[tuple[lz.LandingFile, int]]) -> tuple[pa.Table | None, list, list]:
+    """Parse many small CSV exports in one Arrow read (a file at a time costs ~0.2 ms of set-up each).
+
+    Only files with exactly the canonical header that end in a newline are joined (a truncated last
+    line must not run into the next file's first one). A file's rows are its newline count, so file
+    ids and row numbers follow: without carriage returns no file can parse to more rows than it has
+    newlines (blank lines and quoted newlines only give fewer), so equal totals mean equal counts for
+    every file. Anything else (other headers, CR line ends, a parse error, totals that do not add up)
+    is returned for the one-by-one path, which rejects or reads it.
+    Returns (rows in the text schema, [(file, file id, rows)] read, files left over)."""
+    header, bodies, counts, taken, rest = None, [], [], [], []
+    for f, fid in files:
+        try:
+            data = f.path.read_bytes()
+        except OSError:
+            rest.append((f, fid))
+            continue
+        nl = data.find(b"\n")
+        first = data[:nl].rstrip(b"\r").replace(b'"', b"").split(b",") if nl > 0 else None
+        if first != _CSV_HEADER or not data.endswith(b"\n") or b"\r" in data:
+            rest.append((f, fid))
+            continue
+        header = header or data[:nl + 1]
+        bodies.append(data[nl + 1:])
+        counts.append(bodies[-1].count(b"\n"))
+        taken.append((f, fid))
+    if not taken:
+        return None, [], rest
+    try:
+        t = pacsv.read_csv(pa.py_buffer(header + b"".join(bodies)), convert_options=_CSV_CONVERT)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None, [], files
+    n = np.asarray(counts, dtype=np.int64)
+    if t.num_rows != int(n.sum()) or t.column_names != [c.decode() for c in _CSV_HEADER]:
+        return None, [], files
+    starts = np.repeat(np.cumsum(n) - n, n)
+    frame = pa.table({
+        "file_id": pa.array(np.repeat(np.array([fid for _, fid in taken], dtype=np.int64), n)),
+        "row_number": pa.array(np.arange(1, t.num_rows + 1, dtype=np.int64) - starts),
+        "arrived_at": pa.array(np.repeat(np.array([f.arrived_at for f, _ in taken], dtype="datetime64[us]"), n)),
+        **{c: t.column(c) for c in (*REQUIRED, "unit")},
+    })
+    return frame.cast(_TEXT_SCHEMA), [(f, fid, c) for (f, fid), c in zip(taken, counts)], rest
 
 
 _TYPED_SCHEMA = pa.schema([
@@ -315,9 +358,12 @@ def ingest_window(
     ids = {f.path: file_id_of(os.path.join(rel_dir, f.path.name)) for f in files}
     parquet = [f for f in files if f.fmt == "parquet"]
     typed = _typed_parquet(con, parquet)
-    bulk = []
+    bulk, csvs = [], []
     for f in files:
         fid = ids[f.path]
+        if f.fmt == "csv":
+            csvs.append((f, fid))
+            continue
         if f.fmt == "parquet":
             if typed is None:  # some footer is unreadable: find it (and the typed ones) file by file
                 try:
@@ -330,6 +376,13 @@ def ingest_window(
             if is_typed:
                 bulk.append((f, fid))
                 continue
+        read_one(f, fid)
+    together, read, csvs = _csv_together(csvs)
+    if together is not None:
+        text.append(together)
+        file_rows.extend((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, n, "ok", None)
+                         for f, fid, n in read)
+    for f, fid in csvs:
         read_one(f, fid)
     bulk_rows = [(fid, window_start, str(f.path), f.source, f.arrived_at, f.size, None, "ok", None) for f, fid in bulk]
     # Files rejected on an earlier run of this window stay on record.

@@ -195,3 +195,44 @@ def test_broken_pages_behind_a_valid_footer_reject_only_that_file(tmp_path):
         status = dict(con.execute("SELECT source, status FROM telemetry.ingest_files").fetchall())
     assert status["RTU_E"] == "rejected" and status["RTU_A"] == "ok"
     assert (lz.window_dir(tmp_path / "rejected", W) / broken.name).exists()
+
+
+def _csv_files(tmp_path, bodies: dict[str, str]):
+    from gridpipeline.telemetry.ingest import file_id
+    out = []
+    for i, (name, text) in enumerate(bodies.items()):
+        p = tmp_path / lz.file_name(name, W + timedelta(minutes=i), "csv")
+        p.write_bytes(text.encode())
+        out.append((lz.parse(p), file_id(p, tmp_path)))
+    return out
+
+
+def test_csv_files_read_together_match_file_by_file(tmp_path):
+    from gridpipeline.telemetry.ingest import _csv_together, _frame, _read, _TEXT_SCHEMA
+    files = _csv_files(tmp_path, {
+        "A": '"sensor_id","ts","value","unit"\n1,"2026-11-20T10:00:00Z",20.1,"kV"\n2,"2026-11-20T10:00:00Z",,"MW"\n',
+        "B": "sensor_id,ts,value,unit\nx,yesterday,n/a,kV\n",
+        "C": "sensor_id,ts,value,unit\n",                                     # header only
+        "D": "sensor_id,ts,value,unit\n3,2026-11-20T10:01:00Z,0.2,Mvar\n4,2026-11-20T10:01:00Z,1,state\n",
+        "E": "sensor_id,ts,val,unit\n1,2026-11-20T10:00:00Z,20.1,kV\n",      # other header: one by one
+        "F": "sensor_id,ts,value,unit\n1,2026-11-20T10:00:00Z,20.1,k",        # truncated: one by one
+        "G": "sensor_id,ts,value,unit\r\n1,2026-11-20T10:00:00Z,20.1,kV\r\n",  # CR LF: one by one
+    })
+    frame, read, rest = _csv_together(files)
+    assert [f.source for f, _, _ in read] == ["A", "B", "C", "D"] and [n for *_, n in read] == [2, 1, 0, 2]
+    assert [f.source for f, _ in rest] == ["E", "F", "G"]
+    one_by_one = pa.concat_tables([_frame(_read(f), fid, f.arrived_at)[0].cast(_TEXT_SCHEMA) for f, fid, _ in read])
+    assert frame.to_pylist() == one_by_one.to_pylist()
+
+
+def test_csv_rows_that_do_not_add_up_fall_back_to_file_by_file(tmp_path):
+    from gridpipeline.telemetry.ingest import _csv_together
+    files = _csv_files(tmp_path, {
+        "A": "sensor_id,ts,value,unit\n1,2026-11-20T10:00:00Z,20.1,kV\n",
+        "B": "sensor_id,ts,value,unit\n\n2,2026-11-20T10:00:00Z,0.5,MW\n",    # a blank line: 2 newlines, 1 row
+        "C": 'sensor_id,ts,value,unit\n1,2026-11-20T10:00:00Z,20.1,"k\nV"\n',  # a quoted newline: a parse error
+    })
+    frame, read, rest = _csv_together(files[:2])
+    assert frame is None and read == [] and rest == files[:2]
+    frame, read, rest = _csv_together([files[0], files[2]])
+    assert frame is None and rest == [files[0], files[2]]
