@@ -26,6 +26,19 @@ left join {{ ref('unit_conversions') }} as c
 where r.ts >= {{ w.ctx_start }} and r.ts < {{ w.ctx_end }}
 {%- endmacro %}
 
+{#- (sensor_id, slot_us) of the same readings as gp_canonical_readings, without the unit lookup: enough to
+    find the slots that received more than one reading. -#}
+{% macro gp_reading_slots() -%}
+{%- set w = gp_window() -%}
+select
+    r.sensor_id,
+    (epoch_us(r.ts) // (s.interval_s * 1000000)) * (s.interval_s * 1000000) as slot_us
+from {{ source('telemetry', 'raw_readings') }} as r
+join {{ source('telemetry', 'sensors') }} as s
+    on s.sensor_id = r.sensor_id and s.interval_s > 0
+where r.ts >= {{ w.ctx_start }} and r.ts < {{ w.ctx_end }}
+{%- endmacro %}
+
 {#- Dedup order of the copies of one (sensor, slot), kept one first: latest arrival, then highest file_id,
     then the values themselves so that the choice never depends on scan order. -#}
 {% macro gp_latest_first(alias=none) -%}

@@ -318,6 +318,81 @@ def _bulk_parquet_sql(paths: list[str]) -> str:
     """
 
 
+@dataclass
+class _Window:
+    """What a window's files gave before anything is written: rows read through Arrow, the typed
+    Parquet files left for DuckDB's bulk scan, and one ``ingest_files`` record per file read or rejected."""
+    start: datetime
+    landing: Path
+    rejected: Path
+    text: list[pa.Table] = field(default_factory=list)
+    file_rows: list[tuple] = field(default_factory=list)
+    file_errors: list[tuple[int, str]] = field(default_factory=list)
+    bulk: list[tuple[lz.LandingFile, int]] = field(default_factory=list)
+
+    def reject(self, f: lz.LandingFile, fid: int, exc: Exception) -> None:
+        msg = f"{type(exc).__name__}: {exc}"[:500]
+        dest = lz.move_to_rejected(f, self.landing, self.rejected, msg)
+        self.file_rows.append((fid, self.start, str(dest), f.source, f.arrived_at, f.size, None, "rejected", msg))
+
+    def read_one(self, f: lz.LandingFile, fid: int) -> None:
+        try:
+            frame, is_typed, err = _frame(_read(f), fid, f.arrived_at)
+        except Exception as exc:  # unreadable: corrupt, truncated, not a table at all
+            self.reject(f, fid, exc)
+            return
+        self.text.append(frame if not is_typed else frame.cast(_TYPED_SCHEMA).cast(_TEXT_SCHEMA))
+        if err:
+            self.file_errors.append((fid, err))
+        self.file_rows.append((fid, self.start, str(f.path), f.source, f.arrived_at, f.size, frame.num_rows, "ok", err))
+
+    def bulk_rows(self) -> list[tuple]:
+        return [(fid, self.start, str(f.path), f.source, f.arrived_at, f.size, None, "ok", None) for f, fid in self.bulk]
+
+
+def _gather(con: duckdb.DuckDBPyConnection, landing: Path, rejected: Path, window_start: datetime) -> _Window:
+    """List and read the window's files; unreadable ones are moved to the rejected folder. Writes
+    nothing to the store (``con`` only reads Parquet footers)."""
+    w = _Window(window_start, landing, rejected)
+    files = lz.window_files(landing, window_start)
+    rel_dir = str(lz.window_dir(Path(), window_start))  # what Path.relative_to(landing) gives, without its cost
+    ids = {f.path: file_id_of(os.path.join(rel_dir, f.path.name)) for f in files}
+    typed = _typed_parquet(con, [f for f in files if f.fmt == "parquet"])
+    csvs = []
+    for f in files:
+        fid = ids[f.path]
+        if f.fmt == "csv":
+            csvs.append((f, fid))
+            continue
+        if f.fmt == "parquet":
+            if typed is None:  # some footer is unreadable: find it (and the typed ones) file by file
+                try:
+                    is_typed = _typed_schema(pq.read_schema(f.path))
+                except Exception as exc:  # no valid footer: truncated or not Parquet
+                    w.reject(f, fid, exc)
+                    continue
+            else:
+                is_typed = typed.get(str(f.path), False)
+            if is_typed:
+                w.bulk.append((f, fid))
+                continue
+        w.read_one(f, fid)
+    together, read, csvs = _csv_together(csvs)
+    if together is not None:
+        w.text.append(together)
+        w.file_rows.extend((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, n, "ok", None)
+                           for f, fid, n in read)
+    for f, fid in csvs:
+        w.read_one(f, fid)
+    # Files rejected on an earlier run of this window stay on record.
+    seen = {r[0] for r in w.file_rows} | {fid for _, fid in w.bulk}
+    for f, err in lz.rejected_files(rejected, window_start):
+        fid = file_id(f.path, rejected)
+        if fid not in seen:
+            w.file_rows.append((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, None, "rejected", err))
+    return w
+
+
 def ingest_window(
     con: duckdb.DuckDBPyConnection,
     landing: Path,
@@ -330,67 +405,14 @@ def ingest_window(
     """Replace the window's rows in ``telemetry.raw_readings`` / ``quarantine`` / ``ingest_files``.
 
     Parquet files with the expected types (the bulk of a historian's exports) are read by DuckDB in
-    one parallel scan; CSV and oddly typed files go through Arrow one by one and are cast with
-    TRY_CAST. A file that cannot be read at all is moved to the rejected folder."""
+    one parallel scan; CSV and oddly typed files go through Arrow and are cast with TRY_CAST. A file
+    that cannot be read at all is moved to the rejected folder."""
     window_end = window_start + lz.WINDOW
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     rep = WindowReport(window_start)
-    text, file_rows, file_errors = [], [], []
-
-    def reject(f: lz.LandingFile, fid: int, exc: Exception) -> None:
-        msg = f"{type(exc).__name__}: {exc}"[:500]
-        dest = lz.move_to_rejected(f, landing, rejected, msg)
-        file_rows.append((fid, window_start, str(dest), f.source, f.arrived_at, f.size, None, "rejected", msg))
-
-    def read_one(f: lz.LandingFile, fid: int) -> None:
-        try:
-            frame, is_typed, err = _frame(_read(f), fid, f.arrived_at)
-        except Exception as exc:  # unreadable: corrupt, truncated, not a table at all
-            reject(f, fid, exc)
-            return
-        text.append(frame if not is_typed else frame.cast(_TYPED_SCHEMA).cast(_TEXT_SCHEMA))
-        if err:
-            file_errors.append((fid, err))
-        file_rows.append((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, frame.num_rows, "ok", err))
-
-    files = lz.window_files(landing, window_start)
-    rel_dir = str(lz.window_dir(Path(), window_start))  # what Path.relative_to(landing) gives, without its cost
-    ids = {f.path: file_id_of(os.path.join(rel_dir, f.path.name)) for f in files}
-    parquet = [f for f in files if f.fmt == "parquet"]
-    typed = _typed_parquet(con, parquet)
-    bulk, csvs = [], []
-    for f in files:
-        fid = ids[f.path]
-        if f.fmt == "csv":
-            csvs.append((f, fid))
-            continue
-        if f.fmt == "parquet":
-            if typed is None:  # some footer is unreadable: find it (and the typed ones) file by file
-                try:
-                    is_typed = _typed_schema(pq.read_schema(f.path))
-                except Exception as exc:  # no valid footer: truncated or not Parquet
-                    reject(f, fid, exc)
-                    continue
-            else:
-                is_typed = typed.get(str(f.path), False)
-            if is_typed:
-                bulk.append((f, fid))
-                continue
-        read_one(f, fid)
-    together, read, csvs = _csv_together(csvs)
-    if together is not None:
-        text.append(together)
-        file_rows.extend((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, n, "ok", None)
-                         for f, fid, n in read)
-    for f, fid in csvs:
-        read_one(f, fid)
-    bulk_rows = [(fid, window_start, str(f.path), f.source, f.arrived_at, f.size, None, "ok", None) for f, fid in bulk]
-    # Files rejected on an earlier run of this window stay on record.
-    seen = {r[0] for r in file_rows} | {fid for _, fid in bulk}
-    for f, err in lz.rejected_files(rejected, window_start):
-        fid = file_id(f.path, rejected)
-        if fid not in seen:
-            file_rows.append((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, None, "rejected", err))
+    w = _gather(con, landing, rejected, window_start)
+    text, file_rows, file_errors, bulk = w.text, w.file_rows, w.file_errors, w.bulk
+    bulk_rows = w.bulk_rows()
 
     con.register("file_errors", pa.table({"file_id": pa.array([e[0] for e in file_errors], pa.int64()),
                                           "error": pa.array([e[1] for e in file_errors], pa.string())}))
@@ -430,7 +452,7 @@ def ingest_window(
                     raise
                 # A file with a valid footer but broken pages spoils the bulk scan: take them one by one.
                 for f, fid in bulk:
-                    read_one(f, fid)
+                    w.read_one(f, fid)
                 bulk, bulk_rows = [], []
         try:
             con.execute("DELETE FROM telemetry.raw_readings WHERE ts >= ? AND ts < ?", [window_start, window_end])
@@ -501,8 +523,8 @@ def ingest_windows(
     con.execute("SET preserve_insertion_order = false")
     report = IngestReport()
     try:
-        for w in lz.windows(start, end):
-            report.windows.append(ingest_window(con, landing, rejected, w, now=now, **kw))
+        for ws in lz.windows(start, end):
+            report.windows.append(ingest_window(con, landing, rejected, ws, now=now, **kw))
     finally:
         con.execute("RESET preserve_insertion_order")
     return report

@@ -167,7 +167,7 @@ sensors_ext as (
 -- so that DuckDB need not materialise it).
 dup_slots as (
     select {{ ck }} as ck, count(*)::integer as n_copies
-    from ({{ gp_canonical_readings() }})
+    from ({{ gp_reading_slots() }})
     group by ck
     having count(*) > 1
 ),
