@@ -89,3 +89,35 @@ def test_fault_spec_parsing_names_unknown_settings():
     assert faults_from_string("gap_rate=0.5").gap_rate == 0.5
     with pytest.raises(ValueError, match="unknown fault setting 'gap'"):
         faults_from_string("gap=0.5")
+
+
+def test_windows_ingested_side_by_side_store_what_one_at_a_time_stores(world, registry, tmp_path):
+    """Backfills ingest windows on two cursors at once: same rows, quarantine and file records as one
+    window after the other, with every simulator fault in the data."""
+    import shutil
+    from datetime import timedelta
+
+    from gridpipeline.store import connect, ensure_schema
+    from gridpipeline.telemetry.ingest import ingest_windows
+
+    sim = ScadaSimulator(world, registry, tmp_path / "landing", faults=FaultConfig(), seed=3, export_interval_s=60)
+    end = W + timedelta(minutes=15)
+    sim.run(W, end)
+    shutil.copytree(tmp_path / "landing", tmp_path / "landing2")
+    out = {}
+    for workers, landing, rejected in ((1, "landing", "rejected"), (2, "landing2", "rejected2")):
+        with connect(tmp_path / f"s{workers}.duckdb") as con:
+            ensure_schema(con)
+            con.execute("INSERT INTO telemetry.sensors SELECT * FROM registry")
+            rep = ingest_windows(con, tmp_path / landing, tmp_path / rejected, W, end,
+                                 now=end + timedelta(minutes=30), workers=workers)
+            out[workers] = (
+                rep.summary(), [w.window_start for w in rep.windows],
+                con.execute("SELECT * FROM telemetry.raw_readings ORDER BY ALL").fetchall(),
+                con.execute("SELECT * EXCLUDE (file_path) FROM telemetry.quarantine ORDER BY ALL").fetchall(),
+                con.execute("SELECT * EXCLUDE (file_path) FROM telemetry.ingest_files ORDER BY ALL").fetchall(),
+            )
+    s1 = out[1][0]
+    assert s1["rows_quarantined"] > 0 and s1["rows_in"] == s1["rows_stored"] + s1["rows_quarantined"]
+    assert out[2][1] == [W, W + timedelta(minutes=5), W + timedelta(minutes=10)]
+    assert out[1] == out[2]
