@@ -1,14 +1,15 @@
 """Read a window's landing files, validate every row, store accepted rows and quarantine the rest.
 
 The unit of work is one 5-minute window (a partition); a backfill calls :func:`ingest_windows` over
-a range and each window is replaced as a whole, inside its own transaction, so a re-run replaces
-exactly its rows. Nothing is dropped silently: ``rows_in == rows_stored + rows_quarantined`` for the
+a range (two windows at a time, on their own cursors) and each window is replaced as a whole, inside
+its own transaction, so a re-run replaces exactly its rows. Nothing is dropped silently: ``rows_in == rows_stored + rows_quarantined`` for the
 readable files, and every unreadable file is moved to the rejected folder with an error record.
 
-Validation is one set-based DuckDB query over all of the window's rows, so it costs about as much as
-the append itself. Files whose columns already have the right types (the common case: Parquet
-exports) skip every cast; CSV and oddly typed files are read as text and cast with ``TRY_CAST``, so
-a bad value rejects its row and never the file.
+Validation is one set-based DuckDB query over all of the window's rows. Parquet files whose columns
+already have the right types (the common case) are scanned by DuckDB in bulk and skip every cast;
+a window's CSV exports are parsed together by Arrow, and they and oddly typed files are read as text
+and cast with ``TRY_CAST``, so a bad value rejects its row and never the file. Where the time goes:
+``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb

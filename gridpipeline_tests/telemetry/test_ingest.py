@@ -208,7 +208,7 @@ def _csv_files(tmp_path, bodies: dict[str, str]):
 
 
 def test_csv_files_read_together_match_file_by_file(tmp_path):
-    from gridpipeline.telemetry.ingest import _csv_together, _frame, _read, _TEXT_SCHEMA
+    from gridpipeline.telemetry.ingest import _TEXT_SCHEMA, _csv_together, _frame, _read
     files = _csv_files(tmp_path, {
         "A": '"sensor_id","ts","value","unit"\n1,"2026-11-20T10:00:00Z",20.1,"kV"\n2,"2026-11-20T10:00:00Z",,"MW"\n',
         "B": "sensor_id,ts,value,unit\nx,yesterday,n/a,kV\n",
