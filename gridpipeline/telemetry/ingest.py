@@ -417,11 +417,11 @@ def ingest_window(
     text, file_rows, file_errors, bulk = w.text, w.file_rows, w.file_errors, w.bulk
     bulk_rows = w.bulk_rows()
 
-    con.register("file_errors", pa.table({"file_id": pa.array([e[0] for e in file_errors], pa.int64()),
-                                          "error": pa.array([e[1] for e in file_errors], pa.string())}))
     params = {"now": now, "future_s": future_tolerance_s, "max_age_days": max_age_days}
     try:
-        while True:
+        while True:  # twice at most: the bulk scan, then (if it fails) every file read by Arrow
+            con.register("file_errors", pa.table({"file_id": pa.array([e[0] for e in file_errors], pa.int64()),
+                                                  "error": pa.array([e[1] for e in file_errors], pa.string())}))
             rows = file_rows + bulk_rows
             cols = list(zip(*rows)) if rows else [[]] * 9
             con.register("file_list", pa.table({
