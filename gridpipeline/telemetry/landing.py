@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 WINDOW = timedelta(minutes=5)
@@ -45,6 +45,9 @@ class LandingFile:
     size: int
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
 def _export_start(ts: str) -> datetime:
     """``YYYYMMDDTHHMMSS`` (matched by the name pattern) without strptime's per-call cost."""
     return datetime(int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]), int(ts[13:15]))
@@ -52,7 +55,7 @@ def _export_start(ts: str) -> datetime:
 
 def _landing_file(path: Path, name: str, st: os.stat_result) -> LandingFile:
     m = _NAME.match(name)
-    arrived = datetime(1970, 1, 1) + timedelta(microseconds=st.st_mtime_ns // 1000)
+    arrived = _EPOCH + timedelta(microseconds=(st.st_mtime_ns + 500) // 1000)  # nearest microsecond
     if not m:
         return LandingFile(path, None, None, path.suffix.lstrip(".").lower(), arrived, st.st_size)
     try:
@@ -124,7 +127,8 @@ def move_to_rejected(f: LandingFile, landing: Path, rejected: Path, error: str) 
     dest = rejected / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(f.path, dest)
-    os.utime(dest, ns=(int(f.arrived_at.replace(tzinfo=timezone.utc).timestamp() * 1e9),) * 2)
+    ns = (f.arrived_at - _EPOCH) // timedelta(microseconds=1) * 1000  # exact: reads back as the same arrival
+    os.utime(dest, ns=(ns, ns))
     dest.with_name(dest.name + ".error").write_text(error)
     return dest
 

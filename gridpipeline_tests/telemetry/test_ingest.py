@@ -124,8 +124,11 @@ def test_rerun_replaces_exactly_the_window(tmp_path):
             "SELECT (SELECT count(*) FROM telemetry.raw_readings), (SELECT count(*) FROM telemetry.quarantine),"
             " (SELECT count(*) FROM telemetry.ingest_files)").fetchone()
         after_first = counts()
+        files_first = con.execute("SELECT * FROM telemetry.ingest_files ORDER BY file_id").fetchall()
         second = ingest_windows(con, tmp_path / "landing", tmp_path / "rejected", W, W + lz.WINDOW, now=NOW).summary()
         assert counts() == after_first == (first["rows_stored"] + 1, first["rows_quarantined"], 4)
+        # The rejected file keeps its arrival time to the microsecond through the move.
+        assert con.execute("SELECT * FROM telemetry.ingest_files ORDER BY file_id").fetchall() == files_first
         # The corrupt file is no longer in the landing zone but is still on record.
         assert second["files_rejected"] == 1 and second["rows_stored"] == first["rows_stored"]
         dup = con.execute("SELECT count(*) FROM (SELECT sensor_id, ts, file_id FROM telemetry.raw_readings "
@@ -236,3 +239,82 @@ def test_csv_rows_that_do_not_add_up_fall_back_to_file_by_file(tmp_path):
     assert frame is None and read == [] and rest == files[:2]
     frame, read, rest = _csv_together([files[0], files[2]])
     assert frame is None and rest == [files[0], files[2]]
+
+
+def _one_window(tmp_path, **kw):
+    with connect(tmp_path / "s.duckdb") as con:
+        _db(con)
+        rep = ingest_windows(con, tmp_path / "landing", tmp_path / "rejected", W, W + lz.WINDOW, now=NOW, **kw)
+        q = con.execute("SELECT reason, ts FROM telemetry.quarantine ORDER BY ALL").fetchall()
+        stored = con.execute("SELECT sensor_id, file_id FROM telemetry.raw_readings ORDER BY ALL").fetchall()
+    return rep, q, stored
+
+
+def test_infinite_timestamps_are_too_new_or_too_old_not_missing(tmp_path):
+    d = lz.window_dir(tmp_path / "landing", W)
+    _write(d / lz.file_name("RTU_B", W, "csv"),
+           "sensor_id,ts,value,unit\n1,infinity,20.1,kV\n1,-infinity,20.1,kV\n", W + timedelta(seconds=40), "csv")
+    big = pa.table({"sensor_id": pa.array([1], pa.int32()), "value": [20.0], "unit": ["kV"],
+                    "ts": pa.array([2**63 - 1], pa.int64()).cast(pa.timestamp("us", tz="UTC"))})
+    _write(d / lz.file_name("RTU_A", W, "parquet"), big, W + timedelta(seconds=40))
+    rep, q, _ = _one_window(tmp_path)
+    assert rep.reasons == {"timestamp_in_future": 2, "timestamp_too_old": 1}
+    assert {ts for _, ts in q} == {"infinity", "-infinity"}
+
+
+def test_file_names_with_glob_characters_are_read_as_themselves(tmp_path):
+    """DuckDB expands patterns in a list of paths: a source called RTU_A* must not pull in RTU_A."""
+    d = lz.window_dir(tmp_path / "landing", W)
+    for i, src in enumerate(["RTU_A*", "RTU_A", "RTU_B", "RTU_[C]"]):
+        t = pa.table({"sensor_id": pa.array([i + 1], pa.int32()),
+                      "ts": pa.array([W + timedelta(seconds=30 * i)], pa.timestamp("ms", tz="UTC")),
+                      "value": [20.0 if i == 0 else 0.5], "unit": ["kV" if i == 0 else ["MW", "Mvar", "state"][i - 1]]})
+        _write(d / lz.file_name(src, W, "parquet"), t, W + timedelta(seconds=40))
+    rep, _, stored = _one_window(tmp_path)
+    s = rep.summary()
+    assert s["rows_in"] == s["rows_stored"] == 4 and s["files"] == 4
+    by_file = {}
+    for sensor, fid in stored:
+        by_file.setdefault(fid, []).append(sensor)
+    assert sorted(by_file.values()) == [[1], [2], [3], [4]]
+
+
+def test_database_settings_are_restored(tmp_path):
+    _landing(tmp_path)
+    with connect(tmp_path / "s.duckdb") as con:
+        _db(con)
+        # values ingestion changes and that differ from DuckDB's defaults, so that RESET would not do
+        con.execute("SET preserve_insertion_order = false")
+        con.execute("SET parquet_metadata_cache = false")
+        con.execute("SET TimeZone = 'America/New_York'")
+        before = con.execute("SELECT current_setting('preserve_insertion_order'), "
+                             "current_setting('parquet_metadata_cache'), current_setting('TimeZone')").fetchone()
+        ingest_windows(con, tmp_path / "landing", tmp_path / "rejected", W, W + 2 * lz.WINDOW, now=NOW)
+        after = con.execute("SELECT current_setting('preserve_insertion_order'), "
+                            "current_setting('parquet_metadata_cache'), current_setting('TimeZone')").fetchone()
+    assert after == before == (False, False, "America/New_York")
+
+
+def test_a_failing_window_stops_the_range_with_two_workers(tmp_path, monkeypatch):
+    import gridpipeline.telemetry.ingest as ing
+
+    real = ing.ingest_window
+    started = []
+
+    def flaky(con, landing, rejected, ws, **kw):
+        started.append(ws)
+        if ws == W + lz.WINDOW:
+            raise RuntimeError("disk full")
+        return real(con, landing, rejected, ws, **kw)
+
+    monkeypatch.setattr(ing, "ingest_window", flaky)
+    with connect(tmp_path / "s.duckdb") as con:
+        _db(con)
+        try:
+            ingest_windows(con, tmp_path / "landing", tmp_path / "rejected", W, W + 12 * lz.WINDOW, now=NOW, workers=2)
+        except RuntimeError as exc:
+            assert "disk full" in str(exc)
+        else:
+            raise AssertionError("the failure was swallowed")
+    # After the failure no new window starts; at most the one in flight on the other cursor finishes.
+    assert len(started) <= 3
