@@ -89,14 +89,17 @@ def build_landing_sensor(job, bootstrap_job, models_job=None):
             # Registry and seeds first; a later tick picks up the windows.
             yield RunRequest(run_key=f"bootstrap-{context.cursor or 'start'}", job_name=bootstrap_job.name)
             return
-        if models_job is not None and any(instance.get_latest_materialization_event(k) is None for k in FORECAST_MODELS):
+        first_models = models_job is not None and any(
+            instance.get_latest_materialization_event(k) is None for k in FORECAST_MODELS)
+        if first_models:
             # first forecast models, once, in their own run: the grid loop does not wait for them
             yield RunRequest(run_key="forecast-models-initial", job_name=models_job.name)
         cursor = json.loads(context.cursor) if context.cursor else {}
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         ready = ready_windows(s.landing, s.rejected, now, cursor, s.landing_grace_s)
         if not ready:
-            yield SkipReason("no closed window with new landing files")
+            if not first_models:  # a tick may yield run requests or a skip reason, never both
+                yield SkipReason("no closed window with new landing files")
             return
         keys = sorted(ready)
         if len(keys) >= RANGE_RUN_THRESHOLD:

@@ -105,5 +105,10 @@ def test_landing_sensor_requests_the_first_forecast_models(live):
 
     _, s, window, instance, defs = live
     sensor = next(x for x in defs.get_repository_def().sensor_defs if x.name == "landing_zone_sensor")
-    reqs = [r for r in sensor(build_sensor_context(instance=instance, definitions=defs)) if isinstance(r, RunRequest)]
-    assert any(r.job_name == "forecast_models_job" for r in reqs)
+    # evaluate_tick checks the tick as the daemon does (run requests or a skip reason, never both)
+    first = sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs))
+    assert all(isinstance(r, RunRequest) for r in first.run_requests)
+    assert any(r.job_name == "forecast_models_job" for r in first.run_requests)
+    # next tick, windows taken and models not trained yet: the models request again, and no skip reason
+    again = sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor))
+    assert [r.job_name for r in again.run_requests] == ["forecast_models_job"] and not again.skip_message
