@@ -347,10 +347,15 @@ class _Window:
     file_errors: list[tuple[int, str]] = field(default_factory=list)
     bulk: list[tuple[lz.LandingFile, int]] = field(default_factory=list)
 
+    def record(self, f: lz.LandingFile, fid: int, rows: int | None, status: str = "ok", error: str | None = None,
+               path: Path | None = None) -> tuple:
+        """The file's ``ingest_files`` row (``rows`` None: counted by the validation query)."""
+        return (fid, self.start, str(path or f.path), f.source, f.arrived_at, f.size, rows, status, error)
+
     def reject(self, f: lz.LandingFile, fid: int, exc: Exception) -> None:
         msg = f"{type(exc).__name__}: {exc}"[:500]
         dest = lz.move_to_rejected(f, self.landing, self.rejected, msg)
-        self.file_rows.append((fid, self.start, str(dest), f.source, f.arrived_at, f.size, None, "rejected", msg))
+        self.file_rows.append(self.record(f, fid, None, "rejected", msg, dest))
 
     def read_one(self, f: lz.LandingFile, fid: int) -> None:
         try:
@@ -361,10 +366,10 @@ class _Window:
         self.text.append(frame if not is_typed else frame.cast(_TYPED_SCHEMA).cast(_TEXT_SCHEMA))
         if err:
             self.file_errors.append((fid, err))
-        self.file_rows.append((fid, self.start, str(f.path), f.source, f.arrived_at, f.size, frame.num_rows, "ok", err))
+        self.file_rows.append(self.record(f, fid, frame.num_rows, error=err))
 
     def bulk_rows(self) -> list[tuple]:
-        return [(fid, self.start, str(f.path), f.source, f.arrived_at, f.size, None, "ok", None) for f, fid in self.bulk]
+        return [self.record(f, fid, None) for f, fid in self.bulk]
 
 
 def _gather(con: duckdb.DuckDBPyConnection, landing: Path, rejected: Path, window_start: datetime) -> _Window:
@@ -397,8 +402,7 @@ def _gather(con: duckdb.DuckDBPyConnection, landing: Path, rejected: Path, windo
     together, read, csvs = _csv_together(csvs)
     if together is not None:
         w.text.append(together)
-        w.file_rows.extend((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, n, "ok", None)
-                           for f, fid, n in read)
+        w.file_rows.extend(w.record(f, fid, n) for f, fid, n in read)
     for f, fid in csvs:
         w.read_one(f, fid)
     # Files rejected on an earlier run of this window stay on record.
@@ -406,7 +410,7 @@ def _gather(con: duckdb.DuckDBPyConnection, landing: Path, rejected: Path, windo
     for f, err in lz.rejected_files(rejected, window_start):
         fid = file_id(f.path, rejected)
         if fid not in seen:
-            w.file_rows.append((fid, window_start, str(f.path), f.source, f.arrived_at, f.size, None, "rejected", err))
+            w.file_rows.append(w.record(f, fid, None, "rejected", err))
     return w
 
 
