@@ -121,3 +121,29 @@ def test_windows_ingested_side_by_side_store_what_one_at_a_time_stores(world, re
     assert s1["rows_quarantined"] > 0 and s1["rows_in"] == s1["rows_stored"] + s1["rows_quarantined"]
     assert out[2][1] == [W, W + timedelta(minutes=5), W + timedelta(minutes=10)]
     assert out[1] == out[2]
+
+
+def test_read_only_pass_reads_every_row_ingest_counts(world, registry, tmp_path):
+    """The benchmark's read-only floor reads the same rows the ingest counts in, corrupt files included."""
+    import shutil
+    from datetime import timedelta
+
+    from gridpipeline.store import connect, ensure_schema
+    from gridpipeline.telemetry.ingest import ingest_windows, read_windows
+
+    sim = ScadaSimulator(world, registry, tmp_path / "landing", faults=FaultConfig(corrupt_rate=0.2), seed=5,
+                         export_interval_s=60)
+    end = W + timedelta(minutes=10)
+    sim.run(W, end)
+    shutil.copytree(tmp_path / "landing", tmp_path / "landing2")
+    with connect(tmp_path / "s.duckdb") as con:
+        ensure_schema(con)
+        con.execute("INSERT INTO telemetry.sensors SELECT * FROM registry")
+        read_first = read_windows(con, tmp_path / "landing2", tmp_path / "rejected2", W, end)
+        rep = ingest_windows(con, tmp_path / "landing", tmp_path / "rejected", W, end, now=end + timedelta(minutes=30))
+        read_after = read_windows(con, tmp_path / "landing", tmp_path / "rejected", W, end)
+        assert con.execute("SELECT count(*) FROM telemetry.raw_readings").fetchone()[0] == rep.summary()["rows_stored"]
+    assert rep.summary()["files_rejected"] > 0
+    assert read_first == read_after == rep.summary()["rows_in"] > 0
+    assert sorted(p.name for p in (tmp_path / "rejected2").rglob("*") if p.is_file()) == \
+        sorted(p.name for p in (tmp_path / "rejected").rglob("*") if p.is_file())
