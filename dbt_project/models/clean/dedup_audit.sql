@@ -35,6 +35,9 @@ copies as (
         ) as c
     from {{ ref('stg_readings') }} as r
     join duplicated as d on d.sensor_id = r.sensor_id and d.slot_us = r.slot_us
+    -- implied by the join; as a semi-join it drops the readings of sensors without duplicates before
+    -- the wide join (0.040 -> 0.031 s on the 1M readings of `bench ingest`)
+    where r.sensor_id in (select sensor_id from duplicated)
     group by r.sensor_id, r.slot_us
 )
 
