@@ -11,7 +11,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,11 @@ class Settings(BaseSettings):
     duckdb_path: Path | None = Field(default=None, description="The analytic store (DuckDB file).")
     landing_dir: Path | None = Field(default=None, description="Where historian exports land.")
     rejected_dir: Path | None = Field(default=None, description="Unreadable landing files are moved here.")
+    archive_dir: Path | None = Field(default=None, description="Historian archive (landing layout) imported as history.")
     truth_path: Path | None = Field(default=None, description="Simulator ground truth (its own DuckDB).")
+    weather_dir: Path | None = Field(default=None, validate_default=True,
+                                     description="The weather provider's drop folder (NWP runs and station "
+                                     "observations); default <home>/weather.")
     data_dir: Path = Field(default=PROJECT_ROOT / "data", description="Redistributable sample world.")
     world: str = Field(default="sample", description="Which grid world to run: 'sample' or 'scale'.")
 
@@ -42,16 +46,25 @@ class Settings(BaseSettings):
     landing_grace_s: int = Field(default=20, ge=0, description="Wait after a window closes before ingesting.")
     v_min_pu: float = Field(default=0.95, gt=0, description="Lower voltage limit (pu) for checks and bottlenecks.")
     v_max_pu: float = Field(default=1.05, gt=0, description="Upper voltage limit (pu) for checks and bottlenecks.")
+    loading_limit_percent: float = Field(default=100.0, gt=0, description="Branch loading (%) counted as an overload (checks, N-1).")
     loading_warn_percent: float = Field(default=80.0, gt=0, description="Branch loading (%) listed as a bottleneck.")
     snapshot_grace_s: int = Field(default=10, ge=0, description="Wait for missing RTUs before estimating a snapshot.")
     weather_source: str = Field(default="file", pattern="^(file|open_meteo)$",
-                                description="Weather forecasts: 'file' (the world's weather) or 'open_meteo'.")
+                                description="Weather forecasts: 'file' (NWP runs dropped into GRIDPIPELINE_WEATHER_DIR "
+                                "by the weather provider) or 'open_meteo' (an Open-Meteo-style HTTP API).")
+    site_latitude: float = Field(default=36.1, ge=-90, le=90,
+                                 description="Latitude of the grid's weather point (solar position, weather API).")
+    site_longitude: float = Field(default=-79.95, ge=-180, le=180,
+                                  description="Longitude of the grid's weather point.")
+    network_path: Path | None = Field(default=None, description="The network model export (pandapower JSON); default: "
+                                      "the sample world's data/sample_grid/network.json, or the scale world's cache.")
     weather_url: str = Field(default="https://api.open-meteo.com", description="Base URL of the Open-Meteo-style API.")
     weather_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one weather API request.")
     weather_retries: int = Field(default=3, ge=0, description="Retries of a failed weather API request.")
     forecast_tz: str = Field(default="America/New_York", description="Local time zone of the grid (calendar, DST).")
     forecast_country: str = Field(default="US", description="Public holidays (holidays package country code).")
-    forecast_train_days: int = Field(default=28, ge=9, description="Days of history the nightly demand model learns from.")
+    forecast_train_days: int = Field(default=365, ge=9, description="Days of history the weekly demand model learns from "
+                                     "(a young deployment learns from what it has).")
     forecast_mape_warn: float = Field(default=5.0, gt=0, description="Rolling 24 h MAPE (%) above which accuracy warns.")
     forecast_mape_fail: float = Field(default=10.0, gt=0, description="Rolling 24 h MAPE (%) above which accuracy fails.")
     forecast_degraded_mape: float = Field(default=8.0, gt=0, description="A model this bad (rolling MAPE %) hands over to the next in the chain.")
@@ -74,6 +87,15 @@ class Settings(BaseSettings):
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
+    @field_validator("weather_dir", mode="after")
+    @classmethod
+    def _weather_dir(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        """Resolved here rather than in a property: the simulator and the weather source both pass it on."""
+        home = info.data.get("home")
+        if v is None:
+            return home / "weather" if home is not None else None
+        return v.expanduser().resolve()
+
     # Derived paths: explicit setting wins, otherwise a place under home.
     @property
     def db_path(self) -> Path:
@@ -84,8 +106,22 @@ class Settings(BaseSettings):
         return (self.landing_dir or self.home / "landing").expanduser().resolve()
 
     @property
+    def archive(self) -> Path:
+        """The historian archive: past exports in the landing layout, imported as history."""
+        return (self.archive_dir or self.home / "archive").expanduser().resolve()
+
+    @property
     def rejected(self) -> Path:
         return (self.rejected_dir or self.home / "rejected").expanduser().resolve()
+
+    @property
+    def network(self) -> Path:
+        """The network model the pipeline reads (a utility's GIS export; here the world's published file)."""
+        if self.network_path is not None:
+            return self.network_path.expanduser().resolve()
+        if self.world == "sample":
+            return self.data_dir / "sample_grid" / "network.json"
+        return self.home / "worlds" / self.world / "network.json"
 
     @property
     def truth(self) -> Path:
@@ -97,6 +133,8 @@ class Settings(BaseSettings):
             ("GRIDPIPELINE_HOME", self.home),
             ("GRIDPIPELINE_LANDING_DIR", self.landing),
             ("GRIDPIPELINE_REJECTED_DIR", self.rejected),
+            ("GRIDPIPELINE_ARCHIVE_DIR", self.archive),
+            ("GRIDPIPELINE_WEATHER_DIR", self.weather_dir),
             ("GRIDPIPELINE_DUCKDB_PATH", self.db_path.parent),
         ):
             try:

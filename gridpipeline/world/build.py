@@ -9,7 +9,7 @@
   2016 (35,136 steps), one float32 column per ``<table>/<type>/<field>`` plus an integer ``step``;
 * ``weather.parquet`` pvlib's bundled TMY3 file for Greensboro NC, interpolated to the same 366-day,
   15-minute axis, in UTC;
-* ``world.json``     metadata: location, clocks, storage placement, versions, file sizes.
+* ``world.json``     metadata: location, local time zone, storage placement, versions, file sizes.
 
 ``build_world_files(spec, out_dir)`` does the network and profile part for any world spec; the scale
 world (``1-MVLV-urban-all-0-sw``) is built with it on demand into a cache folder (see ``model.py``).
@@ -50,6 +50,9 @@ N_STEPS = 366 * 24 * 60 // STEP_MINUTES  # 35,136: the SimBench year 2016 is a l
 
 #: pvlib ships this TMY3 file (Greensboro Piedmont Triad Int'l, NC, USAF 723170).
 TMY3_FILE = "723170TYA.CSV"
+#: The world's local civil calendar (the TMY3 station's zone, with daylight saving time): the
+#: profiles are read on its wall clock (see ``model.py``). Worlds whose world.json names none use it.
+DEFAULT_TIMEZONE = "America/New_York"
 
 #: Load profile fields and the net column each multiplies.
 LOAD_FIELDS = {"pload": "p_mw", "qload": "q_mvar"}
@@ -423,7 +426,7 @@ def build_world_files(
         "step_minutes": STEP_MINUTES,
         "n_steps": N_STEPS,
         "location": location,
-        "profile_clock_utc_offset_h": location["utc_offset_h"],
+        "timezone": location.get("timezone", DEFAULT_TIMEZONE),
         "storage": {"buses": storage_buses, "p_mw": spec.storage_p_mw, "e_mwh": spec.storage_e_mwh},
         "counts": {
             t: len(net[t]) for t in ("bus", "line", "trafo", "switch", "load", "sgen", "storage", "ext_grid")

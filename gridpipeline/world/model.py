@@ -3,13 +3,21 @@
 A *world* is a pandapower network plus SimBench's relative profiles for the profile year 2016 and the
 TMY3 weather of its location (Greensboro NC, see ``data/README.md``).
 
-Clocks
-    The profiles are on the world's *profile clock*: local standard time (UTC-5 for the sample,
-    ``world.meta["profile_clock_utc_offset_h"]``, no daylight saving). A UTC instant is moved to that
-    clock, then mapped onto the profile year by month, day and time of day (Feb 29 exists in 2016,
-    so every date of every year has a place; non-leap years skip Feb 29). Between 15-minute points
-    the profiles are interpolated linearly, wrapping from Dec 31 23:45 to Jan 1 00:00.
-    Weather is stored on the same 2016 axis in UTC and mapped the same way (without the offset).
+Calendar
+    The world lives on a local civil calendar, ``world.meta["timezone"]`` (``America/New_York`` for
+    the sample, and for worlds whose ``world.json`` names none), with daylight saving time: people
+    switch on their lights by the wall clock, and the pipeline's forecast calendar is the same zone.
+    A UTC instant is converted to local wall-clock time, then mapped onto the 2016 profile axis by a
+    *weekday-aligned* day of year: the 2016 day nearest the same day of year that falls on the same
+    weekday (a shift of -3..+3 days, constant within a calendar year, see :func:`profile_day`),
+    keeping the time of day. So a Friday gets a Friday's shape and 17:00 local is 17:00 on the
+    profile all year round. Between 15-minute points the profiles are interpolated linearly,
+    wrapping from Dec 31 23:45 to Jan 1 00:00. The mapping is a function of the instant alone, so
+    values never depend on which other instants are asked for. In the repeated fall-back hour the
+    wall clock shows the same times twice and the profiles repeat; the skipped spring-forward hour
+    is never read.
+    Weather is stored on the same 2016 axis in UTC (TMY3 is a sequence of real days, not a weekly
+    pattern) and is mapped by month, day and UTC time of day (:func:`year_position`).
 
 Load noise
     Every load gets a stationary AR(1)-like multiplicative noise (sigma 2 %, correlation time 2 min),
@@ -21,7 +29,7 @@ Load noise
 
 PV and wind
     Generators of SimBench types ``PV*``/``lv_RES`` (rooftop PV) follow the TMY3 weather through pvlib
-    (``forecast.renewables.pv_physics``: a 25° south-facing array), and ``Wind*`` through the E-82
+    (``common.renewables.pv_physics``: a 25° south-facing array), and ``Wind*`` through the E-82
     power curve at 100 m (10 m wind, power-law shear 1/7), as fractions of their rating. Other
     generators keep their SimBench profiles. So the weather the forecasts read is the weather the
     grid's generation follows.
@@ -39,17 +47,20 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from gridpipeline.common.zones import compute_zones
 from gridpipeline.world.build import (
+    DEFAULT_TIMEZONE,
     FORMAT_VERSION,
     N_STEPS,
+    PROFILE_YEAR,
     STEP_MINUTES,
     WORLD_SPECS,
     profile_column_for,
@@ -76,6 +87,10 @@ SCHEDULE_SHARE = 0.5
 
 # Days before each month in a leap year (the profile year 2016).
 _CUM_DAYS_LEAP = np.array([0, 31, 60, 91, 121, 152, 182, 213, 244, 274, 305, 335])
+#: Weekday (Monday = 0) of Jan 1 of the profile year: 2016-01-01 was a Friday.
+PROFILE_YEAR_JAN1_WEEKDAY = pd.Timestamp(PROFILE_YEAR, 1, 1).dayofweek
+_PROFILE_DAYS = N_STEPS * STEP_MINUTES // (24 * 60)  # 366
+_WEEKS_52 = 364  # whole weeks: moving a day by this keeps its weekday
 
 
 # ----------------------------------------------------------------------------------------------- types
@@ -132,11 +147,39 @@ def as_utc(times) -> pd.DatetimeIndex:
 
 
 def year_position(times: pd.DatetimeIndex, utc_offset_h: float = 0.0) -> np.ndarray:
-    """Fractional 15-minute step on the 2016 axis of each UTC instant, read on a clock UTC+offset."""
+    """Fractional 15-minute step on the 2016 axis of each UTC instant, read on a clock UTC+offset, by
+    month, day and time of day. The weather's mapping (UTC, offset 0); profiles use :func:`profile_position`."""
     local = as_utc(times).tz_convert(None) + pd.Timedelta(hours=float(utc_offset_h))
     sec = (local - local.normalize()).to_numpy().astype("timedelta64[ns]").astype(np.int64) / 1e9
     doy = _CUM_DAYS_LEAP[local.month.to_numpy() - 1] + local.day.to_numpy() - 1
     return (doy * 86400.0 + sec) / (STEP_MINUTES * 60.0)
+
+
+def profile_day(day_of_year: np.ndarray, weekday: np.ndarray) -> np.ndarray:
+    """The 0-based day of the profile year 2016 that stands in for local dates with 0-based
+    ``day_of_year`` and ``weekday`` (Monday = 0): the 2016 day nearest the same day of year that falls
+    on the same weekday, i.e. shifted by -3..+3 days.
+
+    Within one calendar year the day of year and the weekday advance together, so the shift is the
+    same for every day of the year and consecutive dates map to consecutive profile days. A shifted
+    day before Jan 1 or after Dec 31 2016 is moved by 52 weeks (364 days) back into the year, which
+    keeps its weekday and its place in the year's end-of-year holiday fortnight; wrapping by the
+    year's 366 days would not keep the weekday.
+    """
+    doy = np.asarray(day_of_year, dtype=np.int64)
+    shift = (np.asarray(weekday, dtype=np.int64) - PROFILE_YEAR_JAN1_WEEKDAY - doy + 3) % 7 - 3
+    d = doy + shift
+    return np.where(d < 0, d + _WEEKS_52, np.where(d >= _PROFILE_DAYS, d - _WEEKS_52, d))
+
+
+def profile_position(times, timezone: str = DEFAULT_TIMEZONE) -> np.ndarray:
+    """Fractional 15-minute step on the 2016 profile axis of each instant of ``times``: local
+    wall-clock time in ``timezone`` (with daylight saving), on the weekday-aligned profile day
+    (:func:`profile_day`)."""
+    wall = as_utc(times).tz_convert(timezone).tz_localize(None)
+    sec = (wall - wall.normalize()).to_numpy().astype("timedelta64[ns]").astype(np.int64) / 1e9
+    day = profile_day(wall.dayofyear.to_numpy() - 1, wall.dayofweek.to_numpy())
+    return (day * 86400.0 + sec) / (STEP_MINUTES * 60.0)
 
 
 def _interp_rows(matrix: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -227,63 +270,6 @@ def load_noise(ids: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
     return NOISE_SIGMA * (x[i0] * (1.0 - w) + x[i1] * w)
 
 
-# ----------------------------------------------------------------------------------------------- zones
-def compute_zones(net) -> pd.Series:
-    """Zone of every bus: connected components of the bus graph without transformers (switches closed).
-
-    * a component at >= 60 kV is ``HV`` (``HV_<k>`` if there are several);
-    * a component at 1-60 kV is split by SimBench feeder (``...Feeder<n>`` in ``bus.subnet``) into
-      ``MV_Feeder<n>``; its buses without a feeder tag (substation busbars) are ``MV_Substation``;
-      without feeder tags the whole component is ``MV``. Several MV components get ``MV<k>_...``;
-    * a component below 1 kV is named after its SimBench LV grid (``bus.subnet``, e.g. ``LV5.220``)
-      when all its buses share one, otherwise ``LV_<k>``.
-    Components are numbered by their smallest bus index, so names are deterministic.
-    """
-    import networkx as nx
-    import pandapower.topology as top
-
-    g = top.create_nxgraph(
-        net,
-        respect_switches=False,
-        include_trafos=False,
-        include_trafo3ws=False,
-        include_out_of_service=True,
-        multi=False,
-    )
-    g.add_nodes_from(int(b) for b in net.bus.index)
-    comps = sorted((sorted(int(b) for b in c) for c in nx.connected_components(g)), key=lambda c: c[0])
-    vn = net.bus.vn_kv
-    subnet = net.bus["subnet"].astype(object) if "subnet" in net.bus else pd.Series(None, index=net.bus.index)
-    levels = {"HV": [], "MV": [], "LV": []}
-    for c in comps:
-        v = float(vn.loc[c].max())
-        levels["HV" if v >= 60.0 else "MV" if v >= 1.0 else "LV"].append(c)
-    zone: dict[int, str] = {}
-    for k, c in enumerate(levels["HV"], start=1):
-        for b in c:
-            zone[b] = "HV" if len(levels["HV"]) == 1 else f"HV_{k}"
-    feeder_re = re.compile(r"Feeder(\d+)$")
-    for k, c in enumerate(levels["MV"], start=1):
-        prefix = "MV" if len(levels["MV"]) == 1 else f"MV{k}"
-        tags = {b: feeder_re.search(str(subnet.get(b) or "")) for b in c}
-        if not any(tags.values()):
-            for b in c:
-                zone[b] = prefix
-            continue
-        for b, m in tags.items():
-            zone[b] = f"{prefix}_Feeder{int(m.group(1))}" if m else f"{prefix}_Substation"
-    used: set[str] = set()
-    for k, c in enumerate(levels["LV"], start=1):
-        names = {str(s).split("_")[0] for s in subnet.loc[c] if isinstance(s, str) and s}
-        name = names.pop() if len(names) == 1 else None
-        if name is None or not name.startswith("LV") or name in used:
-            name = f"LV_{k}"
-        used.add(name)
-        for b in c:
-            zone[b] = name
-    return pd.Series(zone, name="zone").reindex(net.bus.index).astype(str)
-
-
 # ----------------------------------------------------------------------------------------------- world
 def _col(el: pd.DataFrame, name: str, default: float) -> np.ndarray:
     if name not in el:
@@ -335,7 +321,11 @@ class World:
         rating = _col(st, "max_p_mw", np.nan)
         rating = np.where(np.isfinite(rating) & (rating > 0), rating, _col(st, "sn_mva", 0.0))
         self._storage_rating = rating * _col(st, "scaling", 1.0)
-        self._offset_h = float(self.meta.get("profile_clock_utc_offset_h", 0.0))
+        self.timezone = str(self.meta.get("timezone") or DEFAULT_TIMEZONE)
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"world {self.name!r}: unknown time zone {self.timezone!r} in world.json") from exc
         self._longitude = float(self.meta.get("location", {}).get("longitude", 0.0))
         if self.weather is not None:
             self._weather_cols = [c for c in self.weather.columns if c not in ("step", "time_utc")]
@@ -359,7 +349,12 @@ class World:
     # -------------------------------------------------------------------------------------------------
     def profile_factors(self, times) -> np.ndarray:
         """Interpolated relative profiles at UTC ``times``: (n_times, n_profile_columns + 1)."""
-        return _interp_rows(self._prof, year_position(times, self._offset_h))
+        return _interp_rows(self._prof, profile_position(times, self.timezone))
+
+    def expected_load_p_mw(self, times) -> np.ndarray:
+        """Active power of every load (MW) at UTC ``times`` without the load noise: its profile times its
+        rating, (n_times, n_loads). Cheap enough for whole years (no noise filter)."""
+        return self.profile_factors(times)[:, self._load_p_col] * self._load_p[None, :]
 
     def storage_schedule(self, times) -> np.ndarray:
         """Default battery power (MW, > 0 charging) at UTC ``times``: (n_times, n_storage)."""
@@ -397,7 +392,7 @@ class World:
 
     def _weather_driven(self, t: pd.DatetimeIndex, sgen_f: np.ndarray) -> np.ndarray:
         """Output factors (of the rating) of PV and wind generators from the weather at ``t``."""
-        from gridpipeline.forecast.renewables import pv_physics, wind_physics
+        from gridpipeline.common.renewables import hub_wind_speed, pv_physics, wind_physics
 
         w = self.weather_at(t)
         loc = self.meta["location"]
@@ -407,8 +402,7 @@ class World:
                                   "wind_speed_10m": w["wind_speed"].to_numpy()}, index=t)
             out[:, self._pv_cols] = pv_physics(frame, loc["latitude"], loc["longitude"], 1.0).to_numpy()[:, None]
         if len(self._wind_cols):
-            hub = w["wind_speed"].to_numpy(dtype=float) * (100.0 / 10.0) ** (1 / 7)
-            out[:, self._wind_cols] = wind_physics(hub, 1.0)[:, None]
+            out[:, self._wind_cols] = wind_physics(hub_wind_speed(w["wind_speed"]), 1.0)[:, None]
         return out
 
     def weather_at(self, times) -> pd.DataFrame:

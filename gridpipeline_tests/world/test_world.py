@@ -15,7 +15,15 @@ import pytest
 from gridpipeline.settings import PROJECT_ROOT
 from gridpipeline.world import Injections, TruthEngine, load_world
 from gridpipeline.world import build as wb
-from gridpipeline.world.model import NOISE_SIGMA, as_utc, load_noise, sample_dir, year_position
+from gridpipeline.world.model import (
+    NOISE_SIGMA,
+    as_utc,
+    load_noise,
+    profile_day,
+    profile_position,
+    sample_dir,
+    year_position,
+)
 
 DATA = PROJECT_ROOT / "data"
 
@@ -70,7 +78,7 @@ def test_sample_files_exist_and_are_small():
     assert sum(sizes.values()) < 20e6
     meta = json.loads((d / "world.json").read_text())
     assert meta["simbench_code"] == "1-MVLV-semiurb-5.220-0-sw"
-    assert meta["profile_clock_utc_offset_h"] == -5.0
+    assert meta["timezone"] == "America/New_York" and "profile_clock_utc_offset_h" not in meta
 
 
 def test_sample_world_loads_fast_with_expected_sizes(world):
@@ -161,19 +169,22 @@ def test_load_noise_statistics():
 
 
 def test_2026_dates_map_onto_the_profile_year(world):
-    # 2026-03-01 05:00 UTC is Mar 1 00:00 local standard time (UTC-5): 2016 step 60 days * 96.
+    # 2026 began on a Thursday, 2016 on a Friday: every 2026 date maps to the 2016 day of year before
+    # it, which has its weekday. 2026-03-01 05:00 UTC is Sunday Mar 1 00:00 EST -> Sunday 2016-02-28.
     t = pd.DatetimeIndex(
         [
             "2026-03-01 05:00",
             "2026-03-01 05:07:30",
-            "2026-01-01 04:52:30",
-            "2028-02-29 05:00",
-            "2026-12-31 12:00",
+            "2026-01-01 04:52:30",  # Wed 2025-12-31 23:52:30 EST: 2025 shifts by -2 -> 2016-12-28 (Wed)
+            "2028-02-29 05:00",  # a Tuesday of a leap year -> Tue 2016-03-01 (shift +1)
+            "2026-12-31 12:00",  # Thu 07:00 EST -> Thu 2016-12-29
+            "2026-07-04 16:00",  # Sat 12:00 EDT -> Sat 2016-07-02
         ],
         tz="UTC",
     )
-    pos = year_position(t, -5.0)
-    assert np.allclose(pos, [5760, 5760.5, 35135.5, 59 * 96, 365 * 96 + 7 * 4])
+    pos = profile_position(t, "America/New_York")
+    expected = [58 * 96, 58 * 96 + 0.5, 362 * 96 + 95.5, 60 * 96, 363 * 96 + 28, 183 * 96 + 48]
+    assert np.allclose(pos, expected)
     inj = world.injections_at(t)
     prof = world.profiles
     net = world.net
@@ -182,19 +193,76 @@ def test_2026_dates_map_onto_the_profile_year(world):
     for j in (0, 17, 150, 217):
         col = prof[f"load/{net.load.profile.iloc[j]}/pload"].to_numpy(dtype=float)
         p_mw = net.load.p_mw.iloc[j]
-        assert base[0, j] == pytest.approx(col[5760] * p_mw, rel=1e-12)
-        assert base[1, j] == pytest.approx((col[5760] + col[5761]) / 2 * p_mw, rel=1e-12)
-        assert base[2, j] == pytest.approx((col[35135] + col[0]) / 2 * p_mw, rel=1e-12)  # wraps
-        assert base[3, j] == pytest.approx(col[59 * 96] * p_mw, rel=1e-12)  # Feb 29 of a leap year
-    # The same date and time of day in another year gives the same profile value (noise aside).
-    a = world.profile_factors(
-        pd.DatetimeIndex(["2016-07-04 17:00", "2026-07-04 17:00", "2031-07-04 17:00"], tz="UTC")
-    )
-    assert np.array_equal(a[0], a[1]) and np.array_equal(a[0], a[2])
+        assert base[0, j] == pytest.approx(col[58 * 96] * p_mw, rel=1e-12)
+        assert base[1, j] == pytest.approx((col[58 * 96] + col[58 * 96 + 1]) / 2 * p_mw, rel=1e-12)
+        assert base[2, j] == pytest.approx((col[362 * 96 + 95] + col[363 * 96]) / 2 * p_mw, rel=1e-12)
+        assert base[3, j] == pytest.approx(col[60 * 96] * p_mw, rel=1e-12)
+        assert base[5, j] == pytest.approx(col[183 * 96 + 48] * p_mw, rel=1e-12)
+    # The last quarter-hour of 2016 interpolates towards its first row (the axis wraps).
+    last = world.profile_factors(pd.DatetimeIndex(["2022-01-01 04:52:30"], tz="UTC"))  # Fri 23:52:30 EST
+    assert profile_position(pd.DatetimeIndex(["2022-01-01 04:52:30"], tz="UTC"))[0] == pytest.approx(364 * 96 + 95.5)
+    name = f"load/{net.load.profile.iloc[0]}/pload"
+    col = prof[name].to_numpy(dtype=float)
+    j = [c for c in prof.columns if c != "step"].index(name)
+    assert last[0, j] == pytest.approx((col[364 * 96 + 95] + col[364 * 96 + 96]) / 2)
     # Times given in another time zone are the same instants.
     t_ny = t.tz_convert("America/New_York")
     assert np.array_equal(world.injections_at(t_ny).load_p_mw, inj.load_p_mw)
     assert as_utc(t_ny).equals(t)
+    # The weather keeps its UTC month/day mapping.
+    assert np.allclose(year_position(t[:1], 0.0), [(31 + 29) * 96 + 20])
+
+
+def test_profile_days_keep_the_weekday_and_the_season():
+    days = pd.date_range("2019-01-01", "2032-12-31", freq="D")
+    d = profile_day(days.dayofyear.to_numpy() - 1, days.dayofweek.to_numpy())
+    on_2016 = pd.Timestamp("2016-01-01") + pd.to_timedelta(d, unit="D")
+    assert (on_2016.dayofweek == days.dayofweek).all()  # every date gets its own weekday's shape
+    assert d.min() >= 0 and d.max() <= 365
+    shift = d - (days.dayofyear.to_numpy() - 1)
+    wrapped = np.abs(shift) > 3  # moved by 52 weeks back into 2016: only in the first/last days of a year
+    assert (np.abs(shift[~wrapped]) <= 3).all()
+    assert wrapped.any() and (np.abs(np.abs(shift[wrapped]) - 364) <= 3).all()
+    assert (days[wrapped].dayofyear.isin([1, 2, 3]) | (days[wrapped].dayofyear >= 363)).all()
+    # The shift is one number per calendar year, so consecutive dates of a year are consecutive days.
+    per_year = pd.Series(shift[~wrapped]).groupby(days[~wrapped].year).nunique()
+    assert (per_year == 1).all()
+    friday = pd.Timestamp("2026-11-20")  # a Friday -> Friday 2016-11-18
+    assert profile_day(np.array([friday.dayofyear - 1]), np.array([friday.dayofweek]))[0] == 322
+
+
+def test_daylight_saving_time_moves_the_profiles_with_the_wall_clock(world):
+    t = pd.DatetimeIndex(
+        [
+            "2026-03-08 06:00",  # Sun 01:00 EST, the night clocks go forward
+            "2026-03-08 07:00",  # Sun 03:00 EDT: 02:00-03:00 does not exist
+            "2026-11-01 05:00",  # Sun 01:00 EDT, the night clocks go back
+            "2026-11-01 06:00",  # Sun 01:00 EST, the same wall-clock hour again
+            "2026-01-14 17:00",  # Wed 12:00 EST
+            "2026-07-15 16:00",  # Wed 12:00 EDT
+        ],
+        tz="UTC",
+    )
+    hour = (profile_position(t) % 96) / 4
+    assert np.allclose(hour, [1, 3, 1, 1, 12, 12])
+    f = world.profile_factors(t)
+    assert np.array_equal(f[2], f[3])  # the repeated hour repeats the profile
+    assert not np.array_equal(f[0], f[1])
+    # Noon local, winter and summer, is noon on the profile (13:00 EST would be the old fixed clock).
+    days = (profile_position(t[4:]) // 96).astype(int)
+    assert list(days) == [12, 194]  # Wed 2016-01-13 and Wed 2016-07-13
+
+
+@pytest.mark.parametrize("monday", ["2026-03-09", "2026-07-13", "2026-11-16"])
+def test_a_week_of_load_has_its_real_weekend(world, monday):
+    """The two days of least load are the real Saturday and Sunday, clearly below the working days
+    (SimBench's profiles have weekends); a month/day mapping put 2016's weekend on other 2026 days."""
+    local = pd.date_range(monday, periods=7 * 96, freq="15min", tz="America/New_York")
+    inj = world.injections_at(local)
+    total = pd.Series(inj.load_p_mw.sum(axis=1), index=local)
+    daily = total.groupby(local.dayofweek).mean()
+    assert set(daily.nsmallest(2).index) == {5, 6}
+    assert daily[[5, 6]].mean() < 0.93 * daily[[0, 1, 2, 3, 4]].mean()
 
 
 def test_weather_at(world):
@@ -345,3 +413,27 @@ def test_build_is_reproducible(world, simbench_net):
     weather, station = wb.weather_frame()
     assert station["latitude"] == 36.1 and station["tmy3_utc_offset_h"] == -5.0
     pd.testing.assert_frame_equal(weather, world.weather, check_dtype=False)
+
+
+def test_energy_registers_run_on_across_new_year(world, tmp_path):
+    """Years map onto the profile year differently (weekdays, leap days), so their energies differ;
+    the kWh registers must still run on smoothly at New Year instead of jumping by years of that
+    difference."""
+    from datetime import datetime, timedelta
+
+    from gridpipeline.telemetry.registry import build_registry
+    from gridpipeline.world.scada import ScadaSimulator
+
+    reg = build_registry(world.net, world.zones)
+    reg = pd.concat([reg[reg.kind == "energy"], reg[reg.kind == "v_mag"].head(1)])  # one fast sensor sets the step
+    sim = ScadaSimulator(world, reg, tmp_path / "landing")
+    e = (reg.kind == "energy").to_numpy()
+    first = datetime(2028, 12, 31, 23, 15)  # a leap year into a common year: the largest difference
+    values = np.vstack([sim.true_values(first + k * timedelta(minutes=15))[1][0, e] for k in range(4)])
+    steps = np.diff(values, axis=0)  # kWh per quarter-hour: 23:15-23:30, 23:30-23:45 (Dec 31), 23:45-00:00
+    big = steps[0] > 1.0  # loads of 4 kW and more, where rounding to 0.01 kWh does not matter
+    assert big.sum() > 50 and (steps >= 0).all()
+    # Over the New Year quarter-hour a register grows like over the one before: the old per-year
+    # base would have moved it by up to ~9 x 0.6 % of a year's energy, thousands of quarter-hours.
+    ratio = steps[2, big] / steps[1, big]
+    assert 0.5 < ratio.min() and ratio.max() < 2.0

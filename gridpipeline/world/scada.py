@@ -12,6 +12,11 @@ For every 5-minute window the simulator
 5. keeps the ground truth (noise-free values and a log of every injected fault) in its own DuckDB
    file, never in the pipeline's store.
 
+With a ``weather_dir`` it also runs the world's weather provider
+(:class:`~gridpipeline.world.weather_service.WeatherService`): station observations up to the
+simulated now and every NWP run available by then, so the pipeline's weather is only ever what a
+provider would have delivered at that time.
+
 Everything random is drawn from generators keyed by (seed, window, purpose), so a run is
 deterministic by seed and independent of how a period is chunked or whether it runs live.
 """
@@ -35,9 +40,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from gridpipeline.telemetry import landing as lz
+from gridpipeline.common import landing as lz
+from gridpipeline.world.weather_service import WeatherService
 
 EPOCH = datetime(2020, 1, 1)
+#: NWP runs are published from this long before a simulated period, so its first instant has a run.
+WEATHER_LOOKBACK = timedelta(days=1)
 ANALOG = ("v_mag", "p_inj", "q_inj", "p_branch", "q_branch", "i_branch", "frequency")
 # Units a misconfigured exporter sends instead of the canonical one, with the factor applied.
 WRONG_UNITS = {"MW": ("kW", 1e3), "Mvar": ("kvar", 1e3), "kV": ("V", 1e3), "A": ("kA", 1e-3), "kWh": ("MWh", 1e-3)}
@@ -119,6 +127,7 @@ class ScadaSimulator:
         export_interval_s: int = 30,
         truth_path: Path | None = None,
         switch_events: list[tuple[datetime, int, bool]] | None = None,
+        weather_dir: Path | None = None,
     ):
         from gridpipeline.world.powerflow import TruthEngine
 
@@ -130,12 +139,14 @@ class ScadaSimulator:
         self.export_s = export_interval_s
         self.truth_path = Path(truth_path) if truth_path else None
         self.switch_events = sorted(switch_events or [])
+        self.weather = WeatherService(world, weather_dir, seed) if weather_dir is not None else None
         self.engine = TruthEngine(world.net)
         self.step_s = int(np.gcd.reduce(self.reg.interval_s.to_numpy().astype(int)))
         if 300 % self.step_s or 300 % self.export_s or self.export_s % self.step_s:
             raise ValueError("sampling and export intervals must divide 300 s and each other")
         self.stats = SimulationStats()
         self._energy_cache: dict[int, np.ndarray] = {}
+        self._annual_cache: dict[int, np.ndarray] = {}
         self._soc_cache: dict[datetime, np.ndarray] = {}
         self._prepare_sources()
 
@@ -237,29 +248,46 @@ class ScadaSimulator:
         return out
 
     def _energy(self, times: pd.DatetimeIndex) -> np.ndarray:
-        """Cumulative kWh registers: whole profile years since 2020 plus this year's integral so far.
+        """Cumulative kWh registers: the energy of every whole year since 2020 plus this year's so far.
 
-        Every year replays the same profile year, so the register grows by the same annual energy
-        each year and never steps back at a year boundary."""
+        The world's calendar maps each year onto the profile year a little differently (weekdays,
+        leap days), so years differ in energy. A register therefore starts a year at the sum of the
+        earlier years' (noise-free) energies, and this year's integral, which includes the load noise,
+        is scaled to end exactly at this year's noise-free energy (a change of about 1e-5): the
+        register runs on continuously across New Year and never steps back."""
         naive = times.tz_convert("UTC").tz_localize(None)
         out = np.empty((len(times), len(self.world.net.load)))
         for year in np.unique(naive.year):
-            cum = self._year_energy(int(year))
+            year = int(year)
+            cum = self._year_energy(year)
+            total = self._annual_energy(year)
+            scale = np.divide(total, cum[-1], out=np.ones_like(total), where=cum[-1] > 0)
+            base = sum((self._annual_energy(y) for y in range(EPOCH.year, year)), np.zeros_like(total))
             sel = naive.year == year
             pos = (naive[sel] - pd.Timestamp(f"{year}-01-01")).total_seconds().to_numpy() / 900.0
             steps = np.arange(cum.shape[0])
             for j in range(cum.shape[1]):
-                out[sel, j] = (year - EPOCH.year) * cum[-1, j] + np.interp(pos, steps, cum[:, j])
+                out[sel, j] = base[j] + scale[j] * np.interp(pos, steps, cum[:, j])
         return np.round(out, 2)
 
+    @staticmethod
+    def _year_grid(year: int) -> pd.DatetimeIndex:
+        return pd.date_range(f"{year}-01-01", f"{year + 1}-01-01", freq="15min", tz="UTC")
+
     def _year_energy(self, year: int) -> np.ndarray:
-        """(steps+1, loads) cumulative kWh over ``year`` on the 15-minute profile grid."""
+        """(steps+1, loads) cumulative kWh over ``year`` on the 15-minute profile grid, load noise included."""
         if year not in self._energy_cache:
-            grid = pd.date_range(f"{year}-01-01", f"{year + 1}-01-01", freq="15min", tz="UTC")
-            p = self.world.injections_at(grid).load_p_mw * 1000.0  # kW
+            p = self.world.injections_at(self._year_grid(year)).load_p_mw * 1000.0  # kW
             self._energy_cache[year] = np.vstack(
                 [np.zeros((1, p.shape[1])), np.cumsum((p[1:] + p[:-1]) / 2 * 0.25, axis=0)])
         return self._energy_cache[year]
+
+    def _annual_energy(self, year: int) -> np.ndarray:
+        """kWh of every load over ``year`` without the load noise (trapezoids on the 15-minute grid)."""
+        if year not in self._annual_cache:
+            p = self.world.expected_load_p_mw(self._year_grid(year)) * 1000.0  # kW
+            self._annual_cache[year] = ((p[1:] + p[:-1]) / 2 * 0.25).sum(axis=0)
+        return self._annual_cache[year]
 
     # ------------------------------------------------------------------ faults
     def _measure(self, window: datetime, truth: np.ndarray, times: pd.DatetimeIndex, log: list) -> tuple[np.ndarray, np.ndarray]:
@@ -455,12 +483,12 @@ class ScadaSimulator:
         if self.truth_path is None:
             return
         ti, sj = np.nonzero(~np.isnan(truth))
-        readings = pa.table({
+        readings = pa.table({  # noqa: F841 - read by DuckDB by name
             "sensor_id": pa.array(self.reg.sensor_id.to_numpy()[sj].astype(np.int32)),
             "ts": pa.array(times.tz_convert("UTC").tz_localize(None).to_numpy()[ti].astype("datetime64[us]")),
             "true_value": pa.array(truth[ti, sj]),
         })
-        faults = pa.table({
+        faults = pa.table({  # noqa: F841 - read by DuckDB by name
             "kind": pa.array([r[0] for r in log], pa.string()),
             "source": pa.array([r[1] for r in log], pa.string()),
             "sensor_id": pa.array([r[2] for r in log], pa.int32()),
@@ -490,9 +518,19 @@ class ScadaSimulator:
             self._tcon = None
 
     # ------------------------------------------------------------------ drivers
+    def publish_weather(self, start: datetime, now: datetime) -> None:
+        """The weather provider's files as of ``now`` for a period that began at ``start``: observations
+        in ``[start, now)`` and every NWP run available at ``now`` from a day before ``start`` on."""
+        if self.weather is None:
+            return
+        self.weather.publish_observations(start, now)
+        self.weather.publish_forecasts(now, since=start - WEATHER_LOOKBACK)
+
     def run(self, start: datetime, end: datetime) -> SimulationStats:
-        """Simulate ``[start, end)`` as fast as possible (mtimes carry the simulated arrival)."""
+        """Simulate ``[start, end)`` as fast as possible (mtimes carry the simulated arrival), with the
+        weather provider's files as of ``end``."""
         t0 = time.perf_counter()
+        self.publish_weather(start, end)
         for w in lz.windows(start, end):
             for pf in self.simulate_window(w):
                 self.write(pf)
@@ -505,7 +543,8 @@ class ScadaSimulator:
                  until: datetime | None = None, on_window=None) -> SimulationStats:
         """Feed the landing zone on a simulated clock that starts at ``start`` and runs ``speed``
         times faster than real time until it has caught up with now, then in real time. A file
-        appears in the landing zone only once the clock passes its arrival time."""
+        appears in the landing zone only once the clock passes its arrival time; the weather
+        provider's files are brought up to the clock each time it passes a window start."""
         stop = stop or threading.Event()
         wall0 = time.monotonic()
         pending: list[_PendingFile] = []
@@ -518,10 +557,12 @@ class ScadaSimulator:
         while not stop.is_set():
             now = clock()
             if until is not None and now >= until and not pending:
+                self.publish_weather(start, until)
                 break
             while next_window <= now and (until is None or next_window < until):
                 for pf in self.simulate_window(next_window):
                     heapq.heappush(pending, pf)
+                self.publish_weather(start, next_window)
                 if on_window:
                     on_window(next_window)
                 next_window += lz.WINDOW

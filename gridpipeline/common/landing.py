@@ -7,6 +7,9 @@ Layout (UTC)::
 ``<YYYYMMDD>/<HHMM>`` is the 5-minute window the file's readings belong to (the partition), the
 timestamp in the name is the start of the export interval. A file's arrival time is its mtime.
 Writers create ``*.tmp`` and rename, so readers never see half a file.
+
+The layout is an interface both sides share, like a file format: the SCADA simulator of the world
+writes it, the pipeline's ingestion reads it.
 """
 
 from __future__ import annotations
