@@ -66,7 +66,7 @@ class _PeakRss:
 
 
 def _snapshot_setup(world, reg, work: Path, minutes: int = 5):
-    from gridpipeline.telemetry.simulator import FaultConfig, ScadaSimulator
+    from gridpipeline.world.scada import FaultConfig, ScadaSimulator
 
     sim = ScadaSimulator(world, reg, work / "landing", faults=FaultConfig.none(), seed=11, export_interval_s=60)
     sim.run(T0, T0 + timedelta(minutes=minutes))
@@ -126,10 +126,9 @@ def _pandapower_reference(world, reg, readings: pd.DataFrame) -> tuple[float, bo
 
 def run(reference_scale: bool = False, keep: bool = False, **_) -> dict:
     from gridpipeline.grid import store as gstore
-    from gridpipeline.grid.cycle import run_cycle
+    from gridpipeline.grid.cycle import measurements_from_snapshot, run_cycle
     from gridpipeline.grid.estimation import estimate_state
     from gridpipeline.grid.network import to_pgm
-    from gridpipeline.grid.cycle import measurements_from_snapshot
     from gridpipeline.store import connect, ensure_schema
     from gridpipeline.telemetry.ingest import ingest_windows
     from gridpipeline.telemetry.registry import PlacementPolicy, build_registry

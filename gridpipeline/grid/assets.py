@@ -1,18 +1,21 @@
 """Grid assets: thin wiring of the network model, the 30-second estimation loop and N-1 to DuckDB.
 
-* ``grid_model``: the world's network stored as a new version when it changes, with feeders,
-  islands and topologically critical elements.
+* ``grid_model``: the network model export stored as a new version when it changes, valid from the
+  time the operator says it took effect (run config ``valid_from``; the first version from the start
+  of the partitions), with feeders, islands and topologically critical elements.
 * ``grid_state`` / ``topology_events`` / ``grid_bottlenecks`` / ``n1_contingency``: one multi-asset,
   5-minute partitions, rows keyed by ``snapshot_ts``. A live run (tag ``gridpipeline/snapshot``, set by
   ``grid_state_sensor`` every 30 s) estimates that one snapshot from the landing zone; a run without
   the tag (backfill, UI) estimates every 30-second snapshot of the window from ``clean_telemetry``.
   ``n1_contingency`` is materialised at the first snapshot of each window (every 5 minutes), on every
-  topology event, and once per window in backfills.
+  topology event, and once per window in backfills. Each snapshot is estimated on the network version
+  valid at its time (a backfill of last month uses last month's network).
 """
 
 import time
 from datetime import datetime, timezone
 
+import duckdb as _duckdb
 import numpy as np
 import pandas as pd
 from dagster import (
@@ -24,6 +27,7 @@ from dagster import (
     AssetSpec,
     AutomationCondition,
     BackfillPolicy,
+    Config,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -31,10 +35,11 @@ from dagster import (
 )
 from dagster_duckdb import DuckDBResource
 
+from gridpipeline.base.partitions import START as PARTITIONS_START
+from gridpipeline.base.partitions import live_five_minute_partitions
+from gridpipeline.base.plots import md_table
 from gridpipeline.grid import store as gstore
-from gridpipeline.orchestration.partitions import live_five_minute_partitions
-from gridpipeline.orchestration.plots import md_table
-from gridpipeline.orchestration.resources import GridWorldResource
+from gridpipeline.sources.resources import NetworkModelResource, SettingsResource
 from gridpipeline.store import writer_lock
 
 GROUP = "grid"
@@ -48,36 +53,49 @@ def _utc(dt: datetime) -> datetime:
     return dt.astimezone(timezone.utc).replace(tzinfo=None) if dt.tzinfo else dt
 
 
+class GridModelConfig(Config):
+    """When the network took effect. Empty: the first version is valid from the start of the partitions
+    (the network the history was recorded on), a changed network from now."""
+
+    valid_from: str | None = None
+
+
 @asset(
     group_name=GROUP,
     pool="duckdb",
     deps=[AssetKey("sensor_registry")],
     automation_condition=AutomationCondition.on_missing(),
-    code_version="grid-model-v1",
+    code_version="grid-model-v2",
     description="The network model (buses, lines, transformers, switches, loads, generators, storage) stored in "
     "DuckDB and versioned by validity time (grid.model_versions), with its topology: feeders as radial trees "
     "from their substations, islands and topologically critical elements. Re-materialise after changing the "
-    "network: the 30-second loop picks up the new version without a restart.",
+    "network, with run config valid_from saying when the change took effect: the 30-second loop and backfills "
+    "use the version valid at each snapshot's time.",
 )
-def grid_model(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+def grid_model(context: AssetExecutionContext, config: GridModelConfig, duckdb: DuckDBResource,
+               settings: SettingsResource, network: NetworkModelResource):
     from gridpipeline.grid.topology import critical_elements, feeders, islands, tie_switches
 
-    w = world.load()
-    net = w.net
+    model = network.load()
+    net = model.net
     fd = feeders(net)
     crit = critical_elements(net)
     isl = islands(net)
     ties = tie_switches(net)
     extra = {"feeders": fd, "critical_elements": crit,
              "islands": isl.assign(buses=[list(map(int, b)) for b in isl.buses])}
-    with writer_lock(world.settings().db_path), duckdb.get_connection() as con:
-        version, created = gstore.save_model_version(con, net, datetime.utcnow(), f"world:{w.name}", extra)
+    with writer_lock(settings.get().db_path), duckdb.get_connection() as con:
+        gstore.ensure_grid_schema(con)
+        first = con.execute("SELECT count(*) FROM grid.model_versions").fetchone()[0] == 0
+        valid_from = _valid_from(config.valid_from, first)
+        version, created = gstore.save_model_version(con, net, valid_from, f"file:{model.path}", extra)
     top = crit.sort_values("load_mw_cut_off", ascending=False).head(10)
     md = ["| element | kind | buses cut off | load cut off (MW) |", "|---|---|---:|---:|"] + [
         f"| {r.element_type} {r.element_id} | {r.kind} | {r.buses_cut_off} | {r.load_mw_cut_off:.3f} |"
         for r in top.itertuples()]
     return MaterializeResult(metadata={
-        "version": version, "new_version": created, "world": w.name,
+        "version": version, "new_version": created, "valid_from": str(valid_from) if created else "unchanged",
+        "network": str(model.path), "sha256": model.sha256[:12],
         "buses": len(net.bus), "lines": len(net.line), "trafos": len(net.trafo), "switches": len(net.switch),
         "loads": len(net.load), "sgens": len(net.sgen), "storage": len(net.storage),
         "feeders": int(fd.feeder.nunique()) if len(fd) else 0, "islands": len(isl),
@@ -86,28 +104,44 @@ def grid_model(context: AssetExecutionContext, duckdb: DuckDBResource, world: Gr
     })
 
 
+def _valid_from(value: str | None, first: bool) -> datetime:
+    """The validity start of a new network version (UTC, naive): as configured, else the start of the
+    partitions for the first version and now for later ones."""
+    if value:
+        return _utc(datetime.fromisoformat(value))
+    if first:
+        return datetime.fromisoformat(PARTITIONS_START)
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
 # --------------------------------------------------------------------------- the 30-second loop
 class _ModelCache:
-    """Network, PGM model and a scratch copy per model version, kept for the life of the process."""
+    """Network, PGM model, load zones and a scratch copy per model version, kept for the life of the
+    process (a backfill crossing a network change holds both versions)."""
 
-    key: tuple | None = None
-    value: tuple | None = None
+    MAX_VERSIONS = 3
+    entries: dict[tuple[int, str], tuple] = {}
 
     @classmethod
-    def get(cls, con):
+    def at(cls, con, ts: datetime) -> tuple[tuple, str | None] | None:
+        """((version, net, pgm model, work net, load zones), note) for the version valid at ``ts``."""
         import copy
 
+        from gridpipeline.common.zones import compute_zones
         from gridpipeline.grid.network import to_pgm
 
-        cur = gstore.current_model(con)
-        if cur is None:
+        found = gstore.model_at(con, ts)
+        if found is None:
             return None
-        version, sha, js = cur
-        if cls.key != (version, sha):
+        version, sha, js, note = found
+        key = (version, sha)
+        if key not in cls.entries:
             net = gstore.net_from_json(js)
-            cls.value = (version, net, to_pgm(net), copy.deepcopy(net))
-            cls.key = (version, sha)
-        return cls.value
+            zones = compute_zones(net).reindex(net.load.bus).fillna("unzoned").astype(str).to_numpy()
+            if len(cls.entries) >= cls.MAX_VERSIONS:
+                cls.entries.pop(next(iter(cls.entries)))
+            cls.entries[key] = (version, net, to_pgm(net), copy.deepcopy(net), zones)
+        return cls.entries[key], note
 
 
 def _snapshots_for_run(context, con, settings, ws: datetime, we: datetime) -> list[tuple[datetime, str]]:
@@ -118,29 +152,16 @@ def _snapshots_for_run(context, con, settings, ws: datetime, we: datetime) -> li
         return [(datetime.fromisoformat(tag), "landing")]
     try:
         times = clean_snapshot_times(con, ws, we, STEP_S)
-    except Exception:  # clean_telemetry not built yet
+    except _duckdb.CatalogException as exc:
+        context.log.info(f"clean_telemetry not built yet ({exc}); reading the landing zone")
         times = []
     if times:
         return [(t, "clean_telemetry") for t in times]
     # not cleaned yet: whatever export intervals the landing zone holds for the window
-    from gridpipeline.telemetry import landing as lz
+    from gridpipeline.common import landing as lz
 
     starts = sorted({f.export_start for f in lz.window_files(settings.landing, ws) if f.export_start is not None})
     return [(t, "landing") for t in starts if ws <= t < we]
-
-
-def _pseudo(world_obj, ts: datetime) -> pd.DataFrame | None:
-    """Profile values (no noise) at ``ts`` as pseudo-measurements for unobservable areas."""
-    try:
-        inj = world_obj.injections_at(pd.DatetimeIndex([pd.Timestamp(ts, tz="UTC")]))
-    except Exception:
-        return None
-    parts = []
-    for table, idx, p, q in (("load", inj.load_index, inj.load_p_mw, inj.load_q_mvar),
-                             ("sgen", inj.sgen_index, inj.sgen_p_mw, inj.sgen_q_mvar),
-                             ("storage", inj.storage_index, inj.storage_p_mw, inj.storage_q_mvar)):
-        parts.append(pd.DataFrame({"element_type": table, "element_id": idx, "p_mw": p[0], "q_mvar": q[0]}))
-    return pd.concat(parts, ignore_index=True)
 
 
 @multi_asset(
@@ -168,7 +189,7 @@ def _pseudo(world_obj, ts: datetime) -> pd.DataFrame | None:
         AssetCheckSpec("voltage_within_limits", asset="grid_state",
                        description="Warns when an energised bus is outside the voltage band."),
         AssetCheckSpec("loading_within_limits", asset="grid_state",
-                       description="Warns when a branch is loaded above 100 %."),
+                       description="Warns when a branch is loaded above the loading limit (GRIDPIPELINE_LOADING_LIMIT_PERCENT, 100 %)."),
         AssetCheckSpec("residuals_consistent", asset="grid_state",
                        description="Warns when the chi-squared test still alarms after bad-data removal."),
     ],
@@ -177,33 +198,24 @@ def _pseudo(world_obj, ts: datetime) -> pd.DataFrame | None:
     pool="duckdb",
     can_subset=False,
 )
-def grid_state_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
-    from gridpipeline.grid.contingency import relief_injections, run_n1, run_n1_decomposed
+def grid_state_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource):
+    from gridpipeline.common.landing import floor_window
+    from gridpipeline.grid.contingency import assess_contingencies, n1_trigger
     from gridpipeline.grid.cycle import CycleConfig, run_cycle
-    from gridpipeline.telemetry.landing import floor_window
+    from gridpipeline.grid.pseudo import forecast_pseudo_injections, latest_forecast_at
     from gridpipeline.telemetry.snapshot import clean_snapshot, landing_snapshot
 
-    settings = world.settings()
+    s = settings.get()
     tw = context.partition_time_window
     ws, we = _utc(tw.start), _utc(tw.end)
-    cfg = CycleConfig(v_min=settings.v_min_pu, v_max=settings.v_max_pu, loading_threshold=settings.loading_warn_percent)
+    cfg = CycleConfig(v_min=s.v_min_pu, v_max=s.v_max_pu, loading_threshold=s.loading_warn_percent)
     live = bool(context.run.tags.get(SNAPSHOT_TAG))
-    n2 = settings.n2_list()
-    world_obj = None
-    results, n1_rows, timings = [], None, []
-    with writer_lock(settings.db_path), duckdb.get_connection() as con:
+    n2 = s.n2_list()
+    results, n1_rows, timings, notes = [], None, [], []
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
         gstore.ensure_grid_schema(con)
-        cached = _ModelCache.get(con)
-        if cached is None:
-            raise RuntimeError("no network model in the store: materialise grid_model first")
-        version, net, model, work_net = cached
-        known = [c for c in n2 if all(t in work_net and i in work_net[t].index for t, i in c)]
-        if len(known) < len(n2):
-            context.log.warning(f"N-2 cases with elements not in the network are skipped: "
-                                f"{[c for c in n2 if c not in known]}")
-        n2 = known
         registry = con.execute("SELECT * FROM telemetry.sensors").df()
-        snaps = _snapshots_for_run(context, con, settings, ws, we)
+        snaps = _snapshots_for_run(context, con, s, ws, we)
         n1_windows = {floor_window(r[0]) for r in con.execute(
             "SELECT DISTINCT snapshot_ts FROM grid.contingencies WHERE snapshot_ts >= ? AND snapshot_ts < ?",
             [ws, we]).fetchall()}
@@ -211,61 +223,60 @@ def grid_state_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, wor
             context.log.warning(f"no telemetry snapshot for window {ws:%Y-%m-%d %H:%M}; nothing estimated")
         for i, (ts, source) in enumerate(snaps):
             t0 = time.perf_counter()
+            found = _ModelCache.at(con, ts)
+            if found is None:
+                raise RuntimeError("no network model in the store: materialise grid_model first")
+            (version, net, model, work_net, load_zones), note = found
+            if note:
+                notes.append(note)
+                context.log.warning(note)
             if source == "landing":
-                readings, counts = landing_snapshot(settings.landing, ts, registry)
+                readings, _ = landing_snapshot(s.landing, ts, registry)
             else:
-                readings, counts = clean_snapshot(con, ts), {}
+                readings = clean_snapshot(con, ts)
             t_read = time.perf_counter() - t0
             prev = gstore.previous_switch_states(con, ts)
             last_good = gstore.last_good_state(con, ts)
-            if world_obj is None:
-                try:
-                    world_obj = world.load()
-                except Exception as exc:
-                    context.log.warning(f"profiles unavailable for pseudo-measurements: {exc}")
-                    world_obj = False
-            pseudo = _pseudo(world_obj, ts) if world_obj else None
+            zone_p50, gen_p50 = latest_forecast_at(con, ts)
+            pseudo = forecast_pseudo_injections(net, load_zones, zone_p50, gen_p50)
             res = run_cycle(net, model, registry, readings, ts, prev_switch_states=prev, last_good=last_good,
                             pseudo_injections=pseudo, config=cfg, work_net=work_net)
+            res.summary["pseudo_source"] = "forecast" if pseudo is not None else "nominal"
+            if note:
+                res.summary["message"] = "; ".join(m for m in (note, res.summary.get("message")) if m)
             t1 = time.perf_counter()
             gstore.write_cycle(con, res, ws, version, source, len(readings))
             t_write = time.perf_counter() - t1
             results.append(res)
             timings.append({"read_s": t_read, "write_s": t_write, **res.timings})
-            # N-1: on topology events; live, at the first snapshot of each window (every 5 minutes);
-            # in backfills at the last snapshot of each window
             w = floor_window(ts)
             last_in_window = i == len(snaps) - 1 or floor_window(snaps[i + 1][0]) != w
-            due = len(res.events) > 0 or (w not in n1_windows if live else last_in_window)
-            if due and res.summary["converged"]:
-                trigger = "topology_event" if len(res.events) else ("schedule" if live else "backfill")
+            trigger = n1_trigger(len(res.events), w in n1_windows, live, last_in_window, res.summary["converged"])
+            if trigger is not None:
+                known = [c for c in n2 if all(t in work_net and i_ in work_net[t].index for t, i_ in c)]
+                if len(known) < len(n2):
+                    context.log.warning(f"N-2 cases with elements not in the network are skipped: "
+                                        f"{[c for c in n2 if c not in known]}")
                 t2 = time.perf_counter()
-                # large grids: screened area by area, the severe head re-run on the whole grid
-                n1 = run_n1_decomposed if len(work_net.bus) > DECOMPOSE_ABOVE_BUSES else run_n1
-                table = n1(work_net, n2=n2, switch_closed=res.switch_states, restore_via_ties=True,
-                           loading_limit=100.0, v_min=cfg.v_min, v_max=cfg.v_max)
-                relief = []
-                severe = table[(table.n_overloads > 0) & table.converged].head(N1_RELIEF_TOP)
-                for r in severe.itertuples():
-                    rel = relief_injections(work_net, r.elements, switch_closed=res.switch_states)
-                    if len(rel):
-                        relief.append(rel.assign(contingency=r.contingency))
-                relief_df = pd.concat(relief, ignore_index=True) if relief else None
+                table, relief_df = assess_contingencies(work_net, res.switch_states, known, loading_limit=s.loading_limit_percent,
+                                                        v_min=cfg.v_min, v_max=cfg.v_max, relief_top=N1_RELIEF_TOP,
+                                                        decompose_above_buses=DECOMPOSE_ABOVE_BUSES)
                 gstore.write_contingencies(con, ts, table, relief_df, trigger)
                 n1_rows = (ts, table, relief_df, trigger, time.perf_counter() - t2)
                 n1_windows.add(w)
         latest = results[-1] if results else None
 
-    yield from _state_outputs(results, timings, latest, live)
+    yield from _state_outputs(results, timings, latest, live, notes)
     if n1_rows is not None:
         yield _n1_output(*n1_rows)
-    yield from _checks(results, cfg)
+    yield from _checks(results, cfg, s.loading_limit_percent)
 
 
-def _state_outputs(results, timings, latest, live):
+def _state_outputs(results, timings, latest, live, notes=()):
     n = len(results)
     s = latest.summary if latest else {}
     meta = {
+        "network_version_notes": "; ".join(sorted(set(notes))) or "every snapshot had a valid network version",
         "snapshots": n, "mode": "live (latest snapshot)" if live else "window (every snapshot)",
         "latest_snapshot": str(s.get("snapshot_ts")) if s else "none",
         "converged": sum(r.summary["converged"] for r in results),
@@ -278,6 +289,7 @@ def _state_outputs(results, timings, latest, live):
             "u_pu_min": _num(s.get("u_pu_min")), "u_pu_max": _num(s.get("u_pu_max")),
             "max_loading_percent": _num(s.get("max_loading_percent")),
             "measurements": s.get("n_measurements", 0), "pseudo_measurements": s.get("n_pseudo", 0),
+            "pseudo_from": s.get("pseudo_source", "nominal"),
             "bad_data_removed": s.get("n_bad_removed", 0),
             "estimation_seconds": _num(s.get("estimation_seconds")),
             "cycle_seconds": _num(max(t["cycle_s"] + t["read_s"] + t["write_s"] for t in timings)),
@@ -321,7 +333,13 @@ def _n1_output(ts, table, relief, trigger, seconds):
     })
 
 
-def _checks(results, cfg):
+def _checks(results, cfg, loading_limit: float = 100.0):
+    if not results:  # a check without data warns, and never passes
+        for name in ("estimate_converged", "voltage_within_limits", "loading_within_limits", "residuals_consistent"):
+            yield AssetCheckResult(asset_key="grid_state", check_name=name, passed=False,
+                                   severity=AssetCheckSeverity.WARN,
+                                   metadata={"detail": "no snapshot was estimated in this run"})
+        return
     bad = [r for r in results if not r.summary["converged"] or r.summary["fallback"]]
     yield AssetCheckResult(asset_key="grid_state", check_name="estimate_converged", passed=not bad,
                            severity=AssetCheckSeverity.ERROR,
@@ -330,14 +348,15 @@ def _checks(results, cfg):
                                                          for r in bad)[:2000] or "all converged"})
     lo = min((r.summary["u_pu_min"] for r in results if r.summary["u_pu_min"] is not None), default=None)
     hi = max((r.summary["u_pu_max"] for r in results if r.summary["u_pu_max"] is not None), default=None)
-    ok_v = (lo is None or lo >= cfg.v_min) and (hi is None or hi <= cfg.v_max)
+    # no voltage in any result: nothing was checked, so it warns
+    ok_v = lo is not None and hi is not None and lo >= cfg.v_min and hi <= cfg.v_max
     yield AssetCheckResult(asset_key="grid_state", check_name="voltage_within_limits", passed=ok_v,
                            severity=AssetCheckSeverity.WARN,
                            metadata={"u_pu_min": _num(lo), "u_pu_max": _num(hi), "band": f"[{cfg.v_min}, {cfg.v_max}]"})
     mx = max((r.summary["max_loading_percent"] for r in results if r.summary["max_loading_percent"] is not None), default=None)
     yield AssetCheckResult(asset_key="grid_state", check_name="loading_within_limits",
-                           passed=mx is None or mx <= 100.0, severity=AssetCheckSeverity.WARN,
-                           metadata={"max_loading_percent": _num(mx)})
+                           passed=mx is not None and mx <= loading_limit, severity=AssetCheckSeverity.WARN,
+                           metadata={"max_loading_percent": _num(mx), "limit_percent": loading_limit})
     alarms = [r for r in results if r.summary["J"] is not None and r.summary["chi2_threshold"] is not None
               and r.summary["J"] > r.summary["chi2_threshold"]]
     yield AssetCheckResult(asset_key="grid_state", check_name="residuals_consistent", passed=not alarms,

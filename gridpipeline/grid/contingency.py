@@ -20,13 +20,13 @@ from power_grid_model import CalculationMethod, ComponentType, PowerGridModel
 
 from gridpipeline.grid.network import PgmModel, has_voltage_controlled, sanitize_net, to_pgm
 from gridpipeline.grid.powerflow import (
-    _batch_loading,
-    _branch_index,
+    batch_loading,
     batch_update,
+    branch_index,
     injection_sensitivities,
 )
 
-__all__ = ["contingency_list", "relief_injections", "run_n1"]
+__all__ = ["assess_contingencies", "contingency_list", "n1_trigger", "relief_injections", "run_n1", "run_n1_decomposed"]
 
 _COMP = {"line": ComponentType.line, "trafo": ComponentType.transformer, "sgen": ComponentType.sym_gen,
          "load": ComponentType.sym_load, "storage": ComponentType.sym_load, "switch": ComponentType.link}
@@ -110,19 +110,23 @@ def run_n1(
     data = model.with_switch_states(switch_closed)
     cons = contingency_list(model, data, elements, n2) if contingencies is None else \
         [tuple((str(t), int(i)) for t, i in c) for c in contingencies]
+    # load lost is counted against the base case: a bus already dead before the outage (an area left
+    # open by the operator) is not lost by it
+    base = _run_batch(model, data, [[]], threading, tolerance, max_iterations) if cons else None
+    base_en = base["node_en"][0].astype(bool) if base is not None and 0 not in base["failed"] else None
     parts = []
     for s0 in range(0, len(cons), max(1, chunk_size)):
         c = cons[s0:s0 + chunk_size]
         scen = [_outage_changes(model, x) for x in c]
         res = _run_batch(model, data, scen, threading, tolerance, max_iterations)
-        part = pd.DataFrame(_summarise(model, data, c, res, loading_limit, v_min, v_max))
+        part = pd.DataFrame(_summarise(model, data, c, res, loading_limit, v_min, v_max, base_en))
         if restore_via_ties and len(part):
-            _restore(model, data, c, scen, res, part, threading, tolerance, max_iterations, loading_limit)
+            _restore(model, data, c, scen, res, part, threading, tolerance, max_iterations, loading_limit, base_en)
         parts.append(part)
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
         columns=["contingency", "elements", "converged", "max_loading_percent", "max_loading_element", "min_u_pu",
                  "max_u_pu", "n_overloads", "n_voltage_violations", "buses_lost", "load_lost_mw"])
-    df = _rank(df)
+    df = _rank(df, loading_limit, v_min, v_max)
     df.attrs["elapsed_s"] = time.perf_counter() - t0
     df.attrs["n_scenarios"] = len(cons)
     return df
@@ -143,14 +147,14 @@ def _run_batch(model, data, scen, threading, tolerance, max_iterations) -> dict:
                                 ComponentType.transformer: ["id", "i_from", "i_to"]})
     failed = set(pgm.batch_error.failed_scenarios.tolist()) if pgm.batch_error is not None else set()
     return {"node_u": out[ComponentType.node]["u_pu"], "node_en": out[ComponentType.node]["energized"],
-            "loading": _batch_loading(model, data, out), "failed": failed}
+            "loading": batch_loading(model, data, out), "failed": failed}
 
 
-def _summarise(model, data, cons, res, loading_limit, v_min, v_max) -> list[dict]:
+def _summarise(model, data, cons, res, loading_limit, v_min, v_max, base_en=None) -> list[dict]:
     node_ids = data[ComponentType.node]["id"]
     _, lnode, lp = _load_per_node(model, data)
     lnode_pos = np.searchsorted(node_ids, lnode)
-    br_index = _branch_index(model, data)
+    br_index = branch_index(model, data)
     rows = []
     for k, c in enumerate(cons):
         label = "+".join(f"{t}:{i}" for t, i in c)
@@ -163,7 +167,8 @@ def _summarise(model, data, cons, res, loading_limit, v_min, v_max) -> list[dict
         u = res["node_u"][k][en]
         ld = np.nan_to_num(res["loading"][k], nan=0.0)
         j = int(np.argmax(ld)) if len(ld) else -1
-        lost = ~en[lnode_pos]
+        dead = ~en if base_en is None else (~en & base_en)  # de-energised by this outage
+        lost = dead[lnode_pos]
         rows.append({
             "contingency": label, "elements": c, "converged": True,
             "max_loading_percent": float(ld[j]) if j >= 0 else 0.0,
@@ -171,16 +176,17 @@ def _summarise(model, data, cons, res, loading_limit, v_min, v_max) -> list[dict
             "min_u_pu": float(u.min()) if len(u) else np.nan, "max_u_pu": float(u.max()) if len(u) else np.nan,
             "n_overloads": int((ld > loading_limit).sum()),
             "n_voltage_violations": int(((u < v_min) | (u > v_max)).sum()),
-            "buses_lost": int((~en).sum()), "load_lost_mw": float(lp[lost].sum()),
+            "buses_lost": int(dead.sum()), "load_lost_mw": float(lp[lost].sum()),
         })
     return rows
 
 
-def _rank(df: pd.DataFrame) -> pd.DataFrame:
+def _rank(df: pd.DataFrame, loading_limit: float = 100.0, v_min: float = 0.95, v_max: float = 1.05) -> pd.DataFrame:
+    """Severity and rank against the configured limits (loading in %, voltages in p.u.)."""
     if not len(df):
         return df
-    over = (df.max_loading_percent.fillna(0) - 100.0).clip(lower=0)
-    vdev = np.maximum((0.95 - df.min_u_pu.fillna(1.0)).clip(lower=0), (df.max_u_pu.fillna(1.0) - 1.05).clip(lower=0))
+    over = (df.max_loading_percent.fillna(0) - loading_limit).clip(lower=0)
+    vdev = np.maximum((v_min - df.min_u_pu.fillna(1.0)).clip(lower=0), (df.max_u_pu.fillna(1.0) - v_max).clip(lower=0))
     # severity: divergence dominates, then lost load (MW x 100), then overload (%), then voltage (% of nominal)
     df["severity"] = (~df.converged).astype(float) * 1e6 + df.load_lost_mw.fillna(0) * 100.0 + over + vdev * 100.0
     df = df.sort_values(["severity", "max_loading_percent"], ascending=False, kind="stable").reset_index(drop=True)
@@ -209,7 +215,8 @@ def _tie_candidates(model: PgmModel, data: dict) -> list[tuple[int, tuple, int, 
     return out
 
 
-def _restore(model, data, cons, scen, res, df, threading, tolerance, max_iterations, loading_limit) -> None:
+def _restore(model, data, cons, scen, res, df, threading, tolerance, max_iterations, loading_limit,
+             base_en=None) -> None:
     ties = _tie_candidates(model, data)
     node_ids = data[ComponentType.node]["id"]
     _, lnode, lp = _load_per_node(model, data)
@@ -238,7 +245,8 @@ def _restore(model, data, cons, scen, res, df, threading, tolerance, max_iterati
         if j in tr["failed"]:
             continue
         en = tr["node_en"][j].astype(bool)
-        lost_after = float(lp[~en[lnode_pos]].sum())
+        dead = ~en if base_en is None else (~en & base_en)
+        lost_after = float(lp[dead[lnode_pos]].sum())
         restored = float(df.at[k, "load_lost_mw"]) - lost_after
         mx = float(np.nan_to_num(tr["loading"][j], nan=0.0).max()) if tr["loading"].shape[1] else 0.0
         # prefer more load restored, then no overload, then the lower loading
@@ -284,7 +292,7 @@ def relief_injections(
             "mw_to_limit", "target", "target_loading_percent"]
     if 0 in res["failed"]:
         return pd.DataFrame(columns=cols)
-    br_index = _branch_index(model, data)
+    br_index = branch_index(model, data)
     ld = np.nan_to_num(res["loading"][0], nan=0.0)
     if target is None:
         j = int(np.argmax(ld))
@@ -295,10 +303,10 @@ def relief_injections(
     comp = ComponentType.line if target[0] == "line" else ComponentType.transformer
     arr = data[comp]
     row = int(np.searchsorted(arr["id"], model.ids[target[0]][target[1]]))
-    from gridpipeline.grid.powerflow import _candidate_injections
+    from gridpipeline.grid.powerflow import candidate_injections
 
     # candidates: near the target, among what is still energised under the outage
-    cand = _candidate_injections(model, data, [int(arr["from_node"][row]), int(arr["to_node"][row])], max_candidates * 3)
+    cand = candidate_injections(model, data, [int(arr["from_node"][row]), int(arr["to_node"][row])], max_candidates * 3)
     cand = [c for c in cand if model.id_table[c] in ("load", "sgen", "storage")][:max_candidates]
     if not cand:
         return pd.DataFrame(columns=cols)
@@ -339,7 +347,7 @@ def lv_areas(net, switch_closed=None, lv_kv: float = 1.0) -> pd.Series:
 
     An LV area is a set of LV buses connected by lines or switches, closed or open (so that an area
     contains its own tie switches), and fed from MV through its transformer(s)."""
-    from gridpipeline.grid.topology import _components, connections
+    from gridpipeline.grid.topology import bus_components, connections
 
     conns = connections(net, switch_closed, include_open=True)
     lv = net.bus.vn_kv.astype(float) < lv_kv
@@ -347,7 +355,7 @@ def lv_areas(net, switch_closed=None, lv_kv: float = 1.0) -> pd.Series:
     buses = net.bus.index[lv].to_numpy().astype(np.int64)
     labels = pd.Series(-1, index=net.bus.index, dtype=np.int64)
     if len(buses):
-        labels[buses] = _components(buses, e.u.to_numpy(), e.v.to_numpy())
+        labels[buses] = bus_components(buses, e.u.to_numpy(), e.v.to_numpy())
     return labels
 
 
@@ -502,7 +510,7 @@ def run_n1_decomposed(
     df = pd.concat([p for p in parts if len(p)], ignore_index=True) if parts else pd.DataFrame()
     if len(df):
         df["method"] = np.where(df.elements.map(lambda e: len(e) > 1 or area_of.get(e[0], -1) < 0), "whole_grid", "area")
-    df = _rank(df)
+    df = _rank(df, loading_limit, v_min, v_max)
     verified = 0
     if len(df) and (verify_top > 0 or verify_max > 0):
         area_rows = df[df.method == "area"]
@@ -515,7 +523,7 @@ def run_n1_decomposed(
             exact = exact.drop(columns=["severity", "rank"], errors="ignore").assign(method="whole_grid")
             df = pd.concat([df[~df.contingency.isin(set(exact.contingency))].drop(columns=["severity", "rank"]), exact],
                            ignore_index=True)
-            df = _rank(df)
+            df = _rank(df, loading_limit, v_min, v_max)
             verified = len(exact)
     df = df.drop(columns=["_new_violation"], errors="ignore")
     df.attrs["elapsed_s"] = time.perf_counter() - t0
@@ -524,3 +532,42 @@ def run_n1_decomposed(
     df.attrs["global_scenarios"] = len(global_cons)
     df.attrs["verified_whole_grid"] = verified
     return df
+
+
+# ------------------------------------------------------------------------------- scheduling
+def n1_trigger(n_events: int, window_has_n1: bool, live: bool, last_in_window: bool, converged: bool) -> str | None:
+    """Why N-1 runs after this snapshot's estimate, or None when it does not.
+
+    A topology event always triggers it (the grid the last screening saw is gone). Otherwise the live
+    loop screens once per 5-minute window (the first snapshot of a window without one), and a
+    backfill screens the last snapshot of each window. Never on a state that did not converge: a
+    contingency analysis around a fallback state would rank fiction."""
+    if not converged:
+        return None
+    if n_events > 0:
+        return "topology_event"
+    if live:
+        return None if window_has_n1 else "schedule"
+    return "backfill" if last_in_window else None
+
+
+def assess_contingencies(work_net, switch_closed, n2: list[tuple] | None = None, *, loading_limit: float = 100.0,
+                         v_min: float = 0.95, v_max: float = 1.05, relief_top: int = 5,
+                         decompose_above_buses: int = 2000) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """N-1 (plus ``n2``) on the estimated grid, and relieving injections for the worst cases.
+
+    Large grids are screened area by area with the severe head re-run on the whole grid
+    (:func:`run_n1_decomposed`); small ones run as one batch. For the ``relief_top`` most severe
+    converged contingencies with an overload, :func:`relief_injections` says which injections relieve
+    the worst branch. Returns (contingency table, relief rows with a ``contingency`` column or None)."""
+    n1 = run_n1_decomposed if len(work_net.bus) > decompose_above_buses else run_n1
+    table = n1(work_net, n2=n2, switch_closed=switch_closed, restore_via_ties=True,
+               loading_limit=loading_limit, v_min=v_min, v_max=v_max)
+    relief = []
+    if len(table):
+        severe = table[(table.n_overloads > 0) & table.converged.astype(bool)].head(relief_top)
+        for r in severe.itertuples():
+            rel = relief_injections(work_net, r.elements, switch_closed=switch_closed)
+            if len(rel):
+                relief.append(rel.assign(contingency=r.contingency))
+    return table, (pd.concat(relief, ignore_index=True) if relief else None)

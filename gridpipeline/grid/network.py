@@ -488,7 +488,7 @@ class PgmModel:
         return data
 
 
-def _closed_series(net_switch: pd.DataFrame, override: Mapping | pd.Series | None) -> pd.Series:
+def closed_series(net_switch: pd.DataFrame, override: Mapping | pd.Series | None) -> pd.Series:
     closed = net_switch["closed"].astype(bool).copy() if len(net_switch) else pd.Series(dtype=bool)
     if override is None:
         return closed
@@ -513,7 +513,7 @@ def _branch_statuses(model: PgmModel, switch_closed) -> dict:
         fs[:] = model._base_status[comp][0]
         ts[:] = model._base_status[comp][1]
     if len(sm):
-        closed = _closed_series(sm.rename(columns={"closed_default": "closed"}), switch_closed)
+        closed = closed_series(sm.rename(columns={"closed_default": "closed"}), switch_closed)
         for comp in base:
             sub = sm[sm.component == comp.value]
             if not len(sub):

@@ -145,10 +145,10 @@ def _run_pandapower(net, switch_closed, tolerance, max_iterations, dead, t0, why
 
     saved = None
     if switch_closed is not None and len(net.switch):
-        from gridpipeline.grid.network import _closed_series
+        from gridpipeline.grid.network import closed_series
 
         saved = net.switch.closed.copy()
-        net.switch["closed"] = _closed_series(net.switch, switch_closed)
+        net.switch["closed"] = closed_series(net.switch, switch_closed)
     try:
         pp.runpp(net, calculate_voltage_angles=True, tolerance_mva=max(tolerance, 1e-10),
                  max_iteration=max_iterations, numba=False)
@@ -231,7 +231,7 @@ def batch_update(scenarios: Sequence[Sequence[tuple]]) -> dict:
     return out
 
 
-def _candidate_injections(model: PgmModel, data: dict, seeds_nodes: Iterable[int], max_candidates: int) -> list[int]:
+def candidate_injections(model: PgmModel, data: dict, seeds_nodes: Iterable[int], max_candidates: int) -> list[int]:
     """Appliance PGM ids nearest (by hops over connected branches) to the seed nodes."""
     adj: dict[int, list[int]] = {}
     for comp in (ComponentType.line, ComponentType.transformer, ComponentType.link):
@@ -294,7 +294,7 @@ def injection_sensitivities(
                                                            ComponentType.line: ["id", "i_from", "i_to"],
                                                            ComponentType.transformer: ["id", "i_from", "i_to"]})
     failed = set(pgm.batch_error.failed_scenarios.tolist()) if pgm.batch_error is not None else set()
-    loading = _batch_loading(model, data, out)
+    loading = batch_loading(model, data, out)
     cols = list(appliance_ids)
     with np.errstate(invalid="ignore"):
         dl = (loading[1:] - loading[0]) / delta_mw
@@ -307,7 +307,7 @@ def injection_sensitivities(
         else:
             dl[k - 1] = np.nan
             du[k - 1] = np.nan
-    br_index = _branch_index(model, data)
+    br_index = branch_index(model, data)
     bs = pd.DataFrame(dl.T, index=br_index, columns=cols)
     node_ids = data[ComponentType.node]["id"]
     bus_idx = pd.Index(model.id_index[node_ids], name="bus")
@@ -319,7 +319,7 @@ def injection_sensitivities(
     return bs, vs
 
 
-def _branch_index(model: PgmModel, data: dict) -> pd.MultiIndex:
+def branch_index(model: PgmModel, data: dict) -> pd.MultiIndex:
     tup = []
     for table, comp in (("line", ComponentType.line), ("trafo", ComponentType.transformer)):
         arr = data.get(comp)
@@ -329,7 +329,7 @@ def _branch_index(model: PgmModel, data: dict) -> pd.MultiIndex:
     return pd.MultiIndex.from_tuples(tup, names=["element_type", "element_id"])
 
 
-def _batch_loading(model: PgmModel, data: dict, out: dict) -> np.ndarray:
+def batch_loading(model: PgmModel, data: dict, out: dict) -> np.ndarray:
     """Loading in percent (pandapower definition) per scenario x branch (lines then trafos)."""
     parts = []
     line = data.get(ComponentType.line)
@@ -409,7 +409,7 @@ def _pgm_contributors(df, result, top_n, max_candidates, delta_mw) -> None:
     cand: list[int] = []
     per_row = []
     for r in df.itertuples(index=False):
-        c = _candidate_injections(model, data, _seed_nodes(model, data, r.element_type, r.element_id),
+        c = candidate_injections(model, data, _seed_nodes(model, data, r.element_type, r.element_id),
                                   max(10, max_candidates // max(len(df), 1)))
         per_row.append(c)
         cand.extend(c)

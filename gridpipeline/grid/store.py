@@ -143,6 +143,31 @@ def current_model(con, at: datetime | None = None) -> tuple[int, str, str] | Non
     return (int(row[0][0]), row[0][1], row[0][2]) if row else None
 
 
+def model_at(con, at: datetime) -> tuple[int, str, str, str | None] | None:
+    """(version, sha256, network_json, note) of the network valid at ``at``; None without any version.
+
+    ``note`` is None when a version is valid at ``at``. Otherwise (``at`` falls in a gap between
+    versions, or before the first one) the nearest earlier version serves, or the earliest when none
+    is earlier, and ``note`` says so: the caller flags the snapshot."""
+    ensure_grid_schema(con)
+    row = con.execute("SELECT version, sha256, network_json FROM grid.model_versions WHERE valid_from <= ? "
+                      "AND (valid_to IS NULL OR valid_to > ?) ORDER BY version DESC LIMIT 1", [at, at]).fetchall()
+    if row:
+        return int(row[0][0]), row[0][1], row[0][2], None
+    row = con.execute("SELECT version, sha256, network_json FROM grid.model_versions WHERE valid_from <= ? "
+                      "ORDER BY valid_from DESC, version DESC LIMIT 1", [at]).fetchall()
+    if row:
+        return int(row[0][0]), row[0][1], row[0][2], (
+            f"no network version valid at {at:%Y-%m-%d %H:%M:%S}; nearest earlier version {row[0][0]} used")
+    row = con.execute("SELECT version, sha256, network_json, valid_from FROM grid.model_versions "
+                      "ORDER BY valid_from, version LIMIT 1").fetchall()
+    if row:
+        return int(row[0][0]), row[0][1], row[0][2], (
+            f"no network version valid at {at:%Y-%m-%d %H:%M:%S} (the first is valid from {row[0][3]}); "
+            f"version {row[0][0]} used")
+    return None
+
+
 def net_from_json(js: str):
     import pandapower as pp
 

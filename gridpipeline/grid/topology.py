@@ -39,10 +39,10 @@ __all__ = [
 
 # ------------------------------------------------------------------------------------ basics
 def _closed(net, switch_closed) -> pd.Series:
-    from gridpipeline.grid.network import _closed_series
+    from gridpipeline.grid.network import closed_series
 
     sw = net.switch if "switch" in net else pd.DataFrame(columns=["closed"])
-    return _closed_series(sw, switch_closed)
+    return closed_series(sw, switch_closed)
 
 
 def slack_buses(net) -> np.ndarray:
@@ -107,7 +107,7 @@ def connections(net, switch_closed=None, *, include_open: bool = False) -> pd.Da
     return out if include_open else out[out.closed].reset_index(drop=True)
 
 
-def _components(buses: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def bus_components(buses: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     pos = pd.Series(np.arange(len(buses)), index=buses)
     n = len(buses)
     iu, iv = pos.reindex(u).to_numpy(), pos.reindex(v).to_numpy()
@@ -122,7 +122,7 @@ def _merge_map(net, conns: pd.DataFrame) -> pd.Series:
     """Bus -> representative bus (smallest index) over closed bus-bus switches."""
     buses = net.bus.index.to_numpy().astype(np.int64)
     sw = conns[conns.element_type == "switch"]
-    labels = _components(buses, sw.u.to_numpy(), sw.v.to_numpy())
+    labels = bus_components(buses, sw.u.to_numpy(), sw.v.to_numpy())
     rep = pd.Series(buses, index=buses).groupby(labels).transform("min")
     return pd.Series(rep.to_numpy(), index=buses)
 
@@ -170,7 +170,7 @@ def bus_islands(net, switch_closed=None) -> pd.Series:
     """Island label per bus (in-service buses; -1 for out-of-service buses)."""
     conns = connections(net, switch_closed)
     buses = net.bus.index.to_numpy().astype(np.int64)
-    labels = _components(buses, conns.u.to_numpy(), conns.v.to_numpy())
+    labels = bus_components(buses, conns.u.to_numpy(), conns.v.to_numpy())
     lab = pd.Series(labels, index=buses)
     lab[~net.bus.in_service.astype(bool).to_numpy()] = -1
     # renumber in-service islands 0..k-1 by their smallest bus

@@ -5,6 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from gridpipeline.grid import bad_data as bd
+from gridpipeline.grid import residuals
 from gridpipeline.grid.estimation import estimate_state
 from gridpipeline.grid.network import to_pgm
 from gridpipeline_tests.grid import cigre, noisy, runpp, sample_net, true_measurements
@@ -76,8 +77,8 @@ def test_selected_inverse_matches_dense():
     G = (H.T @ sp.diags(1.0 / wls.sigma ** 2) @ H).tocsc()
     s = sp.diags(1.0 / np.sqrt(G.diagonal()))
     Gs, Hs = (s @ G @ s).tocsc(), (H @ s).tocsr()
-    d_dense = bd._diag_dense(Gs, Hs)
-    d_sel = bd._diag_selected_inverse(Gs, Hs)
-    d_blk = bd._diag_blocked(Gs, Hs)
+    d_dense = residuals._diag_dense(Gs, Hs)
+    d_sel = residuals._diag_selected_inverse(Gs, Hs)
+    d_blk = residuals._diag_blocked(Gs, Hs)
     rel = lambda d: np.max(np.abs(d - d_dense) / wls.sigma ** 2)
     assert rel(d_sel) < 1e-4 and rel(d_blk) < 1e-4

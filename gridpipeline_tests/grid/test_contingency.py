@@ -122,3 +122,60 @@ def test_decomposed_n1_runs_configured_n2_cases_on_the_whole_grid():
     row = dec[dec.contingency == full.contingency.iloc[0]]
     assert len(row) == 1 and row.method.iloc[0] == "whole_grid"
     assert np.isclose(row.max_loading_percent.iloc[0], full.max_loading_percent.iloc[0])
+
+
+def test_severity_uses_the_configured_limits():
+    net = cigre()
+    strict = run_n1(net, elements=("line",), loading_limit=40.0, v_min=0.9, v_max=1.1)
+    loose = run_n1(net, elements=("line",), loading_limit=100.0, v_min=0.9, v_max=1.1)
+    s = strict.set_index("contingency")
+    lo = loose.set_index("contingency").loc[s.index]
+    ml = s.max_loading_percent.to_numpy()
+    assert ((ml > 40) & (ml < 100)).any()
+    # the overload above the configured limit is what differs, not a hard-coded 100 %
+    want = np.clip(ml - 40.0, 0, None) - np.clip(ml - 100.0, 0, None)
+    assert (s.severity.to_numpy() - lo.severity.to_numpy()) == pytest.approx(want)
+    assert (s.n_overloads >= lo.n_overloads).all() and (s.n_overloads > lo.n_overloads).any()
+    # voltage limits too: a band narrower than the case's voltages makes every converged case severe
+    tight = run_n1(net, elements=("line",), loading_limit=1e6, v_min=1.2, v_max=1.3)
+    assert (tight[tight.converged].severity > 0).all()
+
+
+def test_load_lost_is_counted_against_the_base_case():
+    net = cigre()
+    base = run_n1(net, elements=("line",))
+    cut = base[base.converged & (base.load_lost_mw > 0)].iloc[0]
+    (etype, eid), = cut.elements
+    net[etype].at[eid, "in_service"] = False  # an area already dead before any outage
+    df = run_n1(net, elements=("sgen",))
+    assert len(df) > 0 and df.converged.all()
+    # losing a generator islands nothing: the dead area is not lost by it
+    assert (df.load_lost_mw == 0).all() and (df.buses_lost == 0).all()
+
+
+@pytest.mark.parametrize(("events", "has", "live", "last", "conv", "want"), [
+    (1, True, True, False, True, "topology_event"),
+    (1, False, False, False, True, "topology_event"),
+    (0, False, True, False, True, "schedule"),
+    (0, True, True, True, True, None),
+    (0, False, False, True, True, "backfill"),
+    (0, False, False, False, True, None),
+    (1, False, True, True, False, None),
+])
+def test_n1_trigger(events, has, live, last, conv, want):
+    from gridpipeline.grid.contingency import n1_trigger
+
+    assert n1_trigger(events, has, live, last, conv) == want
+
+
+def test_assess_contingencies_adds_relief_for_overloaded_cases():
+    from gridpipeline.grid.contingency import assess_contingencies
+
+    net = cigre()
+    net.load["p_mw"] *= 2.0
+    net.load["q_mvar"] *= 2.0
+    table, relief = assess_contingencies(net, None, None, loading_limit=100.0, relief_top=2)
+    severe = table[(table.n_overloads > 0) & table.converged].head(2)
+    assert len(severe) == 2
+    assert relief is not None and set(relief.contingency) <= set(severe.contingency)
+    assert "tie_switch" in table.columns

@@ -6,18 +6,18 @@ from __future__ import annotations
 import copy
 from datetime import datetime, timedelta
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-import duckdb
 
 from gridpipeline.grid.cycle import CycleConfig, measurements_from_snapshot, run_cycle
 from gridpipeline.grid.network import to_pgm
 from gridpipeline.grid.topology import critical_elements
 from gridpipeline.telemetry.registry import build_registry
-from gridpipeline.telemetry.simulator import FaultConfig, ScadaSimulator
 from gridpipeline.telemetry.snapshot import landing_snapshot, latest_snapshot
 from gridpipeline.world.model import load_world
+from gridpipeline.world.scada import FaultConfig, ScadaSimulator
 
 T0 = datetime(2026, 11, 20, 12, 0)
 T_SWITCH = T0 + timedelta(minutes=2, seconds=15)

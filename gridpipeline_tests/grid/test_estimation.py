@@ -93,7 +93,9 @@ def test_failure_falls_back_without_raising(cig):
     _, model, meas = cig
     empty = meas.iloc[:0]
     res = estimate_state(model, empty)
-    assert res.converged or res.fallback is not None
+    # no measurement at all: the estimate rests on pseudo-measurements only, and says so
+    assert res.converged and res.fallback is None and not res.observable
+    assert (res.pseudo.kind == "v_pseudo").any() and "pseudo" in res.message
     # estimation that cannot run at all: no sources -> fallback, flagged, no exception
     net2 = cigre()
     net2.ext_grid["in_service"] = False
