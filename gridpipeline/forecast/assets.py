@@ -6,6 +6,7 @@ its start is the issue time. Rows are keyed by issue time (forecasts) or by the 
 (errors, anomalies) and replaced when a partition re-runs.
 """
 
+import pickle
 import time
 from pathlib import Path
 
@@ -18,7 +19,6 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AutomationCondition,
-    ConfigurableResource,
     DefaultScheduleStatus,
     MaterializeResult,
     MetadataValue,
@@ -30,13 +30,15 @@ from dagster import (
 )
 from dagster_duckdb import DuckDBResource
 
-from gridpipeline.orchestration.partitions import live_five_minute_partitions
-from gridpipeline.orchestration.plots import md_table
-from gridpipeline.orchestration.resources import GridWorldResource
+from gridpipeline.base.partitions import live_five_minute_partitions
+from gridpipeline.base.plots import md_table
+from gridpipeline.sources.resources import NetworkModelResource, SettingsResource, WeatherSource
 from gridpipeline.store import writer_lock
 
 GROUP = "forecast"
-MODEL_FILE = "demand_global.joblib"
+MODEL_DIR = "demand"
+#: days of measured system demand below which the nightly model is not trained
+MIN_MEASURED_DAYS = 10  # deployed.train needs 8 days of lags plus a 2-day holdout
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS forecast;
@@ -50,10 +52,13 @@ CREATE TABLE IF NOT EXISTS forecast.models (
     trained_at TIMESTAMP, kind VARCHAR, path VARCHAR, series INTEGER, train_rows BIGINT, train_seconds DOUBLE,
     holdout_mape DOUBLE
 );
+ALTER TABLE forecast.models ADD COLUMN IF NOT EXISTS trained_until TIMESTAMP;
+ALTER TABLE forecast.models ADD COLUMN IF NOT EXISTS version VARCHAR;
 CREATE TABLE IF NOT EXISTS forecast.demand (
     issue_time TIMESTAMP, series VARCHAR, valid_time TIMESTAMP, lead_minutes INTEGER, p10 DOUBLE, p50 DOUBLE,
     p90 DOUBLE, model VARCHAR, weather_stale BOOLEAN
 );
+ALTER TABLE forecast.demand ADD COLUMN IF NOT EXISTS model_version VARCHAR;
 CREATE TABLE IF NOT EXISTS forecast.errors (
     issue_time TIMESTAMP, series VARCHAR, valid_time TIMESTAMP, lead_minutes INTEGER, actual DOUBLE, p10 DOUBLE,
     p50 DOUBLE, p90 DOUBLE, naive DOUBLE, model VARCHAR
@@ -82,33 +87,6 @@ def ensure_forecast_schema(con) -> None:
             con.execute(stmt)
 
 
-class WeatherSource(ConfigurableResource):
-    """Weather forecasts: the world's weather file (default) or an Open-Meteo-style API. When the API
-    fails, the last stored forecast serves, flagged stale; without one, the file (also flagged)."""
-
-    mode: str = "file"
-    base_url: str = "https://api.open-meteo.com"
-    timeout_s: float = 10.0
-    retries: int = 3
-
-    def forecast(self, world, issue: pd.Timestamp, horizon: pd.Timedelta, last_stored=None):
-        """(frame, source, stale, message)."""
-        from gridpipeline.forecast.weather import FileWeatherFeed, OpenMeteoClient, WeatherUnavailable
-
-        file_feed = FileWeatherFeed(world)
-        if self.mode == "file":
-            return file_feed.forecast(issue, horizon), "file", False, ""
-        loc = world.meta["location"]
-        client = OpenMeteoClient(self.base_url, loc["latitude"], loc["longitude"], self.timeout_s, self.retries)
-        try:
-            return client.forecast(issue, horizon), "open_meteo", False, ""
-        except WeatherUnavailable as exc:
-            prev = last_stored(issue) if last_stored else None
-            if prev is not None and len(prev):
-                return prev, "open_meteo (last forecast)", True, str(exc)
-            return file_feed.forecast(issue, horizon), "file (API unavailable)", True, str(exc)
-
-
 def _issue(context) -> pd.Timestamp:
     return pd.Timestamp(context.partition_time_window.start).tz_convert("UTC")
 
@@ -117,19 +95,29 @@ def _naive(ts) -> pd.Timestamp:
     return pd.Timestamp(ts).tz_convert("UTC").tz_localize(None)
 
 
-def _model_path(settings) -> Path:
-    return settings.home / "models" / MODEL_FILE
+def _model_path(settings, trained_until: pd.Timestamp) -> Path:
+    """Model files are versioned by the end of their training data (UTC)."""
+    return settings.home / "models" / MODEL_DIR / f"demand_{trained_until:%Y%m%dT%H%M}Z.joblib"
 
 
-def _series_config(settings):
-    from gridpipeline.forecast.global_model import GlobalConfig
-    from gridpipeline.forecast.live import HORIZON, STEP
+def _series(network: NetworkModelResource) -> list[str]:
+    """The demand series: every zone with loads, and the system."""
+    return sorted(set(network.load().load_zones())) + ["system"]
 
-    return GlobalConfig(step=STEP, horizon=HORIZON, weather_cols=("temperature",), tz=settings.forecast_tz,
-                        country=settings.forecast_country, train_days=settings.forecast_train_days,
-                        issue_stride=pd.Timedelta(hours=3), max_rows=250_000, rounds=120, balance_point=18.0,
-                        # a quarter of the span (at most a week) calibrates the band; the rest trains
-                        calib_days=max(1, min(7, settings.forecast_train_days // 4)))
+
+def _deployed_config(settings):
+    from gridpipeline.forecast.deployed import deployed_config
+    from gridpipeline.forecast.live import STEP
+
+    return deployed_config(STEP, settings.forecast_train_days, settings.forecast_tz, settings.forecast_country)
+
+
+def model_asof(con, issue: pd.Timestamp) -> tuple[str, str] | None:
+    """(version, path) of the newest demand model whose training data ended at or before ``issue``."""
+    row = con.execute(
+        "SELECT version, path FROM forecast.models WHERE kind = 'demand' AND trained_until <= ? "
+        "ORDER BY trained_until DESC, trained_at DESC LIMIT 1", [_naive(issue)]).fetchone()
+    return (row[0], row[1]) if row else None
 
 
 @asset(
@@ -140,15 +128,13 @@ def _series_config(settings):
     "humidity, heating/cooling degree hours, hub-height wind, GHI and clear-sky index (pvlib), cloud cover, local "
     "calendar with holidays. Source and staleness per issue (forecast.weather).",
 )
-def weather_features(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource,
+def weather_features(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
                      weather: WeatherSource):
     from gridpipeline.forecast.weather import weather_features as features
 
-    settings = world.settings()
+    s = settings.get()
     issue = _issue(context)
-    w = world.load()
-    loc = w.meta["location"]
-    with writer_lock(settings.db_path), duckdb.get_connection() as con:
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
         ensure_forecast_schema(con)
 
         def last_stored(at):
@@ -161,12 +147,14 @@ def weather_features(context: AssetExecutionContext, duckdb: DuckDBResource, wor
             target = pd.date_range(at, at + pd.Timedelta(hours=24), freq="5min", inclusive="left")
             return df.reindex(target)
 
-        frame, source, stale, message = weather.forecast(w, issue, pd.Timedelta(hours=24), last_stored)
-        f = features(frame, loc["latitude"], loc["longitude"], settings.forecast_tz, settings.forecast_country)
-        out = f.reset_index(names="valid_time")
-        out["valid_time"] = out.valid_time.dt.tz_convert("UTC").dt.tz_localize(None)
-        out.insert(0, "issue_time", _naive(issue))
-        out["source"], out["stale"], out["message"] = source, stale, message
+        frame, source, stale, message = weather.forecast(issue, pd.Timedelta(hours=24), last_stored)
+    # features outside the writer: pvlib's clear sky and the calendar take a while
+    f = features(frame, s.site_latitude, s.site_longitude, s.forecast_tz, s.forecast_country)
+    out = f.reset_index(names="valid_time")
+    out["valid_time"] = out.valid_time.dt.tz_convert("UTC").dt.tz_localize(None)
+    out.insert(0, "issue_time", _naive(issue))
+    out["source"], out["stale"], out["message"] = source, stale, message
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
         con.execute("BEGIN TRANSACTION")
         con.execute("DELETE FROM forecast.weather WHERE issue_time = ?", [_naive(issue)])
         con.register("_wx", out)
@@ -175,55 +163,71 @@ def weather_features(context: AssetExecutionContext, duckdb: DuckDBResource, wor
         con.execute("COMMIT")
     if stale:
         context.log.warning(f"weather forecast is stale ({source}): {message}")
+    has = f.temperature.notna().any()
     return MaterializeResult(metadata={
         "issue_time": str(issue), "source": source, "stale": stale, "steps": len(out),
-        "temperature_min_c": float(np.nanmin(f.temperature)), "temperature_max_c": float(np.nanmax(f.temperature)),
-        "ghi_max_w_m2": float(np.nanmax(f.ghi)), "message": message or "ok",
+        "temperature_min_c": float(np.nanmin(f.temperature)) if has else None,
+        "temperature_max_c": float(np.nanmax(f.temperature)) if has else None,
+        "ghi_max_w_m2": float(np.nanmax(f.ghi)) if f.ghi.notna().any() else None, "message": message or "ok",
     })
 
 
 @asset(
     group_name=GROUP,
     pool="duckdb",
-    automation_condition=AutomationCondition.on_cron("0 2 * * *") | AutomationCondition.on_missing(),
-    description="The demand models for every zone and the system, retrained nightly on "
-    "GRIDPIPELINE_FORECAST_TRAIN_DAYS of history: the global LightGBM model (P10/P50/P90, with and without "
-    "weather) and one Prophet model per series with temperature regressors, weighted by their skill on the last "
-    "day before the cut-off (forecast.models, the model file under GRIDPIPELINE_HOME/models).",
+    deps=[AssetKey("clean_telemetry")],
+    automation_condition=AutomationCondition.on_cron("0 2 * * 0") | AutomationCondition.on_missing(),
+    description="The demand models for every zone and the system, retrained weekly (Sundays 02:00 UTC) on "
+    "GRIDPIPELINE_FORECAST_TRAIN_DAYS of measured demand (clean_telemetry; gaps stay gaps) and observed weather: "
+    "the deployed path of forecast/deployed.py. Each model file is versioned by the end of its training data "
+    "(forecast.models.trained_until, GRIDPIPELINE_HOME/models/demand/); a forecast uses the newest model trained "
+    "before its issue time.",
 )
-def demand_model(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+def demand_model(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
+                 network: NetworkModelResource, weather: WeatherSource):
     import joblib
 
-    from gridpipeline.forecast.live import STEP, archive_demand
-    from gridpipeline.forecast.prophet_live import train_demand_models
-    from gridpipeline.forecast.weather import FileWeatherFeed
+    from gridpipeline.forecast import deployed
+    from gridpipeline.forecast.live import STEP, history
 
-    settings = world.settings()
-    w = world.load()
-    cfg = _series_config(settings)
-    now = pd.Timestamp.now(tz="UTC").floor("5min")
-    start = now - pd.Timedelta(days=cfg.train_days + 9)
-    times = pd.date_range(start, now, freq=STEP, inclusive="left")
-    hist = archive_demand(w, times)
-    wx = FileWeatherFeed(w).observations(start, now)
+    s = settings.get()
+    cfg = _deployed_config(s)
+    cutoff = pd.Timestamp.now(tz="UTC").floor(STEP)
+    series = _series(network)
+    days = s.forecast_train_days + 9
+    with writer_lock(s.db_path), duckdb.get_connection() as con:  # a short read; training runs outside the lock
+        hist, n_slots = history(con, cutoff, series, days=days)
+    wx = weather.observations(hist.index[0], cutoff)[["temperature"]]
+    coverage = n_slots / max(len(hist), 1)
+    measured_days = hist["system"].notna().sum() * STEP / pd.Timedelta(days=1)
+    if measured_days < MIN_MEASURED_DAYS:
+        # too little to learn from: the forecasts keep serving the labelled fallback until the next try
+        context.log.warning(f"only {measured_days:.2f} days of measured system demand before {cutoff}; "
+                            f"a model needs {MIN_MEASURED_DAYS}: not trained")
+        return MaterializeResult(metadata={"trained": False, "measured_days": round(float(measured_days), 2),
+                                           "needs_days": MIN_MEASURED_DAYS, "trained_until": str(cutoff)})
+    context.log.info(f"training on {n_slots} measured slots of {len(hist)} ({coverage:.0%}) before {cutoff}")
     t0 = time.perf_counter()
-    bundle, report = train_demand_models(hist, wx, cfg, now, settings.forecast_tz, settings.forecast_country)
-    model, weights = bundle["global"], bundle["weights"]
-    holdout_mape, prophet_mape = report["holdout_mape"], report["holdout_mape_prophet"]
-    path = _model_path(settings)
+    bundle = deployed.train(hist, wx, cfg, cutoff, s.forecast_tz, s.forecast_country)
+    seconds = time.perf_counter() - t0
+    version = f"demand@{cutoff:%Y-%m-%dT%H:%MZ}"
+    path = _model_path(s, cutoff)
     path.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(bundle, path)
-    with writer_lock(settings.db_path), duckdb.get_connection() as con:
+    report = bundle.get("report", {}) if isinstance(bundle, dict) else {}
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
         ensure_forecast_schema(con)
-        con.execute("INSERT INTO forecast.models VALUES (?, 'demand_global', ?, ?, ?, ?, ?)",
-                    [_naive(now), str(path), len(model.series), model.train_rows, model.train_seconds, holdout_mape])
+        con.execute("INSERT INTO forecast.models BY NAME SELECT ? AS trained_at, 'demand' AS kind, ? AS path, "
+                    "? AS series, ? AS train_rows, ? AS train_seconds, ? AS holdout_mape, ? AS trained_until, "
+                    "? AS version",
+                    [pd.Timestamp.now(tz="UTC").tz_localize(None), str(path), len(series),
+                     report.get("train_rows"), seconds, report.get("holdout_mape"), _naive(cutoff), version])
     return MaterializeResult(metadata={
-        "series": len(model.series), "train_rows": model.train_rows,
-        "train_seconds": round(time.perf_counter() - t0, 1), "holdout_day_mape": round(holdout_mape, 2),
-        "holdout_day_mape_prophet": round(prophet_mape, 2),
-        "prophet_weight_by_horizon": MetadataValue.json({sname: {b: round(w["prophet"], 3) for b, w in wb.items()}
-                                                         for sname, wb in weights.items()}),
-        "trained_until": str(now), "path": str(path),
+        "trained": True, "version": version, "trained_until": str(cutoff), "series": len(series),
+        "measured_slots": n_slots, "history_coverage": round(coverage, 3),
+        "train_seconds": round(seconds, 1), "path": str(path),
+        **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in report.items()
+           if isinstance(v, (int, float, str))},
     })
 
 
@@ -257,67 +261,65 @@ def _plot_system(fc: pd.DataFrame) -> str:
     partitions_def=live_five_minute_partitions,
     deps=[weather_features, demand_model, AssetKey("clean_telemetry")],
     description="Demand forecasts for every zone and the system: 24 h at 5-minute steps with P10/P50/P90, issued "
-    "every 5 minutes from measured load (clean_telemetry) and the historian archive before it. Each row records "
-    "the model that served it (global+prophet, the two blended by skill -> global -> global_noweather -> "
-    "seasonal_naive -> profile); a model whose rolling error passed GRIDPIPELINE_FORECAST_DEGRADED_MAPE is "
-    "skipped (forecast.demand).",
+    "every 5 minutes from measured load (clean_telemetry, readings before the issue time) with the newest model "
+    "trained before the issue time (model_version on every row). Each row records the model that served it "
+    "(global+prophet, the two blended by skill -> global -> global_noweather -> seasonal_naive -> nominal); a model "
+    "whose rolling error passed GRIDPIPELINE_FORECAST_DEGRADED_MAPE is skipped (forecast.demand).",
 )
-def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
+                    network: NetworkModelResource):
     import joblib
 
-    from gridpipeline.forecast.global_model import forecast_global
-    from gridpipeline.forecast.live import HORIZON, STEP, history, profile_demand
-    from gridpipeline.forecast.prophet_live import combine
+    from gridpipeline.forecast import deployed
+    from gridpipeline.forecast.live import fallback_forecast, history
 
-    settings = world.settings()
+    s = settings.get()
     issue = _issue(context)
-    w = world.load()
-    path = _model_path(settings)
-    bundle = joblib.load(path) if path.exists() else None
-    if bundle is not None and not isinstance(bundle, dict):  # a model file from before Prophet joined
-        bundle = {"global": bundle, "prophet": {}, "weights": {}}
-    model = bundle["global"] if bundle else None
-    with writer_lock(settings.db_path), duckdb.get_connection() as con:
+    series = _series(network)
+    nominal = network.load().nominal_zone_demand()
+    with writer_lock(s.db_path), duckdb.get_connection() as con:  # everything it reads is as of the issue time
         ensure_forecast_schema(con)
-        hist, n_measured = history(w, con, issue)
+        hist, n_measured = history(con, issue, series)
         wx = con.execute("SELECT valid_time, temperature, stale FROM forecast.weather WHERE issue_time = ?",
                          [_naive(issue)]).df()
-        weather_stale = bool(wx.stale.any()) if len(wx) else True
-        weather = None
-        if len(wx):
-            weather = wx.set_index(pd.DatetimeIndex(wx.valid_time).tz_localize("UTC"))[["temperature"]]
+        found = model_asof(con, issue)
         degraded = con.execute(
             "SELECT model, avg(mape) FROM forecast.accuracy WHERE window_start = (SELECT max(window_start) "
-            "FROM forecast.accuracy) AND series = 'system' AND mape IS NOT NULL GROUP BY model HAVING avg(mape) > ?",
-            [settings.forecast_degraded_mape]).fetchall()
-        disabled = {m for m, _ in degraded if m in ("global", "global_noweather")}
-        if "global+prophet" in {m for m, _ in degraded}:
-            disabled.add("prophet")
-        times = pd.date_range(issue, issue + HORIZON, freq=STEP, inclusive="left")
-        prof = profile_demand(w, times)
-        if model is None:
-            context.log.warning(f"no demand model at {path}: serving the profile fallback")
-            long = prof.stack().rename("p50").reset_index()
-            long.columns = ["valid_time", "series", "p50"]
-            long["lead"] = ((long.valid_time - issue) / STEP).astype(int) + 1
-            long["p10"], long["p90"], long["model"] = long.p50 * 0.85, long.p50 * 1.15, "profile"
-            fc = long
-        else:
-            if disabled:
-                context.log.warning(f"degraded model(s) {sorted(disabled)} hand over to the next in the chain")
-            fc = forecast_global(model, hist, weather, issue, profile=prof, disabled=disabled)
-            if "prophet" not in disabled and "global" not in disabled:
-                fc = combine(fc, bundle.get("prophet", {}), bundle.get("weights", {}), weather)
-        out = pd.DataFrame({
-            "issue_time": _naive(issue), "series": fc.series.astype(str),
-            "valid_time": pd.DatetimeIndex(fc.valid_time).tz_convert("UTC").tz_localize(None),
-            "lead_minutes": (fc["lead"].to_numpy() * 5).astype(int), "p10": fc.p10, "p50": fc.p50, "p90": fc.p90,
-            "model": fc.model, "weather_stale": weather_stale,
-        })
+            "FROM forecast.accuracy WHERE window_start <= ?) AND series = 'system' AND mape IS NOT NULL "
+            "GROUP BY model HAVING avg(mape) > ?", [_naive(issue), s.forecast_degraded_mape]).fetchall()
+    weather_stale = bool(wx.stale.any()) if len(wx) else True
+    weather = None
+    if len(wx) and wx.temperature.notna().any():
+        weather = wx.set_index(pd.DatetimeIndex(wx.valid_time).tz_localize("UTC"))[["temperature"]]
+    disabled = {m for m, _ in degraded if m in ("global", "global_noweather")}
+    if "global+prophet" in {m for m, _ in degraded}:
+        disabled.add("prophet")
+    bundle = None
+    if found is not None:
+        try:
+            bundle = joblib.load(found[1])
+        except (OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as exc:  # missing or corrupt file
+            context.log.warning(f"model {found[0]} at {found[1]} cannot be read ({exc}): serving the fallback")
+    fallback = fallback_forecast(hist, nominal, issue)
+    if bundle is None:
+        context.log.warning(f"no demand model trained before {issue}: serving the labelled fallback")
+        fc, model_version = fallback, None
+    else:
+        if disabled:
+            context.log.warning(f"degraded model(s) {sorted(disabled)} hand over to the next in the chain")
+        fc = deployed.predict(bundle, hist, weather, issue, fallback=fallback, disabled=disabled)
+        model_version = found[0]
+    out = pd.DataFrame({
+        "issue_time": _naive(issue), "series": fc.series.astype(str),
+        "valid_time": pd.DatetimeIndex(fc.valid_time).tz_convert("UTC").tz_localize(None),
+        "lead_minutes": (fc["lead"].to_numpy() * 5).astype(int), "p10": fc.p10, "p50": fc.p50, "p90": fc.p90,
+        "model": fc.model, "weather_stale": weather_stale, "model_version": model_version,
+    })
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
         con.execute("BEGIN TRANSACTION")
         con.execute("DELETE FROM forecast.demand WHERE issue_time = ?", [_naive(issue)])
         con.register("_fc", out)
-        con.execute("INSERT INTO forecast.demand SELECT * FROM _fc")
+        con.execute("INSERT INTO forecast.demand BY NAME SELECT * FROM _fc")
         con.unregister("_fc")
         con.execute("COMMIT")
     sysf = fc[fc.series == "system"]
@@ -325,6 +327,7 @@ def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, worl
         "issue_time": str(issue), "series": int(fc.series.nunique()), "rows": len(out),
         "served_by": MetadataValue.json(fc.model.value_counts().to_dict()),
         "measured_history_slots": n_measured, "weather_stale": weather_stale,
+        "model_version": model_version or "none (fallback)",
         "degraded_models_skipped": ", ".join(sorted(disabled)) or "none",
         "system_p50_next_hour_mw": float(sysf.p50.head(12).mean()) if len(sysf) else None,
         "system_peak_p90_mw": float(sysf.p90.max()) if len(sysf) else None,
@@ -345,10 +348,12 @@ def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, worl
     "earlier), RMSE, pinball loss and P10-P90 coverage over the last 24 h by series, model and horizon bucket "
     "(forecast.accuracy).",
 )
-def forecast_accuracy(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+def forecast_accuracy(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
+                      network: NetworkModelResource):
+    from gridpipeline.forecast.generation import KINDS
     from gridpipeline.forecast.live import accuracy_table, measured_demand, measured_generation
 
-    settings = world.settings()
+    settings = settings.get()
     issue = _issue(context)
     ws = _naive(issue)
     with writer_lock(settings.db_path), duckdb.get_connection() as con:
@@ -376,7 +381,7 @@ def forecast_accuracy(context: AssetExecutionContext, duckdb: DuckDBResource, wo
             con.execute("COMMIT")
             con.unregister("_act")
         # generation: the PV and wind forecasts against measured generator output
-        gen = measured_generation(con, world.load().net, start, issue, {"pv": PV_TYPES, "wind": WIND_TYPES})
+        gen = measured_generation(con, network.load().net, start, issue, KINDS)
         if len(gen):
             ga = gen.stack().rename("actual").reset_index()
             ga.columns = ["valid_time", "series", "actual"]
@@ -405,19 +410,16 @@ def forecast_accuracy(context: AssetExecutionContext, duckdb: DuckDBResource, wo
             con.unregister("_acc")
         con.execute("COMMIT")
     sys_rows = table[table.series == "system"] if len(table) else table
-    worst = None
-    if len(sys_rows) and sys_rows.mape.notna().any():
-        per_model = sys_rows.groupby("model").apply(
-            lambda g: np.average(g.mape.fillna(0), weights=g.n), include_groups=False)
-        worst = (per_model.idxmax(), float(per_model.max()))
+    worst = worst_model_mape(sys_rows)
     yield MaterializeResult(metadata={
         "matched_this_run": int(matched), "errors_24h": len(errors),
         "system_mape_24h": None if worst is None else round(worst[1], 3),
         "table": MetadataValue.md(md_table(sys_rows, empty="_no actuals yet_")),
     })
-    if worst is None:
-        yield AssetCheckResult(check_name="forecast_error_within_limits", passed=True,
-                               metadata={"detail": "no forecast has a measured actual yet"})
+    if worst is None:  # a check without data warns, and never passes
+        yield AssetCheckResult(check_name="forecast_error_within_limits", passed=False,
+                               severity=AssetCheckSeverity.WARN,
+                               metadata={"detail": "no system forecast has a measured actual with a MAPE yet"})
     else:
         model, mape = worst
         sev = AssetCheckSeverity.ERROR if mape > settings.forecast_mape_fail else AssetCheckSeverity.WARN
@@ -425,6 +427,18 @@ def forecast_accuracy(context: AssetExecutionContext, duckdb: DuckDBResource, wo
                                severity=sev, metadata={"worst_model": model, "system_mape_24h": round(mape, 3),
                                                        "warn_above": settings.forecast_mape_warn,
                                                        "fail_above": settings.forecast_mape_fail})
+
+
+def worst_model_mape(rows: pd.DataFrame) -> tuple[str, float] | None:
+    """The model with the highest count-weighted MAPE over ``rows`` (series, model, bucket, n, mape),
+    counting only rows that have a MAPE: a missing MAPE (all actuals zero) is no evidence of accuracy."""
+    if not len(rows):
+        return None
+    r = rows[rows.mape.notna() & (rows.n > 0)]
+    if not len(r):
+        return None
+    per_model = r.groupby("model").apply(lambda g: np.average(g.mape, weights=g.n), include_groups=False)
+    return str(per_model.idxmax()), float(per_model.max())
 
 
 @asset(
@@ -438,10 +452,10 @@ def forecast_accuracy(context: AssetExecutionContext, duckdb: DuckDBResource, wo
     description="Unusual consumption per zone and for the system in the last hour: residual against the forecast, "
     "robust z-score over the trailing day, classed spike / drop / flatline / drift (forecast.anomalies).",
 )
-def consumption_anomalies(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+def consumption_anomalies(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource):
     from gridpipeline.forecast.live import detect_anomalies
 
-    settings = world.settings()
+    settings = settings.get()
     issue = _issue(context)
     ws = _naive(issue)
     hour = ws - pd.Timedelta(hours=1)
@@ -469,19 +483,12 @@ def consumption_anomalies(context: AssetExecutionContext, duckdb: DuckDBResource
         "instants_checked": int((errors.valid_time >= hour).sum()) if len(errors) else 0,
         "table": MetadataValue.md(md_table(found.drop(columns=["window_start"]))),
     })
-    yield AssetCheckResult(check_name="no_consumption_anomalies", passed=not len(found),
-                           severity=AssetCheckSeverity.WARN, metadata={"by_kind": MetadataValue.json(counts)})
-
-
-PV_TYPES = ("PV", "lv_RES")  # SimBench: LV renewables are rooftop PV
-WIND_TYPES = ("Wind",)
-
-
-def _capacity(net, types) -> float:
-    sg = net.sgen[net.sgen.in_service.astype(bool)]
-    sel = sg.type.astype(str).map(lambda t: any(t.startswith(x) for x in types))
-    rating = sg.sn_mva.where(sg.sn_mva > 0, sg.p_mw) if "sn_mva" in sg else sg.p_mw
-    return float(rating[sel].sum())
+    checked = int((errors.valid_time >= hour).sum()) if len(errors) else 0
+    yield AssetCheckResult(check_name="no_consumption_anomalies", passed=checked > 0 and not len(found),
+                           severity=AssetCheckSeverity.WARN,
+                           metadata={"by_kind": MetadataValue.json(counts), "instants_checked": checked,
+                                     "detail": "ok" if checked else "no forecast with a measured actual in the last "
+                                     "hour: nothing to check"})
 
 
 @asset(
@@ -491,14 +498,13 @@ def _capacity(net, types) -> float:
     "pvanalytics' measured SERF East array, wind from the GEFCom2012 farms when ../shared/data holds them "
     "(otherwise wind stays physics-only). Files under GRIDPIPELINE_HOME/models.",
 )
-def renewable_models(context: AssetExecutionContext, world: GridWorldResource):
+def renewable_models(context: AssetExecutionContext, settings: SettingsResource):
     import joblib
 
     from gridpipeline.forecast.datasets import shared_data_dir
     from gridpipeline.forecast.renewables import load_gefcom_wind, pv_backtest, wind_backtest
 
-    settings = world.settings()
-    out = settings.home / "models"
+    out = settings.get().home / "models"
     out.mkdir(parents=True, exist_ok=True)
     meta = {}
     pv = pv_backtest(train_frac=0.6, return_model=True)
@@ -527,86 +533,50 @@ def renewable_models(context: AssetExecutionContext, world: GridWorldResource):
     "of the last 24 h) and the irradiance variability index (forecast; observed last 24 h) "
     "(forecast.generation, forecast.ramps).",
 )
-def renewable_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+def renewable_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
+                       network: NetworkModelResource, weather: WeatherSource):
     import joblib
 
-    from gridpipeline.forecast.renewables import (
-        pv_features,
-        pv_physics,
-        ramp_events,
-        variability_index,
-        wind_features,
-        wind_physics,
-    )
+    from gridpipeline.forecast.generation import KINDS, generation_forecast, measured_ramps
+    from gridpipeline.forecast.live import measured_generation
+    from gridpipeline.forecast.renewables import variability_index
+    from gridpipeline.forecast.weather import weather_features as features
 
-    settings = world.settings()
+    s = settings.get()
     issue = _issue(context)
-    w = world.load()
-    loc = w.meta["location"]
-    models = settings.home / "models"
-    with writer_lock(settings.db_path), duckdb.get_connection() as con:
+    model = network.load()
+    capacity = {kind: model.capacity_mw(types) for kind, types in KINDS.items()}
+    day = issue - pd.Timedelta(days=1)
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
         ensure_forecast_schema(con)
         wx = con.execute("SELECT * FROM forecast.weather WHERE issue_time = ? ORDER BY valid_time",
                          [_naive(issue)]).df()
-        if not len(wx):
-            raise RuntimeError(f"no weather forecast for {issue}: materialise weather_features first")
-        wx.index = pd.DatetimeIndex(wx.valid_time).tz_localize("UTC")
-        stale = bool(wx.stale.any())
-        lead = ((wx.index - issue) / pd.Timedelta(minutes=5)).astype(int).to_numpy() + 1
-        frames, ramps, meta = [], [], {"issue_time": str(issue), "weather_stale": stale}
-        for kind, types in (("pv", PV_TYPES), ("wind", WIND_TYPES)):
-            cap = _capacity(w.net, types)
-            if cap <= 0:
-                continue
-            if kind == "pv":
-                phys = pv_physics(wx, loc["latitude"], loc["longitude"], cap).to_numpy()
-                X = pv_features(wx, loc["latitude"], loc["longitude"], phys / cap)
-                path = models / "pv_correction.joblib"
-            else:
-                phys = wind_physics(wx.wind_speed_hub.to_numpy(), cap)
-                X = wind_features(wx.wind_speed_hub.to_numpy(), None, wx.index, phys / cap)
-                X["farm"] = 0
-                path = models / "wind_correction.joblib"
-            if path.exists():
-                q = joblib.load(path).predict(X) * cap
-                if kind == "pv":  # no output without sun, whatever the model says
-                    q[(X.elevation <= 0).to_numpy()] = 0.0
-                label = "corrected"
-            else:
-                q = np.column_stack([phys * 0.8, phys, np.minimum(phys * 1.2, cap)])
-                label = "physics"
-            frames.append(pd.DataFrame({
-                "issue_time": _naive(issue), "kind": kind, "valid_time": wx.valid_time.to_numpy(),
-                "lead_minutes": lead * 5, "capacity_mw": cap, "physics_mw": phys, "p10": q[:, 0], "p50": q[:, 1],
-                "p90": q[:, 2], "model": label, "weather_stale": stale}))
-            ev = ramp_events(pd.Series(q[:, 1], index=wx.valid_time), cap, threshold=0.1, window=6)
-            ramps.append(ev.assign(issue_time=_naive(issue), kind=kind))
-            meta[f"{kind}_capacity_mw"] = round(cap, 3)
-            meta[f"{kind}_p50_peak_mw"] = round(float(q[:, 1].max()), 3)
-            meta[f"{kind}_energy_24h_mwh"] = round(float(q[:, 1].sum() * 5 / 60), 2)
-            meta[f"{kind}_model"] = label
-            meta[f"{kind}_ramps"] = len(ev)
-        meta["irradiance_variability_index"] = variability_index(wx.ghi, wx.ghi_clear, 5.0)
-        # the same measures on what happened: the last 24 h of measured output and observed irradiance
-        from gridpipeline.forecast.live import measured_generation
-        from gridpipeline.forecast.weather import FileWeatherFeed, weather_features as _features
-
-        day = issue - pd.Timedelta(days=1)
-        meas = measured_generation(con, w.net, day, issue, {"pv": PV_TYPES, "wind": WIND_TYPES})
-        for kind in ("pv", "wind"):
-            col = f"gen:{kind}"
-            cap = meta.get(f"{kind}_capacity_mw")
-            if len(meas) and col in meas and cap and meas[col].notna().sum() > 12:
-                ev = ramp_events(meas[col].dropna(), cap, threshold=0.1, window=6)
-                meta[f"{kind}_measured_ramps_24h"] = len(ev)
-                ramps.append(ev.assign(issue_time=_naive(issue), kind=f"{kind} (measured)"))
-            else:
-                meta[f"{kind}_measured_ramps_24h"] = "no measurements yet"
-        obs = FileWeatherFeed(w).observations(day, issue)
-        of = _features(obs, loc["latitude"], loc["longitude"], settings.forecast_tz)
-        meta["irradiance_variability_index_observed_24h"] = variability_index(of.ghi, of.ghi_clear, 5.0)
-        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        rp = pd.concat(ramps, ignore_index=True) if ramps else pd.DataFrame()
+        meas = measured_generation(con, model.net, day, issue, KINDS)
+    if not len(wx):
+        raise RuntimeError(f"no weather forecast for {issue}: materialise weather_features first")
+    wx.index = pd.DatetimeIndex(wx.valid_time).tz_localize("UTC")
+    stale = bool(wx.stale.any())
+    corrections = {}
+    for kind in KINDS:
+        path = s.home / "models" / f"{kind}_correction.joblib"
+        corrections[kind] = joblib.load(path) if path.exists() else None
+    out, rp, meta = generation_forecast(wx, s.site_latitude, s.site_longitude, capacity, corrections)
+    meta.update({"issue_time": str(issue), "weather_stale": stale})
+    meta["irradiance_variability_index"] = variability_index(wx.ghi, wx.ghi_clear, 5.0)
+    # the same measures on what happened: the last 24 h of measured output and observed irradiance
+    mr, mmeta = measured_ramps(meas, capacity)
+    meta.update(mmeta)
+    obs = weather.observations(day, issue)
+    of = features(obs, s.site_latitude, s.site_longitude, s.forecast_tz)
+    meta["irradiance_variability_index_observed_24h"] = variability_index(of.ghi, of.ghi_clear, 5.0)
+    rp = pd.concat([x for x in (rp, mr) if len(x)], ignore_index=True) if len(rp) or len(mr) else pd.DataFrame()
+    if len(out):
+        lead = ((pd.DatetimeIndex(out.valid_time) - issue) / pd.Timedelta(minutes=5)).astype(int) + 1
+        out = out.assign(issue_time=_naive(issue), lead_minutes=np.asarray(lead) * 5, weather_stale=stale,
+                         valid_time=pd.DatetimeIndex(out.valid_time).tz_convert("UTC").tz_localize(None))
+    if len(rp):  # stored as naive UTC like every other time in the store
+        rp = rp.assign(issue_time=_naive(issue), **{c: [_naive(t) for t in rp[c]] for c in ("start", "end")})
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
         con.execute("BEGIN TRANSACTION")
         con.execute("DELETE FROM forecast.generation WHERE issue_time = ?", [_naive(issue)])
         con.execute("DELETE FROM forecast.ramps WHERE issue_time = ?", [_naive(issue)])
@@ -644,4 +614,4 @@ def forecast_schedule(context):
     return RunRequest(run_key=f"forecast:{key}", partition_key=key, tags={"dagster/priority": "5"})
 
 
-__all__ = ["WeatherSource", "forecast_assets", "forecast_job", "forecast_schedule"]
+__all__ = ["forecast_assets", "forecast_job", "forecast_schedule", "model_asof"]

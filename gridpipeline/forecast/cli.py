@@ -105,8 +105,14 @@ def backtest(
         str | None, Opt("--end", help="End of the test span, exclusive (local; default: end of data).")
     ] = None,
     models: Annotated[
-        str, Opt("--models", help="Models to combine: lgbm, prophet or lgbm,prophet.")
-    ] = "lgbm,prophet",
+        str, Opt("--models", help="'live' scores the deployed path (forecast/deployed.py: the global LightGBM + "
+                 "Prophet blend with the live training window and weekly refit); lgbm, prophet or lgbm,prophet "
+                 "score the per-series research ensemble of forecast/demand.py.")
+    ] = "live",
+    train_days: Annotated[
+        int | None, Opt("--train-days", help="With --models live: days of history per fit (default: the live "
+                        "setting GRIDPIPELINE_FORECAST_TRAIN_DAYS).")
+    ] = None,
     refit_days: Annotated[float, Opt("--refit-days", help="Refit every N days (re-used in between).")] = 7.0,
     country: Annotated[
         str | None, Opt("--country", help="Holiday calendar (ISO code, e.g. US, AU, DE).")
@@ -121,7 +127,8 @@ def backtest(
     """Rolling-origin backtest with P10/P50/P90, against seasonal-naive and vanilla baselines."""
     import pandas as pd
 
-    from gridpipeline.forecast.backtest import run_backtest
+    from gridpipeline.forecast import deployed
+    from gridpipeline.forecast.backtest import run_backtest, run_backtest_live
     from gridpipeline.forecast.demand import ForecastConfig
     from gridpipeline.forecast.features import prepare_series
 
@@ -152,6 +159,13 @@ def backtest(
             _fail(f"--freq: cannot read {freq!r} as a resolution (e.g. 1h, 30min, 5min)")
     if refit_days <= 0:
         _fail("--refit-days must be positive")
+    live = models.strip() == "live"
+    if live and not weather:
+        _fail("--models live: the deployed path needs a temperature column (--weather-cols)")
+    if live:
+        from gridpipeline.settings import Settings
+
+        train_days = Settings().forecast_train_days if train_days is None else train_days
     try:
         cfg = ForecastConfig(
             horizon=hz,
@@ -160,7 +174,7 @@ def backtest(
             weather_cols=tuple(weather),
             country=country,
             subdiv=subdiv,
-            models=tuple(_split(models)),
+            models=("lgbm", "prophet") if live else tuple(_split(models)),
             threads=threads,
         )
     except ValueError as exc:
@@ -191,7 +205,11 @@ def backtest(
         _fail("--start must be before --end")
     progress = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        result = run_backtest(series, cfg, t_start, t_end, refit_days=refit_days, progress=progress)
+        if live:
+            result = run_backtest_live(series, cfg, train_days, t_start, t_end, refit=pd.Timedelta(days=refit_days),
+                                       progress=progress)
+        else:
+            result = run_backtest(series, cfg, t_start, t_end, refit_days=refit_days, progress=progress)
     except ValueError as exc:
         _fail(str(exc))
     metrics = result.metrics
@@ -206,8 +224,9 @@ def backtest(
         "tz": tz,
         "start": str(t_start) if t_start is not None else None,
         "end": str(t_end) if t_end is not None else None,
-        "models": list(cfg.models),
-        "refit_days": refit_days,
+        "models": ["live"] if live else list(cfg.models),
+        "refit_days": (deployed.REFIT / pd.Timedelta(days=1)) if live else refit_days,
+        "train_days": train_days if live else None,
         "country": country,
         "subdiv": subdiv,
     }

@@ -43,6 +43,7 @@ class GlobalConfig:
     weather_cols: tuple[str, ...] = ()
     tz: str = "UTC"
     country: str | None = None
+    subdiv: str | None = None     # holiday subdivision (e.g. VIC)
     issue_stride: pd.Timedelta = pd.Timedelta(hours=6)
     train_days: int = 90
     max_rows: int = 600_000
@@ -55,6 +56,16 @@ class GlobalConfig:
     calib_buckets: int = 4        # lead buckets with their own band correction
     threads: int = 0
     seed: int = 0
+    # Richer inputs (the deployed configuration turns them on; the defaults keep the original set):
+    # thermal inertia of the temperature (trailing means, the local day's max/min/mean, yesterday's),
+    # its change against the lag day, the day type of the target and of its lag days, neighbours of
+    # holidays, and the day-before-yesterday lag.
+    rich_features: bool = False
+    noweather_rounds: int | None = None  # rounds of the weather-free fallback models (default: rounds)
+    band_rounds: int | None = None       # at most this many rounds for the P10/P90 models
+    median_on_all: bool = False          # the P50 model learns from the calibration days too
+    min_data_in_leaf: int = 50
+    feature_fraction: float = 0.9
 
     @property
     def h_steps(self) -> int:
@@ -78,15 +89,53 @@ class GlobalModel:
 
 def _calendar(times: pd.DatetimeIndex, cfg: GlobalConfig) -> pd.DataFrame:
     local = times.tz_convert(cfg.tz) if times.tz is not None else times.tz_localize("UTC").tz_convert(cfg.tz)
-    hol = holiday_dates(cfg.country, None, sorted(set(local.year))) if cfg.country else frozenset()
+    years = sorted(set(local.year))
+    hol = holiday_dates(cfg.country, cfg.subdiv, [years[0] - 1, years[-1] + 1]) if cfg.country and len(years) else frozenset()
     doy = local.dayofyear.to_numpy()
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "tod": (local.hour * 60 + local.minute).to_numpy() / 1440.0,
         "dow": local.dayofweek.to_numpy(),
         "holiday": np.array([d in hol for d in local.date], dtype=np.int8),
         "doy_sin": np.sin(2 * np.pi * doy / 365.25),
         "doy_cos": np.cos(2 * np.pi * doy / 365.25),
     })
+    if cfg.rich_features:
+        day = pd.DatetimeIndex(local.tz_localize(None).normalize())
+        hol_idx = pd.DatetimeIndex(sorted(hol)) if hol else pd.DatetimeIndex([])
+        is_h = out["holiday"].to_numpy().astype(bool)
+        dow = out["dow"].to_numpy()
+        out["day_type"] = np.where((dow == 6) | is_h, 2, np.where(dow == 5, 1, 0)).astype(np.int8)
+        out["holiday_before"] = day.isin(hol_idx + pd.Timedelta(days=-1)).astype(np.int8)  # tomorrow is one
+        out["holiday_after"] = day.isin(hol_idx + pd.Timedelta(days=1)).astype(np.int8)   # yesterday was one
+        xmas = pd.DatetimeIndex(pd.to_datetime(pd.DataFrame({"year": day.year, "month": 12, "day": 25})))
+        dx = np.asarray((day - xmas).days)
+        dx = np.where(dx < -180, dx + 365, dx)
+        out["xmas"] = np.where(np.abs(dx) <= 10, dx, 11).astype(np.int8)
+    out.attrs["times"] = times
+    return out
+
+
+#: temperature features of the rich set, per grid time (trailing windows in hours)
+_TEMP_MEANS = (3, 6, 24, 72)
+
+
+def _temperature_table(t: np.ndarray, times: pd.DatetimeIndex, cfg: GlobalConfig) -> pd.DataFrame:
+    """Thermal-inertia features of the first weather column on the grid: trailing means, exponential
+    smoothing, and the local day's max/min/mean with yesterday's. Missing values stay missing; the
+    windows use what they have."""
+    ts = pd.Series(t, index=times)
+    out = {}
+    for h in _TEMP_MEANS:
+        n = max(1, int(pd.Timedelta(hours=h) / cfg.step))
+        out[f"t_mean{h}h"] = ts.rolling(n, min_periods=max(1, n // 3)).mean().to_numpy()
+    out["t_ewm12h"] = ts.ewm(halflife=max(1, int(pd.Timedelta(hours=12) / cfg.step)), ignore_na=True).mean().to_numpy()
+    day = times.tz_convert(cfg.tz).tz_localize(None).normalize()
+    g = ts.groupby(day)
+    daily = pd.DataFrame({"max": g.max(), "min": g.min(), "mean": g.mean()})
+    cur, prev = daily.reindex(day), daily.reindex(day - pd.Timedelta(days=1))
+    out["t_daymax"], out["t_daymin"], out["t_daymean"] = (cur[c].to_numpy() for c in ("max", "min", "mean"))
+    out["t_prevdaymax"], out["t_prevdaymean"] = prev["max"].to_numpy(), prev["mean"].to_numpy()
+    return pd.DataFrame(out)
 
 
 def _design(y: np.ndarray, weather: np.ndarray | None, cal: pd.DataFrame, issues: np.ndarray, cfg: GlobalConfig,
@@ -135,10 +184,19 @@ def _design(y: np.ndarray, weather: np.ndarray | None, cal: pd.DataFrame, issues
         "adj_day": adj_day.reshape(n),
         "adj_week": adj_week.reshape(n),
     }
+    if cfg.rich_features:
+        cols["y_day2"] = lag(2 * D).reshape(n)
+        lo_hi = _window_min_max(y, issues, D)
+        cols["y_min_day"] = np.broadcast_to((lo_hi[0] / scale)[:, None, :], (I, H, S)).reshape(n)
+        cols["y_max_day"] = np.broadcast_to((lo_hi[1] / scale)[:, None, :], (I, H, S)).reshape(n)
     tg = np.broadcast_to(tgt[:, :, None], (I, H, S)).reshape(n)
     tg_c = np.clip(tg, 0, len(cal) - 1)
     for c in cal.columns:
         cols[c] = cal[c].to_numpy()[tg_c]
+    if cfg.rich_features:
+        dt = cal["day_type"].to_numpy()
+        cols["day_type_lagday"] = dt[np.clip(tg - D, 0, len(cal) - 1)]
+        cols["day_type_lagday2"] = dt[np.clip(tg - 2 * D, 0, len(cal) - 1)]
     if with_weather and weather is not None:
         for k, name in enumerate(cfg.weather_cols):
             w = weather[tg_c, k]
@@ -146,12 +204,31 @@ def _design(y: np.ndarray, weather: np.ndarray | None, cal: pd.DataFrame, issues
             if k == 0:
                 cols["hdd"] = np.maximum(cfg.balance_point - w, 0)
                 cols["cdd"] = np.maximum(w - cfg.balance_point, 0)
+                if cfg.rich_features:
+                    times = cal.attrs.get("times")
+                    tt = _temperature_table(weather[:, 0], times, cfg)
+                    for c in tt.columns:
+                        cols[c] = tt[c].to_numpy()[tg_c]
+                    back = np.clip(tg - D, 0, len(cal) - 1)
+                    # the change since the lag day, against which y_day is measured
+                    cols["t_minus_lagday"] = w - weather[back, 0]
+                    cols["t_daymean_minus_lagday"] = cols["t_daymean"] - tt["t_daymean"].to_numpy()[back]
     X = pd.DataFrame(cols)
     X["series"] = X["series"].astype(pd.CategoricalDtype(range(S)))
     sidx = cols["series"]
     sc = np.broadcast_to(scale[:, None, :], (I, H, S)).reshape(n)
     iidx = np.broadcast_to(np.arange(I)[:, None, None], (I, H, S)).reshape(n)
     return X, tg, sidx, sc, iidx
+
+
+def _window_min_max(y: np.ndarray, ends: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max of ``y[end - width : end]`` (NaN ignored) per end and series: (len(ends), S) each."""
+    r = pd.DataFrame(y).rolling(width, min_periods=max(1, width // 4))
+    mn, mx = r.min().to_numpy(), r.max().to_numpy()
+    idx = ends - 1
+    ok = (idx >= 0)[:, None]
+    idx = np.clip(idx, 0, len(y) - 1)
+    return np.where(ok, mn[idx], np.nan), np.where(ok, mx[idx], np.nan)
 
 
 def _as_arrays(y: pd.DataFrame, weather: pd.DataFrame | None, cfg: GlobalConfig):
@@ -210,7 +287,11 @@ def fit_global(y: pd.DataFrame, weather: pd.DataFrame | None, config: GlobalConf
         rows = np.flatnonzero(ok & ~in_cal)
         if len(rows) > cfg.max_rows:
             rows = np.sort(rng.choice(rows, cfg.max_rows, replace=False))
-        Xt, yt = X.iloc[rows], target[rows]
+        # the median may learn from the calibration days too (the most recent ones): only the band's
+        # models must not have seen them
+        rows50 = np.flatnonzero(ok) if cfg.median_on_all else rows
+        if len(rows50) > cfg.max_rows:
+            rows50 = np.sort(rng.choice(rows50, cfg.max_rows, replace=False))
         model.features[variant] = list(X.columns)
         fitted = []
         for q in QUANTILES:
@@ -219,11 +300,16 @@ def fit_global(y: pd.DataFrame, weather: pd.DataFrame | None, config: GlobalConf
             # their band then calibrated (below)
             objective = {"objective": "regression"} if q == 0.5 else {"objective": "quantile", "alpha": q}
             params = {**objective, "learning_rate": cfg.learning_rate,
-                      "num_leaves": cfg.num_leaves, "min_data_in_leaf": 50, "feature_fraction": 0.9,
+                      "num_leaves": cfg.num_leaves, "min_data_in_leaf": cfg.min_data_in_leaf,
+                      "feature_fraction": cfg.feature_fraction,
                       "bagging_fraction": 0.8, "bagging_freq": 1, "verbose": -1, "seed": cfg.seed,
                       "num_threads": cfg.threads}
-            fitted.append(lgb.train(params, lgb.Dataset(Xt, yt, categorical_feature=["series"]),
-                                    num_boost_round=cfg.rounds))
+            rounds = cfg.rounds if variant == "weather" or cfg.noweather_rounds is None else cfg.noweather_rounds
+            if q != 0.5 and cfg.band_rounds is not None:
+                rounds = min(rounds, cfg.band_rounds)
+            r = rows50 if q == 0.5 else rows
+            fitted.append(lgb.train(params, lgb.Dataset(X.iloc[r], target[r], categorical_feature=["series"]),
+                                    num_boost_round=rounds))
         model.models[variant] = fitted
         model.train_rows = max(model.train_rows, len(rows))
         crows = np.flatnonzero(ok & in_cal)

@@ -1,51 +1,34 @@
-"""The operational forecast loop on plain frames: demand series of a grid world, accuracy and
-anomalies. The assets in ``forecast/assets.py`` wire these to DuckDB.
+"""The operational forecast loop on plain frames: demand history from measurements, the fallback
+forecast, accuracy and anomalies. The assets in ``forecast/assets.py`` wire these to DuckDB.
 
 Series are the zones that have loads plus ``system`` (their sum), in MW at 5-minute resolution.
-History comes from two places: measured load from ``clean_telemetry`` (P of every metered load,
-summed per zone and scaled up for the sensors missing in a slot, when at least 80 % reported), and
-before that the world's historian archive (its profiles with their per-load noise, the same process
-the simulator measures). The profile without noise is the last link of the fallback chain.
+History is what was measured, and only that: P of every metered load from ``clean_telemetry``,
+summed per zone and scaled up for the sensors missing in a slot when at least 80 % reported. A slot
+with less coverage, or none, stays a gap (NaN); the models skip gaps. A fresh deployment learns from
+the historian archive once it has been loaded through ingestion like any other telemetry (``gridpipeline
+dev`` does that for the simulated world), so the archive carries the same noise, gaps and quality
+codes as live readings.
 """
 
 from __future__ import annotations
 
+import logging
+
+import duckdb
 import numpy as np
 import pandas as pd
 
 from gridpipeline.forecast.metrics import score
 
+log = logging.getLogger(__name__)
+
 STEP = pd.Timedelta(minutes=5)
 HORIZON = pd.Timedelta(hours=24)
 BUCKETS = ((0, 60, "0-1h"), (60, 360, "1-6h"), (360, 1440, "6-24h"))
 MIN_COVERAGE = 0.8
-
-
-def _zone_matrix(world) -> tuple[list[str], np.ndarray]:
-    zones = world.zones.reindex(world.net.load.bus).fillna("unzoned").astype(str).to_numpy()
-    names = sorted(set(zones))
-    m = np.zeros((len(world.net.load), len(names)))
-    m[np.arange(len(zones)), [names.index(z) for z in zones]] = 1.0
-    return names, m
-
-
-def archive_demand(world, times: pd.DatetimeIndex) -> pd.DataFrame:
-    """The historian archive: zone and system demand (MW) at ``times`` from the world's profiles."""
-    names, m = _zone_matrix(world)
-    p = world.injections_at(times).load_p_mw @ m
-    df = pd.DataFrame(p, index=times, columns=names)
-    df["system"] = df.sum(axis=1)
-    return df
-
-
-def profile_demand(world, times: pd.DatetimeIndex) -> pd.DataFrame:
-    """Expected demand from the profiles alone (no noise): the last fallback."""
-    names, m = _zone_matrix(world)
-    f = world.profile_factors(times)
-    p = (f[:, world._load_p_col] * world._load_p[None, :]) @ m
-    df = pd.DataFrame(p, index=times, columns=names)
-    df["system"] = df.sum(axis=1)
-    return df
+#: P10/P90 of the fallbacks, relative to their P50: seasonal naive, nominal
+NAIVE_BAND = (0.9, 1.1)
+NOMINAL_BAND = (0.85, 1.15)
 
 
 def measured_demand(con, start, end) -> pd.DataFrame:
@@ -64,8 +47,9 @@ def measured_demand(con, start, end) -> pd.DataFrame:
             WHERE s.kind = 'p_inj' AND s.element_type = 'load' AND c.ts >= ? AND c.ts < ?
               AND epoch(c.ts)::BIGINT % 300 = 0
             GROUP BY ALL
-            """, [pd.Timestamp(start).tz_localize(None), pd.Timestamp(end).tz_localize(None)]).df()
-    except Exception:  # no clean_telemetry yet
+            """, [_naive(start), _naive(end)]).df()
+    except duckdb.CatalogException as exc:  # a fresh store: no clean_telemetry or registry yet
+        log.info("no measured demand yet: %s", exc)
         return pd.DataFrame()
     if not len(df):
         return pd.DataFrame()
@@ -98,8 +82,9 @@ def measured_generation(con, net, start, end, kinds: dict[str, tuple[str, ...]])
             SELECT c.ts, s.kind, sum(c.value) AS p, count(c.value) AS n_rep, any_value(e.n) AS n_exp
             FROM clean.clean_telemetry c JOIN s USING (sensor_id) JOIN expected e USING (kind)
             WHERE c.ts >= ? AND c.ts < ? AND epoch(c.ts)::BIGINT % 300 = 0
-            GROUP BY ALL""", [pd.Timestamp(start).tz_localize(None), pd.Timestamp(end).tz_localize(None)]).df()
-    except Exception:
+            GROUP BY ALL""", [_naive(start), _naive(end)]).df()
+    except duckdb.CatalogException as exc:
+        log.info("no measured generation yet: %s", exc)
         return pd.DataFrame()
     finally:
         con.unregister("_gen_kind")
@@ -113,25 +98,47 @@ def measured_generation(con, net, start, end, kinds: dict[str, tuple[str, ...]])
     return wide
 
 
-def history(world, con, issue: pd.Timestamp, days: int = 8) -> tuple[pd.DataFrame, int]:
-    """Demand before ``issue``: the archive, overwritten by measurements where they exist.
-    Returns (frame, number of measured slots used)."""
+def _naive(ts) -> pd.Timestamp:
+    t = pd.Timestamp(ts)
+    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo else t
+
+
+def history(con, issue: pd.Timestamp, series: list[str], days: int = 8) -> tuple[pd.DataFrame, int]:
+    """Measured demand of ``series`` in the ``days`` before ``issue`` on the 5-minute grid, gaps as NaN.
+    Only readings timestamped before ``issue`` are used (late arrivals included).
+    Returns (frame, number of slots with any measurement)."""
     times = pd.date_range(issue - pd.Timedelta(days=days), issue, freq=STEP, inclusive="left")
-    hist = archive_demand(world, times)
     meas = measured_demand(con, times[0], issue) if con is not None else pd.DataFrame()
-    n = 0
-    if len(meas):
-        meas = meas.reindex(index=hist.index, columns=hist.columns)
-        mask = meas.notna()
-        n = int(mask.any(axis=1).sum())
-        hist = hist.where(~mask, meas)
-    return hist, n
+    hist = meas.reindex(index=times, columns=series) if len(meas) else pd.DataFrame(np.nan, index=times, columns=series)
+    return hist.astype(float), int(hist.notna().any(axis=1).sum())
 
 
-def actual_demand(world, con, start, end) -> pd.DataFrame:
-    """What the grid did in [start, end): measurements, else nothing (never the archive)."""
-    meas = measured_demand(con, start, end) if con is not None else pd.DataFrame()
-    return meas
+def fallback_forecast(hist: pd.DataFrame, nominal: pd.Series, issue: pd.Timestamp,
+                      horizon: pd.Timedelta = HORIZON, step: pd.Timedelta = STEP) -> pd.DataFrame:
+    """The forecast when no model trained before ``issue`` exists: per series and step, the value one
+    week earlier, else one day earlier (``seasonal_naive``), else the network's nominal demand
+    (``nominal``). Long frame: series, valid_time, lead, p10, p50, p90, model."""
+    times = pd.date_range(issue, issue + horizon, freq=step, inclusive="left")
+    frames = []
+    for series in hist.columns:
+        y = hist[series]
+        week = y.reindex(times - pd.Timedelta(days=7)).to_numpy(dtype=float)
+        day = y.reindex(times - pd.Timedelta(days=1)).to_numpy(dtype=float)
+        naive = np.where(np.isfinite(week), week, day)
+        nom = float(nominal.get(series, np.nan))
+        use_naive = np.isfinite(naive)
+        p50 = np.where(use_naive, naive, nom)
+        lo = np.where(use_naive, NAIVE_BAND[0], NOMINAL_BAND[0])
+        hi = np.where(use_naive, NAIVE_BAND[1], NOMINAL_BAND[1])
+        frames.append(pd.DataFrame({"series": series, "valid_time": times, "lead": np.arange(1, len(times) + 1),
+                                    "p10": p50 * lo, "p50": p50, "p90": p50 * hi,
+                                    "model": np.where(use_naive, "seasonal_naive", "nominal")}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def actual_demand(con, start, end) -> pd.DataFrame:
+    """What the grid did in [start, end): measurements, else nothing."""
+    return measured_demand(con, start, end) if con is not None else pd.DataFrame()
 
 
 def bucket_of(lead_minutes: np.ndarray) -> np.ndarray:

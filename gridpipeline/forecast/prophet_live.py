@@ -72,14 +72,15 @@ def skill_weights(errors: dict[str, np.ndarray]) -> dict[str, float]:
     return {k: (inv.get(k, 0.0) / total if total else 0.0) for k in errors}
 
 
-def combine(fc: pd.DataFrame, prophet: dict, weights: dict, weather: pd.DataFrame | None) -> pd.DataFrame:
+def combine(fc: pd.DataFrame, prophet: dict, weights: dict, weather: pd.DataFrame | None,
+            step: pd.Timedelta = pd.Timedelta(minutes=5)) -> pd.DataFrame:
     """Blend Prophet into the rows the global (weather) model served. ``weights``: {"global": w, "prophet": w}
     or, per series and horizon bucket of ``live.BUCKETS``, {series: {bucket: {"global": w, "prophet": w}}}."""
     from gridpipeline.forecast.live import bucket_of
 
     if weather is None or not prophet or not weights:
         return fc
-    b = bucket_of(fc["lead"].to_numpy() * 5.0)
+    b = bucket_of(fc["lead"].to_numpy() * (pd.Timedelta(step) / pd.Timedelta(minutes=1)))
     if "prophet" in weights:  # one weight for everything
         wp_rows = np.full(len(fc), float(weights["prophet"]))
     else:  # per series and horizon bucket: {series: {bucket: {"global": w, "prophet": w}}}
@@ -106,7 +107,7 @@ def combine(fc: pd.DataFrame, prophet: dict, weights: dict, weather: pd.DataFram
 
 
 def train_demand_models(hist: pd.DataFrame, weather: pd.DataFrame, cfg, now: pd.Timestamp, tz: str,
-                        country: str | None) -> tuple[dict, dict]:
+                        country: str | None, prophet: bool = True) -> tuple[dict, dict]:
     """The nightly demand models: (bundle, report).
 
     Both models are fit on the history before a hold-out of the last two days and scored on four
@@ -125,7 +126,10 @@ def train_demand_models(hist: pd.DataFrame, weather: pd.DataFrame, cfg, now: pd.
     act.index.names = ["valid_time", "series"]
     m = fc.join(act, on=["valid_time", "series"])
     scale = m.groupby("series").actual.transform(lambda a: a.abs().mean()).clip(lower=1e-9)
-    holdout_mape = float(np.mean(np.abs(m.actual - m.p50) / m.actual.abs().clip(lower=1e-9)) * 100)
+    holdout_mape = float(np.nanmean(np.abs(m.actual - m.p50) / m.actual.abs().clip(lower=1e-9)) * 100)
+    if not prophet:
+        model = fit_global(hist, weather, cfg, end=now)
+        return {"global": model, "prophet": {}, "weights": {}}, {"holdout_mape": holdout_mape}
     # Prophet per series on the same cut-off; weights by skill on the held-out issues
     temp = weather["temperature"]
     before = hist[hist.index < holdout]
@@ -137,7 +141,7 @@ def train_demand_models(hist: pd.DataFrame, weather: pd.DataFrame, cfg, now: pd.
         pp[rows] = predict_prophet(pm, vt, temp.reindex(vt).to_numpy())
     # skill per series and horizon bucket: the lags make the global model strong at short leads and on
     # smooth series, Prophet's smoothing may win on noisy ones
-    bucket = bucket_of(m["lead"].to_numpy() * 5.0)
+    bucket = bucket_of(m["lead"].to_numpy() * (cfg.step / pd.Timedelta(minutes=1)))
     eg = ((m.actual - m.p50) / scale).to_numpy()
     ep = (m.actual.to_numpy() - pp) / scale.to_numpy()
     ser = m.series.to_numpy()
@@ -146,6 +150,6 @@ def train_demand_models(hist: pd.DataFrame, weather: pd.DataFrame, cfg, now: pd.
                        for b in sorted(set(bucket))} for sname in hist.columns}
     prophet_mape = float(np.nanmean(np.abs(m.actual - pp) / m.actual.abs().clip(lower=1e-9)) * 100)
     model = fit_global(hist, weather, cfg, end=now)
-    prophet = {series: fit_prophet(hist[series], temp, tz, country) for series in hist.columns}
-    return ({"global": model, "prophet": prophet, "weights": weights},
+    fitted = {series: fit_prophet(hist[series], temp, tz, country) for series in hist.columns}
+    return ({"global": model, "prophet": fitted, "weights": weights},
             {"holdout_mape": holdout_mape, "holdout_mape_prophet": prophet_mape})

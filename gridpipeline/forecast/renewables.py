@@ -1,10 +1,7 @@
 """PV and wind generation forecasts: physics first, then a learnt correction, plus intermittency.
 
-* PV: pvlib (solar position, Erbs decomposition of GHI, plane-of-array irradiance, Faiman cell
-  temperature, PVWatts DC with a temperature coefficient, inverter efficiency, clipping at the
-  rating).
-* Wind: a turbine power curve from windpowerlib's bundled turbine library (default Enercon
-  E-82/2300), applied to the hub-height wind speed and scaled to the farm's rating.
+* Physics (:mod:`gridpipeline.common.renewables`, shared with the simulated world): PV by pvlib
+  (:func:`pv_physics`), wind by a turbine power curve at hub height (:func:`wind_physics`).
 * :class:`Correction`: LightGBM quantile models (P10/P50/P90) of the measured output, as a
   fraction of the rating, from the physics output and a few context features (time of day, sun
   elevation or wind direction). Fit on measured PV (pvanalytics' SERF East data) and on the
@@ -16,51 +13,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from gridpipeline.common.renewables import pv_physics, wind_physics
+
 QUANTILES = (0.1, 0.5, 0.9)
-
-
-def pv_physics(weather: pd.DataFrame, latitude: float, longitude: float, capacity_mw: float, tilt: float = 25.0,
-               azimuth: float = 180.0, gamma_pdc: float = -0.004, inverter_eff: float = 0.96) -> pd.Series:
-    """AC output (MW) of a fixed PV array from ``weather`` (UTC index; ``ghi`` W/m², ``temperature`` °C,
-    optional ``wind_speed_10m`` m/s)."""
-    import pvlib
-
-    idx = weather.index
-    ghi = weather["ghi"].astype(float).clip(lower=0).fillna(0.0)
-    temp = weather["temperature"].astype(float).ffill().bfill().fillna(15.0)
-    wind = weather["wind_speed_10m"].astype(float).fillna(1.0) if "wind_speed_10m" in weather else 1.0
-    sp = pvlib.solarposition.get_solarposition(idx, latitude, longitude)
-    dec = pvlib.irradiance.erbs(ghi, sp["zenith"], idx)
-    poa = pvlib.irradiance.get_total_irradiance(tilt, azimuth, sp["apparent_zenith"], sp["azimuth"], dec["dni"],
-                                                ghi, dec["dhi"])["poa_global"].fillna(0.0).clip(lower=0)
-    tcell = pvlib.temperature.faiman(poa, temp, wind)
-    pdc = pvlib.pvsystem.pvwatts_dc(poa, tcell, capacity_mw, gamma_pdc)
-    return (pdc * inverter_eff).clip(lower=0, upper=capacity_mw).rename("pv_physics_mw")
-
-
-@lru_cache(maxsize=8)
-def _curve(turbine: str) -> tuple[np.ndarray, np.ndarray, float]:
-    from windpowerlib import WindTurbine
-
-    t = WindTurbine(hub_height=100, turbine_type=turbine)
-    pc = t.power_curve
-    return pc.wind_speed.to_numpy(float), pc.value.to_numpy(float) / float(t.nominal_power), float(t.nominal_power)
-
-
-def wind_physics(hub_speed: pd.Series | np.ndarray, capacity_mw: float, turbine: str = "E-82/2300",
-                 cut_out_ms: float = 25.0) -> np.ndarray:
-    """Output (MW) from the turbine's power curve at the hub wind speed, scaled to ``capacity_mw``."""
-    ws, frac, _ = _curve(turbine)
-    v = np.asarray(hub_speed, dtype=float)
-    out = np.interp(v, ws, frac, left=0.0, right=0.0)
-    out = np.where((v >= ws.max()) & (v < cut_out_ms), 1.0, out)
-    return np.clip(np.nan_to_num(out, nan=0.0), 0, 1) * capacity_mw
 
 
 @dataclass

@@ -82,10 +82,12 @@ def test_bad_inputs_exit_2(csv_file, tmp_path):
         (_args(csv_file, out, "--models", "arima"), "unknown model"),
         (_args(csv_file, out, "--horizon", "soon"), "--horizon"),
         (
-            _args(csv_file, out, "--start", "2021-02-10", "--end", "2021-02-01"),
+            _args(csv_file, out, "--weather-cols", "t_good", "--start", "2021-02-10", "--end", "2021-02-01"),
             "--start must be before --end",
         ),
-        (_args(csv_file, out, "--start", "2030-01-01", "--end", "2030-02-01"), "no issue time"),
+        (_args(csv_file, out, "--weather-cols", "t_good", "--start", "2030-01-01", "--end", "2030-02-01"),
+         "no issue time"),
+        (_args(csv_file, out), "the deployed path needs a temperature column"),
     ]
     for args, message in cases:
         res = runner.invoke(forecast_app, args)

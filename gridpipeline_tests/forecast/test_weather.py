@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gridpipeline.forecast.weather import OpenMeteoClient, WeatherUnavailable, weather_features
+from gridpipeline.forecast.weather import weather_features
+from gridpipeline.sources.weather import OpenMeteoClient, WeatherUnavailable
 
 RESPONSE = (Path(__file__).parent / "data" / "open_meteo_forecast.json").read_bytes()
 ISSUE = pd.Timestamp("2026-11-24 06:05", tz="UTC")
@@ -68,7 +69,7 @@ def _client(url, **kw):
 
 def test_forecast_is_read_and_resampled(server):
     state, url = server
-    fc = _client(url).forecast(ISSUE, pd.Timedelta(hours=24))
+    fc, _ = _client(url).forecast(ISSUE, pd.Timedelta(hours=24))
     assert len(fc) == 288 and fc.index[0] == ISSUE
     assert fc[["temperature", "ghi", "wind_speed_100m"]].notna().all().all()
     q = state.requests[0]
@@ -80,7 +81,7 @@ def test_forecast_is_read_and_resampled(server):
 def test_server_errors_are_retried(server):
     state, url = server
     state.script = [503, 502]
-    fc = _client(url).forecast(ISSUE, pd.Timedelta(hours=24))
+    fc, _ = _client(url).forecast(ISSUE, pd.Timedelta(hours=24))
     assert len(state.requests) == 3 and len(fc) == 288
 
 
