@@ -38,10 +38,9 @@ import psutil
 from gridpipeline.project import DBT_PROJECT_DIR
 from gridpipeline.settings import PROJECT_ROOT
 from gridpipeline.store import connect, ensure_schema
-from gridpipeline.telemetry import landing as lz
 from gridpipeline.telemetry.ingest import ingest_windows, read_windows
 from gridpipeline.telemetry.registry import PlacementPolicy, build_registry
-from gridpipeline.telemetry.simulator import FaultConfig, ScadaSimulator
+from gridpipeline.world.scada import FaultConfig, ScadaSimulator
 
 START = datetime(2026, 11, 20, 12, 0)
 

@@ -71,7 +71,7 @@ def _parse_time(value: str, name: str) -> datetime:
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME (default var/dagster_home) with the shipped dagster.yaml in it."""
+    """DAGSTER_HOME (default var/dagster_home), with the shipped dagster.yaml copied in when it has none."""
     home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
@@ -81,7 +81,8 @@ def ensure_dagster_home(settings: Settings) -> Path:
 
     with open(home / ".init.lock", "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
-        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+        if not (home / "dagster.yaml").exists():  # a user's own instance settings are theirs
+            shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
         from dagster import DagsterInstance
 
         DagsterInstance.get().dispose()
@@ -91,8 +92,8 @@ def ensure_dagster_home(settings: Settings) -> Path:
 def _load_sim(settings: Settings, world_name: str, sensors: int | None, faults: str, seed: int,
               export_interval: int, truth: bool):
     from gridpipeline.telemetry.registry import PlacementPolicy, build_registry
-    from gridpipeline.telemetry.simulator import ScadaSimulator, faults_from_string
     from gridpipeline.world.model import load_world
+    from gridpipeline.world.scada import ScadaSimulator, faults_from_string
 
     world = load_world(world_name, data_dir=settings.data_dir, cache_dir=settings.home / "worlds" / world_name)
     policy = PlacementPolicy.full() if world_name == "scale" else PlacementPolicy()
@@ -100,7 +101,8 @@ def _load_sim(settings: Settings, world_name: str, sensors: int | None, faults: 
     if sensors:
         reg = reg[reg.sensor_id <= sensors]
     sim = ScadaSimulator(world, reg, settings.landing, faults=faults_from_string(faults), seed=seed,
-                         export_interval_s=export_interval, truth_path=settings.truth if truth else None)
+                         export_interval_s=export_interval, truth_path=settings.truth if truth else None,
+                         weather_dir=settings.weather_dir)
     return sim
 
 
@@ -117,7 +119,8 @@ def simulate(
     speed: float = typer.Option(60.0, help="With --live: how much faster than real time while catching up."),
     truth: bool = typer.Option(True, help="Keep ground truth and the fault log in GRIDPIPELINE_TRUTH_PATH."),
 ):
-    """Write SCADA historian exports into the landing zone (GRIDPIPELINE_LANDING_DIR)."""
+    """Write SCADA historian exports into the landing zone (GRIDPIPELINE_LANDING_DIR), and the weather
+    provider's forecast runs and observations as of the simulated clock (GRIDPIPELINE_WEATHER_DIR)."""
     s = _settings()
     t0, t1 = _parse_time(start, "start"), _parse_time(end, "end")
     sim = _load_sim(s, world or s.world, sensors, faults, seed, export_interval, truth)
@@ -155,11 +158,11 @@ def replay(
     snapshot as a second one; both recorded in DAGSTER_HOME."""
     s = _settings()
     ensure_dagster_home(s)
-    from gridpipeline.orchestration.replay import replay_range
+    from gridpipeline.replay import replay_range
 
     t0, t1 = _parse_time(start, "start"), _parse_time(end, "end")
     if simulate_missing:
-        from gridpipeline.telemetry import landing as lz
+        from gridpipeline.common import landing as lz
 
         empty = [w for w in lz.windows(t0, t1) if lz.fingerprint(s.landing, w) is None]
         if empty:
@@ -177,6 +180,116 @@ def replay(
         raise typer.Exit(1)
 
 
+def _historian(settings: Settings, faults: str, seed: int):
+    """The simulated historian archive: every load and generator P point at its own 30-s sampling,
+    exported once per 5-minute window into GRIDPIPELINE_ARCHIVE_DIR, with the simulator's faults
+    (gaps, lost exports, spikes, wrong units, ...) and the weather provider's files for the period."""
+    from gridpipeline.telemetry.registry import PlacementPolicy, build_registry
+    from gridpipeline.world.model import load_world
+    from gridpipeline.world.scada import ScadaSimulator, faults_from_string
+
+    world = load_world(settings.world, data_dir=settings.data_dir, cache_dir=settings.home / "worlds" / settings.world)
+    reg = build_registry(world.net, world.zones, PlacementPolicy.full() if settings.world == "scale" else PlacementPolicy())
+    points = reg[(reg.kind == "p_inj") & reg.element_type.isin(["load", "sgen"])].assign(source="HISTORIAN")
+    return ScadaSimulator(world, points, settings.archive, faults=faults_from_string(faults), seed=seed,
+                          export_interval_s=300, truth_path=None, weather_dir=settings.weather_dir)
+
+
+def _imported_windows(settings: Settings, start: datetime, end: datetime) -> int:
+    """How many 5-minute windows of [start, end) the store already holds ingested telemetry for."""
+    import duckdb
+
+    from gridpipeline.store import connect, writer_lock
+
+    if not settings.db_path.exists():
+        return 0
+    with writer_lock(settings.db_path), connect(settings.db_path) as con:
+        try:
+            return con.execute("SELECT count(DISTINCT window_start) FROM telemetry.ingest_files "
+                               "WHERE window_start >= ? AND window_start < ?", [start, end]).fetchone()[0]
+        except duckdb.CatalogException:  # a fresh store
+            return 0
+
+
+def import_history(settings: Settings, start: datetime, end: datetime, faults: str = "default", seed: int = 0,
+                   echo=typer.echo, train: bool = True) -> dict:
+    """Load [start, end) of the historian archive through ingestion, a day per Dagster run (so the live
+    loop gets the writer between days), newest day first, and train the forecast models on it: once
+    the newest ``FIRST_MODEL_DAYS`` are in (the live loop gets a model within minutes) and again when
+    all are. Days the store already holds are skipped, so a restart picks up where it stopped."""
+    from dagster import DagsterInstance
+
+    from gridpipeline.replay import replay_range
+
+    t0 = time.monotonic()
+    days = []
+    a = start
+    while a < end:
+        b = min(a + timedelta(days=1), end)
+        days.append((a, b))
+        a = b
+    days.reverse()  # newest first: the most useful history for the first model
+    sim = None
+    done = {"days": len(days), "imported": 0, "skipped": 0, "readings": 0}
+    instance = DagsterInstance.get()
+
+    def _train(what: str):
+        from gridpipeline.definitions import defs
+
+        echo(f"history import: training the forecast models on {what}", err=True)
+        res = defs.resolve_job_def("forecast_models_job").execute_in_process(instance=instance, raise_on_error=False)
+        done["models_run"], done["models_success"] = res.run_id, res.success
+
+    try:
+        for k, (a, b) in enumerate(days, start=1):
+            if train and k == FIRST_MODEL_DAYS + 1 and done["imported"]:
+                _train(f"the newest {FIRST_MODEL_DAYS} days")
+            windows = int((b - a) / timedelta(minutes=5))
+            if _imported_windows(settings, a, b) >= windows:
+                done["skipped"] += 1
+                continue
+            sim = sim or _historian(settings, faults, seed)
+            sim.run(a, b)
+            res = replay_range(a, b, instance=instance, archive=True)
+            if not res["success"]:
+                echo(f"history import: {a:%Y-%m-%d} failed (run {res['run_id']}); see the run in the UI", err=True)
+                return {**done, "success": False, "run_id": res["run_id"]}
+            done["imported"] += 1
+            done["readings"] += int(res.get("rows_stored", 0) or 0)
+            echo(f"history import: day {k}/{len(days)} ({a:%Y-%m-%d}) ingested, {res.get('rows_stored', 0):,} readings; "
+                 f"{time.monotonic() - t0:.0f} s so far", err=True)
+    finally:
+        if sim is not None:
+            sim.close()
+    if train and done["imported"]:
+        _train(f"all {len(days)} days")
+    done["seconds"] = round(time.monotonic() - t0, 1)
+    done["success"] = True
+    return done
+
+
+@app.command("history")
+def history_cmd(
+    days: Optional[int] = typer.Option(None, help="Days before --end (default: the training window + 8 days of lags)."),
+    end: str = typer.Option("now-2h", help="End of the history (UTC ISO 8601 or now-2h)."),
+    faults: str = typer.Option("default"),
+    seed: int = typer.Option(0),
+    train: bool = typer.Option(True, help="Train the forecast models on the history when it is in."),
+):
+    """Import the simulated historian archive as history, through ingestion and cleaning (one run per day)."""
+    s = _settings()
+    ensure_dagster_home(s)
+    t1 = _parse_time(end, "end").replace(second=0, microsecond=0)
+    t1 -= timedelta(minutes=t1.minute % 5)
+    t0 = t1 - timedelta(days=days or s.forecast_train_days + HISTORY_LAG_DAYS)
+    typer.echo(json.dumps(import_history(s, t0, t1, faults, seed, train=train), default=str))
+
+
+HISTORY_LAG_DAYS = 8
+#: the first model is trained once this many of the newest days are in
+FIRST_MODEL_DAYS = 30
+
+
 @app.command()
 def dev(
     port: int = typer.Option(3000),
@@ -184,6 +297,8 @@ def dev(
     speed: float = typer.Option(120.0),
     faults: str = typer.Option("default"),
     simulator: bool = typer.Option(True, help="Run the live SCADA simulator next to Dagster."),
+    history: bool = typer.Option(True, help="Import the training window of simulated historian archive "
+                                            "(once; later starts skip the days already in the store)."),
 ):
     """Start the Dagster UI and daemon on 127.0.0.1 with the simulator feeding the landing zone."""
     s = _settings()
@@ -195,19 +310,31 @@ def dev(
         procs.append(subprocess.Popen(
             [str(bin_dir / "gridpipeline"), "simulate", "--live", "--start", f"now-{catch_up}",
              "--speed", str(speed), "--faults", faults], env=env, cwd=PROJECT_ROOT))
+        if history:
+            # the archive ends where the live simulator's catch-up starts
+            procs.append(subprocess.Popen(
+                [str(bin_dir / "gridpipeline"), "history", "--end", f"now-{catch_up}", "--faults", faults],
+                env=env, cwd=PROJECT_ROOT))
     procs.append(subprocess.Popen(
         [str(bin_dir / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(PROJECT_ROOT / "workspace.yaml")],
         env=env, cwd=PROJECT_ROOT))
+    dagster = procs[-1]
+    history_proc = procs[1] if simulator and history else None
     typer.echo(f"Dagster UI: http://127.0.0.1:{port}  (DAGSTER_HOME={home}, store={s.db_path}, landing={s.landing})")
+
+    def _stop(signum, frame):  # SIGTERM stops every child the way Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
-        while all(p.poll() is None for p in procs):
+        while all(p.poll() is None for p in procs if p is not history_proc):
             time.sleep(1)
     except KeyboardInterrupt:
         pass
     finally:
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT if p is procs[-1] else signal.SIGTERM)
+                p.send_signal(signal.SIGINT if p is dagster else signal.SIGTERM)
         for p in procs:
             try:
                 p.wait(timeout=30)

@@ -9,6 +9,7 @@ from dagster import (
     in_process_executor,
 )
 
+from gridpipeline.base.partitions import five_minute_partitions, live_five_minute_partitions
 from gridpipeline.forecast.assets import (
     demand_model,
     forecast_assets,
@@ -17,7 +18,6 @@ from gridpipeline.forecast.assets import (
     renewable_models,
 )
 from gridpipeline.grid.assets import grid_assets, grid_model, grid_state_cycle
-from gridpipeline.orchestration.partitions import five_minute_partitions, live_five_minute_partitions
 from gridpipeline.orchestration.resources import build_resources
 from gridpipeline.orchestration.sensors import build_grid_state_sensor, build_landing_sensor
 from gridpipeline.telemetry.assets import (

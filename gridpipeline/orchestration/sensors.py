@@ -20,9 +20,9 @@ from dagster import (
     sensor,
 )
 
-from gridpipeline.orchestration.partitions import five_minute_partitions
+from gridpipeline.base.partitions import five_minute_partitions
+from gridpipeline.common import landing as lz
 from gridpipeline.settings import get_settings
-from gridpipeline.telemetry import landing as lz
 
 LOOKBACK = timedelta(days=1)
 RANGE_RUN_THRESHOLD = 6
@@ -57,7 +57,7 @@ def ready_windows(landing, rejected, now: datetime, cursor: dict[str, str], grac
 def group_ranges(keys: list[str]) -> list[tuple[str, str]]:
     """Contiguous runs of partition keys as (first, last) pairs."""
     keys = sorted(keys)
-    ranges, start, prev = [], None, None
+    ranges, prev = [], None
     for k in keys:
         t = datetime.strptime(k, "%Y-%m-%d-%H:%M")
         if prev is not None and t - prev == lz.WINDOW:
@@ -65,7 +65,7 @@ def group_ranges(keys: list[str]) -> list[tuple[str, str]]:
             ranges[-1] = (ranges[-1][0], k)
             continue
         ranges.append((k, k))
-        start, prev = k, t
+        prev = t
     return ranges
 
 

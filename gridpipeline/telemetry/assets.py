@@ -5,7 +5,6 @@ import json
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -13,24 +12,27 @@ from dagster import (
     AssetKey,
     AutomationCondition,
     BackfillPolicy,
-    MetadataValue,
     MaterializeResult,
+    MetadataValue,
     asset,
     asset_check,
 )
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from dagster_duckdb import DuckDBResource
 
-from gridpipeline.orchestration.partitions import five_minute_partitions, hourly_partitions
-from gridpipeline.orchestration.plots import availability_by_zone
-from gridpipeline.orchestration.resources import GridWorldResource
+from gridpipeline.base.partitions import five_minute_partitions, hourly_partitions
+from gridpipeline.base.plots import availability_by_zone
 from gridpipeline.project import dbt_project
+from gridpipeline.sources.resources import NetworkModelResource, SettingsResource
 from gridpipeline.store import ensure_schema, writer_lock
 from gridpipeline.telemetry.health import compute_sensor_health
 from gridpipeline.telemetry.ingest import ingest_windows
 from gridpipeline.telemetry.registry import build_registry
 
 GROUP = "telemetry"
+#: run tag: ``archive`` ingests the historian archive folder (GRIDPIPELINE_ARCHIVE_DIR) instead of the
+#: landing zone; same layout, same validation, same quarantine
+SOURCE_TAG = "gridpipeline/source"
 
 
 def _window(context: AssetExecutionContext) -> tuple[datetime, datetime]:
@@ -39,9 +41,9 @@ def _window(context: AssetExecutionContext) -> tuple[datetime, datetime]:
 
 
 @contextmanager
-def _store(duckdb: DuckDBResource, world: GridWorldResource):
+def _store(duckdb: DuckDBResource, settings: SettingsResource):
     """A connection to the store under the cross-process writer lock (see store.writer_lock)."""
-    with writer_lock(world.settings().db_path), duckdb.get_connection() as con:
+    with writer_lock(settings.get().db_path), duckdb.get_connection() as con:
         yield con
 
 
@@ -58,10 +60,11 @@ def _md_table(rows: dict, key: str, value: str) -> MetadataValue:
     description="Every sensor on the grid (id, kind, location, unit, sigma, interval), from the network "
     "model by the placement policy. Table telemetry.sensors.",
 )
-def sensor_registry(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
-    w = world.load()
-    reg = build_registry(w.net, w.zones)
-    with _store(duckdb, world) as con:
+def sensor_registry(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
+                    network: NetworkModelResource):
+    model = network.load()
+    reg = build_registry(model.net, model.zones)
+    with _store(duckdb, settings) as con:
         ensure_schema(con)
         con.execute("BEGIN TRANSACTION")
         con.execute("DELETE FROM telemetry.sensors")
@@ -71,7 +74,7 @@ def sensor_registry(context: AssetExecutionContext, duckdb: DuckDBResource, worl
         "sensors": len(reg),
         "sources": reg.source.nunique(),
         "zones": reg.zone.nunique(),
-        "world": w.name,
+        "network": str(model.path), "network_sha256": model.sha256[:12],
         "by_kind": _md_table(reg.kind.value_counts().to_dict(), "Kind", "Sensors"),
     })
 
@@ -82,20 +85,24 @@ def sensor_registry(context: AssetExecutionContext, duckdb: DuckDBResource, worl
     backfill_policy=BackfillPolicy.single_run(),
     pool="duckdb",
     deps=[sensor_registry],
-    description="Landing-zone files of the window, schema- and value-validated. Accepted rows in "
+    description="Landing-zone files of the window (or, with run tag gridpipeline/source=archive, the historian "
+    "archive's), schema- and value-validated. Accepted rows in "
     "telemetry.raw_readings, rejected rows in telemetry.quarantine with a reason, unreadable files "
     "moved to the rejected folder and recorded in telemetry.ingest_files.",
 )
-def raw_telemetry(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
-    s = world.settings()
+def raw_telemetry(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource):
+    s = settings.get()
     start, end = _window(context)
-    with _store(duckdb, world) as con:
+    archive = context.run.tags.get(SOURCE_TAG) == "archive"
+    folder = s.archive if archive else s.landing
+    with _store(duckdb, settings) as con:
         ensure_schema(con)
-        rep = ingest_windows(con, s.landing, s.rejected, start, end,
+        rep = ingest_windows(con, folder, s.rejected, start, end,
                              future_tolerance_s=s.future_tolerance_s, max_age_days=s.max_age_days)
     summ = rep.summary()
-    context.log.info(f"ingested {start}..{end}: {json.dumps(summ, default=str)}")
+    context.log.info(f"ingested {start}..{end} from {folder}: {json.dumps(summ, default=str)}")
     return MaterializeResult(metadata={
+        "source": "historian archive" if archive else "landing zone",
         **{k: v for k, v in summ.items() if v is not None},
         "reconciles": summ["rows_in"] == summ["rows_stored"] + summ["rows_quarantined"],
         "quarantine_reasons": _md_table(rep.reasons, "Reason", "Rows"),
@@ -103,9 +110,9 @@ def raw_telemetry(context: AssetExecutionContext, duckdb: DuckDBResource, world:
 
 
 @asset_check(asset=raw_telemetry, blocking=True, partitions_def=five_minute_partitions, description="Rows in = stored + quarantined, per file.")
-def raw_telemetry_reconciles(context, duckdb: DuckDBResource, world: GridWorldResource) -> AssetCheckResult:
+def raw_telemetry_reconciles(context, duckdb: DuckDBResource, settings: SettingsResource) -> AssetCheckResult:
     start, end = _window(context)
-    with _store(duckdb, world) as con:
+    with _store(duckdb, settings) as con:
         bad = con.execute(
             """SELECT count(*), coalesce(sum(rows_in), 0), coalesce(sum(rows_stored), 0),
                       coalesce(sum(rows_quarantined), 0)
@@ -119,9 +126,9 @@ def raw_telemetry_reconciles(context, duckdb: DuckDBResource, world: GridWorldRe
 
 
 @asset_check(asset=raw_telemetry, partitions_def=five_minute_partitions, description="Warns when more than 5 % of the window's rows are quarantined.")
-def raw_telemetry_quarantine_rate(context, duckdb: DuckDBResource, world: GridWorldResource) -> AssetCheckResult:
+def raw_telemetry_quarantine_rate(context, duckdb: DuckDBResource, settings: SettingsResource) -> AssetCheckResult:
     start, end = _window(context)
-    with _store(duckdb, world) as con:
+    with _store(duckdb, settings) as con:
         stored = con.execute("SELECT count(*) FROM telemetry.raw_readings WHERE ts >= ? AND ts < ?", [start, end]).fetchone()[0]
         quarantined = con.execute("SELECT count(*) FROM telemetry.quarantine WHERE window_start >= ? AND window_start < ?",
                                   [start, end]).fetchone()[0]
@@ -163,9 +170,9 @@ def dbt_window_vars(start: datetime, end: datetime, settings) -> dict:
     pool="duckdb",
     name="telemetry_seeds",
 )
-def telemetry_seeds(context: AssetExecutionContext, dbt: DbtCliResource, world: GridWorldResource):
+def telemetry_seeds(context: AssetExecutionContext, dbt: DbtCliResource, settings: SettingsResource):
     """Reference tables the cleaning uses (unit conversions, plausibility limits per kind)."""
-    with writer_lock(world.settings().db_path):
+    with writer_lock(settings.get().db_path):
         yield from dbt.cli(["seed"], context=context).stream()
 
 
@@ -179,12 +186,12 @@ def telemetry_seeds(context: AssetExecutionContext, dbt: DbtCliResource, world: 
     pool="duckdb",
     name="clean_telemetry_models",
 )
-def clean_telemetry_models(context: AssetExecutionContext, dbt: DbtCliResource, world: GridWorldResource):
+def clean_telemetry_models(context: AssetExecutionContext, dbt: DbtCliResource, settings: SettingsResource):
     """Deduplicated, unit-normalised, range/rate/stuck/spike/drift-checked and gap-filled readings
     with a quality code on every value; re-running a window replaces exactly its rows."""
     start, end = _window(context)
-    vars_ = dbt_window_vars(start, end, world.settings())
-    with writer_lock(world.settings().db_path):
+    vars_ = dbt_window_vars(start, end, settings.get())
+    with writer_lock(settings.get().db_path):
         yield from dbt.cli(["build", "--vars", json.dumps(vars_)], context=context).stream()
 
 
@@ -211,9 +218,9 @@ HOURLY_WHEN_COMPLETE = (
     automation_condition=HOURLY_WHEN_COMPLETE,
     description="Per sensor and hour: expected vs received readings, availability, latency, last seen.",
 )
-def sensor_health(context: AssetExecutionContext, duckdb: DuckDBResource, world: GridWorldResource):
+def sensor_health(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource):
     start, end = _window(context)
-    with _store(duckdb, world) as con:
+    with _store(duckdb, settings) as con:
         ensure_schema(con)
         summ = compute_sensor_health(con, start, end)
         worst = con.execute(
@@ -227,16 +234,16 @@ def sensor_health(context: AssetExecutionContext, duckdb: DuckDBResource, world:
             [start, end]).df()
     return MaterializeResult(metadata={
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in summ.items() if v is not None},
-        "availability_by_zone": MetadataValue.md(availability_by_zone(per_zone, world.settings().coverage_warn)),
+        "availability_by_zone": MetadataValue.md(availability_by_zone(per_zone, settings.get().coverage_warn)),
         "worst_sensors": MetadataValue.md(worst.to_markdown(index=False) if len(worst) else "_none_"),
     })
 
 
 @asset_check(asset=sensor_health, partitions_def=hourly_partitions, description="Warns when reading coverage falls below GRIDPIPELINE_COVERAGE_WARN.")
-def sensor_coverage(context, duckdb: DuckDBResource, world: GridWorldResource) -> AssetCheckResult:
-    threshold = world.settings().coverage_warn
+def sensor_coverage(context, duckdb: DuckDBResource, settings: SettingsResource) -> AssetCheckResult:
+    threshold = settings.get().coverage_warn
     start, end = _window(context)
-    with _store(duckdb, world) as con:
+    with _store(duckdb, settings) as con:
         expected, received, silent = con.execute(
             """SELECT coalesce(sum(expected), 0), coalesce(sum(received), 0), count(*) FILTER (WHERE status = 'silent')
                FROM telemetry.sensor_health WHERE hour_start >= ? AND hour_start < ?""", [start, end]).fetchone()

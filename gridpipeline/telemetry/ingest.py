@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from gridpipeline.common import landing as lz
 from gridpipeline.settings import PROJECT_ROOT
-from gridpipeline.telemetry import landing as lz
 
 REQUIRED = ("sensor_id", "ts", "value")
 UNIT_SEED = PROJECT_ROOT / "dbt_project" / "seeds" / "unit_conversions.csv"

@@ -22,8 +22,8 @@ import pandas as pd
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from gridpipeline.common import landing as lz
 from gridpipeline.settings import PROJECT_ROOT
-from gridpipeline.telemetry import landing as lz
 
 SEEDS = PROJECT_ROOT / "dbt_project" / "seeds"
 SNAPSHOT_COLUMNS = ["sensor_id", "value", "quality", "reason"]

@@ -8,9 +8,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from gridpipeline.common import landing as lz
 from gridpipeline.orchestration.sensors import group_ranges, ready_windows
 from gridpipeline.settings import PROJECT_ROOT
-from gridpipeline.telemetry import landing as lz
 from gridpipeline.telemetry.assets import dbt_window_vars
 
 
@@ -91,7 +91,7 @@ def test_grid_partitions_include_the_open_window():
     """The 30-second loop writes into the window that is still open; telemetry waits for it to close."""
     from datetime import timezone
 
-    from gridpipeline.orchestration.partitions import five_minute_partitions, live_five_minute_partitions
+    from gridpipeline.base.partitions import five_minute_partitions, live_five_minute_partitions
 
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     key = f"{lz.floor_window(now):%Y-%m-%d-%H:%M}"

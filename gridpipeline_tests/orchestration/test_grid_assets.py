@@ -10,8 +10,8 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, build_sensor_context
 
+from gridpipeline.common import landing as lz
 from gridpipeline.settings import get_settings
-from gridpipeline.telemetry import landing as lz
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,8 @@ def live(tmp_path_factory):
     s = get_settings()
     s.ensure_dirs()
     from gridpipeline.telemetry.registry import build_registry
-    from gridpipeline.telemetry.simulator import FaultConfig, ScadaSimulator
     from gridpipeline.world.model import load_world
+    from gridpipeline.world.scada import FaultConfig, ScadaSimulator
 
     world = load_world("sample")
     reg = build_registry(world.net, world.zones)

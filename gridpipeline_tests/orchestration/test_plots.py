@@ -6,7 +6,7 @@ import base64
 
 import pandas as pd
 
-from gridpipeline.orchestration.plots import availability_by_zone
+from gridpipeline.base.plots import availability_by_zone
 
 
 def test_availability_chart_is_an_embedded_png():

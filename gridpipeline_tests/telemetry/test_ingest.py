@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gridpipeline.common import landing as lz
 from gridpipeline.store import connect, ensure_schema
-from gridpipeline.telemetry import landing as lz
 from gridpipeline.telemetry.ingest import ingest_windows
 
 W = datetime(2026, 11, 20, 10, 0)

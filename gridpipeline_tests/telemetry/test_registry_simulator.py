@@ -8,10 +8,10 @@ import duckdb
 import numpy as np
 import pytest
 
-from gridpipeline.telemetry import landing as lz
+from gridpipeline.common import landing as lz
 from gridpipeline.telemetry.registry import KINDS, PlacementPolicy, build_registry
-from gridpipeline.telemetry.simulator import FaultConfig, ScadaSimulator, faults_from_string
 from gridpipeline.world.model import load_world
+from gridpipeline.world.scada import FaultConfig, ScadaSimulator, faults_from_string
 
 W = datetime(2026, 11, 20, 12, 0)
 

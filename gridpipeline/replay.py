@@ -7,12 +7,15 @@ from datetime import datetime
 
 from dagster import DagsterInstance
 
+from gridpipeline.common import landing as lz
 from gridpipeline.orchestration.sensors import BOOTSTRAP, partition_key
-from gridpipeline.telemetry import landing as lz
+from gridpipeline.telemetry.assets import SOURCE_TAG
 
 
-def replay_range(start: datetime, end: datetime, instance: DagsterInstance | None = None, grid: bool = False) -> dict:
-    """Telemetry (and with ``grid``, the grid state of every 30-second snapshot) for [start, end)."""
+def replay_range(start: datetime, end: datetime, instance: DagsterInstance | None = None, grid: bool = False,
+                 archive: bool = False) -> dict:
+    """Telemetry (and with ``grid``, the grid state of every 30-second snapshot) for [start, end); with
+    ``archive``, from the historian archive folder instead of the landing zone."""
     from gridpipeline.definitions import defs
 
     instance = instance or DagsterInstance.get()
@@ -24,9 +27,12 @@ def replay_range(start: datetime, end: datetime, instance: DagsterInstance | Non
         if not boot.success:
             return {"success": False, "run_id": boot.run_id, "failed": "bootstrap_job (sensor registry, seeds)"}
     first, last = partition_key(windows[0]), partition_key(windows[-1])
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    if archive:
+        tags[SOURCE_TAG] = "archive"
     result = defs.resolve_job_def("telemetry_job").execute_in_process(
         instance=instance,
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        tags=tags,
         raise_on_error=False,
     )
     meta = {}
