@@ -181,16 +181,18 @@ def replay(
 
 
 def _historian(settings: Settings, faults: str, seed: int):
-    """The simulated historian archive: every load and generator P point at its own 30-s sampling,
-    exported once per 5-minute window into GRIDPIPELINE_ARCHIVE_DIR, with the simulator's faults
-    (gaps, lost exports, spikes, wrong units, ...) and the weather provider's files for the period."""
+    """The simulated historian archive: every load and generator P point sampled every 5 minutes (as
+    a historian keeps long-term data; the forecast reads only the 5-minute instants anyway), exported
+    once per 5-minute window into GRIDPIPELINE_ARCHIVE_DIR, with the simulator's faults (gaps, lost
+    exports, spikes, wrong units, ...) and the weather provider's files for the period."""
     from gridpipeline.telemetry.registry import PlacementPolicy, build_registry
     from gridpipeline.world.model import load_world
     from gridpipeline.world.scada import ScadaSimulator, faults_from_string
 
     world = load_world(settings.world, data_dir=settings.data_dir, cache_dir=settings.home / "worlds" / settings.world)
     reg = build_registry(world.net, world.zones, PlacementPolicy.full() if settings.world == "scale" else PlacementPolicy())
-    points = reg[(reg.kind == "p_inj") & reg.element_type.isin(["load", "sgen"])].assign(source="HISTORIAN")
+    points = reg[(reg.kind == "p_inj") & reg.element_type.isin(["load", "sgen"])].assign(source="HISTORIAN",
+                                                                                     interval_s=300)
     return ScadaSimulator(world, points, settings.archive, faults=faults_from_string(faults), seed=seed,
                           export_interval_s=300, truth_path=None, weather_dir=settings.weather_dir)
 
@@ -211,27 +213,41 @@ def _imported_windows(settings: Settings, start: datetime, end: datetime) -> int
             return 0
 
 
+def _day(t: datetime) -> str:
+    return f"{t:%Y-%m-%d}" if (t.hour, t.minute) == (0, 0) else f"{t:%Y-%m-%d %H:%M}"
+
+
 def import_history(settings: Settings, start: datetime, end: datetime, faults: str = "default", seed: int = 0,
-                   echo=typer.echo, train: bool = True) -> dict:
-    """Load [start, end) of the historian archive through ingestion, a day per Dagster run (so the live
-    loop gets the writer between days), newest day first, and train the forecast models on it: once
-    the newest ``FIRST_MODEL_DAYS`` are in (the live loop gets a model within minutes) and again when
-    all are. Days the store already holds are skipped, so a restart picks up where it stopped."""
+                   echo=typer.echo, train: bool = True, chunk_days: float = 7) -> dict:
+    """Load [start, end) of the historian archive through ingestion, ``chunk_days`` per Dagster run
+    (so the live loop gets the writer between chunks, and a run's fixed cost is paid 53 times for a
+    year rather than 373), newest first, and train the forecast models on it: once the newest
+    ``FIRST_MODEL_DAYS`` are in (the live loop gets a model early) and again when all are. Chunks
+    the store already holds are skipped, so a restart picks up where it stopped."""
     from dagster import DagsterInstance
 
     from gridpipeline.replay import replay_range
 
     t0 = time.monotonic()
-    days = []
-    a = start
-    while a < end:
-        b = min(a + timedelta(days=1), end)
-        days.append((a, b))
-        a = b
-    days.reverse()  # newest first: the most useful history for the first model
+    from gridpipeline.base.partitions import START as PARTITIONS_START
+
+    first = datetime.fromisoformat(PARTITIONS_START).replace(tzinfo=start.tzinfo)
+    if start < first:  # the partitions cannot hold what lies before their start
+        echo(f"history import: starting at the first partition {first:%Y-%m-%d} rather than {start:%Y-%m-%d} "
+             f"(set GRIDPIPELINE_PARTITIONS_START or {PARTITIONS_START!r} in <home>/partitions_start earlier "
+             "on a new store to keep more)", err=True)
+        start = first
+    chunks = []
+    b = end
+    while b > start:  # newest first: the most useful history for the first model
+        a = max(b - timedelta(days=chunk_days), start)
+        chunks.append((a, b))
+        b = a
+    total_days = (end - start) / timedelta(days=1)
     sim = None
-    done = {"days": len(days), "imported": 0, "skipped": 0, "readings": 0}
+    done = {"days": round(total_days, 2), "runs": len(chunks), "imported": 0, "skipped": 0, "readings": 0}
     instance = DagsterInstance.get()
+    trained_first = False
 
     def _train(what: str):
         from gridpipeline.definitions import defs
@@ -241,9 +257,11 @@ def import_history(settings: Settings, start: datetime, end: datetime, faults: s
         done["models_run"], done["models_success"] = res.run_id, res.success
 
     try:
-        for k, (a, b) in enumerate(days, start=1):
-            if train and k == FIRST_MODEL_DAYS + 1 and done["imported"]:
-                _train(f"the newest {FIRST_MODEL_DAYS} days")
+        for k, (a, b) in enumerate(chunks, start=1):
+            days_in = (end - b) / timedelta(days=1)
+            if train and not trained_first and days_in >= FIRST_MODEL_DAYS and done["imported"]:
+                _train(f"the newest {days_in:.0f} days")
+                trained_first = True
             windows = int((b - a) / timedelta(minutes=5))
             if _imported_windows(settings, a, b) >= windows:
                 done["skipped"] += 1
@@ -252,17 +270,18 @@ def import_history(settings: Settings, start: datetime, end: datetime, faults: s
             sim.run(a, b)
             res = replay_range(a, b, instance=instance, archive=True)
             if not res["success"]:
-                echo(f"history import: {a:%Y-%m-%d} failed (run {res['run_id']}); see the run in the UI", err=True)
+                echo(f"history import: {_day(a)}..{_day(b)} failed (run {res['run_id']}); see the run in the UI",
+                     err=True)
                 return {**done, "success": False, "run_id": res["run_id"]}
             done["imported"] += 1
             done["readings"] += int(res.get("rows_stored", 0) or 0)
-            echo(f"history import: day {k}/{len(days)} ({a:%Y-%m-%d}) ingested, {res.get('rows_stored', 0):,} readings; "
-                 f"{time.monotonic() - t0:.0f} s so far", err=True)
+            echo(f"history import: run {k}/{len(chunks)} ({_day(a)}..{_day(b)}) ingested, "
+                 f"{res.get('rows_stored', 0):,} readings; {time.monotonic() - t0:.0f} s so far", err=True)
     finally:
         if sim is not None:
             sim.close()
     if train and done["imported"]:
-        _train(f"all {len(days)} days")
+        _train(f"all {total_days:.0f} days")
     done["seconds"] = round(time.monotonic() - t0, 1)
     done["success"] = True
     return done
@@ -270,22 +289,34 @@ def import_history(settings: Settings, start: datetime, end: datetime, faults: s
 
 @app.command("history")
 def history_cmd(
-    days: Optional[int] = typer.Option(None, help="Days before --end (default: the training window + 8 days of lags)."),
+    days: Optional[float] = typer.Option(None, help="Days before --end (default: the training window + 8 days of lags)."),
     end: str = typer.Option("now-2h", help="End of the history (UTC ISO 8601 or now-2h)."),
     faults: str = typer.Option("default"),
     seed: int = typer.Option(0),
     train: bool = typer.Option(True, help="Train the forecast models on the history when it is in."),
+    days_per_run: float = typer.Option(7.0, min=0.01, help="Days of archive ingested per Dagster run."),
 ):
-    """Import the simulated historian archive as history, through ingestion and cleaning (one run per day)."""
+    """Import the simulated historian archive as history, through ingestion and cleaning (a week per run)."""
     s = _settings()
     ensure_dagster_home(s)
     t1 = _parse_time(end, "end").replace(second=0, microsecond=0)
     t1 -= timedelta(minutes=t1.minute % 5)
     t0 = t1 - timedelta(days=days or s.forecast_train_days + HISTORY_LAG_DAYS)
-    typer.echo(json.dumps(import_history(s, t0, t1, faults, seed, train=train), default=str))
+    _set_epoch(s, t0)
+    typer.echo(json.dumps(import_history(s, t0, t1, faults, seed, train=train, chunk_days=days_per_run),
+                          default=str))
 
 
 HISTORY_LAG_DAYS = 8
+
+
+def _set_epoch(s: Settings, first: datetime) -> None:
+    """On a new store, start the partitions on the first day of its history (see base/partitions.py)."""
+    from gridpipeline.base.partitions import write_epoch
+
+    if write_epoch(first.date(), s.home):
+        typer.echo(f"partitions start on {first:%Y-%m-%d}, the first day of this store's history "
+                   f"(recorded in {s.home / 'partitions_start'})", err=True)
 #: the first model is trained once this many of the newest days are in
 FIRST_MODEL_DAYS = 30
 
@@ -304,6 +335,9 @@ def dev(
     s = _settings()
     home = ensure_dagster_home(s)
     env = {**os.environ, "DAGSTER_HOME": str(home), "GRIDPIPELINE_DUCKDB_PATH": str(s.db_path)}
+    live_start = _parse_time(f"now-{catch_up}", "catch-up")
+    _set_epoch(s, live_start - timedelta(days=s.forecast_train_days + HISTORY_LAG_DAYS) if history and simulator
+               else live_start)
     procs = []
     bin_dir = Path(sys.executable).parent
     if simulator:
