@@ -67,7 +67,7 @@ DDL = [
         rows_in      BIGINT,
         rows_stored  BIGINT,
         rows_quarantined BIGINT,
-        status       VARCHAR NOT NULL,   -- ok, rejected
+        status       VARCHAR NOT NULL,   -- ok, rejected, refused (symlink / outside the landing zone), skipped (hidden file)
         error        VARCHAR,
         ingested_at  TIMESTAMP NOT NULL
     )

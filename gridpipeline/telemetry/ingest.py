@@ -3,19 +3,24 @@
 The unit of work is one 5-minute window (a partition); a backfill calls :func:`ingest_windows` over
 a range (two windows at a time, on their own cursors) and each window is replaced as a whole, inside
 its own transaction, so a re-run replaces exactly its rows. Nothing is dropped silently: ``rows_in == rows_stored + rows_quarantined`` for the
-readable files, and every unreadable file is moved to the rejected folder with an error record.
+readable files, and every unreadable file is moved to the rejected folder with an error record. Links
+and hidden files are recorded (``refused`` / ``skipped``) and never read or followed (see
+:func:`landing.scan_window`); error texts name the exception, never quote the file.
 
 Validation is one set-based DuckDB query over all of the window's rows. Parquet files whose columns
 already have the right types (the common case) are scanned by DuckDB in bulk and skip every cast;
 a window's CSV exports are parsed together by Arrow, and they and oddly typed files are read as text
-and cast with ``TRY_CAST``, so a bad value rejects its row and never the file. Where the time goes:
-``benchmarks/RESULTS.md``.
+and cast with ``TRY_CAST``, so a bad value rejects its row and never the file. Neither does a bad row:
+a CSV file Arrow cannot parse (a row not UTF-8, or with too many or too few fields) is read again row by
+row, and a Parquet timestamp beyond the microsecond range is nulled; such rows are quarantined with
+their reason. Where the time goes: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import re
 import threading
@@ -28,6 +33,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -59,6 +65,8 @@ class WindowReport:
     window_start: datetime
     files: int = 0
     files_rejected: int = 0
+    files_refused: int = 0      # links: never followed
+    files_skipped: int = 0      # hidden files: not exports
     rows_in: int = 0
     rows_stored: int = 0
     rows_quarantined: int = 0
@@ -89,6 +97,8 @@ class IngestReport:
             "windows": len(self.windows),
             "files": self.total("files"),
             "files_rejected": self.total("files_rejected"),
+            "files_refused": self.total("files_refused"),
+            "files_skipped": self.total("files_skipped"),
             "rows_in": self.total("rows_in"),
             "rows_stored": self.total("rows_stored"),
             "rows_quarantined": self.total("rows_quarantined"),
@@ -137,17 +147,88 @@ def _read(f: lz.LandingFile) -> pa.Table:
     raise ValueError(f"unsupported file format '{f.fmt}'")
 
 
-def _frame(t: pa.Table, fid: int, arrived: datetime) -> tuple[pa.Table, bool, str | None]:
-    """Bring one file to the common columns; say whether it is fully typed; name missing columns."""
+# Reasons of rows that are bad before any value is looked at (set per row, ahead of the validation query's).
+UNDECODABLE, RAGGED, TS_RANGE = "undecodable_row", "ragged_row", "timestamp_out_of_range"
+_ESCAPED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
+
+
+def _read_csv_rows(path: Path) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """A CSV file Arrow cannot read whole, row by row: a row that is not UTF-8 or has another number of
+    fields than the header becomes an empty row with its reason (its fields are not text, or not what
+    their columns say: none is kept), every other row is read as it is. Rows are numbered as Arrow
+    does: from 1 after the header, blank lines not counted, a quoted newline inside its row.
+
+    A file that also ends mid-line was cut short (a writer ends every row with a line break: the
+    simulator's truncated exports, a copy that stopped): it is rejected whole, as Arrow would, rather
+    than read as its first rows plus a bad one. Returns (all columns as text, [(row number, reason)])."""
+    data = path.read_bytes()
+    text = data.decode("utf-8-sig", errors="surrogateescape")
+    escaped = _ESCAPED.search(text) is not None
+    rows = (r for r in csv.reader(io.StringIO(text, newline="")) if r)
+    header = next(rows, None)
+    if not header:
+        raise ValueError("Empty CSV file")
+    if not data.endswith((b"\n", b"\r")):
+        raise ValueError("CSV file cut short: no line break after its last row")
+    if escaped and any(_ESCAPED.search(h) for h in header):
+        raise ValueError("CSV header is not UTF-8")
+    cols: list[list] = [[] for _ in header]
+    bad = []
+    for i, r in enumerate(rows, 1):
+        why = RAGGED if len(r) != len(header) else \
+            UNDECODABLE if escaped and any(_ESCAPED.search(v) for v in r) else None
+        if why:
+            bad.append((i, why))
+            r = [""] * len(header)
+        for col, v in zip(cols, r):
+            col.append(v or None)  # empty is null, as for Arrow
+    return pa.Table.from_arrays([pa.array(c, pa.string()) for c in cols], names=header), bad
+
+
+def _read_rows(f: lz.LandingFile) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """The file's table and its rows that are bad as a whole (row number, reason). Arrow fails a whole
+    CSV file for one broken row, so such a file is read again by :func:`_read_csv_rows`."""
+    if f.fmt == "csv":
+        try:
+            return _read(f), []
+        except pa.ArrowInvalid:
+            return _read_csv_rows(f.path)
+    return _read(f), []
+
+
+_US_PER = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 1}
+
+
+def _ts_in_range(ts: pa.ChunkedArray) -> tuple[pa.ChunkedArray, list[tuple[int, str]]]:
+    """Timestamps without a microsecond equivalent (1e15 s after the epoch) nulled, with their rows:
+    left in, they fail the whole file's cast (Arrow) and the window's bulk scan (DuckDB)."""
+    per = _US_PER[ts.type.unit]
+    if per == 1:
+        return ts, []
+    lim = (2**63 - 1) // per
+    raw = ts.cast(pa.int64())
+    out = pc.fill_null(pc.or_(pc.greater(raw, lim), pc.less(raw, -lim)), False)
+    idx = np.flatnonzero(out.to_numpy())
+    if not len(idx):
+        return ts, []
+    return pc.if_else(out, pa.scalar(None, ts.type), ts), [(int(i) + 1, TS_RANGE) for i in idx]
+
+
+def _frame(t: pa.Table, fid: int, arrived: datetime) -> tuple[pa.Table, bool, str | None, list[tuple[int, str]]]:
+    """Bring one file to the common columns; say whether it is fully typed; name missing columns; list
+    the rows whose timestamp is out of range (row number, reason)."""
     missing = [c for c in REQUIRED if c not in t.column_names]
     n = t.num_rows
     cols = {}
     typed = not missing
+    bad: list[tuple[int, str]] = []
     for c in (*REQUIRED, "unit"):
         if c in t.column_names:
             col = t.column(c)
             if c != "unit" and not _TYPED[c](col.type):
                 typed = False
+            if c == "ts" and pa.types.is_timestamp(col.type):
+                col, bad = _ts_in_range(col)
             cols[c] = col
         else:
             cols[c] = pa.nulls(n, pa.string())
@@ -168,7 +249,39 @@ def _frame(t: pa.Table, fid: int, arrived: datetime) -> tuple[pa.Table, bool, st
         **cols,
     })
     error = f"missing_columns:{','.join(missing)}" if missing else None
-    return out, typed, error
+    return out, typed, error, bad
+
+
+# Error texts (ingest_files.error and the .error note) describe, they do not quote: a parser's message
+# holds the offending line or a column's name, i.e. the file's content (perhaps of a file the landing
+# zone pointed elsewhere to). Known messages are recognised by a fragment and described in our words.
+_DESCRIBED = (
+    ("magic bytes not found", "not a Parquet file (no magic bytes)"),
+    ("Couldn't deserialize thrift", "corrupt Parquet metadata"),
+    ("Parquet", "corrupt Parquet file"),
+    ("invalid UTF8", "text that is not UTF-8"),
+    ("CSV header is not UTF-8", "a CSV header that is not UTF-8"),
+    ("Empty CSV file", "empty CSV file"),
+    ("CSV file cut short", "truncated CSV file (it ends mid-row)"),
+    ("CSV parse error", "CSV parse error"),
+    ("field larger than field limit", "a CSV field longer than the limit"),
+    ("Unsupported cast", "a column of an unsupported type"),
+    ("unsupported file format", "unsupported file format"),
+)
+_ROW_NO = re.compile(r"\bRow #(\d+)")
+_COLUMNS = re.compile(r"\bExpected (\d+) columns, got (\d+)")
+
+
+def _describe(exc: Exception) -> str:
+    """``<exception class>: <our description>``, with a row number and column counts where the parser
+    gives them (digits only); never the exception's message itself."""
+    msg = str(exc)
+    text = next((d for k, d in _DESCRIBED if k in msg), "unreadable file")
+    if m := _ROW_NO.search(msg):
+        text += f" at row {m[1]}"
+    if m := _COLUMNS.search(msg):
+        text += f" (expected {m[1]} columns, got {m[2]})"
+    return f"{type(exc).__name__}: {text}"
 
 
 def _csv_together(files: list[tuple[lz.LandingFile, int]]) -> tuple[pa.Table | None, list, list]:
@@ -233,8 +346,11 @@ def _utc(ts: str) -> str:
     return f"CASE WHEN isfinite({ts}) THEN make_timestamp(epoch_us({ts})) ELSE ({ts})::TIMESTAMP END"
 
 
-def _validated_sql(window_start: datetime, window_end: datetime, typed_sql: str) -> str:
-    """One row per input row: typed values plus ``reason`` (NULL when the row is accepted)."""
+def _validated_sql(window_start: datetime, window_end: datetime, typed_sql: str, row_errors: bool = False) -> str:
+    """One row per input row: typed values plus ``reason`` (NULL when the row is accepted).
+
+    ``row_errors``: join the ``row_errors`` table (rows bad before any value is judged); left out when
+    it is empty, so that the bulk of windows pays nothing for it."""
     ws, we = f"TIMESTAMP '{window_start:%Y-%m-%d %H:%M:%S}'", f"TIMESTAMP '{window_end:%Y-%m-%d %H:%M:%S}'"
     limits = " ".join(
         f"WHEN '{k}' THEN NOT (v.conv >= {lo}{' * v.nominal' if rel else ''} AND v.conv <= {hi}{' * v.nominal' if rel else ''})"
@@ -260,6 +376,7 @@ def _validated_sql(window_start: datetime, window_end: datetime, typed_sql: str)
     )
     SELECT v.file_id, v.row_number, v.arrived_at, v.sid, v.t, v.val, v.unit, v.sid_raw, v.ts_raw, v.val_raw, CASE
         WHEN fe.error IS NOT NULL THEN fe.error
+        {"WHEN re.row_error IS NOT NULL THEN re.row_error" if row_errors else ""}
         WHEN sid IS NULL AND (NOT text_row OR sid_raw IS NULL) THEN 'missing_sensor_id'
         WHEN sid IS NULL THEN 'bad_sensor_id'
         WHEN t IS NULL AND (NOT text_row OR ts_raw IS NULL) THEN 'missing_timestamp'
@@ -276,6 +393,7 @@ def _validated_sql(window_start: datetime, window_end: datetime, typed_sql: str)
         WHEN CASE kind {limits} ELSE FALSE END THEN 'impossible_value'
     END AS reason
     FROM v LEFT JOIN file_errors fe USING (file_id)
+    {"LEFT JOIN row_errors re USING (file_id, row_number)" if row_errors else ""}
     """
 
 
@@ -347,13 +465,15 @@ def _bulk_files(bulk: list[tuple[lz.LandingFile, int]]) -> pa.Table:
 @dataclass
 class _Window:
     """What a window's files gave before anything is written: rows read through Arrow, the typed
-    Parquet files left for DuckDB's bulk scan, and one ``ingest_files`` record per file read or rejected."""
+    Parquet files left for DuckDB's bulk scan, rows bad as a whole (ragged, undecodable, timestamp out of
+    range), and one ``ingest_files`` record per entry read, rejected, refused (a link) or skipped (hidden)."""
     start: datetime
     landing: Path
     rejected: Path
     text: list[pa.Table] = field(default_factory=list)
     file_rows: list[tuple] = field(default_factory=list)
     file_errors: list[tuple[int, str]] = field(default_factory=list)
+    row_errors: list[tuple[int, int, str]] = field(default_factory=list)
     bulk: list[tuple[lz.LandingFile, int]] = field(default_factory=list)
 
     def record(self, f: lz.LandingFile, fid: int, rows: int | None, status: str = "ok", error: str | None = None,
@@ -362,19 +482,23 @@ class _Window:
         return (fid, self.start, str(path or f.path), f.source, f.arrived_at, f.size, rows, status, error)
 
     def reject(self, f: lz.LandingFile, fid: int, exc: Exception) -> None:
-        msg = f"{type(exc).__name__}: {exc}"[:500]
+        msg = _describe(exc)
         dest = lz.move_to_rejected(f, self.landing, self.rejected, msg)
-        self.file_rows.append(self.record(f, fid, None, "rejected", msg, dest))
+        # On record under its rejected copy's id: a re-delivered file's copy (renamed, next to the one
+        # rejected before) is another file than that one, which stays on record too.
+        self.file_rows.append(self.record(f, file_id(dest, self.rejected), None, "rejected", msg, dest))
 
     def read_one(self, f: lz.LandingFile, fid: int) -> None:
         try:
-            frame, is_typed, err = _frame(_read(f), fid, f.arrived_at)
+            table, bad = _read_rows(f)
+            frame, is_typed, err, out_of_range = _frame(table, fid, f.arrived_at)
         except Exception as exc:  # unreadable: corrupt, truncated, not a table at all
             self.reject(f, fid, exc)
             return
         self.text.append(frame if not is_typed else frame.cast(_TYPED_SCHEMA).cast(_TEXT_SCHEMA))
         if err:
             self.file_errors.append((fid, err))
+        self.row_errors.extend((fid, row, why) for row, why in bad + out_of_range)
         self.file_rows.append(self.record(f, fid, frame.num_rows, error=err))
 
     def bulk_rows(self) -> list[tuple]:
@@ -385,7 +509,10 @@ def _gather(con: duckdb.DuckDBPyConnection, landing: Path, rejected: Path, windo
     """List and read the window's files; unreadable ones are moved to the rejected folder. Writes
     nothing to the store (``con`` only reads Parquet footers)."""
     w = _Window(window_start, landing, rejected)
-    files = lz.window_files(landing, window_start)
+    files, refused = lz.scan_window(landing, window_start)
+    for f, why in refused:  # links and hidden files: on record, never read, moved or followed
+        status = "skipped" if why == lz.HIDDEN else "refused"
+        w.file_rows.append(w.record(f, file_id(f.path, landing), None, status, why))
     rel_dir = str(lz.window_dir(Path(), window_start))  # what Path.relative_to(landing) gives, without its cost
     ids = {f.path: file_id_of(os.path.join(rel_dir, f.path.name)) for f in files}
     typed = _typed_parquet(con, [f for f in files if f.fmt == "parquet" and not _GLOB.search(str(f.path))])
@@ -474,7 +601,7 @@ def ingest_window(
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     rep = WindowReport(window_start)
     w = _gather(con, landing, rejected, window_start)
-    text, file_rows, file_errors, bulk = w.text, w.file_rows, w.file_errors, w.bulk
+    text, file_rows, file_errors, row_errors, bulk = w.text, w.file_rows, w.file_errors, w.row_errors, w.bulk
     bulk_rows = w.bulk_rows()
 
     params = {"now": now, "future_s": future_tolerance_s, "max_age_days": max_age_days}
@@ -482,6 +609,9 @@ def ingest_window(
         while True:  # twice at most: the bulk scan, then (if it fails) every file read by Arrow
             con.register("file_errors", pa.table({"file_id": pa.array([e[0] for e in file_errors], pa.int64()),
                                                   "error": pa.array([e[1] for e in file_errors], pa.string())}))
+            con.register("row_errors", pa.table({"file_id": pa.array([e[0] for e in row_errors], pa.int64()),
+                                                 "row_number": pa.array([e[1] for e in row_errors], pa.int64()),
+                                                 "row_error": pa.array([e[2] for e in row_errors], pa.string())}))
             rows = file_rows + bulk_rows
             cols = list(zip(*rows)) if rows else [[]] * 9
             con.register("file_list", pa.table({
@@ -503,7 +633,7 @@ def ingest_window(
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute("CREATE OR REPLACE TEMP TABLE validated AS "
-                            + _validated_sql(window_start, window_end, typed_sql), params)
+                            + _validated_sql(window_start, window_end, typed_sql, bool(row_errors)), params)
                 break
             except duckdb.Error:
                 con.execute("ROLLBACK")
@@ -552,7 +682,7 @@ def ingest_window(
             con.execute("ROLLBACK")
             raise
     finally:
-        for name in ("typed_rows_in", "text_rows", "file_errors", "file_list", "bulk_files"):
+        for name in ("typed_rows_in", "text_rows", "file_errors", "row_errors", "file_list", "bulk_files"):
             try:
                 con.unregister(name)
             except Exception:
@@ -560,7 +690,10 @@ def ingest_window(
     file_rows += bulk_rows
     rep.files = sum(1 for r in file_rows if r[7] == "ok")
     rep.files_rejected = sum(1 for r in file_rows if r[7] == "rejected")
-    late = [(r[4] - window_end).total_seconds() for r in file_rows if r[4] is not None]
+    rep.files_refused = sum(1 for r in file_rows if r[7] == "refused")
+    rep.files_skipped = sum(1 for r in file_rows if r[7] == "skipped")
+    # Lateness of exports only: a link's or a hidden file's time says nothing about the historian.
+    late = [(r[4] - window_end).total_seconds() for r in file_rows if r[4] is not None and r[7] in ("ok", "rejected")]
     if late:
         rep.lateness_max_s = float(max(late))
         rep.lateness_p95_s = float(np.percentile(late, 95))
