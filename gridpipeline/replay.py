@@ -3,13 +3,32 @@ recorded in the Dagster instance so it shows in the UI like any other run."""
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
+from pathlib import Path
 
 from dagster import DagsterInstance
 
 from gridpipeline.common import landing as lz
+from gridpipeline.orchestration.runs import wait_for_pool
 from gridpipeline.orchestration.sensors import BOOTSTRAP, partition_key
+from gridpipeline.settings import get_settings
+from gridpipeline.store import connect
 from gridpipeline.telemetry.assets import SOURCE_TAG
+
+#: what ingestion and cleaning read before any telemetry: the registry, the dbt seeds, the network
+REFERENCE_TABLES = ("telemetry.sensors", "clean.unit_conversions", "clean.kind_limits", "grid.model_versions")
+
+
+def missing_reference_tables(db_path: Path) -> list[str]:
+    """The reference tables the store lacks (all of them for a new or moved store). The Dagster
+    instance may remember a bootstrap that wrote another file, so the store itself is asked."""
+    if not Path(db_path).exists():
+        return list(REFERENCE_TABLES)
+    with connect(db_path, read_only=True) as con:
+        have = {f"{a}.{b}" for a, b in con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
+    return [t for t in REFERENCE_TABLES if t not in have]
 
 
 def replay_range(start: datetime, end: datetime, instance: DagsterInstance | None = None, grid: bool = False,
@@ -19,10 +38,13 @@ def replay_range(start: datetime, end: datetime, instance: DagsterInstance | Non
     from gridpipeline.definitions import defs
 
     instance = instance or DagsterInstance.get()
+    wait = lambda: wait_for_pool(instance, echo=lambda m: print(m, file=sys.stderr, flush=True))  # noqa: E731
     windows = lz.windows(start, end)
     if not windows:
         raise ValueError(f"empty range: {start} .. {end}")
-    if any(instance.get_latest_materialization_event(k) is None for k in BOOTSTRAP):
+    if (any(instance.get_latest_materialization_event(k) is None for k in BOOTSTRAP)
+            or missing_reference_tables(get_settings().db_path)):
+        wait()
         boot = defs.resolve_job_def("bootstrap_job").execute_in_process(instance=instance, raise_on_error=False)
         if not boot.success:
             return {"success": False, "run_id": boot.run_id, "failed": "bootstrap_job (sensor registry, seeds)"}
@@ -30,6 +52,7 @@ def replay_range(start: datetime, end: datetime, instance: DagsterInstance | Non
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     if archive:
         tags[SOURCE_TAG] = "archive"
+    wait()  # a dead run's slot is freed here, and a live holder is named, rather than spinning inside the run
     result = defs.resolve_job_def("telemetry_job").execute_in_process(
         instance=instance,
         tags=tags,
@@ -42,6 +65,7 @@ def replay_range(start: datetime, end: datetime, instance: DagsterInstance | Non
     out = {"success": result.success, "run_id": result.run_id, "partitions": len(windows),
            "first": first, "last": last, **{k: v for k, v in meta.items() if isinstance(v, (int, float, bool, str))}}
     if grid and result.success:
+        wait()
         g = defs.resolve_job_def("grid_state_job").execute_in_process(
             instance=instance,
             tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 
+from gridpipeline.orchestration.child import die_with_parent
 from gridpipeline.project import dbt_project
 from gridpipeline.settings import Settings, export_env, get_settings
 from gridpipeline.sources.resources import NetworkModelResource, SettingsResource, WeatherSource
@@ -16,11 +18,16 @@ from gridpipeline.sources.resources import NetworkModelResource, SettingsResourc
 RESOURCE_KEYS = ("settings", "duckdb", "dbt", "network", "weather")
 
 
-def dbt_executable() -> str:
+def dbt_executable(settings: Settings | None = None) -> str:
     """dbt beside the running interpreter (the project's venv), so a run started outside ``uv run``
-    (``.venv/bin/gridpipeline replay``) finds it without .venv/bin on PATH; else whatever PATH has."""
+    (``.venv/bin/gridpipeline replay``) finds it without .venv/bin on PATH; else whatever PATH has.
+    With ``settings``, behind a wrapper in ``<home>/bin`` that dies with the run that started it
+    (``orchestration/child.py``), so a killed run leaves no dbt writing the store without the lock."""
     here = Path(sys.executable).parent / "dbt"
-    return str(here) if here.exists() else "dbt"
+    real = str(here) if here.exists() else shutil.which("dbt") or "dbt"
+    if settings is None or not Path(real).is_absolute():
+        return real
+    return str(die_with_parent(real, settings.home / "bin" / "dbt"))
 
 
 def build_resources(settings: Settings | None = None) -> dict:
@@ -30,7 +37,7 @@ def build_resources(settings: Settings | None = None) -> dict:
     return {
         "settings": SettingsResource.from_settings(settings),
         "duckdb": DuckDBResource(database=str(settings.db_path)),
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable(settings)),
         "network": NetworkModelResource(path=str(settings.network)),
         "weather": WeatherSource(mode=settings.weather_source, weather_dir=str(settings.weather_dir),
                                  latitude=settings.site_latitude, longitude=settings.site_longitude,

@@ -1,0 +1,120 @@
+"""Runs whose process died, and the pool slots they still hold.
+
+A run killed with SIGKILL (or by the OOM killer, or a power cut) never writes its failure: it stays
+STARTED and keeps its ``duckdb`` pool slot, and every later writer waits behind it for ever. Dagster's
+run monitoring cannot see it either: the default run launcher has no worker health check. So:
+
+* :func:`reap_dead_runs` finds every STARTED or CANCELING run whose worker process (the pid on its
+  latest event) is gone, or was reused by a process younger than the run, marks it failed with the
+  reason, and frees its pool slots; slots held by runs that already finished are freed too. The
+  ``run_reaper_sensor`` runs it every 30 s under the daemon, and every CLI command that starts runs
+  calls it first.
+* :func:`wait_for_pool` is what a CLI command does before it starts a run: it waits in its own loop
+  (so Ctrl-C and SIGTERM work), says which run holds the pool, and reaps dead holders as it goes.
+
+Only runs of this machine are judged: the instance is local (SQLite under DAGSTER_HOME).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import psutil
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+log = logging.getLogger(__name__)
+
+ACTIVE = [DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+POOL = "duckdb"
+
+
+def _worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
+    """The pid that wrote the run's latest event: its worker while it runs."""
+    conn = instance.event_log_storage.get_records_for_run(run_id, ascending=False, limit=20)
+    for rec in conn.records:
+        ev = rec.event_log_entry.dagster_event
+        if ev is not None and ev.pid is not None:
+            return int(ev.pid)
+    return None
+
+
+def process_alive(pid: int, since: float | None = None) -> bool:
+    """Is ``pid`` a live process that existed at ``since`` (a pid reused later belongs to someone else)?"""
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return since is None or p.create_time() <= since + 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def reap_dead_runs(instance: DagsterInstance, pool: str = POOL) -> list[dict]:
+    """Fail the active runs whose worker is gone and free every slot of ``pool`` no live run holds.
+    Returns one record per action: {"run_id", "job", "pid", "action"}."""
+    done = []
+    for rec in instance.get_run_records(RunsFilter(statuses=ACTIVE)):
+        run = rec.dagster_run
+        pid = _worker_pid(instance, run.run_id)
+        since = rec.start_time or rec.create_timestamp.timestamp()
+        if pid is None or process_alive(pid, since):
+            continue
+        msg = (f"run worker (pid {pid}) is gone: the process was killed without reporting; "
+               "marked failed and its pool slots freed by gridpipeline's run reaper")
+        instance.report_run_failed(run, message=msg)
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        log.warning("%s (run %s of %s)", msg, run.run_id, run.job_name)
+        done.append({"run_id": run.run_id, "job": run.job_name, "pid": pid, "action": "failed and freed"})
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    for run_id in info.active_run_ids | {s.run_id for s in info.pending_steps}:
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+            done.append({"run_id": run_id, "job": run.job_name if run else None, "pid": None,
+                         "action": "slot of a finished run freed"})
+    return done
+
+
+def pool_holders(instance: DagsterInstance, pool: str = POOL) -> list[str]:
+    """Human-readable holders of ``pool``'s slots: "run 1a2b3c4d (telemetry_job, step raw_telemetry)"."""
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    out = []
+    for slot in info.claimed_slots:
+        run = instance.get_run_by_id(slot.run_id)
+        out.append(f"run {slot.run_id[:8]} ({run.job_name if run else '?'}, step {slot.step_key})")
+    return out
+
+
+def pool_free(instance: DagsterInstance, pool: str = POOL) -> bool:
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    limit = info.limit if info.limit is not None else info.slot_count
+    return not limit or len(info.claimed_slots) < limit
+
+
+def wait_for_pool(instance: DagsterInstance, pool: str = POOL, echo: Callable[[str], None] | None = None,
+                  timeout_s: float | None = None, poll_s: float = 1.0, say_every_s: float = 30.0) -> float:
+    """Block (sleeping, signals work) until ``pool`` has a free slot; reap dead holders on the way.
+    Returns the seconds waited; raises TimeoutError after ``timeout_s``."""
+    t0 = last_said = time.monotonic()
+    said = False
+    while True:
+        reaped = reap_dead_runs(instance, pool)
+        for r in reaped:
+            if echo:
+                echo(f"freed pool '{pool}' from run {r['run_id'][:8]} ({r['job']}): {r['action']}")
+        if pool_free(instance, pool):
+            return time.monotonic() - t0
+        now = time.monotonic()
+        if echo and (not said or now - last_said >= say_every_s):
+            echo(f"waiting for pool '{pool}' (one writer at a time), held by {', '.join(pool_holders(instance, pool))}; "
+                 f"{now - t0:.0f} s so far (Ctrl-C to stop)")
+            said, last_said = True, now
+        if timeout_s is not None and now - t0 > timeout_s:
+            raise TimeoutError(f"pool '{pool}' still held after {timeout_s:.0f} s by "
+                               f"{', '.join(pool_holders(instance, pool))}")
+        time.sleep(poll_s)
+
+
+__all__ = ["POOL", "pool_free", "pool_holders", "process_alive", "reap_dead_runs", "wait_for_pool"]

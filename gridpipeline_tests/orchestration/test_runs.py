@@ -1,0 +1,89 @@
+"""A run killed with SIGKILL while it holds the duckdb pool slot: the reaper marks it failed and frees
+the slot, and a waiting command names the holder instead of spinning (real instance, real processes)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+from gridpipeline.orchestration.runs import pool_free, reap_dead_runs, wait_for_pool
+from gridpipeline.settings import PROJECT_ROOT
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from dagster import DagsterInstance, job, op
+
+    @op(pool="duckdb")
+    def hold_the_writer():
+        Path(sys.argv[1]).write_text("holding")
+        time.sleep(600)
+
+    @job
+    def writer_job():
+        hold_the_writer()
+
+    writer_job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False)
+""")
+
+
+@pytest.fixture
+def instance(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with DagsterInstance.get() as inst:
+        yield inst
+
+
+def _start_holder(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
+    script, ready = tmp_path / f"{name}.py", tmp_path / f"{name}.ready"
+    script.write_text(HOLDER)
+    proc = subprocess.Popen([sys.executable, str(script), str(ready)], env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert proc.poll() is None, "holder exited before it took the slot"
+        assert time.monotonic() < deadline, "holder never took the slot"
+        time.sleep(0.2)
+    return proc, ready
+
+
+def test_a_killed_run_is_failed_and_its_slot_freed(instance, tmp_path):
+    proc, _ = _start_holder(tmp_path, "killed")
+    assert not pool_free(instance)
+    assert reap_dead_runs(instance) == []  # a live holder is left alone
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    (run,) = instance.get_runs(RunsFilter(job_name="writer_job"))
+    assert run.status == DagsterRunStatus.STARTED and not pool_free(instance)  # what the probe found
+
+    reaped = reap_dead_runs(instance)
+    assert [r["run_id"] for r in reaped] == [run.run_id]
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+    assert pool_free(instance)
+    assert wait_for_pool(instance, timeout_s=5) < 5
+
+
+def test_a_waiting_command_names_the_live_holder_and_gives_up_on_time(instance, tmp_path):
+    proc, _ = _start_holder(tmp_path, "alive")
+    said = []
+    try:
+        with pytest.raises(TimeoutError, match="writer_job, step hold_the_writer"):
+            wait_for_pool(instance, echo=said.append, timeout_s=2, poll_s=0.2)
+        assert said and "waiting for pool 'duckdb'" in said[0] and "writer_job" in said[0]
+    finally:
+        proc.kill()
+        proc.wait(30)
+    # the holder died: the next wait frees the slot and goes on
+    assert wait_for_pool(instance, echo=said.append, timeout_s=10, poll_s=0.2) < 10
+    assert any("freed pool 'duckdb'" in m for m in said)
