@@ -32,7 +32,14 @@ def _forecast(**kw) -> dict:
     return run(**kw)
 
 
+def _loop(**kw) -> dict:
+    from benchmarks.loop import run
+
+    return run(**kw)
+
+
 REGISTRY: dict[str, Callable[..., dict]] = {
+    "loop": _loop,
     "forecast": _forecast,
     "ingest": _ingest,
     "estimate": _estimate,

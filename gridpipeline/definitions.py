@@ -19,7 +19,11 @@ from gridpipeline.forecast.assets import (
 )
 from gridpipeline.grid.assets import grid_assets, grid_model, grid_state_cycle
 from gridpipeline.orchestration.resources import build_resources
-from gridpipeline.orchestration.sensors import build_grid_state_sensor, build_landing_sensor
+from gridpipeline.orchestration.sensors import (
+    build_grid_state_sensor,
+    build_landing_sensor,
+    build_run_reaper_sensor,
+)
 from gridpipeline.telemetry.assets import (
     clean_telemetry_models,
     raw_telemetry,
@@ -78,6 +82,7 @@ def build_definitions(settings=None) -> Definitions:
         schedules=[forecast_schedule],
         sensors=[build_landing_sensor(telemetry_job, bootstrap_job, forecast_models_job),
                  build_grid_state_sensor(grid_state_job),
+                 build_run_reaper_sensor(),
                  automation_sensor],
         resources=build_resources(settings),
     )

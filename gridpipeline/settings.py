@@ -26,6 +26,8 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=PROJECT_ROOT / "var", description="Root for all mutable state.")
     duckdb_path: Path | None = Field(default=None, description="The analytic store (DuckDB file).")
+    live_duckdb_path: Path | None = Field(default=None, description="The 30-second loop's own store (grid.* of "
+                                          "the live snapshots); default <home>/live.duckdb.")
     landing_dir: Path | None = Field(default=None, description="Where historian exports land.")
     rejected_dir: Path | None = Field(default=None, description="Unreadable landing files are moved here.")
     archive_dir: Path | None = Field(default=None, description="Historian archive (landing layout) imported as history.")
@@ -100,6 +102,10 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return (self.duckdb_path or self.home / "gridpipeline.duckdb").expanduser().resolve()
+
+    @property
+    def live_db_path(self) -> Path:
+        return (self.live_duckdb_path or self.home / "live.duckdb").expanduser().resolve()
 
     @property
     def landing(self) -> Path:

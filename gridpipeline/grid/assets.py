@@ -115,7 +115,7 @@ def _valid_from(value: str | None, first: bool) -> datetime:
 
 
 # --------------------------------------------------------------------------- the 30-second loop
-class _ModelCache:
+class ModelCache:
     """Network, PGM model, load zones and a scratch copy per model version, kept for the life of the
     process (a backfill crossing a network change holds both versions)."""
 
@@ -223,7 +223,7 @@ def grid_state_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, set
             context.log.warning(f"no telemetry snapshot for window {ws:%Y-%m-%d %H:%M}; nothing estimated")
         for i, (ts, source) in enumerate(snaps):
             t0 = time.perf_counter()
-            found = _ModelCache.at(con, ts)
+            found = ModelCache.at(con, ts)
             if found is None:
                 raise RuntimeError("no network model in the store: materialise grid_model first")
             (version, net, model, work_net, load_zones), note = found
@@ -266,13 +266,13 @@ def grid_state_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, set
                 n1_windows.add(w)
         latest = results[-1] if results else None
 
-    yield from _state_outputs(results, timings, latest, live, notes)
+    yield from state_outputs(results, timings, latest, live, notes)
     if n1_rows is not None:
-        yield _n1_output(*n1_rows)
-    yield from _checks(results, cfg, s.loading_limit_percent)
+        yield n1_output(*n1_rows)
+    yield from state_checks(results, cfg, s.loading_limit_percent)
 
 
-def _state_outputs(results, timings, latest, live, notes=()):
+def state_outputs(results, timings, latest, live, notes=()):
     n = len(results)
     s = latest.summary if latest else {}
     meta = {
@@ -318,7 +318,7 @@ def _state_outputs(results, timings, latest, live, notes=()):
     })
 
 
-def _n1_output(ts, table, relief, trigger, seconds):
+def n1_output(ts, table, relief, trigger, seconds):
     return MaterializeResult(asset_key="n1_contingency", metadata={
         "snapshot": str(ts), "trigger": trigger, "contingencies": len(table), "seconds": round(seconds, 3),
         "not_converged": int((~table.converged).sum()),
@@ -333,7 +333,7 @@ def _n1_output(ts, table, relief, trigger, seconds):
     })
 
 
-def _checks(results, cfg, loading_limit: float = 100.0):
+def state_checks(results, cfg, loading_limit: float = 100.0):
     if not results:  # a check without data warns, and never passes
         for name in ("estimate_converged", "voltage_within_limits", "loading_within_limits", "residuals_consistent"):
             yield AssetCheckResult(asset_key="grid_state", check_name=name, passed=False,

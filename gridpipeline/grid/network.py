@@ -100,8 +100,9 @@ def load_network(source: str | Path, *, f_hz: float = 50.0) -> Any:
         elif suffix == ".mat":
             net = _from_mat(path, f_hz)
         else:
-            raise NetworkFormatError(f"{path.name}: unknown network file type {suffix!r} "
-                                     "(expected .json, .m or .mat)")
+            raise NetworkFormatError(f"{path.name}: unknown network file type {suffix!r} (expected a .json, .m or "
+                                     ".mat file, a SimBench code such as 1-MV-semiurb--0-sw, or a pandapower "
+                                     "case name such as case9)")
     elif _looks_like_simbench_code(src):
         import simbench as sb
 

@@ -129,8 +129,8 @@ def save_model_version(con, net, valid_from: datetime, source: str, extra_tables
 
 
 def current_model(con, at: datetime | None = None) -> tuple[int, str, str] | None:
-    """(version, sha256, network_json) of the model valid at ``at`` (default: the latest)."""
-    ensure_grid_schema(con)
+    """(version, sha256, network_json) of the model valid at ``at`` (default: the latest). Read-only:
+    a store without ``grid.model_versions`` raises duckdb.CatalogException."""
     if at is None:
         row = con.execute("SELECT version, sha256, network_json FROM grid.model_versions "
                           "ORDER BY version DESC LIMIT 1").fetchall()
@@ -148,8 +148,8 @@ def model_at(con, at: datetime) -> tuple[int, str, str, str | None] | None:
 
     ``note`` is None when a version is valid at ``at``. Otherwise (``at`` falls in a gap between
     versions, or before the first one) the nearest earlier version serves, or the earliest when none
-    is earlier, and ``note`` says so: the caller flags the snapshot."""
-    ensure_grid_schema(con)
+    is earlier, and ``note`` says so: the caller flags the snapshot. Read-only (the live loop reads
+    the store read-only): a store without ``grid.model_versions`` raises duckdb.CatalogException."""
     row = con.execute("SELECT version, sha256, network_json FROM grid.model_versions WHERE valid_from <= ? "
                       "AND (valid_to IS NULL OR valid_to > ?) ORDER BY version DESC LIMIT 1", [at, at]).fetchall()
     if row:

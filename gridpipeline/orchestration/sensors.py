@@ -1,8 +1,9 @@
 """The landing-zone sensor: turns finished (or changed) 5-minute windows into telemetry runs.
 
-A window is ready once it has closed plus a grace period. Each window's fingerprint (file count and
-newest mtime, over landing and rejected folders) is kept in the cursor, so a late or re-sent file
-changes the fingerprint and re-runs exactly that partition, which replaces its rows. Many ready
+A window is ready once it has closed plus a grace period. Each window's delivery fingerprint (file
+count and newest arrival, over landing and rejected folders together) is kept in the cursor, so a
+late or re-sent file changes it and re-runs exactly that partition, which replaces its rows, while
+the run's own moves of bad files into rejected/ do not. Many ready
 windows at once (catch-up after downtime) go out as one range run, like a single-run backfill.
 """
 
@@ -43,14 +44,12 @@ def ready_windows(landing, rejected, now: datetime, cursor: dict[str, str], grac
     for w in lz.recent_windows(landing, max(now - LOOKBACK, first)):
         if w + lz.WINDOW + timedelta(seconds=grace_s) > now:
             continue
-        fp = lz.fingerprint(landing, w)
-        rej = lz.fingerprint(rejected, w)
-        if fp is None and rej is None:
+        fp = lz.delivery_fingerprint(landing, rejected, w)
+        if fp is None:
             continue
         key = partition_key(w)
-        combined = f"{fp}|{rej}"
-        if cursor.get(key) != combined:
-            out[key] = combined
+        if cursor.get(key) != fp:
+            out[key] = fp
     return out
 
 
@@ -122,6 +121,10 @@ def build_landing_sensor(job, bootstrap_job, models_job=None):
 def build_grid_state_sensor(job):
     """Every 30 s: one run of ``job`` for the newest complete snapshot in the landing zone.
 
+    Off by default: the live loop is the long-lived worker of ``orchestration/live_loop.py``
+    (``gridpipeline loop``, started by ``dev``), which estimates every snapshot within seconds. This
+    sensor is the run-per-snapshot alternative for deployments that cannot keep a worker process.
+
     A snapshot is complete when every source that delivered in the window has sent its file for that
     export interval, or ``GRIDPIPELINE_SNAPSHOT_GRACE_S`` after its newest file. While a grid run is
     still queued or running the tick is skipped, so a slow loop always catches up to the newest
@@ -131,7 +134,7 @@ def build_grid_state_sensor(job):
         name="grid_state_sensor",
         job=job,
         minimum_interval_seconds=30,
-        default_status=DefaultSensorStatus.RUNNING,
+        default_status=DefaultSensorStatus.STOPPED,
         description="Estimates the newest telemetry snapshot every 30 seconds (grid_state, bottlenecks, topology "
         "events; N-1 every 5 minutes and on topology events).",
     )
@@ -169,3 +172,25 @@ def build_grid_state_sensor(job):
                          tags={GRID_SNAPSHOT_TAG: ts.isoformat(), "dagster/priority": "10"})
 
     return grid_state_sensor
+
+
+def build_run_reaper_sensor():
+    """Every 30 s: fail runs whose worker process is gone and free the pool slots they hold (see
+    ``orchestration/runs.py``), so one killed run cannot block every later writer."""
+    from gridpipeline.orchestration.runs import reap_dead_runs
+
+    @sensor(
+        name="run_reaper_sensor",
+        minimum_interval_seconds=30,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Fails runs whose process was killed and frees their duckdb pool slots.",
+    )
+    def run_reaper_sensor(context: SensorEvaluationContext):
+        done = reap_dead_runs(context.instance)
+        if not done:
+            return SkipReason("no dead runs and no stale pool slots")
+        for r in done:
+            context.log.warning(f"run {r['run_id']} ({r['job']}, pid {r['pid']}): {r['action']}")
+        return SkipReason(f"reaped {len(done)}: " + "; ".join(f"{r['run_id'][:8]} {r['action']}" for r in done))
+
+    return run_reaper_sensor

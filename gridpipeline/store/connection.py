@@ -44,7 +44,7 @@ def connect(path: Path | str, read_only: bool = False, timeout_s: float = 300.0)
 
 
 @contextmanager
-def writer_lock(db_path: Path | str) -> Iterator[None]:
+def writer_lock(db_path: Path | str, timeout_s: float | None = None) -> Iterator[None]:
     """Hold the store's writer lock (an flock next to the file) for the duration of the block.
 
     DuckDB fails, rather than waits, when another process holds the file, and dbt-duckdb does not
@@ -54,7 +54,18 @@ def writer_lock(db_path: Path | str) -> Iterator[None]:
     lock_path = Path(f"{db_path}.writer.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        if timeout_s is None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        else:  # who must not wait long (the live loop) asks, and uses its cached copy if refused
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"{db_path}: another process holds the writer lock") from None
+                    time.sleep(0.05)
         try:
             yield
         finally:

@@ -105,8 +105,16 @@ def landing_snapshot(landing: Path, ts: datetime, sensors: pd.DataFrame) -> tupl
     return df, counts
 
 
-def label_snapshot(raw: pd.DataFrame, ts: datetime, sensors: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Raw rows (sensor_id, ts, value, unit, arrived_at; any types) -> canonical values with quality."""
+#: RTU clocks jitter: a reading stamped within this many seconds of the snapshot instant belongs to it
+TOLERANCE_S = 5.0
+
+
+def label_snapshot(raw: pd.DataFrame, ts: datetime, sensors: pd.DataFrame,
+                   tolerance_s: float = TOLERANCE_S) -> tuple[pd.DataFrame, dict]:
+    """Raw rows (sensor_id, ts, value, unit, arrived_at; any types) -> canonical values with quality.
+
+    A sensor's reading is the latest one stamped within ``tolerance_s`` of ``ts`` (then the latest
+    arrival): a clock a second off still counts, the next interval's sample does not."""
     counts = {"rows_in": len(raw)}
 
     def col(name):
@@ -114,15 +122,16 @@ def label_snapshot(raw: pd.DataFrame, ts: datetime, sensors: pd.DataFrame) -> tu
 
     sid = pd.to_numeric(col("sensor_id"), errors="coerce")
     val = pd.to_numeric(col("value"), errors="coerce")
-    t = pd.to_datetime(col("ts"), errors="coerce", utc=True).dt.tz_localize(None)
+    t = pd.to_datetime(col("ts"), errors="coerce", utc=True, format="ISO8601").dt.tz_localize(None)
     if "arrived_at" not in raw.columns:
         raw = raw.assign(arrived_at=pd.NaT)
     unit = raw["unit"].astype("string") if "unit" in raw.columns else pd.Series(pd.NA, index=raw.index, dtype="string")
     s = sensors.set_index("sensor_id")
-    ok = sid.notna() & sid.isin(s.index) & (t == pd.Timestamp(ts))
+    off = (t - pd.Timestamp(ts)).dt.total_seconds().abs()
+    ok = sid.notna() & sid.isin(s.index) & (off <= tolerance_s)
     df = pd.DataFrame({"sensor_id": sid[ok].astype(np.int64), "raw": val[ok], "unit_in": unit[ok],
-                       "arrived_at": raw.loc[ok, "arrived_at"]})
-    df = df.sort_values("arrived_at").drop_duplicates("sensor_id", keep="last")
+                       "t": t[ok], "arrived_at": raw.loc[ok, "arrived_at"]})
+    df = df.sort_values(["t", "arrived_at"]).drop_duplicates("sensor_id", keep="last")
     meta = s.loc[df.sensor_id, ["kind", "unit", "nominal"]].reset_index(drop=True)
     df = df.reset_index(drop=True).join(meta)
     factors = unit_factors()

@@ -142,6 +142,10 @@ def test_malformed_sources(tmp_path):
         load_network(tmp_path / "missing.json")
     with pytest.raises(NetworkFormatError, match="cannot interpret"):
         load_network("no such grid")
+    xlsx = tmp_path / "grid.xlsx"
+    xlsx.write_bytes(b"PK")
+    with pytest.raises(NetworkFormatError, match="SimBench code such as 1-MV-semiurb--0-sw"):
+        load_network(xlsx)  # the message names every accepted source, as the README does
     with pytest.raises(NetworkFormatError):
         parse_matpower("")
 

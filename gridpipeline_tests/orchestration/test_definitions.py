@@ -41,7 +41,9 @@ def test_definitions_snapshot():
     schedules = {s.name: s for s in repo.schedule_defs}
     assert schedules["forecast_schedule"].default_status.value == "RUNNING"
     sensors = {s.name: s for s in repo.sensor_defs}
-    assert {"landing_zone_sensor", "gridpipeline_automation", "grid_state_sensor"} <= set(sensors)
+    assert {"landing_zone_sensor", "gridpipeline_automation", "grid_state_sensor", "run_reaper_sensor"} <= set(sensors)
+    # the live loop is the worker of orchestration/live_loop.py; the run-per-snapshot sensor is the off option
+    assert sensors.pop("grid_state_sensor").default_status.value == "STOPPED"
     assert all(s.default_status.value == "RUNNING" for s in sensors.values()), "automation must be on by default"
     # Every asset that writes DuckDB takes the duckdb pool.
     for key in ("sensor_registry", "raw_telemetry", "clean_telemetry", "sensor_health", "unit_conversions",
@@ -82,7 +84,11 @@ def test_landing_sensor_requests_closed_changed_windows_only(tmp_path):
     late = lz.window_dir(landing, w) / lz.file_name("RTU_B", w, "csv")
     late.write_text("sensor_id,ts,value\n")
     os.utime(late, (now.timestamp() + 5, now.timestamp() + 5))
-    assert list(ready_windows(landing, rejected, now, ready, grace_s=20)) == ["2026-11-20-10:00"]
+    again = ready_windows(landing, rejected, now, ready, grace_s=20)
+    assert list(again) == ["2026-11-20-10:00"]
+    # The run moves a bad file into rejected/ (keeping its arrival time, with a note): no new request.
+    lz.move_to_rejected(lz.parse(late), landing, rejected, "unreadable")
+    assert ready_windows(landing, rejected, now, {**ready, **again}, grace_s=20) == {}
     assert group_ranges(["2026-11-20-10:00", "2026-11-20-10:05", "2026-11-20-10:15"]) == [
         ("2026-11-20-10:00", "2026-11-20-10:05"), ("2026-11-20-10:15", "2026-11-20-10:15")]
 

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import duckdb
 import pandapower as pp
+import pytest
 
 from gridpipeline.grid import store as gstore
 from gridpipeline.grid.assets import _valid_from
@@ -24,6 +25,9 @@ def _net(extra_load: bool):
 
 def test_model_at_picks_the_version_valid_at_the_snapshot(tmp_path):
     con = duckdb.connect(str(tmp_path / "s.duckdb"))
+    with pytest.raises(duckdb.CatalogException):  # a reader never creates tables
+        gstore.model_at(con, datetime(2026, 11, 1))
+    gstore.ensure_grid_schema(con)
     assert gstore.model_at(con, datetime(2026, 11, 1)) is None
     v1, _ = gstore.save_model_version(con, _net(False), datetime(2026, 10, 1), "test")
     v2, _ = gstore.save_model_version(con, _net(True), datetime(2026, 11, 15), "test")

@@ -302,3 +302,64 @@ def test_forecast_chain_issues_scores_and_falls_back(pipeline, monkeypatch):
     stale = _q(home, "SELECT DISTINCT source, stale FROM forecast.weather WHERE issue_time = '2026-11-20 09:15'")
     assert stale == [("open_meteo (last forecast)", True)]
     assert _q(home, "SELECT bool_and(weather_stale) FROM forecast.demand WHERE issue_time = '2026-11-20 09:15'")[0][0]
+
+
+def test_replay_into_a_new_store_sets_up_its_reference_tables(pipeline, tmp_path):
+    """The instance remembers a bootstrap, but the store is a new file (moved, deleted, or a new
+    GRIDPIPELINE_DUCKDB_PATH): replay sets up registry, seeds and network again rather than
+    quarantining every row as an unknown sensor."""
+    home, env = pipeline
+    new_store = tmp_path / "elsewhere" / "new.duckdb"
+    env2 = {**env, "GRIDPIPELINE_DUCKDB_PATH": str(new_store)}
+    exe = Path(sys.executable).parent / "gridpipeline"
+    rep = subprocess.run([str(exe), "replay", "--start", W0.isoformat(), "--end", (W0 + lz.WINDOW).isoformat(),
+                          "--no-simulate"], env=env2, capture_output=True, text=True, timeout=900)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    con = duckdb.connect(str(new_store), read_only=True)
+    try:
+        stored = con.execute("SELECT count(*) FROM telemetry.raw_readings").fetchone()[0]
+        unknown = con.execute("SELECT count(*) FROM telemetry.quarantine WHERE reason = 'unknown_sensor'").fetchone()[0]
+        sensors = con.execute("SELECT count(*) FROM telemetry.sensors").fetchone()[0]
+    finally:
+        con.close()
+    assert sensors > 0 and stored > 0
+    # the same verdicts as the original store's first run: only the simulator's invalid rows are unknown
+    (orig,) = _q(home, "SELECT count(*) FROM telemetry.quarantine WHERE reason = 'unknown_sensor' AND window_start = ?",
+                 W0)
+    assert unknown == orig[0] and unknown < 0.001 * stored
+
+
+def test_live_loop_worker_estimates_every_snapshot_and_reports_to_dagster(pipeline, monkeypatch):
+    """The long-lived worker of the 30-second loop on the replayed store: every export interval of
+    the landing zone is estimated in order, committed to the live store, and reported to Dagster as
+    runless materialisations with checks; N-1 runs beside it once per window."""
+    from gridpipeline.orchestration.live_loop import GridLoop, expected_sources, ready_snapshots
+    from gridpipeline.settings import Settings
+
+    home, env = pipeline
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    s = Settings(home=home, duckdb_path=home / "store.duckdb")
+    instance = DagsterInstance.get()
+    loop = GridLoop(s, instance)
+    now = W0 + 2 * lz.WINDOW + timedelta(minutes=20)  # past every late file's grace
+    assert loop.refresh(now, force=True) and loop.model is not None
+    todo = ready_snapshots(s.landing, now, None, expected_sources(s.landing, W0 + lz.WINDOW), s.snapshot_grace_s,
+                           lookback=timedelta(minutes=40))
+    assert todo == [W0 + timedelta(seconds=30 * k) for k in range(20)]
+    for ts in todo:
+        out = loop.estimate(ts)
+        assert out["readings"] > 0
+    loop.n1.shutdown(wait=True)
+    con = duckdb.connect(str(s.live_db_path), read_only=True)
+    try:
+        n, conv = con.execute("SELECT count(*), count(*) FILTER (WHERE converged) FROM grid.state_summary").fetchone()
+        n1 = con.execute("SELECT count(DISTINCT snapshot_ts) FROM grid.contingencies").fetchone()[0]
+    finally:
+        con.close()
+    assert n == 20 and conv == 20
+    assert n1 >= 1 and loop.stats.n1_runs == n1
+    ev = instance.get_latest_materialization_event(AssetKey("grid_state"))
+    assert ev.asset_materialization.metadata["source"].value == "live loop"
+    assert ev.asset_materialization.partition == "2026-11-20-09:05"
+    # a restarted worker resumes after the last estimated snapshot
+    assert GridLoop(s, None).last_done == todo[-1]
