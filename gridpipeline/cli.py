@@ -220,9 +220,9 @@ def _day(t: datetime) -> str:
 def import_history(settings: Settings, start: datetime, end: datetime, faults: str = "default", seed: int = 0,
                    echo=typer.echo, train: bool = True, chunk_days: float = 7) -> dict:
     """Load [start, end) of the historian archive through ingestion, ``chunk_days`` per Dagster run
-    (so the live loop gets the writer between chunks, and a run's fixed cost is paid 53 times for a
-    year rather than 373), newest first, and train the forecast models on it: once the newest
-    ``FIRST_MODEL_DAYS`` are in (the live loop gets a model early) and again when all are. Chunks
+    (so the live loop gets the writer between chunks, and a run's fixed cost is paid 106 times for two
+    years rather than 738), newest first, and train the forecast models on it: once the newest
+    ``MODEL_MILESTONE_DAYS`` are in (the live loop gets a model early) and again when all are. Chunks
     the store already holds are skipped, so a restart picks up where it stopped."""
     from dagster import DagsterInstance
 
@@ -247,7 +247,8 @@ def import_history(settings: Settings, start: datetime, end: datetime, faults: s
     sim = None
     done = {"days": round(total_days, 2), "runs": len(chunks), "imported": 0, "skipped": 0, "readings": 0}
     instance = DagsterInstance.get()
-    trained_first = False
+    # retrain as the history grows: early for the live loop, again at a year, and when all is in
+    milestones = [d for d in MODEL_MILESTONE_DAYS if d < total_days]
 
     def _train(what: str):
         from gridpipeline.definitions import defs
@@ -261,9 +262,9 @@ def import_history(settings: Settings, start: datetime, end: datetime, faults: s
     try:
         for k, (a, b) in enumerate(chunks, start=1):
             days_in = (end - b) / timedelta(days=1)
-            if train and not trained_first and days_in >= FIRST_MODEL_DAYS and done["imported"]:
+            while train and milestones and days_in >= milestones[0] and done["imported"]:
+                milestones.pop(0)
                 _train(f"the newest {days_in:.0f} days")
-                trained_first = True
             windows = int((b - a) / timedelta(minutes=5))
             if _imported_windows(settings, a, b) >= windows:
                 done["skipped"] += 1
@@ -319,8 +320,8 @@ def _set_epoch(s: Settings, first: datetime) -> None:
     if write_epoch(first.date(), s.home):
         typer.echo(f"partitions start on {first:%Y-%m-%d}, the first day of this store's history "
                    f"(recorded in {s.home / 'partitions_start'})", err=True)
-#: the first model is trained once this many of the newest days are in
-FIRST_MODEL_DAYS = 30
+#: the models are trained once this many of the newest days are in (and again when all are)
+MODEL_MILESTONE_DAYS = (30, 365)
 
 
 @app.command()
@@ -382,9 +383,12 @@ def dev(
                 env=env, cwd=PROJECT_ROOT))
     # the 30-second loop: a long-lived worker, not a run per snapshot (orchestration/live_loop.py)
     procs.append(subprocess.Popen([str(bin_dir / "gridpipeline"), "loop"], env=env, cwd=PROJECT_ROOT))
+    # started in DAGSTER_HOME: from the checkout, dagster would warn that the shipped dagster.yaml there
+    # "will not be used" (it is the template copied into DAGSTER_HOME); workspace.yaml paths are
+    # relative to the workspace file, so the code location loads the same
     procs.append(subprocess.Popen(
         [str(bin_dir / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(PROJECT_ROOT / "workspace.yaml")],
-        env=env, cwd=PROJECT_ROOT))
+        env=env, cwd=home))
     dagster = procs[-1]
     history_proc = procs[1] if simulator and history else None
     typer.echo(f"Dagster UI: http://127.0.0.1:{port}  (DAGSTER_HOME={home}, store={s.db_path}, landing={s.landing})")

@@ -158,7 +158,9 @@ def run_backtest_live(
         raise ValueError("the deployed path needs a temperature column (--weather-cols)")
     refit = deployed.REFIT if refit is None else pd.Timedelta(refit)
     step = data.index[1] - data.index[0]
-    d_start, d_end = data.index[0] + pd.Timedelta(days=train_days + 10), data.index[-1] + step
+    # a year of history before the first issue at least; a longer window uses what there is, as a
+    # young deployment does (deployed.train starts at the first measurement)
+    d_start, d_end = data.index[0] + pd.Timedelta(days=min(train_days, 365) + 10), data.index[-1] + step
     start = max(d_start, start) if start is not None else max(d_start, d_end - pd.Timedelta(days=365))
     end = d_end if end is None else end
     last_issue = min(end - pd.Timedelta(1, "ns"), data.index[-1] + step - config.horizon)

@@ -66,6 +66,7 @@ class GlobalConfig:
     median_on_all: bool = False          # the P50 model learns from the calibration days too
     min_data_in_leaf: int = 50
     feature_fraction: float = 0.9
+    scale_days: int = 7                  # the series' scale: its mean over this many days before issue
 
     @property
     def h_steps(self) -> int:
@@ -152,7 +153,7 @@ def _design(y: np.ndarray, weather: np.ndarray | None, cal: pd.DataFrame, issues
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(n > 0, (csum[end] - csum[lo]) / np.maximum(n, 1), np.nan)
 
-    scale = window_mean(issues, 7 * D)                  # (I, S)
+    scale = window_mean(issues, cfg.scale_days * D)     # (I, S)
     scale = np.where(np.abs(scale) > 1e-9, np.abs(scale), np.nan)
     last_day = window_mean(issues, D) / scale
     last = y[np.clip(issues - 1, 0, T - 1)] / scale      # (I, S)
@@ -272,6 +273,19 @@ def fit_global(y: pd.DataFrame, weather: pd.DataFrame | None, config: GlobalConf
     short_h = min(cfg.h_steps, max(1, int(pd.Timedelta(hours=1) / cfg.step)))
     short_cfg = dataclasses.replace(cfg, horizon=short_h * cfg.step)
     dense = np.arange(first, len(y) - short_h + 1)
+    # The rows are subsampled to max_rows anyway; sample the issues first (twice what the rows need,
+    # every calibration issue kept) so the design never holds more: two years at the live 5-minute
+    # step over a handful of zones would otherwise build ~25M rows (several GiB) to keep 250k.
+    S = max(1, Y.shape[1])
+    budget = 2 * cfg.max_rows // (cfg.h_steps * S)
+    if len(issues) > budget:
+        pick = np.flatnonzero(~calib_issue)
+        keep = calib_issue.copy()
+        keep[np.sort(rng.choice(pick, min(len(pick), max(1, budget - int(calib_issue.sum()))), replace=False))] = True
+        issues, calib_issue = issues[keep], calib_issue[keep]
+    d_budget = cfg.max_rows // (short_h * S)
+    if len(dense) > d_budget:
+        dense = np.sort(rng.choice(dense, d_budget, replace=False))
     dense_cal = dense >= len(y) - cfg.calib_days * cfg.day_steps - short_h if cfg.calib_days else \
         np.zeros(len(dense), bool)
     for variant in variants:

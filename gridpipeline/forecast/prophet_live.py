@@ -106,6 +106,11 @@ def combine(fc: pd.DataFrame, prophet: dict, weights: dict, weather: pd.DataFram
     return out
 
 
+#: the blend's hold-out before the cut-off, and the spacing of the issues scored on it
+HOLDOUT = pd.Timedelta(days=2)
+HOLDOUT_EVERY = pd.Timedelta(hours=6)
+
+
 def train_demand_models(hist: pd.DataFrame, weather: pd.DataFrame, cfg, now: pd.Timestamp, tz: str,
                         country: str | None, prophet: bool = True) -> tuple[dict, dict]:
     """The nightly demand models: (bundle, report).
@@ -117,10 +122,11 @@ def train_demand_models(hist: pd.DataFrame, weather: pd.DataFrame, cfg, now: pd.
     from gridpipeline.forecast.global_model import fit_global, forecast_global
     from gridpipeline.forecast.live import bucket_of
 
-    # held out: the last two days; four issues 6 h apart score both models over full horizons
-    holdout = now - pd.Timedelta(days=2)
+    # held out: the last HOLDOUT; issues every HOLDOUT_EVERY score both models over full horizons
+    holdout = now - HOLDOUT
     model = fit_global(hist, weather, cfg, end=holdout)
-    fc = pd.concat([forecast_global(model, hist, weather, holdout + k * pd.Timedelta(hours=6)) for k in range(4)],
+    n_issues = max(1, int((HOLDOUT - cfg.horizon) / HOLDOUT_EVERY))
+    fc = pd.concat([forecast_global(model, hist, weather, holdout + k * HOLDOUT_EVERY) for k in range(n_issues)],
                    ignore_index=True)
     act = hist.stack().rename("actual")
     act.index.names = ["valid_time", "series"]

@@ -75,3 +75,29 @@ def test_band_is_calibrated(data):
     cover = np.mean((m.actual >= m.p10) & (m.actual <= m.p90))
     assert 0.65 <= cover <= 0.95, cover
     assert (model.calibration["weather"] != 0).any()
+
+
+def test_a_long_span_samples_issues_before_building_rows(data, monkeypatch):
+    """With a row budget far below what the span offers, issues are sampled before the design is
+    built (memory bounded), every calibration issue is kept, and the model is still accurate."""
+    import gridpipeline.forecast.global_model as G
+
+    y, w, _, idx = data
+    built = []
+    real = G._design
+
+    def counting(Y, W, cal, issues, cfg, with_weather):
+        built.append(len(issues) * cfg.h_steps * Y.shape[1])
+        return real(Y, W, cal, issues, cfg, with_weather)
+
+    monkeypatch.setattr(G, "_design", counting)
+    cfg = GlobalConfig(weather_cols=("temperature",), train_days=60, rounds=80, max_rows=3_000, balance_point=15.0,
+                       issue_stride=pd.Timedelta(hours=1))
+    model = fit_global(y, w, cfg, end=idx[24 * 100])
+    assert max(built) <= 2 * 3_000 + 7 * 24 * 24 * 6  # the budget plus the calibration issues
+    assert 0 < model.train_rows <= 3_000
+    fc = forecast_global(model, y, w, idx[24 * 105])
+    act = y.stack().rename("actual")
+    act.index.names = ["valid_time", "series"]
+    m = fc.join(act, on=["valid_time", "series"])
+    assert np.mean(np.abs(m.actual - m.p50) / m.actual) < 0.08
