@@ -68,6 +68,26 @@ def group_ranges(keys: list[str]) -> list[tuple[str, str]]:
     return ranges
 
 
+def plan_runs(ready: dict[str, str], cursor: dict[str, str]) -> list[tuple[str, str]]:
+    """(first, last) partition ranges to run for the ready windows (pure).
+
+    Cleaning reads the next window as context (``lookahead_minutes``), which a live window's run does
+    not have yet: so a window's run also re-cleans the window before it when that one ran live
+    (it is in the cursor), and every window is finally cleaned with its successor, as a backfill
+    cleans it. Many ready windows (catch-up) go as contiguous range runs, fewer one run each."""
+    keys = sorted(ready)
+    if not keys:
+        return []
+    groups = group_ranges(keys) if len(keys) >= RANGE_RUN_THRESHOLD else [(k, k) for k in keys]
+    out = []
+    for first, last in groups:
+        prev = partition_key(datetime.strptime(first, "%Y-%m-%d-%H:%M") - lz.WINDOW)
+        if prev in cursor and prev not in ready:
+            first = prev
+        out.append((first, last))
+    return out
+
+
 FORECAST_MODELS = [AssetKey("demand_model"), AssetKey("renewable_models")]
 
 
@@ -100,17 +120,15 @@ def build_landing_sensor(job, bootstrap_job, models_job=None):
             if not first_models:  # a tick may yield run requests or a skip reason, never both
                 yield SkipReason("no closed window with new landing files")
             return
-        keys = sorted(ready)
-        if len(keys) >= RANGE_RUN_THRESHOLD:
-            for first, last in group_ranges(keys):
+        for first, last in plan_runs(ready, cursor):
+            if first == last:
+                yield RunRequest(run_key=f"{last}:{ready[last]}", job_name=job.name, partition_key=last)
+            else:
                 yield RunRequest(
                     run_key=f"range:{first}:{last}:{ready[last]}",
                     job_name=job.name,
                     tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
                 )
-        else:
-            for k in keys:
-                yield RunRequest(run_key=f"{k}:{ready[k]}", job_name=job.name, partition_key=k)
         cursor.update(ready)
         horizon = partition_key(now - LOOKBACK - timedelta(hours=1))
         context.update_cursor(json.dumps({k: v for k, v in cursor.items() if k >= horizon}))

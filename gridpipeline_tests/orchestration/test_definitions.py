@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gridpipeline.common import landing as lz
-from gridpipeline.orchestration.sensors import group_ranges, ready_windows
+from gridpipeline.orchestration.sensors import group_ranges, plan_runs, ready_windows
 from gridpipeline.settings import PROJECT_ROOT
 from gridpipeline.telemetry.assets import dbt_window_vars
 
@@ -103,3 +103,17 @@ def test_grid_partitions_include_the_open_window():
     key = f"{lz.floor_window(now):%Y-%m-%d-%H:%M}"
     assert live_five_minute_partitions.has_partition_key(key)
     assert not five_minute_partitions.has_partition_key(key)
+
+
+def test_a_live_window_is_recleaned_with_its_successor_as_a_backfill_would():
+    """Window 10:05 ran live without its lookahead (10:10 had not arrived); when 10:10 is ready, the
+    run covers 10:05..10:10 so 10:05 is cleaned with the context a backfill gives it."""
+    cursor = {"2026-11-20-10:00": "a", "2026-11-20-10:05": "b"}
+    assert plan_runs({"2026-11-20-10:10": "c"}, cursor) == [("2026-11-20-10:05", "2026-11-20-10:10")]
+    # the first window of a store has no predecessor to re-clean
+    assert plan_runs({"2026-11-20-10:00": "a"}, {}) == [("2026-11-20-10:00", "2026-11-20-10:00")]
+    # a late file in an old window: that window and its predecessor again
+    assert plan_runs({"2026-11-20-10:05": "b2"}, cursor) == [("2026-11-20-10:00", "2026-11-20-10:05")]
+    # catch-up: contiguous range runs, each extended back by one already-cleaned window
+    many = {f"2026-11-20-11:{m:02d}": "x" for m in range(0, 30, 5)}
+    assert plan_runs(many, {"2026-11-20-10:55": "y"}) == [("2026-11-20-10:55", "2026-11-20-11:25")]
