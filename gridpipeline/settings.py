@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     v_max_pu: float = Field(default=1.05, gt=0, description="Upper voltage limit (pu) for checks and bottlenecks.")
     loading_limit_percent: float = Field(default=100.0, gt=0, description="Branch loading (%) counted as an overload (checks, N-1).")
     loading_warn_percent: float = Field(default=80.0, gt=0, description="Branch loading (%) listed as a bottleneck.")
-    snapshot_grace_s: int = Field(default=10, ge=0, description="Wait for missing RTUs before estimating a snapshot.")
+    snapshot_grace_s: int = Field(default=6, ge=0, description="The live loop estimates a snapshot when every RTU has "
+                                  "delivered, or this many seconds after its 30-s interval closed.")
     weather_source: str = Field(default="file", pattern="^(file|open_meteo)$",
                                 description="Weather forecasts: 'file' (NWP runs dropped into GRIDPIPELINE_WEATHER_DIR "
                                 "by the weather provider) or 'open_meteo' (an Open-Meteo-style HTTP API).")

@@ -60,10 +60,15 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+#: the export interval of the live RTU files (one file per source per 30 s)
+INTERVAL = timedelta(seconds=30)
+
+
 def ready_snapshots(landing: Path, now: datetime, after: datetime | None, expected_sources: int, grace_s: float,
                     lookback: timedelta = LOOKBACK) -> list[datetime]:
     """Every export interval after ``after`` (and within ``lookback``) that is complete: each expected
-    source delivered, or ``grace_s`` passed since its newest file (a silent RTU must not stall the loop).
+    source delivered, or ``grace_s`` passed since the interval closed (a deadline: a silent RTU costs
+    the loop at most ``grace_s``; a file later than that still reaches ingestion and backfills).
     Stops at the first incomplete one, so snapshots are estimated in order."""
     since = max(now - lookback, after or now - lookback)
     by_ts: dict[datetime, list[lz.LandingFile]] = {}
@@ -75,7 +80,7 @@ def ready_snapshots(landing: Path, now: datetime, after: datetime | None, expect
     for ts in sorted(by_ts):
         fs = by_ts[ts]
         complete = len({f.source for f in fs}) >= expected_sources
-        if not complete and (now - max(f.arrived_at for f in fs)).total_seconds() < grace_s:
+        if not complete and now < ts + INTERVAL + timedelta(seconds=grace_s):
             break
         out.append(ts)
     return out

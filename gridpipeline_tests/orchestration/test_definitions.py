@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from gridpipeline.common import landing as lz
@@ -117,3 +117,28 @@ def test_a_live_window_is_recleaned_with_its_successor_as_a_backfill_would():
     # catch-up: contiguous range runs, each extended back by one already-cleaned window
     many = {f"2026-11-20-11:{m:02d}": "x" for m in range(0, 30, 5)}
     assert plan_runs(many, {"2026-11-20-10:55": "y"}) == [("2026-11-20-10:55", "2026-11-20-11:25")]
+
+
+def test_live_loop_takes_snapshots_in_order_with_a_deadline_for_silent_rtus(tmp_path):
+    """A snapshot is ready when every source delivered, or the grace after its interval closed; the
+    loop never skips ahead of an incomplete one."""
+    from gridpipeline.orchestration.live_loop import ready_snapshots
+
+    landing = tmp_path / "landing"
+    t0 = datetime(2026, 11, 20, 10, 0)
+    for k, sources in enumerate((["A", "B"], ["A"], ["A", "B"])):  # B silent at 10:00:30
+        ts = t0 + timedelta(seconds=30 * k)
+        d = lz.window_dir(landing, ts)
+        d.mkdir(parents=True, exist_ok=True)
+        for src in sources:
+            f = d / lz.file_name(src, ts, "csv")
+            f.write_text("sensor_id,ts,value\n")
+            arr = (ts + timedelta(seconds=32)).replace(tzinfo=timezone.utc).timestamp()
+            os.utime(f, (arr, arr))
+    # 10:01:05: 10:00:30 closed 5 s ago, B missing, inside the 6 s grace -> wait (and not skip ahead)
+    assert ready_snapshots(landing, t0 + timedelta(seconds=65), None, 2, 6.0) == [t0]
+    # 10:01:07: past the deadline -> estimated without B, then 10:01:00 (complete)
+    assert ready_snapshots(landing, t0 + timedelta(seconds=67), None, 2, 6.0) == [
+        t0, t0 + timedelta(seconds=30), t0 + timedelta(seconds=60)]
+    assert ready_snapshots(landing, t0 + timedelta(seconds=67), t0 + timedelta(seconds=30), 2, 6.0) == [
+        t0 + timedelta(seconds=60)]
