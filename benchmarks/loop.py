@@ -1,8 +1,8 @@
 """``gridpipeline bench loop --minutes 30``: the 30-second loop under ``gridpipeline dev`` while a
 nightly training run and a day's backfill run at the same time.
 
-Set-up (untimed), in a fresh home under a temp folder: ``history --days 8 --no-train`` (a week and a
-day of historian archive through ingestion, so the training has history), then ``gridpipeline dev
+Set-up (untimed), in a fresh home under a temp folder: ``history --days 11 --no-train`` (historian
+archive through ingestion, so the training has the 10 measured days the demand model needs), then ``gridpipeline dev
 --catch-up 10m --no-history`` (simulator, the live-loop worker, ``dagster dev`` with its daemon and
 sensors) and a warm-up until the loop has estimated its first snapshot and the first window is clean.
 
@@ -52,6 +52,10 @@ wait_for_pool(inst)
 r = defs.resolve_job_def("forecast_models_job").execute_in_process(instance=inst, raise_on_error=False)
 print(r.success)
 """
+
+
+#: history imported before the measurement: the demand model needs at least 10 measured days
+HISTORY_DAYS = 11
 
 
 def _now() -> datetime:
@@ -108,7 +112,7 @@ def run(minutes: int = 30, keep: bool = False, **_) -> dict:
     work = Path(tempfile.mkdtemp(prefix="gp_bench_loop_"))
     home = work / "home"
     env = {**os.environ, "GRIDPIPELINE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
-           "GRIDPIPELINE_DUCKDB_PATH": str(home / "gridpipeline.duckdb"), "GRIDPIPELINE_FORECAST_TRAIN_DAYS": "7"}
+           "GRIDPIPELINE_DUCKDB_PATH": str(home / "gridpipeline.duckdb"), "GRIDPIPELINE_FORECAST_TRAIN_DAYS": "30"}
     for k in ("GRIDPIPELINE_LANDING_DIR", "GRIDPIPELINE_REJECTED_DIR", "GRIDPIPELINE_ARCHIVE_DIR",
               "GRIDPIPELINE_LIVE_DUCKDB_PATH", "GRIDPIPELINE_PARTITIONS_START"):
         env.pop(k, None)
@@ -116,9 +120,12 @@ def run(minutes: int = 30, keep: bool = False, **_) -> dict:
     log = open(work / "bench_loop.log", "w")
     t_setup = time.monotonic()
     hist_end = _now() - timedelta(minutes=10)
-    env["GRIDPIPELINE_PARTITIONS_START"] = f"{hist_end - timedelta(days=10):%Y-%m-%d}"  # room for the backfill day
-    subprocess.run([exe, "history", "--days", "8", "--end", hist_end.isoformat(timespec="minutes"), "--no-train"],
+    env["GRIDPIPELINE_PARTITIONS_START"] = f"{hist_end - timedelta(days=13):%Y-%m-%d}"  # room for the backfill day
+    say = lambda m: print(f"bench loop: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    say(f"importing {HISTORY_DAYS} days of history into {home} (untimed set-up, ~10 min)")
+    subprocess.run([exe, "history", "--days", str(HISTORY_DAYS), "--end", hist_end.isoformat(timespec="minutes"), "--no-train"],
                    env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    say("starting gridpipeline dev (simulator, live loop, Dagster) and waiting for the first estimates")
     dev = subprocess.Popen([exe, "dev", "--catch-up", "10m", "--no-history", "--port", "3391"], env=env,
                            cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     live = home / "live.duckdb"
@@ -132,7 +139,8 @@ def run(minutes: int = 30, keep: bool = False, **_) -> dict:
         time.sleep(60)  # the first windows' telemetry runs settle
         setup_s = time.monotonic() - t_setup
         t0 = _now()
-        backfill_end = hist_end - timedelta(days=8)
+        say(f"measuring {minutes} min from {t0:%H:%M:%S} UTC, with a training run and a day's backfill")
+        backfill_end = hist_end - timedelta(days=HISTORY_DAYS)
         loads = {
             "training": subprocess.Popen([sys.executable, "-c", TRAIN], env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                                          stderr=log, text=True),
