@@ -267,10 +267,11 @@ def _plot_system(fc: pd.DataFrame) -> str:
     "whose rolling error passed GRIDPIPELINE_FORECAST_DEGRADED_MAPE is skipped (forecast.demand).",
 )
 def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
-                    network: NetworkModelResource):
+                    network: NetworkModelResource, weather: WeatherSource):
     import joblib
 
     from gridpipeline.forecast import deployed
+    from gridpipeline.forecast.global_model import lookback_days
     from gridpipeline.forecast.live import fallback_forecast, history
 
     s = settings.get()
@@ -288,9 +289,17 @@ def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, sett
             "FROM forecast.accuracy WHERE window_start <= ?) AND series = 'system' AND mape IS NOT NULL "
             "GROUP BY model HAVING avg(mape) > ?", [_naive(issue), s.forecast_degraded_mape]).fetchall()
     weather_stale = bool(wx.stale.any()) if len(wx) else True
-    weather = None
+    forecast_wx = None
     if len(wx) and wx.temperature.notna().any():
-        weather = wx.set_index(pd.DatetimeIndex(wx.valid_time).tz_localize("UTC"))[["temperature"]]
+        forecast_wx = wx.set_index(pd.DatetimeIndex(wx.valid_time).tz_localize("UTC"))[["temperature"]]
+    observed = None
+    if forecast_wx is not None:  # the station's observations before the issue, as the model learnt with
+        try:
+            observed = weather.observations(issue - pd.Timedelta(days=lookback_days(_deployed_config(s))), issue)
+            observed.index = pd.DatetimeIndex(observed.index).tz_convert("UTC") if observed.index.tz else \
+                pd.DatetimeIndex(observed.index).tz_localize("UTC")
+        except (OSError, ValueError, KeyError) as exc:
+            context.log.warning(f"no weather observations before {issue} ({exc}): temperature history missing")
     disabled = {m for m, _ in degraded if m in ("global", "global_noweather")}
     if "global+prophet" in {m for m, _ in degraded}:
         disabled.add("prophet")
@@ -307,7 +316,8 @@ def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, sett
     else:
         if disabled:
             context.log.warning(f"degraded model(s) {sorted(disabled)} hand over to the next in the chain")
-        fc = deployed.predict(bundle, hist, weather, issue, fallback=fallback, disabled=disabled)
+        fc = deployed.predict(bundle, hist, forecast_wx, issue, fallback=fallback, disabled=disabled,
+                              observed=observed)
         model_version = found[0]
     out = pd.DataFrame({
         "issue_time": _naive(issue), "series": fc.series.astype(str),

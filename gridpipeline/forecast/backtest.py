@@ -196,7 +196,8 @@ def run_backtest_live(
                                  "p10": naive["p10"].to_numpy(), "p50": naive["p50"].to_numpy(),
                                  "p90": naive["p90"].to_numpy(), "model": "seasonal_naive"})
         # the measured temperature over the horizon stands in for the weather forecast (ex-post protocol)
-        fc = deployed.predict(bundle, hist, temp.reindex(times), issue, fallback=fallback)
+        fc = deployed.predict(bundle, hist, temp.reindex(times), issue, fallback=fallback,
+                              observed=temp[temp.index < issue])
         fc = fc[fc.series == "system"].set_index("valid_time").reindex(times)
         van = forecast_vanilla(vanilla, data, issue, config.horizon) if vanilla is not None else None
         predict_s += time.perf_counter() - t0

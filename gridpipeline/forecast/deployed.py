@@ -83,14 +83,18 @@ def train(hist: pd.DataFrame, weather: pd.DataFrame, cfg: GlobalConfig, cutoff: 
 
 
 def predict(bundle: dict, hist: pd.DataFrame, weather: pd.DataFrame | None, issue: pd.Timestamp,
-            fallback: pd.DataFrame | None = None, disabled: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
+            fallback: pd.DataFrame | None = None, disabled: set[str] | frozenset[str] = frozenset(),
+            observed: pd.DataFrame | None = None) -> pd.DataFrame:
     """Forecast every series after ``issue`` with the deployed chain (only history before ``issue``).
 
-    ``weather``: the weather forecast over the horizon (``temperature``) or None; ``fallback``: a long
+    ``weather``: the weather forecast over the horizon (``temperature``) or None; ``observed``: the
+    observed weather before the issue (the temperature features of training read it: without it
+    they would be missing at serving time only); ``fallback``: a long
     frame (series, valid_time, lead, p10, p50, p90, model) serving the rows and series the chain cannot;
     ``disabled``: links skipped because their rolling error degraded ("global", "global_noweather",
     "prophet"). Returns the long frame with ``model`` per row."""
     model = bundle["global"]
+    weather = with_observed(weather, observed, issue)
     fc = forecast_global(model, hist, weather, issue, disabled=disabled)
     if "prophet" not in disabled and "global" not in disabled:
         fc = combine(fc, bundle.get("prophet", {}), bundle.get("weights", {}), weather,
@@ -108,8 +112,19 @@ def predict(bundle: dict, hist: pd.DataFrame, weather: pd.DataFrame | None, issu
     return pd.concat([fc, extra[fc.columns]], ignore_index=True) if len(extra) else fc
 
 
+def with_observed(forecast: pd.DataFrame | None, observed: pd.DataFrame | None, issue: pd.Timestamp
+                  ) -> pd.DataFrame | None:
+    """Observed ``temperature`` before ``issue`` followed by the forecast from ``issue`` on. Without a
+    forecast, None: the weather-free models serve (the observations alone cannot cover the horizon)."""
+    if forecast is None or not len(forecast) or observed is None or not len(observed):
+        return forecast
+    before = observed.loc[observed.index < issue, ["temperature"]]
+    after = forecast.loc[forecast.index >= issue, ["temperature"]]
+    return pd.concat([before, after]).sort_index()
+
+
 def with_train_days(cfg: GlobalConfig, days: int) -> GlobalConfig:
     return replace(cfg, train_days=int(days), calib_days=max(1, min(7, int(days) // 4)))
 
 
-__all__ = ["HORIZON", "REFIT", "deployed_config", "predict", "train", "with_train_days"]
+__all__ = ["HORIZON", "REFIT", "deployed_config", "predict", "train", "with_observed", "with_train_days"]

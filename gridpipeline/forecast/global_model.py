@@ -357,19 +357,27 @@ def _widen(model: GlobalModel, variant: str, pred: np.ndarray, lead: np.ndarray)
     return out
 
 
+def lookback_days(cfg: GlobalConfig) -> int:
+    """Days of history before an issue that the features read (lags of a week, the scale window)."""
+    return max(8, int(cfg.scale_days) + 1)
+
+
 def forecast_global(model: GlobalModel, y: pd.DataFrame, weather: pd.DataFrame | None, issue_time: pd.Timestamp,
                     profile: pd.DataFrame | None = None, disabled: frozenset[str] | set[str] = frozenset()
                     ) -> pd.DataFrame:
     """Forecasts for every series over the horizon after ``issue_time`` (only data before it is used).
 
     ``y``: history (same layout as for fitting; more series than fitted are forecast by the fallbacks
-    only); ``weather``: values for the target times (the weather forecast), may miss rows or be None;
+    only); ``weather``: the observed weather before the issue and the weather forecast after it (the
+    temperature features read both: trailing means, yesterday's extremes, the change since the lag
+    day), may miss rows or be None;
     ``profile``: optional expected values (same columns) for the last fallback; ``disabled``: links
     of the chain to skip (a degraded model hands over to the next). Returns a long frame:
     series, valid_time, lead, p10, p50, p90, model."""
     cfg = model.config
-    times = pd.date_range(issue_time - 8 * pd.Timedelta(days=1), issue_time + cfg.horizon, freq=cfg.step,
-                          inclusive="left")
+    # as much history as the features read in training: the lags (a week and a step) and the scale
+    times = pd.date_range(issue_time - lookback_days(cfg) * pd.Timedelta(days=1), issue_time + cfg.horizon,
+                          freq=cfg.step, inclusive="left")
     y = y.reindex(columns=model.series).reindex(times)
     y[y.index >= issue_time] = np.nan  # never look at the future
     Y = y.to_numpy(dtype=float)

@@ -93,3 +93,23 @@ def test_backtest_live_scores_the_deployed_path(world, monkeypatch):
     assert set(m["model_usage"]) <= {"global", "global+prophet"}
     assert m["mape"] < 4.0 and m["baselines"]["vanilla"]["mape"] is not None
     assert "deployed path" in m["note"]
+
+
+def test_serving_sees_the_temperature_history_training_saw(world):
+    """Training reads trailing temperature means, yesterday's extremes and the change since the lag
+    day from the observed weather; serving must too. With the station's observations before the issue
+    and the forecast after it, the forecast is what it is when the whole weather series is known (as in
+    training); with the horizon's forecast alone those features were missing at serving time only."""
+    hist, wx, cfg, cutoff = world
+    bundle = deployed.train(hist[hist.index < cutoff], wx[wx.index < cutoff], cfg, cutoff, "UTC", None, prophet=False)
+    issue = cutoff + pd.Timedelta(hours=5)
+    horizon = wx[(wx.index >= issue) & (wx.index < issue + pd.Timedelta(hours=24))]
+    as_trained = deployed.predict(bundle, hist[hist.index < issue], wx, issue)
+    served = deployed.predict(bundle, hist[hist.index < issue], horizon, issue, observed=wx[wx.index < issue])
+    horizon_only = deployed.predict(bundle, hist[hist.index < issue], horizon, issue)
+    assert np.allclose(served.p50.to_numpy(), as_trained.p50.to_numpy())
+    assert not np.allclose(horizon_only.p50.to_numpy(), as_trained.p50.to_numpy())
+    # the 28-day scale is read from 28 days of history at serving time too
+    from gridpipeline.forecast.global_model import lookback_days
+
+    assert lookback_days(bundle["global"].config) >= cfg.scale_days + 1
