@@ -17,15 +17,23 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetIn,
     AssetKey,
     AutomationCondition,
     DefaultScheduleStatus,
     MaterializeResult,
+    In,
     MetadataValue,
+    Nothing,
+    OpExecutionContext,
+    Out,
+    Output,
     RunRequest,
     asset,
     define_asset_job,
+    graph_asset,
     in_process_executor,
+    op,
     schedule,
 )
 from dagster_duckdb import DuckDBResource
@@ -172,19 +180,11 @@ def weather_features(context: AssetExecutionContext, duckdb: DuckDBResource, set
     })
 
 
-@asset(
-    group_name=GROUP,
-    pool="duckdb",
-    deps=[AssetKey("clean_telemetry")],
-    automation_condition=AutomationCondition.on_cron("0 2 * * 0") | AutomationCondition.on_missing(),
-    description="The demand models for every zone and the system, retrained weekly (Sundays 02:00 UTC) on "
-    "GRIDPIPELINE_FORECAST_TRAIN_DAYS of measured demand (clean_telemetry; gaps stay gaps) and observed weather: "
-    "the deployed path of forecast/deployed.py. Each model file is versioned by the end of its training data "
-    "(forecast.models.trained_until, GRIDPIPELINE_HOME/models/demand/); a forecast uses the newest model trained "
-    "before its issue time.",
-)
-def demand_model(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
-                 network: NetworkModelResource, weather: WeatherSource):
+@op(ins={"clean_telemetry": In(Nothing)}, out=Out(dict),
+    description="Trains the demand models outside the DuckDB pool: a short locked read of the history, then "
+    "LightGBM and Prophet with no lock and no pool slot held, then the model file.")
+def train_demand_model(context: OpExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
+                       network: NetworkModelResource, weather: WeatherSource) -> dict:
     import joblib
 
     from gridpipeline.forecast import deployed
@@ -204,8 +204,8 @@ def demand_model(context: AssetExecutionContext, duckdb: DuckDBResource, setting
         # too little to learn from: the forecasts keep serving the labelled fallback until the next try
         context.log.warning(f"only {measured_days:.2f} days of measured system demand before {cutoff}; "
                             f"a model needs {MIN_MEASURED_DAYS}: not trained")
-        return MaterializeResult(metadata={"trained": False, "measured_days": round(float(measured_days), 2),
-                                           "needs_days": MIN_MEASURED_DAYS, "trained_until": str(cutoff)})
+        return {"row": None, "metadata": {"trained": False, "measured_days": round(float(measured_days), 2),
+                                          "needs_days": MIN_MEASURED_DAYS, "trained_until": str(cutoff)}}
     context.log.info(f"training on {n_slots} measured slots of {len(hist)} ({coverage:.0%}) before {cutoff}")
     t0 = time.perf_counter()
     bundle = deployed.train(hist, wx, cfg, cutoff, s.forecast_tz, s.forecast_country)
@@ -215,20 +215,43 @@ def demand_model(context: AssetExecutionContext, duckdb: DuckDBResource, setting
     path.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(bundle, path)
     report = bundle.get("report", {}) if isinstance(bundle, dict) else {}
-    with writer_lock(s.db_path), duckdb.get_connection() as con:
-        ensure_forecast_schema(con)
-        con.execute("INSERT INTO forecast.models BY NAME SELECT ? AS trained_at, 'demand' AS kind, ? AS path, "
-                    "? AS series, ? AS train_rows, ? AS train_seconds, ? AS holdout_mape, ? AS trained_until, "
-                    "? AS version",
-                    [pd.Timestamp.now(tz="UTC").tz_localize(None), str(path), len(series),
-                     report.get("train_rows"), seconds, report.get("holdout_mape"), _naive(cutoff), version])
-    return MaterializeResult(metadata={
+    row = [pd.Timestamp.now(tz="UTC").tz_localize(None), str(path), len(series), report.get("train_rows"), seconds,
+           report.get("holdout_mape"), _naive(cutoff), version]
+    return {"row": row, "metadata": {
         "trained": True, "version": version, "trained_until": str(cutoff), "series": len(series),
         "measured_slots": n_slots, "history_coverage": round(coverage, 3),
         "train_seconds": round(seconds, 1), "path": str(path),
         **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in report.items()
            if isinstance(v, (int, float, str))},
-    })
+    }}
+
+
+@op(pool="duckdb", description="Registers a trained demand model in forecast.models (the only step of "
+    "demand_model that holds the DuckDB pool slot).")
+def register_demand_model(context: OpExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
+                          trained: dict):
+    if trained["row"] is not None:
+        with writer_lock(settings.get().db_path), duckdb.get_connection() as con:
+            ensure_forecast_schema(con)
+            con.execute("INSERT INTO forecast.models BY NAME SELECT ? AS trained_at, 'demand' AS kind, ? AS path, "
+                        "? AS series, ? AS train_rows, ? AS train_seconds, ? AS holdout_mape, ? AS trained_until, "
+                        "? AS version", trained["row"])
+    return Output(None, metadata=trained["metadata"])
+
+
+@graph_asset(
+    group_name=GROUP,
+    ins={"clean_telemetry": AssetIn(AssetKey("clean_telemetry"), dagster_type=Nothing)},
+    automation_condition=AutomationCondition.on_cron("0 2 * * 0") | AutomationCondition.on_missing(),
+    description="The demand models for every zone and the system, retrained weekly (Sundays 02:00 UTC) on "
+    "GRIDPIPELINE_FORECAST_TRAIN_DAYS of measured demand (clean_telemetry; gaps stay gaps) and observed weather: "
+    "the deployed path of forecast/deployed.py. Each model file is versioned by the end of its training data "
+    "(forecast.models.trained_until, GRIDPIPELINE_HOME/models/demand/); a forecast uses the newest model trained "
+    "before its issue time. Training (train_demand_model) holds no pool slot; only the registration "
+    "(register_demand_model) takes the duckdb pool, so ingestion never queues behind a training run.",
+)
+def demand_model(clean_telemetry):
+    return register_demand_model(train_demand_model(clean_telemetry))
 
 
 def _plot_system(fc: pd.DataFrame) -> str:

@@ -14,6 +14,7 @@
 
 import time
 from datetime import datetime, timezone
+from itertools import groupby
 
 import duckdb as _duckdb
 import numpy as np
@@ -194,7 +195,9 @@ def _snapshots_for_run(context, con, settings, ws: datetime, we: datetime) -> li
                        description="Warns when the chi-squared test still alarms after bad-data removal."),
     ],
     partitions_def=live_five_minute_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
+    # an hour per run: a day's backfill is 24 runs, so the live windows' short writes (higher priority)
+    # take the pool slot between them instead of queueing behind the whole day
+    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=12),
     pool="duckdb",
     can_subset=False,
 )
@@ -212,45 +215,54 @@ def grid_state_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, set
     live = bool(context.run.tags.get(SNAPSHOT_TAG))
     n2 = s.n2_list()
     results, n1_rows, timings, notes = [], None, [], []
-    with writer_lock(s.db_path), duckdb.get_connection() as con:
+    with writer_lock(s.db_path), duckdb.get_connection() as con:  # a short read: what to estimate
         gstore.ensure_grid_schema(con)
         registry = con.execute("SELECT * FROM telemetry.sensors").df()
         snaps = _snapshots_for_run(context, con, s, ws, we)
         n1_windows = {floor_window(r[0]) for r in con.execute(
             "SELECT DISTINCT snapshot_ts FROM grid.contingencies WHERE snapshot_ts >= ? AND snapshot_ts < ?",
             [ws, we]).fetchall()}
-        if not snaps:
-            context.log.warning(f"no telemetry snapshot for window {ws:%Y-%m-%d %H:%M}; nothing estimated")
-        for i, (ts, source) in enumerate(snaps):
-            t0 = time.perf_counter()
-            found = ModelCache.at(con, ts)
-            if found is None:
-                raise RuntimeError("no network model in the store: materialise grid_model first")
+    if not snaps:
+        context.log.warning(f"no telemetry snapshot for window {ws:%Y-%m-%d %H:%M}; nothing estimated")
+    prev = last_good = None  # carried in memory from one snapshot to the next; the store only for the first
+    # one window at a time: read its inputs under the writer lock, estimate with no lock held, then
+    # commit the window's snapshots in one short locked write (a day's backfill holds the lock in
+    # 288 short bursts, never while it computes)
+    for _, chunk in groupby(snaps, key=lambda t: floor_window(t[0])):
+        chunk = list(chunk)
+        inputs = []
+        with writer_lock(s.db_path), duckdb.get_connection() as con:
+            for ts, source in chunk:
+                t0 = time.perf_counter()
+                found = ModelCache.at(con, ts)
+                if found is None:
+                    raise RuntimeError("no network model in the store: materialise grid_model first")
+                if source == "landing":
+                    readings, _ = landing_snapshot(s.landing, ts, registry)
+                else:
+                    readings = clean_snapshot(con, ts)
+                if prev is None and not results and not inputs:
+                    prev = gstore.previous_switch_states(con, ts)
+                    last_good = gstore.last_good_state(con, ts)
+                inputs.append((ts, source, found, readings, latest_forecast_at(con, ts), time.perf_counter() - t0))
+        done = []
+        for ts, source, found, readings, (zone_p50, gen_p50), t_read in inputs:
             (version, net, model, work_net, load_zones), note = found
             if note:
                 notes.append(note)
                 context.log.warning(note)
-            if source == "landing":
-                readings, _ = landing_snapshot(s.landing, ts, registry)
-            else:
-                readings = clean_snapshot(con, ts)
-            t_read = time.perf_counter() - t0
-            prev = gstore.previous_switch_states(con, ts)
-            last_good = gstore.last_good_state(con, ts)
-            zone_p50, gen_p50 = latest_forecast_at(con, ts)
             pseudo = forecast_pseudo_injections(net, load_zones, zone_p50, gen_p50)
             res = run_cycle(net, model, registry, readings, ts, prev_switch_states=prev, last_good=last_good,
                             pseudo_injections=pseudo, config=cfg, work_net=work_net)
             res.summary["pseudo_source"] = "forecast" if pseudo is not None else "nominal"
             if note:
                 res.summary["message"] = "; ".join(m for m in (note, res.summary.get("message")) if m)
-            t1 = time.perf_counter()
-            gstore.write_cycle(con, res, ws, version, source, len(readings))
-            t_write = time.perf_counter() - t1
-            results.append(res)
-            timings.append({"read_s": t_read, "write_s": t_write, **res.timings})
+            prev = res.switch_states
+            if res.summary["converged"]:
+                last_good = res.buses
+            n1 = None
             w = floor_window(ts)
-            last_in_window = i == len(snaps) - 1 or floor_window(snaps[i + 1][0]) != w
+            last_in_window = ts == chunk[-1][0]
             trigger = n1_trigger(len(res.events), w in n1_windows, live, last_in_window, res.summary["converged"])
             if trigger is not None:
                 known = [c for c in n2 if all(t in work_net and i_ in work_net[t].index for t, i_ in c)]
@@ -261,10 +273,19 @@ def grid_state_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, set
                 table, relief_df = assess_contingencies(work_net, res.switch_states, known, loading_limit=s.loading_limit_percent,
                                                         v_min=cfg.v_min, v_max=cfg.v_max, relief_top=N1_RELIEF_TOP,
                                                         decompose_above_buses=DECOMPOSE_ABOVE_BUSES)
-                gstore.write_contingencies(con, ts, table, relief_df, trigger)
-                n1_rows = (ts, table, relief_df, trigger, time.perf_counter() - t2)
+                n1 = (ts, table, relief_df, trigger, time.perf_counter() - t2)
                 n1_windows.add(w)
-        latest = results[-1] if results else None
+            done.append((res, version, source, len(readings), t_read, n1))
+        with writer_lock(s.db_path), duckdb.get_connection() as con:
+            for res, version, source, n_readings, t_read, n1 in done:
+                t1 = time.perf_counter()
+                gstore.write_cycle(con, res, floor_window(res.snapshot_ts), version, source, n_readings)
+                if n1 is not None:
+                    gstore.write_contingencies(con, n1[0], n1[1], n1[2], n1[3])
+                    n1_rows = n1
+                results.append(res)
+                timings.append({"read_s": t_read, "write_s": time.perf_counter() - t1, **res.timings})
+    latest = results[-1] if results else None
 
     yield from state_outputs(results, timings, latest, live, notes)
     if n1_rows is not None:

@@ -122,18 +122,25 @@ def build_landing_sensor(job, bootstrap_job, models_job=None):
             return
         for first, last in plan_runs(ready, cursor):
             if first == last:
-                yield RunRequest(run_key=f"{last}:{ready[last]}", job_name=job.name, partition_key=last)
+                yield RunRequest(run_key=f"{last}:{ready[last]}", job_name=job.name, partition_key=last,
+                                 tags=LIVE_PRIORITY)
             else:
                 yield RunRequest(
                     run_key=f"range:{first}:{last}:{ready[last]}",
                     job_name=job.name,
-                    tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+                    tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
+                          **LIVE_PRIORITY},
                 )
         cursor.update(ready)
         horizon = partition_key(now - LOOKBACK - timedelta(hours=1))
         context.update_cursor(json.dumps({k: v for k, v in cursor.items() if k >= horizon}))
 
     return landing_zone_sensor
+
+
+#: live windows claim the duckdb pool slot ahead of backfills and training registrations (priority 0),
+#: which wait between their short writes
+LIVE_PRIORITY = {"dagster/priority": "8"}
 
 
 def build_grid_state_sensor(job):

@@ -109,6 +109,40 @@ def test_landing_sensor_requests_the_first_forecast_models(live):
     first = sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs))
     assert all(isinstance(r, RunRequest) for r in first.run_requests)
     assert any(r.job_name == "forecast_models_job" for r in first.run_requests)
+    # live windows claim the duckdb pool ahead of backfills and training registrations
+    windows = [r for r in first.run_requests if r.job_name == "telemetry_job"]
+    assert windows and all(r.tags["dagster/priority"] == "8" for r in windows)
     # next tick, windows taken and models not trained yet: the models request again, and no skip reason
     again = sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor))
     assert [r.job_name for r in again.run_requests] == ["forecast_models_job"] and not again.skip_message
+
+
+def test_window_run_estimates_and_runs_n1_without_holding_the_writer_lock(live, monkeypatch):
+    """A backfill run reads a window's inputs and commits its snapshots in short locked bursts: while it
+    estimates and while N-1 runs, another writer can take the store's lock."""
+    from gridpipeline.grid import contingency, cycle
+    from gridpipeline.store import writer_lock
+
+    _, s, window, instance, defs = live
+    free = []
+
+    def probing(fn):
+        def wrapper(*a, **k):
+            try:
+                with writer_lock(s.db_path, timeout_s=0):
+                    free.append(fn.__name__)
+            except TimeoutError:
+                free.append(f"{fn.__name__}: locked")
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(cycle, "run_cycle", probing(cycle.run_cycle))
+    monkeypatch.setattr(contingency, "assess_contingencies", probing(contingency.assess_contingencies))
+    res = defs.resolve_job_def("grid_state_job").execute_in_process(
+        instance=instance, partition_key=f"{window:%Y-%m-%d-%H:%M}")
+    assert res.success
+    assert free.count("run_cycle") == 10, free
+    assert not [f for f in free if "locked" in f], free
+    (n, windows), = _q(s, "SELECT count(*), count(DISTINCT window_start) FROM grid.state_summary "
+                          "WHERE snapshot_ts >= ? AND snapshot_ts < ?", window, window + lz.WINDOW)
+    assert n == 10 and windows == 1
