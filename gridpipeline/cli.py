@@ -370,23 +370,25 @@ def dev(
     live_start = _parse_time(f"now-{catch_up}", "catch-up")
     _set_epoch(s, live_start - timedelta(days=s.forecast_train_days + HISTORY_LAG_DAYS) if history and simulator
                else live_start)
+    from gridpipeline.orchestration.child import spawn, stop_all
+
     procs = []
     bin_dir = Path(sys.executable).parent
     if simulator:
-        procs.append(subprocess.Popen(
+        procs.append(spawn(
             [str(bin_dir / "gridpipeline"), "simulate", "--live", "--start", f"now-{catch_up}",
              "--speed", str(speed), "--faults", faults], env=env, cwd=PROJECT_ROOT))
         if history:
             # the archive ends where the live simulator's catch-up starts
-            procs.append(subprocess.Popen(
+            procs.append(spawn(
                 [str(bin_dir / "gridpipeline"), "history", "--end", f"now-{catch_up}", "--faults", faults],
                 env=env, cwd=PROJECT_ROOT))
     # the 30-second loop: a long-lived worker, not a run per snapshot (orchestration/live_loop.py)
-    procs.append(subprocess.Popen([str(bin_dir / "gridpipeline"), "loop"], env=env, cwd=PROJECT_ROOT))
+    procs.append(spawn([str(bin_dir / "gridpipeline"), "loop"], env=env, cwd=PROJECT_ROOT))
     # started in DAGSTER_HOME: from the checkout, dagster would warn that the shipped dagster.yaml there
     # "will not be used" (it is the template copied into DAGSTER_HOME); workspace.yaml paths are
     # relative to the workspace file, so the code location loads the same
-    procs.append(subprocess.Popen(
+    procs.append(spawn(
         [str(bin_dir / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(PROJECT_ROOT / "workspace.yaml")],
         env=env, cwd=home))
     dagster = procs[-1]
@@ -403,14 +405,11 @@ def dev(
     except KeyboardInterrupt:
         pass
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT if p is dagster else signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        # each child leads its own process group: the group gets the signal, and what is still alive
+        # after 30 s is killed, grandchildren (webserver, daemon, code server, dbt) included
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop_all(procs, lambda p: signal.SIGINT if p is dagster else signal.SIGTERM, timeout_s=30)
 
 
 @data_app.command("build")

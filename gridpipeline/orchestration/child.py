@@ -37,3 +37,64 @@ def die_with_parent(target: str | Path, out: Path) -> Path:
         tmp.chmod(0o755)
         os.replace(tmp, out)  # atomic: a concurrent run never sees half a file
     return out
+
+
+def _own_group_and_die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """preexec_fn: a process group of its own (so the whole tree below can be signalled at once) and a
+    SIGTERM from the kernel if the supervisor dies."""
+    import ctypes
+    import signal
+
+    os.setsid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def spawn(cmd: list[str], **kwargs):
+    """Start ``cmd`` as the leader of its own process group, to be stopped with :func:`stop_all`."""
+    import subprocess
+
+    return subprocess.Popen(cmd, preexec_fn=_own_group_and_die_with_parent, **kwargs)
+
+
+def stop_all(procs, first_signal=None, timeout_s: float = 30.0) -> list[int]:
+    """Stop every process group in ``procs`` and everything it started: ``first_signal`` (a callable
+    proc -> signal, default SIGTERM) to each group, then SIGKILL to the groups still alive after
+    ``timeout_s``. A child that exits on the first signal but leaves its own children behind (a
+    webserver, a daemon, a code server) loses them too. Returns the pids that had to be killed."""
+    import signal
+    import time
+
+    def _signal_group(p, sig) -> bool:
+        try:
+            os.killpg(p.pid, sig)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    for p in procs:
+        _signal_group(p, first_signal(p) if first_signal else signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    killed = []
+    for p in procs:
+        # the group outlives its leader while a grandchild is in it: wait for the whole group
+        while time.monotonic() < deadline and (p.poll() is None or _group_alive(p.pid)):
+            time.sleep(0.1)
+        if p.poll() is None or _group_alive(p.pid):
+            killed.append(p.pid)
+            _signal_group(p, signal.SIGKILL)
+            try:
+                p.wait(timeout=5)
+            except Exception:  # noqa: BLE001 - a zombie the kernel will reap with us
+                pass
+    return killed
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False

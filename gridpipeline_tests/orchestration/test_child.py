@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -43,3 +44,62 @@ def test_dbt_is_found_beside_the_interpreter_and_runs_through_the_wrapper(tmp_pa
     assert "site-packages" not in exe and str(sys.executable.rsplit("/", 1)[0]) in (tmp_path / "bin" / "dbt").read_text()
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 0 and "Core" in out.stdout + out.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie is dead
+        return fh.read().split()[2] != "Z"
+
+
+def test_stop_all_takes_the_grandchildren_that_ignore_sigterm(tmp_path):
+    """`gridpipeline dev` stops its children through their process groups: a child that exits on SIGTERM
+    but leaves a grandchild ignoring it (as dagster dev's webserver, daemon or code server could) loses
+    the grandchild too, killed after the timeout."""
+    import signal
+    import subprocess
+
+    from gridpipeline.orchestration.child import spawn, stop_all
+
+    pidfile = tmp_path / "grandchild.pid"
+    code = ("import signal, subprocess, sys, time\n"
+            "g = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'])\n"
+            f"open({str(pidfile)!r}, 'w').write(str(g.pid))\n"
+            "time.sleep(600)\n")
+    child = spawn([sys.executable, "-c", code])
+    for _ in range(100):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.05)
+    grandchild = int(pidfile.read_text())
+    assert _alive(grandchild)
+    killed = stop_all([child], lambda p: signal.SIGTERM, timeout_s=2)
+    assert killed == [child.pid]
+    for _ in range(50):
+        if not _alive(grandchild):
+            break
+        time.sleep(0.1)
+    assert not _alive(grandchild)
+    assert child.poll() is not None
+    # a child in its own group still dies with its supervisor (PR_SET_PDEATHSIG, SIGTERM)
+    sup = subprocess.Popen([sys.executable, "-c",
+                            "import sys, time; from gridpipeline.orchestration.child import spawn\n"
+                            f"c = spawn([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+                            f"open({str(pidfile)!r}, 'w').write(str(c.pid)); time.sleep(600)"])
+    pidfile.write_text("")
+    for _ in range(200):
+        if pidfile.read_text():
+            break
+        time.sleep(0.05)
+    orphan = int(pidfile.read_text())
+    sup.kill()
+    sup.wait()
+    for _ in range(50):
+        if not _alive(orphan):
+            break
+        time.sleep(0.1)
+    assert not _alive(orphan)
