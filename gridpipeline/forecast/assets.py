@@ -570,7 +570,8 @@ def renewable_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, s
                        network: NetworkModelResource, weather: WeatherSource):
     import joblib
 
-    from gridpipeline.forecast.generation import KINDS, generation_forecast, measured_ramps
+    from gridpipeline.forecast.generation import (KINDS, generation_forecast, generation_rows, measured_ramps,
+                                                  write_generation)
     from gridpipeline.forecast.live import measured_generation
     from gridpipeline.forecast.renewables import variability_index
     from gridpipeline.forecast.weather import weather_features as features
@@ -603,25 +604,9 @@ def renewable_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, s
     of = features(obs, s.site_latitude, s.site_longitude, s.forecast_tz)
     meta["irradiance_variability_index_observed_24h"] = variability_index(of.ghi, of.ghi_clear, 5.0)
     rp = pd.concat([x for x in (rp, mr) if len(x)], ignore_index=True) if len(rp) or len(mr) else pd.DataFrame()
-    if len(out):
-        lead = ((pd.DatetimeIndex(out.valid_time) - issue) / pd.Timedelta(minutes=5)).astype(int) + 1
-        out = out.assign(issue_time=_naive(issue), lead_minutes=np.asarray(lead) * 5, weather_stale=stale,
-                         valid_time=pd.DatetimeIndex(out.valid_time).tz_convert("UTC").tz_localize(None))
-    if len(rp):  # stored as naive UTC like every other time in the store
-        rp = rp.assign(issue_time=_naive(issue), **{c: [_naive(t) for t in rp[c]] for c in ("start", "end")})
+    out, rp = generation_rows(out, rp, issue, stale)
     with writer_lock(s.db_path), duckdb.get_connection() as con:
-        con.execute("BEGIN TRANSACTION")
-        con.execute("DELETE FROM forecast.generation WHERE issue_time = ?", [_naive(issue)])
-        con.execute("DELETE FROM forecast.ramps WHERE issue_time = ?", [_naive(issue)])
-        if len(out):
-            con.register("_gen", out)
-            con.execute("INSERT INTO forecast.generation BY NAME SELECT * FROM _gen")
-            con.unregister("_gen")
-        if len(rp):
-            con.register("_rp", rp)
-            con.execute("INSERT INTO forecast.ramps BY NAME SELECT * FROM _rp")
-            con.unregister("_rp")
-        con.execute("COMMIT")
+        write_generation(con, issue, out, rp)
     meta["ramp_events"] = MetadataValue.md(md_table(rp, ["kind", "start", "end", "direction", "magnitude"]))
     return MaterializeResult(metadata=meta)
 

@@ -83,3 +83,45 @@ def measured_ramps(measured: pd.DataFrame, capacity_mw: dict[str, float], min_po
         else:
             meta[f"{kind}_measured_ramps_24h"] = "no measurements yet"
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), meta
+
+
+def _naive_utc(t) -> pd.Timestamp:
+    t = pd.Timestamp(t)
+    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo else t
+
+
+def generation_rows(out: pd.DataFrame, ramps: pd.DataFrame, issue: pd.Timestamp, stale: bool
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of forecast.generation and forecast.ramps for ``issue``: leads in minutes, and every time
+    naive UTC like every other time in the store (forecast ramps carry the weather's UTC index, measured
+    ones the telemetry's; both become plain TIMESTAMPs, never Python objects DuckDB cannot convert)."""
+    issue_n = _naive_utc(issue)
+    if len(out):
+        lead = ((pd.DatetimeIndex(out.valid_time) - issue) / pd.Timedelta(minutes=5)).astype(int) + 1
+        out = out.assign(issue_time=issue_n, lead_minutes=np.asarray(lead) * 5, weather_stale=stale,
+                         valid_time=pd.DatetimeIndex(out.valid_time).tz_convert("UTC").tz_localize(None))
+    if len(ramps):
+        ramps = ramps.assign(issue_time=issue_n, **{
+            c: pd.DatetimeIndex([_naive_utc(t) for t in ramps[c]]).astype("datetime64[us]") for c in ("start", "end")})
+    return out, ramps
+
+
+def write_generation(con, issue: pd.Timestamp, out: pd.DataFrame, ramps: pd.DataFrame) -> None:
+    """Replace ``issue``'s rows of forecast.generation and forecast.ramps in one transaction."""
+    issue_n = _naive_utc(issue)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM forecast.generation WHERE issue_time = ?", [issue_n])
+        con.execute("DELETE FROM forecast.ramps WHERE issue_time = ?", [issue_n])
+        if len(out):
+            con.register("_gen", out)
+            con.execute("INSERT INTO forecast.generation BY NAME SELECT * FROM _gen")
+            con.unregister("_gen")
+        if len(ramps):
+            con.register("_rp", ramps)
+            con.execute("INSERT INTO forecast.ramps BY NAME SELECT * FROM _rp")
+            con.unregister("_rp")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise

@@ -62,3 +62,45 @@ def test_wind_correction_beats_physics_and_climatology():
     r = wind_backtest(load_gefcom_wind())
     assert r["corrected"]["nmae"] < r["physics"]["nmae"] < r["climatology"]["nmae"]
     assert 0.7 <= r["corrected"]["coverage_p10_p90"] <= 0.9
+
+
+def test_generation_rows_store_forecast_and_measured_ramps_on_a_fresh_store(tmp_path):
+    """What failed every scheduled forecast_job on a fresh start (`ConversionException: Could not convert
+    'datetime' to TIMESTAMP WITH TIME ZONE` at the forecast.ramps insert): forecast ramps on the weather's
+    UTC index and measured ramps from the first 24 h of telemetry, stored together in a new store."""
+    import duckdb
+
+    from gridpipeline.forecast.assets import ensure_forecast_schema
+    from gridpipeline.forecast.generation import generation_forecast, generation_rows, measured_ramps, write_generation
+    from gridpipeline.forecast.weather import weather_features as features
+
+    issue = pd.Timestamp("2026-06-21 00:00", tz="UTC")
+    idx = pd.date_range(issue, periods=288, freq="5min")
+    hour = np.asarray(idx.hour + idx.minute / 60)
+    ghi = np.clip(900 * np.sin((hour - 4) / 16 * np.pi), 0, None)  # a clear day at ~52 N: sunrise/sunset ramps
+    raw = pd.DataFrame({"temperature": 18.0, "dew_point": 10.0, "wind_speed_10m": np.linspace(2, 14, 288),
+                        "cloud_cover": 0.0, "ghi": ghi}, index=idx)
+    wx = features(raw, 52.0, 10.0, "Europe/Berlin")
+    out, rp, _ = generation_forecast(wx, 52.0, 10.0, {"pv": 5.0, "wind": 4.0}, {"pv": None, "wind": None})
+    assert len(rp) >= 1 and pd.DatetimeIndex(rp.start).tz is not None  # forecast ramps: tz-aware UTC
+    # the last 24 h measured, on the telemetry's UTC index: a cloud edge takes PV from 4.5 to 0.5 MW
+    past = idx - pd.Timedelta(days=1)
+    pv = np.clip(5.0 * np.sin((hour - 4) / 16 * np.pi), 0, None)
+    pv[150:160] = 0.5
+    measured = pd.DataFrame({"gen:pv": pv}, index=past)
+    mr, meta = measured_ramps(measured, {"pv": 5.0})
+    assert meta["pv_measured_ramps_24h"] >= 1
+    ramps = pd.concat([rp, mr], ignore_index=True)
+    rows, ramp_rows = generation_rows(out, ramps, issue, stale=False)
+    with duckdb.connect(str(tmp_path / "store.duckdb")) as con:
+        ensure_forecast_schema(con)
+        write_generation(con, issue, rows, ramp_rows)
+        write_generation(con, issue, rows, ramp_rows)  # a re-run replaces the issue's rows
+        n, kinds, t = con.execute("SELECT count(*), count(DISTINCT kind), min(start) FROM forecast.ramps").fetchone()
+        types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                 "WHERE table_name = 'ramps'").fetchall())
+        gen = con.execute("SELECT count(*), min(lead_minutes), max(lead_minutes) FROM forecast.generation").fetchone()
+    assert n == len(ramps) and kinds >= 2
+    assert past[0].tz_localize(None) <= pd.Timestamp(t) < issue.tz_localize(None)  # the measured ramp, naive UTC
+    assert types["start"] == "TIMESTAMP" and types["end"] == "TIMESTAMP"
+    assert gen == (2 * 288, 5, 288 * 5)
