@@ -126,6 +126,8 @@ class GridLoop:
         self.stats = LoopStats()
         self.stop = threading.Event()
         self.last_done = self._last_estimated()
+        #: (switch states, last converged bus state) of the newest committed snapshot, kept in memory
+        self.carried: tuple | None = None
 
     # ------------------------------------------------------------------ the store
     def _last_estimated(self) -> datetime | None:
@@ -178,9 +180,10 @@ class GridLoop:
         t0 = time.perf_counter()
         version, net, model, work_net, load_zones = self.model
         readings, counts = landing_snapshot(self.s.landing, ts, self.registry)
-        with connect(self.live_path) as con:
-            prev = gstore.previous_switch_states(con, ts)
-            last_good = gstore.last_good_state(con, ts)
+        if self.carried is None:  # the first snapshot after a start: from the live store, then in memory
+            with connect(self.live_path) as con:
+                self.carried = (gstore.previous_switch_states(con, ts), gstore.last_good_state(con, ts))
+        prev, last_good = self.carried
         t_read = time.perf_counter() - t0
         zone_p50, gen_p50 = self.forecast
         pseudo = forecast_pseudo_injections(net, load_zones, zone_p50, gen_p50)
@@ -194,6 +197,7 @@ class GridLoop:
             gstore.ensure_grid_schema(con)
             gstore.write_cycle(con, res, lz.floor_window(ts), version, "landing", len(readings))
         committed = utcnow()
+        self.carried = (res.switch_states, res.buses if res.summary["converged"] else last_good)
         t_write = time.perf_counter() - t1
         lag = (committed - ts).total_seconds()
         self.stats.estimated += 1
