@@ -278,19 +278,11 @@ def _plot_system(fc: pd.DataFrame) -> str:
     return f"![system demand](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
 
-@asset(
-    group_name=GROUP,
-    pool="duckdb",
-    partitions_def=live_five_minute_partitions,
-    deps=[weather_features, demand_model, AssetKey("clean_telemetry")],
-    description="Demand forecasts for every zone and the system: 24 h at 5-minute steps with P10/P50/P90, issued "
-    "every 5 minutes from measured load (clean_telemetry, readings before the issue time) with the newest model "
-    "trained before the issue time (model_version on every row). Each row records the model that served it "
-    "(global+prophet, the two blended by skill -> global -> global_noweather -> seasonal_naive -> nominal); a model "
-    "whose rolling error passed GRIDPIPELINE_FORECAST_DEGRADED_MAPE is skipped (forecast.demand).",
-)
-def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
-                    network: NetworkModelResource, weather: WeatherSource):
+@op(ins={"weather_features": In(Nothing), "demand_model": In(Nothing), "clean_telemetry": In(Nothing)},
+    out=Out(dict), description="Predicts the demand forecast outside the DuckDB pool: a short locked read of "
+    "everything as of the issue time, then the models with no lock and no pool slot held.")
+def predict_demand(context: OpExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
+                   network: NetworkModelResource, weather: WeatherSource) -> dict:
     import joblib
 
     from gridpipeline.forecast import deployed
@@ -348,15 +340,8 @@ def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, sett
         "lead_minutes": (fc["lead"].to_numpy() * 5).astype(int), "p10": fc.p10, "p50": fc.p50, "p90": fc.p90,
         "model": fc.model, "weather_stale": weather_stale, "model_version": model_version,
     })
-    with writer_lock(s.db_path), duckdb.get_connection() as con:
-        con.execute("BEGIN TRANSACTION")
-        con.execute("DELETE FROM forecast.demand WHERE issue_time = ?", [_naive(issue)])
-        con.register("_fc", out)
-        con.execute("INSERT INTO forecast.demand BY NAME SELECT * FROM _fc")
-        con.unregister("_fc")
-        con.execute("COMMIT")
     sysf = fc[fc.series == "system"]
-    return MaterializeResult(metadata={
+    return {"issue": issue, "rows": out, "metadata": {
         "issue_time": str(issue), "series": int(fc.series.nunique()), "rows": len(out),
         "served_by": MetadataValue.json(fc.model.value_counts().to_dict()),
         "measured_history_slots": n_measured, "weather_stale": weather_stale,
@@ -365,7 +350,40 @@ def demand_forecast(context: AssetExecutionContext, duckdb: DuckDBResource, sett
         "system_p50_next_hour_mw": float(sysf.p50.head(12).mean()) if len(sysf) else None,
         "system_peak_p90_mw": float(sysf.p90.max()) if len(sysf) else None,
         "system_forecast": MetadataValue.md(_plot_system(fc)) if len(sysf) else "no system series",
-    })
+    }}
+
+
+@op(pool="duckdb", description="Replaces the issue's rows of forecast.demand in one transaction (the only "
+    "step of demand_forecast that holds the DuckDB pool slot).")
+def store_demand_forecast(context: OpExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
+                          predicted: dict):
+    out, issue = predicted["rows"], predicted["issue"]
+    with writer_lock(settings.get().db_path), duckdb.get_connection() as con:
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM forecast.demand WHERE issue_time = ?", [_naive(issue)])
+        con.register("_fc", out)
+        con.execute("INSERT INTO forecast.demand BY NAME SELECT * FROM _fc")
+        con.unregister("_fc")
+        con.execute("COMMIT")
+    return Output(None, metadata=predicted["metadata"])
+
+
+@graph_asset(
+    group_name=GROUP,
+    partitions_def=live_five_minute_partitions,
+    ins={"weather_features": AssetIn(AssetKey("weather_features"), dagster_type=Nothing),
+         "demand_model": AssetIn(AssetKey("demand_model"), dagster_type=Nothing),
+         "clean_telemetry": AssetIn(AssetKey("clean_telemetry"), dagster_type=Nothing)},
+    description="Demand forecasts for every zone and the system: 24 h at 5-minute steps with P10/P50/P90, issued "
+    "every 5 minutes from measured load (clean_telemetry, readings before the issue time) with the newest model "
+    "trained before the issue time (model_version on every row). Each row records the model that served it "
+    "(global+prophet, the two blended by skill -> global -> global_noweather -> seasonal_naive -> nominal); a model "
+    "whose rolling error passed GRIDPIPELINE_FORECAST_DEGRADED_MAPE is skipped (forecast.demand). The prediction "
+    "(predict_demand) holds no pool slot; only the write (store_demand_forecast) takes the duckdb pool.",
+)
+def demand_forecast(weather_features, demand_model, clean_telemetry):
+    return store_demand_forecast(predict_demand(weather_features=weather_features, demand_model=demand_model,
+                                                clean_telemetry=clean_telemetry))
 
 
 @asset(

@@ -51,10 +51,10 @@ def test_definitions_snapshot():
                 "forecast_accuracy", "consumption_anomalies", "renewable_forecast"):
         node = repo.asset_graph.get(next(k for k in repo.asset_graph.get_all_asset_keys() if k.to_user_string() == key))
         assert node.pools == {"duckdb"}, key
-    # ... but only for its writes: the nightly training is a compute op with no pool and a register op with it
-    model = defs.resolve_assets_def("demand_model")
-    pools = {n.name: n.definition.pool for n in model.node_def.nodes}
-    assert pools == {"train_demand_model": None, "register_demand_model": "duckdb"}
+    # ... but only for its writes: training and prediction are compute ops with no pool, then a write op with it
+    for key, split in {"demand_model": {"train_demand_model": None, "register_demand_model": "duckdb"},
+                       "demand_forecast": {"predict_demand": None, "store_demand_forecast": "duckdb"}}.items():
+        assert {n.name: n.definition.pool for n in defs.resolve_assets_def(key).node_def.nodes} == split, key
 
 
 def test_dagster_yaml_limits_the_duckdb_pool(tmp_path):
