@@ -34,9 +34,12 @@ def _add_domain_apps() -> None:
     """Domain command groups (grid, forecast) live with their domain."""
     from gridpipeline.forecast.cli import forecast_app
     from gridpipeline.grid.cli import grid_app
+    from gridpipeline.ledger.cli import audit_app, decisions_app
 
     app.add_typer(grid_app, name="grid", help="Power flow, state estimation and N-1 on your own network files.")
     app.add_typer(forecast_app, name="forecast", help="Forecast backtests on your own history.")
+    app.add_typer(audit_app, name="audit", help="Integrity of the decision ledger.")
+    app.add_typer(decisions_app, name="decisions", help="Decisions in the ledger: list, approve, reject.")
 
 
 _add_domain_apps()

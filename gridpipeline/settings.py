@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     forecast_mape_warn: float = Field(default=5.0, gt=0, description="Rolling 24 h MAPE (%) above which accuracy warns.")
     forecast_mape_fail: float = Field(default=10.0, gt=0, description="Rolling 24 h MAPE (%) above which accuracy fails.")
     forecast_degraded_mape: float = Field(default=8.0, gt=0, description="A model this bad (rolling MAPE %) hands over to the next in the chain.")
+    ledger_path: Path | None = Field(default=None, description="The decision ledger (its own DuckDB file, "
+                                     "append-only and hash-chained); default <home>/ledger.duckdb.")
+    decision_modes: str = Field(default="", description="Mode per action kind, e.g. 'dispatch=automatic,shed=approve': "
+                                "automatic (acted on), approve (waits for an operator) or advisory (recorded only). "
+                                "Kinds not named use each stage's default.")
+    approval_timeout_min: float = Field(default=15.0, gt=0, description="Minutes a decision waits for approval "
+                                        "before it expires to its fallback.")
     n2_contingencies: str = Field(default="", description="Extra N-2 cases for n1_contingency, e.g. "
                                   "'line:3+line:7;trafo:0+line:12' (element_type:index, '+' within a case, ';' between).")
 
@@ -85,6 +92,17 @@ class Settings(BaseSettings):
                 raise ConfigurationError(f"GRIDPIPELINE_N2_CONTINGENCIES: cannot read case {case!r} "
                                          "(expected element_type:index+element_type:index)") from exc
         return out
+
+    def mode_for(self, kind: str, default: str) -> str:
+        """The mode of action ``kind`` from ``decision_modes``; a malformed entry names the setting."""
+        modes = {}
+        for part in filter(None, (p.strip() for p in self.decision_modes.split(","))):
+            k, _, m = part.partition("=")
+            if m.strip() not in ("automatic", "approve", "advisory"):
+                raise ConfigurationError(f"GRIDPIPELINE_DECISION_MODES: {part!r}: the mode must be automatic, "
+                                         "approve or advisory")
+            modes[k.strip()] = m.strip()
+        return modes.get(kind, default)
 
     @field_validator("home", "data_dir", mode="after")
     @classmethod
@@ -108,6 +126,10 @@ class Settings(BaseSettings):
     @property
     def live_db_path(self) -> Path:
         return (self.live_duckdb_path or self.home / "live.duckdb").expanduser().resolve()
+
+    @property
+    def ledger(self) -> Path:
+        return (self.ledger_path or self.home / "ledger.duckdb").expanduser().resolve()
 
     @property
     def landing(self) -> Path:
