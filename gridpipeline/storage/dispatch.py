@@ -1,0 +1,311 @@
+"""Rolling-horizon dispatch of batteries and curtailable generators: one linear program over the
+horizon, built once per fleet shape and re-solved with new parameters (cvxpy DPP, HiGHS).
+
+Arrays, not loops (the PyPSA/linopy way): every quantity is a matrix indexed by step and unit, and
+every constraint is written once over the index.
+
+* decisions: charge ``c`` and discharge ``d`` (T x N, MW), stored energy ``e`` (T+1 x N, MWh),
+  curtailment ``curt`` (T x G, MW), grid import ``imp`` and export ``exp`` (T, MW);
+* balance at the substation: ``imp - exp = net_load - (avail - curt) + c - d`` summed over units;
+* energy: ``e[t+1] = e[t] + dt (eta_c c[t] - d[t] / eta_d)``;
+* grid limits: rows of linear sensitivities around the estimated state (branch flows, bus voltages),
+  ``lower <= base + (d - c) S_bat' - curt S_gen' <= upper``;
+* objective: energy bought minus sold, degradation per MWh of throughput, the value of curtailed
+  energy, a shortfall below the terminal energy target priced at ``terminal_value``, and penalties.
+
+**Never infeasible.** Everything that can be impossible (energy bounds, import/export limits, grid
+limits, the terminal target) is soft, with a priced slack; doing nothing (c = d = curt = 0) is
+always a solution. A slack in use is a flagged violation in the result, not an exception.
+
+**No simultaneous charge and discharge.** The LP may find it profitable to charge and discharge one
+battery in the same step (burning energy in its losses at negative prices). After each solve, the
+cells where both are positive keep only the larger direction (the other's bound becomes 0, a
+parameter) and the model is re-solved, warm, until no cell does: the plan is the optimum under that
+restriction, and every limit still holds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cvxpy as cp
+import numpy as np
+import pandas as pd
+
+#: €/MWh (or €/MW per step) for slack in use: far above any price, so a slack is a last resort
+PENALTY = {"energy": 10_000.0, "grid": 5_000.0, "limit": 5_000.0}
+TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """Constant per-unit data of the batteries (N) and curtailable generators (G)."""
+
+    battery_ids: tuple
+    eta_c: np.ndarray           # charge efficiency (0, 1]
+    eta_d: np.ndarray           # discharge efficiency (0, 1]
+    generator_ids: tuple = ()
+
+    @property
+    def n(self) -> int:
+        return len(self.battery_ids)
+
+    @property
+    def g(self) -> int:
+        return len(self.generator_ids)
+
+
+@dataclass
+class DispatchInputs:
+    """What changes between solves. Shapes: T steps, N batteries, G generators, K limit rows."""
+
+    dt_h: float
+    price_buy: np.ndarray        # (T,) €/MWh
+    price_sell: np.ndarray       # (T,) €/MWh
+    net_load: np.ndarray         # (T,) MW at the substation, demand minus generation that cannot be curtailed
+    soc0: np.ndarray             # (N,) MWh measured
+    e_min: np.ndarray            # (N,) MWh, incl. reserves and headroom
+    e_max: np.ndarray            # (N,) MWh
+    p_charge_max: np.ndarray     # (N,) MW (0 for an unavailable unit)
+    p_discharge_max: np.ndarray  # (N,) MW
+    degradation: np.ndarray      # (N,) €/MWh of throughput
+    e_target: np.ndarray         # (N,) MWh at the end of the horizon
+    terminal_value: float        # €/MWh of shortfall below the target
+    gen_avail: np.ndarray | None = None   # (T, G) MW forecast output of curtailable generators
+    curtail_value: np.ndarray | None = None  # (G,) €/MWh lost per MWh curtailed
+    import_max: np.ndarray | None = None   # (T,) MW
+    export_max: np.ndarray | None = None   # (T,) MW
+    limit_base: np.ndarray | None = None   # (T, K) without any action
+    limit_lower: np.ndarray | None = None  # (K,)
+    limit_upper: np.ndarray | None = None  # (K,)
+    sens_battery: np.ndarray | None = None  # (K, N) d row / d injection (MW)
+    sens_generator: np.ndarray | None = None  # (K, G)
+    limit_names: tuple = ()
+
+
+@dataclass
+class DispatchResult:
+    charge: np.ndarray          # (T, N) MW
+    discharge: np.ndarray       # (T, N) MW
+    energy: np.ndarray          # (T+1, N) MWh
+    curtail: np.ndarray         # (T, G) MW
+    grid_import: np.ndarray     # (T,) MW
+    grid_export: np.ndarray     # (T,) MW
+    objective: float
+    breakdown: dict[str, float]
+    violations: list[dict]      # slack in use: kind, where, step, amount
+    binding: list[dict]         # binding constraints with their duals
+    status: str
+    seconds: float
+    solves: int
+    duals: dict[str, np.ndarray] = field(default_factory=dict)
+    #: (N,) MWh below the terminal target: a priced choice (stored energy valued at terminal_value), not a violation
+    terminal_shortfall: np.ndarray | None = None
+
+    @property
+    def battery_power(self) -> np.ndarray:
+        """(T, N) MW, positive = discharge (injection into the grid)."""
+        return self.discharge - self.charge
+
+    @property
+    def feasible_without_slack(self) -> bool:
+        return not self.violations
+
+
+def _z(x, shape) -> np.ndarray:
+    return np.zeros(shape) if x is None else np.asarray(x, dtype=float).reshape(shape)
+
+
+class DispatchModel:
+    """The LP for one fleet and horizon shape; :meth:`solve` sets the parameters and re-solves."""
+
+    def __init__(self, fleet: Fleet, steps: int, limit_rows: int = 0):
+        T, N, G, K = steps, fleet.n, fleet.g, limit_rows
+        self.fleet, self.T, self.K = fleet, T, K
+        P = {k: cp.Parameter(shape, **kw, name=k) for k, shape, kw in [
+            ("price_buy_dt", T, {}), ("price_sell_dt", T, {}), ("net_load", T, {}), ("soc0", N, {}),
+            ("e_min", N, {}), ("e_max", N, {}), ("c_max", (T, N), {"nonneg": True}),
+            ("d_max", (T, N), {"nonneg": True}), ("deg_dt", N, {"nonneg": True}), ("e_target", N, {}),
+            ("terminal_value", (), {"nonneg": True}), ("avail", (T, max(G, 1)), {"nonneg": True}),
+            ("curt_value_dt", max(G, 1), {"nonneg": True}), ("imp_max", T, {"nonneg": True}),
+            ("exp_max", T, {"nonneg": True}), ("dt", (), {"nonneg": True}),
+            ("lim_base", (T, max(K, 1)), {}), ("lim_lo", max(K, 1), {}), ("lim_hi", max(K, 1), {}),
+            ("sens_b", (max(K, 1), N), {}), ("sens_g", (max(K, 1), max(G, 1)), {})]}
+        self.p = P
+        c = cp.Variable((T, N), nonneg=True, name="charge")
+        d = cp.Variable((T, N), nonneg=True, name="discharge")
+        e = cp.Variable((T + 1, N), name="energy")
+        curt = cp.Variable((T, max(G, 1)), nonneg=True, name="curtail")
+        imp = cp.Variable(T, nonneg=True, name="import")
+        exp = cp.Variable(T, nonneg=True, name="export")
+        s_lo = cp.Variable((T + 1, N), nonneg=True)
+        s_hi = cp.Variable((T + 1, N), nonneg=True)
+        s_term = cp.Variable(N, nonneg=True)
+        s_imp = cp.Variable(T, nonneg=True)
+        s_exp = cp.Variable(T, nonneg=True)
+        s_lim_lo = cp.Variable((T, max(K, 1)), nonneg=True)
+        s_lim_hi = cp.Variable((T, max(K, 1)), nonneg=True)
+        self.v = dict(c=c, d=d, e=e, curt=curt, imp=imp, exp=exp, s_lo=s_lo, s_hi=s_hi, s_term=s_term,
+                      s_imp=s_imp, s_exp=s_exp, s_lim_lo=s_lim_lo, s_lim_hi=s_lim_hi)
+        eta_c = np.asarray(fleet.eta_c, dtype=float)
+        inv_eta_d = 1.0 / np.asarray(fleet.eta_d, dtype=float)
+        ones_t = np.ones((T, 1))
+        gen_out = cp.sum(P["avail"] - curt, axis=1) if G else 0
+        cons = {
+            "energy_start": e[0] == P["soc0"],
+            # eta as constants of the fleet: (T, N) elementwise products with a broadcast row
+            "energy_balance": e[1:] == e[:-1] + P["dt"] * (cp.multiply(c, ones_t @ eta_c[None, :])
+                                                            - cp.multiply(d, ones_t @ inv_eta_d[None, :])),
+            "energy_min": e + s_lo >= np.ones((T + 1, 1)) @ cp.reshape(P["e_min"], (1, N), order="C"),
+            "energy_max": e - s_hi <= np.ones((T + 1, 1)) @ cp.reshape(P["e_max"], (1, N), order="C"),
+            "terminal": e[T] + s_term >= P["e_target"],
+            "charge_max": c <= P["c_max"],
+            "discharge_max": d <= P["d_max"],
+            "balance": imp - exp == P["net_load"] - gen_out + cp.sum(c, axis=1) - cp.sum(d, axis=1),
+            "import_max": imp - s_imp <= P["imp_max"],
+            "export_max": exp - s_exp <= P["exp_max"],
+        }
+        if G:
+            cons["curtail_max"] = curt <= P["avail"]
+        else:
+            cons["curtail_max"] = curt == 0
+        if K:
+            flow = P["lim_base"] + (d - c) @ P["sens_b"].T - (curt @ P["sens_g"].T if G else 0)
+            cons["limit_upper"] = flow - s_lim_hi <= np.ones((T, 1)) @ cp.reshape(P["lim_hi"], (1, K), order="C")
+            cons["limit_lower"] = flow + s_lim_lo >= np.ones((T, 1)) @ cp.reshape(P["lim_lo"], (1, K), order="C")
+        else:
+            cons["limit_upper"] = s_lim_hi == 0
+            cons["limit_lower"] = s_lim_lo == 0
+        self.cons = cons
+        terms = {
+            "energy": P["price_buy_dt"] @ imp - P["price_sell_dt"] @ exp,
+            "degradation": cp.sum(c + d, axis=0) @ P["deg_dt"],
+            "curtailment": cp.sum(curt, axis=0) @ P["curt_value_dt"],
+            "terminal_shortfall": P["terminal_value"] * cp.sum(s_term),
+            "penalty_energy": PENALTY["energy"] * (cp.sum(s_lo) + cp.sum(s_hi)),
+            "penalty_grid": PENALTY["grid"] * P["dt"] * (cp.sum(s_imp) + cp.sum(s_exp)),
+            "penalty_limits": PENALTY["limit"] * P["dt"] * (cp.sum(s_lim_lo) + cp.sum(s_lim_hi)),
+        }
+        self.terms = terms
+        self.problem = cp.Problem(cp.Minimize(sum(terms.values())), list(cons.values()))
+        assert self.problem.is_dcp(dpp=True)
+
+    # ------------------------------------------------------------------ solving
+    def _set(self, x: DispatchInputs) -> None:
+        T, N, G, K = self.T, self.fleet.n, self.fleet.g, self.K
+        P = self.p
+        big = 1e6
+        P["dt"].value = float(x.dt_h)
+        P["price_buy_dt"].value = _z(x.price_buy, T) * x.dt_h   # products of parameters are not DPP
+        P["price_sell_dt"].value = _z(x.price_sell, T) * x.dt_h
+        P["net_load"].value = _z(x.net_load, T)
+        P["soc0"].value = _z(x.soc0, N)
+        P["e_min"].value = _z(x.e_min, N)
+        P["e_max"].value = _z(x.e_max, N)
+        P["c_max"].value = np.broadcast_to(_z(x.p_charge_max, N), (T, N)).copy()
+        P["d_max"].value = np.broadcast_to(_z(x.p_discharge_max, N), (T, N)).copy()
+        P["deg_dt"].value = _z(x.degradation, N) * x.dt_h
+        P["e_target"].value = _z(x.e_target, N)
+        P["terminal_value"].value = max(float(x.terminal_value), 0.0)
+        P["avail"].value = np.clip(_z(x.gen_avail, (T, G)), 0, None) if G else np.zeros((T, 1))
+        P["curt_value_dt"].value = (_z(x.curtail_value, G) * x.dt_h) if G else np.zeros(1)
+        P["imp_max"].value = np.full(T, big) if x.import_max is None else _z(x.import_max, T)
+        P["exp_max"].value = np.full(T, big) if x.export_max is None else _z(x.export_max, T)
+        if K:
+            P["lim_base"].value = _z(x.limit_base, (T, K))
+            P["lim_lo"].value = _z(x.limit_lower, K)
+            P["lim_hi"].value = _z(x.limit_upper, K)
+            P["sens_b"].value = _z(x.sens_battery, (K, N))
+            P["sens_g"].value = _z(x.sens_generator, (K, G)) if G else np.zeros((K, 1))
+        else:
+            for k, shape in (("lim_base", (T, 1)), ("lim_lo", 1), ("lim_hi", 1), ("sens_b", (1, N)),
+                             ("sens_g", (1, max(G, 1)))):
+                P[k].value = np.zeros(shape)
+
+    def solve(self, x: DispatchInputs, max_rounds: int = 5) -> DispatchResult:
+        t0 = time.perf_counter()
+        self._set(x)
+        v, P = self.v, self.p
+        solves = 0
+        for _ in range(max_rounds):
+            self.problem.solve(solver=cp.HIGHS, warm_start=True)
+            solves += 1
+            if self.problem.status not in ("optimal", "optimal_inaccurate"):
+                raise RuntimeError(f"dispatch LP {self.problem.status}: the model should be feasible by "
+                                   "construction; this is a defect")
+            both = (v["c"].value > TOL) & (v["d"].value > TOL)
+            if not both.any():
+                break
+            keep_charge = v["c"].value * self.fleet.eta_c[None, :] >= v["d"].value / self.fleet.eta_d[None, :]
+            cm, dm = P["c_max"].value.copy(), P["d_max"].value.copy()
+            dm[both & keep_charge] = 0.0
+            cm[both & ~keep_charge] = 0.0
+            P["c_max"].value, P["d_max"].value = cm, dm
+        return self._result(x, time.perf_counter() - t0, solves)
+
+    def _result(self, x: DispatchInputs, seconds: float, solves: int) -> DispatchResult:
+        v, G, K = self.v, self.fleet.g, self.K
+        val = lambda k: np.asarray(v[k].value, dtype=float)  # noqa: E731
+        clean = lambda a: np.where(np.abs(a) < TOL, 0.0, a)  # noqa: E731
+        breakdown = {k: float(t.value) for k, t in self.terms.items()}
+        violations = []
+        for name, key, where in (("energy below minimum", "s_lo", "battery"), ("energy above maximum", "s_hi", "battery"),
+                                 ("import limit", "s_imp", "substation"), ("export limit", "s_exp", "substation"),
+                                 ("grid limit (upper)", "s_lim_hi", "limit"), ("grid limit (lower)", "s_lim_lo", "limit")):
+            a = val(key)
+            if key.startswith("s_lim") and not K:
+                continue
+            for idx in zip(*np.nonzero(a > 1e-5)):
+                rec = {"kind": name, "amount": float(a[idx])}
+                if a.ndim == 2:
+                    rec["step"], j = int(idx[0]), int(idx[1])
+                    rec["where"] = (self.fleet.battery_ids[j] if where == "battery" else
+                                    (x.limit_names[j] if j < len(x.limit_names) else f"row {j}"))
+                elif where == "substation":
+                    rec["step"], rec["where"] = int(idx[0]), "substation"
+                else:
+                    rec["where"] = self.fleet.battery_ids[int(idx[0])]
+                violations.append(rec)
+        duals = {k: np.asarray(self.cons[k].dual_value) for k in ("import_max", "export_max", "balance")
+                 if self.cons[k].dual_value is not None}
+        binding = []
+        for k in ("import_max", "export_max"):
+            dv = duals.get(k)
+            if dv is not None:
+                for t in np.nonzero(np.abs(dv) > 1e-6)[0]:
+                    binding.append({"constraint": k.replace("_max", " limit"), "where": "substation", "step": int(t),
+                                    "dual": float(dv[t])})
+        if K:
+            for k in ("limit_upper", "limit_lower"):
+                dv = self.cons[k].dual_value
+                if dv is None:
+                    continue
+                dv = np.asarray(dv)
+                duals[k] = dv
+                for t, j in zip(*np.nonzero(np.abs(dv) > 1e-6)):
+                    binding.append({"constraint": k.replace("limit_", "grid limit "),
+                                    "where": x.limit_names[j] if j < len(x.limit_names) else f"row {j}",
+                                    "step": int(t), "dual": float(dv[t, j])})
+        return DispatchResult(
+            charge=clean(val("c")), discharge=clean(val("d")), energy=val("e"),
+            curtail=clean(val("curt"))[:, :G] if G else np.zeros((self.T, 0)),
+            grid_import=clean(val("imp")), grid_export=clean(val("exp")),
+            objective=float(self.problem.value), breakdown=breakdown, violations=violations, binding=binding,
+            status=self.problem.status, seconds=seconds, solves=solves, duals=duals,
+            terminal_shortfall=clean(val("s_term")))
+
+
+def plan_frame(result: DispatchResult, fleet: Fleet, start: pd.Timestamp, step: pd.Timedelta) -> pd.DataFrame:
+    """The plan per battery and step, long: step_start, battery_id, charge/discharge/power MW, energy MWh
+    at the end of the step."""
+    T, N = result.charge.shape
+    times = pd.date_range(start, periods=T, freq=step)
+    return pd.DataFrame({
+        "step_start": np.repeat(times, N), "battery_id": np.tile(np.asarray(fleet.battery_ids, dtype=object), T),
+        "charge_mw": result.charge.reshape(-1), "discharge_mw": result.discharge.reshape(-1),
+        "power_mw": result.battery_power.reshape(-1), "energy_mwh": result.energy[1:].reshape(-1),
+    })
+
+
+__all__ = ["PENALTY", "DispatchInputs", "DispatchModel", "DispatchResult", "Fleet", "plan_frame"]
