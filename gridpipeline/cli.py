@@ -105,7 +105,7 @@ def _load_sim(settings: Settings, world_name: str, sensors: int | None, faults: 
         reg = reg[reg.sensor_id <= sensors]
     sim = ScadaSimulator(world, reg, settings.landing, faults=faults_from_string(faults), seed=seed,
                          export_interval_s=export_interval, truth_path=settings.truth if truth else None,
-                         weather_dir=settings.weather_dir)
+                         weather_dir=settings.weather_dir, prices_dir=settings.prices)
     return sim
 
 
@@ -197,7 +197,8 @@ def _historian(settings: Settings, faults: str, seed: int):
     points = reg[(reg.kind == "p_inj") & reg.element_type.isin(["load", "sgen"])].assign(source="HISTORIAN",
                                                                                      interval_s=300)
     return ScadaSimulator(world, points, settings.archive, faults=faults_from_string(faults), seed=seed,
-                          export_interval_s=300, truth_path=None, weather_dir=settings.weather_dir)
+                          export_interval_s=300, truth_path=None, weather_dir=settings.weather_dir,
+                          prices_dir=settings.prices)
 
 
 def _imported_windows(settings: Settings, start: datetime, end: datetime) -> int:

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     weather_dir: Path | None = Field(default=None, validate_default=True,
                                      description="The weather provider's drop folder (NWP runs and station "
                                      "observations); default <home>/weather.")
+    prices_dir: Path | None = Field(default=None, description="The price source's drop folder (SMARD-format day-ahead "
+                                    "files, published 12:00 Europe/Berlin the day before delivery); default <home>/prices.")
     data_dir: Path = Field(default=PROJECT_ROOT / "data", description="Redistributable sample world.")
     world: str = Field(default="sample", description="Which grid world to run: 'sample' or 'scale'.")
 
@@ -128,6 +130,10 @@ class Settings(BaseSettings):
         return (self.live_duckdb_path or self.home / "live.duckdb").expanduser().resolve()
 
     @property
+    def prices(self) -> Path:
+        return (self.prices_dir or self.home / "prices").expanduser().resolve()
+
+    @property
     def ledger(self) -> Path:
         return (self.ledger_path or self.home / "ledger.duckdb").expanduser().resolve()
 
@@ -165,6 +171,7 @@ class Settings(BaseSettings):
             ("GRIDPIPELINE_REJECTED_DIR", self.rejected),
             ("GRIDPIPELINE_ARCHIVE_DIR", self.archive),
             ("GRIDPIPELINE_WEATHER_DIR", self.weather_dir),
+            ("GRIDPIPELINE_PRICES_DIR", self.prices),
             ("GRIDPIPELINE_DUCKDB_PATH", self.db_path.parent),
         ):
             try:

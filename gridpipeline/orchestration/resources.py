@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from gridpipeline.orchestration.child import die_with_parent
 from gridpipeline.project import dbt_project
 from gridpipeline.settings import Settings, export_env, get_settings
-from gridpipeline.sources.resources import NetworkModelResource, SettingsResource, WeatherSource
+from gridpipeline.sources.resources import NetworkModelResource, PriceSource, SettingsResource, WeatherSource
 
 #: the resource keys production assets may take: what a utility has, its store and its settings
 RESOURCE_KEYS = ("settings", "duckdb", "dbt", "network", "weather")
@@ -43,4 +43,5 @@ def build_resources(settings: Settings | None = None) -> dict:
                                  latitude=settings.site_latitude, longitude=settings.site_longitude,
                                  base_url=settings.weather_url, timeout_s=settings.weather_timeout_s,
                                  retries=settings.weather_retries),
+        "prices": PriceSource(prices_dir=str(settings.prices)),
     }

@@ -81,3 +81,18 @@ class WeatherSource(ConfigurableResource):
     def observations(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         """The station feed in [start, end) at 5 minutes; NaN where nothing was observed (yet)."""
         return self._files().observations(start, end)
+
+
+class PriceSource(ConfigurableResource):
+    """Day-ahead energy prices from the price source's drop folder (SMARD CSV day files), as of a time:
+    known where published, then filled and forecast values, each labelled (sources/prices.py)."""
+
+    prices_dir: str
+
+    def curve(self, start: pd.Timestamp, end: pd.Timestamp, as_of: pd.Timestamp,
+              step: pd.Timedelta = pd.Timedelta(minutes=5)) -> tuple[pd.DataFrame, list[str]]:
+        """(prices on [start, end) at ``step`` with their source, files that could not be read)."""
+        from gridpipeline.sources.prices import SmardFolder, price_curve
+
+        known, bad = SmardFolder(Path(self.prices_dir)).known(as_of, since=pd.Timestamp(start))
+        return price_curve(known, start, end, step), bad

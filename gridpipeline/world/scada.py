@@ -128,6 +128,7 @@ class ScadaSimulator:
         truth_path: Path | None = None,
         switch_events: list[tuple[datetime, int, bool]] | None = None,
         weather_dir: Path | None = None,
+        prices_dir: Path | None = None,
     ):
         from gridpipeline.world.powerflow import TruthEngine
 
@@ -140,6 +141,12 @@ class ScadaSimulator:
         self.truth_path = Path(truth_path) if truth_path else None
         self.switch_events = sorted(switch_events or [])
         self.weather = WeatherService(world, weather_dir, seed) if weather_dir is not None else None
+        if prices_dir is not None:
+            from gridpipeline.world.price_exchange import PriceExchange
+
+            self.exchange = PriceExchange(prices_dir)
+        else:
+            self.exchange = None
         self.engine = TruthEngine(world.net)
         self.step_s = int(np.gcd.reduce(self.reg.interval_s.to_numpy().astype(int)))
         if 300 % self.step_s or 300 % self.export_s or self.export_s % self.step_s:
@@ -521,6 +528,8 @@ class ScadaSimulator:
     def publish_weather(self, start: datetime, now: datetime) -> None:
         """The weather provider's files as of ``now`` for a period that began at ``start``: observations
         in ``[start, now)`` and every NWP run available at ``now`` from a day before ``start`` on."""
+        if self.exchange is not None:  # the power exchange's day-ahead files, as published by now
+            self.exchange.publish(start - WEATHER_LOOKBACK, now)
         if self.weather is None:
             return
         self.weather.publish_observations(start, now)

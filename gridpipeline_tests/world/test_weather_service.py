@@ -186,3 +186,21 @@ def test_the_scada_simulator_publishes_the_weather_with_its_clock(world, tmp_pat
     frame, info = wf.read_forecast_asof(tmp_path / "wx", start, pd.Timedelta(hours=24))
     assert info["init_time"] == pd.Timestamp("2026-04-10 06:00", tz=UTC) and frame.notna().all().all()
     assert sim.stats.files > 0 and live.stats.files == sim.stats.files
+
+
+def test_the_scada_simulator_publishes_day_ahead_prices_with_its_clock(world, tmp_path):
+    """The exchange beside the weather provider: at 12:00 UTC on 10 April (14:00 Berlin) the prices of
+    the 11th are out, those of the 12th are not."""
+    from gridpipeline.sources.prices import SmardFolder
+    from gridpipeline.telemetry.registry import build_registry
+    from gridpipeline.world.scada import FaultConfig, ScadaSimulator
+
+    reg = build_registry(world.net, world.zones)
+    reg = reg[reg.kind == "v_mag"].head(5)
+    start = datetime(2026, 4, 10, 11, 55)
+    sim = ScadaSimulator(world, reg, tmp_path / "landing", faults=FaultConfig.none(), prices_dir=tmp_path / "prices")
+    sim.run(start, start + timedelta(minutes=5))
+    assert sorted(p.name for p in (tmp_path / "prices").glob("*.csv")) == [
+        "day_ahead_20260409.csv", "day_ahead_20260410.csv", "day_ahead_20260411.csv"]
+    known, bad = SmardFolder(tmp_path / "prices").known(pd.Timestamp("2026-04-10 12:00", tz=UTC))
+    assert not bad and known.index.max() == pd.Timestamp("2026-04-11 21:00", tz=UTC)
