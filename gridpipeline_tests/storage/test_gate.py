@@ -1,0 +1,55 @@
+"""The validation gate on a 3-bus feeder whose second line carries at most 0.1 kA (3.46 MVA at 20 kV)."""
+
+from __future__ import annotations
+
+import pandapower as pp
+import pandas as pd
+import pytest
+
+from gridpipeline.storage.gate import gate
+
+
+def _feeder(load_mw: float):
+    net = pp.create_empty_network()
+    b = [pp.create_bus(net, vn_kv=20.0) for _ in range(3)]
+    pp.create_ext_grid(net, b[0], vm_pu=1.0)
+    pp.create_line_from_parameters(net, b[0], b[1], 1.0, r_ohm_per_km=0.1, x_ohm_per_km=0.1, c_nf_per_km=0,
+                                   max_i_ka=0.4)
+    pp.create_line_from_parameters(net, b[1], b[2], 1.0, r_ohm_per_km=0.1, x_ohm_per_km=0.1, c_nf_per_km=0,
+                                   max_i_ka=0.1)
+    pp.create_load(net, b[2], p_mw=load_mw)
+    pp.create_storage(net, b[2], p_mw=0.0, max_e_mwh=10.0)
+    return net
+
+
+def test_full_setpoints_pass_when_the_line_can_carry_them():
+    v = gate(_feeder(1.0), pd.Series({0: -1.0}))  # charge 1 MW: 2 MW on line 1, ~58 %
+    assert v.passed and v.scale == 1.0 and v.cases == 1
+
+
+def test_charging_that_would_overload_line_1_is_scaled_back_by_bisection():
+    v = gate(_feeder(1.0), pd.Series({0: -4.0}))  # 5 MW on line 1: ~145 %
+    assert v.passed and 0.5 < v.scale < 0.62  # about 2.4 of the 4 MW fit under 100 %
+    assert v.worst["element"] == "line 1" and v.worst["value_after"] > 140
+    assert "scaled back" in v.reason and "line 1" in v.reason
+
+
+def test_a_plan_that_would_worsen_an_overloaded_line_is_rejected_and_names_it():
+    net = _feeder(3.6)  # line 1 already just above 100 %
+    v = gate(net, pd.Series({0: -0.5}))
+    assert not v.passed and v.scale == 0.0
+    assert v.worst["element"] == "line 1" and v.worst["excess_after"] > v.worst["excess_before"] > 0
+    assert "rejected: line 1" in v.reason
+    # discharging relieves it: passes whole, though line 1 is still above its limit
+    assert gate(net, pd.Series({0: 0.5})).scale == pytest.approx(1.0)
+
+
+def test_the_gate_also_checks_contingencies():
+    net = _feeder(1.0)
+    b3 = pp.create_bus(net, vn_kv=20.0)  # a parallel path via bus 3 with a tight line
+    pp.create_line_from_parameters(net, 1, b3, 1.0, r_ohm_per_km=0.1, x_ohm_per_km=0.1, c_nf_per_km=0, max_i_ka=0.4)
+    pp.create_line_from_parameters(net, b3, 2, 1.0, r_ohm_per_km=0.1, x_ohm_per_km=0.1, c_nf_per_km=0, max_i_ka=0.06)
+    setpoint = pd.Series({0: -2.0})
+    assert gate(net, setpoint).scale == 1.0  # both paths share 3 MW
+    v = gate(net, setpoint, contingencies=[("line", 1)])  # line 1 out: all 3 MW over line 3 (0.06 kA)
+    assert v.worst["case"] == "outage of line 1" and v.worst["element"] == "line 3" and v.scale < 1.0
