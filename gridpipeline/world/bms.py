@@ -1,0 +1,139 @@
+"""The world's battery management systems, served over Modbus TCP on 127.0.0.1 (pymodbus).
+
+Each battery site's controller is a Modbus unit (the register map of
+:mod:`gridpipeline.common.bms_registers`); one server is a site gateway holding up to 247 units, so a
+large fleet runs several servers. The registers are filled from the world's true battery state at
+every read; a write to the setpoint register is what the world's battery then follows (within its
+limits), and stays readable, so the pipeline can confirm its write by reading it back.
+
+Faults a real fleet shows, per unit: ``timeout`` (the controller does not answer in time),
+``garbage`` (an SOC of 150 % and a negative capacity), ``frozen`` (the heartbeat stops), ``alarm``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from dataclasses import dataclass, field
+
+from gridpipeline.common import bms_registers as reg
+
+MAX_UNITS = 247
+
+
+@dataclass
+class BatteryUnit:
+    """One battery's controller, as the world knows it (true state)."""
+
+    battery_id: str
+    capacity_mwh: float
+    p_charge_max_mw: float
+    p_discharge_max_mw: float
+    soc: float                     # fraction of capacity
+    soc_min: float = 0.0
+    soc_max: float = 1.0
+    fault: str | None = None       # None, "timeout", "garbage", "frozen", "alarm"
+    setpoint_mw: float = 0.0       # last written, + discharge
+    setpoint_at: float | None = None
+    p_mw: float = 0.0              # what it does now
+    _t0: float = field(default_factory=time.monotonic)
+    _frozen_hb: int | None = None
+
+    def registers(self) -> list[int]:
+        hb = int(time.monotonic() - self._t0)
+        if self.fault == "frozen":
+            self._frozen_hb = hb if self._frozen_hb is None else self._frozen_hb
+            hb = self._frozen_hb
+        e = self.soc * self.capacity_mwh
+        p_ch = min(self.p_charge_max_mw, max(self.soc_max * self.capacity_mwh - e, 0) * 12)   # within 5 min
+        p_dis = min(self.p_discharge_max_mw, max(e - self.soc_min * self.capacity_mwh, 0) * 12)
+        status = reg.RUNNING | reg.REMOTE | (reg.ALARM if self.fault == "alarm" else 0)
+        values = {"soc": self.soc * 100, "capacity": self.capacity_mwh, "p_charge_avail": p_ch,
+                  "p_discharge_avail": p_dis, "status": status, "alarm_code": 17 if self.fault == "alarm" else 0,
+                  "heartbeat": hb, "setpoint": self.setpoint_mw, "p_measured": self.p_mw}
+        if self.fault == "garbage":
+            values.update(soc=150.0, capacity=-self.capacity_mwh)
+        return reg.encode(values)
+
+
+async def _action(unit: BatteryUnit, timeout_s: float, function_code: int, start_address: int, address: int,
+                  count: int, current_registers: list[int], set_values) -> None:
+    if unit.fault == "timeout":
+        await asyncio.sleep(timeout_s)
+    words = unit.registers()
+    if set_values is None:  # a read: the registers as the controller reports them now
+        for k in range(len(current_registers)):
+            a = start_address + k
+            if 0 <= a < reg.COUNT and a not in (reg.SETPOINT, reg.SETPOINT + 1):
+                current_registers[k] = words[a]
+        return None
+    if address == reg.SETPOINT and len(set_values) >= 2:  # a write of the setpoint
+        unit.setpoint_mw = reg.from_words(set_values[0], set_values[1]) * reg.SCALE["setpoint"]
+        unit.setpoint_at = time.monotonic()
+    return None
+
+
+class BmsGateway:
+    """One Modbus TCP server on 127.0.0.1 for up to 247 units, in a thread of its own."""
+
+    def __init__(self, units: list[BatteryUnit], port: int = 0, slow_s: float = 5.0):
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        if not 0 < len(units) <= MAX_UNITS:
+            raise ValueError(f"a gateway serves 1 to {MAX_UNITS} units, not {len(units)}")
+        self.units = {k + 1: u for k, u in enumerate(units)}
+        self.devices = [SimDevice(id=uid, simdata=[SimData(0, count=reg.COUNT, values=0, datatype=DataType.REGISTERS)],
+                                  action=functools.partial(_action, u, slow_s)) for uid, u in self.units.items()]
+        self.port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server = None
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> int:
+        from pymodbus.server import ModbusTcpServer
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+
+            async def main():
+                self._server = ModbusTcpServer(self.devices, address=("127.0.0.1", self.port))
+                task = asyncio.ensure_future(self._server.serve_forever())
+                for _ in range(200):
+                    if self._server.transport is not None:
+                        break
+                    await asyncio.sleep(0.01)
+                self.port = self._server.transport.sockets[0].getsockname()[1]
+                self._ready.set()
+                await task
+
+            try:
+                self._loop.run_until_complete(main())
+            except asyncio.CancelledError:
+                pass
+
+        self._thread = threading.Thread(target=run, name=f"bms-{id(self)}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the BMS gateway did not start")
+        return self.port
+
+    def stop(self) -> None:
+        if self._loop is not None and self._server is not None:
+            fut = asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop)
+            try:
+                fut.result(5)
+            except Exception:  # noqa: BLE001 - stopping anyway
+                pass
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def unit_ids(self) -> dict[str, int]:
+        """battery_id -> Modbus unit id on this gateway."""
+        return {u.battery_id: uid for uid, u in self.units.items()}
+
+
+__all__ = ["BatteryUnit", "BmsGateway", "MAX_UNITS"]
