@@ -357,6 +357,11 @@ def loop(
                            "lag_max_s": round(lags[-1], 3) if lags else None}, default=str))
 
 
+#: CPU niceness of batch work under `dev` (Dagster and its runs, the history import); the live loop
+#: and the simulator (the field) keep 0
+BATCH_NICE = 5
+
+
 @app.command()
 def dev(
     port: int = typer.Option(3000),
@@ -386,15 +391,17 @@ def dev(
             # the archive ends where the live simulator's catch-up starts
             procs.append(spawn(
                 [str(bin_dir / "gridpipeline"), "history", "--end", f"now-{catch_up}", "--faults", faults],
-                env=env, cwd=PROJECT_ROOT))
+                nice=BATCH_NICE, env=env, cwd=PROJECT_ROOT))
     # the 30-second loop: a long-lived worker, not a run per snapshot (orchestration/live_loop.py)
     procs.append(spawn([str(bin_dir / "gridpipeline"), "loop"], env=env, cwd=PROJECT_ROOT))
     # started in DAGSTER_HOME: from the checkout, dagster would warn that the shipped dagster.yaml there
     # "will not be used" (it is the template copied into DAGSTER_HOME); workspace.yaml paths are
     # relative to the workspace file, so the code location loads the same
+    # Dagster's runs (ingestion, forecasts, training, backfills) are batch work: at a lower CPU priority
+    # than the live loop, so on a busy machine the 30-second estimate gets the core first
     procs.append(spawn(
         [str(bin_dir / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(PROJECT_ROOT / "workspace.yaml")],
-        env=env, cwd=home))
+        nice=BATCH_NICE, env=env, cwd=home))
     dagster = procs[-1]
     history_proc = procs[1] if simulator and history else None
     typer.echo(f"Dagster UI: http://127.0.0.1:{port}  (DAGSTER_HOME={home}, store={s.db_path}, landing={s.landing})")

@@ -39,24 +39,28 @@ def die_with_parent(target: str | Path, out: Path) -> Path:
     return out
 
 
-def _own_group_and_die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """preexec_fn: a process group of its own (so the whole tree below can be signalled at once) and a
-    SIGTERM from the kernel if the supervisor dies."""
+def _own_group_and_die_with_parent(nice: int = 0) -> None:  # pragma: no cover - runs in the child before exec
+    """preexec_fn: a process group of its own (so the whole tree below can be signalled at once), a
+    SIGTERM from the kernel if the supervisor dies, and a lower CPU priority when ``nice`` > 0."""
     import ctypes
     import signal
 
     os.setsid()
+    if nice:
+        os.nice(nice)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
 
-def spawn(cmd: list[str], **kwargs):
-    """Start ``cmd`` as the leader of its own process group, to be stopped with :func:`stop_all`."""
+def spawn(cmd: list[str], nice: int = 0, **kwargs):
+    """Start ``cmd`` as the leader of its own process group, to be stopped with :func:`stop_all`;
+    ``nice`` > 0 lowers its CPU priority (and its children's: they inherit it)."""
+    import functools
     import subprocess
 
-    return subprocess.Popen(cmd, preexec_fn=_own_group_and_die_with_parent, **kwargs)
+    return subprocess.Popen(cmd, preexec_fn=functools.partial(_own_group_and_die_with_parent, nice), **kwargs)
 
 
 def stop_all(procs, first_signal=None, timeout_s: float = 30.0) -> list[int]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import signal
 import threading
 import time
@@ -102,6 +103,13 @@ class LoopStats:
     lags_s: list[float] = field(default_factory=list)
 
 
+def _lower_priority(nice: int = 10) -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (OSError, AttributeError):  # not Linux, or not allowed: N-1 just shares the core
+        pass
+
+
 class GridLoop:
     """One process, one snapshot at a time; see the module docstring."""
 
@@ -121,7 +129,8 @@ class GridLoop:
         self.forecast: tuple = (None, None)
         self.refreshed_at: datetime | None = None
         self.n1_windows: set[datetime] = set()
-        self.n1 = ThreadPoolExecutor(max_workers=1, thread_name_prefix="n1")
+        # N-1 runs beside the estimates at a lower CPU priority (Linux threads have their own nice value)
+        self.n1 = ThreadPoolExecutor(max_workers=1, thread_name_prefix="n1", initializer=_lower_priority)
         self.n1_future: Future | None = None
         self.stats = LoopStats()
         self.stop = threading.Event()

@@ -103,3 +103,28 @@ def test_stop_all_takes_the_grandchildren_that_ignore_sigterm(tmp_path):
             break
         time.sleep(0.1)
     assert not _alive(orphan)
+
+
+def test_batch_children_run_at_a_lower_cpu_priority_and_the_n1_thread_too():
+    """`dev` starts Dagster and the history import at BATCH_NICE, so the live loop gets the core first;
+    the loop's N-1 thread lowers its own priority."""
+    import threading
+
+    from gridpipeline.cli import BATCH_NICE
+    from gridpipeline.orchestration.child import spawn
+    from gridpipeline.orchestration.live_loop import _lower_priority
+
+    base = os.nice(0)
+    p = spawn([sys.executable, "-c", "import os; print(os.nice(0))"], nice=BATCH_NICE, stdout=subprocess.PIPE, text=True)
+    out, _ = p.communicate(timeout=30)
+    assert int(out) == min(base + BATCH_NICE, 19)
+    seen = []
+
+    def worker():
+        _lower_priority(10)
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen[0] >= 10 and os.nice(0) == base  # the thread only, not the process
