@@ -1,0 +1,127 @@
+"""Grid limits for the dispatch: linear sensitivities around the current estimated state.
+
+One set per plan, applied to all steps (the issue's decision): a power-grid-model batch on the
+estimated injections, where scenario 0 is the state itself and each further scenario moves one
+"driver" by ``delta_mw``:
+
+* each battery's injection (+ = discharge) and each curtailable generator's output;
+* each zone's demand, split onto its loads by their nominal shares (so the forecast's change of a
+  zone's demand moves the flows the way the registry's shares say).
+
+Monitored rows: every transformer, every feeder-head line (a line at a bus fed by a transformer's
+low-voltage side), and any branch above ``watch_percent`` loading now or in N-1; plus every energised
+bus for voltage. For a row, ``base(t) = now + Σ_zones S_zone (forecast_zone(t) - demand_zone_now)
++ Σ_gen S_gen (forecast_gen(t) - gen_now)``: the forecast moves the base, the plan's decisions move
+it further through ``S_battery`` and ``-S_gen`` (curtailment).
+
+Loading is a magnitude (of a current), so the linearisation holds while a branch's flow keeps its
+direction; the validation gate re-checks the plan's first step with a full AC power flow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from power_grid_model import CalculationMethod, ComponentType, PowerGridModel
+
+from gridpipeline.grid.network import PgmModel
+from gridpipeline.grid.powerflow import batch_loading, batch_update, branch_index
+
+DELTA_MW = 0.05
+
+
+@dataclass
+class LimitRows:
+    names: tuple[str, ...]        # "line 7 loading", "bus 12 voltage"
+    now: np.ndarray               # (K,) value in the current state (% or pu)
+    lower: np.ndarray             # (K,)
+    upper: np.ndarray             # (K,)
+    s_battery: np.ndarray         # (K, N) per MW of battery injection
+    s_generator: np.ndarray       # (K, G) per MW of generator output
+    s_zone: np.ndarray            # (K, Z) per MW of zone demand
+    zones: tuple[str, ...]
+    seconds: float = 0.0
+
+    def base(self, zone_delta_mw: np.ndarray | None, gen_delta_mw: np.ndarray | None) -> np.ndarray:
+        """(T, K) rows with no action: now, moved by the forecast's change of zone demand (T, Z) and of
+        generator output (T, G) against the current state."""
+        b = np.broadcast_to(self.now, (1, len(self.now))).astype(float)
+        if zone_delta_mw is not None and self.s_zone.size:
+            b = b + zone_delta_mw @ self.s_zone.T
+        if gen_delta_mw is not None and self.s_generator.size:
+            b = b + gen_delta_mw @ self.s_generator.T
+        return b
+
+
+def feeder_heads(net) -> list[int]:
+    """Lines that leave a transformer's low-voltage bus."""
+    lv = set(net.trafo.lv_bus.astype(int))
+    return sorted(int(i) for i, r in net.line.iterrows() if int(r.from_bus) in lv or int(r.to_bus) in lv)
+
+
+def limit_rows(model: PgmModel, data: dict, net, *, batteries: list[int], generators: list[int],
+               zone_of_load: pd.Series, loading_limit: float = 100.0, v_min: float = 0.95, v_max: float = 1.05,
+               watch_percent: float = 60.0, also_watch: list[tuple[str, int]] = (), delta_mw: float = DELTA_MW
+               ) -> LimitRows:
+    """The rows for storage elements ``batteries`` and sgens ``generators`` (pandapower indices) on the
+    state in ``data`` (the PGM input with the estimated injections and switch states)."""
+    import time
+
+    t0 = time.perf_counter()
+    scen: list[list[tuple]] = [[]]
+    app = model.appliances
+
+    def _p(pgm_id: int) -> float:
+        comp = model.component_of(model.id_table[pgm_id])
+        arr = data[comp]
+        return float(arr["p_specified"][int(np.searchsorted(arr["id"], pgm_id))])
+
+    def bump(table: str, idx: int, mw: float) -> tuple:
+        pid = int(model.pgm_id(table, idx)[0])
+        return (model.component_of(table), pid, {"p_specified": _p(pid) + mw * 1e6})
+
+    # battery injection +: storage consumption -; generator output +: sgen generation +
+    scen += [[bump("storage", b, -delta_mw)] for b in batteries]
+    scen += [[bump("sgen", g, delta_mw)] for g in generators]
+    zones = tuple(sorted(zone_of_load.dropna().unique()))
+    loads = net.load
+    for z in zones:
+        members = zone_of_load.index[zone_of_load == z]
+        nominal = loads.loc[members, "p_mw"].abs()
+        share = nominal / nominal.sum() if nominal.sum() > 0 else pd.Series(1.0 / len(members), index=members)
+        scen.append([bump("load", int(i), delta_mw * float(s)) for i, s in share.items()])
+    pgm = PowerGridModel(data)
+    out = pgm.calculate_power_flow(update_data=batch_update(scen), calculation_method=CalculationMethod.newton_raphson,
+                                   continue_on_batch_error=True,
+                                   output_component_types={ComponentType.node: ["id", "u_pu", "energized"],
+                                                           ComponentType.line: ["id", "i_from", "i_to"],
+                                                           ComponentType.transformer: ["id", "i_from", "i_to"]})
+    loading = batch_loading(model, data, out)                     # (S, branches)
+    u = out[ComponentType.node]["u_pu"]                           # (S, nodes)
+    with np.errstate(invalid="ignore"):
+        dl = (loading[1:] - loading[0]) / delta_mw
+        du = (u[1:] - u[0]) / delta_mw
+    bidx = branch_index(model, data)
+    watch = {("trafo", int(i)) for i in net.trafo.index} | {("line", i) for i in feeder_heads(net)}
+    watch |= {k for k, v in zip(bidx, loading[0]) if np.isfinite(v) and v >= watch_percent}
+    watch |= set(also_watch)
+    rows_b = [k for k, key in enumerate(bidx) if key in watch]
+    energized = out[ComponentType.node]["energized"][0].astype(bool)
+    rows_v = list(np.nonzero(energized)[0])
+    N, G = len(batteries), len(generators)
+    D = np.vstack([dl[:, rows_b].T, du[:, rows_v].T]) if len(rows_b) + len(rows_v) else np.zeros((0, len(scen) - 1))
+    D = np.nan_to_num(D)
+    node_ids = data[ComponentType.node]["id"]
+    names = tuple([f"{bidx[k][0]} {bidx[k][1]} loading" for k in rows_b] +
+                  [f"bus {int(model.id_index[node_ids[k]])} voltage" for k in rows_v])
+    now = np.concatenate([loading[0][rows_b], u[0][rows_v]])
+    lower = np.concatenate([np.full(len(rows_b), -np.inf), np.full(len(rows_v), v_min)])
+    upper = np.concatenate([np.full(len(rows_b), loading_limit), np.full(len(rows_v), v_max)])
+    return LimitRows(names=names, now=now, lower=np.where(np.isfinite(lower), lower, -1e6), upper=upper,
+                     s_battery=D[:, :N], s_generator=D[:, N:N + G], s_zone=D[:, N + G:], zones=zones,
+                     seconds=time.perf_counter() - t0)
+
+
+__all__ = ["LimitRows", "feeder_heads", "limit_rows"]
