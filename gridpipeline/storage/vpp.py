@@ -81,7 +81,15 @@ def disaggregate(setpoint_mw: float, members: pd.DataFrame, dt_h: float, tol: fl
         cap, weight = lim.p_dis.to_numpy(), lim.above.to_numpy()
     else:
         cap, weight = lim.p_ch.to_numpy(), lim.below.to_numpy()
-    target = abs(float(setpoint_mw))
+    share = water_fill(abs(float(setpoint_mw)), cap, weight, tol)
+    sign = 1.0 if setpoint_mw >= 0 else -1.0
+    out = pd.Series(sign * share, index=members.index, name="setpoint_mw")
+    return Split(out, float(setpoint_mw), float(out.sum()))
+
+
+def water_fill(target: float, cap: np.ndarray, weight: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+    """Shares of ``target`` in proportion to ``weight``, none above its ``cap``, the excess of capped
+    members re-spread over the others (by ``cap`` when no weight is left); sums to min(target, Σcap)."""
     share = np.zeros(len(cap))
     free = cap > tol
     remaining = min(target, cap.sum())
@@ -98,9 +106,7 @@ def disaggregate(setpoint_mw: float, members: pd.DataFrame, dt_h: float, tol: fl
         else:
             share += add
         remaining = min(target, cap.sum()) - share.sum()
-    sign = 1.0 if setpoint_mw >= 0 else -1.0
-    out = pd.Series(sign * share, index=members.index, name="setpoint_mw")
-    return Split(out, float(setpoint_mw), float(out.sum()))
+    return share
 
 
-__all__ = ["Split", "disaggregate", "envelope", "member_limits"]
+__all__ = ["Split", "disaggregate", "envelope", "member_limits", "water_fill"]
