@@ -38,7 +38,14 @@ def _loop(**kw) -> dict:
     return run(**kw)
 
 
+def _dispatch(**kw) -> dict:
+    from benchmarks.dispatch import run
+
+    return run(**kw)
+
+
 REGISTRY: dict[str, Callable[..., dict]] = {
+    "dispatch": _dispatch,
     "loop": _loop,
     "forecast": _forecast,
     "ingest": _ingest,

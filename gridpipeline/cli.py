@@ -434,12 +434,13 @@ def data_build(out: Path = typer.Option(PROJECT_ROOT / "data" / "sample_grid", h
 
 @app.command()
 def bench(
-    name: str = typer.Argument(..., help="Benchmark: ingest, estimate, contingency, forecast, loop."),
+    name: str = typer.Argument(..., help="Benchmark: ingest, estimate, contingency, forecast, loop, dispatch."),
     sensors: int = typer.Option(100_000, help="ingest: sensors."),
     minutes: int = typer.Option(10, help="ingest: minutes of readings; loop: minutes measured (30 for the record)."),
     keep: bool = typer.Option(False, help="Keep the benchmark's working folder."),
     reference_scale: bool = typer.Option(False, help="estimate/contingency: also run pandapower on the scale grid "
                                                      "(estimate: about 20 GiB of memory)."),
+    batteries: int = typer.Option(1000, help="dispatch: batteries."),
 ):
     """Run a benchmark and print one JSON line of figures."""
     from benchmarks import REGISTRY
@@ -447,7 +448,8 @@ def bench(
     if name not in REGISTRY:
         typer.secho(f"unknown benchmark '{name}'; known: {', '.join(sorted(REGISTRY))}", fg="red", err=True)
         raise typer.Exit(2)
-    result = REGISTRY[name](sensors=sensors, minutes=minutes, keep=keep, reference_scale=reference_scale)
+    result = REGISTRY[name](sensors=sensors, minutes=minutes, keep=keep, reference_scale=reference_scale,
+                            batteries=batteries)
     typer.echo(json.dumps(result))
 
 

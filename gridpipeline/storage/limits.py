@@ -44,6 +44,19 @@ class LimitRows:
     zones: tuple[str, ...]
     seconds: float = 0.0
 
+    def relevant(self, battery_power_mw: np.ndarray, min_loading: float = 0.5, min_voltage: float = 0.001
+                 ) -> "LimitRows":
+        """Only the rows the batteries can move noticeably at full power (``min_loading`` % or
+        ``min_voltage`` pu) or that are already at or past their limit: the others cannot bind through
+        anything the plan decides, and every row costs the LP 288 constraints."""
+        effect = np.abs(self.s_battery) @ np.abs(np.asarray(battery_power_mw, float))
+        is_v = np.array([n.endswith("voltage") for n in self.names])
+        near = (self.now >= self.upper) | (self.now <= self.lower)
+        keep = np.where(is_v, effect >= min_voltage, effect >= min_loading) | near
+        return LimitRows(tuple(n for n, k in zip(self.names, keep) if k), self.now[keep], self.lower[keep],
+                         self.upper[keep], self.s_battery[keep], self.s_generator[keep], self.s_zone[keep], self.zones,
+                         self.seconds)
+
     def base(self, zone_delta_mw: np.ndarray | None, gen_delta_mw: np.ndarray | None) -> np.ndarray:
         """(T, K) rows with no action: now, moved by the forecast's change of zone demand (T, Z) and of
         generator output (T, G) against the current state."""
