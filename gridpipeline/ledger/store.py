@@ -2,8 +2,8 @@
 
 Why its own file: a long write on the analytic store (a backfill, a dbt build) must never block a
 decision being recorded, and DuckDB allows one writer process per file. Every writer (Dagster runs,
-the critical-event responder, approvals from the CLI or the UI) appends under one flock next to the
-file, so there is one total order across all of them; the lock is held only for the append.
+the critical-event responder, approvals from the CLI or the UI) appends under the file's writer lock
+(``store.writer_lock``), so there is one total order across all of them; the lock is held only for the append.
 
 Each record carries the hash of the one before it in its chain (``live``; replays and backfills
 write to ``replay``, never the live chain). After each append the chain's newest hash is appended
@@ -18,21 +18,20 @@ are records themselves, referring to the decision (``ref``).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import duckdb
 import pandas as pd
 
 from gridpipeline.ledger.chain import GENESIS, ChainReport, canonical, record_hash, verify_chain
+from gridpipeline.store.connection import writer_lock
 
 MODES = ("automatic", "approve", "advisory")
 #: records that settle a decision waiting for approval
@@ -87,39 +86,25 @@ class Ledger:
     def __init__(self, path: Path | str, lock_timeout_s: float = 30.0):
         self.path = Path(path)
         self.head_path = Path(f"{self.path}.head")
-        self.lock_path = Path(f"{self.path}.lock")
         self.lock_timeout_s = lock_timeout_s
 
     # ------------------------------------------------------------------ plumbing
     @contextmanager
     def _locked(self, write: bool) -> Iterator[duckdb.DuckDBPyConnection | None]:
         """The ledger's lock, then its file; None when reading a ledger that does not exist yet."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a+") as fh:
-            deadline = time.monotonic() + self.lock_timeout_s
-            while True:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise TimeoutError(f"ledger {self.path}: lock still held after {self.lock_timeout_s:.0f} s")
-                    time.sleep(0.01)
+        with writer_lock(self.path, timeout_s=self.lock_timeout_s):
+            if not write and not self.path.exists():
+                yield None
+                return
+            con = duckdb.connect(str(self.path), read_only=not write)
             try:
-                if not write and not self.path.exists():
-                    yield None
-                    return
-                con = duckdb.connect(str(self.path), read_only=not write)
-                try:
-                    if write:
-                        for stmt in DDL.split(";"):
-                            if stmt.strip():
-                                con.execute(stmt)
-                    yield con
-                finally:
-                    con.close()
+                if write:
+                    for stmt in DDL.split(";"):
+                        if stmt.strip():
+                            con.execute(stmt)
+                yield con
             finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                con.close()
 
     def _append_head(self, chain: str, seq: int, h: str) -> None:
         fd = os.open(self.head_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
