@@ -226,21 +226,20 @@ class Ledger:
         return rec
 
     def approve(self, decision_id: str, operator: str, now: datetime | None = None, note: str = "") -> Record:
-        if not operator or not operator.strip():
-            raise LedgerError("an approval needs the operator's name")
-        now = now or utcnow()
-        rec = self._open_decision(decision_id, now)
-        return self.append("approval", {"decision_kind": rec["kind"], "note": note,
-                                        "summary": f"approved {rec['kind']} {decision_id}"},
-                           actor=operator.strip(), ref=decision_id, created_at=now)
+        return self._settle("approval", decision_id, operator, now, note=note)
 
     def reject(self, decision_id: str, operator: str, reason: str = "", now: datetime | None = None) -> Record:
+        return self._settle("rejection", decision_id, operator, now, reason=reason)
+
+    def _settle(self, kind: str, decision_id: str, operator: str, now: datetime | None, **extra: str) -> Record:
+        """An approval or rejection of a pending decision, by a named operator."""
         if not operator or not operator.strip():
-            raise LedgerError("a rejection needs the operator's name")
+            raise LedgerError(f"a{'n' if kind == 'approval' else ''} {kind} needs the operator's name")
         now = now or utcnow()
         rec = self._open_decision(decision_id, now)
-        return self.append("rejection", {"decision_kind": rec["kind"], "reason": reason,
-                                         "summary": f"rejected {rec['kind']} {decision_id}"},
+        verb = "approved" if kind == "approval" else "rejected"
+        return self.append(kind, {"decision_kind": rec["kind"], **extra,
+                                  "summary": f"{verb} {rec['kind']} {decision_id}"},
                            actor=operator.strip(), ref=decision_id, created_at=now)
 
     def expire_due(self, now: datetime | None = None,
