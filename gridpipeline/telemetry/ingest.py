@@ -189,6 +189,14 @@ def _read_rows(f: lz.LandingFile) -> tuple[pa.Table, list[tuple[int, str]]]:
     """The file's table and its rows that are bad as a whole (row number, reason). Arrow fails a whole
     CSV file for one broken row, so such a file is read again by :func:`_read_csv_rows`."""
     if f.fmt == "csv":
+        # a writer ends every row with a line break: a file that does not was cut short, even when
+        # its last, partial row happens to have every field (a value cut in the middle of the unit)
+        with open(f.path, "rb") as fh:
+            fh.seek(0, 2)
+            if fh.tell():
+                fh.seek(-1, 2)
+                if fh.read(1) not in (b"\n", b"\r"):
+                    raise ValueError("CSV file cut short: no line break after its last row")
         try:
             return _read(f), []
         except pa.ArrowInvalid:
