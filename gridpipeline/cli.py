@@ -130,6 +130,10 @@ def simulate(
     typer.echo(f"simulating {len(sim.reg):,} sensors in {len(sim.sources)} sources into {s.landing}")
     try:
         if live:
+            plan = sim.serve_field(s.field_host, s.field_port)
+            typer.echo(f"field: {len(sim.fleet.batteries)} battery BMS on ports "
+                       f"{[g['port'] for g in plan['batteries']]}, {len(sim.fleet.inverters)} inverters on ports "
+                       f"{[g['port'] for g in plan['inverters']]} ({s.field_host})")
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             try:

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
                                 "Kinds not named use each stage's default.")
     approval_timeout_min: float = Field(default=15.0, gt=0, description="Minutes a decision waits for approval "
                                         "before it expires to its fallback.")
+    import_limit_mw: float | None = Field(default=None, gt=0, description="Most the substation may import (MW) in the "
+                                          "dispatch plan; default: the HV/MV transformers' rating.")
+    export_limit_mw: float | None = Field(default=None, gt=0, description="Most the substation may export (MW); "
+                                          "default: the HV/MV transformers' rating.")
+    field_host: str = Field(default="127.0.0.1", description="Host of the field gateways (BMS and inverter Modbus TCP).")
+    field_port: int = Field(default=15020, ge=1, le=65000, description="First Modbus TCP port of the field gateways: "
+                            "battery gateway g on field_port+g, inverter gateway g on field_port+50+g (common/field_map.py).")
     n2_contingencies: str = Field(default="", description="Extra N-2 cases for n1_contingency, e.g. "
                                   "'line:3+line:7;trafo:0+line:12' (element_type:index, '+' within a case, ';' between).")
 

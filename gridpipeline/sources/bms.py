@@ -14,28 +14,22 @@ stops the run and never enters a plan:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import pandas as pd
 
 from gridpipeline.common import bms_registers as reg
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a battery answers: gateway host, port and Modbus unit id."""
-
-    battery_id: str
-    host: str
-    port: int
-    unit: int
+from gridpipeline.common import inverter_registers as inv
+from gridpipeline.common.field_map import Endpoint
 
 
 class BmsClient:
-    """Reads a fleet and writes setpoints. Keeps each unit's last heartbeat to tell a stale one."""
+    """Reads a fleet and writes setpoints (batteries) and active-power limits (curtailable
+    inverters). Keeps each unit's last heartbeat to tell a stale one."""
 
-    def __init__(self, endpoints: list[Endpoint], timeout_s: float = 1.0, stale_s: float = 10.0):
-        self.endpoints = {e.battery_id: e for e in endpoints}
+    def __init__(self, endpoints: list[Endpoint], timeout_s: float = 1.0, stale_s: float = 10.0,
+                 inverters: list[Endpoint] | None = None):
+        self.endpoints = {e.device_id: e for e in endpoints}
+        self.inverters = {e.device_id: e for e in inverters or []}
         self.timeout_s = timeout_s
         self.stale_s = stale_s
         self._clients: dict[tuple[str, int], object] = {}
@@ -58,15 +52,58 @@ class BmsClient:
             c.close()
         self._clients.clear()
 
-    def _read(self, e: Endpoint) -> tuple[dict | None, str | None]:
+    def _read(self, e: Endpoint, regmap=reg) -> tuple[dict | None, str | None]:
         try:
-            r = self._client(e).read_holding_registers(0, count=reg.COUNT, device_id=e.unit)
+            r = self._client(e).read_holding_registers(0, count=regmap.COUNT, device_id=e.unit)
         except Exception as exc:  # noqa: BLE001 - pymodbus raises several kinds; each is "no answer"
-            self._clients.pop((e.host, e.port), None)
+            self._drop(e)
             return None, f"no answer: {type(exc).__name__}"
-        if r.isError() or len(getattr(r, "registers", [])) < reg.COUNT:
+        if r.isError() or len(getattr(r, "registers", [])) < regmap.COUNT:
             return None, f"no answer: Modbus exception {getattr(r, 'exception_code', '?')}"
-        return reg.decode(r.registers), None
+        return regmap.decode(r.registers), None
+
+    def _drop(self, e: Endpoint) -> None:
+        c = self._clients.pop((e.host, e.port), None)
+        if c is not None:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def read_inverters(self) -> pd.DataFrame:
+        """One row per curtailable inverter: power now, rating, available power, its limit, ``available``
+        and ``reason``."""
+        rows = []
+        for gid, e in self.inverters.items():
+            v, why = self._read(e, inv)
+            row = {"sgen_id": gid, "available": v is not None, "reason": why or ""}
+            if v is not None:
+                row.update({"p_mw": v["w"], "rating_mw": v["w_max"], "p_avail_mw": v["w_avail"],
+                            "limit_pct": v["w_max_lim_pct"], "limit_enabled": bool(v["w_max_lim_ena"])})
+                if v["w_max"] <= 0:
+                    row.update(available=False, reason=f"out of range: rating {v['w_max']:.3f} MW")
+                elif int(v["status"]) & reg.ALARM:
+                    row.update(available=False, reason="alarm")
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def write_limit(self, sgen_id: str, pct: float | None) -> tuple[bool, str]:
+        """Set an inverter's active-power limit in % of its rating (None: lift it), and read it back."""
+        e = self.inverters[sgen_id]
+        pct_v = 100.0 if pct is None else max(0.0, min(100.0, float(pct)))
+        words = inv.limit_words(pct_v, pct is not None)
+        try:
+            c = self._client(e)
+            w = c.write_registers(inv.LIMIT, words, device_id=e.unit)
+            if w.isError():
+                return False, f"write refused: Modbus exception {getattr(w, 'exception_code', '?')}"
+            r = c.read_holding_registers(inv.LIMIT, count=4, device_id=e.unit)
+        except Exception as exc:  # noqa: BLE001
+            self._drop(e)
+            return False, f"no answer: {type(exc).__name__}"
+        if r.isError() or list(r.registers[:4]) != words:
+            return False, "read-back differs from the limit written"
+        return True, f"confirmed {pct_v:.2f} %" + ("" if pct is not None else " (limit lifted)")
 
     def read_fleet(self, now: float | None = None) -> pd.DataFrame:
         """One row per battery: the decoded registers, ``available`` and ``reason``."""
@@ -126,7 +163,7 @@ class BmsClient:
                 return False, f"write refused: Modbus exception {getattr(w, 'exception_code', '?')}"
             r = c.read_holding_registers(reg.SETPOINT, count=2, device_id=e.unit)
         except Exception as exc:  # noqa: BLE001
-            self._clients.pop((e.host, e.port), None)
+            self._drop(e)
             return False, f"no answer: {type(exc).__name__}"
         if r.isError():
             return False, "read-back failed"

@@ -6,6 +6,13 @@ large fleet runs several servers. The registers are filled from the world's true
 every read; a write to the setpoint register is what the world's battery then follows (within its
 limits), and stays readable, so the pipeline can confirm its write by reading it back.
 
+Curtailable PV and wind inverters are served the same way, with the SunSpec-style map of
+:mod:`gridpipeline.common.inverter_registers` (an active-power limit in percent of the rating).
+
+A written setpoint or limit holds for ``HOLD_S`` seconds; a controller that is not refreshed within
+that time falls back to its own behaviour (a watchdog, as real site controllers have), so a pipeline
+that stops never leaves the fleet on a stale command.
+
 Faults a real fleet shows, per unit: ``timeout`` (the controller does not answer in time),
 ``garbage`` (an SOC of 150 % and a negative capacity), ``frozen`` (the heartbeat stops), ``alarm``.
 """
@@ -19,8 +26,11 @@ import time
 from dataclasses import dataclass, field
 
 from gridpipeline.common import bms_registers as reg
+from gridpipeline.common import inverter_registers as inv
 
 MAX_UNITS = 247
+#: seconds a written setpoint or limit holds without a refresh (the controller's watchdog)
+HOLD_S = 900.0
 
 
 @dataclass
@@ -34,12 +44,29 @@ class BatteryUnit:
     soc: float                     # fraction of capacity
     soc_min: float = 0.0
     soc_max: float = 1.0
+    eta_c: float = 1.0
+    eta_d: float = 1.0
     fault: str | None = None       # None, "timeout", "garbage", "frozen", "alarm"
     setpoint_mw: float = 0.0       # last written, + discharge
     setpoint_at: float | None = None
-    p_mw: float = 0.0              # what it does now
+    p_mw: float = 0.0              # what it does now, + discharge
     _t0: float = field(default_factory=time.monotonic)
     _frozen_hb: int | None = None
+
+    COUNT = reg.COUNT
+
+    def commanded(self, now: float | None = None) -> float | None:
+        """The setpoint in force (MW, + discharge), or None when the unit follows its own behaviour."""
+        if self.setpoint_at is None:
+            return None
+        if (time.monotonic() if now is None else now) - self.setpoint_at > HOLD_S:
+            return None
+        return self.setpoint_mw
+
+    def write(self, address: int, values: list[int]) -> None:
+        if address == reg.SETPOINT and len(values) >= 2:
+            self.setpoint_mw = reg.from_words(values[0], values[1]) * reg.SCALE["setpoint"]
+            self.setpoint_at = time.monotonic()
 
     def registers(self) -> list[int]:
         hb = int(time.monotonic() - self._t0)
@@ -58,33 +85,70 @@ class BatteryUnit:
         return reg.encode(values)
 
 
-async def _action(unit: BatteryUnit, timeout_s: float, function_code: int, start_address: int, address: int,
+@dataclass
+class InverterUnit:
+    """One curtailable generator's inverter (true state): what it could produce and its limit."""
+
+    sgen_id: str
+    rating_mw: float
+    avail_mw: float = 0.0          # what the weather allows now
+    p_mw: float = 0.0              # what it produces now
+    limit_pct: float = 100.0
+    limit_enabled: bool = False
+    limit_at: float | None = None
+    fault: str | None = None
+    _t0: float = field(default_factory=time.monotonic)
+
+    COUNT = inv.COUNT
+
+    def cap_mw(self, now: float | None = None) -> float | None:
+        """The active-power cap in force (MW), or None when the inverter runs free."""
+        if not self.limit_enabled or self.limit_at is None:
+            return None
+        if (time.monotonic() if now is None else now) - self.limit_at > HOLD_S:
+            return None
+        return max(self.limit_pct, 0.0) / 100.0 * self.rating_mw
+
+    def write(self, address: int, values: list[int]) -> None:
+        if address == inv.LIMIT and len(values) >= 4:
+            self.limit_pct = reg.from_words(values[0], values[1]) * inv.SCALE["w_max_lim_pct"]
+            self.limit_enabled = reg.from_words(values[2], values[3]) == 1
+            self.limit_at = time.monotonic()
+
+    def registers(self) -> list[int]:
+        hb = int(time.monotonic() - self._t0)
+        status = reg.RUNNING | reg.REMOTE | (reg.ALARM if self.fault == "alarm" else 0)
+        return inv.encode({"w": self.p_mw, "w_max": self.rating_mw, "w_avail": self.avail_mw, "status": status,
+                           "heartbeat": hb, "w_max_lim_pct": self.limit_pct,
+                           "w_max_lim_ena": 1 if self.limit_enabled else 0})
+
+
+async def _action(unit, timeout_s: float, function_code: int, start_address: int, address: int,
                   count: int, current_registers: list[int], set_values) -> None:
     if unit.fault == "timeout":
         await asyncio.sleep(timeout_s)
-    words = unit.registers()
     if set_values is None:  # a read: the registers as the controller reports them now
+        words = unit.registers()
         for k in range(len(current_registers)):
             a = start_address + k
-            if 0 <= a < reg.COUNT and a not in (reg.SETPOINT, reg.SETPOINT + 1):
+            if 0 <= a < unit.COUNT:
                 current_registers[k] = words[a]
         return None
-    if address == reg.SETPOINT and len(set_values) >= 2:  # a write of the setpoint
-        unit.setpoint_mw = reg.from_words(set_values[0], set_values[1]) * reg.SCALE["setpoint"]
-        unit.setpoint_at = time.monotonic()
+    unit.write(address, list(set_values))
     return None
 
 
 class BmsGateway:
-    """One Modbus TCP server on 127.0.0.1 for up to 247 units, in a thread of its own."""
+    """One Modbus TCP server on 127.0.0.1 for up to 247 units (batteries or inverters), in a thread
+    of its own."""
 
-    def __init__(self, units: list[BatteryUnit], port: int = 0, slow_s: float = 5.0):
+    def __init__(self, units: list, port: int = 0, slow_s: float = 5.0):
         from pymodbus.simulator import DataType, SimData, SimDevice
 
         if not 0 < len(units) <= MAX_UNITS:
             raise ValueError(f"a gateway serves 1 to {MAX_UNITS} units, not {len(units)}")
         self.units = {k + 1: u for k, u in enumerate(units)}
-        self.devices = [SimDevice(id=uid, simdata=[SimData(0, count=reg.COUNT, values=0, datatype=DataType.REGISTERS)],
+        self.devices = [SimDevice(id=uid, simdata=[SimData(0, count=u.COUNT, values=0, datatype=DataType.REGISTERS)],
                                   action=functools.partial(_action, u, slow_s)) for uid, u in self.units.items()]
         self.port = port
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,8 +196,8 @@ class BmsGateway:
             self._thread.join(5)
 
     def unit_ids(self) -> dict[str, int]:
-        """battery_id -> Modbus unit id on this gateway."""
-        return {u.battery_id: uid for uid, u in self.units.items()}
+        """battery or generator id -> Modbus unit id on this gateway."""
+        return {getattr(u, "battery_id", None) or u.sgen_id: uid for uid, u in self.units.items()}
 
 
-__all__ = ["BatteryUnit", "BmsGateway", "MAX_UNITS"]
+__all__ = ["BatteryUnit", "BmsGateway", "HOLD_S", "InverterUnit", "MAX_UNITS"]

@@ -2,7 +2,8 @@
 
 ``build_sample_world(out_dir)`` writes the committed sample world (``data/sample_grid/``):
 
-* ``network.json``   pandapower JSON of SimBench ``1-MVLV-semiurb-5.220-0-sw`` with four batteries added,
+* ``network.json``   pandapower JSON of SimBench ``1-MVLV-semiurb-5.220-0-sw`` with four MV batteries and
+  60 home batteries (the VPP) added, battery parameters and curtailable generators flagged,
   without SimBench's bulky ``profiles`` dict (the ``profile`` column of load/sgen still names each
   element's profile type);
 * ``profiles.parquet`` SimBench's normalised profile types on the 15-minute axis of the profile year
@@ -42,7 +43,7 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 
 #: Bump when the layout of the stored files changes; cached worlds with another version are rebuilt.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: home batteries, battery parameters, curtailable generators
 
 PROFILE_YEAR = 2016
 STEP_MINUTES = 15
@@ -67,12 +68,29 @@ class WorldSpec:
     n_storage: int
     storage_p_mw: float = 1.0
     storage_e_mwh: float = 2.0
+    #: behind-the-meter home batteries on LV buses (one VPP per world), see :func:`add_home_batteries`
+    n_home: int = 0
 
 
 WORLD_SPECS: dict[str, WorldSpec] = {
-    "sample": WorldSpec("sample", "1-MVLV-semiurb-5.220-0-sw", n_storage=4),
-    "scale": WorldSpec("scale", "1-MVLV-urban-all-0-sw", n_storage=8),
+    "sample": WorldSpec("sample", "1-MVLV-semiurb-5.220-0-sw", n_storage=4, n_home=60),
+    "scale": WorldSpec("scale", "1-MVLV-urban-all-0-sw", n_storage=8, n_home=1000),
 }
+
+#: Battery parameters (the columns added to ``net.storage``):
+#: MV utility batteries (owner "DSO") and home batteries (owner and VPP "VPP_HOME").
+#: Efficiencies are one-way (round trip 0.94^2 = 0.88 for MV, 0.95^2 = 0.90 for home units, typical
+#: Li-ion); degradation is a cycle-life cost per MWh of throughput (about 6000 cycles at ~250 EUR/kWh
+#: for MV, ~3000 cycles at ~450 EUR/kWh for homes); home batteries keep the owner's backup reserve.
+MV_BATTERY = {"eta_charge": 0.94, "eta_discharge": 0.94, "soc_min_percent": 5.0, "soc_max_percent": 95.0,
+              "backup_reserve_percent": 0.0, "degradation_eur_per_mwh": 20.0, "owner": "DSO", "vpp": ""}
+HOME_BATTERY = {"eta_charge": 0.95, "eta_discharge": 0.95, "soc_min_percent": 5.0, "soc_max_percent": 100.0,
+                "backup_reserve_percent": 20.0, "degradation_eur_per_mwh": 75.0, "owner": "VPP_HOME",
+                "vpp": "VPP_HOME"}
+HOME_P_KW = (5.0, 10.0)
+HOME_E_KWH = (10.0, 15.0)
+#: Generator types that are curtailable (PV, aggregated LV rooftop PV, wind), with their rating.
+CURTAILABLE_TYPES = ("PV", "lv_RES", "Wind")
 
 
 # ----------------------------------------------------------------------------------------------- network
@@ -158,8 +176,63 @@ def add_storage(net, spec: WorldSpec) -> list[int]:
         )
     if "subnet" in net.bus:
         net.storage["subnet"] = net.bus.subnet.reindex(net.storage.bus).to_numpy()
+    for col, v in MV_BATTERY.items():
+        net.storage[col] = v
     # The batteries follow a schedule (model.py), not a SimBench profile: their "profile" stays NaN.
     return buses
+
+
+def _unit_draw(key: str) -> float:
+    """A reproducible number in [0, 1) from ``key`` (no RNG state, so placement never shifts draws)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+def choose_home_battery_buses(net, n: int) -> list[int]:
+    """``n`` LV buses for home batteries: every LV bus with PV first (behind the PV owners' meters),
+    then LV buses with load and no PV, evenly spread over their index order, to reach ``n``."""
+    if n <= 0:
+        return []
+    lv = net.bus.index[(net.bus.vn_kv < 1.0) & net.bus.in_service.astype(bool)]
+    types = net.sgen["type"].astype(str)
+    pv_bus = sorted({int(b) for b in net.sgen.bus[types.str.startswith("PV") & net.sgen.bus.isin(lv)]})
+    load_bus = sorted({int(b) for b in net.load.bus[net.load.bus.isin(lv)]} - set(pv_bus))
+    need = n - len(pv_bus)
+    if need <= 0:
+        return pv_bus[:n]
+    if need > len(load_bus):
+        raise ValueError(f"only {len(pv_bus) + len(load_bus)} LV buses with PV or load for {n} home batteries")
+    pick = np.unique(np.linspace(0, len(load_bus) - 1, need).round().astype(int))
+    return pv_bus + [load_bus[k] for k in pick]
+
+
+def add_home_batteries(net, spec: WorldSpec) -> list[int]:
+    """Add ``spec.n_home`` behind-the-meter home batteries HOME_1..n, 5-10 kW and 10-15 kWh each
+    (drawn reproducibly per unit), all in the world's VPP ``VPP_HOME``."""
+    import pandapower as pp
+
+    buses = choose_home_battery_buses(net, spec.n_home)
+    first = len(net.storage)
+    for k, b in enumerate(buses, start=1):
+        p_mw = round(HOME_P_KW[0] + (HOME_P_KW[1] - HOME_P_KW[0]) * _unit_draw(f"home-p-{k}"), 1) / 1000
+        e_mwh = round(HOME_E_KWH[0] + (HOME_E_KWH[1] - HOME_E_KWH[0]) * _unit_draw(f"home-e-{k}"), 1) / 1000
+        pp.create_storage(net, bus=b, p_mw=0.0, max_e_mwh=e_mwh, q_mvar=0.0, sn_mva=p_mw, soc_percent=50.0,
+                          min_e_mwh=0.0, name=f"HOME_{k}", type="home_battery", max_p_mw=p_mw, min_p_mw=-p_mw,
+                          max_q_mvar=0.0, min_q_mvar=0.0, controllable=True)
+    rows = net.storage.index[first:]
+    if "subnet" in net.bus:
+        net.storage.loc[rows, "subnet"] = net.bus.subnet.reindex(net.storage.bus.loc[rows]).to_numpy()
+    for col, v in HOME_BATTERY.items():
+        net.storage.loc[rows, col] = v
+    return buses
+
+
+def mark_curtailable(net) -> int:
+    """Flag PV and wind generators curtailable (``sgen.curtailable``); their rating is ``sn_mva``."""
+    types = net.sgen["type"].astype(str)
+    net.sgen["curtailable"] = types.str.startswith(CURTAILABLE_TYPES).to_numpy()
+    return int(net.sgen.curtailable.sum())
 
 
 def canonical_column_order(net) -> None:
@@ -407,6 +480,8 @@ def build_world_files(
     # Verified before the batteries are added: simbench.get_absolute_values rejects NaN profile names.
     worst = verify_profiles(net, profiles) if verify else None
     storage_buses = add_storage(net, spec)
+    home_buses = add_home_batteries(net, spec)
+    n_curtailable = mark_curtailable(net)
 
     del net["profiles"]
     canonical_column_order(net)
@@ -428,6 +503,9 @@ def build_world_files(
         "location": location,
         "timezone": location.get("timezone", DEFAULT_TIMEZONE),
         "storage": {"buses": storage_buses, "p_mw": spec.storage_p_mw, "e_mwh": spec.storage_e_mwh},
+        "home_batteries": {"count": len(home_buses), "lv_buses": len(set(home_buses)),
+                           "p_kw": list(HOME_P_KW), "e_kwh": list(HOME_E_KWH), "vpp": HOME_BATTERY["vpp"]},
+        "curtailable_sgens": n_curtailable,
         "counts": {
             t: len(net[t]) for t in ("bus", "line", "trafo", "switch", "load", "sgen", "storage", "ext_grid")
         },

@@ -148,13 +148,18 @@ class ScadaSimulator:
         else:
             self.exchange = None
         self.engine = TruthEngine(world.net)
+        from gridpipeline.world.fleet import FieldFleet
+
+        self.fleet = FieldFleet(world.net)
+        self.gateways: list = []
+        #: weather events injected on top of the world's weather: (start, end, factor, sgen positions)
+        self.fronts: list[tuple[datetime, datetime, float, np.ndarray, float]] = []
         self.step_s = int(np.gcd.reduce(self.reg.interval_s.to_numpy().astype(int)))
         if 300 % self.step_s or 300 % self.export_s or self.export_s % self.step_s:
             raise ValueError("sampling and export intervals must divide 300 s and each other")
         self.stats = SimulationStats()
         self._energy_cache: dict[int, np.ndarray] = {}
         self._annual_cache: dict[int, np.ndarray] = {}
-        self._soc_cache: dict[datetime, np.ndarray] = {}
         self._prepare_sources()
 
     # ------------------------------------------------------------------ setup
@@ -186,7 +191,7 @@ class ScadaSimulator:
     def true_values(self, window: datetime) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
         """Sampling instants of ``window``, the (time x sensor) true values, and the switch states."""
         times = pd.date_range(window, periods=300 // self.step_s, freq=f"{self.step_s}s", tz="UTC")
-        inj = self.world.injections_at(times)
+        inj = self.fleet.apply(times, self._fronts(times, self.world.injections_at(times)))
         switches = self._switch_state(times)
         states = self.engine.solve(inj, switch_closed=switches)
         reg = self.reg
@@ -220,7 +225,7 @@ class ScadaSimulator:
                 self.world.net.switch.closed.to_numpy(dtype=bool), (len(times), 1))
             put(sw_mask, closed.astype(float), self.world.net.switch.index)
         if (kind == "soc").any():
-            put(kind == "soc", self._soc(times), s.storage_index)
+            put(kind == "soc", self.fleet.soc_percent(times), s.storage_index)
         if (kind == "frequency").any():
             put(kind == "frequency", np.repeat(self._frequency(times)[:, None], len(self.world.net.ext_grid), 1),
                 self.world.net.ext_grid.index)
@@ -231,28 +236,31 @@ class ScadaSimulator:
         out[(secs[:, None] % reg.interval_s.to_numpy()[None, :]) != 0] = np.nan
         return times, out, switches
 
+    def add_front(self, start: datetime, minutes: float = 60.0, depth: float = 0.6, kind: str = "pv",
+                  ramp_minutes: float = 10.0) -> None:
+        """A cloud front (``kind="pv"``: output falls by ``depth`` over ``ramp_minutes``, stays down for
+        ``minutes``, recovers as fast) or a wind cut-out (``kind="wind"``, ``depth=1``), from ``start``."""
+        types = self.world.net.sgen["type"].astype(str)
+        m = types.str.startswith(("PV", "lv_RES")) if kind == "pv" else types.str.startswith("Wind")
+        self.fronts.append((start, start + timedelta(minutes=minutes + 2 * ramp_minutes), float(depth),
+                            np.flatnonzero(m.to_numpy()), float(ramp_minutes)))
+
+    def _fronts(self, times: pd.DatetimeIndex, inj):
+        if not self.fronts:
+            return inj
+        naive = times.tz_convert("UTC").tz_localize(None)
+        sgen = inj.sgen_p_mw.copy()
+        for start, end, depth, cols, ramp in self.fronts:
+            a = ((naive - pd.Timestamp(start)).total_seconds().to_numpy() / 60.0)
+            b = ((pd.Timestamp(end) - naive).total_seconds().to_numpy() / 60.0)
+            share = np.clip(np.minimum(a, b) / max(ramp, 1e-9), 0.0, 1.0)  # 0 outside, ramps to 1
+            sgen[:, cols] *= (1.0 - depth * share)[:, None]
+        return replace(inj, sgen_p_mw=sgen)
+
     def _frequency(self, times: pd.DatetimeIndex) -> np.ndarray:
         t = (times.tz_convert("UTC").tz_localize(None) - EPOCH).total_seconds().to_numpy()
         ph = _u01(self.seed, "freq") * 2 * math.pi
         return 50.0 + 0.018 * np.sin(2 * math.pi * t / 613.0 + ph) + 0.009 * np.sin(2 * math.pi * t / 97.0 + 2 * ph)
-
-    def _soc(self, times: pd.DatetimeIndex) -> np.ndarray:
-        """State of charge (%) from integrating the storage schedule since local midnight (UTC day)."""
-        net = self.world.net
-        e = net.storage.max_e_mwh.to_numpy(dtype=float)
-        out = np.empty((len(times), len(net.storage)))
-        for day, idx in pd.Series(np.arange(len(times)), index=times.floor("D")).groupby(level=0):
-            key = day.to_pydatetime()
-            if key not in self._soc_cache:
-                grid = pd.date_range(day, periods=289, freq="5min")
-                p = self.world.injections_at(grid).storage_p_mw
-                energy = np.vstack([np.zeros((1, p.shape[1])), np.cumsum((p[1:] + p[:-1]) / 2 * (5 / 60), axis=0)])
-                self._soc_cache[key] = np.clip(10.0 + 100.0 * energy / np.maximum(e, 1e-9), 0.0, 100.0)
-            curve = self._soc_cache[key]
-            minute = ((times[idx.to_numpy()] - day).total_seconds() / 300.0).to_numpy()
-            for j in range(curve.shape[1]):
-                out[idx.to_numpy(), j] = np.interp(minute, np.arange(289), curve[:, j])
-        return out
 
     def _energy(self, times: pd.DatetimeIndex) -> np.ndarray:
         """Cumulative kWh registers: the energy of every whole year since 2020 plus this year's so far.
@@ -520,9 +528,29 @@ class ScadaSimulator:
         return self._tcon
 
     def close(self) -> None:
+        for gw in self.gateways:
+            gw.stop()
+        self.gateways.clear()
         if getattr(self, "_tcon", None) is not None:
             self._tcon.close()
             self._tcon = None
+
+    # ------------------------------------------------------------------ field devices
+    def serve_field(self, host: str = "127.0.0.1", port: int = 15020) -> dict:
+        """Serve every battery's BMS and every curtailable inverter over Modbus TCP, 247 units per
+        gateway, on the ports of ``common.field_map``; returns the plan."""
+        from gridpipeline.common.field_map import INVERTER_OFFSET, chunks
+        from gridpipeline.world.bms import BmsGateway
+
+        plan = {"host": host, "batteries": [], "inverters": []}
+        for offset, units, key in ((0, self.fleet.batteries, "batteries"),
+                                   (INVERTER_OFFSET, self.fleet.inverters, "inverters")):
+            for g, part in enumerate(chunks(units)):
+                gw = BmsGateway(part, port=port + offset + g if port else 0)
+                gw.start()
+                self.gateways.append(gw)
+                plan[key].append({"port": gw.port, "units": len(part)})
+        return plan
 
     # ------------------------------------------------------------------ drivers
     def publish_weather(self, start: datetime, now: datetime) -> None:
@@ -575,6 +603,7 @@ class ScadaSimulator:
                 if on_window:
                     on_window(next_window)
                 next_window += lz.WINDOW
+            self.fleet.tick(now)
             while pending and pending[0].arrival <= now:
                 pf = heapq.heappop(pending)
                 self.write(pf)

@@ -59,7 +59,7 @@ CASE9_VA = [0.000, 9.669, 4.771, -2.407, -4.017, 1.926, 0.622, 3.799, -4.350]
 
 def test_load_pandapower_json_and_pgm_id_maps():
     net = load_network(SAMPLE_JSON)
-    assert len(net.bus) == 227 and len(net.storage) == 4
+    assert len(net.bus) == 227 and len(net.storage) == 64
     assert net.load.const_z_p_percent.notna().all()
     model = to_pgm(net)
     # (table, index) -> PGM id -> (table, index) round trip for every table

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from gridpipeline.common import bms_registers as reg
-from gridpipeline.sources.bms import BmsClient, Endpoint
+from gridpipeline.common.field_map import Endpoint
+from gridpipeline.sources.bms import BmsClient
 from gridpipeline.world.bms import BatteryUnit, BmsGateway
 
 

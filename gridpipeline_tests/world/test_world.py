@@ -92,13 +92,26 @@ def test_sample_world_loads_fast_with_expected_sizes(world):
     assert "profiles" not in net
     assert net.load["profile"].notna().all() and net.sgen["profile"].notna().all()
     assert (net.trafo.vector_group == "Dyn5").all()
-    st = net.storage
+    st = net.storage[net.storage.type == "battery"]
     assert list(st.name) == ["BESS_1", "BESS_2", "BESS_3", "BESS_4"]
-    assert (st.max_e_mwh == 2.0).all() and (st.sn_mva == 1.0).all()
+    assert (st.max_e_mwh == 2.0).all() and (st.sn_mva == 1.0).all() and (st.owner == "DSO").all()
     assert (net.bus.vn_kv.loc[st.bus] == 20.0).all() and st.bus.nunique() == 4
     # Spread over four different MV feeders.
     assert w.zones.loc[st.bus].nunique() == 4
     assert w.zones.loc[st.bus].str.startswith("MV_Feeder").all()
+    # The VPP: 60 home batteries, 5-10 kW and 10-15 kWh, on LV buses, first at every LV PV site.
+    home = net.storage[net.storage.type == "home_battery"]
+    assert len(home) == 60 and home.bus.nunique() == 60 and (home.vpp == "VPP_HOME").all()
+    assert home.max_p_mw.between(0.005, 0.010).all() and home.max_e_mwh.between(0.010, 0.015).all()
+    assert (net.bus.vn_kv.loc[home.bus] == 0.4).all()
+    pv_buses = set(net.sgen.bus[(net.sgen.type == "PV") & (net.bus.vn_kv.loc[net.sgen.bus].to_numpy() < 1)])
+    assert len(pv_buses) == 9 and pv_buses <= set(home.bus)
+    for col in ("eta_charge", "eta_discharge", "soc_min_percent", "soc_max_percent", "degradation_eur_per_mwh"):
+        assert net.storage[col].notna().all() and (net.storage[col] > 0).all()
+    assert (net.storage.soc_min_percent < net.storage.soc_max_percent).all()
+    # Every PV and wind generator is curtailable, with its rating.
+    curt = net.sgen[net.sgen.curtailable]
+    assert len(curt) == 127 and curt.type.str.startswith(("PV", "lv_RES", "Wind")).all() and (curt.sn_mva > 0).all()
 
 
 def test_every_bus_has_a_zone(world):
@@ -118,15 +131,16 @@ def test_injections_shapes_and_storage_schedule(world):
     inj = world.injections_at(times)
     n = len(times)
     assert inj.load_p_mw.shape == (n, 218) and inj.load_q_mvar.shape == (n, 218)
-    assert inj.sgen_p_mw.shape == (n, 129) and inj.storage_p_mw.shape == (n, 4)
+    assert inj.sgen_p_mw.shape == (n, 129) and inj.storage_p_mw.shape == (n, 64)
     assert np.array_equal(inj.load_index, world.net.load.index.to_numpy())
     assert np.isfinite(inj.load_p_mw).all() and (inj.load_p_mw > 0).all()
     assert (inj.sgen_p_mw >= -1e-4).all()  # SimBench wind profiles dip to -1e-5 (standby consumption)
     # Greensboro solar time is UTC - 5.33 h: charging 15:20-19:20 UTC, discharging 22:20-02:20 UTC.
     solar = (times.hour + times.minute / 60 - 79.95 / 15) % 24
     p = inj.storage_p_mw
-    assert np.allclose(p[(solar >= 10) & (solar < 14)], 0.5)
-    assert np.allclose(p[(solar >= 17) & (solar < 21)], -0.5)
+    half = 0.5 * world.net.storage.max_p_mw.to_numpy()  # half of each rating (1 MW MV, 5-10 kW homes)
+    assert np.allclose(p[(solar >= 10) & (solar < 14)], half)
+    assert np.allclose(p[(solar >= 17) & (solar < 21)], -half)
     assert np.allclose(p[(solar < 10) | ((solar >= 14) & (solar < 17)) | (solar >= 21)], 0.0)
     # Energy balance over the day: charged energy equals discharged energy.
     assert abs(p.sum(axis=0)).max() < 1e-9
@@ -408,7 +422,8 @@ def test_build_is_reproducible(world, simbench_net):
     assert np.array_equal(
         fresh.drop(columns="step").to_numpy(), world.profiles.drop(columns="step").to_numpy()
     )
-    assert wb.choose_storage_buses(simbench_net, 4) == world.net.storage.bus.tolist()
+    assert wb.choose_storage_buses(simbench_net, 4) == world.net.storage.bus.tolist()[:4]
+    assert wb.choose_home_battery_buses(simbench_net, 60) == world.net.storage.bus.tolist()[4:]
     # Weather from pvlib's TMY3 file equals the committed weather.
     weather, station = wb.weather_frame()
     assert station["latitude"] == 36.1 and station["tmy3_utc_offset_h"] == -5.0
