@@ -42,7 +42,7 @@ def clusters_of(feeder: np.ndarray, eta_c: np.ndarray, eta_d: np.ndarray, degrad
     return key.groupby(list(key.columns), sort=True).ngroup().to_numpy()
 
 
-def _aggregate_inputs(x: DispatchInputs, cl: np.ndarray, C: int) -> DispatchInputs:
+def aggregate_inputs(x: DispatchInputs, cl: np.ndarray, C: int) -> DispatchInputs:
     def s(v):
         return np.bincount(cl, weights=np.asarray(v, float), minlength=C)
 
@@ -84,7 +84,7 @@ class FleetPlanner:
         if self._model is None or self._key != key:
             self._model, self._key = DispatchModel(agg_fleet, T, limit_rows=K), key
         t1 = time.perf_counter()
-        agg = self._model.solve(_aggregate_inputs(x, cl, C))
+        agg = self._model.solve(aggregate_inputs(x, cl, C))
         t2 = time.perf_counter()
         power, energy, shortfall = _disaggregate(agg, x, cl, C, eta_c, eta_d)
         return FleetPlan(power, energy, agg, cl, shortfall,
@@ -133,4 +133,4 @@ def member_cost(power: np.ndarray, energy: np.ndarray, x: DispatchInputs) -> flo
     return float(cost)
 
 
-__all__ = ["FleetPlan", "FleetPlanner", "clusters_of", "member_cost"]
+__all__ = ["FleetPlan", "FleetPlanner", "aggregate_inputs", "clusters_of", "member_cost"]

@@ -1,0 +1,365 @@
+"""One rolling-horizon plan from what the utility knows: the network model, the fleet's BMS
+readings, the forecasts, the prices and the estimated state. Pure functions on frames and arrays;
+the live dispatcher (``orchestration/dispatcher.py``) and ``gridpipeline dispatch plan`` call them.
+
+Inputs to the LP (``dispatch.DispatchInputs``)
+    * net load at the substation: the system demand forecast (P50) minus the curtailable generation
+      forecast (P50, split onto generators by rating) minus the other generators at their estimated
+      output (held);
+    * every battery's measured energy; a unit that is unavailable (BMS verdict) or whose limits
+      contradict each other (SOC min above max, capacity not positive) gets zero power and is left
+      out of the plan, with its reason;
+    * energy bounds: ``max(soc_min, owner's backup reserve) + headroom`` to ``soc_max - headroom``;
+    * prices per step (known or forecast, as ``sources.prices.price_curve`` labels them); exports are
+      paid the same price minus ``EXPORT_SPREAD``;
+    * grid limits: ``limits.LimitRows`` around the estimated state, when given.
+
+Headroom for uncertainty
+    The plan must survive a P90-demand / P10-renewable hour and a P10-demand / P90-renewable hour.
+    The energy the fleet would have to give (or take) over the next ``HEADROOM_HOURS`` in those
+    outcomes, ``sum_t max(P90_d - P50_d, 0) + max(P50_g - P10_g, 0)`` (and the mirror for surplus),
+    is scaled by ``1 + ramps / 4`` (the ramp events the generation forecast flags for the next 24 h,
+    the variability analysis) and held back in every battery in proportion to its capacity, at most
+    ``HEADROOM_CAP`` of it: SOC min is raised by the deficit headroom and SOC max lowered by the
+    surplus headroom.
+
+End of the horizon
+    Stored energy is valued: every battery ends at or above its starting energy or pays the shortfall
+    at ``terminal_value`` (the median price of the horizon), so the plan never empties the fleet just
+    because the horizon ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from gridpipeline.storage.dispatch import DispatchInputs, DispatchResult, Fleet
+
+HEADROOM_HOURS = 1.0
+HEADROOM_CAP = 0.25
+EXPORT_SPREAD = 5.0          # EUR/MWh between the buying and the selling price
+#: value of curtailed renewable energy (EUR/MWh): the lost subsidy/feed-in of a real generator, so
+#: curtailment is only chosen when the grid or a price well below zero needs it
+CURTAIL_VALUE = 30.0
+IMPORT_MAX_MW = 1e4
+
+
+def fleet_table(net) -> pd.DataFrame:
+    """The batteries in the network model, one row each, in ``net.storage`` order."""
+    st = net.storage
+
+    def num(col, default):
+        return pd.to_numeric(st[col], errors="coerce").fillna(default) if col in st else pd.Series(default, index=st.index)
+
+    p = num("max_p_mw", 0.0).where(num("max_p_mw", 0.0) > 0, num("sn_mva", 0.0))
+    return pd.DataFrame({
+        "battery_id": st["name"].astype(str) if "name" in st else st.index.astype(str),
+        "storage_index": st.index.to_numpy(), "bus": st.bus.to_numpy(),
+        "capacity_mwh": num("max_e_mwh", 0.0).to_numpy(), "p_max_mw": p.to_numpy(),
+        "eta_c": num("eta_charge", 1.0).to_numpy(), "eta_d": num("eta_discharge", 1.0).to_numpy(),
+        "soc_min": num("soc_min_percent", 0.0).to_numpy() / 100, "soc_max": num("soc_max_percent", 100.0).to_numpy() / 100,
+        "reserve": num("backup_reserve_percent", 0.0).to_numpy() / 100,
+        "degradation": num("degradation_eur_per_mwh", 0.0).to_numpy(),
+        "owner": st["owner"].astype(str).to_numpy() if "owner" in st else "",
+        "vpp": st["vpp"].fillna("").astype(str).to_numpy() if "vpp" in st else "",
+    }).reset_index(drop=True)
+
+
+def generator_table(net) -> pd.DataFrame:
+    """The curtailable generators: name, index, bus, kind (pv/wind), rating."""
+    sg = net.sgen
+    if "curtailable" not in sg:
+        return pd.DataFrame(columns=["sgen_id", "sgen_index", "bus", "kind", "rating_mw"])
+    c = sg[sg.curtailable.fillna(False).astype(bool)]
+    kind = np.where(c["type"].astype(str).str.startswith("Wind"), "wind", "pv")
+    return pd.DataFrame({"sgen_id": c["name"].astype(str).to_numpy(), "sgen_index": c.index.to_numpy(),
+                         "bus": c.bus.to_numpy(), "kind": kind,
+                         "rating_mw": (pd.to_numeric(c.sn_mva, errors="coerce").fillna(0)
+                                       * pd.to_numeric(c.get("scaling", 1.0), errors="coerce").fillna(1)).to_numpy()}
+                        ).reset_index(drop=True)
+
+
+def units_now(fleet: pd.DataFrame, bms: pd.DataFrame | None) -> pd.DataFrame:
+    """The fleet with what the BMS reported: ``energy_mwh``, ``available`` and ``reason``.
+
+    Units the BMS did not report, or whose limits contradict each other, are unavailable with the
+    reason. The BMS's capacity and power limits win over the model's when the unit reports them."""
+    u = fleet.copy()
+    u["available"], u["reason"], u["energy_mwh"] = False, "no BMS reading", np.nan
+    if bms is not None and len(bms):
+        b = bms.set_index("battery_id")
+        hit = u.battery_id.isin(b.index)
+        r = b.reindex(u.battery_id[hit])
+        u.loc[hit, "available"] = r.available.astype(bool).to_numpy()
+        u.loc[hit, "reason"] = r.reason.fillna("").astype(str).to_numpy()
+        if "energy_mwh" in r:
+            u.loc[hit, "energy_mwh"] = pd.to_numeric(r.energy_mwh, errors="coerce").to_numpy()
+        if "capacity_mwh" in r:
+            cap = pd.to_numeric(r.capacity_mwh, errors="coerce").to_numpy()
+            ok = np.isfinite(cap) & (cap > 0)
+            u.loc[u.index[hit][ok], "capacity_mwh"] = cap[ok]
+    bad = u.soc_min > u.soc_max
+    u.loc[bad, ["available", "reason"]] = [False, "contradictory limits: SOC min above SOC max"]
+    bad = ~(u.capacity_mwh > 0)
+    u.loc[bad, ["available", "reason"]] = [False, "contradictory limits: capacity not positive"]
+    u["available"] = u.available.astype(bool)
+    u.loc[u.available, "reason"] = ""
+    return u
+
+
+def headroom_mwh(demand: pd.DataFrame, renewables: pd.DataFrame, dt_h: float, ramps: int = 0) -> tuple[float, float]:
+    """(deficit, surplus) energy headroom in MWh for the fleet (module docstring). ``demand`` and
+    ``renewables`` have p10/p50/p90 per step (MW, renewables summed over kinds)."""
+    n = max(1, int(round(HEADROOM_HOURS / dt_h)))
+    d, g = demand.iloc[:n], renewables.iloc[:n]
+    k = 1.0 + min(ramps, 4) / 4.0
+    deficit = ((d.p90 - d.p50).clip(lower=0).sum() + (g.p50 - g.p10).clip(lower=0).sum()) * dt_h * k
+    surplus = ((d.p50 - d.p10).clip(lower=0).sum() + (g.p90 - g.p50).clip(lower=0).sum()) * dt_h * k
+    return float(deficit), float(surplus)
+
+
+@dataclass
+class PlanInputs:
+    """Everything one plan needs, on the plan's step grid ``times`` (T steps)."""
+
+    times: pd.DatetimeIndex
+    units: pd.DataFrame            # units_now(...)
+    generators: pd.DataFrame       # generator_table(...)
+    demand: pd.DataFrame           # system demand: p10, p50, p90 (T rows)
+    renewables: dict[str, pd.DataFrame]  # kind -> p10, p50, p90, capacity_mw (T rows)
+    prices: pd.DataFrame           # price (EUR/MWh), source (known|filled|forecast), T rows (sources.prices.price_curve)
+    other_generation_mw: float = 0.0
+    ramps: int = 0
+    limits: object | None = None   # limits.LimitRows for the units and generators (same order)
+    gen_now_mw: np.ndarray | None = None   # (G,) estimated output now (moves the limit rows' base)
+    zone_delta_mw: np.ndarray | None = None  # (T, Z) zone demand forecast minus now, in limits.zones order
+    import_max_mw: float = IMPORT_MAX_MW
+    export_max_mw: float = IMPORT_MAX_MW
+    flags: list[str] = field(default_factory=list)
+
+
+def gen_availability(p: PlanInputs, quantile: str = "p50") -> np.ndarray:
+    """(T, G) MW each curtailable generator is forecast to produce: its kind's forecast split by rating."""
+    g = p.generators
+    out = np.zeros((len(p.times), len(g)))
+    for kind, fc in p.renewables.items():
+        on = (g.kind == kind).to_numpy()
+        if not on.any():
+            continue
+        cap = float(np.nanmax(fc.capacity_mw)) if "capacity_mw" in fc and np.isfinite(fc.capacity_mw).any() else 0.0
+        cap = cap if cap > 0 else float(g.rating_mw[on].sum())
+        share = g.rating_mw[on].to_numpy() / max(cap, 1e-9)
+        out[:, on] = np.clip(fc[quantile].to_numpy(float), 0, None)[:, None] * share[None, :]
+    return out
+
+
+def build_inputs(p: PlanInputs) -> tuple[Fleet, DispatchInputs, dict]:
+    """The LP's fleet and inputs, and what was assumed (headroom, terminal value) for the record."""
+    T = len(p.times)
+    dt_h = (p.times[1] - p.times[0]).total_seconds() / 3600 if T > 1 else 5 / 60
+    u = p.units
+    avail = u.available.to_numpy(bool)
+    cap = u.capacity_mwh.to_numpy(float)
+    e0 = np.where(avail, np.nan_to_num(u.energy_mwh.to_numpy(float), nan=0.0), 0.0)
+    e0 = np.clip(e0, 0, cap)
+    ren = sum((fc[["p10", "p50", "p90"]].to_numpy(float) for fc in p.renewables.values()),
+              np.zeros((T, 3)))
+    ren_df = pd.DataFrame(ren, columns=["p10", "p50", "p90"])
+    deficit, surplus = headroom_mwh(p.demand.reset_index(drop=True), ren_df, dt_h, p.ramps)
+    total_cap = float(cap[avail].sum()) or 1.0
+    h_lo = np.minimum(deficit * cap / total_cap, HEADROOM_CAP * cap)
+    h_hi = np.minimum(surplus * cap / total_cap, HEADROOM_CAP * cap)
+    lo = np.maximum(u.soc_min.to_numpy(float), u.reserve.to_numpy(float)) * cap + h_lo
+    hi = np.maximum(u.soc_max.to_numpy(float) * cap - h_hi, lo)
+    pmax = np.where(avail, u.p_max_mw.to_numpy(float), 0.0)
+    gen_p50 = gen_availability(p, "p50")
+    # the LP subtracts the curtailable generators' output (avail - curtailed) itself
+    net_load = p.demand.p50.to_numpy(float) - p.other_generation_mw
+    price = p.prices.price.to_numpy(float)
+    terminal = float(np.median(price))
+    fleet = Fleet(tuple(u.battery_id), eta_c=u.eta_c.to_numpy(float), eta_d=u.eta_d.to_numpy(float),
+                  generator_ids=tuple(p.generators.sgen_id))
+    x = DispatchInputs(
+        dt_h=dt_h, price_buy=price, price_sell=price - EXPORT_SPREAD, net_load=net_load, soc0=e0,
+        e_min=np.where(avail, lo, 0.0), e_max=np.where(avail, hi, cap), p_charge_max=pmax, p_discharge_max=pmax,
+        degradation=u.degradation.to_numpy(float), e_target=np.minimum(e0, np.where(avail, hi, cap)),
+        terminal_value=max(terminal, 0.0), gen_avail=gen_p50,
+        curtail_value=np.full(len(p.generators), CURTAIL_VALUE),
+        import_max=np.full(T, p.import_max_mw), export_max=np.full(T, p.export_max_mw))
+    if p.limits is not None and len(p.limits.names):
+        rows = p.limits
+        gen_delta = gen_p50 - p.gen_now_mw[None, :] if p.gen_now_mw is not None else None
+        x.limit_base = np.broadcast_to(rows.base(p.zone_delta_mw, gen_delta), (T, len(rows.names))).copy()
+        x.limit_lower, x.limit_upper = rows.lower, rows.upper
+        x.sens_battery, x.sens_generator, x.limit_names = rows.s_battery, rows.s_generator, rows.names
+    info = {"headroom_deficit_mwh": round(deficit, 4), "headroom_surplus_mwh": round(surplus, 4),
+            "ramps_next_24h": int(p.ramps), "terminal_value_eur_mwh": round(terminal, 2),
+            "dt_h": dt_h, "steps": T, "units_available": int(avail.sum()), "units_left_out": int((~avail).sum())}
+    return fleet, x, info
+
+
+def net_before(x: DispatchInputs) -> np.ndarray:
+    """(T,) MW at the substation with no battery action and no curtailment."""
+    gen = np.asarray(x.gen_avail, float).sum(axis=1) if x.gen_avail is not None else 0.0
+    return np.asarray(x.net_load, float) - gen
+
+
+def do_nothing_cost(x: DispatchInputs) -> float:
+    """Energy cost of the horizon with no battery action and no curtailment."""
+    net = net_before(x)
+    return float(np.sum(np.where(net > 0, net * x.price_buy, net * x.price_sell)) * x.dt_h)
+
+
+def rule_cost(x: DispatchInputs, eta_c: np.ndarray, eta_d: np.ndarray) -> tuple[float, np.ndarray]:
+    """The best simple rule: charge at full power below the horizon's median price, discharge above it,
+    within energy bounds; returns its energy + degradation cost and the (T, N) power (+ discharge)."""
+    T, N = len(x.price_buy), len(x.soc0)
+    med = np.median(x.price_buy)
+    e = np.asarray(x.soc0, float).copy()
+    power = np.zeros((T, N))
+    for t in range(T):
+        if x.price_buy[t] < med:
+            ch = np.minimum(x.p_charge_max, np.maximum(x.e_max - e, 0) / (eta_c * x.dt_h))
+            power[t], e = -ch, e + ch * eta_c * x.dt_h
+        elif x.price_buy[t] > med:
+            dis = np.minimum(x.p_discharge_max, np.maximum(e - x.e_min, 0) * eta_d / x.dt_h)
+            power[t], e = dis, e - dis / eta_d * x.dt_h
+    net = net_before(x) - power.sum(axis=1)
+    cost = np.sum(np.where(net > 0, net * x.price_buy, net * x.price_sell)) * x.dt_h
+    cost += float(np.sum(np.abs(power) * np.asarray(x.degradation)[None, :]) * x.dt_h)
+    cost += max(float(np.sum(np.asarray(x.e_target) - e).clip(0)), 0.0) * x.terminal_value
+    return float(cost), power
+
+
+@dataclass
+class PlanOutcome:
+    fleet: Fleet
+    x: DispatchInputs
+    power: np.ndarray             # (T, N) MW per battery, + discharge
+    energy: np.ndarray            # (T+1, N) MWh
+    result: DispatchResult        # the (cluster-level) LP result: curtailment, duals, violations
+    info: dict
+    costs: dict
+    agg_x: DispatchInputs | None = None   # the cluster-level inputs ``result`` belongs to
+    agg_fleet: Fleet | None = None
+    curtail: np.ndarray | None = None     # (T, G) MW per generator (the groups' curtailment split by availability)
+    gen_group: np.ndarray | None = None   # (G,) group of each generator
+
+    def curtailment(self, times: pd.DatetimeIndex) -> pd.DataFrame:
+        """Curtailed MW per generator and step with the reason and the binding constraint's dual
+        (the reason is its group's: the generators of one kind on one feeder share their limits)."""
+        from gridpipeline.storage.curtailment import curtailment_reasons
+
+        grp = curtailment_reasons(self.result, self.agg_x, self.agg_fleet, times)
+        if not len(grp):
+            return grp
+        ids = np.asarray(self.fleet.generator_ids, dtype=object)
+        pos = {g: k for k, g in enumerate(self.agg_fleet.generator_ids)}
+        tpos = {t: k for k, t in enumerate(times)}
+        rows = []
+        for r in grp.itertuples(index=False):
+            t, c = tpos[r.step_start], pos[r.generator_id]
+            for j in np.flatnonzero(self.gen_group == c):
+                mw = float(self.curtail[t, j])
+                if mw > 1e-6:
+                    rows.append({**r._asdict(), "generator_id": ids[j], "curtailed_mw": mw,
+                                 "curtailed_mwh": mw * self.x.dt_h, "group": r.generator_id})
+        return pd.DataFrame(rows, columns=[*grp.columns, "group"])
+
+
+def generator_groups(gens: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Group of every curtailable generator: its kind on its feeder (zone), the unit the LP curtails.
+    The generators of a group share their feeder's limits and weather, so the LP needs one column
+    per group, not per generator (127 -> 12 on the sample grid)."""
+    feeder = gens["zone"].astype(str) if "zone" in gens else gens.bus.astype(str)
+    key = gens.kind.astype(str) + " " + feeder
+    codes, names = pd.factorize(key, sort=True)
+    return codes.astype(int), tuple(names)
+
+
+def _group_inputs(x: DispatchInputs, grp: np.ndarray, n_groups: int) -> DispatchInputs:
+    from dataclasses import replace as _replace
+
+    if x.gen_avail is None or not len(grp):
+        return x
+    onehot = np.zeros((len(grp), n_groups))
+    onehot[np.arange(len(grp)), grp] = 1.0
+    avail = np.asarray(x.gen_avail, float)
+    w_avail = avail.sum(axis=0) + 1e-9  # availability-weighted sensitivities: who produces moves the flows
+    w = onehot * w_avail[:, None]
+    w = w / np.maximum(w.sum(axis=0, keepdims=True), 1e-12)
+    sens = None if x.sens_generator is None else np.asarray(x.sens_generator, float) @ w
+    cv = (np.asarray(x.curtail_value, float) @ onehot) / np.maximum(onehot.sum(axis=0), 1)
+    return _replace(x, gen_avail=avail @ onehot, curtail_value=cv, sens_generator=sens)
+
+
+def solve_plan(p: PlanInputs, planner=None) -> PlanOutcome:
+    """Build the inputs and solve with ``planner`` (an ``aggregate.FleetPlanner``, kept between calls
+    for DPP re-solves): batteries on one feeder with equal efficiencies and degradation cost are one
+    cluster in the LP and disaggregated by water-filling on SOC headroom."""
+    from gridpipeline.storage.aggregate import FleetPlanner, aggregate_inputs, member_cost
+
+    planner = planner or FleetPlanner()
+    fleet, x, info = build_inputs(p)
+    feeder = p.units["feeder"].to_numpy() if "feeder" in p.units else p.units.bus.to_numpy()
+    grp, gnames = generator_groups(p.generators)
+    xg = _group_inputs(x, grp, len(gnames))
+    gfleet = Fleet(fleet.battery_ids, fleet.eta_c, fleet.eta_d, generator_ids=gnames)
+    fp = planner.plan(gfleet, xg, feeder, gnames)
+    info["generator_groups"] = len(gnames)
+    # each group's curtailment split onto its members in proportion to what they would produce
+    avail = np.asarray(x.gen_avail, float) if x.gen_avail is not None else np.zeros((len(p.times), 0))
+    gsum = np.zeros((avail.shape[0], len(gnames)))
+    for c in range(len(gnames)):
+        gsum[:, c] = avail[:, grp == c].sum(axis=1)
+    share = np.divide(avail, gsum[:, grp], out=np.zeros_like(avail), where=gsum[:, grp] > 1e-12)
+    curtail = fp.aggregate.curtail[:, grp] * share if len(grp) else avail * 0
+    info.update({k: (round(v, 4) if isinstance(v, float) else v) for k, v in fp.seconds.items()})
+    from dataclasses import replace as _replace
+
+    # the members' schedules costed with the plan's curtailment in the substation's net load
+    plan_cost = member_cost(fp.power, fp.energy, _replace(x, net_load=net_before(x) + fp.aggregate.curtail.sum(axis=1)))
+    curt_cost = float(fp.aggregate.curtail.sum() * x.dt_h * CURTAIL_VALUE)
+    rc, _ = rule_cost(x, fleet.eta_c, fleet.eta_d)
+    costs = {"plan_eur": round(plan_cost + curt_cost, 2), "energy_and_degradation_eur": round(plan_cost, 2),
+             "curtailment_value_eur": round(curt_cost, 2), "do_nothing_eur": round(do_nothing_cost(x), 2),
+             "rule_based_eur": round(rc, 2), "lp_objective_eur": round(fp.aggregate.objective, 2),
+             "lp_breakdown": {k: round(v, 2) for k, v in fp.aggregate.breakdown.items()},
+             "disaggregation_shortfall_mw": round(float(np.abs(fp.shortfall).max()) if fp.shortfall.size else 0.0, 6)}
+    C = int(fp.clusters.max()) + 1
+    first = np.array([np.nonzero(fp.clusters == c)[0][0] for c in range(C)])
+    agg_fleet = Fleet(tuple(f"cluster {c}" for c in range(C)), eta_c=fleet.eta_c[first], eta_d=fleet.eta_d[first],
+                      generator_ids=gnames)
+    return PlanOutcome(fleet, x, fp.power, fp.energy, fp.aggregate, info, costs,
+                       aggregate_inputs(xg, fp.clusters, C), agg_fleet, curtail, grp)
+
+
+def plan_tables(p: PlanInputs, power: np.ndarray, energy: np.ndarray, curtail: np.ndarray,
+                x: DispatchInputs) -> dict[str, pd.DataFrame]:
+    """The plan as tables: per battery and step, per step at the substation."""
+    T, N = power.shape
+    u = p.units
+    cap = np.maximum(u.capacity_mwh.to_numpy(float), 1e-12)
+    t = np.repeat(p.times.tz_convert("UTC").tz_localize(None).to_numpy() if p.times.tz else p.times.to_numpy(), N)
+    batt = pd.DataFrame({"step_ts": t, "step": np.repeat(np.arange(T), N),
+                         "battery_id": np.tile(u.battery_id.to_numpy(), T),
+                         "p_mw": power.reshape(-1), "energy_mwh": energy[1:].reshape(-1),
+                         "soc_percent": (100 * energy[1:] / cap[None, :]).reshape(-1),
+                         "vpp": np.tile(u.vpp.to_numpy(), T)})
+    before = net_before(x)
+    after = before - power.sum(axis=1) + curtail.sum(axis=1)
+    sub = pd.DataFrame({"step_ts": batt.step_ts.iloc[::N].to_numpy() if N else p.times.to_numpy(),
+                        "step": np.arange(T), "net_load_before_mw": before, "net_load_after_mw": after,
+                        "battery_mw": power.sum(axis=1), "curtailed_mw": curtail.sum(axis=1),
+                        "price_eur_mwh": p.prices.price.to_numpy(float),
+                        "price_label": p.prices.source.astype(str).to_numpy(),
+                        "demand_p50_mw": p.demand.p50.to_numpy(float)})
+    return {"batteries": batt, "substation": sub}
+
+
+__all__ = ["PlanOutcome", "solve_plan", "CURTAIL_VALUE", "HEADROOM_CAP", "HEADROOM_HOURS", "PlanInputs", "build_inputs", "do_nothing_cost",
+           "fleet_table", "gen_availability", "generator_table", "headroom_mwh", "plan_tables", "rule_cost",
+           "units_now"]

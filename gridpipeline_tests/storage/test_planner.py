@@ -1,0 +1,72 @@
+"""One plan of the sample world's fleet from tables: units left out with reasons, reserve and
+headroom honoured, never charging and discharging at once, curtailment at a negative price, and the
+alternatives (do nothing, the rule) costed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gridpipeline.storage import planner as pl
+from gridpipeline.world.model import load_world
+
+
+@pytest.fixture(scope="module")
+def net():
+    return load_world("sample").net
+
+
+def _inputs(net, T=96):
+    times = pd.date_range("2026-06-15 00:00", periods=T, freq="5min", tz="UTC")
+    fleet = pl.fleet_table(net)
+    bms = pd.DataFrame({"battery_id": fleet.battery_id, "available": True, "reason": "",
+                        "energy_mwh": 0.5 * fleet.capacity_mwh, "capacity_mwh": fleet.capacity_mwh})
+    bms.loc[1, ["available", "reason"]] = [False, "no answer: ModbusIOException"]
+    bms = bms.drop(index=2)  # never reported
+    fleet.loc[3, ["soc_min", "soc_max"]] = [0.9, 0.2]
+    units = pl.units_now(fleet, bms)
+    gens = pl.generator_table(net)
+    hour = np.arange(T) * 5 / 60
+    demand = pd.DataFrame({"p50": 20 + 5 * np.sin(hour / 24 * 2 * np.pi)})
+    demand["p10"], demand["p90"] = demand.p50 * 0.95, demand.p50 * 1.05
+    sun = np.clip(np.sin((hour - 2) / 12 * np.pi), 0, None)
+    pv_cap = float(gens.rating_mw[gens.kind == "pv"].sum())
+    pv = pd.DataFrame({"p50": 0.6 * pv_cap * sun, "capacity_mw": pv_cap})
+    pv["p10"], pv["p90"] = pv.p50 * 0.7, pv.p50 * 1.2
+    price = np.where((hour >= 3) & (hour < 5), -80.0, np.where(hour >= 6, 120.0, 40.0))
+    prices = pd.DataFrame({"price": price, "source": np.where(hour < 4, "known", "forecast")})
+    return pl.PlanInputs(times=times, units=units, generators=gens, demand=demand, renewables={"pv": pv},
+                         prices=prices, ramps=2)
+
+
+def test_a_plan_of_the_sample_fleet(net):
+    p = _inputs(net)
+    u = p.units.set_index("battery_id")
+    assert u.loc["BESS_2", "reason"].startswith("no answer") and u.loc["BESS_3", "reason"] == "no BMS reading"
+    assert u.loc["BESS_4", "reason"] == "contradictory limits: SOC min above SOC max"
+    out = pl.solve_plan(p)
+    T, N = out.power.shape
+    assert (T, N) == (96, 64)
+    assert np.allclose(out.power[:, 1:4], 0.0)  # the units left out get nothing
+    # reserve + headroom: no home battery goes below its 20 % backup reserve plus the headroom
+    lo = out.x.e_min
+    assert (out.energy >= lo[None, :] - 1e-6).all() and (out.energy <= out.x.e_max[None, :] + 1e-6).all()
+    home = (p.units.vpp == "VPP_HOME").to_numpy()
+    assert (lo[home] >= 0.2 * p.units.capacity_mwh[home] - 1e-12).all()
+    assert out.info["headroom_deficit_mwh"] > 0 and out.info["ramps_next_24h"] == 2
+    # never charging and discharging at once
+    c, d = out.result.charge, out.result.discharge
+    assert not ((c > 1e-6) & (d > 1e-6)).any()
+    # cheap and negative hours charge, dear hours discharge
+    assert out.power[36:60].sum() < 0 and out.power[72:].sum() > 0
+    # curtailment at the negative price, with its reason
+    cr = out.curtailment(p.times)
+    assert len(cr) and set(cr.reason) <= {"negative price", "storage full"}
+    assert cr.step_start.isin(p.times[36:60]).all()
+    # alternatives are costed; the plan beats both
+    k = out.costs
+    assert k["plan_eur"] < k["do_nothing_eur"] and k["plan_eur"] <= k["rule_based_eur"] + 1e-6
+    tabs = pl.plan_tables(p, out.power, out.energy, out.curtail, out.x)
+    assert len(tabs["batteries"]) == T * N and len(tabs["substation"]) == T
+    assert set(tabs["substation"].price_label) == {"known", "forecast"}
