@@ -5,6 +5,9 @@
     gridpipeline simulate --start --end    write landing files for a period (standalone, fast)
     gridpipeline replay --start --end      ingest and clean a period as one run (a single-run backfill)
     gridpipeline bench NAME                run a benchmark, print one JSON line
+    gridpipeline dispatch serve|plan       the live dispatcher; one plan from files
+    gridpipeline audit verify              check the decision ledger's hash chain
+    gridpipeline decisions list|approve|reject
 """
 
 from __future__ import annotations
@@ -35,11 +38,41 @@ def _add_domain_apps() -> None:
     from gridpipeline.forecast.cli import forecast_app
     from gridpipeline.grid.cli import grid_app
     from gridpipeline.ledger.cli import audit_app, decisions_app
+    from gridpipeline.storage.cli import dispatch_app
+
+    @dispatch_app.command("serve")
+    def dispatch_serve(
+        minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (default: until Ctrl-C)."),
+        report: bool = typer.Option(True, help="Report plans and checks to Dagster (runless events)."),
+    ):
+        """The live dispatcher: plans every 5 minutes and on renewable departures, gates, records in the
+        ledger, writes setpoints over Modbus (what `dev` starts; orchestration/dispatcher.py)."""
+        import logging
+
+        from dagster import DagsterInstance
+
+        from gridpipeline.orchestration.dispatcher import Dispatcher
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        s = _settings()
+        ensure_dagster_home(s)
+        worker = Dispatcher(s, DagsterInstance.get() if report else None, report=report)
+        worker.install_signal_handlers()
+        until = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(minutes=minutes) if minutes else None
+        typer.echo(f"dispatcher: {len(worker.fleet)} batteries, {len(worker.gens)} curtailable generators, mode "
+                   f"{worker.mode}, field {s.field_host}:{s.field_port}, ledger {s.ledger}", err=True)
+        st = worker.run(until=until, echo=lambda m: typer.echo(m, err=True))
+        secs = sorted(st.plan_seconds)
+        typer.echo(json.dumps({"plans": st.plans, "replans": st.replans, "failed": st.failed, "writes": st.writes,
+                               "writes_failed": st.writes_failed,
+                               "plan_p50_s": round(secs[len(secs) // 2], 3) if secs else None}))
 
     app.add_typer(grid_app, name="grid", help="Power flow, state estimation and N-1 on your own network files.")
     app.add_typer(forecast_app, name="forecast", help="Forecast backtests on your own history.")
     app.add_typer(audit_app, name="audit", help="Integrity of the decision ledger.")
     app.add_typer(decisions_app, name="decisions", help="Decisions in the ledger: list, approve, reject.")
+    app.add_typer(dispatch_app, name="dispatch", help="Battery and curtailment dispatch: the live worker, a plan from files.")
 
 
 _add_domain_apps()
@@ -398,6 +431,9 @@ def dev(
                 nice=BATCH_NICE, env=env, cwd=PROJECT_ROOT))
     # the 30-second loop: a long-lived worker, not a run per snapshot (orchestration/live_loop.py)
     procs.append(spawn([str(bin_dir / "gridpipeline"), "loop"], env=env, cwd=PROJECT_ROOT))
+    if simulator:
+        # the rolling dispatch: a long-lived worker (re-plans must reach the batteries within a minute)
+        procs.append(spawn([str(bin_dir / "gridpipeline"), "dispatch", "serve"], env=env, cwd=PROJECT_ROOT))
     # started in DAGSTER_HOME: from the checkout, dagster would warn that the shipped dagster.yaml there
     # "will not be used" (it is the template copied into DAGSTER_HOME); workspace.yaml paths are
     # relative to the workspace file, so the code location loads the same

@@ -38,4 +38,4 @@ def chunks(items: list, size: int = MAX_UNITS) -> list[list]:
     return [items[k:k + size] for k in range(0, len(items), size)]
 
 
-__all__ = ["Endpoint", "INVERTER_OFFSET", "MAX_UNITS", "chunks", "endpoints"]
+__all__ = ["INVERTER_OFFSET", "MAX_UNITS", "Endpoint", "chunks", "endpoints"]

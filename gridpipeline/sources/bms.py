@@ -33,7 +33,8 @@ class BmsClient:
         self.timeout_s = timeout_s
         self.stale_s = stale_s
         self._clients: dict[tuple[str, int], object] = {}
-        self._hb: dict[str, tuple[int, float]] = {}  # battery -> (heartbeat, when it last changed)
+        self._hb: dict[str, tuple[int, float]] = {}
+        self._down: set | None = None  # gateways refused during one fleet read  # battery -> (heartbeat, when it last changed)
 
     def _client(self, e: Endpoint):
         from pymodbus.client import ModbusTcpClient
@@ -43,8 +44,8 @@ class BmsClient:
         if c is None:
             c = ModbusTcpClient(e.host, port=e.port, timeout=self.timeout_s, retries=0)
             self._clients[key] = c
-        if not c.connected:
-            c.connect()
+        if not c.connected and not c.connect():
+            raise ConnectionError(f"gateway {e.host}:{e.port} unreachable")
         return c
 
     def close(self) -> None:
@@ -53,10 +54,16 @@ class BmsClient:
         self._clients.clear()
 
     def _read(self, e: Endpoint, regmap=reg) -> tuple[dict | None, str | None]:
+        down = getattr(self, "_down", None)
+        if down is not None and (e.host, e.port) in down:  # one refused gateway is not asked 247 times
+            return None, f"no answer: gateway {e.host}:{e.port} unreachable"
         try:
             r = self._client(e).read_holding_registers(0, count=regmap.COUNT, device_id=e.unit)
         except Exception as exc:  # noqa: BLE001 - pymodbus raises several kinds; each is "no answer"
             self._drop(e)
+            if isinstance(exc, ConnectionError) and down is not None:
+                down.add((e.host, e.port))
+                return None, f"no answer: {exc}"
             return None, f"no answer: {type(exc).__name__}"
         if r.isError() or len(getattr(r, "registers", [])) < regmap.COUNT:
             return None, f"no answer: Modbus exception {getattr(r, 'exception_code', '?')}"
@@ -74,6 +81,7 @@ class BmsClient:
         """One row per curtailable inverter: power now, rating, available power, its limit, ``available``
         and ``reason``."""
         rows = []
+        self._down = set()
         for gid, e in self.inverters.items():
             v, why = self._read(e, inv)
             row = {"sgen_id": gid, "available": v is not None, "reason": why or ""}
@@ -85,6 +93,7 @@ class BmsClient:
                 elif int(v["status"]) & reg.ALARM:
                     row.update(available=False, reason="alarm")
             rows.append(row)
+        self._down = None
         return pd.DataFrame(rows)
 
     def write_limit(self, sgen_id: str, pct: float | None) -> tuple[bool, str]:
@@ -108,6 +117,7 @@ class BmsClient:
     def read_fleet(self, now: float | None = None) -> pd.DataFrame:
         """One row per battery: the decoded registers, ``available`` and ``reason``."""
         rows = []
+        self._down: set | None = set()
         for bid, e in self.endpoints.items():
             t = time.monotonic() if now is None else now
             v, why = self._read(e)
@@ -121,6 +131,7 @@ class BmsClient:
                 row["reason"] = self._verdict(bid, v, t)
                 row["available"] = row["reason"] is None
             rows.append(row)
+        self._down = None
         df = pd.DataFrame(rows)
         if len(df):
             df["reason"] = df.reason.fillna("")

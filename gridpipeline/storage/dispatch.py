@@ -250,8 +250,8 @@ class DispatchModel:
 
     def _result(self, x: DispatchInputs, seconds: float, solves: int) -> DispatchResult:
         v, G, K = self.v, self.fleet.g, self.K
-        val = lambda k: np.asarray(v[k].value, dtype=float)  # noqa: E731
-        clean = lambda a: np.where(np.abs(a) < TOL, 0.0, a)  # noqa: E731
+        val = lambda k: np.asarray(v[k].value, dtype=float)
+        clean = lambda a: np.where(np.abs(a) < TOL, 0.0, a)
         breakdown = {k: float(t.value) for k, t in self.terms.items()}
         violations = []
         for name, key, where in (("energy below minimum", "s_lo", "battery"), ("energy above maximum", "s_hi", "battery"),

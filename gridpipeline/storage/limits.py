@@ -45,7 +45,7 @@ class LimitRows:
     seconds: float = 0.0
 
     def relevant(self, battery_power_mw: np.ndarray, min_loading: float = 0.5, min_voltage: float = 0.001
-                 ) -> "LimitRows":
+                 ) -> LimitRows:
         """Only the rows the batteries can move noticeably at full power (``min_loading`` % or
         ``min_voltage`` pu) or that are already at or past their limit: the others cannot bind through
         anything the plan decides, and every row costs the LP 288 constraints."""

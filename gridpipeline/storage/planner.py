@@ -255,7 +255,7 @@ class PlanOutcome:
 
         grp = curtailment_reasons(self.result, self.agg_x, self.agg_fleet, times)
         if not len(grp):
-            return grp
+            return grp.assign(group=pd.Series(dtype=object))
         ids = np.asarray(self.fleet.generator_ids, dtype=object)
         pos = {g: k for k, g in enumerate(self.agg_fleet.generator_ids)}
         tpos = {t: k for k, t in enumerate(times)}
@@ -360,6 +360,20 @@ def plan_tables(p: PlanInputs, power: np.ndarray, energy: np.ndarray, curtail: n
     return {"batteries": batt, "substation": sub}
 
 
-__all__ = ["PlanOutcome", "solve_plan", "CURTAIL_VALUE", "HEADROOM_CAP", "HEADROOM_HOURS", "PlanInputs", "build_inputs", "do_nothing_cost",
-           "fleet_table", "gen_availability", "generator_table", "headroom_mwh", "plan_tables", "rule_cost",
-           "units_now"]
+__all__ = [
+    "CURTAIL_VALUE",
+    "HEADROOM_CAP",
+    "HEADROOM_HOURS",
+    "PlanInputs",
+    "PlanOutcome",
+    "build_inputs",
+    "do_nothing_cost",
+    "fleet_table",
+    "gen_availability",
+    "generator_table",
+    "headroom_mwh",
+    "plan_tables",
+    "rule_cost",
+    "solve_plan",
+    "units_now",
+]

@@ -60,8 +60,11 @@ def _curtail_plot(curt: pd.DataFrame) -> str:
     return png_markdown(fig, "curtailment")
 
 
-def dispatch_metadata(p, out, verdict, tables, curt, env, bms, sent, seconds, flags, plan_id, trigger) -> dict:
-    """Metadata per asset key: storage_state, dispatch_plan, curtailment_plan, vpp_envelope."""
+def dispatch_metadata(run, sent: dict, seconds: float, plan_id: str, trigger: str) -> dict:
+    """Metadata per asset key: storage_state, dispatch_plan, curtailment_plan, vpp_envelope, for one
+    ``cycle.PlanRun``."""
+    p, out, verdict, tables, curt, env, flags = (run.p, run.out, run.verdict, run.tables, run.curtailment,
+                                                 run.envelope, run.flags)
     units = p.units
     left = units.loc[~units.available, ["battery_id", "reason"]]
     k = out.costs
@@ -111,8 +114,7 @@ def dispatch_metadata(p, out, verdict, tables, curt, env, bms, sent, seconds, fl
 def dispatch_checks(out, verdict, ledger) -> list[tuple[str, str, bool, str, dict]]:
     """(asset, check, passed, description, metadata) for one plan."""
     v = out.result.violations
-    e, lo, hi = out.energy, out.x.e_min, out.x.e_max
-    cap = np.maximum(out.x.e_max, 1e-12)
+    e, lo = out.energy, out.x.e_min
     soc_ok = bool(((e >= -1e-6) & (e <= np.asarray(out.x.e_max)[None, :] + 1e-6)).all())
     worst_low = float(np.min(e - np.asarray(lo)[None, :])) if e.size else 0.0
     rep = ledger.verify()

@@ -133,9 +133,9 @@ async def _action(unit, timeout_s: float, function_code: int, start_address: int
             a = start_address + k
             if 0 <= a < unit.COUNT:
                 current_registers[k] = words[a]
-        return None
+        return
     unit.write(address, list(set_values))
-    return None
+    return
 
 
 class BmsGateway:
@@ -200,4 +200,4 @@ class BmsGateway:
         return {getattr(u, "battery_id", None) or u.sgen_id: uid for uid, u in self.units.items()}
 
 
-__all__ = ["BatteryUnit", "BmsGateway", "HOLD_S", "InverterUnit", "MAX_UNITS"]
+__all__ = ["HOLD_S", "MAX_UNITS", "BatteryUnit", "BmsGateway", "InverterUnit"]

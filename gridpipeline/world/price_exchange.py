@@ -14,7 +14,7 @@ an hour of 2026 takes the 2018 hour 52 x k weeks earlier that falls in 2018.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np

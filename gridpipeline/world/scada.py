@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -76,7 +76,7 @@ class FaultConfig:
     csv_share: float = 0.25            # share of sources that export CSV rather than Parquet
 
     @classmethod
-    def none(cls) -> "FaultConfig":
+    def none(cls) -> FaultConfig:
         zero = {f: 0.0 for f in cls.__dataclass_fields__ if f not in ("drift_pu_per_hour", "late_delay_s", "csv_share")}
         return cls(**zero)
 
@@ -110,7 +110,7 @@ class _PendingFile:
     fmt: str
     corrupt: bool = False
 
-    def __lt__(self, other: "_PendingFile") -> bool:
+    def __lt__(self, other: _PendingFile) -> bool:
         return (self.arrival, str(self.path)) < (other.arrival, str(other.path))
 
 
@@ -488,7 +488,7 @@ class ScadaSimulator:
         if pf.corrupt:
             data = tmp.read_bytes()
             tmp.write_bytes(data[: max(8, len(data) // 3)] + b"\x00garbage")
-        stamp = pf.arrival.replace(tzinfo=timezone.utc).timestamp()
+        stamp = pf.arrival.replace(tzinfo=UTC).timestamp()
         os.utime(tmp, (stamp, stamp))
         os.replace(tmp, pf.path)
         os.utime(pf.path, (stamp, stamp))
@@ -588,7 +588,7 @@ class ScadaSimulator:
         next_window = lz.floor_window(start)
 
         def clock() -> datetime:
-            now = datetime.now(timezone.utc).replace(tzinfo=None)
+            now = datetime.now(UTC).replace(tzinfo=None)
             return min(start + timedelta(seconds=(time.monotonic() - wall0) * speed), now)
 
         while not stop.is_set():

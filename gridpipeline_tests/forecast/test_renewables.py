@@ -71,7 +71,12 @@ def test_generation_rows_store_forecast_and_measured_ramps_on_a_fresh_store(tmp_
     import duckdb
 
     from gridpipeline.forecast.assets import ensure_forecast_schema
-    from gridpipeline.forecast.generation import generation_forecast, generation_rows, measured_ramps, write_generation
+    from gridpipeline.forecast.generation import (
+        generation_forecast,
+        generation_rows,
+        measured_ramps,
+        write_generation,
+    )
     from gridpipeline.forecast.weather import weather_features as features
 
     issue = pd.Timestamp("2026-06-21 00:00", tz="UTC")

@@ -35,7 +35,7 @@ def server():
     state = Replay([])
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             state.requests.append(self.path)
             step = state.script.pop(0) if state.script else "ok"
             if step == "slow":

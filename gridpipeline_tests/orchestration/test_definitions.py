@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gridpipeline.common import landing as lz
@@ -30,14 +30,16 @@ def test_definitions_snapshot():
     assert {"sensor_registry", "raw_telemetry", "clean_telemetry", "dedup_audit", "sensor_health",
             "unit_conversions", "kind_limits", "grid_model", "grid_state", "topology_events", "grid_bottlenecks",
             "n1_contingency", "weather_features", "demand_model", "demand_forecast", "forecast_accuracy",
-            "consumption_anomalies", "renewable_models", "renewable_forecast"} <= assets
+            "consumption_anomalies", "renewable_models", "renewable_forecast", "storage_state", "dispatch_plan",
+            "curtailment_plan", "vpp_envelope", "pending_decisions"} <= assets
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"raw_telemetry_reconciles", "raw_telemetry_quarantine_rate", "sensor_coverage", "estimate_converged",
             "voltage_within_limits", "loading_within_limits", "residuals_consistent", "forecast_error_within_limits",
-            "no_consumption_anomalies"} <= checks
+            "no_consumption_anomalies", "plan_feasible_without_slack", "soc_within_limits", "gate_passed",
+            "ledger_chain_intact"} <= checks
     assert any(n.startswith("not_null") or "unique" in n for n in checks), "dbt tests must appear as asset checks"
     assert {j.name for j in repo.get_all_jobs()} >= {"telemetry_job", "bootstrap_job", "grid_state_job", "forecast_job",
-                                                      "forecast_models_job"}
+                                                      "forecast_models_job", "approve_decision"}
     schedules = {s.name: s for s in repo.schedule_defs}
     assert schedules["forecast_schedule"].default_status.value == "RUNNING"
     sensors = {s.name: s for s in repo.sensor_defs}
@@ -48,7 +50,7 @@ def test_definitions_snapshot():
     # Every asset that writes DuckDB takes the duckdb pool.
     for key in ("sensor_registry", "raw_telemetry", "clean_telemetry", "sensor_health", "unit_conversions",
                 "grid_model", "grid_state", "n1_contingency", "weather_features", "demand_model", "demand_forecast",
-                "forecast_accuracy", "consumption_anomalies", "renewable_forecast"):
+                "forecast_accuracy", "consumption_anomalies", "renewable_forecast", "dispatch_plan"):
         node = repo.asset_graph.get(next(k for k in repo.asset_graph.get_all_asset_keys() if k.to_user_string() == key))
         assert node.pools == {"duckdb"}, key
     # ... but only for its writes: training and prediction are compute ops with no pool, then a write op with it
@@ -99,11 +101,10 @@ def test_landing_sensor_requests_closed_changed_windows_only(tmp_path):
 
 def test_grid_partitions_include_the_open_window():
     """The 30-second loop writes into the window that is still open; telemetry waits for it to close."""
-    from datetime import timezone
 
     from gridpipeline.base.partitions import five_minute_partitions, live_five_minute_partitions
 
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     key = f"{lz.floor_window(now):%Y-%m-%d-%H:%M}"
     assert live_five_minute_partitions.has_partition_key(key)
     assert not five_minute_partitions.has_partition_key(key)
@@ -137,7 +138,7 @@ def test_live_loop_takes_snapshots_in_order_with_a_deadline_for_silent_rtus(tmp_
         for src in sources:
             f = d / lz.file_name(src, ts, "csv")
             f.write_text("sensor_id,ts,value\n")
-            arr = (ts + timedelta(seconds=32)).replace(tzinfo=timezone.utc).timestamp()
+            arr = (ts + timedelta(seconds=32)).replace(tzinfo=UTC).timestamp()
             os.utime(f, (arr, arr))
     # 10:01:05: 10:00:30 closed 5 s ago, B missing, inside the 6 s grace -> wait (and not skip ahead)
     assert ready_snapshots(landing, t0 + timedelta(seconds=65), None, 2, 6.0) == [t0]

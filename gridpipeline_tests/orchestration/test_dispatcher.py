@@ -64,8 +64,9 @@ def _pv_forecast(sim, issue: datetime) -> None:
                        "model": "test", "weather_stale": False})
     with connect(get_settings().db_path) as con:
         con.execute("CREATE SCHEMA IF NOT EXISTS forecast")
-        con.execute("CREATE TABLE IF NOT EXISTS forecast.generation AS SELECT * FROM df LIMIT 0")
-        con.execute("INSERT INTO forecast.generation SELECT * FROM df")
+        con.register("_fc", df)
+        con.execute("CREATE TABLE IF NOT EXISTS forecast.generation AS SELECT * FROM _fc LIMIT 0")
+        con.execute("INSERT INTO forecast.generation SELECT * FROM _fc")
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ that replaces exactly the snapshot's rows. Real DuckDB file, real landing files,
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pytest
@@ -32,7 +32,7 @@ def live(tmp_path_factory):
 
     world = load_world("sample")
     reg = build_registry(world.net, world.zones)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     window = lz.floor_window(now) - lz.WINDOW  # the last closed window: within the sensor's look-back
     sim = ScadaSimulator(world, reg, s.landing, faults=FaultConfig.none(), seed=5, export_interval_s=30)
     sim.run(window, window + lz.WINDOW)

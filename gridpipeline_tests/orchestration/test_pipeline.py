@@ -78,7 +78,7 @@ def test_every_fault_kind_is_flagged_or_quarantined(pipeline):
     con = duckdb.connect(str(home / "store.duckdb"), read_only=True)
     try:
         con.register("faults", faults)
-        bits = lambda mask, where: con.execute(  # noqa: E731
+        bits = lambda mask, where: con.execute(
             f"SELECT count(*) FILTER (WHERE quality_bits & {int(mask)} = 0), count(*) FROM faults f "
             f"JOIN clean.clean_telemetry c ON {where}").fetchone()
 
@@ -111,7 +111,7 @@ def test_every_fault_kind_is_flagged_or_quarantined(pipeline):
                              f"{int(Q.GAP)} = 0 AND c.ts >= TIMESTAMP '{W0 + timedelta(minutes=2)}'")
         assert total > 0 and missed / total < 0.05
         # Files: late, out of order, resent, wrong units.
-        file_rows = lambda kind, mask: con.execute(  # noqa: E731
+        file_rows = lambda kind, mask: con.execute(
             f"""SELECT count(*) FILTER (WHERE c.quality_bits & {int(mask)} = 0), count(*)
                 FROM faults f JOIN telemetry.ingest_files i ON i.file_path = f.file_path
                 JOIN telemetry.raw_readings r ON r.file_id = i.file_id

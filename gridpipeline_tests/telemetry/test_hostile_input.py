@@ -5,7 +5,7 @@ and no file is passed over without a record."""
 from __future__ import annotations
 
 import os
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 import pyarrow as pa
 import pytest
@@ -255,7 +255,7 @@ def test_a_csv_file_cut_short_is_still_rejected_whole(tmp_path):
 
 def test_a_parquet_timestamp_out_of_range_is_quarantined_alone(tmp_path):
     d = lz.window_dir(tmp_path / "landing", W)
-    secs = int(W.replace(tzinfo=timezone.utc).timestamp())
+    secs = int(W.replace(tzinfo=UTC).timestamp())
     bad = pa.table({
         "sensor_id": pa.array([1, 1, 2], pa.int32()),
         "ts": pa.array([secs, 10**15, secs + 30], pa.int64()).cast(pa.timestamp("s", tz="UTC")),

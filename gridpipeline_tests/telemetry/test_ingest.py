@@ -4,7 +4,7 @@ re-runs replace exactly the window's rows."""
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pandas as pd
@@ -39,7 +39,7 @@ def _write(path, table: pa.Table, arrived: datetime, fmt="parquet"):
         pq.write_table(table, path)
     else:
         path.write_text(table)
-    t = arrived.replace(tzinfo=timezone.utc).timestamp()
+    t = arrived.replace(tzinfo=UTC).timestamp()
     os.utime(path, (t, t))
 
 
@@ -120,7 +120,7 @@ def test_rerun_replaces_exactly_the_window(tmp_path):
         con.execute("INSERT INTO telemetry.raw_readings VALUES (1, ?, 20.0, 'kV', ?, 7)",
                     [W + lz.WINDOW, W + lz.WINDOW])
         first = ingest_windows(con, tmp_path / "landing", tmp_path / "rejected", W, W + lz.WINDOW, now=NOW).summary()
-        counts = lambda: con.execute(  # noqa: E731
+        counts = lambda: con.execute(
             "SELECT (SELECT count(*) FROM telemetry.raw_readings), (SELECT count(*) FROM telemetry.quarantine),"
             " (SELECT count(*) FROM telemetry.ingest_files)").fetchone()
         after_first = counts()

@@ -78,7 +78,7 @@ def test_simulation_is_deterministic_and_chunk_independent(world, registry, tmp_
     b.simulate_window(W - lz.WINDOW)                    # a different history before the window
     fa, fb = a.simulate_window(W), b.simulate_window(W)
     assert [f.path.name for f in fa] == [f.path.name for f in fb]
-    same = lambda x, y: x.table.to_pandas().equals(y.table.to_pandas())  # noqa: E731  (NaN-aware)
+    same = lambda x, y: x.table.to_pandas().equals(y.table.to_pandas())
     assert all(same(x, y) and x.arrival == y.arrival for x, y in zip(fa, fb))
     c = ScadaSimulator(world, registry, tmp_path / "c", seed=4)
     assert not all(same(x, y) for x, y in zip(fa, c.simulate_window(W)))

@@ -1,0 +1,166 @@
+"""The plan's inputs from the stores, pure or read-only: the newest forecasts issued by a time, the
+forecast frames on the plan's steps (with persistence and the nowcast where data is missing or the
+measurement departs), the network with an estimated state's injections, and the VPP envelopes."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+HORIZON = timedelta(hours=24)
+STEP = timedelta(minutes=5)
+#: hours over which the measured-to-forecast ratio of renewable output fades back to the forecast
+NOWCAST_HOURS = 2.0
+
+
+def estimated_net(net, st: dict):
+    """A copy of the network model with the estimated injections and switch states of snapshot ``st``
+    (``{"injections": element_type, element_id, p_mw, q_mvar; "switches": Series}``)."""
+    net = copy.deepcopy(net)
+    inj = st["injections"]
+    for table in ("load", "sgen", "storage"):
+        part = inj[inj.element_type == table].set_index("element_id")
+        if len(part) and table in net and len(net[table]):
+            idx = net[table].index.intersection(part.index)
+            net[table].loc[idx, "p_mw"] = part.p_mw.reindex(idx).to_numpy()
+            net[table].loc[idx, "q_mvar"] = part.q_mvar.reindex(idx).to_numpy()
+            if "scaling" in net[table]:
+                net[table].loc[idx, "scaling"] = 1.0
+    sw = st["switches"]
+    idx = net.switch.index.intersection(sw.index)
+    net.switch.loc[idx, "closed"] = sw.reindex(idx).to_numpy()
+    return net
+
+
+def parse_case(text: str) -> tuple[str, int] | None:
+    """'line 12' / 'trafo:0' -> ('line', 12); N-2 or unreadable cases are skipped (None)."""
+    t = str(text).replace(":", " ").split()
+    if len(t) == 2 and t[1].isdigit():
+        return (t[0], int(t[1]))
+    return None
+
+
+def read_forecasts(con, now: datetime) -> dict:
+    """The newest demand (system) and generation (per kind) forecasts issued at or before ``now``
+    (within a day), with their issue times and model versions, and the ramp events ahead."""
+    import duckdb
+
+    since = now - timedelta(days=1)
+    out = {"demand": None, "generation": {}, "ramps": 0, "ref": {}}
+    try:
+        d = con.execute("""SELECT issue_time, valid_time, p10, p50, p90, model, model_version FROM forecast.demand
+                           WHERE series = 'system' AND issue_time = (SELECT max(issue_time) FROM forecast.demand
+                           WHERE issue_time <= ? AND issue_time > ?)""", [now, since]).df()
+        if len(d):
+            out["demand"] = d
+            out["ref"]["demand"] = {"issue_time": str(d.issue_time.iloc[0]), "model": str(d.model.iloc[0]),
+                                    "model_version": str(d.model_version.iloc[0])}
+    except duckdb.CatalogException:
+        pass
+    try:
+        g = con.execute("""SELECT issue_time, kind, valid_time, capacity_mw, p10, p50, p90, model FROM forecast.generation
+                           WHERE issue_time = (SELECT max(issue_time) FROM forecast.generation
+                           WHERE issue_time <= ? AND issue_time > ?)""", [now, since]).df()
+        for kind, part in g.groupby("kind"):
+            out["generation"][kind] = part.reset_index(drop=True)
+        if len(g):
+            out["ref"]["generation"] = {"issue_time": str(g.issue_time.iloc[0]), "model": str(g.model.iloc[0])}
+            r = con.execute("""SELECT count(*) FROM forecast.ramps WHERE issue_time = ? AND start >= ?
+                               AND start < ?""", [g.issue_time.iloc[0], now, now + HORIZON]).fetchone()
+            out["ramps"] = int(r[0]) if r else 0
+    except duckdb.CatalogException:
+        pass
+    return out
+
+
+def forecast_frames(fc: dict | None, times: pd.DatetimeIndex, st: dict | None, net, flags: list[str]):
+    """(demand, renewables per kind, ramps, reference) on the plan's steps. Missing forecasts are filled
+    by persistence of the estimated state (flagged); missing steps of a forecast likewise."""
+    naive = times.tz_convert("UTC").tz_localize(None)
+    fc = fc or {}
+    inj = st["injections"] if st else None
+    d = fc.get("demand")
+    if d is not None and len(d):
+        dd = d.set_index("valid_time")[["p10", "p50", "p90"]].astype(float)
+        dd = dd[~dd.index.duplicated()].reindex(naive)
+        if dd.p50.isna().any():
+            flags.append(f"demand forecast covers {int(dd.p50.notna().sum())} of {len(naive)} steps: the rest by persistence")
+        demand = dd.ffill().bfill()
+    else:
+        demand = None
+    if demand is None or demand.p50.isna().all():
+        now_load = float(inj[inj.element_type == "load"].p_mw.sum()) if inj is not None else \
+            float(pd.to_numeric(net.load.p_mw).sum())
+        flags.append("no demand forecast: persistence of the estimated load, with a +-5 % band")
+        demand = pd.DataFrame({"p50": now_load, "p10": 0.95 * now_load, "p90": 1.05 * now_load}, index=naive)
+    renew = {}
+    gens = fc.get("generation") or {}
+    for kind in ("pv", "wind"):
+        g = gens.get(kind)
+        if g is not None and len(g):
+            gg = g.set_index("valid_time")[["p10", "p50", "p90", "capacity_mw"]].astype(float)
+            gg = gg[~gg.index.duplicated()].reindex(naive).ffill().bfill()
+            renew[kind] = gg.reset_index(drop=True)
+    # nowcast: the first hours follow what is measured now. The ratio of the estimated output to the
+    # forecast for this step scales the forecast, fading back to the forecast over NOWCAST_HOURS (a
+    # cloud front or a cut-out persists for a while; the forecast knows nothing of it yet)
+    if inj is not None and renew:
+        sg = inj[inj.element_type == "sgen"].set_index("element_id").p_mw
+        types = net.sgen.type.astype(str)
+        masks = {"pv": types.str.startswith(("PV", "lv_RES")), "wind": types.str.startswith("Wind")}
+        for kind, g in renew.items():
+            now_mw = float(sg.reindex(net.sgen.index[masks[kind]]).fillna(0).sum())
+            f0 = float(g.p50.iloc[0])
+            cap = float(g.capacity_mw.max()) if "capacity_mw" in g else 0.0
+            if f0 > 0.02 * max(cap, 1e-9):
+                ratio = min(max(now_mw / f0, 0.0), 2.0)
+                fade = np.clip(1.0 - np.arange(len(g)) * (5 / 60) / NOWCAST_HOURS, 0.0, 1.0)
+                k = 1.0 + (ratio - 1.0) * fade
+                for q in ("p10", "p50", "p90"):
+                    g[q] = g[q] * k
+                if abs(ratio - 1.0) > 0.1:
+                    flags.append(f"{kind}: measured {now_mw:.2f} MW against {f0:.2f} MW forecast now; "
+                                 f"the next {NOWCAST_HOURS:g} h follow the measurement")
+    if not gens:
+        flags.append("no renewable forecast: persistence of the estimated output")
+        if inj is not None and "curtailable" in net.sgen:
+            sg = inj[inj.element_type == "sgen"].set_index("element_id").p_mw
+            types = net.sgen.type.astype(str)
+            for kind, m in (("pv", types.str.startswith(("PV", "lv_RES"))), ("wind", types.str.startswith("Wind"))):
+                mw = float(sg.reindex(net.sgen.index[m]).fillna(0).sum())
+                renew[kind] = pd.DataFrame({"p10": 0.7 * mw, "p50": mw, "p90": min(1.3 * mw, mw + 1),
+                                            "capacity_mw": float(net.sgen.sn_mva[m].sum())}, index=range(len(naive)))
+    return demand.reset_index(drop=True), renew, int(fc.get("ramps", 0)), fc.get("ref", {})
+
+
+def vpp_envelopes(units: pd.DataFrame, out, times: pd.DatetimeIndex, bms: pd.DataFrame) -> pd.DataFrame:
+    """Per VPP and step: the aggregate P range and energy bounds the members can give around the plan
+    (each member's power limits, and its energy limits from its planned energy at that step)."""
+    rows = []
+    dt = out.x.dt_h
+    naive = times.tz_convert("UTC").tz_localize(None)
+    for vpp, idx in units.groupby("vpp").groups.items():
+        if not vpp:
+            continue
+        j = np.asarray([units.index.get_loc(i) for i in idx])
+        avail = units.available.to_numpy(bool)[j]
+        e = out.energy[:-1, j]
+        lo, hi = out.x.e_min[j], out.x.e_max[j]
+        pmax = units.p_max_mw.to_numpy(float)[j] * avail
+        eta_c, eta_d = units.eta_c.to_numpy(float)[j], units.eta_d.to_numpy(float)[j]
+        p_dis = np.minimum(pmax[None, :], np.clip(e - lo[None, :], 0, None) * eta_d[None, :] / dt)
+        p_ch = np.minimum(pmax[None, :], np.clip(hi[None, :] - e, 0, None) / (eta_c[None, :] * dt))
+        for t in range(len(times)):
+            rows.append({"vpp": vpp, "step_ts": naive[t], "step": t, "p_min_mw": -float(p_ch[t].sum()),
+                         "p_max_mw": float(p_dis[t].sum()), "e_min_mwh": float(lo[avail].sum()),
+                         "e_max_mwh": float(hi[avail].sum()), "e_planned_mwh": float(e[t][avail].sum()),
+                         "members": int(avail.sum())})
+    return pd.DataFrame(rows, columns=["vpp", "step_ts", "step", "p_min_mw", "p_max_mw", "e_min_mwh", "e_max_mwh",
+                                       "e_planned_mwh", "members"])
+
+
+__all__ = ["HORIZON", "NOWCAST_HOURS", "STEP", "estimated_net", "forecast_frames", "parse_case", "read_forecasts",
+           "vpp_envelopes"]
