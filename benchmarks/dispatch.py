@@ -2,8 +2,8 @@
 five-minute steps with the scale grid's feeder constraints.
 
 Untimed set-up: the scale world's network (SimBench ``1-MVLV-urban-all-0-sw``, cached under
-``var/worlds/scale``), ``batteries`` home batteries (5-10 kW, 10-15 kWh, efficiencies 0.95, SOC limits
-10-95 %, 20 €/MWh degradation) on randomly drawn LV buses (seeded), a price day from the 2018 SMARD
+``var/worlds/scale``) with its own home batteries on LV buses (5-10 kW, 10-15 kWh; the first
+``batteries`` of its 1,000; efficiencies 0.95, SOC limits 10-95 %, 20 €/MWh degradation here), a price day from the 2018 SMARD
 reference (the day with the most negative hours), the grid's demand as net load, the transformers
 and feeder heads as limit rows.
 
@@ -22,6 +22,7 @@ Timed:
 from __future__ import annotations
 
 import platform
+import resource
 import time
 
 import numpy as np
@@ -56,13 +57,20 @@ def run(batteries: int = 1000, **_) -> dict:
     world = load_world("scale", cache_dir=PROJECT_ROOT / "var" / "worlds" / "scale")
     net = world.net
     rng = np.random.default_rng(12)
-    lv = net.bus.index[net.bus.vn_kv < 1.0].to_numpy()
-    buses = rng.choice(lv, size=batteries, replace=len(lv) < batteries)
-    p_kw = rng.uniform(5, 10, batteries)
-    e_kwh = rng.uniform(10, 15, batteries)
-    for b, p, e in zip(buses, p_kw, e_kwh):
-        pp.create_storage(net, int(b), p_mw=0.0, max_e_mwh=e / 1000, sn_mva=p / 1000)
-    st = net.storage.index[-batteries:].to_numpy()
+    # the scale world's own home batteries (1,000 on LV buses, world/build.py); more are drawn if asked
+    home = net.storage[net.storage.get("type", pd.Series("", index=net.storage.index)) == "home_battery"]
+    home = home.iloc[:batteries]
+    extra = batteries - len(home)
+    if extra > 0:
+        lv = net.bus.index[net.bus.vn_kv < 1.0].to_numpy()
+        for b in rng.choice(lv, size=extra, replace=len(lv) < extra):
+            p = rng.uniform(5, 10)
+            pp.create_storage(net, int(b), p_mw=0.0, max_e_mwh=rng.uniform(10, 15) / 1000, sn_mva=p / 1000, max_p_mw=p / 1000)
+        home = pd.concat([home, net.storage.iloc[-extra:]])
+    st = home.index.to_numpy()
+    buses = home.bus.to_numpy()
+    p_kw = home.max_p_mw.fillna(home.sn_mva).to_numpy(float) * 1000
+    e_kwh = home.max_e_mwh.to_numpy(float) * 1000
     # a cluster per LV substation (the batteries behind one MV/LV transformer move its rows alike)
     fd = feeders(net).drop_duplicates("bus").set_index("bus")
     feeder = fd.root_element.reindex(buses).fillna("unfed").astype(str).to_numpy()
@@ -80,7 +88,10 @@ def run(batteries: int = 1000, **_) -> dict:
                       watch_percent=60.0)
     # only rows the fleet can move: at least 0.5 % loading or 0.001 pu with its clusters' full power
     cl_power = np.bincount(cl, weights=p_kw / 1000, minlength=C)
-    rows = rows.relevant(cl_power, min_loading=0.5, min_voltage=0.001)
+    # monitored as the issue names it: every transformer, every feeder head, every branch above 60 %;
+    # bus voltages are left out here (the nominal peak state has half the LV buses below 0.95 pu, which
+    # no 7.5 MW fleet can lift: every row would be a priced slack); the gate still checks voltages
+    rows = rows.loading_only().relevant(cl_power, min_loading=0.5, min_voltage=0.001)
     sens_seconds = time.perf_counter() - t0
     s_bat = rows.s_battery[:, cl]  # each battery moves the rows as its cluster's representative does
     K = len(rows.names)
@@ -120,7 +131,7 @@ def run(batteries: int = 1000, **_) -> dict:
     f100 = Fleet(tuple(range(n)), eta_c=eta[:n], eta_d=eta[:n])
     x100 = inputs(n, price, soc0)
     t3 = time.perf_counter()
-    mono = DispatchModel(f100, STEPS, limit_rows=K).solve(x100)
+    mono = DispatchModel(f100, STEPS, limit_rows=K, sens_battery=x100.sens_battery).solve(x100)
     ref_seconds = time.perf_counter() - t3
     peak = max(peak, proc.memory_info().rss)
     fast = FleetPlanner().plan(f100, x100, feeder[:n])
@@ -131,7 +142,9 @@ def run(batteries: int = 1000, **_) -> dict:
         "seconds": round(seconds, 3), "resolve_seconds": round(resolve, 3),
         "sensitivity_seconds": round(sens_seconds, 3),
         "objective_gap": round((b - a) / abs(a), 6) if a else None, "reference_seconds": round(ref_seconds, 3),
-        "reference_batteries": n, "peak_memory_gib": round(peak / 2**30, 3),
+        "reference_batteries": n,
+        # the kernel's high-water mark of the process (ru_maxrss, KiB): sampled RSS misses short peaks
+        "peak_memory_gib": round(max(peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30, 3),
         "first_plan_violations": len(first.aggregate.violations),
         "max_member_shortfall_mw": round(float(np.abs(first.shortfall).max()), 6),
         "machine": f"{platform.machine()} {psutil.cpu_count()} cores, python {platform.python_version()}",

@@ -488,8 +488,18 @@ def bench(
     if name not in REGISTRY:
         typer.secho(f"unknown benchmark '{name}'; known: {', '.join(sorted(REGISTRY))}", fg="red", err=True)
         raise typer.Exit(2)
-    result = REGISTRY[name](sensors=sensors, minutes=minutes, keep=keep, reference_scale=reference_scale,
-                            batteries=batteries)
+    # solvers and libraries print banners on stdout (HiGHS does, at every model): while the benchmark
+    # runs, stdout goes to stderr, so stdout carries exactly the one JSON line
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        result = REGISTRY[name](sensors=sensors, minutes=minutes, keep=keep, reference_scale=reference_scale,
+                                batteries=batteries)
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
     typer.echo(json.dumps(result))
 
 

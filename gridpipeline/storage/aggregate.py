@@ -80,11 +80,21 @@ class FleetPlanner:
                           generator_ids=fleet.generator_ids)
         K = 0 if x.limit_base is None else np.asarray(x.limit_base).shape[1]
         T = len(x.price_buy)
-        key = (tuple(cl), T, K, tuple(eta_c[first]), tuple(eta_d[first]), fleet.generator_ids)
+        ax = aggregate_inputs(x, cl, C)
+        # the limit rows' sensitivities are constants of the model (sparse): a new set of rows (a new
+        # state to linearise around) builds a new model; new prices, SOC and bounds re-solve it (DPP)
+        sens_key = None
+        if K:
+            sens_key = (hash(np.asarray(ax.sens_battery, float).round(9).tobytes()),
+                        hash(np.asarray(ax.sens_generator, float).round(9).tobytes()) if ax.sens_generator is not None
+                        else None)
+        key = (tuple(cl), T, K, tuple(eta_c[first]), tuple(eta_d[first]), fleet.generator_ids, sens_key)
         if self._model is None or self._key != key:
-            self._model, self._key = DispatchModel(agg_fleet, T, limit_rows=K), key
+            self._model = DispatchModel(agg_fleet, T, limit_rows=K, sens_battery=ax.sens_battery if K else None,
+                                        sens_generator=ax.sens_generator if K else None)
+            self._key = key
         t1 = time.perf_counter()
-        agg = self._model.solve(aggregate_inputs(x, cl, C))
+        agg = self._model.solve(ax)
         t2 = time.perf_counter()
         power, energy, shortfall = _disaggregate(agg, x, cl, C, eta_c, eta_d)
         return FleetPlan(power, energy, agg, cl, shortfall,

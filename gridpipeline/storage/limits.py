@@ -44,15 +44,28 @@ class LimitRows:
     zones: tuple[str, ...]
     seconds: float = 0.0
 
-    def relevant(self, battery_power_mw: np.ndarray, min_loading: float = 0.5, min_voltage: float = 0.001
-                 ) -> LimitRows:
-        """Only the rows the batteries can move noticeably at full power (``min_loading`` % or
-        ``min_voltage`` pu) or that are already at or past their limit: the others cannot bind through
-        anything the plan decides, and every row costs the LP 288 constraints."""
+    def relevant(self, battery_power_mw: np.ndarray, min_loading: float = 0.5, min_voltage: float = 0.001,
+                 margin_loading: float = 25.0, margin_voltage: float = 0.02) -> LimitRows:
+        """Only the rows that can bind: the batteries move them noticeably at full power
+        (``min_loading`` % or ``min_voltage`` pu) **and** the fleet at full power in the worst
+        direction, plus a margin for the day's change of demand and generation (``margin_loading`` %,
+        ``margin_voltage`` pu), could take them to their limit; and every row already at or past its
+        limit. A row that cannot bind changes nothing in the plan, and every row costs the LP 288
+        constraints."""
         effect = np.abs(self.s_battery) @ np.abs(np.asarray(battery_power_mw, float))
-        is_v = np.array([n.endswith("voltage") for n in self.names])
+        is_v = np.array([n.endswith("voltage") for n in self.names], dtype=bool)
         near = (self.now >= self.upper) | (self.now <= self.lower)
-        keep = np.where(is_v, effect >= min_voltage, effect >= min_loading) | near
+        reach = np.where(is_v, effect + margin_voltage, effect + margin_loading)
+        can_bind = (self.now + reach >= self.upper) | (self.now - reach <= self.lower)
+        keep = (np.where(is_v, effect >= min_voltage, effect >= min_loading) & can_bind) | near
+        return self.select(keep)
+
+    def loading_only(self) -> LimitRows:
+        """The branch and transformer loading rows (no bus voltages)."""
+        return self.select(np.array([not n.endswith("voltage") for n in self.names], dtype=bool))
+
+    def select(self, keep: np.ndarray) -> LimitRows:
+        keep = np.asarray(keep, dtype=bool)
         return LimitRows(tuple(n for n, k in zip(self.names, keep) if k), self.now[keep], self.lower[keep],
                          self.upper[keep], self.s_battery[keep], self.s_generator[keep], self.s_zone[keep], self.zones,
                          self.seconds)

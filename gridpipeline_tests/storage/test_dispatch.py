@@ -114,3 +114,33 @@ def test_energy_follows_the_efficiency_weighted_power(T, N, seed):
     np.testing.assert_allclose(r.energy[1:], expect, atol=1e-6)
     assert (r.energy >= x.e_min - 1e-6).all() and (r.energy <= x.e_max + 1e-6).all()
     assert not ((r.charge > 1e-6) & (r.discharge > 1e-6)).any()
+
+
+def test_no_simultaneous_charge_and_discharge_on_the_real_2018_negative_hours():
+    """Every day of 2018 with negative German day-ahead prices (134 hours, SMARD), planned hourly with
+    lossy batteries and no degradation cost: not one hour charges and discharges one battery at once."""
+    from gridpipeline.world.price_exchange import load_reference
+
+    ref = load_reference()
+    assert int((ref < 0).sum()) == 134
+    local = ref.tz_convert("Europe/Berlin")
+    days = sorted({d for d, v in zip(local.index.date, local.to_numpy()) if v < 0})
+    N = 3
+    fleet = Fleet(tuple(f"B{k}" for k in range(N)), eta_c=np.full(N, 0.9), eta_d=np.full(N, 0.9))
+    model = DispatchModel(fleet, 24)
+    soc, hours, neg_seen = np.full(N, 0.5), 0, 0
+    for day in days:
+        price = local[local.index.date == day].to_numpy()[:24]
+        if len(price) < 24:  # the spring-forward day has 23 hours
+            price = np.pad(price, (0, 24 - len(price)), mode="edge")
+        x = DispatchInputs(dt_h=1.0, price_buy=price, price_sell=price, net_load=np.zeros(24), soc0=soc,
+                           e_min=np.zeros(N), e_max=np.full(N, 1.0), p_charge_max=np.full(N, 0.5),
+                           p_discharge_max=np.full(N, 0.5), degradation=np.zeros(N), e_target=np.full(N, 0.5),
+                           terminal_value=float(np.median(price)))
+        r = model.solve(x)
+        assert not ((r.charge > 1e-6) & (r.discharge > 1e-6)).any(), day
+        assert r.feasible_without_slack
+        hours += 24
+        neg_seen += int((price < 0).sum())
+        soc = r.energy[-1]
+    assert neg_seen >= 134 and len(days) >= 10
