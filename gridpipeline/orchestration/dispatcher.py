@@ -55,6 +55,10 @@ STORE_WAIT_S = 1.0
 #: the kind's installed capacity (a cloud front takes PV down 60 % in 10 minutes; a cut-out takes wind
 #: to zero), once per kind until the output is back within half of it
 DEPARTURE_SHARE = 0.25
+#: the drop from the recent high that is a departure without a forecast (a cloud front: -60 % in 10 min)
+DROP_SHARE = 0.5
+DROP_WINDOW = timedelta(minutes=10)
+DROP_MIN_SHARE = 0.05
 #: at least this long between two out-of-cycle re-plans
 REPLAN_GAP = timedelta(seconds=30)
 GATE_CONTINGENCIES = 10
@@ -110,6 +114,7 @@ class Dispatcher:
         self.last_window: datetime | None = None
         self.last_snapshot: datetime | None = None
         self.departed: dict[str, bool] = {}
+        self.recent: dict[str, list] = {}
         self.last_approved: dict | None = None  # {"battery": {id: MW}, "curtail": {id: pct}, "decision": id}
         self.executed: set[str] = set()
         self.stats = DispatchStats()
@@ -170,6 +175,8 @@ class Dispatcher:
         st = self.state()
         run = self.engine.run(now, trigger, bms, st, self.forecasts)
         body = run.body
+        if departure_at is not None:
+            body["departure_snapshot"] = str(departure_at)
         if self.mode == "approve":
             body["expires_at"] = approval_deadline(utcnow(), timedelta(minutes=self.s.approval_timeout_min))
         plan_id = self.ledger.append("dispatch", body, mode=self.mode, actor="dispatcher").id
@@ -323,33 +330,45 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ the loop
     def departure(self, now: datetime) -> datetime | None:
-        """The snapshot time if the newest state shows a renewable kind departing from its forecast
-        by more than ``DEPARTURE_SHARE`` of its capacity (first time per excursion), else None."""
+        """The snapshot time if the newest state shows a renewable kind departing, else None. Two
+        tests, each once per excursion (re-armed when it clears):
+
+        * from its forecast: |forecast P50 - measured| above ``DEPARTURE_SHARE`` of the kind's capacity;
+        * from its own recent past (no forecast needed; a front the forecast does not know): the
+          measured output ``DROP_SHARE`` below its highest of the last ``DROP_WINDOW``, and by at least
+          ``DROP_MIN_SHARE`` of capacity (a cloud front: -60 % in 10 minutes; a wind cut-out)."""
         st = self.state()
-        if st is None or st["ts"] == self.last_snapshot or self.forecasts is None:
+        if st is None or st["ts"] == self.last_snapshot:
             return None
         self.last_snapshot = st["ts"]
         inj = st["injections"]
         sg = inj[inj.element_type == "sgen"].set_index("element_id").p_mw
         hit = None
-        for kind, fc in (self.forecasts.get("generation") or {}).items():
-            on = self.gens.kind == kind
+        gens = (self.forecasts or {}).get("generation") or {}
+        for kind in ("pv", "wind"):
+            on = (self.gens.kind == kind).to_numpy()
             cap = float(self.gens.rating_mw[on].sum())
-            if cap <= 0 or fc is None or fc.empty:
+            if cap <= 0:
                 continue
             measured = float(sg.reindex(self.gens.sgen_index[on]).fillna(0).sum())
-            t = pd.Timestamp(st["ts"]).floor("5min")
-            row = fc[fc.valid_time == t]
-            if row.empty:
-                continue
-            gap = (float(row.p50.iloc[0]) - measured) / cap
-            was = self.departed.get(kind, False)
-            if abs(gap) > DEPARTURE_SHARE and not was:
+            hist = self.recent.setdefault(kind, [])
+            hist.append((st["ts"], measured))
+            hist[:] = [(t, v) for t, v in hist if st["ts"] - t <= DROP_WINDOW]
+            peak = max(v for _, v in hist)
+            dropped = measured < (1 - DROP_SHARE) * peak and peak - measured > DROP_MIN_SHARE * cap
+            gap = 0.0
+            fc = gens.get(kind)
+            if fc is not None and len(fc):
+                row = fc[fc.valid_time == pd.Timestamp(st["ts"]).floor("5min")]
+                if len(row):
+                    gap = (float(row.p50.iloc[0]) - measured) / cap
+            off = abs(gap) > DEPARTURE_SHARE or dropped
+            if off and not self.departed.get(kind, False):
                 self.departed[kind] = True
                 hit = st["ts"]
-                log.info("dispatcher: %s output %.2f MW departs from its forecast %.2f MW (%.0f %% of capacity)",
-                         kind, measured, float(row.p50.iloc[0]), 100 * gap)
-            elif abs(gap) < DEPARTURE_SHARE / 2:
+                log.info("dispatcher: %s output %.3f MW departs (forecast gap %.0f %% of capacity, %.0f %% below its "
+                         "10-minute high %.3f MW)", kind, measured, 100 * gap, 100 * (1 - measured / max(peak, 1e-9)), peak)
+            elif not off and abs(gap) < DEPARTURE_SHARE / 2:
                 self.departed[kind] = False
         return hit
 
