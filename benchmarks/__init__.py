@@ -44,7 +44,14 @@ def _dispatch(**kw) -> dict:
     return run(**kw)
 
 
+def _replan(**kw) -> dict:
+    from benchmarks.replan import run
+
+    return run(**kw)
+
+
 REGISTRY: dict[str, Callable[..., dict]] = {
+    "replan": _replan,
     "dispatch": _dispatch,
     "loop": _loop,
     "forecast": _forecast,

@@ -138,7 +138,8 @@ def _load_sim(settings: Settings, world_name: str, sensors: int | None, faults: 
         reg = reg[reg.sensor_id <= sensors]
     sim = ScadaSimulator(world, reg, settings.landing, faults=faults_from_string(faults), seed=seed,
                          export_interval_s=export_interval, truth_path=settings.truth if truth else None,
-                         weather_dir=settings.weather_dir, prices_dir=settings.prices)
+                         weather_dir=settings.weather_dir, prices_dir=settings.prices,
+                         events_path=settings.home / "world" / "events.json")
     return sim
 
 
@@ -474,13 +475,14 @@ def data_build(out: Path = typer.Option(PROJECT_ROOT / "data" / "sample_grid", h
 
 @app.command()
 def bench(
-    name: str = typer.Argument(..., help="Benchmark: ingest, estimate, contingency, forecast, loop, dispatch."),
+    name: str = typer.Argument(..., help="Benchmark: ingest, estimate, contingency, forecast, loop, dispatch, replan."),
     sensors: int = typer.Option(100_000, help="ingest: sensors."),
     minutes: int = typer.Option(10, help="ingest: minutes of readings; loop: minutes measured (30 for the record)."),
     keep: bool = typer.Option(False, help="Keep the benchmark's working folder."),
     reference_scale: bool = typer.Option(False, help="estimate/contingency: also run pandapower on the scale grid "
                                                      "(estimate: about 20 GiB of memory)."),
     batteries: int = typer.Option(1000, help="dispatch: batteries."),
+    events: int = typer.Option(20, help="replan: cloud fronts injected."),
 ):
     """Run a benchmark and print one JSON line of figures."""
     from benchmarks import REGISTRY
@@ -495,7 +497,7 @@ def bench(
     os.dup2(2, 1)
     try:
         result = REGISTRY[name](sensors=sensors, minutes=minutes, keep=keep, reference_scale=reference_scale,
-                                batteries=batteries)
+                                batteries=batteries, events=events)
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)

@@ -299,7 +299,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ the record
     # ------------------------------------------------------------------ Dagster
     def _report(self, now, plan_id, trigger, run, sent, seconds) -> None:
-        from dagster import AssetCheckEvaluation, AssetCheckSeverity, AssetMaterialization
+        from dagster import AssetCheckEvaluation, AssetCheckSeverity, AssetKey, AssetMaterialization
 
         from gridpipeline.orchestration.sensors import partition_key
         from gridpipeline.storage.report import dispatch_metadata
@@ -313,7 +313,7 @@ class Dispatcher:
 
         for asset, name, passed, desc, meta in dispatch_checks(run.out, run.verdict, self.ledger):
             self.instance.report_runless_asset_event(AssetCheckEvaluation(
-                asset_key=asset, check_name=name, passed=passed,
+                asset_key=AssetKey(asset), check_name=name, passed=passed, partition=part,
                 severity=AssetCheckSeverity.ERROR if name in ("gate_passed", "ledger_chain_intact")
                 else AssetCheckSeverity.WARN, description=desc, metadata=meta))
         self.report_pending(now)

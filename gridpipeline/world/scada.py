@@ -129,6 +129,7 @@ class ScadaSimulator:
         switch_events: list[tuple[datetime, int, bool]] | None = None,
         weather_dir: Path | None = None,
         prices_dir: Path | None = None,
+        events_path: Path | None = None,
     ):
         from gridpipeline.world.powerflow import TruthEngine
 
@@ -154,6 +155,10 @@ class ScadaSimulator:
         self.gateways: list = []
         #: weather events injected on top of the world's weather: (start, end, factor, sgen positions)
         self.fronts: list[tuple[datetime, datetime, float, np.ndarray, float]] = []
+        #: a JSON list of weather events for the running world ({"start", "minutes", "depth", "kind",
+        #: "ramp_minutes"}), re-read when it changes: how a study injects cloud fronts into a live world
+        self.events_path = Path(events_path) if events_path else None
+        self._events_mtime: int | None = None
         self.step_s = int(np.gcd.reduce(self.reg.interval_s.to_numpy().astype(int)))
         if 300 % self.step_s or 300 % self.export_s or self.export_s % self.step_s:
             raise ValueError("sampling and export intervals must divide 300 s and each other")
@@ -245,7 +250,28 @@ class ScadaSimulator:
         self.fronts.append((start, start + timedelta(minutes=minutes + 2 * ramp_minutes), float(depth),
                             np.flatnonzero(m.to_numpy()), float(ramp_minutes)))
 
+    def _read_events(self) -> None:
+        import json
+
+        try:
+            m = self.events_path.stat().st_mtime_ns
+        except (OSError, AttributeError):
+            return
+        if m == self._events_mtime:
+            return
+        self._events_mtime = m
+        try:
+            events = json.loads(self.events_path.read_text())
+        except ValueError:
+            return  # half-written: read again at the next window
+        self.fronts = []
+        for e in events:
+            self.add_front(datetime.fromisoformat(e["start"]), float(e.get("minutes", 60)), float(e.get("depth", 0.6)),
+                           e.get("kind", "pv"), float(e.get("ramp_minutes", 10)))
+
     def _fronts(self, times: pd.DatetimeIndex, inj):
+        if self.events_path is not None:
+            self._read_events()
         if not self.fronts:
             return inj
         naive = times.tz_convert("UTC").tz_localize(None)

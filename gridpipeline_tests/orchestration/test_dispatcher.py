@@ -110,7 +110,10 @@ def test_cloud_front_replans_and_the_batteries_respond(field, monkeypatch):
     assert now_export > 2.0
     monkeypatch.setenv("GRIDPIPELINE_EXPORT_LIMIT_MW", str(round(now_export - 1.0, 3)))
     reset_settings()
-    d = Dispatcher(get_settings(), report=False, client=client)
+    from dagster import AssetKey, DagsterInstance
+
+    instance = DagsterInstance.ephemeral()
+    d = Dispatcher(get_settings(), instance, report=True, client=client)
     first = d.plan(T0 + timedelta(minutes=4, seconds=30), "schedule")
     assert first["passed"] and first["sent"] >= 60, first  # every available battery got a confirmed setpoint
     assert d.departure(T0 + timedelta(minutes=4, seconds=30)) is None  # output on forecast: no re-plan
@@ -147,6 +150,13 @@ def test_cloud_front_replans_and_the_batteries_respond(field, monkeypatch):
     assert rec["inputs"]["forecast"]["generation"]["issue_time"].startswith("2026-06-15 16:00")
     assert rec["inputs"]["state_snapshot"].startswith("2026-06-15 16:14")
     assert led.verify().ok
+    # what the operator sees: materialisations with plots, checks, pending decisions
+    for key in ("dispatch_plan", "storage_state", "curtailment_plan", "vpp_envelope", "pending_decisions"):
+        ev = instance.get_latest_materialization_event(AssetKey(key))
+        assert ev is not None, key
+    meta = instance.get_latest_materialization_event(AssetKey("dispatch_plan")).asset_materialization.metadata
+    assert meta["gate_passed"].value and "data:image/png" in meta["soc_trajectories"].value
+    assert meta["trigger"].value == "departure"
     # the live store has the plan tables
     with connect(get_settings().live_db_path, read_only=True) as con:
         n = con.execute("SELECT count(DISTINCT plan_id), count(*) FROM ops.dispatch_plan").fetchone()
