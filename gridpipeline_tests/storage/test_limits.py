@@ -83,12 +83,14 @@ def test_dispatch_charges_only_what_line_1_carries_and_the_gate_agrees():
 def test_rows_the_fleet_cannot_move_are_dropped_unless_already_violated():
     from gridpipeline.storage.limits import LimitRows
 
-    rows = LimitRows(names=("line 1 loading", "line 2 loading", "line 3 loading", "bus 4 voltage"),
-                     now=np.array([50.0, 120.0, 50.0, 1.0]), lower=np.array([-1e6, -1e6, -1e6, 0.95]),
-                     upper=np.array([100.0, 100.0, 100.0, 1.05]),
-                     s_battery=np.array([[10.0], [0.001], [0.001], [0.01]]), s_generator=np.zeros((4, 0)),
-                     s_zone=np.zeros((4, 0)), zones=())
+    rows = LimitRows(names=("line 1 loading", "line 2 loading", "line 3 loading", "bus 4 voltage", "line 5 loading"),
+                     now=np.array([80.0, 120.0, 50.0, 1.04, 30.0]), lower=np.array([-1e6, -1e6, -1e6, 0.95, -1e6]),
+                     upper=np.array([100.0, 100.0, 100.0, 1.05, 100.0]),
+                     s_battery=np.array([[10.0], [0.001], [0.001], [0.01], [10.0]]), s_generator=np.zeros((5, 0)),
+                     s_zone=np.zeros((5, 0)), zones=())
     kept = rows.relevant(np.array([0.2]), min_loading=0.5, min_voltage=0.001)
-    # line 1: 2 % at 0.2 MW; line 2: already past its limit; line 3: 0.0002 %; bus 4: 0.002 pu
+    # line 1: 2 % at 0.2 MW and 80 + 2 + 25 % margin reaches 100 %; line 2: already past its limit;
+    # line 3: 0.0002 %; bus 4: 0.002 pu and 1.04 can reach 1.05; line 5: moved 2 % but 30 % cannot bind
     assert kept.names == ("line 1 loading", "line 2 loading", "bus 4 voltage")
-    assert kept.s_battery.shape == (3, 1) and kept.now.tolist() == [50.0, 120.0, 1.0]
+    assert kept.s_battery.shape == (3, 1) and kept.now.tolist() == [80.0, 120.0, 1.04]
+    assert rows.loading_only().names == ("line 1 loading", "line 2 loading", "line 3 loading", "line 5 loading")
