@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 #: how often the forecasts and the network model are re-read from the main store
 REFRESH = timedelta(minutes=1)
 STORE_WAIT_S = 1.0
+#: after a busy store, wait this long before knocking again
+RETRY = timedelta(seconds=15)
 #: a departure of measured renewable output from its forecast that triggers a re-plan: this share of
 #: the kind's installed capacity (a cloud front takes PV down 60 % in 10 minutes; a cut-out takes wind
 #: to zero), once per kind until the output is back within half of it
@@ -110,6 +112,8 @@ class Dispatcher:
         self.forecasts: dict | None = None
         self.model_version: int | None = None
         self.refreshed_at: datetime | None = None
+        self.tried_at: datetime | None = None
+        self.store_busy = 0
         self.last_plan_at: datetime | None = None
         self.last_window: datetime | None = None
         self.last_snapshot: datetime | None = None
@@ -127,6 +131,9 @@ class Dispatcher:
         """Re-read the forecasts (newest issue at or before ``now``) from the main store, briefly."""
         if not force and self.refreshed_at is not None and now - self.refreshed_at < REFRESH:
             return
+        if not force and self.tried_at is not None and now - self.tried_at < RETRY:
+            return  # the store was busy a moment ago: do not knock on its writer lock every poll
+        self.tried_at = now
         import duckdb
 
         try:
@@ -134,7 +141,10 @@ class Dispatcher:
                     connect(self.s.db_path, read_only=True, timeout_s=STORE_WAIT_S) as con:
                 self.forecasts = read_forecasts(con, now)
         except (TimeoutError, duckdb.IOException, duckdb.CatalogException) as exc:
-            log.info("dispatcher: main store not readable now (%s); cached forecasts kept", type(exc).__name__)
+            self.store_busy += 1
+            (log.info if self.store_busy == 1 or self.store_busy % 20 == 0 else log.debug)(
+                "dispatcher: main store not readable now (%s, %d times); cached forecasts kept", type(exc).__name__,
+                self.store_busy)
             return
         self.refreshed_at = now
 
@@ -206,9 +216,12 @@ class Dispatcher:
         summary = {"plan_id": plan_id, "trigger": trigger, "seconds": round(seconds, 3),
                    "plan_seconds": round(run.seconds, 3), "gate": v.reason, "passed": v.passed, "scale": v.scale,
                    "sent": sent.get("confirmed", 0), "flags": run.flags}
-        if self.report:
-            self._report(now, plan_id, trigger, run, sent, seconds)
         self.last_plan_at = now
+        if self.report:  # the plan is recorded and acted on already: a reporting failure is only logged
+            try:
+                self._report(now, plan_id, trigger, run, sent, seconds)
+            except Exception:
+                log.exception("dispatcher: reporting plan %s to Dagster failed", plan_id)
         return summary
 
     # ------------------------------------------------------------------ acting
@@ -313,7 +326,9 @@ class Dispatcher:
 
         for asset, name, passed, desc, meta in dispatch_checks(run.out, run.verdict, self.ledger):
             self.instance.report_runless_asset_event(AssetCheckEvaluation(
-                asset_key=AssetKey(asset), check_name=name, passed=passed, partition=part,
+                # no partition: Dagster keeps one runless evaluation per (check, partition), and a window
+                # holds its scheduled plan and any re-plans
+                asset_key=AssetKey(asset), check_name=name, passed=passed,
                 severity=AssetCheckSeverity.ERROR if name in ("gate_passed", "ledger_chain_intact")
                 else AssetCheckSeverity.WARN, description=desc, metadata=meta))
         self.report_pending(now)
