@@ -43,7 +43,7 @@ import pandas as pd
 from gridpipeline.common import landing as lz
 from gridpipeline.settings import Settings
 from gridpipeline.storage.cycle import OPS_DDL, PlanEngine, ops_frames, write_ops
-from gridpipeline.storage.inputs import estimated_net, parse_case, read_forecasts
+from gridpipeline.storage.inputs import estimated_net, read_forecasts, state_at
 from gridpipeline.store import connect, writer_lock
 
 log = logging.getLogger(__name__)
@@ -154,21 +154,10 @@ class Dispatcher:
 
         try:
             with connect(self.s.live_db_path, read_only=True, timeout_s=5.0) as con:
-                row = con.execute("SELECT max(snapshot_ts) FROM grid.state_summary WHERE converged").fetchone()
-                if not row or row[0] is None:
-                    return None
-                ts = row[0]
-                inj = con.execute("SELECT element_type, element_id, p_mw, q_mvar FROM grid.state_injection "
-                                  "WHERE snapshot_ts = ?", [ts]).df()
-                sw = con.execute("SELECT switch_id, closed FROM grid.switch_states WHERE snapshot_ts = ?", [ts]).df()
-                n1 = con.execute(
-                    "SELECT contingency FROM grid.contingencies WHERE snapshot_ts = (SELECT max(snapshot_ts) "
-                    "FROM grid.contingencies) ORDER BY rank LIMIT ?", [GATE_CONTINGENCIES]).df()
-        except (duckdb.IOException, duckdb.CatalogException, TimeoutError) as exc:
+                return state_at(con, contingencies=GATE_CONTINGENCIES)
+        except (duckdb.IOException, TimeoutError) as exc:
             log.info("dispatcher: live store not readable (%s)", type(exc).__name__)
             return None
-        return {"ts": ts, "injections": inj, "switches": sw.set_index("switch_id").closed.astype(bool),
-                "contingencies": [c for c in map(parse_case, n1.contingency) if c] if len(n1) else []}
 
     def estimated_net(self, st: dict):
         return estimated_net(self.net, st)

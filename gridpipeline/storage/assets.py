@@ -90,29 +90,6 @@ def soc_from_telemetry(con, at: datetime, fleet: pd.DataFrame, lookback: timedel
         "capacity_mwh": fleet.capacity_mwh.to_numpy()})
 
 
-def state_at(con, at: datetime) -> dict | None:
-    """The newest converged estimated state at or before ``at`` (within 10 minutes) in ``con``'s grid tables."""
-    import duckdb
-
-    from gridpipeline.storage.inputs import parse_case
-
-    try:
-        row = con.execute("SELECT max(snapshot_ts) FROM grid.state_summary WHERE converged AND snapshot_ts <= ? "
-                          "AND snapshot_ts > ?", [at, at - timedelta(minutes=10)]).fetchone()
-        if not row or row[0] is None:
-            return None
-        ts = row[0]
-        inj = con.execute("SELECT element_type, element_id, p_mw, q_mvar FROM grid.state_injection WHERE snapshot_ts = ?",
-                          [ts]).df()
-        sw = con.execute("SELECT switch_id, closed FROM grid.switch_states WHERE snapshot_ts = ?", [ts]).df()
-        n1 = con.execute("SELECT contingency FROM grid.contingencies WHERE snapshot_ts = (SELECT max(snapshot_ts) FROM "
-                         "grid.contingencies WHERE snapshot_ts <= ?) ORDER BY rank LIMIT 10", [at]).df()
-    except duckdb.CatalogException:
-        return None
-    return {"ts": ts, "injections": inj, "switches": sw.set_index("switch_id").closed.astype(bool),
-            "contingencies": [c for c in map(parse_case, n1.contingency) if c]}
-
-
 @multi_asset(
     specs=[
         AssetSpec("storage_state", group_name=GROUP, deps=["grid_state"],
@@ -139,7 +116,7 @@ def dispatch_cycle(context: AssetExecutionContext, duckdb: DuckDBResource, setti
                    network: NetworkModelResource):
     from gridpipeline.ledger.store import REPLAY, Ledger
     from gridpipeline.storage.cycle import ops_frames, write_ops
-    from gridpipeline.storage.inputs import read_forecasts
+    from gridpipeline.storage.inputs import read_forecasts, state_at
     from gridpipeline.storage.report import dispatch_checks, dispatch_metadata
 
     s = settings.get()
@@ -222,5 +199,5 @@ def approve_decision():
 storage_assets = [dispatch_cycle, pending_decisions]
 storage_jobs = [approve_decision]
 
-__all__ = ["approve_decision", "dispatch_cycle", "pending_decisions", "soc_from_telemetry", "state_at",
+__all__ = ["approve_decision", "dispatch_cycle", "pending_decisions", "soc_from_telemetry",
            "storage_assets", "storage_jobs"]

@@ -16,6 +16,33 @@ STEP = timedelta(minutes=5)
 NOWCAST_HOURS = 2.0
 
 
+def state_at(con, at: datetime | None = None, max_age: timedelta = timedelta(minutes=10),
+             contingencies: int = 10) -> dict | None:
+    """The newest converged estimated state in ``con``'s grid tables (at or before ``at``, at most
+    ``max_age`` old, when ``at`` is given): snapshot time, injections, switch states, and the
+    ``contingencies`` worst N-1 cases of the newest screening. None when there is none yet."""
+    import duckdb
+
+    try:
+        if at is None:
+            row = con.execute("SELECT max(snapshot_ts) FROM grid.state_summary WHERE converged").fetchone()
+        else:
+            row = con.execute("SELECT max(snapshot_ts) FROM grid.state_summary WHERE converged AND snapshot_ts <= ? "
+                              "AND snapshot_ts > ?", [at, at - max_age]).fetchone()
+        if not row or row[0] is None:
+            return None
+        ts = row[0]
+        inj = con.execute("SELECT element_type, element_id, p_mw, q_mvar FROM grid.state_injection WHERE snapshot_ts = ?",
+                          [ts]).df()
+        sw = con.execute("SELECT switch_id, closed FROM grid.switch_states WHERE snapshot_ts = ?", [ts]).df()
+        n1 = con.execute("SELECT contingency FROM grid.contingencies WHERE snapshot_ts = (SELECT max(snapshot_ts) FROM "
+                         "grid.contingencies WHERE snapshot_ts <= ?) ORDER BY rank LIMIT ?", [ts, contingencies]).df()
+    except duckdb.CatalogException:
+        return None
+    return {"ts": ts, "injections": inj, "switches": sw.set_index("switch_id").closed.astype(bool),
+            "contingencies": [c for c in map(parse_case, n1.contingency) if c]}
+
+
 def estimated_net(net, st: dict):
     """A copy of the network model with the estimated injections and switch states of snapshot ``st``
     (``{"injections": element_type, element_id, p_mw, q_mvar; "switches": Series}``)."""
@@ -163,4 +190,5 @@ def vpp_envelopes(units: pd.DataFrame, out, times: pd.DatetimeIndex, bms: pd.Dat
 
 
 __all__ = ["HORIZON", "NOWCAST_HOURS", "STEP", "estimated_net", "forecast_frames", "parse_case", "read_forecasts",
+           "state_at",
            "vpp_envelopes"]
