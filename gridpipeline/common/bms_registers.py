@@ -41,16 +41,19 @@ def from_words(hi: int, lo: int) -> int:
     return v - (1 << 32) if v & 0x80000000 else v
 
 
-def decode(registers: list[int]) -> dict[str, float]:
-    """The raw registers of one unit -> engineering values (soc in %, energy in MWh, power in MW)."""
-    return {name: from_words(registers[2 * k], registers[2 * k + 1]) * SCALE[name] for k, name in enumerate(FIELDS)}
+def decode(registers: list[int], fields: tuple = FIELDS, scale: dict | None = None) -> dict[str, float]:
+    """The raw registers of one unit -> engineering values (soc in %, energy in MWh, power in MW);
+    ``fields``/``scale`` name another map of 32-bit fields (the inverters')."""
+    scale = scale or SCALE
+    return {name: from_words(registers[2 * k], registers[2 * k + 1]) * scale[name] for k, name in enumerate(fields)}
 
 
-def encode(values: dict[str, float]) -> list[int]:
+def encode(values: dict[str, float], fields: tuple = FIELDS, scale: dict | None = None) -> list[int]:
     """Engineering values -> the unit's registers (missing fields are 0)."""
+    scale = scale or SCALE
     out: list[int] = []
-    for name in FIELDS:
-        out += to_words(round(values.get(name, 0) / SCALE[name]))
+    for name in fields:
+        out += to_words(round(values.get(name, 0) / scale[name]))
     return out
 
 

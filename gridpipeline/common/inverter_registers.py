@@ -18,7 +18,8 @@ Every quantity is a signed 32-bit integer in two registers, high word first (as 
 
 from __future__ import annotations
 
-from gridpipeline.common.bms_registers import from_words, to_words
+from gridpipeline.common import bms_registers
+from gridpipeline.common.bms_registers import to_words
 
 FIELDS = ("w", "w_max", "w_avail", "status", "heartbeat", "w_max_lim_pct", "w_max_lim_ena")
 ADDRESS = {name: 2 * k for k, name in enumerate(FIELDS)}
@@ -29,14 +30,11 @@ SCALE = {"w": 1e-6, "w_max": 1e-6, "w_avail": 1e-6, "status": 1, "heartbeat": 1,
 
 
 def decode(registers: list[int]) -> dict[str, float]:
-    return {name: from_words(registers[2 * k], registers[2 * k + 1]) * SCALE[name] for k, name in enumerate(FIELDS)}
+    return bms_registers.decode(registers, FIELDS, SCALE)
 
 
 def encode(values: dict[str, float]) -> list[int]:
-    out: list[int] = []
-    for name in FIELDS:
-        out += to_words(round(values.get(name, 0) / SCALE[name]))
-    return out
+    return bms_registers.encode(values, FIELDS, SCALE)
 
 
 def limit_words(pct: float, enabled: bool = True) -> list[int]:
