@@ -65,13 +65,15 @@ def test_stop_all_takes_the_grandchildren_that_ignore_sigterm(tmp_path):
     from gridpipeline.orchestration.child import spawn, stop_all
 
     pidfile = tmp_path / "grandchild.pid"
-    code = ("import signal, subprocess, sys, time\n"
-            "g = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'])\n"
-            f"open({str(pidfile)!r}, 'w').write(str(g.pid))\n"
+    # the grandchild writes its pid only once it ignores SIGTERM: on a loaded machine its interpreter
+    # may not have started yet when the child is signalled, and it would die with the group
+    grand = ("import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+             f"open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(600)")
+    code = ("import subprocess, sys, time\n"
+            f"subprocess.Popen([sys.executable, '-c', {grand!r}])\n"
             "time.sleep(600)\n")
     child = spawn([sys.executable, "-c", code])
-    for _ in range(100):
+    for _ in range(600):
         if pidfile.exists() and pidfile.read_text():
             break
         time.sleep(0.05)
