@@ -6,7 +6,7 @@ Set-up (untimed), in a fresh home under a temp folder: ``gridpipeline dev --catc
 Dagster), then a wait until the loop has estimates and the dispatcher has sent its first plan.
 
 Each event: a cloud front on every PV generator (output down 70 % over one minute, held two minutes,
-back over one) starting at a 5-minute window start at least 90 s ahead, written to the world's event
+back over one) starting at the next 5-minute window start at least 20 s ahead, written to the world's event
 file (``<home>/world/events.json``, read by the simulator only; the pipeline never sees it). The
 pipeline has to notice it from its telemetry: the loop estimates the state, the dispatcher sees the
 measured PV fall (against the forecast, or 50 % below its 10-minute high), re-plans, gates and writes
@@ -37,6 +37,9 @@ from gridpipeline.settings import PROJECT_ROOT
 
 FRONT = {"minutes": 2.0, "depth": 0.7, "kind": "pv", "ramp_minutes": 1.0}
 MISS_AFTER = timedelta(minutes=5)
+# the simulator reads the event file at each 5-minute window's start, so 20 s ahead is enough, and
+# fronts follow each other every 5 minutes (the 4-minute front has recovered a minute before the next)
+LEAD_S = 20
 
 
 def _now() -> datetime:
@@ -83,7 +86,7 @@ def run(events: int = 20, keep: bool = False, **_) -> dict:
         spec = []
         for k in range(events):
             now = _now()
-            start = (now + timedelta(seconds=90)).replace(second=0, microsecond=0)
+            start = (now + timedelta(seconds=LEAD_S)).replace(second=0, microsecond=0)
             start += timedelta(minutes=(5 - start.minute % 5) % 5)
             spec.append({**FRONT, "start": start.isoformat()})
             tmp = events_file.with_suffix(".tmp")

@@ -64,7 +64,8 @@ def generation_forecast(wx: pd.DataFrame, latitude: float, longitude: float, cap
                      f"{kind}_p50_peak_mw": round(float(np.nanmax(q[:, 1])), 3) if np.isfinite(q[:, 1]).any() else None,
                      f"{kind}_energy_24h_mwh": round(float(np.nansum(q[:, 1]) * 5 / 60), 2)})
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    rp = pd.concat(ramps, ignore_index=True) if ramps else pd.DataFrame()
+    found = [r for r in ramps if len(r)]  # empty frames would decide the dtypes (a pandas deprecation)
+    rp = pd.concat(found, ignore_index=True) if found else (ramps[0] if ramps else pd.DataFrame())
     return out, rp, meta
 
 

@@ -58,7 +58,7 @@ def aggregate_inputs(x: DispatchInputs, cl: np.ndarray, C: int) -> DispatchInput
         dt_h=x.dt_h, price_buy=x.price_buy, price_sell=x.price_sell, net_load=x.net_load,
         soc0=s(x.soc0), e_min=s(x.e_min), e_max=s(x.e_max), p_charge_max=s(x.p_charge_max),
         p_discharge_max=s(x.p_discharge_max), degradation=deg, e_target=s(x.e_target),
-        terminal_value=x.terminal_value, gen_avail=x.gen_avail, curtail_value=x.curtail_value,
+        terminal_value=x.terminal_value, surplus_value=x.surplus_value, gen_avail=x.gen_avail, curtail_value=x.curtail_value,
         import_max=x.import_max, export_max=x.export_max, limit_base=x.limit_base, limit_lower=x.limit_lower,
         limit_upper=x.limit_upper, sens_battery=sens, sens_generator=x.sens_generator, limit_names=x.limit_names)
 
@@ -135,11 +135,13 @@ def _disaggregate(agg: DispatchResult, x: DispatchInputs, cl: np.ndarray, C: int
 def member_cost(power: np.ndarray, energy: np.ndarray, x: DispatchInputs) -> float:
     """The plan's cost with the members' schedules, the objective both paths are compared on: energy
     bought minus sold for the net load plus the fleet, every member's degradation, and the shortfall
-    below each member's terminal target at ``terminal_value``."""
+    below each member's terminal target at ``terminal_value`` (less the surplus above it at ``surplus_value``)."""
     net = np.asarray(x.net_load, float) - power.sum(axis=1)
     cost = x.dt_h * (np.clip(net, 0, None) @ np.asarray(x.price_buy) - np.clip(-net, 0, None) @ np.asarray(x.price_sell))
     cost += x.dt_h * (np.abs(power) @ np.asarray(x.degradation, float)).sum()
-    cost += x.terminal_value * np.clip(np.asarray(x.e_target, float) - energy[-1], 0, None).sum()
+    gap = np.asarray(x.e_target, float) - energy[-1]
+    cost += x.terminal_value * np.clip(gap, 0, None).sum()
+    cost -= min(x.surplus_value or 0.0, x.terminal_value) * np.clip(-gap, 0, None).sum()
     return float(cost)
 
 

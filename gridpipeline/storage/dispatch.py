@@ -11,7 +11,8 @@ every constraint is written once over the index.
 * grid limits: rows of linear sensitivities around the estimated state (branch flows, bus voltages),
   ``lower <= base + (d - c) S_bat' - curt S_gen' <= upper``;
 * objective: energy bought minus sold, degradation per MWh of throughput, the value of curtailed
-  energy, a shortfall below the terminal energy target priced at ``terminal_value``, and penalties.
+  energy, a shortfall below the terminal energy target priced at ``terminal_value`` (and a surplus
+  above it credited at ``surplus_value``, at most as much), and penalties.
 
 **Never infeasible.** Everything that can be impossible (energy bounds, import/export limits, grid
 limits, the terminal target) is soft, with a priced slack; doing nothing (c = d = curt = 0) is
@@ -76,6 +77,8 @@ class DispatchInputs:
     degradation: np.ndarray      # (N,) €/MWh of throughput
     e_target: np.ndarray         # (N,) MWh at the end of the horizon
     terminal_value: float        # €/MWh of shortfall below the target
+    #: €/MWh credited for energy above the target at the end (at most ``terminal_value``; 0: worthless)
+    surplus_value: float = 0.0
     gen_avail: np.ndarray | None = None   # (T, G) MW forecast output of curtailable generators
     curtail_value: np.ndarray | None = None  # (G,) €/MWh lost per MWh curtailed
     import_max: np.ndarray | None = None   # (T,) MW
@@ -137,7 +140,7 @@ class DispatchModel:
             ("price_buy_dt", T, {}), ("price_sell_dt", T, {}), ("net_load", T, {}), ("soc0", N, {}),
             ("e_min", N, {}), ("e_max", N, {}), ("c_max", (T, N), {"nonneg": True}),
             ("d_max", (T, N), {"nonneg": True}), ("deg_dt", N, {"nonneg": True}), ("e_target", N, {}),
-            ("terminal_value", (), {"nonneg": True}), ("avail", (T, max(G, 1)), {"nonneg": True}),
+            ("terminal_value", (), {"nonneg": True}), ("surplus_value", (), {"nonneg": True}), ("avail", (T, max(G, 1)), {"nonneg": True}),
             ("curt_value_dt", max(G, 1), {"nonneg": True}), ("imp_max", T, {"nonneg": True}),
             ("exp_max", T, {"nonneg": True}), ("dt", (), {"nonneg": True}),
             ("lim_base", (T, max(K, 1)), {}), ("lim_lo", max(K, 1), {}), ("lim_hi", max(K, 1), {}),
@@ -152,11 +155,12 @@ class DispatchModel:
         s_lo = cp.Variable((T + 1, N), nonneg=True)
         s_hi = cp.Variable((T + 1, N), nonneg=True)
         s_term = cp.Variable(N, nonneg=True)
+        s_sur = cp.Variable(N, nonneg=True)
         s_imp = cp.Variable(T, nonneg=True)
         s_exp = cp.Variable(T, nonneg=True)
         s_lim_lo = cp.Variable((T, max(K, 1)), nonneg=True)
         s_lim_hi = cp.Variable((T, max(K, 1)), nonneg=True)
-        self.v = dict(c=c, d=d, e=e, curt=curt, imp=imp, exp=exp, s_lo=s_lo, s_hi=s_hi, s_term=s_term,
+        self.v = dict(c=c, d=d, e=e, curt=curt, imp=imp, exp=exp, s_lo=s_lo, s_hi=s_hi, s_term=s_term, s_sur=s_sur,
                       s_imp=s_imp, s_exp=s_exp, s_lim_lo=s_lim_lo, s_lim_hi=s_lim_hi)
         eta_c = np.asarray(fleet.eta_c, dtype=float)
         inv_eta_d = 1.0 / np.asarray(fleet.eta_d, dtype=float)
@@ -169,7 +173,8 @@ class DispatchModel:
                                                             - cp.multiply(d, ones_t @ inv_eta_d[None, :])),
             "energy_min": e + s_lo >= np.ones((T + 1, 1)) @ cp.reshape(P["e_min"], (1, N), order="C"),
             "energy_max": e - s_hi <= np.ones((T + 1, 1)) @ cp.reshape(P["e_max"], (1, N), order="C"),
-            "terminal": e[T] + s_term >= P["e_target"],
+            # the end of the horizon: below the target short by s_term, above it by s_sur
+            "terminal": e[T] + s_term - s_sur == P["e_target"],
             "charge_max": c <= P["c_max"],
             "discharge_max": d <= P["d_max"],
             "balance": imp - exp == P["net_load"] - gen_out + cp.sum(c, axis=1) - cp.sum(d, axis=1),
@@ -199,6 +204,7 @@ class DispatchModel:
             "degradation": cp.sum(c + d, axis=0) @ P["deg_dt"],
             "curtailment": cp.sum(curt, axis=0) @ P["curt_value_dt"],
             "terminal_shortfall": P["terminal_value"] * cp.sum(s_term),
+            "terminal_surplus": -P["surplus_value"] * cp.sum(s_sur),
             "penalty_energy": PENALTY["energy"] * (cp.sum(s_lo) + cp.sum(s_hi)),
             "penalty_grid": PENALTY["grid"] * P["dt"] * (cp.sum(s_imp) + cp.sum(s_exp)),
             "penalty_limits": PENALTY["limit"] * P["dt"] * (cp.sum(s_lim_lo) + cp.sum(s_lim_hi)),
@@ -224,6 +230,8 @@ class DispatchModel:
         P["deg_dt"].value = _z(x.degradation, N) * x.dt_h
         P["e_target"].value = _z(x.e_target, N)
         P["terminal_value"].value = max(float(x.terminal_value), 0.0)
+        # concave value of stored energy (a surplus never worth more than a shortfall costs): an LP
+        P["surplus_value"].value = min(max(float(x.surplus_value or 0.0), 0.0), P["terminal_value"].value)
         P["avail"].value = np.clip(_z(x.gen_avail, (T, G)), 0, None) if G else np.zeros((T, 1))
         P["curt_value_dt"].value = (_z(x.curtail_value, G) * x.dt_h) if G else np.zeros(1)
         P["imp_max"].value = np.full(T, big) if x.import_max is None else _z(x.import_max, T)

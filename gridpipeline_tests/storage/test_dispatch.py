@@ -144,3 +144,25 @@ def test_no_simultaneous_charge_and_discharge_on_the_real_2018_negative_hours():
         neg_seen += int((price < 0).sum())
         soc = r.energy[-1]
     assert neg_seen >= 134 and len(days) >= 10
+
+
+def test_stored_energy_at_the_end_is_valued_both_ways_by_hand():
+    """One lossless 1 MWh battery, empty, one hour at 10 €/MWh. Energy short of the target costs 30 €/MWh.
+    Worthless above the target, nothing is bought (objective 0); credited at 30 €/MWh above it, 1 MWh is
+    bought for 10 and is worth 30 (objective -20); a surplus credit above the shortfall price is cut to
+    it (an LP: the value of stored energy stays concave)."""
+    fleet = Fleet(("B",), eta_c=np.ones(1), eta_d=np.ones(1))
+
+    def x(surplus):
+        return DispatchInputs(dt_h=1.0, price_buy=np.array([10.0]), price_sell=np.array([10.0]), net_load=np.zeros(1),
+                              soc0=np.zeros(1), e_min=np.zeros(1), e_max=np.ones(1), p_charge_max=np.ones(1),
+                              p_discharge_max=np.ones(1), degradation=np.zeros(1), e_target=np.zeros(1),
+                              terminal_value=30.0, surplus_value=surplus)
+
+    m = DispatchModel(fleet, 1)
+    assert m.solve(x(0.0)).objective == pytest.approx(0.0, abs=1e-6)
+    r = m.solve(x(30.0))
+    assert r.objective == pytest.approx(-20.0, abs=1e-6)
+    np.testing.assert_allclose(r.charge[0], [1.0], atol=1e-6)
+    assert r.breakdown["terminal_surplus"] == pytest.approx(-30.0, abs=1e-6)
+    assert m.solve(x(99.0)).objective == pytest.approx(-20.0, abs=1e-6)
