@@ -68,6 +68,31 @@ def _add_domain_apps() -> None:
                                "writes_failed": st.writes_failed,
                                "plan_p50_s": round(secs[len(secs) // 2], 3) if secs else None}))
 
+    @dispatch_app.command("vpp-setpoint")
+    def dispatch_vpp_setpoint(
+        vpp: str = typer.Option(..., "--vpp", help="VPP name (the network model's storage.vpp), e.g. VPP_HOME."),
+        mw: Optional[float] = typer.Option(None, "--mw", help="Aggregate setpoint in MW, positive = discharge."),
+        minutes: float = typer.Option(30.0, help="How long the setpoint holds (the dispatcher leaves the members alone)."),
+        operator: str = typer.Option(..., "--operator", help="Who dispatches (recorded in the ledger)."),
+        note: str = typer.Option("", help="Why (recorded in the ledger)."),
+        release: bool = typer.Option(False, "--release", help="End the VPP's hold now: the dispatcher plans them again."),
+    ):
+        """Dispatch a VPP as one unit: split the aggregate setpoint onto its members within their and their
+        feeder heads' limits, gate it (AC power flow with N-1), record it and write it over Modbus
+        (orchestration/vpp_command.py)."""
+        import logging
+
+        from gridpipeline.orchestration.vpp_command import vpp_setpoint
+
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        try:
+            out = vpp_setpoint(_settings(), vpp, mw, minutes, operator, note, release=release)
+        except ValueError as exc:
+            typer.secho(str(exc), fg="red", err=True)
+            raise typer.Exit(2)
+        typer.echo(out["summary"], err=True)
+        typer.echo(json.dumps(out, default=str))
+
     app.add_typer(grid_app, name="grid", help="Power flow, state estimation and N-1 on your own network files.")
     app.add_typer(forecast_app, name="forecast", help="Forecast backtests on your own history.")
     app.add_typer(audit_app, name="audit", help="Integrity of the decision ledger.")

@@ -16,6 +16,8 @@ dispatcher is one process that keeps the network model, the fleet and the compil
 * records the plan, the gate's verdict and the curtailment in the decision ledger, with inputs,
   objective and breakdown, binding constraints with duals, and the alternatives (doing nothing, the
   rule);
+* leaves out of its plans the members an operator's VPP setpoint holds (``vpp_command``), taking
+  their power as given and sending their setpoints again with its own;
 * acts by mode (``decision_modes``, kind ``dispatch``, default ``automatic``): writes the gated
   setpoints and curtailment limits over Modbus and confirms each by reading it back (a
   ``setpoint_write`` record), or waits for an approval (``approve``; approvals come from the
@@ -172,7 +174,8 @@ class Dispatcher:
         read_at = utcnow()
         bms = self.client.read_fleet()
         st = self.state()
-        run = self.engine.run(now, trigger, bms, st, self.forecasts)
+        held = self.holds(now)
+        run = self.engine.run(now, trigger, bms, st, self.forecasts, held=held)
         body = run.body
         if departure_at is not None:
             body["departure_snapshot"] = str(departure_at)
@@ -212,6 +215,16 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatcher: reporting plan %s to Dagster failed", plan_id)
         return summary
+
+    def holds(self, now: datetime) -> dict:
+        """Members held by an operator's VPP setpoint now (``gridpipeline dispatch vpp-setpoint``)."""
+        from gridpipeline.storage.vpp import active_holds
+
+        try:
+            return active_holds(self.ledger.records(kind="vpp_setpoint"), now)
+        except Exception:  # noqa: BLE001 - a ledger busy for longer than its lock wait: plan without holds
+            log.exception("dispatcher: reading VPP holds from the ledger failed; planning without them")
+            return {}
 
     # ------------------------------------------------------------------ acting
     def send(self, decision_id: str, setpoints: dict) -> dict:

@@ -83,8 +83,14 @@ class PlanEngine:
         self.import_max = import_limit or rating or 1e4
         self.export_max = export_limit or rating or 1e4
         self.planner = FleetPlanner()
+        #: feeder -> (MW more injection, MW more consumption) its head can carry, from the last limit rows
+        self.headroom: dict[str, tuple[float, float]] = {}
 
-    def run(self, now: datetime, trigger: str, bms: pd.DataFrame, st: dict | None, forecasts: dict | None) -> PlanRun:
+    def run(self, now: datetime, trigger: str, bms: pd.DataFrame, st: dict | None, forecasts: dict | None,
+            held: dict | None = None) -> PlanRun:
+        """One plan. ``held``: battery id -> (MW, decision id) of units an operator's VPP setpoint holds:
+        they are left out of the plan (with the reason), their power is taken as given in the net load,
+        and their setpoints are sent again with the plan's (the BMS watchdog would drop them)."""
         from gridpipeline.storage.gate import gate
         from gridpipeline.storage.planner import PlanInputs, plan_tables, solve_plan, units_now
 
@@ -93,6 +99,12 @@ class PlanEngine:
         start = pd.Timestamp(now).floor("5min").tz_localize("UTC")
         times = pd.date_range(start, periods=int(HORIZON / STEP), freq=STEP)
         units = units_now(self.fleet, bms)
+        held = {b: v for b, v in (held or {}).items() if b in set(units.battery_id)}
+        if held:
+            on = units.battery_id.isin(list(held))
+            units.loc[on, "reason"] = [f"held by operator VPP setpoint {held[b][1]}" for b in units.battery_id[on]]
+            units.loc[on, "available"] = False
+            flags.append(f"{len(held)} units held by an operator's VPP setpoint: left out of the plan")
         demand, renew, ramps, fc_ref = forecast_frames(forecasts, times, st, self.net, flags)
         prices, price_ref = self._prices(now, times, flags)
         limits, gen_now, other_gen, est_net = None, None, 0.0, None
@@ -102,20 +114,30 @@ class PlanEngine:
             limits = self._limits(est_net, units)
         else:
             flags.append("no estimated state: no grid limits, gate on the network model's nominal state")
+        other_gen += sum(float(mw) for mw, _ in held.values())  # the held units' injection, as given
         p = PlanInputs(times=times, units=units, generators=self.gens, demand=demand, renewables=renew, prices=prices,
                        other_generation_mw=other_gen, ramps=ramps, limits=limits, gen_now_mw=gen_now, flags=flags,
                        import_max_mw=self.import_max, export_max_mw=self.export_max)
         out = solve_plan(p, self.planner)
         first = pd.Series(out.power[0], index=self.fleet.storage_index.to_numpy())  # + discharge
+        for b, (mw, _) in held.items():  # the gate sees the held units at their setpoints
+            first.iloc[int(np.flatnonzero(self.fleet.battery_id.to_numpy() == b)[0])] = float(mw)
         curt0 = pd.Series(out.curtail[0], index=self.gens.sgen_index.to_numpy()) if len(self.gens) else None
         verdict = gate(est_net if est_net is not None else self.net, first, curt0,
                        contingencies=(st or {}).get("contingencies", []) if est_net is not None else [],
                        loading_limit=self.loading_limit, v_min=self.v_min, v_max=self.v_max)
         tables = plan_tables(p, out.power, out.energy, out.curtail, out.x)
         curt = out.curtailment(times)
-        env = vpp_envelopes(units, out, times, bms)
+        env = vpp_envelopes(units, out, times, bms, self.headroom if st is not None else None)
         sp = self._setpoints(out.power[0] * verdict.scale, out.curtail[0] * verdict.scale, units)
+        sp["battery"].update({b: round(float(mw), 6) for b, (mw, _) in held.items()})
         body = self._decision_body(now, trigger, p, out, verdict, fc_ref, price_ref, st, bms, curt, flags)
+        body["setpoints"], body["decision"]["first_step_mw"] = sp, sp["battery"]  # with the held units'
+        body["vpp"] = {"feeder_headroom_mw": {f: {"injection": u, "consumption": d} for f, (u, d) in self.headroom.items()}
+                       if st is not None else {},
+                       "feeder_capped": sorted({f for c in env.get("feeder_capped", pd.Series(dtype=str)) for f in
+                                                str(c).split()}),
+                       "held": {b: {"mw": mw, "decision": did} for b, (mw, did) in held.items()}}
         return PlanRun(p, out, verdict, tables, curt, env, bms, sp, body, time.perf_counter() - t0, flags)
 
     def _prices(self, now, times, flags):
@@ -153,6 +175,9 @@ class PlanEngine:
                               batteries=list(self.fleet.storage_index), generators=list(self.gens.sgen_index),
                               zone_of_load=zone_of_load, loading_limit=self.loading_limit,
                               v_min=self.v_min, v_max=self.v_max)
+            from gridpipeline.storage.limits import feeder_headroom, feeder_heads
+
+            self.headroom = feeder_headroom(rows, self.fleet.feeder.to_numpy(), feeder_heads(est_net))
             return rows.relevant(units.p_max_mw.to_numpy(float) * units.available.to_numpy(bool))
         except Exception:
             log.exception("plan: grid limit rows failed; planning without them (the gate still checks)")

@@ -163,12 +163,17 @@ def forecast_frames(fc: dict | None, times: pd.DatetimeIndex, st: dict | None, n
     return demand.reset_index(drop=True), renew, int(fc.get("ramps", 0)), fc.get("ref", {})
 
 
-def vpp_envelopes(units: pd.DataFrame, out, times: pd.DatetimeIndex, bms: pd.DataFrame) -> pd.DataFrame:
+def vpp_envelopes(units: pd.DataFrame, out, times: pd.DatetimeIndex, bms: pd.DataFrame,
+                  feeder_headroom: dict | None = None) -> pd.DataFrame:
     """Per VPP and step: the aggregate P range and energy bounds the members can give around the plan
-    (each member's power limits, and its energy limits from its planned energy at that step)."""
+    (each member's power limits, and its energy limits from its planned energy at that step), the
+    members behind one feeder head sharing what that head can carry (``feeder_headroom``: feeder ->
+    (MW more injection, MW more consumption), ``limits.feeder_headroom``). ``feeder_capped`` names the
+    feeders whose head cut the range."""
     rows = []
     dt = out.x.dt_h
     naive = times.tz_convert("UTC").tz_localize(None)
+    feeder_headroom = feeder_headroom or {}
     for vpp, idx in units.groupby("vpp").groups.items():
         if not vpp:
             continue
@@ -180,13 +185,25 @@ def vpp_envelopes(units: pd.DataFrame, out, times: pd.DatetimeIndex, bms: pd.Dat
         eta_c, eta_d = units.eta_c.to_numpy(float)[j], units.eta_d.to_numpy(float)[j]
         p_dis = np.minimum(pmax[None, :], np.clip(e - lo[None, :], 0, None) * eta_d[None, :] / dt)
         p_ch = np.minimum(pmax[None, :], np.clip(hi[None, :] - e, 0, None) / (eta_c[None, :] * dt))
+        feeder = units.feeder.astype(str).to_numpy()[j] if "feeder" in units else np.full(len(j), "")
+        capped = np.full(len(times), "", dtype=object)
+        for f, (up, down) in feeder_headroom.items():
+            on = feeder == str(f)
+            if not on.any():
+                continue
+            for arr, room in ((p_dis, up), (p_ch, down)):
+                tot = arr[:, on].sum(axis=1)
+                over = tot > room + 1e-9
+                if over.any():
+                    arr[np.ix_(over, np.flatnonzero(on))] *= (max(room, 0.0) / tot[over])[:, None]
+                    capped[over] = [f"{c} {f}".strip() for c in capped[over]]
         for t in range(len(times)):
             rows.append({"vpp": vpp, "step_ts": naive[t], "step": t, "p_min_mw": -float(p_ch[t].sum()),
                          "p_max_mw": float(p_dis[t].sum()), "e_min_mwh": float(lo[avail].sum()),
                          "e_max_mwh": float(hi[avail].sum()), "e_planned_mwh": float(e[t][avail].sum()),
-                         "members": int(avail.sum())})
+                         "members": int(avail.sum()), "feeder_capped": " ".join(sorted(set(capped[t].split())))})
     return pd.DataFrame(rows, columns=["vpp", "step_ts", "step", "p_min_mw", "p_max_mw", "e_min_mwh", "e_max_mwh",
-                                       "e_planned_mwh", "members"])
+                                       "e_planned_mwh", "members", "feeder_capped"])
 
 
 __all__ = ["HORIZON", "NOWCAST_HOURS", "STEP", "estimated_net", "forecast_frames", "parse_case", "read_forecasts",

@@ -87,6 +87,35 @@ def feeder_heads(net) -> list[int]:
     return sorted(int(i) for i, r in net.line.iterrows() if int(r.from_bus) in lv or int(r.to_bus) in lv)
 
 
+def feeder_headroom(rows: LimitRows, feeder: np.ndarray, heads: list[int]) -> dict[str, tuple[float, float]]:
+    """Per feeder, the MW of more injection and of more consumption its head line can carry from the
+    state the rows were linearised around: ``(upper - now) / s`` in the direction that loads the head
+    further, ``(upper + now) / s`` in the other (through zero flow to the limit the other way), with
+    ``s`` the mean sensitivity (loading % per MW of injection) of the batteries on that feeder (on a
+    radial feeder every member moves its head alike). ``feeder``: the feeder of every battery (the
+    rows' battery order); ``heads``: the feeder-head line indices (:func:`feeder_heads`)."""
+    names = {f"line {i} loading" for i in heads}
+    rows_k = [k for k, n in enumerate(rows.names) if n in names]
+    feeder = np.asarray(feeder, dtype=object)
+    out: dict[str, tuple[float, float]] = {}
+    for f in pd.unique(feeder):
+        if f is None or (isinstance(f, float) and np.isnan(f)):
+            continue
+        on = feeder == f
+        best = None
+        for k in rows_k:
+            sens = float(np.mean(rows.s_battery[k, on]))
+            if abs(sens) < 1e-4:  # that head does not carry this feeder
+                continue
+            now, lim = float(rows.now[k]), float(rows.upper[k])
+            room, back = max(lim - now, 0.0) / abs(sens), (lim + now) / abs(sens)
+            up, down = (room, back) if sens > 0 else (back, room)
+            best = (up, down) if best is None else (min(best[0], up), min(best[1], down))
+        if best is not None:
+            out[str(f)] = (round(best[0], 6), round(best[1], 6))
+    return out
+
+
 def limit_rows(model: PgmModel, data: dict, net, *, batteries: list[int], generators: list[int],
                zone_of_load: pd.Series, loading_limit: float = 100.0, v_min: float = 0.95, v_max: float = 1.05,
                watch_percent: float = 60.0, also_watch: list[tuple[str, int]] = (), delta_mw: float = DELTA_MW
@@ -150,4 +179,4 @@ def limit_rows(model: PgmModel, data: dict, net, *, batteries: list[int], genera
                      seconds=time.perf_counter() - t0)
 
 
-__all__ = ["LimitRows", "feeder_heads", "limit_rows"]
+__all__ = ["LimitRows", "feeder_headroom", "feeder_heads", "limit_rows"]

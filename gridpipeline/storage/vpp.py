@@ -50,33 +50,57 @@ def member_limits(members: pd.DataFrame, dt_h: float) -> pd.DataFrame:
                         index=m.index)
 
 
+def members_frame(units: pd.DataFrame) -> pd.DataFrame:
+    """The member columns :func:`member_limits` needs, from ``planner.units_now`` rows: the energy
+    bounds are the unit's own (SOC limits and the owner's backup reserve), no plan headroom."""
+    cap = units.capacity_mwh.to_numpy(float)
+    return pd.DataFrame({
+        "battery_id": units.battery_id.to_numpy(), "e_mwh": np.nan_to_num(units.energy_mwh.to_numpy(float)),
+        "e_min_mwh": np.maximum(units.soc_min.to_numpy(float), units.reserve.to_numpy(float)) * cap,
+        "e_max_mwh": units.soc_max.to_numpy(float) * cap, "p_charge_max_mw": units.p_max_mw.to_numpy(float),
+        "p_discharge_max_mw": units.p_max_mw.to_numpy(float), "eta_c": units.eta_c.to_numpy(float),
+        "eta_d": units.eta_d.to_numpy(float), "available": units.available.to_numpy(bool),
+        "feeder": units.feeder.astype(str).to_numpy() if "feeder" in units else "",
+        "reason": units.reason.astype(str).to_numpy() if "reason" in units else ""}, index=units.index)
+
+
+def capped_limits(members: pd.DataFrame, dt_h: float, feeder_headroom: dict | None = None
+                  ) -> tuple[pd.DataFrame, dict]:
+    """:func:`member_limits` with the members behind one feeder head scaled down together to what the
+    head can carry (``feeder_headroom``: feeder -> (MW more injection, MW more consumption)); returns
+    the limits and the feeders that cut them (feeder -> "discharge"/"charge")."""
+    lim = member_limits(members, dt_h)
+    capped: dict[str, str] = {}
+    if feeder_headroom and "feeder" in members:
+        feeder = members.feeder.astype(str).to_numpy()
+        for f, (up, down) in feeder_headroom.items():
+            on = feeder == str(f)
+            for col, room, label in (("p_dis", up, "discharge"), ("p_ch", down, "charge")):
+                tot = float(lim.loc[on, col].sum())
+                if tot > room + 1e-9:
+                    lim.loc[on, col] *= max(room, 0.0) / tot
+                    capped[str(f)] = (capped.get(str(f), "") + " " + label).strip()
+    return lim, capped
+
+
 def envelope(members: pd.DataFrame, dt_h: float, feeder_headroom: dict | None = None) -> dict:
     """The aggregate flexibility of one VPP now: ``p_min`` (most charge, negative), ``p_max`` (most
     discharge), ``e_min``/``e_max``/``e_now`` (MWh), members available and left out with reasons.
     ``feeder_headroom``: feeder -> (MW more injection, MW more consumption) its head can carry; the
     members on a feeder (column ``feeder``) share it."""
-    lim = member_limits(members, dt_h)
-    dis, ch = lim.p_dis.copy(), lim.p_ch.copy()
-    capped = {}
-    if feeder_headroom and "feeder" in members:
-        for f, (up, down) in feeder_headroom.items():
-            on = (members.feeder == f).to_numpy()
-            if dis[on].sum() > up:
-                capped[f] = "discharge"
-                dis[on] *= max(up, 0.0) / dis[on].sum()
-            if ch[on].sum() > down:
-                capped[f] = capped.get(f, "") + " charge"
-                ch[on] *= max(down, 0.0) / ch[on].sum()
+    lim, capped = capped_limits(members, dt_h, feeder_headroom)
     a = members.available.astype(bool)
-    return {"p_max_mw": float(dis.sum()), "p_min_mw": -float(ch.sum()),
+    return {"p_max_mw": float(lim.p_dis.sum()), "p_min_mw": -float(lim.p_ch.sum()),
             "e_now_mwh": float(members.e_mwh[a].sum()), "e_min_mwh": float(members.e_min_mwh[a].sum()),
             "e_max_mwh": float(members.e_max_mwh[a].sum()), "members": int(a.sum()),
             "unavailable": int((~a).sum()), "feeder_capped": capped}
 
 
-def disaggregate(setpoint_mw: float, members: pd.DataFrame, dt_h: float, tol: float = 1e-9) -> Split:
-    """Split an aggregate setpoint onto the members (rule in the module docstring)."""
-    lim = member_limits(members, dt_h)
+def disaggregate(setpoint_mw: float, members: pd.DataFrame, dt_h: float, tol: float = 1e-9,
+                 feeder_headroom: dict | None = None) -> Split:
+    """Split an aggregate setpoint onto the members (rule in the module docstring), within what each
+    member's feeder head can carry when ``feeder_headroom`` is given."""
+    lim, _ = capped_limits(members, dt_h, feeder_headroom)
     if setpoint_mw >= 0:
         cap, weight = lim.p_dis.to_numpy(), lim.above.to_numpy()
     else:
@@ -85,6 +109,26 @@ def disaggregate(setpoint_mw: float, members: pd.DataFrame, dt_h: float, tol: fl
     sign = 1.0 if setpoint_mw >= 0 else -1.0
     out = pd.Series(sign * share, index=members.index, name="setpoint_mw")
     return Split(out, float(setpoint_mw), float(out.sum()))
+
+
+def active_holds(records: list[dict], now) -> dict[str, tuple[float, str]]:
+    """Battery id -> (MW, decision id) of the operator VPP setpoints in force at ``now``: per VPP the
+    newest ``vpp_setpoint`` record, while ``now`` is before its ``until`` and it is not a release."""
+    from datetime import datetime
+
+    latest: dict[str, dict] = {}
+    for r in records:
+        if r.get("kind") == "vpp_setpoint":
+            latest[str(r["body"].get("vpp"))] = r  # records come in ledger order: the newest wins
+    holds: dict[str, tuple[float, str]] = {}
+    for r in latest.values():
+        b = r["body"]
+        until = b.get("until")
+        if b.get("released") or not until or datetime.fromisoformat(str(until)) <= now:
+            continue
+        for bid, mw in (b.get("setpoints_mw") or {}).items():
+            holds[str(bid)] = (float(mw), str(r["id"]))
+    return holds
 
 
 def water_fill(target: float, cap: np.ndarray, weight: np.ndarray, tol: float = 1e-9) -> np.ndarray:
@@ -109,4 +153,5 @@ def water_fill(target: float, cap: np.ndarray, weight: np.ndarray, tol: float = 
     return share
 
 
-__all__ = ["Split", "disaggregate", "envelope", "member_limits", "water_fill"]
+__all__ = ["Split", "active_holds", "capped_limits", "disaggregate", "envelope", "member_limits", "members_frame",
+           "water_fill"]

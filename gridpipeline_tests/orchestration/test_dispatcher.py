@@ -194,3 +194,45 @@ def test_approve_mode_waits_then_executes_after_the_gate(field, monkeypatch):
     exp = led.records(kind="expiry")
     assert len(exp) == 1 and exp[0]["body"]["fallback"] == "hold_last_approved"
     assert led.verify().ok
+
+
+def test_operator_vpp_setpoint_is_split_sent_and_held_by_the_dispatcher(field):
+    """`gridpipeline dispatch vpp-setpoint`: the home VPP asked for 0.1 MW of discharge is split onto its
+    members within their limits, gated, recorded and written over Modbus (the simulated batteries hold
+    the shares); the dispatcher's next plan leaves the held members out, with the reason, and sends
+    their shares again; after a release it plans them again. An unknown VPP is refused by name."""
+    from gridpipeline.orchestration.dispatcher import Dispatcher
+    from gridpipeline.orchestration.vpp_command import vpp_setpoint
+
+    sim, client = field
+    sim.simulate_window(T0)
+    _state_from(sim, T0, T0 + timedelta(minutes=4))
+    s = get_settings()
+    now = T0 + timedelta(minutes=4, seconds=20)
+    with pytest.raises(ValueError, match="VPP_HOME"):
+        vpp_setpoint(s, "VPP_NOPE", 0.1, 30, "ana", client=client, now=now)
+    out = vpp_setpoint(s, "VPP_HOME", 0.1, 30, "ana", "evening peak test", client=client, now=now)
+    assert out["gate"]["passed"], out["summary"]
+    sp = out["setpoints_mw"]
+    assert len(sp) >= 40 and out["confirmed"] == len(sp) and not out["failed"]
+    assert sum(sp.values()) == pytest.approx(min(0.1, out["envelope"]["p_max_mw"]), abs=1e-4)  # 1 W rounding each
+    units = {u.battery_id: u for u in sim.fleet.batteries}
+    for b, mw in sp.items():
+        assert units[b].commanded() == pytest.approx(mw, abs=1e-4)
+        assert 0 <= mw <= units[b].p_discharge_max_mw + 1e-9
+    led = Ledger(s.ledger)
+    kinds = [r["kind"] for r in led.records()]
+    assert kinds[-2:] == ["vpp_setpoint", "setpoint_write"]
+
+    d = Dispatcher(s, report=False, client=client)
+    d.plan(now + timedelta(seconds=10), "schedule")
+    plan = led.records(kind="dispatch")[-1]["body"]
+    held = plan["vpp"]["held"]
+    assert set(held) == set(sp) and all(h["decision"] == out["decision_id"] for h in held.values())
+    left = plan["inputs"]["bms_read"]["left_out"]
+    assert all(left[b].startswith("held by operator VPP setpoint") for b in sp)
+    assert all(plan["setpoints"]["battery"][b] == pytest.approx(mw) for b, mw in sp.items())
+
+    vpp_setpoint(s, "VPP_HOME", None, 0, "ana", release=True, client=client, now=now + timedelta(seconds=20))
+    assert d.holds(now + timedelta(seconds=30)) == {}
+    assert led.verify().ok

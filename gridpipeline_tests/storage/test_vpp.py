@@ -68,3 +68,49 @@ def test_shares_sum_to_the_setpoint_or_report_the_shortfall(n, setpoint, seed):
     assert np.all(np.sign(s.setpoints[s.setpoints != 0]) == np.sign(setpoint))
     reachable = min(max(setpoint, env["p_min_mw"]), env["p_max_mw"])
     assert s.delivered_mw == pytest.approx(reachable, abs=1e-9)
+
+
+def test_feeder_head_headroom_by_hand():
+    """One feeder head at 60 % of its rating; each MW injected behind it adds 10 % (both members alike):
+    4 MW more injection take it to 100 %, 16 MW more consumption take it through zero to 100 % the
+    other way. A head that does not see a feeder (sensitivity 0) gives it no limit."""
+    from gridpipeline.storage.limits import LimitRows, feeder_headroom
+
+    rows = LimitRows(names=("line 7 loading", "line 8 loading", "bus 3 voltage"), now=np.array([60.0, 10.0, 1.0]),
+                     lower=np.array([-1e6, -1e6, 0.95]), upper=np.array([100.0, 100.0, 1.05]),
+                     s_battery=np.array([[10.0, 10.0, 0.0], [0.0, 0.0, -5.0], [0.01, 0.01, 0.01]]),
+                     s_generator=np.zeros((3, 0)), s_zone=np.zeros((3, 0)), zones=())
+    hr = feeder_headroom(rows, np.array(["A", "A", "B"]), heads=[7, 8])
+    assert hr["A"] == pytest.approx((4.0, 16.0))
+    # B: injection unloads line 8 (s = -5): 90 % / 5 more consumption, (100 + 10) / 5 more injection
+    assert hr["B"] == pytest.approx((22.0, 18.0))
+
+
+def test_envelope_and_split_share_the_feeder_head():
+    """Three members that could give 5 kW each; two sit behind a head with 6 kW of room: the envelope
+    gives 6 + 5 = 11 kW, and a 11 kW setpoint gives the capped pair 3 kW each."""
+    m = _members([0.010, 0.010, 0.010], e_min=[0.0] * 3, feeder=["F1", "F1", "F2"])
+    hr = {"F1": (0.006, 1.0)}
+    env = envelope(m, DT, feeder_headroom=hr)
+    assert env["p_max_mw"] == pytest.approx(0.011)
+    assert env["feeder_capped"] == {"F1": "discharge"}
+    s = disaggregate(0.011, m, DT, feeder_headroom=hr)
+    np.testing.assert_allclose(s.setpoints.to_numpy(), [0.003, 0.003, 0.005], atol=1e-9)
+    assert s.shortfall_mw == pytest.approx(0.0, abs=1e-12)
+
+
+def test_active_holds_newest_per_vpp_until_it_ends_or_is_released():
+    from datetime import datetime
+
+    from gridpipeline.storage.vpp import active_holds
+
+    def rec(i, vpp, until, sp, released=False):
+        return {"id": i, "kind": "vpp_setpoint", "body": {"vpp": vpp, "until": until, "setpoints_mw": sp,
+                                                          "released": released}}
+
+    now = datetime(2026, 6, 1, 12, 0)
+    recs = [rec("a", "V1", "2026-06-01T12:30:00", {"H1": 0.004}), rec("b", "V2", "2026-06-01T11:59:00", {"H9": 0.001}),
+            {"id": "x", "kind": "dispatch", "body": {}}]
+    assert active_holds(recs, now) == {"H1": (0.004, "a")}
+    recs.append(rec("c", "V1", "2026-06-01T12:00:00", {}, released=True))
+    assert active_holds(recs, now) == {}
