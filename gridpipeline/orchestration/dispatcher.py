@@ -250,6 +250,19 @@ class Dispatcher:
             ok_n += ok
             if not ok:
                 bad[g] = detail
+        # reactive power where a voltage binds (before curtailment), in % of each inverter's rating
+        rating = dict(zip(self.gens.sgen_id, self.gens.rating_mw))
+        for g, q in setpoints.get("reactive_mvar", {}).items():
+            if g not in self.client.inverters or not rating.get(g):
+                continue
+            ok, detail = self.client.write_var(g, q / float(rating[g]) * 100.0)
+            results[g + " var"] = detail
+            ok_n += ok
+            if not ok:
+                bad[g + " var"] = detail
+        for g in getattr(self, "_var_set", set()) - set(setpoints.get("reactive_mvar", {})):
+            self.client.write_var(g, None)  # no longer asked: released
+        self._var_set = set(setpoints.get("reactive_mvar", {}))
         # generators no longer curtailed get their limit lifted
         for g in self.gens.sgen_id:
             if g not in setpoints.get("curtail_mw", {}) and g in getattr(self, "_limited", set()):
@@ -261,7 +274,8 @@ class Dispatcher:
         self.ledger.append("setpoint_write", {
             "decision": decision_id, "confirmed": ok_n, "failed": bad,
             "summary": f"{ok_n} setpoints confirmed by read-back, {len(bad)} failed",
-            "setpoints_mw": setpoints["battery"], "curtail_mw": setpoints.get("curtail_mw", {})},
+            "setpoints_mw": setpoints["battery"], "curtail_mw": setpoints.get("curtail_mw", {}),
+            "reactive_mvar": setpoints.get("reactive_mvar", {})},
             mode="automatic", actor="dispatcher", ref=decision_id)
         self.executed.add(decision_id)
         return {"confirmed": ok_n, "failed": len(bad), "confirmed_at": confirmed_at}
@@ -303,7 +317,8 @@ class Dispatcher:
                     self.executed.add(did)
                     continue
                 sp = {"battery": {b: mw * v.scale for b, mw in sp.get("battery", {}).items()},
-                      "curtail_mw": {g: mw * v.scale for g, mw in sp.get("curtail_mw", {}).items()}}
+                      "curtail_mw": {g: mw * v.scale for g, mw in sp.get("curtail_mw", {}).items()},
+                      "reactive_mvar": sp.get("reactive_mvar", {})}
             self.send(did, sp)
             self.last_approved = {**sp, "decision": did}
 

@@ -87,7 +87,8 @@ class BmsClient:
             row = {"sgen_id": gid, "available": v is not None, "reason": why or ""}
             if v is not None:
                 row.update({"p_mw": v["w"], "rating_mw": v["w_max"], "p_avail_mw": v["w_avail"],
-                            "limit_pct": v["w_max_lim_pct"], "limit_enabled": bool(v["w_max_lim_ena"])})
+                            "limit_pct": v["w_max_lim_pct"], "limit_enabled": bool(v["w_max_lim_ena"]),
+                            "q_mvar": v["var"], "var_pct": v["var_pct"], "var_enabled": bool(v["var_ena"])})
                 if v["w_max"] <= 0:
                     row.update(available=False, reason=f"out of range: rating {v['w_max']:.3f} MW")
                 elif int(v["status"]) & reg.ALARM:
@@ -113,6 +114,24 @@ class BmsClient:
         if r.isError() or list(r.registers[:4]) != words:
             return False, "read-back differs from the limit written"
         return True, f"confirmed {pct_v:.2f} %" + ("" if pct is not None else " (limit lifted)")
+
+    def write_var(self, sgen_id: str, pct: float | None) -> tuple[bool, str]:
+        """Set an inverter's reactive power in % of its rating (+ injects; None: release it), read back."""
+        e = self.inverters[sgen_id]
+        pct_v = 0.0 if pct is None else max(-100.0, min(100.0, float(pct)))
+        words = inv.var_words(pct_v, pct is not None)
+        try:
+            c = self._client(e)
+            w = c.write_registers(inv.VAR, words, device_id=e.unit)
+            if w.isError():
+                return False, f"write refused: Modbus exception {getattr(w, 'exception_code', '?')}"
+            r = c.read_holding_registers(inv.VAR, count=4, device_id=e.unit)
+        except Exception as exc:  # noqa: BLE001
+            self._drop(e)
+            return False, f"no answer: {type(exc).__name__}"
+        if r.isError() or list(r.registers[:4]) != words:
+            return False, "read-back differs from the reactive setpoint written"
+        return True, f"confirmed {pct_v:+.2f} % var" + ("" if pct is not None else " (released)")
 
     def read_fleet(self, now: float | None = None) -> pd.DataFrame:
         """One row per battery: the decoded registers, ``available`` and ``reason``."""

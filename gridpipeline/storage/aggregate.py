@@ -60,7 +60,8 @@ def aggregate_inputs(x: DispatchInputs, cl: np.ndarray, C: int) -> DispatchInput
         p_discharge_max=s(x.p_discharge_max), degradation=deg, e_target=s(x.e_target),
         terminal_value=x.terminal_value, surplus_value=x.surplus_value, gen_avail=x.gen_avail, curtail_value=x.curtail_value,
         import_max=x.import_max, export_max=x.export_max, limit_base=x.limit_base, limit_lower=x.limit_lower,
-        limit_upper=x.limit_upper, sens_battery=sens, sens_generator=x.sens_generator, limit_names=x.limit_names)
+        limit_upper=x.limit_upper, sens_battery=sens, sens_generator=x.sens_generator, limit_names=x.limit_names,
+        q_max=x.q_max, sens_generator_q=x.sens_generator_q, var_value=x.var_value)
 
 
 class FleetPlanner:
@@ -87,11 +88,14 @@ class FleetPlanner:
         if K:
             sens_key = (hash(np.asarray(ax.sens_battery, float).round(9).tobytes()),
                         hash(np.asarray(ax.sens_generator, float).round(9).tobytes()) if ax.sens_generator is not None
-                        else None)
+                        else None,
+                        hash(np.asarray(ax.sens_generator_q, float).round(9).tobytes())
+                        if ax.sens_generator_q is not None else None)
         key = (tuple(cl), T, K, tuple(eta_c[first]), tuple(eta_d[first]), fleet.generator_ids, sens_key)
         if self._model is None or self._key != key:
             self._model = DispatchModel(agg_fleet, T, limit_rows=K, sens_battery=ax.sens_battery if K else None,
-                                        sens_generator=ax.sens_generator if K else None)
+                                        sens_generator=ax.sens_generator if K else None,
+                                        sens_generator_q=ax.sens_generator_q if K else None)
             self._key = key
         t1 = time.perf_counter()
         agg = self._model.solve(ax)

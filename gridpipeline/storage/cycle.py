@@ -123,14 +123,21 @@ class PlanEngine:
         for b, (mw, _) in held.items():  # the gate sees the held units at their setpoints
             first.iloc[int(np.flatnonzero(self.fleet.battery_id.to_numpy() == b)[0])] = float(mw)
         curt0 = pd.Series(out.curtail[0], index=self.gens.sgen_index.to_numpy()) if len(self.gens) else None
+        q0 = None
+        if out.reactive is not None and len(self.gens) and np.abs(out.reactive[0]).max(initial=0) > 1e-4:
+            q0 = pd.Series(out.reactive[0], index=self.gens.sgen_index.to_numpy())
+            q0 = q0[q0.abs() > 1e-4]
         verdict = gate(est_net if est_net is not None else self.net, first, curt0,
                        contingencies=(st or {}).get("contingencies", []) if est_net is not None else [],
-                       loading_limit=self.loading_limit, v_min=self.v_min, v_max=self.v_max)
+                       loading_limit=self.loading_limit, v_min=self.v_min, v_max=self.v_max, reactive_mvar=q0)
         tables = plan_tables(p, out.power, out.energy, out.curtail, out.x)
         curt = out.curtailment(times)
         env = vpp_envelopes(units, out, times, bms, self.headroom if st is not None else None)
         sp = self._setpoints(out.power[0] * verdict.scale, out.curtail[0] * verdict.scale, units)
         sp["battery"].update({b: round(float(mw), 6) for b, (mw, _) in held.items()})
+        if out.reactive is not None and len(self.gens):
+            sp["reactive_mvar"] = {g: round(float(q), 6) for g, q in zip(self.gens.sgen_id, out.reactive[0])
+                                   if abs(q) > 1e-4}
         body = self._decision_body(now, trigger, p, out, verdict, fc_ref, price_ref, st, bms, curt, flags)
         body["setpoints"], body["decision"]["first_step_mw"] = sp, sp["battery"]  # with the held units'
         body["vpp"] = {"feeder_headroom_mw": {f: {"injection": u, "consumption": d} for f, (u, d) in self.headroom.items()}

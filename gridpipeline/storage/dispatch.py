@@ -10,6 +10,9 @@ every constraint is written once over the index.
 * energy: ``e[t+1] = e[t] + dt (eta_c c[t] - d[t] / eta_d)``;
 * grid limits: rows of linear sensitivities around the estimated state (branch flows, bus voltages),
   ``lower <= base + (d - c) S_bat' - curt S_gen' <= upper``;
+* reactive power ``q`` (T x G, Mvar) of the curtailable generators' inverters, within
+  ``sqrt(S^2 - P^2)``, moving the limit rows through their own sensitivities; priced at a token
+  ``VAR_VALUE``, far below a curtailed MWh, so where a voltage binds it is used before curtailment;
 * objective: energy bought minus sold, degradation per MWh of throughput, the value of curtailed
   energy, a shortfall below the terminal energy target priced at ``terminal_value`` (and a surplus
   above it credited at ``surplus_value``, at most as much), and penalties.
@@ -36,6 +39,9 @@ import pandas as pd
 
 #: €/MWh (or €/MW per step) for slack in use: far above any price, so a slack is a last resort
 PENALTY = {"energy": 10_000.0, "grid": 5_000.0, "limit": 5_000.0}
+#: €/Mvarh for an inverter's reactive power: a token cost (losses, wear) so the LP gives reactive power
+#: only where a limit needs it, and far below a curtailed MWh's value, so it is used first
+VAR_VALUE = 0.5
 TOL = 1e-6
 #: HiGHS's warm start through cvxpy made re-solves with new prices 30x slower (100 batteries x 288
 #: steps: 60 s warm, 2.0 s cold, first solve 1.6 s; measured 2026-12-04). The re-solve still reuses the
@@ -89,6 +95,9 @@ class DispatchInputs:
     sens_battery: np.ndarray | None = None  # (K, N) d row / d injection (MW)
     sens_generator: np.ndarray | None = None  # (K, G)
     limit_names: tuple = ()
+    q_max: np.ndarray | None = None        # (T, G) Mvar each generator's inverter may give either way
+    sens_generator_q: np.ndarray | None = None  # (K, G) d row / d reactive injection (Mvar)
+    var_value: float = VAR_VALUE           # €/Mvarh
 
 
 @dataclass
@@ -109,6 +118,7 @@ class DispatchResult:
     duals: dict[str, np.ndarray] = field(default_factory=dict)
     #: (N,) MWh below the terminal target: a priced choice (stored energy valued at terminal_value), not a violation
     terminal_shortfall: np.ndarray | None = None
+    reactive: np.ndarray | None = None  # (T, G) Mvar asked of each generator's inverter (+ injects)
 
     @property
     def battery_power(self) -> np.ndarray:
@@ -127,7 +137,8 @@ def _z(x, shape) -> np.ndarray:
 class DispatchModel:
     """The LP for one fleet and horizon shape; :meth:`solve` sets the parameters and re-solves."""
 
-    def __init__(self, fleet: Fleet, steps: int, limit_rows: int = 0, sens_battery=None, sens_generator=None):
+    def __init__(self, fleet: Fleet, steps: int, limit_rows: int = 0, sens_battery=None, sens_generator=None,
+                 sens_generator_q=None):
         """``sens_battery`` (K, N) / ``sens_generator`` (K, G): the limit rows' sensitivities as
         constants of the model (sparse: a row's tiny entries dropped, see :func:`sparse_rows`), so the
         constraint matrix holds T x nnz entries instead of a dense parameter product of T x K x N (which
@@ -144,12 +155,16 @@ class DispatchModel:
             ("curt_value_dt", max(G, 1), {"nonneg": True}), ("imp_max", T, {"nonneg": True}),
             ("exp_max", T, {"nonneg": True}), ("dt", (), {"nonneg": True}),
             ("lim_base", (T, max(K, 1)), {}), ("lim_lo", max(K, 1), {}), ("lim_hi", max(K, 1), {}),
-            ("sens_b", (max(K, 1), N), {}), ("sens_g", (max(K, 1), max(G, 1)), {})]}
+            ("sens_b", (max(K, 1), N), {}), ("sens_g", (max(K, 1), max(G, 1)), {}),
+            ("sens_gq", (max(K, 1), max(G, 1)), {}), ("q_max", (T, max(G, 1)), {"nonneg": True}),
+            ("var_value_dt", (), {"nonneg": True})]}
         self.p = P
         c = cp.Variable((T, N), nonneg=True, name="charge")
         d = cp.Variable((T, N), nonneg=True, name="discharge")
         e = cp.Variable((T + 1, N), name="energy")
         curt = cp.Variable((T, max(G, 1)), nonneg=True, name="curtail")
+        qp = cp.Variable((T, max(G, 1)), nonneg=True, name="var_inject")
+        qn = cp.Variable((T, max(G, 1)), nonneg=True, name="var_absorb")
         imp = cp.Variable(T, nonneg=True, name="import")
         exp = cp.Variable(T, nonneg=True, name="export")
         s_lo = cp.Variable((T + 1, N), nonneg=True)
@@ -160,7 +175,7 @@ class DispatchModel:
         s_exp = cp.Variable(T, nonneg=True)
         s_lim_lo = cp.Variable((T, max(K, 1)), nonneg=True)
         s_lim_hi = cp.Variable((T, max(K, 1)), nonneg=True)
-        self.v = dict(c=c, d=d, e=e, curt=curt, imp=imp, exp=exp, s_lo=s_lo, s_hi=s_hi, s_term=s_term, s_sur=s_sur,
+        self.v = dict(c=c, d=d, e=e, curt=curt, qp=qp, qn=qn, imp=imp, exp=exp, s_lo=s_lo, s_hi=s_hi, s_term=s_term, s_sur=s_sur,
                       s_imp=s_imp, s_exp=s_exp, s_lim_lo=s_lim_lo, s_lim_hi=s_lim_hi)
         eta_c = np.asarray(fleet.eta_c, dtype=float)
         inv_eta_d = 1.0 / np.asarray(fleet.eta_d, dtype=float)
@@ -185,13 +200,18 @@ class DispatchModel:
             cons["curtail_max"] = curt <= P["avail"]
         else:
             cons["curtail_max"] = curt == 0
+        cons["reactive_max"] = qp + qn <= P["q_max"]  # |Q| within sqrt(S^2 - P^2)
         if K and self.const_sens:
             sb = sparse_rows(np.asarray(sens_battery, float).reshape(K, N))
             flow = P["lim_base"] + (d - c) @ sb.T
             if G and sens_generator is not None:
                 flow = flow - curt @ sparse_rows(np.asarray(sens_generator, float).reshape(K, G)).T
+            if G and sens_generator_q is not None and np.abs(sens_generator_q).max(initial=0) > 0:
+                flow = flow + (qp - qn) @ sparse_rows(np.asarray(sens_generator_q, float).reshape(K, G)).T
         if K and not self.const_sens:
             flow = P["lim_base"] + (d - c) @ P["sens_b"].T - (curt @ P["sens_g"].T if G else 0)
+            if G:
+                flow = flow + (qp - qn) @ P["sens_gq"].T
         if K:
             cons["limit_upper"] = flow - s_lim_hi <= np.ones((T, 1)) @ cp.reshape(P["lim_hi"], (1, K), order="C")
             cons["limit_lower"] = flow + s_lim_lo >= np.ones((T, 1)) @ cp.reshape(P["lim_lo"], (1, K), order="C")
@@ -203,6 +223,7 @@ class DispatchModel:
             "energy": P["price_buy_dt"] @ imp - P["price_sell_dt"] @ exp,
             "degradation": cp.sum(c + d, axis=0) @ P["deg_dt"],
             "curtailment": cp.sum(curt, axis=0) @ P["curt_value_dt"],
+            "reactive": P["var_value_dt"] * cp.sum(qp + qn),
             "terminal_shortfall": P["terminal_value"] * cp.sum(s_term),
             "terminal_surplus": -P["surplus_value"] * cp.sum(s_sur),
             "penalty_energy": PENALTY["energy"] * (cp.sum(s_lo) + cp.sum(s_hi)),
@@ -236,6 +257,10 @@ class DispatchModel:
         P["curt_value_dt"].value = (_z(x.curtail_value, G) * x.dt_h) if G else np.zeros(1)
         P["imp_max"].value = np.full(T, big) if x.import_max is None else _z(x.import_max, T)
         P["exp_max"].value = np.full(T, big) if x.export_max is None else _z(x.export_max, T)
+        # reactive power only where there are limit rows to serve (without them it has no use)
+        P["q_max"].value = (np.clip(_z(x.q_max, (T, G)), 0, None) if (G and K and x.q_max is not None)
+                            else np.zeros((T, max(G, 1))))
+        P["var_value_dt"].value = max(float(x.var_value), 0.0) * x.dt_h
         if K:
             P["lim_base"].value = _z(x.limit_base, (T, K))
             P["lim_lo"].value = _z(x.limit_lower, K)
@@ -243,12 +268,14 @@ class DispatchModel:
             if self.const_sens:
                 P["sens_b"].value = np.zeros((max(K, 1), N))
                 P["sens_g"].value = np.zeros((max(K, 1), max(G, 1)))
+                P["sens_gq"].value = np.zeros((max(K, 1), max(G, 1)))
             else:
                 P["sens_b"].value = _z(x.sens_battery, (K, N))
                 P["sens_g"].value = _z(x.sens_generator, (K, G)) if G else np.zeros((K, 1))
+                P["sens_gq"].value = _z(x.sens_generator_q, (K, G)) if G else np.zeros((K, 1))
         else:
             for k, shape in (("lim_base", (T, 1)), ("lim_lo", 1), ("lim_hi", 1), ("sens_b", (1, N)),
-                             ("sens_g", (1, max(G, 1)))):
+                             ("sens_g", (1, max(G, 1))), ("sens_gq", (1, max(G, 1)))):
                 P[k].value = np.zeros(shape)
 
     def solve(self, x: DispatchInputs, max_rounds: int = 5) -> DispatchResult:
@@ -321,7 +348,8 @@ class DispatchModel:
             grid_import=clean(val("imp")), grid_export=clean(val("exp")),
             objective=float(self.problem.value), breakdown=breakdown, violations=violations, binding=binding,
             status=self.problem.status, seconds=seconds, solves=solves, duals=duals,
-            terminal_shortfall=clean(val("s_term")))
+            terminal_shortfall=clean(val("s_term")),
+            reactive=(clean(val("qp") - val("qn"))[:, :G] if G else np.zeros((self.T, 0))))
 
 
 def sparse_rows(s: np.ndarray, rel: float = 1e-3):

@@ -39,7 +39,7 @@ class GateVerdict:
                 "cases": self.cases, "power_flows": self.evaluations, "details": self.details[:20]}
 
 
-def _apply(net, battery_mw: pd.Series, curtail_mw: pd.Series, scale: float):
+def _apply(net, battery_mw: pd.Series, curtail_mw: pd.Series, scale: float, reactive_mvar: pd.Series | None = None):
     """A copy of ``net`` with setpoints (storage index -> MW, positive = discharge) and curtailment
     (sgen index -> MW) applied at ``scale``. pandapower storage ``p_mw`` is consumption (charging)."""
     n = copy.deepcopy(net)
@@ -50,6 +50,11 @@ def _apply(net, battery_mw: pd.Series, curtail_mw: pd.Series, scale: float):
         p = n.sgen.loc[curtail_mw.index, "p_mw"].to_numpy() * n.sgen.loc[curtail_mw.index, "scaling"].to_numpy()
         n.sgen.loc[curtail_mw.index, "p_mw"] = np.maximum(p - scale * curtail_mw.to_numpy(), 0.0)
         n.sgen.loc[curtail_mw.index, "scaling"] = 1.0
+    if reactive_mvar is not None and len(reactive_mvar):  # the inverters' reactive setpoints (+ injects), as asked
+        p = n.sgen.loc[reactive_mvar.index, "p_mw"].to_numpy() * n.sgen.loc[reactive_mvar.index, "scaling"].to_numpy()
+        n.sgen.loc[reactive_mvar.index, "q_mvar"] = reactive_mvar.to_numpy()
+        n.sgen.loc[reactive_mvar.index, "p_mw"] = p
+        n.sgen.loc[reactive_mvar.index, "scaling"] = 1.0
     return n
 
 
@@ -80,7 +85,8 @@ def _excess(loading: pd.Series, volt: pd.Series, limit: float, v_min: float, v_m
 
 def gate(net, battery_mw: pd.Series, curtail_mw: pd.Series | None = None, *, switch_closed=None,
          contingencies: list[tuple[str, int]] = (), loading_limit: float = 100.0, v_min: float = 0.95,
-         v_max: float = 1.05, tol: float = 1e-3, iterations: int = 6) -> GateVerdict:
+         v_max: float = 1.05, tol: float = 1e-3, iterations: int = 6,
+         reactive_mvar: pd.Series | None = None) -> GateVerdict:
     """Check setpoints on ``net`` (the current estimated state's injections; see module docstring)."""
     curtail_mw = curtail_mw if curtail_mw is not None else pd.Series(dtype=float)
     cases = [None, *contingencies]
@@ -94,7 +100,7 @@ def gate(net, battery_mw: pd.Series, curtail_mw: pd.Series | None = None, *, swi
 
     def check(scale: float) -> tuple[bool, dict, list[dict]]:
         nonlocal runs
-        applied = _apply(net, battery_mw, curtail_mw, scale)
+        applied = _apply(net, battery_mw, curtail_mw, scale, reactive_mvar)
         worst, details = {}, []
         for case in cases:
             n = applied if case is None else _outage(applied, case)

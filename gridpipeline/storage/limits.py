@@ -5,6 +5,7 @@ estimated injections, where scenario 0 is the state itself and each further scen
 "driver" by ``delta_mw``:
 
 * each battery's injection (+ = discharge) and each curtailable generator's output;
+* each curtailable generator's reactive power (its inverter's Q, + injects);
 * each zone's demand, split onto its loads by their nominal shares (so the forecast's change of a
   zone's demand moves the flows the way the registry's shares say).
 
@@ -43,6 +44,7 @@ class LimitRows:
     s_zone: np.ndarray            # (K, Z) per MW of zone demand
     zones: tuple[str, ...]
     seconds: float = 0.0
+    s_generator_q: np.ndarray | None = None  # (K, G) per Mvar a generator's inverter injects
 
     def relevant(self, battery_power_mw: np.ndarray, min_loading: float = 0.5, min_voltage: float = 0.001,
                  margin_loading: float = 25.0, margin_voltage: float = 0.02) -> LimitRows:
@@ -68,7 +70,7 @@ class LimitRows:
         keep = np.asarray(keep, dtype=bool)
         return LimitRows(tuple(n for n, k in zip(self.names, keep) if k), self.now[keep], self.lower[keep],
                          self.upper[keep], self.s_battery[keep], self.s_generator[keep], self.s_zone[keep], self.zones,
-                         self.seconds)
+                         self.seconds, None if self.s_generator_q is None else self.s_generator_q[keep])
 
     def base(self, zone_delta_mw: np.ndarray | None, gen_delta_mw: np.ndarray | None) -> np.ndarray:
         """(T, K) rows with no action: now, moved by the forecast's change of zone demand (T, Z) and of
@@ -133,9 +135,18 @@ def limit_rows(model: PgmModel, data: dict, net, *, batteries: list[int], genera
         arr = data[comp]
         return float(arr["p_specified"][int(np.searchsorted(arr["id"], pgm_id))])
 
+    def _q(pgm_id: int) -> float:
+        comp = model.component_of(model.id_table[pgm_id])
+        arr = data[comp]
+        return float(arr["q_specified"][int(np.searchsorted(arr["id"], pgm_id))])
+
     def bump(table: str, idx: int, mw: float) -> tuple:
         pid = int(model.pgm_id(table, idx)[0])
         return (model.component_of(table), pid, {"p_specified": _p(pid) + mw * 1e6})
+
+    def bump_q(table: str, idx: int, mvar: float) -> tuple:
+        pid = int(model.pgm_id(table, idx)[0])
+        return (model.component_of(table), pid, {"q_specified": _q(pid) + mvar * 1e6})
 
     # battery injection +: storage consumption -; generator output +: sgen generation +
     scen += [[bump("storage", b, -delta_mw)] for b in batteries]
@@ -147,6 +158,8 @@ def limit_rows(model: PgmModel, data: dict, net, *, batteries: list[int], genera
         nominal = loads.loc[members, "p_mw"].abs()
         share = nominal / nominal.sum() if nominal.sum() > 0 else pd.Series(1.0 / len(members), index=members)
         scen.append([bump("load", int(i), delta_mw * float(s)) for i, s in share.items()])
+    # each curtailable generator's inverter injecting reactive power (the voltage rows' lever before curtailment)
+    scen += [[bump_q("sgen", g, delta_mw)] for g in generators]
     pgm = PowerGridModel(data)
     out = pgm.calculate_power_flow(update_data=batch_update(scen), calculation_method=CalculationMethod.newton_raphson,
                                    continue_on_batch_error=True,
@@ -165,7 +178,7 @@ def limit_rows(model: PgmModel, data: dict, net, *, batteries: list[int], genera
     rows_b = [k for k, key in enumerate(bidx) if key in watch]
     energized = out[ComponentType.node]["energized"][0].astype(bool)
     rows_v = list(np.nonzero(energized)[0])
-    N, G = len(batteries), len(generators)
+    N, G, Z = len(batteries), len(generators), len(zones)
     D = np.vstack([dl[:, rows_b].T, du[:, rows_v].T]) if len(rows_b) + len(rows_v) else np.zeros((0, len(scen) - 1))
     D = np.nan_to_num(D)
     node_ids = data[ComponentType.node]["id"]
@@ -175,8 +188,8 @@ def limit_rows(model: PgmModel, data: dict, net, *, batteries: list[int], genera
     lower = np.concatenate([np.full(len(rows_b), -np.inf), np.full(len(rows_v), v_min)])
     upper = np.concatenate([np.full(len(rows_b), loading_limit), np.full(len(rows_v), v_max)])
     return LimitRows(names=names, now=now, lower=np.where(np.isfinite(lower), lower, -1e6), upper=upper,
-                     s_battery=D[:, :N], s_generator=D[:, N:N + G], s_zone=D[:, N + G:], zones=zones,
-                     seconds=time.perf_counter() - t0)
+                     s_battery=D[:, :N], s_generator=D[:, N:N + G], s_zone=D[:, N + G:N + G + Z], zones=zones,
+                     seconds=time.perf_counter() - t0, s_generator_q=D[:, N + G + Z:])
 
 
 __all__ = ["LimitRows", "feeder_headroom", "feeder_heads", "limit_rows"]

@@ -204,6 +204,11 @@ def build_inputs(p: PlanInputs) -> tuple[Fleet, DispatchInputs, dict]:
         x.limit_base = np.broadcast_to(rows.base(p.zone_delta_mw, gen_delta), (T, len(rows.names))).copy()
         x.limit_lower, x.limit_upper = rows.lower, rows.upper
         x.sens_battery, x.sens_generator, x.limit_names = rows.s_battery, rows.s_generator, rows.names
+        if rows.s_generator_q is not None and len(p.generators):
+            # reactive room of each inverter at its forecast output, within its apparent power
+            s_mva = p.generators.rating_mw.to_numpy(float)
+            x.q_max = np.sqrt(np.clip(s_mva[None, :] ** 2 - gen_p50 ** 2, 0.0, None))
+            x.sens_generator_q = rows.s_generator_q
     info = {"headroom_deficit_mwh": round(deficit, 4), "headroom_surplus_mwh": round(surplus, 4),
             "ramps_next_24h": int(p.ramps), "terminal_value_eur_mwh": round(terminal, 2),
             "dt_h": dt_h, "steps": T, "units_available": int(avail.sum()), "units_left_out": int((~avail).sum())}
@@ -258,6 +263,7 @@ class PlanOutcome:
     agg_fleet: Fleet | None = None
     curtail: np.ndarray | None = None     # (T, G) MW per generator (the groups' curtailment split by availability)
     gen_group: np.ndarray | None = None   # (G,) group of each generator
+    reactive: np.ndarray | None = None    # (T, G) Mvar per generator's inverter (+ injects)
 
     def curtailment(self, times: pd.DatetimeIndex) -> pd.DataFrame:
         """Curtailed MW per generator and step with the reason and the binding constraint's dual
@@ -304,7 +310,14 @@ def _group_inputs(x: DispatchInputs, grp: np.ndarray, n_groups: int) -> Dispatch
     w = w / np.maximum(w.sum(axis=0, keepdims=True), 1e-12)
     sens = None if x.sens_generator is None else np.asarray(x.sens_generator, float) @ w
     cv = (np.asarray(x.curtail_value, float) @ onehot) / np.maximum(onehot.sum(axis=0), 1)
-    return _replace(x, gen_avail=avail @ onehot, curtail_value=cv, sens_generator=sens)
+    q_max, sens_q = None, None
+    if x.q_max is not None and x.sens_generator_q is not None:
+        qm = np.asarray(x.q_max, float)
+        wq = onehot * (qm.sum(axis=0) + 1e-9)[:, None]  # weighted by reactive room: who has room moves the voltage
+        wq = wq / np.maximum(wq.sum(axis=0, keepdims=True), 1e-12)
+        q_max, sens_q = qm @ onehot, np.asarray(x.sens_generator_q, float) @ wq
+    return _replace(x, gen_avail=avail @ onehot, curtail_value=cv, sens_generator=sens, q_max=q_max,
+                    sens_generator_q=sens_q)
 
 
 def solve_plan(p: PlanInputs, planner=None) -> PlanOutcome:
@@ -328,6 +341,15 @@ def solve_plan(p: PlanInputs, planner=None) -> PlanOutcome:
         gsum[:, c] = avail[:, grp == c].sum(axis=1)
     share = np.divide(avail, gsum[:, grp], out=np.zeros_like(avail), where=gsum[:, grp] > 1e-12)
     curtail = fp.aggregate.curtail[:, grp] * share if len(grp) else avail * 0
+    reactive = np.zeros_like(avail)
+    if x.q_max is not None and fp.aggregate.reactive is not None and len(grp):
+        qm = np.asarray(x.q_max, float)
+        qsum = np.zeros((qm.shape[0], len(gnames)))
+        for c in range(len(gnames)):
+            qsum[:, c] = qm[:, grp == c].sum(axis=1)
+        qshare = np.divide(qm, qsum[:, grp], out=np.zeros_like(qm), where=qsum[:, grp] > 1e-12)
+        reactive = fp.aggregate.reactive[:, grp] * qshare  # each inverter by its room
+    info["reactive_mvar_first_step"] = round(float(np.abs(reactive[0]).sum()) if reactive.size else 0.0, 4)
     info.update({k: (round(v, 4) if isinstance(v, float) else v) for k, v in fp.seconds.items()})
     from dataclasses import replace as _replace
 
@@ -345,7 +367,7 @@ def solve_plan(p: PlanInputs, planner=None) -> PlanOutcome:
     agg_fleet = Fleet(tuple(f"cluster {c}" for c in range(C)), eta_c=fleet.eta_c[first], eta_d=fleet.eta_d[first],
                       generator_ids=gnames)
     return PlanOutcome(fleet, x, fp.power, fp.energy, fp.aggregate, info, costs,
-                       aggregate_inputs(xg, fp.clusters, C), agg_fleet, curtail, grp)
+                       aggregate_inputs(xg, fp.clusters, C), agg_fleet, curtail, grp, reactive)
 
 
 def plan_tables(p: PlanInputs, power: np.ndarray, energy: np.ndarray, curtail: np.ndarray,

@@ -96,6 +96,10 @@ class InverterUnit:
     limit_pct: float = 100.0
     limit_enabled: bool = False
     limit_at: float | None = None
+    var_pct: float = 0.0
+    var_enabled: bool = False
+    var_at: float | None = None
+    q_mvar: float = 0.0            # what it gives now
     fault: str | None = None
     _t0: float = field(default_factory=time.monotonic)
 
@@ -109,18 +113,31 @@ class InverterUnit:
             return None
         return max(self.limit_pct, 0.0) / 100.0 * self.rating_mw
 
+    def q_setpoint_mvar(self, now: float | None = None) -> float | None:
+        """The reactive power asked (Mvar, + injects), or None when there is no setpoint in force."""
+        if not self.var_enabled or self.var_at is None:
+            return None
+        if (time.monotonic() if now is None else now) - self.var_at > HOLD_S:
+            return None
+        return self.var_pct / 100.0 * self.rating_mw
+
     def write(self, address: int, values: list[int]) -> None:
         if address == inv.LIMIT and len(values) >= 4:
             self.limit_pct = reg.from_words(values[0], values[1]) * inv.SCALE["w_max_lim_pct"]
             self.limit_enabled = reg.from_words(values[2], values[3]) == 1
             self.limit_at = time.monotonic()
+        elif address == inv.VAR and len(values) >= 4:
+            self.var_pct = reg.from_words(values[0], values[1]) * inv.SCALE["var_pct"]
+            self.var_enabled = reg.from_words(values[2], values[3]) == 1
+            self.var_at = time.monotonic()
 
     def registers(self) -> list[int]:
         hb = int(time.monotonic() - self._t0)
         status = reg.RUNNING | reg.REMOTE | (reg.ALARM if self.fault == "alarm" else 0)
         return inv.encode({"w": self.p_mw, "w_max": self.rating_mw, "w_avail": self.avail_mw, "status": status,
                            "heartbeat": hb, "w_max_lim_pct": self.limit_pct,
-                           "w_max_lim_ena": 1 if self.limit_enabled else 0})
+                           "w_max_lim_ena": 1 if self.limit_enabled else 0, "var_pct": self.var_pct,
+                           "var_ena": 1 if self.var_enabled else 0, "var": self.q_mvar})
 
 
 async def _action(unit, timeout_s: float, function_code: int, start_address: int, address: int,

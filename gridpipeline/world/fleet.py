@@ -79,7 +79,8 @@ class FieldFleet:
         """The injections of one window with the fleet's true behaviour; advances the state.
 
         ``inj`` is the world's ``Injections`` at ``times`` (storage on its default schedule). Returns a
-        copy with ``storage_p_mw`` (pandapower sign, > 0 charging) and the curtailed ``sgen_p_mw``."""
+        copy with ``storage_p_mw`` (pandapower sign, > 0 charging), the curtailed ``sgen_p_mw`` and the
+        inverters' reactive setpoints in ``sgen_q_mvar``."""
         start = times[0].tz_convert("UTC").tz_localize(None).to_pydatetime()
         if self.clock is None or start != self.clock:
             self.reset()
@@ -104,14 +105,23 @@ class FieldFleet:
         sgen = inj.sgen_p_mw.copy()
         caps = np.array([np.inf if (c := u.cap_mw(mono)) is None else c for u in self.inverters])
         avail_g = sgen[:, self.sgen_pos] if len(self.sgen_pos) else np.zeros((n_t, 0))
+        sgen_q = inj.sgen_q_mvar.copy()
         if len(self.sgen_pos):
             sgen[:, self.sgen_pos] = np.minimum(avail_g, caps[None, :])
+            # reactive setpoints within each inverter's apparent power: |Q| <= sqrt(S^2 - P^2)
+            for j, u in enumerate(self.inverters):
+                q = u.q_setpoint_mvar(mono)
+                if q is None:
+                    continue
+                room = np.sqrt(np.clip(u.rating_mw ** 2 - sgen[:, self.sgen_pos[j]] ** 2, 0.0, None))
+                sgen_q[:, self.sgen_pos[j]] = np.clip(q, -room, room)
+                u.q_mvar = float(sgen_q[-1, self.sgen_pos[j]])
         self.clock = start + pd.Timedelta(seconds=self.window_s).to_pytimedelta()
         ns = times.tz_convert("UTC").tz_localize(None).asi8
         self._timeline = (ns, soc, p_out, np.column_stack([avail_g, sgen[:, self.sgen_pos]]) if len(self.sgen_pos)
                           else np.zeros((n_t, 0)))
         self.tick(None)
-        return replace(inj, storage_p_mw=p_out, sgen_p_mw=sgen)
+        return replace(inj, storage_p_mw=p_out, sgen_p_mw=sgen, sgen_q_mvar=sgen_q)
 
     def tick(self, now: datetime | None) -> None:
         """Bring what the controllers report up to the simulated instant ``now`` (None: the end of the

@@ -166,3 +166,31 @@ def test_stored_energy_at_the_end_is_valued_both_ways_by_hand():
     np.testing.assert_allclose(r.charge[0], [1.0], atol=1e-6)
     assert r.breakdown["terminal_surplus"] == pytest.approx(-30.0, abs=1e-6)
     assert m.solve(x(99.0)).objective == pytest.approx(-20.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("const_sens", [False, True])
+def test_reactive_power_before_curtailment_where_voltage_binds_by_hand(const_sens):
+    """A generator making 2 MW raises a bus to 1.06 pu (limit 1.05): each MW curtailed takes 0.01 pu
+    off, each Mvar absorbed 0.02 pu. With 0.5 Mvar of room in its inverter it absorbs 0.5 Mvar and
+    nothing is curtailed (0.25 €: 0.5 Mvarh at 0.5 €); with 0.3 Mvar it absorbs those and curtails
+    the rest, 0.4 MW (12 € + 0.15 €); with none it curtails 1 MW (30 €)."""
+    fleet = Fleet(("B",), eta_c=np.ones(1), eta_d=np.ones(1), generator_ids=("PV",))
+    sb, sg, sq = np.zeros((1, 1)), np.array([[0.01]]), np.array([[0.02]])
+
+    def x(q_room):
+        return DispatchInputs(dt_h=1.0, price_buy=np.zeros(1), price_sell=np.zeros(1), net_load=np.zeros(1),
+                              soc0=np.zeros(1), e_min=np.zeros(1), e_max=np.ones(1), p_charge_max=np.zeros(1),
+                              p_discharge_max=np.zeros(1), degradation=np.zeros(1), e_target=np.zeros(1),
+                              terminal_value=0.0, gen_avail=np.array([[2.0]]), curtail_value=np.array([30.0]),
+                              limit_base=np.array([[1.06]]), limit_lower=np.array([0.95]), limit_upper=np.array([1.05]),
+                              sens_battery=sb, sens_generator=sg, sens_generator_q=sq, limit_names=("bus 3 voltage",),
+                              q_max=np.array([[q_room]]))
+
+    m = (DispatchModel(fleet, 1, limit_rows=1, sens_battery=sb, sens_generator=sg, sens_generator_q=sq) if const_sens
+         else DispatchModel(fleet, 1, limit_rows=1))
+    for room, q, curt, cost in ((0.5, -0.5, 0.0, 0.25), (0.3, -0.3, 0.4, 12.15), (0.0, 0.0, 1.0, 30.0)):
+        r = m.solve(x(room))
+        assert r.reactive[0, 0] == pytest.approx(q, abs=1e-6)
+        assert r.curtail[0, 0] == pytest.approx(curt, abs=1e-6)
+        assert r.objective == pytest.approx(cost, abs=1e-6)
+        assert r.feasible_without_slack

@@ -57,6 +57,15 @@ def test_sensitivities_match_full_power_flows():
     assert rows.s_zone[k, 0] == pytest.approx(_line1_loading(n3) - base, rel=0.03)
     kv = rows.names.index("bus 3 voltage")
     assert rows.s_battery[kv, 0] > 0  # discharging raises the end voltage
+    # 1 Mvar from the PV inverter at bus 2, against a full power flow: it raises the voltage there
+    kq = rows.names.index("bus 2 voltage")
+    pf = run_powerflow(net)
+    v0 = float(pf.buses.loc[2, "u_pu"])
+    n4 = _feeder()
+    n4.sgen.loc[0, "q_mvar"] = 1.0
+    v1 = float(run_powerflow(n4).buses.loc[2, "u_pu"])
+    assert rows.s_generator_q is not None and rows.s_generator_q[kq, 0] > 0
+    assert rows.s_generator_q[kq, 0] == pytest.approx(v1 - v0, rel=0.03)
 
 
 def test_dispatch_charges_only_what_line_1_carries_and_the_gate_agrees():

@@ -76,6 +76,8 @@ def test_simulator_serves_the_field_and_the_loop_closes(world, tmp_path):
         pv = next(g for g in gens if "PV" in g or "SGen" in g)
         ok, detail = client.write_limit(pv, 10.0)
         assert ok, detail
+        ok, detail = client.write_var(pv, -20.0)  # absorb 20 % of its rating (a voltage binds)
+        assert ok, detail
         times, truth, _ = sim.true_values(datetime(2026, 6, 15, 17, 5))
         sim.fleet.tick(None)
         # the battery's measured P (a telemetry sensor) shows the discharge: -0.8 MW consumption
@@ -87,6 +89,13 @@ def test_simulator_serves_the_field_and_the_loop_closes(world, tmp_path):
         inv = client.read_inverters().set_index("sgen_id").loc[pv]
         assert inv.limit_enabled and inv.limit_pct == pytest.approx(10.0)
         assert inv.p_mw <= 0.1 * inv.rating_mw + 1e-9 and inv.p_avail_mw > inv.p_mw
+        # the reactive setpoint is followed within the inverter's apparent power and shows in the truth
+        assert inv.var_enabled and inv.var_pct == pytest.approx(-20.0)
+        assert inv.q_mvar == pytest.approx(-0.2 * inv.rating_mw, rel=1e-3)
+        q_sens = sensors.index[(sensors.element_type == "sgen") & (sensors.kind == "q_inj")
+                               & (sensors.element_id == world.net.sgen.index[world.net.sgen.name.astype(str) == pv][0])]
+        assert len(q_sens) == 1  # every generator's Q is measured
+        assert np.allclose(truth[:, q_sens], -0.2 * inv.rating_mw, rtol=1e-3)
         client.close()
     finally:
         sim.close()
