@@ -428,8 +428,8 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         "first_step_prices": flags, "seconds": round(time.perf_counter() - t_all, 1),
         "notes": [
             "hourly steps (the prices are hourly), 24-step horizon, re-planned every hour, first hour executed",
-            f"demand: the deployed global model without Prophet, refit every {cfg.refit_days} days on "
-            f"{cfg.train_days} days of measured history (live: weekly, with Prophet)",
+            (f"demand: the deployed global model without Prophet, refit every {cfg.refit_days} days on "
+             f"{cfg.train_days} days of measured history (live: weekly, with Prophet)"),
             "renewables: the weather service's runs through the deployed physics with its fixed band; no nowcast",
             "no branch limit rows in the LP; every executed hour checked by an AC power flow instead",
             "energy left at the end valued at the period's median price for every strategy",
