@@ -363,7 +363,8 @@ class Dispatcher:
     # ------------------------------------------------------------------ the loop
     def departure(self, now: datetime) -> datetime | None:
         """The snapshot time if the newest state shows a renewable kind departing, else None. Two
-        tests, each once per excursion (re-armed when it clears):
+        tests, each once per excursion and re-armed when it clears (the forecast gap back within half
+        its threshold; the output back within half the drop of its recent high):
 
         * from its forecast: |forecast P50 - measured| above ``DEPARTURE_SHARE`` of the kind's capacity;
         * from its own recent past (no forecast needed; a front the forecast does not know): the
@@ -394,14 +395,22 @@ class Dispatcher:
                 row = fc[fc.valid_time == pd.Timestamp(st["ts"]).floor("5min")]
                 if len(row):
                     gap = (float(row.p50.iloc[0]) - measured) / cap
-            off = abs(gap) > DEPARTURE_SHARE or dropped
-            if off and not self.departed.get(kind, False):
-                self.departed[kind] = True
+            # each test re-arms on its own: a forecast that stays off (a biased afternoon forecast)
+            # must not keep the drop test from seeing the next front
+            fired = []
+            for test, off, clear in (("forecast", abs(gap) > DEPARTURE_SHARE, abs(gap) < DEPARTURE_SHARE / 2),
+                                     ("drop", dropped, measured >= (1 - DROP_SHARE / 2) * peak)):
+                key = f"{kind} {test}"
+                if off and not self.departed.get(key, False):
+                    self.departed[key] = True
+                    fired.append(test)
+                elif not off and clear:
+                    self.departed[key] = False
+            if fired:
                 hit = st["ts"]
-                log.info("dispatcher: %s output %.3f MW departs (forecast gap %.0f %% of capacity, %.0f %% below its "
-                         "10-minute high %.3f MW)", kind, measured, 100 * gap, 100 * (1 - measured / max(peak, 1e-9)), peak)
-            elif not off and abs(gap) < DEPARTURE_SHARE / 2:
-                self.departed[kind] = False
+                log.info("dispatcher: %s output %.3f MW departs (%s; forecast gap %.0f %% of capacity, %.0f %% below "
+                         "its 10-minute high %.3f MW)", kind, measured, " and ".join(fired), 100 * gap,
+                         100 * (1 - measured / max(peak, 1e-9)), peak)
         return hit
 
     def run(self, until: datetime | None = None, poll_s: float = 2.0, echo=print) -> DispatchStats:

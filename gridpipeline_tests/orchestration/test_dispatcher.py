@@ -236,3 +236,27 @@ def test_operator_vpp_setpoint_is_split_sent_and_held_by_the_dispatcher(field):
     vpp_setpoint(s, "VPP_HOME", None, 0, "ana", release=True, client=client, now=now + timedelta(seconds=20))
     assert d.holds(now + timedelta(seconds=30)) == {}
     assert led.verify().ok
+
+
+def test_each_departure_test_rearms_on_its_own(gp_home):
+    """Back-to-back cloud fronts under a forecast that stays far above the measured PV (a biased
+    afternoon forecast): the forecast test fires once and stays off, but the drop test re-arms when
+    the output recovers and sees the second front too."""
+    from gridpipeline.orchestration.dispatcher import Dispatcher
+
+    d = Dispatcher(get_settings(), report=False, client=object())
+    pv = d.gens[d.gens.kind == "pv"]
+    cap = float(pv.rating_mw.sum())
+    t0 = datetime(2026, 6, 15, 16, 0)
+    fc = pd.DataFrame({"valid_time": pd.date_range(t0, periods=24, freq="5min"), "p50": 0.9 * cap})
+    d.forecasts = {"generation": {"pv": fc}}
+    level = iter([0.4, 0.4, 0.1, 0.1, 0.4, 0.4, 0.1, 0.4])  # share of capacity at each 30-s snapshot
+    fired = []
+    for k, share in enumerate(level):
+        ts = t0 + timedelta(seconds=30 * k)
+        inj = pd.DataFrame({"element_type": "sgen", "element_id": pv.sgen_index.to_numpy(),
+                            "p_mw": pv.rating_mw.to_numpy() * share})
+        d.state = lambda inj=inj, ts=ts: {"ts": ts, "injections": inj}
+        fired.append(d.departure(ts) is not None)
+    # snapshot 0: the forecast gap (50 % of capacity) fires; 2: the first front; 6: the second
+    assert fired == [True, False, True, False, False, False, True, False]
