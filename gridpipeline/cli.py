@@ -93,6 +93,52 @@ def _add_domain_apps() -> None:
         typer.echo(out["summary"], err=True)
         typer.echo(json.dumps(out, default=str))
 
+    @dispatch_app.command("backtest")
+    def backtest_cmd(
+        start: str = typer.Option("2018-01-01", help="first hour (UTC)"),
+        end: str = typer.Option("2019-01-01", help="end (UTC, exclusive)"),
+        world: str = typer.Option("sample", help="the world whose fleet and grid are replayed"),
+        prices: Optional[Path] = typer.Option(None, "--prices", exists=True,
+                                              help="utc_start,price CSV or SMARD CSV; default: the 2018 German "
+                                                   "day-ahead prices (data/prices, SMARD, as in ../shared/data/prices_de)"),
+        horizon: int = typer.Option(24, help="hourly steps per plan"),
+        train_days: int = typer.Option(365, help="days of measured history the demand model trains on"),
+        refit_days: int = typer.Option(28, help="days between refits of the demand model"),
+        out: Optional[Path] = typer.Option(None, help="also write the result as JSON here"),
+    ):
+        """Replay the fleet over a period with four strategies (perfect foresight, the rolling dispatch, the
+        median-price rule, no batteries) and print one JSON line: perfect_foresight_savings, mpc_savings,
+        rule_savings, mpc_share_of_perfect, violations (AC power flow of every executed hour)."""
+        import pandas as pd
+
+        from gridpipeline.dispatch_backtest import BacktestConfig, run_backtest
+        from gridpipeline.storage.cli import _fail as _dispatch_fail
+        from gridpipeline.storage.cli import _prices as _dispatch_prices
+        from gridpipeline.world.model import load_world
+        from gridpipeline.world.price_exchange import load_reference
+
+        cfg = BacktestConfig(start=pd.Timestamp(start, tz="UTC"), end=pd.Timestamp(end, tz="UTC"), horizon_steps=horizon,
+                             train_days=train_days, refit_days=refit_days)
+        if cfg.end <= cfg.start + pd.Timedelta(days=1):
+            _dispatch_fail("--end must be more than a day after --start")
+        series = _dispatch_prices(prices) if prices else load_reference()
+        say = lambda m: typer.echo(f"dispatch backtest: {m}", err=True)  # noqa: E731
+        # HiGHS prints its banner on stdout: while running, stdout goes to stderr, so stdout is one JSON line
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+        try:
+            w = load_world(world)
+            result = run_backtest(w, series, cfg, progress=say)
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        if out:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1))
+        typer.echo(json.dumps(result))
+
     app.add_typer(grid_app, name="grid", help="Power flow, state estimation and N-1 on your own network files.")
     app.add_typer(forecast_app, name="forecast", help="Forecast backtests on your own history.")
     app.add_typer(audit_app, name="audit", help="Integrity of the decision ledger.")

@@ -1,7 +1,7 @@
 """``dispatch_app``: one dispatch plan for a user's own case, from files, and the backtest.
 
     plan      --batteries FILE --forecast FILE --prices FILE --out DIR [--network FILE] [--start ISO]
-    backtest  [--start 2018-01-01 --end 2019-01-01 --prices FILE --horizon 24 ...]  (storage/backtest.py)
+    backtest  [--start 2018-01-01 --end 2019-01-01 ...]  (registered in cli.py: a harness, dispatch_backtest.py)
 
 Batteries (CSV or Parquet), one row per unit: ``battery_id``, ``capacity_mwh``, ``p_max_mw``,
 ``soc_percent`` (measured now), and optionally ``eta_charge``, ``eta_discharge`` (1.0),
@@ -151,48 +151,3 @@ def plan_cmd(
 
 __all__ = ["dispatch_app", "fleet_from_file"]
 
-
-@dispatch_app.command("backtest")
-def backtest_cmd(
-    start: str = typer.Option("2018-01-01", help="first hour (UTC)"),
-    end: str = typer.Option("2019-01-01", help="end (UTC, exclusive)"),
-    world: str = typer.Option("sample", help="the world whose fleet and grid are replayed"),
-    prices: Optional[Path] = typer.Option(None, "--prices", exists=True,
-                                          help="utc_start,price CSV or SMARD CSV; default: the 2018 German "
-                                               "day-ahead prices (data/prices, SMARD, as in ../shared/data/prices_de)"),
-    horizon: int = typer.Option(24, help="hourly steps per plan"),
-    train_days: int = typer.Option(365, help="days of measured history the demand model trains on"),
-    refit_days: int = typer.Option(28, help="days between refits of the demand model"),
-    out: Optional[Path] = typer.Option(None, help="also write the result as JSON here"),
-):
-    """Replay the fleet over a period with four strategies (perfect foresight, the rolling dispatch, the
-    median-price rule, no batteries) and print one JSON line: perfect_foresight_savings, mpc_savings,
-    rule_savings, mpc_share_of_perfect, violations (AC power flow of every executed hour)."""
-    import os
-    import sys
-
-    from gridpipeline.storage.backtest import BacktestConfig, run_backtest
-    from gridpipeline.world.model import load_world
-    from gridpipeline.world.price_exchange import load_reference
-
-    cfg = BacktestConfig(start=pd.Timestamp(start, tz="UTC"), end=pd.Timestamp(end, tz="UTC"), horizon_steps=horizon,
-                         train_days=train_days, refit_days=refit_days)
-    if cfg.end <= cfg.start + pd.Timedelta(days=1):
-        _fail("--end must be more than a day after --start")
-    series = _prices(prices) if prices else load_reference()
-    say = lambda m: typer.echo(f"dispatch backtest: {m}", err=True)  # noqa: E731
-    # HiGHS prints its banner on stdout: while running, stdout goes to stderr, so stdout is one JSON line
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        w = load_world(world)
-        result = run_backtest(w, series, cfg, progress=say)
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
-    typer.echo(json.dumps(result))
