@@ -111,17 +111,17 @@ def _add_domain_apps() -> None:
         rule_savings, mpc_share_of_perfect, violations (AC power flow of every executed hour)."""
         import pandas as pd
 
-        from gridpipeline.dispatch_backtest import BacktestConfig, run_backtest
-        from gridpipeline.storage.cli import _fail as _dispatch_fail
-        from gridpipeline.storage.cli import _prices as _dispatch_prices
+        from benchmarks.dispatch_backtest import BacktestConfig, run_backtest
+        from gridpipeline.storage.cli import read_prices
         from gridpipeline.world.model import load_world
         from gridpipeline.world.price_exchange import load_reference
 
         cfg = BacktestConfig(start=pd.Timestamp(start, tz="UTC"), end=pd.Timestamp(end, tz="UTC"), horizon_steps=horizon,
                              train_days=train_days, refit_days=refit_days)
         if cfg.end <= cfg.start + pd.Timedelta(days=1):
-            _dispatch_fail("--end must be more than a day after --start")
-        series = _dispatch_prices(prices) if prices else load_reference()
+            typer.secho("--end must be more than a day after --start", fg="red", err=True)
+            raise typer.Exit(2)
+        series = read_prices(prices) if prices else load_reference()
         say = lambda m: typer.echo(f"dispatch backtest: {m}", err=True)  # noqa: E731
         # HiGHS prints its banner on stdout: while running, stdout goes to stderr, so stdout is one JSON line
         sys.stdout.flush()

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gridpipeline.dispatch_backtest import BacktestConfig, FleetState, publication_times, run_backtest
+from benchmarks.dispatch_backtest import BacktestConfig, FleetState, publication_times, run_backtest
 
 
 def _fleet():
@@ -67,7 +67,7 @@ def test_four_strategies_on_real_prices(result):
 
 def test_the_rolling_dispatch_never_reads_the_future():
     """The demand forecast issued at t is the same whatever the history holds from t on."""
-    from gridpipeline.dispatch_backtest import Forecaster, measured_demand
+    from benchmarks.dispatch_backtest import Forecaster, measured_demand
     from gridpipeline.storage.planner import generator_table
     from gridpipeline.world.model import load_world
     from gridpipeline.world.price_exchange import load_reference

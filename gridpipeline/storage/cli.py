@@ -1,7 +1,7 @@
 """``dispatch_app``: one dispatch plan for a user's own case, from files, and the backtest.
 
     plan      --batteries FILE --forecast FILE --prices FILE --out DIR [--network FILE] [--start ISO]
-    backtest  [--start 2018-01-01 --end 2019-01-01 ...]  (registered in cli.py: a harness, dispatch_backtest.py)
+    backtest  [--start 2018-01-01 --end 2019-01-01 ...]  (registered in cli.py; benchmarks/dispatch_backtest.py)
 
 Batteries (CSV or Parquet), one row per unit: ``battery_id``, ``capacity_mwh``, ``p_max_mw``,
 ``soc_percent`` (measured now), and optionally ``eta_charge``, ``eta_discharge`` (1.0),
@@ -37,7 +37,8 @@ def _read(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
 
 
-def _prices(path: Path) -> pd.Series:
+def read_prices(path: Path) -> pd.Series:
+    """Prices from a SMARD CSV or a ``utc_start,price`` CSV, hourly on UTC."""
     from gridpipeline.sources.prices import read_smard
 
     head = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()[0]
@@ -115,7 +116,7 @@ def plan_cmd(
                                         for q in ("p10", "p50", "p90")}).assign(capacity_mw=cap)
     if not renew:
         gens = gens.iloc[0:0]
-    known = _prices(prices)
+    known = read_prices(prices)
     curve = price_curve(known, times[0], times[-1] + pd.Timedelta("5min"), pd.Timedelta("5min"))
     curve = curve.reindex(times).ffill().bfill().reset_index(drop=True)
     units = units_now(fleet, bms)

@@ -1,9 +1,9 @@
 """``gridpipeline dispatch backtest``: the sample world's fleet over a historical period (2018 by default),
 four strategies in one run, every executed hour checked by an AC power flow.
 
-A harness, like ``replay.py`` and the benchmarks, not a production path: it plays both sides of the
-wall, the world (truth, execution, scoring) and the utility (the strategies), so it lives outside the
-domain packages. What the strategies are given is listed below; nothing else of the world reaches them.
+A measurement, like the benchmarks beside it, not a production path: it plays both sides of the
+wall, the world (truth, execution, scoring) and the utility (the strategies), so it lives outside
+the package. What the strategies are given is listed below; nothing else of the world reaches them.
 
 The world plays the field: its loads, PV, wind and weather over the period are the truth the strategies
 are executed against and scored on. The strategies see only what a utility has:
