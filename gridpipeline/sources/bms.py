@@ -97,41 +97,34 @@ class BmsClient:
         self._down = None
         return pd.DataFrame(rows)
 
-    def write_limit(self, sgen_id: str, pct: float | None) -> tuple[bool, str]:
-        """Set an inverter's active-power limit in % of its rating (None: lift it), and read it back."""
-        e = self.inverters[sgen_id]
-        pct_v = 100.0 if pct is None else max(0.0, min(100.0, float(pct)))
-        words = inv.limit_words(pct_v, pct is not None)
+    def _write_confirmed(self, e, address: int, words: list[int], what: str) -> tuple[bool, str]:
+        """Write ``words`` at ``address`` of one device and read them back: (confirmed, why not)."""
         try:
             c = self._client(e)
-            w = c.write_registers(inv.LIMIT, words, device_id=e.unit)
+            w = c.write_registers(address, words, device_id=e.unit)
             if w.isError():
                 return False, f"write refused: Modbus exception {getattr(w, 'exception_code', '?')}"
-            r = c.read_holding_registers(inv.LIMIT, count=4, device_id=e.unit)
+            r = c.read_holding_registers(address, count=len(words), device_id=e.unit)
         except Exception as exc:  # noqa: BLE001
             self._drop(e)
             return False, f"no answer: {type(exc).__name__}"
-        if r.isError() or list(r.registers[:4]) != words:
-            return False, "read-back differs from the limit written"
-        return True, f"confirmed {pct_v:.2f} %" + ("" if pct is not None else " (limit lifted)")
+        if r.isError() or list(r.registers[:len(words)]) != words:
+            return False, f"read-back differs from the {what} written"
+        return True, ""
+
+    def write_limit(self, sgen_id: str, pct: float | None) -> tuple[bool, str]:
+        """Set an inverter's active-power limit in % of its rating (None: lift it), and read it back."""
+        pct_v = 100.0 if pct is None else max(0.0, min(100.0, float(pct)))
+        ok, why = self._write_confirmed(self.inverters[sgen_id], inv.LIMIT, inv.limit_words(pct_v, pct is not None),
+                                        "limit")
+        return (True, f"confirmed {pct_v:.2f} %" + ("" if pct is not None else " (limit lifted)")) if ok else (False, why)
 
     def write_var(self, sgen_id: str, pct: float | None) -> tuple[bool, str]:
         """Set an inverter's reactive power in % of its rating (+ injects; None: release it), read back."""
-        e = self.inverters[sgen_id]
         pct_v = 0.0 if pct is None else max(-100.0, min(100.0, float(pct)))
-        words = inv.var_words(pct_v, pct is not None)
-        try:
-            c = self._client(e)
-            w = c.write_registers(inv.VAR, words, device_id=e.unit)
-            if w.isError():
-                return False, f"write refused: Modbus exception {getattr(w, 'exception_code', '?')}"
-            r = c.read_holding_registers(inv.VAR, count=4, device_id=e.unit)
-        except Exception as exc:  # noqa: BLE001
-            self._drop(e)
-            return False, f"no answer: {type(exc).__name__}"
-        if r.isError() or list(r.registers[:4]) != words:
-            return False, "read-back differs from the reactive setpoint written"
-        return True, f"confirmed {pct_v:+.2f} % var" + ("" if pct is not None else " (released)")
+        ok, why = self._write_confirmed(self.inverters[sgen_id], inv.VAR, inv.var_words(pct_v, pct is not None),
+                                        "reactive setpoint")
+        return (True, f"confirmed {pct_v:+.2f} % var" + ("" if pct is not None else " (released)")) if ok else (False, why)
 
     def read_fleet(self, now: float | None = None) -> pd.DataFrame:
         """One row per battery: the decoded registers, ``available`` and ``reason``."""
