@@ -86,7 +86,7 @@ def vpp_setpoint(settings: Settings, vpp: str, mw: float | None, minutes: float,
     est = estimated_net(nm.net, st) if st is not None else None
     flags = []
     if est is not None:
-        engine._limits(est, units)
+        engine.limit_rows_for(est, units)
     else:
         flags.append("no estimated state: no feeder headroom, gate on the network model's nominal state")
     env = envelope(members, STEP_H, engine.headroom or None)

@@ -111,7 +111,7 @@ class PlanEngine:
         if st is not None:
             est_net = estimated_net(self.net, st)
             other_gen, gen_now = self._generation_now(st)
-            limits = self._limits(est_net, units)
+            limits = self.limit_rows_for(est_net, units)
         else:
             flags.append("no estimated state: no grid limits, gate on the network model's nominal state")
         other_gen += sum(float(mw) for mw, _ in held.values())  # the held units' injection, as given
@@ -171,7 +171,9 @@ class PlanEngine:
         other = float(sg.drop(index=self.gens.sgen_index, errors="ignore").sum())
         return other, gen_now
 
-    def _limits(self, est_net, units):
+    def limit_rows_for(self, est_net, units):
+        """The limit rows around ``est_net`` that the fleet can bind (None when they fail); refreshes
+        :attr:`headroom` (per feeder head) from all of them on the way."""
         from gridpipeline.grid.network import to_pgm
         from gridpipeline.storage.limits import limit_rows
 
