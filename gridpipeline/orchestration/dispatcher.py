@@ -282,7 +282,6 @@ class Dispatcher:
 
     def settle_approvals(self, now: datetime) -> None:
         """Execute approved dispatch decisions (after the gate passes them again), record expiries."""
-        from gridpipeline.storage.gate import gate
 
         st_now = self.state()
 
@@ -290,10 +289,7 @@ class Dispatcher:
             if self.last_approved is None:
                 return {"fallback": "idle", "reason": "no approved setpoints to hold"}
             if st_now is not None:
-                sp = pd.Series({i: self.last_approved["battery"].get(b, 0.0)
-                                for i, b in zip(self.fleet.storage_index, self.fleet.battery_id)})
-                v = gate(self.estimated_net(st_now), sp, loading_limit=self.s.loading_limit_percent,
-                         v_min=self.s.v_min_pu, v_max=self.s.v_max_pu)
+                v = self._regate(self.last_approved, st_now)
                 if not v.passed or v.scale < 1.0:
                     self._idle()
                     return {"fallback": "idle", "reason": f"last approved setpoints fail the gate now: {v.reason}"}
@@ -307,10 +303,7 @@ class Dispatcher:
             rec = self.ledger.get(did)
             sp = rec["body"].get("setpoints") or {}
             if st_now is not None:
-                ser = pd.Series({i: sp.get("battery", {}).get(b, 0.0)
-                                 for i, b in zip(self.fleet.storage_index, self.fleet.battery_id)})
-                v = gate(self.estimated_net(st_now), ser, loading_limit=self.s.loading_limit_percent,
-                         v_min=self.s.v_min_pu, v_max=self.s.v_max_pu)
+                v = self._regate(sp, st_now)
                 if not v.passed:
                     self.ledger.append("gate_verdict", {"decision": did, "summary": f"approved plan fails the gate "
                                                         f"now: {v.reason}", **v.record()}, actor="dispatcher", ref=did)
@@ -318,13 +311,33 @@ class Dispatcher:
                     continue
                 sp = {"battery": {b: mw * v.scale for b, mw in sp.get("battery", {}).items()},
                       "curtail_mw": {g: mw * v.scale for g, mw in sp.get("curtail_mw", {}).items()},
-                      "reactive_mvar": sp.get("reactive_mvar", {})}
+                      "reactive_mvar": {g: q * v.scale for g, q in sp.get("reactive_mvar", {}).items()}}
             self.send(did, sp)
             self.last_approved = {**sp, "decision": did}
 
+    def _regate(self, sp: dict, st_now: dict):
+        """The gate on the state now for setpoints decided earlier (an approval, a held fallback): the
+        batteries, the curtailment and the reactive setpoints together, as they would be sent."""
+        from gridpipeline.storage.gate import gate
+
+        ser = pd.Series({i: sp.get("battery", {}).get(b, 0.0)
+                         for i, b in zip(self.fleet.storage_index, self.fleet.battery_id)})
+        by_id = dict(zip(self.gens.sgen_id, self.gens.sgen_index))
+        curt = pd.Series({by_id[g]: mw for g, mw in sp.get("curtail_mw", {}).items() if g in by_id}, dtype=float)
+        q = pd.Series({by_id[g]: mvar for g, mvar in sp.get("reactive_mvar", {}).items() if g in by_id}, dtype=float)
+        return gate(self.estimated_net(st_now), ser, curt, loading_limit=self.s.loading_limit_percent,
+                    v_min=self.s.v_min_pu, v_max=self.s.v_max_pu, reactive_mvar=q if len(q) else None)
+
     def _idle(self) -> None:
+        """Every battery to 0 MW, every curtailment limit lifted and every reactive setpoint released: the
+        units go back to their own behaviour, as with no plan at all."""
         for b in self.fleet.battery_id:
             self.client.write_setpoint(b, 0.0)
+        for g in getattr(self, "_limited", set()):
+            self.client.write_limit(g, None)
+        for g in getattr(self, "_var_set", set()):
+            self.client.write_var(g, None)
+        self._limited, self._var_set = set(), set()
 
     # ------------------------------------------------------------------ the record
     # ------------------------------------------------------------------ Dagster

@@ -136,8 +136,8 @@ class PlanEngine:
         sp = self._setpoints(out.power[0] * verdict.scale, out.curtail[0] * verdict.scale, units)
         sp["battery"].update({b: round(float(mw), 6) for b, (mw, _) in held.items()})
         if out.reactive is not None and len(self.gens):
-            sp["reactive_mvar"] = {g: round(float(q), 6) for g, q in zip(self.gens.sgen_id, out.reactive[0])
-                                   if abs(q) > 1e-4}
+            sp["reactive_mvar"] = {g: round(float(q) * verdict.scale, 6) for g, q in
+                                   zip(self.gens.sgen_id, out.reactive[0]) if abs(q) > 1e-4 and verdict.scale > 0}
         body = self._decision_body(now, trigger, p, out, verdict, fc_ref, price_ref, st, bms, curt, flags)
         body["setpoints"], body["decision"]["first_step_mw"] = sp, sp["battery"]  # with the held units'
         body["vpp"] = {"feeder_headroom_mw": {f: {"injection": u, "consumption": d} for f, (u, d) in self.headroom.items()}

@@ -40,8 +40,9 @@ class GateVerdict:
 
 
 def _apply(net, battery_mw: pd.Series, curtail_mw: pd.Series, scale: float, reactive_mvar: pd.Series | None = None):
-    """A copy of ``net`` with setpoints (storage index -> MW, positive = discharge) and curtailment
-    (sgen index -> MW) applied at ``scale``. pandapower storage ``p_mw`` is consumption (charging)."""
+    """A copy of ``net`` with setpoints (storage index -> MW, positive = discharge), curtailment
+    (sgen index -> MW) and reactive setpoints (sgen index -> Mvar, from no reactive support) applied at
+    ``scale``: one common factor, so the setpoints sent are the ones checked. pandapower storage ``p_mw`` is consumption (charging)."""
     n = copy.deepcopy(net)
     if len(battery_mw):
         n.storage.loc[battery_mw.index, "p_mw"] = -scale * battery_mw.to_numpy()
@@ -50,9 +51,9 @@ def _apply(net, battery_mw: pd.Series, curtail_mw: pd.Series, scale: float, reac
         p = n.sgen.loc[curtail_mw.index, "p_mw"].to_numpy() * n.sgen.loc[curtail_mw.index, "scaling"].to_numpy()
         n.sgen.loc[curtail_mw.index, "p_mw"] = np.maximum(p - scale * curtail_mw.to_numpy(), 0.0)
         n.sgen.loc[curtail_mw.index, "scaling"] = 1.0
-    if reactive_mvar is not None and len(reactive_mvar):  # the inverters' reactive setpoints (+ injects), as asked
+    if reactive_mvar is not None and len(reactive_mvar):  # the inverters' reactive setpoints (+ injects), scaled too
         p = n.sgen.loc[reactive_mvar.index, "p_mw"].to_numpy() * n.sgen.loc[reactive_mvar.index, "scaling"].to_numpy()
-        n.sgen.loc[reactive_mvar.index, "q_mvar"] = reactive_mvar.to_numpy()
+        n.sgen.loc[reactive_mvar.index, "q_mvar"] = scale * reactive_mvar.to_numpy()
         n.sgen.loc[reactive_mvar.index, "p_mw"] = p
         n.sgen.loc[reactive_mvar.index, "scaling"] = 1.0
     return n

@@ -260,3 +260,26 @@ def test_each_departure_test_rearms_on_its_own(gp_home):
         fired.append(d.departure(ts) is not None)
     # snapshot 0: the forecast gap (50 % of capacity) fires; 2: the first front; 6: the second
     assert fired == [True, False, True, False, False, False, True, False]
+
+
+def test_going_idle_releases_every_setpoint_it_sent(field):
+    """The idle fallback (an approval expired and the last approved setpoints fail the gate) puts the
+    batteries to 0 MW and also lifts the curtailment limits and releases the reactive setpoints it had
+    sent: the inverters run free again, as with no plan."""
+    from gridpipeline.orchestration.dispatcher import Dispatcher
+
+    sim, client = field
+    d = Dispatcher(get_settings(), report=False, client=client)
+    invs = {u.sgen_id: u for u in sim.fleet.inverters}
+    g = next(iter(invs))
+    b = sim.fleet.batteries[0].battery_id
+    out = d.send("test-decision", {"battery": {b: 0.05}, "curtail_mw": {g: 0.0},
+                                   "reactive_mvar": {g: -0.2 * invs[g].rating_mw}})
+    assert out["failed"] == 0
+    assert invs[g].cap_mw() is not None and invs[g].q_setpoint_mvar() == pytest.approx(-0.2 * invs[g].rating_mw, rel=1e-3)
+    assert sim.fleet.batteries[0].commanded() == pytest.approx(0.05, abs=1e-4)
+    d._idle()
+    assert invs[g].cap_mw() is None and invs[g].q_setpoint_mvar() is None
+    assert all(u.commanded() in (None, 0.0) for u in sim.fleet.batteries)
+    row = client.read_inverters().set_index("sgen_id").loc[g]
+    assert not row.limit_enabled and not row.var_enabled

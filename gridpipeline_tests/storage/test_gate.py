@@ -53,3 +53,16 @@ def test_the_gate_also_checks_contingencies():
     assert gate(net, setpoint).scale == 1.0  # both paths share 3 MW
     v = gate(net, setpoint, contingencies=[("line", 1)])  # line 1 out: all 3 MW over line 3 (0.06 kA)
     assert v.worst["case"] == "outage of line 1" and v.worst["element"] == "line 3" and v.scale < 1.0
+
+
+def test_reactive_setpoints_are_scaled_with_the_rest():
+    """Reactive power is one of the setpoints: the common factor scales it too, so what is sent is what
+    was checked. 3 Mvar absorbed at bus 2 on a lightly loaded feeder puts ~3 MVA over line 1 (0.1 kA =
+    3.46 MVA at 20 kV): fine. 6 Mvar would not be, so about half of it passes."""
+    net = _feeder(0.5)
+    pp.create_sgen(net, 2, p_mw=0.2, q_mvar=0.0)
+    assert gate(net, pd.Series(dtype=float), reactive_mvar=pd.Series({0: -3.0})).scale == 1.0
+    v = gate(net, pd.Series(dtype=float), reactive_mvar=pd.Series({0: -6.0}))
+    assert v.passed and 0.4 < v.scale < 0.6 and v.worst["element"] == "line 1"
+    # the factor found is the one at which the AC power flow is within the limit
+    assert gate(net, pd.Series(dtype=float), reactive_mvar=pd.Series({0: -6.0 * v.scale})).scale == 1.0
