@@ -46,16 +46,25 @@ Violations
     the batteries made it so or made it worse (beyond 0.1 % loading or 0.0005 pu) against the
     no-battery hour; the hours the grid is over a limit on its own are reported beside.
 
+Grid limits
+    Every plan has limit rows as the live loop builds them (``storage.limits``: transformers, feeder
+    heads, branches above 60 %, bus voltages): linearised around the last hour's state with the
+    batteries taken out, their base moved by the forecasts' change. The sensitivities are re-linearised
+    once a day (live: every plan). The rows keep ``margin_pu`` / ``margin_loading`` inside the limits,
+    since an hourly plan starts from a state an hour old and has no gate; a base already inside that
+    band may not be made worse and need not be pulled back (:func:`in_band`). Perfect foresight gets the
+    same rows with every hour's true no-action flows as their base.
+
 Deviations from the live loop, all stated in the result's ``notes``: hourly steps (the prices are
-hourly); no branch limit rows in the LP (the sample fleet cannot load a branch to its limit, and the
-AC power flow counts whatever it does); no nowcast of renewables.
+hourly); the sensitivities refreshed daily and a margin instead of the gate; no reactive power (the
+backtest executes active power only); no nowcast of renewables.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -79,6 +88,12 @@ class BacktestConfig:
     loading_limit: float = 100.0
     v_min: float = 0.95
     v_max: float = 1.05
+    grid_limits: bool = True      # limit rows in every plan, as live (see "Grid limits" above)
+    # the plans' rows keep this far inside the limits: an hourly plan starts from a state an hour old and
+    # has no gate (the AC state of the hour it executes is not known ahead); live re-plans every 5
+    # minutes and gates the first step by an AC power flow instead
+    margin_pu: float = 0.005
+    margin_loading: float = 2.0
 
 
 # ------------------------------------------------------------------------------------------ the world
@@ -263,6 +278,67 @@ def _country(world) -> str | None:
     return get_settings().forecast_country
 
 
+# --------------------------------------------------------------------------------------- the grid
+def no_action_flows(world, truth: Truth):
+    """Every step's AC power flow without batteries and curtailment: ``(values, converged)`` with
+    ``values`` a name -> (T,) map in the limit rows' names ("line 7 loading", "bus 3 voltage")."""
+    from gridpipeline.world.model import Injections
+    from gridpipeline.world.powerflow import TruthEngine
+
+    net = world.net
+    T = len(truth.times)
+    inj = Injections(times=truth.times, load_index=net.load.index.to_numpy(), sgen_index=net.sgen.index.to_numpy(),
+                     storage_index=net.storage.index.to_numpy(), load_p_mw=truth.load_p, load_q_mvar=truth.load_q,
+                     sgen_p_mw=truth.sgen_p, sgen_q_mvar=truth.sgen_q, storage_p_mw=np.zeros((T, len(net.storage))),
+                     storage_q_mvar=np.zeros((T, len(net.storage))))
+    s = TruthEngine(net).solve(inj)
+    values = {f"line {i} loading": s.line_loading_percent[:, k] for k, i in enumerate(net.line.index)}
+    values |= {f"trafo {i} loading": s.trafo_loading_percent[:, k] for k, i in enumerate(net.trafo.index)}
+    values |= {f"bus {i} voltage": s.bus_u_pu[:, k] for k, i in enumerate(net.bus.index)}
+    return values, s.converged
+
+
+def rows_at(world, truth: Truth, t: int, fleet: pd.DataFrame, gens: pd.DataFrame, cfg: BacktestConfig):
+    """The limit rows linearised around hour ``t`` of the truth with no battery power (the state a
+    utility estimates, with the plan's batteries taken out, as live: ``cycle.limit_rows_for``), without
+    the inverters' reactive power (the backtest executes active power only)."""
+    import copy
+    from dataclasses import replace
+
+    from gridpipeline.grid.network import to_pgm
+    from gridpipeline.storage.limits import limit_rows
+
+    n = copy.deepcopy(world.net)
+    n.load["p_mw"], n.load["q_mvar"], n.load["scaling"] = truth.load_p[t], truth.load_q[t], 1.0
+    n.sgen["p_mw"], n.sgen["q_mvar"], n.sgen["scaling"] = truth.sgen_p[t], truth.sgen_q[t], 1.0
+    n.storage["p_mw"] = 0.0
+    if "q_mvar" in n.storage:
+        n.storage["q_mvar"] = 0.0
+    m = to_pgm(n)
+    rows = limit_rows(m, m.with_switch_states(None), n, batteries=list(fleet.storage_index),
+                      generators=list(gens.sgen_index), zone_of_load=pd.Series("all", index=n.load.index),
+                      loading_limit=cfg.loading_limit - cfg.margin_loading, v_min=cfg.v_min + cfg.margin_pu,
+                      v_max=cfg.v_max - cfg.margin_pu)
+    return replace(rows, s_generator_q=None)
+
+
+def in_band(base: np.ndarray, rows, cfg: BacktestConfig) -> np.ndarray:
+    """The rows' no-action base with the margin band taken as "do not make it worse": a base between a
+    tightened limit and the true one is put at the tightened limit, so the plan may not push it
+    further and is not made to pull it back (the gate's rule, create or worsen); a base past the true
+    limit stays, so the plan relieves it, as live."""
+    is_v = np.array([n.endswith("voltage") for n in rows.names], dtype=bool)
+    m = np.where(is_v, cfg.margin_pu, cfg.margin_loading)
+    up, lo = rows.upper, rows.lower
+    b = np.where((base > up) & (base <= up + m), up, base)
+    return np.where((b < lo) & (b >= lo - m), lo, b)
+
+
+def _at(rows, values: dict, t) -> np.ndarray:
+    """The rows' no-action values at step(s) ``t`` from the power flows."""
+    return np.stack([values[n][t] for n in rows.names], axis=-1)
+
+
 # --------------------------------------------------------------------------------------- the run
 def _plan_inputs(times, units, gens, demand, renew, prices, other_mw, import_max, export_max):
     from gridpipeline.storage.planner import PlanInputs
@@ -281,7 +357,7 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
                  progress: Callable[[str], None] | None = None) -> dict:
     """The four strategies over ``cfg.start .. cfg.end``; returns the figures (see the module docstring)."""
     from gridpipeline.storage.aggregate import FleetPlanner
-    from gridpipeline.storage.planner import fleet_table, generator_table, solve_plan
+    from gridpipeline.storage.planner import fleet_table, gen_availability, generator_table, solve_plan
 
     say = progress or (lambda m: None)
     t_all = time.perf_counter()
@@ -298,6 +374,9 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
     say("the world's truth over the period")
     truth = world_truth(world, cfg.start, cfg.end, cfg.step, cfg.sub_steps)
     T = len(truth.times)
+    if cfg.grid_limits:
+        say("AC power flow of every hour without batteries (the limit rows' base)")
+        flows0, _ = no_action_flows(world, truth)
     pos = pd.Index(net.sgen.index).get_indexer(gens.sgen_index)      # curtailable columns of sgen
     other = np.setdiff1d(np.arange(len(net.sgen)), pos)
     avail_true = truth.sgen_p[:, pos]
@@ -350,6 +429,17 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
     pin = _plan_inputs(truth.times, _units(fleet, e0), gens, d_true, renew_true, pr_true, 0.0, imp_max, exp_max)
     pin.other_generation_mw = 0.0
     pin.demand = d_true.sub(other_true, axis=0)  # the other generators' true output, known in hindsight
+    pmax_all = fleet.p_max_mw.to_numpy(float)
+    rows_pf = None
+    if cfg.grid_limits:
+        # one set of sensitivities (around the first hour), and every hour's true no-action values as the
+        # base: the rows any hour's flows could take to a limit with the fleet at full power
+        rows0 = rows_at(world, truth, 0, fleet, gens, cfg)
+        base_all = _at(rows0, flows0, slice(None))
+        effect = np.abs(rows0.s_battery) @ pmax_all
+        keep = (np.nanmax(base_all, axis=0) + effect >= rows0.upper) | (np.nanmin(base_all, axis=0) - effect <= rows0.lower)
+        rows_pf = rows0.select(keep)
+        pin.limits, pin.limit_base = rows_pf, in_band(np.nan_to_num(base_all[:, keep], nan=1.0), rows_pf, cfg)
     pf_out = solve_plan(pin, FleetPlanner())
     perfect_seconds = time.perf_counter() - t0
     perfect = FleetState(fleet, e0.copy(), dt_h)
@@ -377,6 +467,7 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
     t_fc = t_lp = 0.0
     plan_seconds = []
     flags: dict[str, int] = {}
+    rows_day, rows_from, rows_built, rows_k = None, None, 0, []
     for t, issue in enumerate(truth.times):
         a = time.perf_counter()
         demand = fc.demand(issue)
@@ -386,6 +477,19 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         other_now = float(other_true[t - 1]) if t else float(other_true[0])  # the last measured hour, held
         steps = pd.date_range(issue, periods=times_h, freq=cfg.step)
         p = _plan_inputs(steps, _units(fleet, mpc.energy), gens, demand, renew, prices_h, other_now, imp_max, exp_max)
+        if cfg.grid_limits:
+            # as live: rows around the state estimated now (the last hour, batteries out), their base moved
+            # by the forecasts' change; the sensitivities refreshed once a day (live: every plan)
+            last = max(t - 1, 0)
+            if rows_day is None or (issue - rows_from) >= pd.Timedelta(days=1):
+                rows_day, rows_from = rows_at(world, truth, last, fleet, gens, cfg).relevant(pmax_all), issue
+                rows_built += 1
+            p.limits = replace(rows_day, now=np.nan_to_num(_at(rows_day, flows0, last), nan=1.0))
+            d50 = demand.p50.to_numpy(float)
+            p.zone_delta_mw = (d50 - d50[0])[:, None]
+            g50 = gen_availability(p)
+            p.limit_base = in_band(p.limits.base(p.zone_delta_mw, g50 - g50[:1]), p.limits, cfg)
+            rows_k.append(len(rows_day.names))
         out = solve_plan(p, planner)
         c = time.perf_counter()
         t_fc += b - a
@@ -408,7 +512,7 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
 
     # ---- AC power flow of every executed hour
     say("AC power flow of every executed hour (4 strategies)")
-    viol, base_hours, pf_seconds = violations(world, truth, results, pos, cfg)
+    viol, base_hours, pf_seconds, viol_details = violations(world, truth, results, pos, cfg)
     saving = {k: totals["none"] - totals[k] for k in ("perfect", "mpc", "rule")}
     return {
         "perfect_foresight_savings": round(saving["perfect"], 2),
@@ -418,6 +522,7 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         "violations": int(viol["mpc"]),
         "violations_by_strategy": {k: int(v) for k, v in viol.items()},
         "grid_over_limit_hours_without_batteries": int(base_hours),
+        "violation_hours": {k: v for k, v in viol_details.items() if k in ("mpc", "perfect")},
         "cost_eur": {k: round(v, 2) for k, v in totals.items()},
         "period": f"{cfg.start:%Y-%m-%d} .. {cfg.end:%Y-%m-%d}", "hours": T, "step": str(cfg.step),
         "horizon_steps": cfg.horizon_steps, "batteries": len(fleet),
@@ -430,12 +535,19 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         "forecast_seconds": round(t_fc, 1), "lp_seconds": round(t_lp, 1),
         "perfect_foresight_seconds": round(perfect_seconds, 1), "power_flow_seconds": round(pf_seconds, 1),
         "first_step_prices": flags, "seconds": round(time.perf_counter() - t_all, 1),
+        "limit_rows": {"perfect": len(rows_pf.names) if rows_pf is not None else 0,
+                       "mpc_median": int(np.median(rows_k)) if rows_k else 0, "mpc_linearisations": rows_built},
         "notes": [
             "hourly steps (the prices are hourly), 24-step horizon, re-planned every hour, first hour executed",
             (f"demand: the deployed global model without Prophet, refit every {cfg.refit_days} days on "
              f"{cfg.train_days} days of measured history (live: weekly, with Prophet)"),
             "renewables: the weather service's runs through the deployed physics with its fixed band; no nowcast",
-            "no branch limit rows in the LP; every executed hour checked by an AC power flow instead",
+            ("limit rows as live (transformers, feeder heads, branches above 60 %, bus voltages), around the last "
+             "hour's state without batteries, their base moved by the forecasts; sensitivities re-linearised once "
+             "a day (live: every plan), kept 0.005 pu and 2 % loading inside the limits (no gate: live gates "
+             "every first step by an AC power flow); no reactive power (active power only is executed); perfect "
+             "foresight: the same rows, one set of sensitivities and every hour's true no-action flows as the base"
+             if cfg.grid_limits else "no limit rows in the LP"),
             "energy left at the end valued at the period's median price for every strategy",
         ],
     }
@@ -470,7 +582,7 @@ def violations(world, truth: Truth, results: dict, curt_pos: np.ndarray, cfg: Ba
                           | (np.nan_to_num(v, nan=1.0) > cfg.v_max))
     bl, bv = over(base_load, base_v)
     base_hours = int((bl.any(axis=1) | bv.any(axis=1) | ~base_ok).sum())
-    out = {}
+    out, details = {}, {}
     for k, s in results.items():
         if k == "none":
             out[k] = 0
@@ -480,8 +592,22 @@ def violations(world, truth: Truth, results: dict, curt_pos: np.ndarray, cfg: Ba
         worse_l = ol & (np.nan_to_num(ld) > np.nan_to_num(base_load) + 0.1)
         dv = np.abs(np.nan_to_num(v, nan=1.0) - 1.0) - np.abs(np.nan_to_num(base_v, nan=1.0) - 1.0)
         worse_v = ov & (dv > 0.0005)
-        out[k] = int((worse_l.any(axis=1) | worse_v.any(axis=1) | (~ok & base_ok)).sum())
-    return out, base_hours, time.perf_counter() - t0
+        hit = worse_l.any(axis=1) | worse_v.any(axis=1) | (~ok & base_ok)
+        out[k] = int(hit.sum())
+        for t in np.flatnonzero(hit)[:20]:  # what each one was: the worst element, without and with batteries
+            if worse_l[t].any():
+                j = int(np.argmax(np.where(worse_l[t], ld[t] - base_load[t], -np.inf)))
+                el = (f"line {net.line.index[j]}" if j < len(net.line) else f"trafo {net.trafo.index[j - len(net.line)]}",
+                      round(float(base_load[t, j]), 2), round(float(ld[t, j]), 2), "% loading")
+            elif worse_v[t].any():
+                j = int(np.argmax(np.where(worse_v[t], dv[t], -np.inf)))
+                el = (f"bus {net.bus.index[j]}", round(float(base_v[t, j]), 4), round(float(v[t, j]), 4), "pu")
+            else:
+                el = ("-", None, None, "power flow does not converge")
+            details.setdefault(k, []).append({"hour": str(truth.times[t]), "element": el[0], "without": el[1],
+                                              "with": el[2], "unit": el[3],
+                                              "fleet_mw": round(float(np.asarray(s.power)[t].sum()), 3)})
+    return out, base_hours, time.perf_counter() - t0, details
 
 
 __all__ = ["BacktestConfig", "FleetState", "Truth", "publication_times", "run_backtest", "violations", "world_truth"]

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.dispatch_backtest import BacktestConfig, FleetState, publication_times, run_backtest
+from benchmarks.dispatch_backtest import BacktestConfig, FleetState, in_band, publication_times, run_backtest
 
 
 def _fleet():
@@ -33,6 +33,19 @@ def test_prices_are_known_from_noon_berlin_the_day_before():
     pub = publication_times(hours.tz_convert("UTC"))
     assert list(pub.tz_convert("Europe/Berlin").strftime("%Y-%m-%d %H:%M")) == [
         "2018-06-01 12:00", "2018-05-31 12:00", "2018-01-14 12:00"]
+
+
+def test_the_margin_band_forbids_worsening_without_forcing_relief():
+    """Rows tightened by 0.005 pu (upper 1.045 for a 1.05 limit) and 2 % (98 % for 100 %): a base in the
+    band is put at the tightened limit (the plan may not raise it, nor must it lower it); a base past
+    the true limit stays (the plan relieves it, as live); a base inside is untouched."""
+    from types import SimpleNamespace
+
+    rows = SimpleNamespace(names=("bus 1 voltage", "line 2 loading"), upper=np.array([1.045, 98.0]),
+                           lower=np.array([0.955, -1e6]))
+    base = np.array([[1.047, 99.0], [1.052, 101.0], [1.04, 50.0], [0.953, 97.0]])
+    out = in_band(base, rows, BacktestConfig())
+    assert out.tolist() == [[1.045, 98.0], [1.052, 101.0], [1.04, 50.0], [0.955, 97.0]]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +74,7 @@ def test_four_strategies_on_real_prices(result):
     assert r["rule_savings"] < 0
     assert r["throughput_mwh"]["perfect"] > 0  # the rolling dispatch may rightly stay idle on its forecasts
     assert r["violations"] == 0 and r["violations_by_strategy"]["perfect"] == 0
+    assert r["limit_rows"]["perfect"] > 0 and r["limit_rows"]["mpc_median"] > 0  # the plans had grid limits
     assert r["hours"] == 72 and r["demand_model_refits"] == 1
     assert r["first_step_prices"] == {"price_known": 72}  # the hour being executed is always published
 

@@ -15,7 +15,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from gridpipeline.storage.inputs import HORIZON, STEP, estimated_net, forecast_frames, vpp_envelopes
+from gridpipeline.storage.inputs import (HORIZON, STEP, estimated_net, forecast_frames, vpp_envelopes,
+                                        without_planned_batteries)
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +108,21 @@ class PlanEngine:
             flags.append(f"{len(held)} units held by an operator's VPP setpoint: left out of the plan")
         demand, renew, ramps, fc_ref = forecast_frames(forecasts, times, st, self.net, flags)
         prices, price_ref = self._prices(now, times, flags)
-        limits, gen_now, other_gen, est_net = None, None, 0.0, None
+        limits, other_gen, est_net, zone_delta = None, 0.0, None, None
         if st is not None:
             est_net = estimated_net(self.net, st)
-            other_gen, gen_now = self._generation_now(st)
+            other_gen, _ = self._generation_now(st)
             limits = self.limit_rows_for(est_net, units)
+            # the rows' base follows the demand forecast's change from its first step (one zone: the
+            # system); its change, not its level, so a forecast biased against the estimate moves nothing
+            d50 = demand.p50.to_numpy(float)
+            zone_delta = (d50 - d50[0])[:, None]
         else:
             flags.append("no estimated state: no grid limits, gate on the network model's nominal state")
         other_gen += sum(float(mw) for mw, _ in held.values())  # the held units' injection, as given
         p = PlanInputs(times=times, units=units, generators=self.gens, demand=demand, renewables=renew, prices=prices,
-                       other_generation_mw=other_gen, ramps=ramps, limits=limits, gen_now_mw=gen_now, flags=flags,
-                       import_max_mw=self.import_max, export_max_mw=self.export_max)
+                       other_generation_mw=other_gen, ramps=ramps, limits=limits, flags=flags,
+                       zone_delta_mw=zone_delta, import_max_mw=self.import_max, export_max_mw=self.export_max)
         out = solve_plan(p, self.planner)
         first = pd.Series(out.power[0], index=self.fleet.storage_index.to_numpy())  # + discharge
         for b, (mw, _) in held.items():  # the gate sees the held units at their setpoints
@@ -173,11 +178,17 @@ class PlanEngine:
 
     def limit_rows_for(self, est_net, units):
         """The limit rows around ``est_net`` that the fleet can bind (None when they fail); refreshes
-        :attr:`headroom` (per feeder head) from all of them on the way."""
+        :attr:`headroom` (per feeder head) from all of them on the way.
+
+        The rows' base is the state without the power of the batteries the plan decides (``units`` that
+        are available): the LP adds their power to it, so the power they have now must not be in it too.
+        Units left out of the plan (held by an operator, not answering) keep their estimated injection."""
         from gridpipeline.grid.network import to_pgm
         from gridpipeline.storage.limits import limit_rows
 
         try:
+            est_net = without_planned_batteries(est_net, self.fleet.storage_index.to_numpy()[
+                units.available.to_numpy(bool)])
             model = to_pgm(est_net)
             zone_of_load = pd.Series("all", index=est_net.load.index)
             rows = limit_rows(model, model.with_switch_states(None), est_net,

@@ -62,6 +62,23 @@ def estimated_net(net, st: dict):
     return net
 
 
+def without_planned_batteries(net, storage_index) -> object:
+    """``net`` with the storage elements ``storage_index`` at 0 MW / 0 Mvar (a copy when any was not):
+    the no-action state the plan's limit rows start from, since the plan decides those batteries' power."""
+    idx = net.storage.index.intersection(pd.Index(storage_index)) if len(net.storage) else pd.Index([])
+    if not len(idx):
+        return net
+    p = net.storage.loc[idx, "p_mw"].to_numpy(float)
+    q = net.storage.loc[idx, "q_mvar"].to_numpy(float) if "q_mvar" in net.storage else np.zeros(len(idx))
+    if not (np.abs(p).max(initial=0) > 0 or np.abs(q).max(initial=0) > 0):
+        return net
+    net = copy.deepcopy(net)
+    net.storage.loc[idx, "p_mw"] = 0.0
+    if "q_mvar" in net.storage:
+        net.storage.loc[idx, "q_mvar"] = 0.0
+    return net
+
+
 def parse_case(text: str) -> tuple[str, int] | None:
     """'line 12' / 'trafo:0' -> ('line', 12); N-2 or unreadable cases are skipped (None)."""
     t = str(text).replace(":", " ").split()
@@ -207,5 +224,4 @@ def vpp_envelopes(units: pd.DataFrame, out, times: pd.DatetimeIndex, bms: pd.Dat
 
 
 __all__ = ["HORIZON", "NOWCAST_HOURS", "STEP", "estimated_net", "forecast_frames", "parse_case", "read_forecasts",
-           "state_at",
-           "vpp_envelopes"]
+           "state_at", "vpp_envelopes", "without_planned_batteries"]

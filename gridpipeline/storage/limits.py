@@ -11,9 +11,12 @@ estimated injections, where scenario 0 is the state itself and each further scen
 
 Monitored rows: every transformer, every feeder-head line (a line at a bus fed by a transformer's
 low-voltage side), and any branch above ``watch_percent`` loading now or in N-1; plus every energised
-bus for voltage. For a row, ``base(t) = now + Σ_zones S_zone (forecast_zone(t) - demand_zone_now)
-+ Σ_gen S_gen (forecast_gen(t) - gen_now)``: the forecast moves the base, the plan's decisions move
-it further through ``S_battery`` and ``-S_gen`` (curtailment).
+bus for voltage. For a row, ``base(t) = now + Σ_zones S_zone (forecast_zone(t) - forecast_zone(0))
++ Σ_gen S_gen (forecast_gen(t) - forecast_gen(0))``: the base starts at the estimated state and the
+forecasts' change from their first step moves it (their change, not their level: a forecast biased
+against the measurement at step 0 would otherwise shift every row, the executed step's too); the
+plan's decisions move it further through ``S_battery`` and ``-S_gen`` (curtailment). ``now`` holds no
+power of the batteries the plan decides (see ``cycle.limit_rows_for``).
 
 Loading is a magnitude (of a current), so the linearisation holds while a branch's flow keeps its
 direction; the validation gate re-checks the plan's first step with a full AC power flow.

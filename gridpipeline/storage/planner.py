@@ -138,8 +138,10 @@ class PlanInputs:
     other_generation_mw: float = 0.0
     ramps: int = 0
     limits: object | None = None   # limits.LimitRows for the units and generators (same order)
-    gen_now_mw: np.ndarray | None = None   # (G,) estimated output now (moves the limit rows' base)
-    zone_delta_mw: np.ndarray | None = None  # (T, Z) zone demand forecast minus now, in limits.zones order
+    zone_delta_mw: np.ndarray | None = None  # (T, Z) zone demand forecast's change from its first step,
+    #                                          in limits.zones order (moves the limit rows' base)
+    limit_base: np.ndarray | None = None   # (T, K) the rows' values with no action when known per step (a
+    #                                        hindsight study's power flows); else moved from ``limits.now``
     import_max_mw: float = IMPORT_MAX_MW
     export_max_mw: float = IMPORT_MAX_MW
     flags: list[str] = field(default_factory=list)
@@ -200,8 +202,9 @@ def build_inputs(p: PlanInputs) -> tuple[Fleet, DispatchInputs, dict]:
         import_max=np.full(T, p.import_max_mw), export_max=np.full(T, p.export_max_mw))
     if p.limits is not None and len(p.limits.names):
         rows = p.limits
-        gen_delta = gen_p50 - p.gen_now_mw[None, :] if p.gen_now_mw is not None else None
-        x.limit_base = np.broadcast_to(rows.base(p.zone_delta_mw, gen_delta), (T, len(rows.names))).copy()
+        gen_delta = gen_p50 - gen_p50[:1]  # the forecast's change from the estimated state (limits.py)
+        base = rows.base(p.zone_delta_mw, gen_delta) if p.limit_base is None else p.limit_base
+        x.limit_base = np.broadcast_to(base, (T, len(rows.names))).copy()
         x.limit_lower, x.limit_upper = rows.lower, rows.upper
         x.sens_battery, x.sens_generator, x.limit_names = rows.s_battery, rows.s_generator, rows.names
         if rows.s_generator_q is not None and len(p.generators):

@@ -103,3 +103,22 @@ def test_rows_the_fleet_cannot_move_are_dropped_unless_already_violated():
     assert kept.names == ("line 1 loading", "line 2 loading", "bus 4 voltage")
     assert kept.s_battery.shape == (3, 1) and kept.now.tolist() == [80.0, 120.0, 1.04]
     assert rows.loading_only().names == ("line 1 loading", "line 2 loading", "line 3 loading", "line 5 loading")
+
+
+def test_the_rows_start_from_the_state_without_the_planned_batteries_power():
+    """The plan adds the batteries' power to the rows' base, so the base must not hold the power they
+    have now: with the battery discharging 1 MW in the estimated state and the plan keeping 1 MW, the
+    rows must predict the AC power flow at 1 MW, not at 2."""
+    from gridpipeline.storage.inputs import without_planned_batteries
+
+    net = _feeder()
+    net.storage.loc[0, "p_mw"] = -1.0  # discharging 1 MW now (pandapower storage: + is consumption)
+    base = without_planned_batteries(net, [0])
+    assert base is not net and base.storage.p_mw[0] == 0.0 and net.storage.p_mw[0] == -1.0
+    assert without_planned_batteries(base, [0]) is base  # nothing to take out: no copy
+    model = to_pgm(base)
+    rows = limit_rows(model, model.with_switch_states(None), base, batteries=[0], generators=[],
+                      zone_of_load=pd.Series(["Z1"], index=net.load.index), also_watch=[("line", 1)])
+    k = rows.names.index("line 1 loading")
+    predicted = rows.now[k] + rows.s_battery[k, 0] * 1.0
+    assert predicted == pytest.approx(_line1_loading(net), rel=0.01)  # the AC flow at 1 MW, as it is now
