@@ -35,17 +35,16 @@ def test_prices_are_known_from_noon_berlin_the_day_before():
         "2018-06-01 12:00", "2018-05-31 12:00", "2018-01-14 12:00"]
 
 
-def test_the_margin_band_forbids_worsening_without_forcing_relief():
-    """Rows tightened by 0.005 pu (upper 1.045 for a 1.05 limit) and 2 % (98 % for 100 %): a base in the
-    band is put at the tightened limit (the plan may not raise it, nor must it lower it); a base past
-    the true limit stays (the plan relieves it, as live); a base inside is untouched."""
+def test_a_base_past_a_limit_may_not_get_worse_and_need_not_be_pulled_back():
+    """Rows tightened to 1.045 pu and 98 %: a base past a limit is put at it (the plan may not push it
+    further, nor is it made to relieve it: create or worsen, as the gate and the count); inside, untouched."""
     from types import SimpleNamespace
 
     rows = SimpleNamespace(names=("bus 1 voltage", "line 2 loading"), upper=np.array([1.045, 98.0]),
                            lower=np.array([0.955, -1e6]))
     base = np.array([[1.047, 99.0], [1.052, 101.0], [1.04, 50.0], [0.953, 97.0]])
     out = in_band(base, rows, BacktestConfig())
-    assert out.tolist() == [[1.045, 98.0], [1.052, 101.0], [1.04, 50.0], [0.955, 97.0]]
+    assert out.tolist() == [[1.045, 98.0], [1.045, 98.0], [1.04, 50.0], [0.955, 97.0]]
 
 
 @pytest.fixture(scope="module")
