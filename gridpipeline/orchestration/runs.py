@@ -5,7 +5,7 @@ STARTED and keeps its ``duckdb`` pool slot, and every later writer waits behind 
 run monitoring cannot see it either: the default run launcher has no worker health check. So:
 
 * :func:`reap_dead_runs` finds every STARTED or CANCELING run whose worker process (the pid on its
-  latest event) is gone, or was reused by a process younger than the run, marks it failed with the
+  latest event) is gone, or was reused by a process younger than that event, marks it failed with the
   reason, and frees its pool slots; slots held by runs that already finished are freed too. The
   ``run_reaper_sensor`` runs it every 30 s under the daemon, and every CLI command that starts runs
   calls it first.
@@ -30,14 +30,15 @@ ACTIVE = [DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 POOL = "duckdb"
 
 
-def _worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
-    """The pid that wrote the run's latest event: its worker while it runs."""
+def _worker_pid(instance: DagsterInstance, run_id: str) -> tuple[int, float] | tuple[None, None]:
+    """The pid that wrote the run's latest event (its worker while it runs: the run process, or a
+    step's subprocess under the multiprocess executor) and when it wrote it."""
     conn = instance.event_log_storage.get_records_for_run(run_id, ascending=False, limit=20)
     for rec in conn.records:
         ev = rec.event_log_entry.dagster_event
         if ev is not None and ev.pid is not None:
-            return int(ev.pid)
-    return None
+            return int(ev.pid), float(rec.event_log_entry.timestamp)
+    return None, None
 
 
 def process_alive(pid: int, since: float | None = None) -> bool:
@@ -57,8 +58,9 @@ def reap_dead_runs(instance: DagsterInstance, pool: str = POOL) -> list[dict]:
     done = []
     for rec in instance.get_run_records(RunsFilter(statuses=ACTIVE)):
         run = rec.dagster_run
-        pid = _worker_pid(instance, run.run_id)
-        since = rec.start_time or rec.create_timestamp.timestamp()
+        # the process must have existed when it wrote that event: a step's subprocess starts long
+        # after the run does (judging it by the run's start took a slow-starting step for a reused pid)
+        pid, since = _worker_pid(instance, run.run_id)
         if pid is None or process_alive(pid, since):
             continue
         msg = (f"run worker (pid {pid}) is gone: the process was killed without reporting; "

@@ -87,3 +87,62 @@ def test_a_waiting_command_names_the_live_holder_and_gives_up_on_time(instance, 
     # the holder died: the next wait frees the slot and goes on
     assert wait_for_pool(instance, echo=said.append, timeout_s=10, poll_s=0.2) < 10
     assert any("freed pool 'duckdb'" in m for m in said)
+
+
+LATE_STEP = textwrap.dedent("""
+    import os, subprocess, sys, time
+    from pathlib import Path
+    from dagster import DagsterInstance, job, op
+
+    CHILD = '''
+    import os, sys, time
+    from pathlib import Path
+    from dagster import DagsterInstance
+    from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
+    inst = DagsterInstance.get()
+    run = inst.get_run_by_id(sys.argv[1])
+    # what a step's subprocess writes: an event with its own pid
+    inst.report_dagster_event(DagsterEvent(DagsterEventType.ENGINE_EVENT.value, run.job_name,
+                                           message="a step's subprocess at work",
+                                           event_specific_data=EngineEventData(), pid=os.getpid()),
+                              run_id=run.run_id)
+    Path(sys.argv[2]).write_text(str(os.getpid()))
+    time.sleep(600)
+    '''
+
+    @op(pool="duckdb")
+    def late_step(context):
+        time.sleep(3)  # the step's process starts well after the run
+        subprocess.Popen([sys.executable, "-c", CHILD, context.run_id, sys.argv[1]])
+        time.sleep(600)
+
+    @job
+    def late_job():
+        late_step()
+
+    late_job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False)
+""")
+
+
+def test_a_step_process_younger_than_the_run_is_not_taken_for_a_reused_pid(instance, tmp_path):
+    """Under the multiprocess executor a step runs in a subprocess started after the run, and its
+    events carry its pid: the reaper judges that pid by the event it wrote, not by the run's start, so
+    a live late step is left alone; once it is killed, the run is reaped."""
+    script, ready = tmp_path / "late.py", tmp_path / "late.ready"
+    script.write_text(LATE_STEP)
+    proc = subprocess.Popen([sys.executable, str(script), str(ready)], env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists() or not ready.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, "the late step never started"
+            time.sleep(0.2)
+        child = int(ready.read_text())
+        assert reap_dead_runs(instance) == []
+        os.kill(child, signal.SIGKILL)
+        time.sleep(0.5)
+        (run,) = instance.get_runs(RunsFilter(job_name="late_job"))
+        reaped = reap_dead_runs(instance)
+        assert [r["pid"] for r in reaped] == [child] and run.run_id in [r["run_id"] for r in reaped]
+    finally:
+        proc.kill()
+        proc.wait(30)
