@@ -324,7 +324,7 @@ def rows_at(world, truth: Truth, t: int, fleet: pd.DataFrame, gens: pd.DataFrame
     return replace(rows, s_generator_q=None)
 
 
-def in_band(base: np.ndarray, rows, cfg: BacktestConfig) -> np.ndarray:
+def in_band(base: np.ndarray, rows) -> np.ndarray:
     """The rows' no-action base held within the (tightened) limits: a base past a limit is put at it,
     so the plan may not push it further and is not made to pull it back. The gate's rule, create or
     worsen, which is also what the violations count. (Live keeps a row already past its limit as it
@@ -440,7 +440,7 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         effect = np.abs(rows0.s_battery) @ pmax_all
         keep = (np.nanmax(base_all, axis=0) + effect >= rows0.upper) | (np.nanmin(base_all, axis=0) - effect <= rows0.lower)
         rows_pf = rows0.select(keep)
-        pin.limits, pin.limit_base = rows_pf, in_band(np.nan_to_num(base_all[:, keep], nan=1.0), rows_pf, cfg)
+        pin.limits, pin.limit_base = rows_pf, in_band(np.nan_to_num(base_all[:, keep], nan=1.0), rows_pf)
     pf_out = solve_plan(pin, FleetPlanner())
     perfect_seconds = time.perf_counter() - t0
     perfect = FleetState(fleet, e0.copy(), dt_h)
@@ -493,7 +493,7 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
             g50 = gen_availability(p)
             g_then = gen_availability(replace(p, renewables=fc.renewables(issue, start=issue - cfg.step)))[:1] \
                 if t else g50[:1]
-            p.limit_base = in_band(p.limits.base(p.zone_delta_mw, g50 - g_then), p.limits, cfg)
+            p.limit_base = in_band(p.limits.base(p.zone_delta_mw, g50 - g_then), p.limits)
             rows_k.append(len(rows_day.names))
         out = solve_plan(p, planner)
         c = time.perf_counter()

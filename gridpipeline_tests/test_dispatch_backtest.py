@@ -43,7 +43,7 @@ def test_a_base_past_a_limit_may_not_get_worse_and_need_not_be_pulled_back():
     rows = SimpleNamespace(names=("bus 1 voltage", "line 2 loading"), upper=np.array([1.045, 98.0]),
                            lower=np.array([0.955, -1e6]))
     base = np.array([[1.047, 99.0], [1.052, 101.0], [1.04, 50.0], [0.953, 97.0]])
-    out = in_band(base, rows, BacktestConfig())
+    out = in_band(base, rows)
     assert out.tolist() == [[1.045, 98.0], [1.045, 98.0], [1.04, 50.0], [0.955, 97.0]]
 
 
