@@ -15,8 +15,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from gridpipeline.storage.inputs import (HORIZON, STEP, estimated_net, forecast_frames, vpp_envelopes,
-                                        without_planned_batteries)
+from gridpipeline.storage.inputs import (
+    HORIZON,
+    STEP,
+    estimated_net,
+    forecast_frames,
+    vpp_envelopes,
+    without_planned_batteries,
+)
 
 log = logging.getLogger(__name__)
 
