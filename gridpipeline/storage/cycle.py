@@ -117,7 +117,7 @@ class PlanEngine:
         limits, other_gen, est_net, zone_delta = None, 0.0, None, None
         if st is not None:
             est_net = estimated_net(self.net, st)
-            other_gen, _ = self._generation_now(st)
+            other_gen = self._other_generation(st)
             limits = self.limit_rows_for(est_net, units)
             # the rows' base follows the demand forecast's change from its first step (one zone: the
             # system); its change, not its level, so a forecast biased against the estimate moves nothing
@@ -175,12 +175,11 @@ class PlanEngine:
             curve["price"], curve["source"] = curve.price.fillna(0.0), curve.source.fillna("missing")
         return curve.reset_index(drop=True), ref
 
-    def _generation_now(self, st) -> tuple[float, np.ndarray]:
+    def _other_generation(self, st) -> float:
+        """MW the generators the plan does not curtail make in the estimated state."""
         inj = st["injections"]
         sg = inj[inj.element_type == "sgen"].set_index("element_id").p_mw
-        gen_now = sg.reindex(self.gens.sgen_index).fillna(0.0).to_numpy()
-        other = float(sg.drop(index=self.gens.sgen_index, errors="ignore").sum())
-        return other, gen_now
+        return float(sg.drop(index=self.gens.sgen_index, errors="ignore").sum())
 
     def limit_rows_for(self, est_net, units):
         """The limit rows around ``est_net`` that the fleet can bind (None when they fail); refreshes

@@ -42,7 +42,8 @@ class GateVerdict:
 def _apply(net, battery_mw: pd.Series, curtail_mw: pd.Series, scale: float, reactive_mvar: pd.Series | None = None):
     """A copy of ``net`` with setpoints (storage index -> MW, positive = discharge), curtailment
     (sgen index -> MW) and reactive setpoints (sgen index -> Mvar, from no reactive support) applied at
-    ``scale``: one common factor, so the setpoints sent are the ones checked. pandapower storage ``p_mw`` is consumption (charging)."""
+    ``scale``: one common factor, so the setpoints sent are the ones checked. pandapower storage
+    ``p_mw`` is consumption (charging)."""
     n = copy.deepcopy(net)
     if len(battery_mw):
         n.storage.loc[battery_mw.index, "p_mw"] = -scale * battery_mw.to_numpy()
