@@ -58,7 +58,10 @@ def pv_features(weather: pd.DataFrame, latitude: float, longitude: float, physic
     import pvlib
 
     sp = pvlib.solarposition.get_solarposition(weather.index, latitude, longitude)
-    hour = weather.index.hour + weather.index.minute / 60
+    # local mean solar time, not the index's clock: a model learnt at one site (UTC-7) must see the
+    # same hour at another longitude's noon (the UTC hour put a site at -80 degrees two hours off)
+    utc = weather.index.tz_convert("UTC") if weather.index.tz is not None else weather.index
+    hour = (utc.hour + utc.minute / 60 + longitude / 15.0) % 24.0
     return pd.DataFrame({
         "physics": physics_frac, "elevation": sp["apparent_elevation"].to_numpy(),
         "csi": weather["clear_sky_index"].to_numpy() if "clear_sky_index" in weather else np.nan,

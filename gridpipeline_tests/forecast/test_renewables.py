@@ -50,10 +50,36 @@ def test_ramps_and_variability():
     assert variability_index(noisy, clear, 5) > 5
 
 
-def test_pv_correction_beats_physics_on_measured_pv():
-    r = pv_backtest()
+@pytest.fixture(scope="module")
+def pv_trained():
+    return pv_backtest(return_model=True)
+
+
+def test_pv_correction_beats_physics_on_measured_pv(pv_trained):
+    r = pv_trained
     assert r["test_rows"] > 1000
     assert r["corrected"]["nmae"] < r["physics"]["nmae"]
+
+
+def test_the_pv_correction_reads_the_sun_of_the_site_it_forecasts(pv_trained):
+    """The correction is learnt at Golden (UTC-7). At a site 15 h east, the same weather at the same
+    local solar time gets the same forecast: its clock feature is the site's solar time, not the UTC
+    hour (which made it see night at a far-east noon, and put Greensboro's noon two hours off)."""
+    from gridpipeline.forecast.generation import generation_forecast
+
+    model = pv_trained["model"]
+    idx = pd.date_range("2026-12-05 12:00", periods=72, freq="5min", tz="UTC")  # about noon at -80
+    import pvlib
+
+    cs = pvlib.location.Location(36.1, -79.95).get_clearsky(idx)
+    wx = pd.DataFrame({"ghi": 0.7 * cs.ghi.to_numpy(), "temperature": 10.0,
+                       "clear_sky_index": 0.7}, index=idx)
+    home, _, _ = generation_forecast(wx, 36.1, -79.95, {"pv": 10.0}, {"pv": model})
+    moved = wx.set_axis(idx - pd.Timedelta(hours=15))
+    east, _, _ = generation_forecast(moved, 36.1, -79.95 + 225.0, {"pv": 10.0}, {"pv": model})
+    assert home.p50.max() > 3.0
+    # the sun's declination moves a little in 15 h: the physics and elevation differ by under 1 %
+    np.testing.assert_allclose(east.p50.to_numpy(), home.p50.to_numpy(), atol=0.2)
 
 
 @pytest.mark.skipif(not (shared_data_dir() / "gefcom2012" / "wind").exists(),
