@@ -39,6 +39,9 @@ class Settings(BaseSettings):
                                     "files, published 12:00 Europe/Berlin the day before delivery); default <home>/prices.")
     data_dir: Path = Field(default=PROJECT_ROOT / "data", description="Redistributable sample world.")
     world: str = Field(default="sample", description="Which grid world to run: 'sample' or 'scale'.")
+    world_shift_h: int = Field(default=0, ge=-23, le=23, description="Simulator only: move the world this many hours "
+                               "east (its sun and wall clock; see world/model.py). The pipeline's own site_longitude "
+                               "and forecast_tz must be moved with it.")
 
     # Ingestion and cleaning thresholds.
     future_tolerance_s: int = Field(default=300, ge=0, description="Readings newer than now+this are rejected.")

@@ -19,6 +19,15 @@ Calendar
     Weather is stored on the same 2016 axis in UTC (TMY3 is a sequence of real days, not a weekly
     pattern) and is mapped by month, day and UTC time of day (:func:`year_position`).
 
+Moved worlds
+    ``load_world(shift_h=h)`` (setting ``GRIDPIPELINE_WORLD_SHIFT_H``) moves the world ``h`` hours
+    east: its longitude by 15·h degrees and its clock to the fixed zone UTC+(offset + h), so that at
+    UTC ``t`` it shows what the unmoved world shows at ``t + h`` (weather, sun, load by the wall
+    clock). The grid, fleet, weather days and profiles are the same; only the hour of the day at a
+    given UTC instant changes. It lets a live benchmark that needs the sun run at any hour of the
+    day. The pipeline is told the new place through its own settings (``site_longitude``,
+    ``forecast_tz``), as a utility knows where it is; it never reads the world's.
+
 Load noise
     Every load gets a stationary AR(1)-like multiplicative noise (sigma 2 %, correlation time 2 min),
     defined on a 30-second grid and interpolated between grid points. The value at a grid point is
@@ -410,7 +419,7 @@ class World:
         if self.weather is None:
             raise ValueError(f"world {self.name!r} was loaded without weather")
         t = as_utc(times)
-        vals = _interp_rows(self._weather, year_position(t, 0.0))
+        vals = _interp_rows(self._weather, year_position(t, float(self.meta.get("shift_h", 0))))
         return pd.DataFrame(vals, index=pd.DatetimeIndex(times), columns=self._weather_cols)
 
 
@@ -449,10 +458,33 @@ def _cache_valid(d: Path, name: str) -> bool:
     )
 
 
-def load_world(name: str = "sample", data_dir: Path | None = None, cache_dir: Path | None = None) -> World:
+def moved_meta(meta: dict, shift_h: int) -> dict:
+    """``meta`` of a world moved ``shift_h`` hours east (see "Moved worlds" in the module docstring):
+    longitude + 15·h degrees (wrapped to [-180, 180)), the fixed zone UTC+(offset + h) and
+    ``shift_h``, which moves the weather's axis. 0 returns ``meta`` unchanged."""
+    h = int(shift_h)
+    if h == 0:
+        return meta
+    loc = dict(meta.get("location") or {})
+    if "longitude" not in loc or "utc_offset_h" not in loc:
+        raise ValueError(f"world {meta.get('name')!r}: moving it needs its longitude and UTC offset")
+    offset = round(float(loc["utc_offset_h"])) + h
+    if not -12 <= offset <= 14:
+        # no civil zone there; wrapping by a day would put the weather and the wall clock on different dates
+        raise ValueError(f"world {meta.get('name')!r}: moved {h} h it would be at UTC{offset:+d}, outside -12..+14")
+    loc["longitude"] = (float(loc["longitude"]) + 15.0 * h + 180.0) % 360.0 - 180.0
+    loc["utc_offset_h"] = float(offset)
+    # the Etc zones count west positive: UTC+10 is Etc/GMT-10
+    tz = "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
+    return {**meta, "location": loc, "timezone": tz, "shift_h": h}
+
+
+def load_world(name: str = "sample", data_dir: Path | None = None, cache_dir: Path | None = None,
+               shift_h: int | None = None) -> World:
     """Load world ``name``: ``"sample"`` from the committed ``data/sample_grid`` or ``"scale"``
     (SimBench ``1-MVLV-urban-all-0-sw``) from ``cache_dir`` (default ``<home>/worlds/scale``),
-    building and caching it on first use (about a minute). Both use the sample's weather."""
+    building and caching it on first use (about a minute). Both use the sample's weather.
+    ``shift_h`` (default: the setting ``world_shift_h``) moves it east (:func:`moved_meta`)."""
     t0 = time.perf_counter()
     sdir = sample_dir(data_dir)
     if name == "sample":
@@ -468,6 +500,7 @@ def load_world(name: str = "sample", data_dir: Path | None = None, cache_dir: Pa
     else:
         raise ValueError(f"unknown world {name!r}; choose one of {sorted(WORLD_SPECS)}")
     net, profiles, meta = _read_world_dir(wdir)
+    meta = moved_meta(meta, _settings().world_shift_h if shift_h is None else shift_h)
     weather = pd.read_parquet(sdir / "weather.parquet")
     world = World(name=name, net=net, zones=compute_zones(net), meta=meta, profiles=profiles, weather=weather)
     log.info("loaded world %r in %.2f s", name, time.perf_counter() - t0)

@@ -452,3 +452,25 @@ def test_energy_registers_run_on_across_new_year(world, tmp_path):
     # base would have moved it by up to ~9 x 0.6 % of a year's energy, thousands of quarter-hours.
     ratio = steps[2, big] / steps[1, big]
     assert 0.5 < ratio.min() and ratio.max() < 2.0
+
+
+def test_a_moved_world_shows_at_t_what_the_unmoved_one_shows_at_t_plus_the_shift(world):
+    """A world moved 15 h east (for a benchmark that needs the sun while it is night at the sample's
+    place): weather, PV, wind and the wall-clock load at UTC t are the unmoved world's at t + 15 h,
+    in winter (the moved zone has no daylight saving time, America/New_York has none in January)."""
+    moved = load_world("sample", data_dir=DATA, shift_h=15)
+    assert moved.meta["timezone"] == "Etc/GMT-10" and moved.meta["location"]["utc_offset_h"] == 10.0
+    assert moved.meta["location"]["longitude"] == pytest.approx(-79.95 + 225.0)
+    t = pd.date_range("2027-01-12 00:00", periods=48, freq="30min", tz="UTC")
+    t_h = t + pd.Timedelta(hours=15)
+    pd.testing.assert_frame_equal(moved.weather_at(t).reset_index(drop=True),
+                                  world.weather_at(t_h).reset_index(drop=True))
+    a, b = moved.injections_at(t), world.injections_at(t_h)
+    # the sun's position moves with the longitude up to its change of declination in 15 h
+    np.testing.assert_allclose(a.sgen_p_mw, b.sgen_p_mw, atol=0.01 * max(1.0, b.sgen_p_mw.max()))
+    assert b.sgen_p_mw.max() > 0.5
+    # the loads follow the same wall clock (the noise is keyed by the UTC instant, so compare expectations)
+    np.testing.assert_allclose(moved.expected_load_p_mw(t), world.expected_load_p_mw(t_h), rtol=1e-9)
+    np.testing.assert_allclose(a.storage_p_mw, b.storage_p_mw)
+    # no shift: the world as committed
+    assert load_world("sample", data_dir=DATA, shift_h=0).meta["timezone"] == "America/New_York"
