@@ -120,6 +120,9 @@ class Dispatcher:
         self.last_window: datetime | None = None
         self.last_snapshot: datetime | None = None
         self.departed: dict[str, bool] = {}
+        #: a departure seen but not yet planned for (the last re-plan was under REPLAN_GAP ago):
+        #: (its snapshot, what departed); it is planned for as soon as the gap has passed, never dropped
+        self.pending: tuple[datetime, list[dict]] | None = None
         self.recent: dict[str, list] = {}
         self.last_approved: dict | None = None  # {"battery": {id: MW}, "curtail": {id: pct}, "decision": id}
         self.executed: set[str] = set()
@@ -165,7 +168,8 @@ class Dispatcher:
         return estimated_net(self.net, st)
 
     # ------------------------------------------------------------------ one plan
-    def plan(self, now: datetime, trigger: str, departure_at: datetime | None = None) -> dict:
+    def plan(self, now: datetime, trigger: str, departure_at: datetime | None = None,
+             departures: list[dict] | None = None) -> dict:
         """Plan, gate, record and act; returns a summary."""
         from gridpipeline.ledger.store import approval_deadline
 
@@ -179,6 +183,7 @@ class Dispatcher:
         body = run.body
         if departure_at is not None:
             body["departure_snapshot"] = str(departure_at)
+            body["departures"] = departures or []
         if self.mode == "approve":
             body["expires_at"] = approval_deadline(utcnow(), timedelta(minutes=self.s.approval_timeout_min))
         plan_id = self.ledger.append("dispatch", body, mode=self.mode, actor="dispatcher").id
@@ -374,8 +379,9 @@ class Dispatcher:
             asset_key="pending_decisions", metadata={**pending_metadata(self.ledger, now), "source": "dispatcher"}))
 
     # ------------------------------------------------------------------ the loop
-    def departure(self, now: datetime) -> datetime | None:
-        """The snapshot time if the newest state shows a renewable kind departing, else None. Two
+    def departure(self, now: datetime) -> tuple[datetime, list[dict]] | None:
+        """(snapshot time, what departed) if the newest state shows a renewable kind departing, else
+        None. What departed: per kind and test, the measured MW, the forecast gap and the recent high. Two
         tests, each once per excursion and re-armed when it clears (the forecast gap back within half
         its threshold; the output back within half the drop of its recent high):
 
@@ -389,7 +395,7 @@ class Dispatcher:
         self.last_snapshot = st["ts"]
         inj = st["injections"]
         sg = inj[inj.element_type == "sgen"].set_index("element_id").p_mw
-        hit = None
+        hit: list[dict] = []
         gens = (self.forecasts or {}).get("generation") or {}
         for kind in ("pv", "wind"):
             on = (self.gens.kind == kind).to_numpy()
@@ -420,23 +426,36 @@ class Dispatcher:
                 elif not off and clear:
                     self.departed[key] = False
             if fired:
-                hit = st["ts"]
+                hit += [{"kind": kind, "test": t, "measured_mw": round(measured, 4), "forecast_gap_share": round(gap, 4),
+                         "high_10min_mw": round(peak, 4)} for t in fired]
                 log.info("dispatcher: %s output %.3f MW departs (%s; forecast gap %.0f %% of capacity, %.0f %% below "
                          "its 10-minute high %.3f MW)", kind, measured, " and ".join(fired), 100 * gap,
                          100 * (1 - measured / max(peak, 1e-9)), peak)
-        return hit
+        return (st["ts"], hit) if hit else None
+
+    def replan_due(self, now: datetime, hit: tuple[datetime, list[dict]] | None) -> tuple[datetime, list[dict]] | None:
+        """The departure to re-plan for now, if any. A departure inside ``REPLAN_GAP`` of the last plan
+        waits (a newer one joins it, keeping the first snapshot) and is planned for once the gap has
+        passed: the test that fired does not fire again for the same excursion, so it is never dropped."""
+        if hit is not None:
+            self.pending = hit if self.pending is None else (self.pending[0], self.pending[1] + hit[1])
+        if self.pending is None or (self.last_plan_at is not None and now - self.last_plan_at < REPLAN_GAP):
+            return None
+        out, self.pending = self.pending, None
+        return out
 
     def run(self, until: datetime | None = None, poll_s: float = 2.0, echo=print) -> DispatchStats:
         while not self.stop.is_set() and (until is None or utcnow() < until):
             now = utcnow()
             try:
                 self.refresh(now)
-                hit = self.departure(now)
+                hit = self.replan_due(now, self.departure(now))
                 window = lz.floor_window(now)
                 due = self.last_window is None or window > self.last_window
-                if hit is not None and (self.last_plan_at is None or now - self.last_plan_at >= REPLAN_GAP):
-                    s = self.plan(now, "departure", departure_at=hit)
-                    echo(f"dispatcher: re-plan on a departure at {hit:%H:%M:%S}: {json.dumps(s, default=str)}")
+                if hit is not None:
+                    at, what = hit
+                    s = self.plan(now, "departure", departure_at=at, departures=what)
+                    echo(f"dispatcher: re-plan on a departure at {at:%H:%M:%S}: {json.dumps(s, default=str)}")
                 elif due:
                     s = self.plan(now, "schedule")
                     self.last_window = window

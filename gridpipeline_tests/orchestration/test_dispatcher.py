@@ -128,8 +128,9 @@ def test_cloud_front_replans_and_the_batteries_respond(field, monkeypatch):
     sim.simulate_window(T0 + timedelta(minutes=10))
     snap = T0 + timedelta(minutes=14)
     _state_from(sim, T0 + timedelta(minutes=10), snap)
-    assert d.departure(snap) == snap
-    again = d.plan(snap + timedelta(seconds=20), "departure", departure_at=snap)
+    at, what = d.departure(snap)
+    assert at == snap and any(w["kind"] == "pv" for w in what), what
+    again = d.plan(snap + timedelta(seconds=20), "departure", departure_at=snap, departures=what)
     assert again["sent"] >= 60 and d.stats.replan_latency and d.stats.replans == 1
     # the re-plan sees the front (the near term follows the measured output): far less export now
     with connect(get_settings().live_db_path, read_only=True) as con:
@@ -147,6 +148,7 @@ def test_cloud_front_replans_and_the_batteries_respond(field, monkeypatch):
     assert kinds.count("dispatch") == 2 and kinds.count("setpoint_write") == 2
     rec = led.records(kind="dispatch")[-1]["body"]
     assert rec["trigger"] == "departure" and rec["gate"]["passed"] and "do_nothing_eur" in rec["alternatives"]
+    assert rec["departures"] == what  # what departed, by kind and test, is in the decision
     assert rec["inputs"]["forecast"]["generation"]["issue_time"].startswith("2026-06-15 16:00")
     assert rec["inputs"]["state_snapshot"].startswith("2026-06-15 16:14")
     assert led.verify().ok
@@ -260,6 +262,25 @@ def test_each_departure_test_rearms_on_its_own(gp_home):
         fired.append(d.departure(ts) is not None)
     # snapshot 0: the forecast gap (50 % of capacity) fires; 2: the first front; 6: the second
     assert fired == [True, False, True, False, False, False, True, False]
+
+
+def test_a_departure_inside_the_replan_gap_waits_and_is_never_dropped(gp_home):
+    """A PV drop seen 10 s after a re-plan (for a forecast gap) must still get its own re-plan once the
+    30-second gap has passed: its test does not fire again for the same front."""
+    from gridpipeline.orchestration.dispatcher import REPLAN_GAP, Dispatcher
+
+    d = Dispatcher(get_settings(), report=False, client=object())
+    t = datetime(2026, 6, 15, 16, 0, 40)
+    d.last_plan_at = t - timedelta(seconds=10)
+    drop = (datetime(2026, 6, 15, 16, 0, 30), [{"kind": "pv", "test": "drop"}])
+    assert d.replan_due(t, drop) is None
+    wind = (datetime(2026, 6, 15, 16, 1, 0), [{"kind": "wind", "test": "drop"}])
+    assert d.replan_due(t + timedelta(seconds=5), wind) is None
+    got = d.replan_due(d.last_plan_at + REPLAN_GAP, None)
+    assert got == (drop[0], drop[1] + wind[1])  # the first snapshot, and everything that departed
+    assert d.replan_due(d.last_plan_at + REPLAN_GAP + timedelta(seconds=2), None) is None
+    d.last_plan_at = None
+    assert d.replan_due(t, drop) == drop  # no plan yet: at once
 
 
 def test_going_idle_releases_every_setpoint_it_sent(field):
