@@ -1,6 +1,11 @@
 """``gridpipeline bench replan --events 20``: cloud fronts injected into the running sample world, and
 the time from the first snapshot that shows the drop to new setpoints confirmed at the batteries.
 
+The fronts need the sun: the sample world is moved east by whole hours (``GRIDPIPELINE_WORLD_SHIFT_H``,
+see "Moved worlds" in ``world/model.py``) so that the run's middle falls at its local solar 12:15,
+whatever the hour here; the pipeline is given the moved longitude and time zone through its own
+settings. The JSON says the shift (``world_shift_h``, 0 when the sample's own midday is now).
+
 Set-up (untimed), in a fresh home under a temp folder: ``gridpipeline dev --catch-up 10m --no-history``
 (simulator serving the field over Modbus, the 30-second loop, the dispatcher in automatic mode,
 Dagster), then a wait until the loop has estimates and the dispatcher has sent its first plan.
@@ -12,9 +17,13 @@ pipeline has to notice it from its telemetry: the loop estimates the state, the 
 measured PV fall (against the forecast, or 50 % below its 10-minute high), re-plans, gates and writes
 the setpoints over Modbus, confirming each by reading it back.
 
-Measured per event, from the ledger: the first ``setpoint_write`` of a departure-triggered plan after
-the front starts, minus the first 30-second snapshot at or after the front's start (the first snapshot
-that shows the drop). An event with no such write within 5 minutes counts as missed.
+Measured per event, from the ledger: the first ``setpoint_write`` of a plan re-planned for a PV
+departure downwards (the drop test, or PV measured below its forecast) seen on a snapshot at or after
+the front's start, minus the first snapshot that shows the drop. That snapshot is the first 30-second
+instant at which the injected front has taken at least ``SHOWS`` (60 %, the issue's cloud front) off
+PV, from the front's known shape (with the 1-minute ramp to -70 %, 60 s after its start), or the
+departure's own snapshot if the pipeline saw it earlier. An event with no such write within 5 minutes
+counts as missed. ``from_front_start_*`` are the same writes timed from the front's start.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ from gridpipeline.settings import PROJECT_ROOT
 
 FRONT = {"minutes": 2.0, "depth": 0.7, "kind": "pv", "ramp_minutes": 1.0}
 MISS_AFTER = timedelta(minutes=5)
+#: the share of PV a front has taken off when a snapshot "shows the drop" (the issue: PV -60 %)
+SHOWS = 0.6
 # the simulator reads the event file at each 5-minute window's start, so 20 s ahead is enough, and
 # fronts follow each other every 5 minutes (the 4-minute front has recovered a minute before the next)
 LEAD_S = 20
@@ -55,6 +66,33 @@ def _records(ledger: Path) -> list[dict]:
         return []
 
 
+def shows_drop_at(start: datetime, front: dict = FRONT, shows: float = SHOWS) -> datetime:
+    """The first 30-second snapshot instant at which ``front`` (starting at ``start``, on the grid)
+    has taken ``shows`` of the output off: its depth falls linearly over ``ramp_minutes``."""
+    ramp = float(front.get("ramp_minutes", 0.0)) * 60.0
+    depth = float(front["depth"])
+    if depth < shows:
+        raise ValueError(f"a front of depth {depth} never takes {shows:.0%} off")
+    after = ramp * shows / depth
+    return start + timedelta(seconds=30.0 * np.ceil(after / 30.0 - 1e-9))
+
+
+def pv_drop(plan: dict) -> bool:
+    """Whether a departure-triggered plan was for PV going down (not PV above its forecast)."""
+    return any(d.get("kind") == "pv" and (d.get("test") == "drop" or d.get("forecast_gap_share", 0) > 0)
+               for d in plan["body"].get("departures", []))
+
+
+def world_shift(now: datetime, events: int, longitude: float, utc_offset_h: float, setup_min: float = 5.0) -> int:
+    """Whole hours to move a world at ``longitude`` (zone UTC+``utc_offset_h``) east so that the middle
+    of a run of ``events`` 5-minute fronts starting ``setup_min`` after ``now`` is at local solar 12:15,
+    keeping the moved zone within -12..+14."""
+    mid = now + timedelta(minutes=setup_min + 2.5 * events)
+    solar = mid.hour + mid.minute / 60 + longitude / 15.0
+    h = round(12.25 - solar) % 24
+    return int(h - 24 if utc_offset_h + h > 14 else h)
+
+
 def run(events: int = 20, keep: bool = False, **_) -> dict:
     work = Path(tempfile.mkdtemp(prefix="gp_bench_replan_"))
     home = work / "home"
@@ -62,6 +100,14 @@ def run(events: int = 20, keep: bool = False, **_) -> dict:
     env = {**os.environ, "GRIDPIPELINE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
            "GRIDPIPELINE_DUCKDB_PATH": str(home / "gridpipeline.duckdb"), "GRIDPIPELINE_FIELD_PORT": str(port),
            "GRIDPIPELINE_DECISION_MODES": "dispatch=automatic"}
+    from gridpipeline.world.model import moved_meta, sample_dir
+
+    meta = json.loads((sample_dir(PROJECT_ROOT / "data") / "world.json").read_text())
+    shift = world_shift(_now(), events, float(meta["location"]["longitude"]), float(meta["location"]["utc_offset_h"]))
+    moved = moved_meta(meta, shift)
+    env.update({"GRIDPIPELINE_WORLD_SHIFT_H": str(shift),
+                "GRIDPIPELINE_SITE_LONGITUDE": str(moved["location"]["longitude"]),
+                "GRIDPIPELINE_FORECAST_TZ": moved["timezone"]})
     for k in ("GRIDPIPELINE_LANDING_DIR", "GRIDPIPELINE_REJECTED_DIR", "GRIDPIPELINE_ARCHIVE_DIR",
               "GRIDPIPELINE_LIVE_DUCKDB_PATH", "GRIDPIPELINE_PARTITIONS_START", "GRIDPIPELINE_LEDGER_PATH"):
         env.pop(k, None)
@@ -72,7 +118,8 @@ def run(events: int = 20, keep: bool = False, **_) -> dict:
     events_file = home / "world" / "events.json"
     events_file.parent.mkdir(parents=True, exist_ok=True)
     t_setup = time.monotonic()
-    say(f"starting gridpipeline dev in {home} and waiting for the first plan sent")
+    say(f"world moved {shift} h east (longitude {moved['location']['longitude']:.2f}, {moved['timezone']}); "
+        f"starting gridpipeline dev in {home} and waiting for the first plan sent")
     dev = subprocess.Popen([exe, "dev", "--catch-up", "10m", "--no-history", "--port", "3392"], env=env,
                            cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     fronts: list[datetime] = []
@@ -112,24 +159,30 @@ def run(events: int = 20, keep: bool = False, **_) -> dict:
     plans = {r["id"]: r for r in recs if r["kind"] == "dispatch"}
     writes = [(r["created_at"], plans.get(r["ref"])) for r in recs if r["kind"] == "setpoint_write"
               and r["body"].get("confirmed", 0) > 0]
-    lat, missed, detected_at = [], 0, []
+    lat, from_start, missed, detected_at = [], [], 0, []
     for start in fronts:
-        first_snapshot = start  # fronts start on the 30-second grid: the first snapshot showing the drop
-        hit = [(w, p) for w, p in writes if p is not None and p["body"].get("trigger") == "departure"
-               and start <= w <= start + MISS_AFTER]
+        hit = [(w, p, datetime.fromisoformat(p["body"]["departure_snapshot"])) for w, p in writes
+               if p is not None and p["body"].get("trigger") == "departure" and pv_drop(p)
+               and start <= datetime.fromisoformat(p["body"]["departure_snapshot"]) <= start + MISS_AFTER]
         if not hit:
             missed += 1
             continue
-        w, p = min(hit, key=lambda h: h[0])
-        lat.append((w - first_snapshot).total_seconds())
-        detected_at.append((datetime.fromisoformat(p["body"]["departure_snapshot"]) - first_snapshot).total_seconds())
+        w, p, seen = min(hit, key=lambda h: h[0])
+        shows = min(shows_drop_at(start), seen)
+        lat.append((w - shows).total_seconds())
+        from_start.append((w - start).total_seconds())
+        detected_at.append((seen - start).total_seconds())
     result = {
         "benchmark": "replan", "events": len(fronts), "replanned": len(lat), "missed": missed,
         "replan_p50_seconds": round(float(np.percentile(lat, 50)), 1) if lat else None,
         "replan_p99_seconds": round(float(np.percentile(lat, 99)), 1) if lat else None,
         "replan_max_seconds": round(max(lat), 1) if lat else None,
+        "from_front_start_p50_seconds": round(float(np.percentile(from_start, 50)), 1) if from_start else None,
+        "from_front_start_p99_seconds": round(float(np.percentile(from_start, 99)), 1) if from_start else None,
         "detection_snapshot_p50_seconds": round(float(np.percentile(detected_at, 50)), 1) if detected_at else None,
         "plans": len(plans), "setpoint_writes": len(writes), "setup_seconds": round(setup_s, 1),
+        "world_shift_h": shift, "world_solar_time_first_front": (
+            f"{(fronts[0] + timedelta(hours=float(moved['location']['longitude']) / 15.0)):%H:%M}" if fronts else None),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}",
     }
     if not keep:
