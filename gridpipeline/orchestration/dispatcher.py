@@ -66,6 +66,8 @@ DROP_MIN_SHARE = 0.05
 #: at least this long between two out-of-cycle re-plans
 REPLAN_GAP = timedelta(seconds=30)
 GATE_CONTINGENCIES = 10
+#: snapshots judged per look for a departure (2 minutes: a dispatcher busy planning catches up)
+SNAPSHOTS_PER_LOOK = 4
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
@@ -379,22 +381,41 @@ class Dispatcher:
             asset_key="pending_decisions", metadata={**pending_metadata(self.ledger, now), "source": "dispatcher"}))
 
     # ------------------------------------------------------------------ the loop
+    def generation_snapshots(self) -> list[tuple[datetime, pd.Series]]:
+        """(snapshot time, estimated sgen MW by element) of every converged snapshot newer than the last
+        one looked at, oldest first (only the newest after a start); [] when the store is busy."""
+        import duckdb
+
+        from gridpipeline.storage.inputs import generation_since
+
+        try:
+            with connect(self.s.live_db_path, read_only=True, timeout_s=5.0) as con:
+                return generation_since(con, self.last_snapshot, limit=SNAPSHOTS_PER_LOOK)
+        except (duckdb.IOException, TimeoutError) as exc:
+            log.info("dispatcher: live store not readable (%s)", type(exc).__name__)
+            return []
+
     def departure(self, now: datetime) -> tuple[datetime, list[dict]] | None:
-        """(snapshot time, what departed) if the newest state shows a renewable kind departing, else
-        None. What departed: per kind and test, the measured MW, the forecast gap and the recent high. Two
-        tests, each once per excursion and re-armed when it clears (the forecast gap back within half
-        its threshold; the output back within half the drop of its recent high):
+        """(first snapshot that departed, what departed) over the snapshots committed since the last
+        look, each in turn (two committed between two looks are both judged), else None."""
+        found = None
+        for ts, sg in self.generation_snapshots():
+            self.last_snapshot = ts
+            hit = self._departure_at(ts, sg)
+            if hit:
+                found = (ts, hit) if found is None else (found[0], found[1] + hit)
+        return found
+
+    def _departure_at(self, ts: datetime, sg: pd.Series) -> list[dict]:
+        """What departs at snapshot ``ts`` (sgen MW by element): per kind and test, the measured MW, the
+        forecast gap and the recent high. Two tests, each once per excursion and re-armed when it
+        clears (the forecast gap back within half its threshold; the output back within half the drop
+        of its recent high):
 
         * from its forecast: |forecast P50 - measured| above ``DEPARTURE_SHARE`` of the kind's capacity;
         * from its own recent past (no forecast needed; a front the forecast does not know): the
           measured output ``DROP_SHARE`` below its highest of the last ``DROP_WINDOW``, and by at least
           ``DROP_MIN_SHARE`` of capacity (a cloud front: -60 % in 10 minutes; a wind cut-out)."""
-        st = self.state()
-        if st is None or st["ts"] == self.last_snapshot:
-            return None
-        self.last_snapshot = st["ts"]
-        inj = st["injections"]
-        sg = inj[inj.element_type == "sgen"].set_index("element_id").p_mw
         hit: list[dict] = []
         gens = (self.forecasts or {}).get("generation") or {}
         for kind in ("pv", "wind"):
@@ -404,14 +425,14 @@ class Dispatcher:
                 continue
             measured = float(sg.reindex(self.gens.sgen_index[on]).fillna(0).sum())
             hist = self.recent.setdefault(kind, [])
-            hist.append((st["ts"], measured))
-            hist[:] = [(t, v) for t, v in hist if st["ts"] - t <= DROP_WINDOW]
+            hist.append((ts, measured))
+            hist[:] = [(t, v) for t, v in hist if ts - t <= DROP_WINDOW]
             peak = max(v for _, v in hist)
             dropped = measured < (1 - DROP_SHARE) * peak and peak - measured > DROP_MIN_SHARE * cap
             gap = 0.0
             fc = gens.get(kind)
             if fc is not None and len(fc):
-                row = fc[fc.valid_time == pd.Timestamp(st["ts"]).floor("5min")]
+                row = fc[fc.valid_time == pd.Timestamp(ts).floor("5min")]
                 if len(row):
                     gap = (float(row.p50.iloc[0]) - measured) / cap
             # each test re-arms on its own: a forecast that stays off (a biased afternoon forecast)
@@ -431,7 +452,7 @@ class Dispatcher:
                 log.info("dispatcher: %s output %.3f MW departs (%s; forecast gap %.0f %% of capacity, %.0f %% below "
                          "its 10-minute high %.3f MW)", kind, measured, " and ".join(fired), 100 * gap,
                          100 * (1 - measured / max(peak, 1e-9)), peak)
-        return (st["ts"], hit) if hit else None
+        return hit
 
     def replan_due(self, now: datetime, hit: tuple[datetime, list[dict]] | None) -> tuple[datetime, list[dict]] | None:
         """The departure to re-plan for now, if any. A departure inside ``REPLAN_GAP`` of the last plan

@@ -43,6 +43,28 @@ def state_at(con, at: datetime | None = None, max_age: timedelta = timedelta(min
             "contingencies": [c for c in map(parse_case, n1.contingency) if c]}
 
 
+def generation_since(con, after: datetime | None, limit: int = 4) -> list[tuple[datetime, pd.Series]]:
+    """(snapshot time, estimated sgen p_mw by element id) of the converged snapshots after ``after``,
+    oldest first, at most the ``limit`` newest of them (just the newest when ``after`` is None)."""
+    import duckdb
+
+    try:
+        if after is None:
+            rows = con.execute("SELECT max(snapshot_ts) FROM grid.state_summary WHERE converged").fetchall()
+        else:
+            rows = con.execute("SELECT snapshot_ts FROM grid.state_summary WHERE converged AND snapshot_ts > ? "
+                               "ORDER BY snapshot_ts DESC LIMIT ?", [after, limit]).fetchall()
+        stamps = sorted(r[0] for r in rows if r[0] is not None)
+        if not stamps:
+            return []
+        df = con.execute("SELECT snapshot_ts, element_id, p_mw FROM grid.state_injection WHERE element_type = 'sgen' "
+                         "AND snapshot_ts >= ? AND snapshot_ts <= ?", [stamps[0], stamps[-1]]).df()
+    except duckdb.CatalogException:
+        return []
+    by = {ts: g.set_index("element_id").p_mw for ts, g in df.groupby("snapshot_ts")}
+    return [(ts, by.get(pd.Timestamp(ts), pd.Series(dtype=float))) for ts in stamps]
+
+
 def estimated_net(net, st: dict):
     """A copy of the network model with the estimated injections and switch states of snapshot ``st``
     (``{"injections": element_type, element_id, p_mw, q_mvar; "switches": Series}``)."""

@@ -128,8 +128,8 @@ def test_cloud_front_replans_and_the_batteries_respond(field, monkeypatch):
     sim.simulate_window(T0 + timedelta(minutes=10))
     snap = T0 + timedelta(minutes=14)
     _state_from(sim, T0 + timedelta(minutes=10), snap)
-    at, what = d.departure(snap)
-    assert at == snap and any(w["kind"] == "pv" for w in what), what
+    at, what = d.departure(snap)  # the snapshots since the last look, judged in turn: the first one shows it
+    assert snap - timedelta(minutes=2) < at <= snap and any(w["kind"] == "pv" for w in what), (at, what)
     again = d.plan(snap + timedelta(seconds=20), "departure", departure_at=snap, departures=what)
     assert again["sent"] >= 60 and d.stats.replan_latency and d.stats.replans == 1
     # the re-plan sees the front (the near term follows the measured output): far less export now
@@ -256,12 +256,43 @@ def test_each_departure_test_rearms_on_its_own(gp_home):
     fired = []
     for k, share in enumerate(level):
         ts = t0 + timedelta(seconds=30 * k)
-        inj = pd.DataFrame({"element_type": "sgen", "element_id": pv.sgen_index.to_numpy(),
-                            "p_mw": pv.rating_mw.to_numpy() * share})
-        d.state = lambda inj=inj, ts=ts: {"ts": ts, "injections": inj}
+        sg = pd.Series(pv.rating_mw.to_numpy() * share, index=pv.sgen_index.to_numpy())
+        d.generation_snapshots = lambda sg=sg, ts=ts: [(ts, sg)]
         fired.append(d.departure(ts) is not None)
     # snapshot 0: the forecast gap (50 % of capacity) fires; 2: the first front; 6: the second
     assert fired == [True, False, True, False, False, False, True, False]
+
+
+def test_snapshots_committed_between_two_looks_are_each_judged(gp_home, tmp_path):
+    """A dispatcher busy planning for 30 s finds two new snapshots: the front on the first of them
+    is seen, at its own time (judging only the newest missed a front's first snapshot live)."""
+    import duckdb
+
+    from gridpipeline.orchestration.dispatcher import Dispatcher
+    from gridpipeline.storage.inputs import generation_since
+
+    d = Dispatcher(get_settings(), report=False, client=object())
+    pv = d.gens[d.gens.kind == "pv"]
+    t0 = datetime(2026, 6, 15, 16, 0)
+    with duckdb.connect(str(tmp_path / "live.duckdb")) as con:
+        con.execute("CREATE SCHEMA grid; CREATE TABLE grid.state_summary (snapshot_ts TIMESTAMP, converged BOOLEAN);"
+                    "CREATE TABLE grid.state_injection (snapshot_ts TIMESTAMP, element_type VARCHAR, "
+                    "element_id BIGINT, p_mw DOUBLE, q_mvar DOUBLE)")
+        for k, share in enumerate([0.8, 0.8, 0.2, 0.2, 0.2, 0.2, 0.2]):
+            ts = t0 + timedelta(seconds=30 * k)
+            con.execute("INSERT INTO grid.state_summary VALUES (?, ?)", [ts, k != 6])  # the last did not converge
+            con.executemany("INSERT INTO grid.state_injection VALUES (?, 'sgen', ?, ?, 0)",
+                            [[ts, int(i), float(r) * share] for i, r in zip(pv.sgen_index, pv.rating_mw)])
+        assert [t for t, _ in generation_since(con, None)] == [t0 + timedelta(seconds=150)]
+        got = generation_since(con, t0, limit=2)
+        assert [t for t, _ in got] == [t0 + timedelta(seconds=120), t0 + timedelta(seconds=150)]
+        assert got[0][1].sum() == pytest.approx(0.2 * pv.rating_mw.sum())
+    high, low = (pd.Series(pv.rating_mw.to_numpy() * x, index=pv.sgen_index.to_numpy()) for x in (0.8, 0.2))
+    looks = [[(t0, high)], [(t0 + timedelta(seconds=30), high), (t0 + timedelta(seconds=60), low)]]
+    d.generation_snapshots = lambda: looks.pop(0)
+    assert d.departure(t0) is None  # the high
+    at, what = d.departure(t0 + timedelta(seconds=90))  # two new snapshots: still high, then the front
+    assert at == t0 + timedelta(seconds=60) and [(w["kind"], w["test"]) for w in what] == [("pv", "drop")]
 
 
 def test_a_departure_inside_the_replan_gap_waits_and_is_never_dropped(gp_home):
