@@ -532,7 +532,32 @@ def dev(
         # after 30 s is killed, grandchildren (webserver, daemon, code server, dbt) included
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # runs in flight end CANCELED with the reason, not FAILURE ("interrupted unexpectedly")
+        instance, in_flight = _cancel_in_flight(home)
         stop_all(procs, lambda p: signal.SIGINT if p is dagster else signal.SIGTERM, timeout_s=30)
+        if instance is not None:
+            from gridpipeline.orchestration.runs import settle_canceled
+
+            settle_canceled(instance, in_flight)
+
+
+def _cancel_in_flight(home: Path):
+    """(instance, ids of the runs marked CANCELING) under ``home``; (None, []) if the instance cannot be
+    opened (stopping goes on regardless)."""
+    try:
+        from dagster import DagsterInstance
+        from dagster._core.instance.ref import InstanceRef
+
+        from gridpipeline.orchestration.runs import cancel_in_flight
+
+        instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+        ids = cancel_in_flight(instance)
+        if ids:
+            typer.echo(f"stopping: {len(ids)} run(s) in flight marked canceling: {', '.join(i[:8] for i in ids)}")
+        return instance, ids
+    except Exception as exc:  # noqa: BLE001 - a stop must never hang on the run storage
+        typer.echo(f"stopping: runs in flight not marked canceling ({type(exc).__name__}: {exc})", err=True)
+        return None, []
 
 
 @data_app.command("build")

@@ -9,6 +9,10 @@ run monitoring cannot see it either: the default run launcher has no worker heal
   reason, and frees its pool slots; slots held by runs that already finished are freed too. The
   ``run_reaper_sensor`` runs it every 30 s under the daemon, and every CLI command that starts runs
   calls it first.
+* :func:`cancel_in_flight` is what ``gridpipeline dev`` does before it stops Dagster: every started run
+  is marked CANCELING first, so the interrupt its worker then gets ends it CANCELED with the reason
+  (not "interrupted unexpectedly ... treating as failure"); queued runs stay queued for the next
+  start. The landing sensor re-runs the windows of such runs (``sensors.windows_to_retry``).
 * :func:`wait_for_pool` is what a CLI command does before it starts a run: it waits in its own loop
   (so Ctrl-C and SIGTERM work), says which run holds the pool, and reaps dead holders as it goes.
 
@@ -63,9 +67,14 @@ def reap_dead_runs(instance: DagsterInstance, pool: str = POOL) -> list[dict]:
         pid, since = _worker_pid(instance, run.run_id)
         if pid is None or process_alive(pid, since):
             continue
-        msg = (f"run worker (pid {pid}) is gone: the process was killed without reporting; "
-               "marked failed and its pool slots freed by gridpipeline's run reaper")
-        instance.report_run_failed(run, message=msg)
+        if run.status == DagsterRunStatus.CANCELING:  # it was being stopped: it ends as asked
+            msg = (f"run worker (pid {pid}) is gone while the run was being canceled; "
+                   "marked canceled and its pool slots freed by gridpipeline's run reaper")
+            instance.report_run_canceled(run, message=msg)
+        else:
+            msg = (f"run worker (pid {pid}) is gone: the process was killed without reporting; "
+                   "marked failed and its pool slots freed by gridpipeline's run reaper")
+            instance.report_run_failed(run, message=msg)
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         log.warning("%s (run %s of %s)", msg, run.run_id, run.job_name)
         done.append({"run_id": run.run_id, "job": run.job_name, "pid": pid, "action": "failed and freed"})
@@ -76,6 +85,31 @@ def reap_dead_runs(instance: DagsterInstance, pool: str = POOL) -> list[dict]:
             instance.event_log_storage.free_concurrency_slots_for_run(run_id)
             done.append({"run_id": run_id, "job": run.job_name if run else None, "pid": None,
                          "action": "slot of a finished run freed"})
+    return done
+
+
+STOPPING = "gridpipeline dev is stopping: the run is interrupted; the landing sensor re-runs its windows at the next start"
+
+
+def cancel_in_flight(instance: DagsterInstance, message: str = STOPPING) -> list[str]:
+    """Mark every starting or started run CANCELING (see the module docstring); returns their ids."""
+    ids = []
+    for rec in instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED])):
+        instance.report_run_canceling(rec.dagster_run, message=message)
+        ids.append(rec.dagster_run.run_id)
+    return ids
+
+
+def settle_canceled(instance: DagsterInstance, run_ids: list[str], message: str = STOPPING) -> list[str]:
+    """After the workers were stopped: the runs of ``run_ids`` still CANCELING (their worker was killed
+    before it could report) are marked CANCELED and their pool slots freed; returns their ids."""
+    done = []
+    for run_id in run_ids:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status == DagsterRunStatus.CANCELING:
+            instance.report_run_canceled(run, message=message)
+            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+            done.append(run_id)
     return done
 
 

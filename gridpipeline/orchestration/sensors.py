@@ -5,17 +5,24 @@ count and newest arrival, over landing and rejected folders together) is kept in
 late or re-sent file changes it and re-runs exactly that partition, which replaces its rows, while
 the run's own moves of bad files into rejected/ do not. Many ready
 windows at once (catch-up after downtime) go out as one range run, like a single-run backfill.
+
+A window whose latest run ended FAILURE or CANCELED (``gridpipeline dev`` stopped under it, a
+crash) is re-run once (tag ``gridpipeline/retry_of``), since its delivery did not change and the
+cursor would otherwise never offer it again: nothing that landed is left uningested.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from dagster import (
     AssetKey,
+    DagsterInstance,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SkipReason,
     sensor,
@@ -88,6 +95,41 @@ def plan_runs(ready: dict[str, str], cursor: dict[str, str]) -> list[tuple[str, 
     return out
 
 
+RETRY_TAG = "gridpipeline/retry_of"
+#: ended runs older than this are not re-run by the sensor (a backfill's job)
+RETRY_LOOKBACK = timedelta(hours=6)
+_ENDED_BADLY = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+
+
+def run_partitions(tags: dict[str, str]) -> list[str]:
+    """The 5-minute partition keys a run covers, from its tags (one partition, or a range)."""
+    if "dagster/partition" in tags:
+        return [tags["dagster/partition"]]
+    a, b = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    if not a or not b:
+        return []
+    t, end = datetime.strptime(a, "%Y-%m-%d-%H:%M"), datetime.strptime(b, "%Y-%m-%d-%H:%M")
+    out = []
+    while t <= end:
+        out.append(partition_key(t))
+        t += lz.WINDOW
+    return out
+
+
+def windows_to_retry(instance: DagsterInstance, job_name: str, since: datetime) -> dict[str, str]:
+    """Partition key -> id of the run to re-run it after: windows whose newest run of ``job_name``
+    (created after ``since``, UTC) ended FAILURE or CANCELED and was not itself a retry. A window with
+    a newer run (done, queued or running), or whose failed run was a retry, is not offered again."""
+    runs = instance.get_runs(RunsFilter(job_name=job_name, created_after=since.replace(tzinfo=UTC)))
+    seen, out = set(), {}
+    for run in runs:  # newest first
+        keys = run_partitions(run.tags)
+        if run.status in _ENDED_BADLY and RETRY_TAG not in run.tags:
+            out.update({k: run.run_id for k in keys if k not in seen})
+        seen.update(keys)
+    return out
+
+
 FORECAST_MODELS = [AssetKey("demand_model"), AssetKey("renewable_models")]
 
 
@@ -116,8 +158,19 @@ def build_landing_sensor(job, bootstrap_job, models_job=None):
         cursor = json.loads(context.cursor) if context.cursor else {}
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         ready = ready_windows(s.landing, s.rejected, now, cursor, s.landing_grace_s)
+        retry = {k: rid for k, rid in windows_to_retry(instance, job.name, now - RETRY_LOOKBACK).items()
+                 if k not in ready}
+        keys = sorted(retry)
+        for first, last in group_ranges(keys) if len(keys) >= RANGE_RUN_THRESHOLD else [(k, k) for k in keys]:
+            tags = {RETRY_TAG: retry[last], **LIVE_PRIORITY}
+            if first == last:
+                yield RunRequest(run_key=f"retry:{last}:{retry[last]}", job_name=job.name, partition_key=last, tags=tags)
+            else:
+                yield RunRequest(run_key=f"retry:{first}:{last}:{retry[last]}", job_name=job.name,
+                                 tags={"dagster/asset_partition_range_start": first,
+                                       "dagster/asset_partition_range_end": last, **tags})
         if not ready:
-            if not first_models:  # a tick may yield run requests or a skip reason, never both
+            if not first_models and not retry:  # a tick may yield run requests or a skip reason, never both
                 yield SkipReason("no closed window with new landing files")
             return
         for first, last in plan_runs(ready, cursor):

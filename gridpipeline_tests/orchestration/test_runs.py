@@ -146,3 +146,75 @@ def test_a_step_process_younger_than_the_run_is_not_taken_for_a_reused_pid(insta
     finally:
         proc.kill()
         proc.wait(30)
+
+
+def test_a_run_interrupted_by_a_stopping_dev_ends_canceled_not_failed(instance, tmp_path):
+    """``gridpipeline dev`` stopping: started runs are marked canceling before their worker gets the
+    interrupt, so they end CANCELED with the reason; one whose worker is killed before it can say so
+    is settled as canceled, and its pool slot freed."""
+    from gridpipeline.orchestration.runs import STOPPING, cancel_in_flight, settle_canceled
+
+    proc, _ = _start_holder(tmp_path, "stopped")
+    ids = cancel_in_flight(instance)
+    (run,) = instance.get_runs(RunsFilter(job_name="writer_job"))
+    assert ids == [run.run_id] and instance.get_run_by_id(run.run_id).status == DagsterRunStatus.CANCELING
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.CANCELED
+    assert settle_canceled(instance, ids) == []  # it said so itself
+    assert pool_free(instance)
+
+    killed, _ = _start_holder(tmp_path, "killed")
+    (run2,) = [r for r in instance.get_runs(RunsFilter(job_name="writer_job")) if r.run_id != run.run_id]
+    ids = cancel_in_flight(instance)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(30)
+    assert settle_canceled(instance, ids) == [run2.run_id]
+    assert instance.get_run_by_id(run2.run_id).status == DagsterRunStatus.CANCELED and pool_free(instance)
+    logs = [e.message for e in instance.all_logs(run2.run_id) if e.message]
+    assert any(STOPPING in m for m in logs)
+
+
+def test_the_reaper_ends_a_dead_canceling_run_canceled(instance, tmp_path):
+    from gridpipeline.orchestration.runs import cancel_in_flight
+
+    proc, _ = _start_holder(tmp_path, "canceling")
+    cancel_in_flight(instance)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    (run,) = instance.get_runs(RunsFilter(job_name="writer_job"))
+    assert [r["run_id"] for r in reap_dead_runs(instance)] == [run.run_id]
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.CANCELED and pool_free(instance)
+
+
+def test_windows_of_runs_that_ended_badly_are_offered_once(instance):
+    """The landing sensor re-runs a window whose newest telemetry run failed or was canceled (dev
+    stopped under it), once: not if a newer run covers it, and not after a retry failed too."""
+    from datetime import datetime, timedelta
+
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from gridpipeline.orchestration.sensors import RETRY_TAG, run_partitions, windows_to_retry
+
+    def add(run_id, status, **tags):
+        instance.add_run(DagsterRun(job_name="telemetry_job", run_id=run_id, status=status, tags=tags))
+        time.sleep(0.01)  # runs are ordered by creation
+
+    S, F, C = DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED
+    add("a", C, **{"dagster/partition": "2026-12-05-01:00"})                 # canceled: offered
+    add("b", F, **{"dagster/partition": "2026-12-05-01:05"})                 # failed, then done again
+    add("c", S, **{"dagster/partition": "2026-12-05-01:05"})
+    add("d", S, **{"dagster/partition": "2026-12-05-01:10"})                 # done, then a failure: offered
+    add("e", F, **{"dagster/partition": "2026-12-05-01:10"})
+    add("f", F, **{"dagster/partition": "2026-12-05-01:15"})                 # failed, and its retry failed
+    add("g", F, **{"dagster/partition": "2026-12-05-01:15", RETRY_TAG: "f"})
+    add("h", C, **{"dagster/asset_partition_range_start": "2026-12-05-01:20",  # a canceled range
+                   "dagster/asset_partition_range_end": "2026-12-05-01:30"})
+    add("i", DagsterRunStatus.STARTED, **{"dagster/partition": "2026-12-05-01:30"})  # ... one running again
+    since = datetime.utcnow() - timedelta(hours=1)  # noqa: DTZ003 - naive UTC, as the sensor passes it
+    assert windows_to_retry(instance, "telemetry_job", since) == {
+        "2026-12-05-01:00": "a", "2026-12-05-01:10": "e", "2026-12-05-01:20": "h", "2026-12-05-01:25": "h"}
+    assert run_partitions({"dagster/asset_partition_range_start": "2026-12-05-23:55",
+                           "dagster/asset_partition_range_end": "2026-12-06-00:05"}) == [
+        "2026-12-05-23:55", "2026-12-06-00:00", "2026-12-06-00:05"]
+    assert windows_to_retry(instance, "telemetry_job", datetime.utcnow() + timedelta(hours=1)) == {}  # noqa: DTZ003
