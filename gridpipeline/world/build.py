@@ -548,13 +548,33 @@ def build_sample_world(out_dir: Path) -> dict:
         },
     )
     summary["weather"] = {**station, "columns": [c for c in weather.columns if c not in ("step", "time_utc")]}
+    summary["customers"] = write_customer_registry(out_dir)
     _write_world_json(out_dir, summary)
     return summary
+
+
+def write_customer_registry(out_dir: Path) -> dict:
+    """``customers.csv`` beside the world's network: the utility's customer information system, as
+    ``common.customers.customer_registry`` derives it from the profiles' annual energy. Returns counts."""
+    import pandapower as pp
+
+    from gridpipeline.common.customers import customer_registry
+    from gridpipeline.common.zones import compute_zones
+    from gridpipeline.world.model import World
+
+    out_dir = Path(out_dir)
+    net = pp.from_json(str(out_dir / "network.json"))
+    world = World(name=out_dir.name, net=net, zones=compute_zones(net), profiles=pd.read_parquet(out_dir / "profiles.parquet"))
+    reg = customer_registry(net, pd.Series(world.annual_load_mwh(), index=net.load.index))
+    reg.to_csv(out_dir / "customers.csv", index=False)
+    return {"file": "customers.csv", "loads": len(reg), "customers": int(reg.customers.sum()),
+            "by_class": reg.groupby("class").customers.sum().astype(int).to_dict()}
 
 
 def build_cached_world(name: str, out_dir: Path, location: dict | None = None) -> dict:
     """Build a non-committed world (``scale``) into a cache folder."""
     out_dir = Path(out_dir)
     summary = build_world_files(WORLD_SPECS[name], out_dir, location=location)
+    summary["customers"] = write_customer_registry(out_dir)
     _write_world_json(out_dir, summary)
     return summary

@@ -365,6 +365,11 @@ class World:
         rating, (n_times, n_loads). Cheap enough for whole years (no noise filter)."""
         return self.profile_factors(times)[:, self._load_p_col] * self._load_p[None, :]
 
+    def annual_load_mwh(self) -> np.ndarray:
+        """Annual energy of every load (MWh): the mean of its profile over the profile year times its
+        rating times 8,760 h (without the noise, whose mean is 0), in the net's load order."""
+        return self._prof[:, self._load_p_col].astype(np.float64).mean(axis=0) * self._load_p * 8760.0
+
     def storage_schedule(self, times) -> np.ndarray:
         """Default battery power (MW, > 0 charging) at UTC ``times``: (n_times, n_storage)."""
         t = as_utc(times)
