@@ -24,6 +24,7 @@ from gridpipeline.orchestration.sensors import (
     build_landing_sensor,
     build_run_reaper_sensor,
 )
+from gridpipeline.load.assets import load_assets
 from gridpipeline.storage.assets import storage_assets, storage_jobs
 from gridpipeline.telemetry.assets import (
     clean_telemetry_models,
@@ -77,7 +78,7 @@ automation_sensor = AutomationConditionSensorDefinition(
 def build_definitions(settings=None) -> Definitions:
     """The code location, with resources for ``settings`` (default: the environment's)."""
     return Definitions(
-        assets=[*telemetry_assets, *grid_assets, *forecast_assets, *storage_assets],
+        assets=[*telemetry_assets, *grid_assets, *forecast_assets, *storage_assets, *load_assets],
         asset_checks=[*telemetry_checks],
         jobs=[telemetry_job, bootstrap_job, grid_state_job, forecast_job, forecast_models_job, *storage_jobs],
         schedules=[forecast_schedule],

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
                                     "files, published 12:00 Europe/Berlin the day before delivery); default <home>/prices.")
     data_dir: Path = Field(default=PROJECT_ROOT / "data", description="Redistributable sample world.")
     world: str = Field(default="sample", description="Which grid world to run: 'sample' or 'scale'.")
+    load_policy: Path = Field(default=PROJECT_ROOT / "data" / "load_policy.yaml",
+                              description="The load-priority policy (YAML): tiers, protected loads, contracts, VOLL.")
+    customers_path: Path | None = Field(default=None, description="The customer registry (CSV: load_id, class, "
+                                        "customers, ...); default: customers.csv beside the network model.")
     world_shift_h: int = Field(default=0, ge=-23, le=23, description="Simulator only: move the world this many hours "
                                "east (its sun and wall clock; see world/model.py). The pipeline's own site_longitude "
                                "and forecast_tz must be moved with it.")
@@ -168,6 +172,14 @@ class Settings(BaseSettings):
         if self.world == "sample":
             return self.data_dir / "sample_grid" / "network.json"
         return self.home / "worlds" / self.world / "network.json"
+
+    @property
+    def customers(self) -> Path:
+        """The customer registry (the utility's CIS export): ``customers.csv`` beside the network model,
+        unless GRIDPIPELINE_CUSTOMERS_PATH names another."""
+        if self.customers_path is not None:
+            return self.customers_path.expanduser().resolve()
+        return self.network.parent / "customers.csv"
 
     @property
     def truth(self) -> Path:

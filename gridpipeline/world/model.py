@@ -460,6 +460,7 @@ def _cache_valid(d: Path, name: str) -> bool:
         and meta.get("name") == name
         and (d / "network.json").exists()
         and (d / "profiles.parquet").exists()
+        and (d / "customers.csv").exists()
     )
 
 

@@ -131,3 +131,49 @@ def test_policy_checks_against_the_network(feeder):
         check_against(parse_policy(_with("contracts.0.load", 4)), classes, lb, sw)
     with pytest.raises(PolicyError, match="load 2: unknown class 'farm'"):
         check_against(parse_policy(POLICY), classes.replace({"residential": "farm"}), lb, sw)
+
+
+def test_load_priorities_asset_writes_the_blocks_and_fails_clearly_on_a_bad_policy(tmp_path, monkeypatch):
+    """The asset on the sample: the blocks and loads in the store, the figures in the metadata; a policy
+    with an unknown class fails the run with the entry named, and writes nothing."""
+    import duckdb
+    import yaml
+    from dagster import materialize
+    from dagster_duckdb import DuckDBResource
+
+    from gridpipeline.load.assets import load_priorities
+    from gridpipeline.settings import get_settings, reset_settings
+    from gridpipeline.sources.resources import NetworkModelResource, SettingsResource
+
+    monkeypatch.setenv("GRIDPIPELINE_HOME", str(tmp_path))
+    monkeypatch.setenv("GRIDPIPELINE_DUCKDB_PATH", str(tmp_path / "store.duckdb"))
+    reset_settings()
+    s = get_settings()
+    def res():
+        return {"duckdb": DuckDBResource(database=str(s.db_path)), "settings": SettingsResource.from_settings(get_settings()),
+                "network": NetworkModelResource(path=str(s.network))}
+
+    out = materialize([load_priorities], resources=res())
+    assert out.success
+    meta = out.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["customers"].value == 11744 and meta["protected_blocks"].value == 3
+    assert "data:image/png" in meta["load_by_feeder_and_tier"].value
+    (check,) = out.get_asset_check_evaluations()
+    assert check.passed
+    with duckdb.connect(str(s.db_path), read_only=True) as con:
+        n_loads, n_blocks = con.execute("SELECT (SELECT count(*) FROM load.block_loads), "
+                                        "(SELECT count(*) FROM load.block_priorities)").fetchone()
+    assert n_loads == 218 and n_blocks == meta["blocks_serving_load"].value
+
+    doc = yaml.safe_load((PROJECT_ROOT / "data" / "load_policy.yaml").read_text())
+    doc["tiers"][3]["classes"] = ["residental"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("GRIDPIPELINE_LOAD_POLICY", str(bad))
+    reset_settings()
+    failed = materialize([load_priorities], resources=res(), raise_on_error=False)
+    assert not failed.success
+    (err,) = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "tiers[3] (households): unknown class 'residental'" in str(err.event_specific_data.error.message)
+    with duckdb.connect(str(s.db_path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM load.block_loads").fetchone()[0] == 218  # untouched

@@ -31,12 +31,12 @@ def test_definitions_snapshot():
             "unit_conversions", "kind_limits", "grid_model", "grid_state", "topology_events", "grid_bottlenecks",
             "n1_contingency", "weather_features", "demand_model", "demand_forecast", "forecast_accuracy",
             "consumption_anomalies", "renewable_models", "renewable_forecast", "storage_state", "dispatch_plan",
-            "curtailment_plan", "vpp_envelope", "pending_decisions"} <= assets
+            "curtailment_plan", "vpp_envelope", "pending_decisions", "load_priorities"} <= assets
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"raw_telemetry_reconciles", "raw_telemetry_quarantine_rate", "sensor_coverage", "estimate_converged",
             "voltage_within_limits", "loading_within_limits", "residuals_consistent", "forecast_error_within_limits",
             "no_consumption_anomalies", "plan_feasible_without_slack", "soc_within_limits", "gate_passed",
-            "ledger_chain_intact"} <= checks
+            "ledger_chain_intact", "every_load_in_the_registry"} <= checks
     assert any(n.startswith("not_null") or "unique" in n for n in checks), "dbt tests must appear as asset checks"
     assert {j.name for j in repo.get_all_jobs()} >= {"telemetry_job", "bootstrap_job", "grid_state_job", "forecast_job",
                                                       "forecast_models_job", "approve_decision"}
@@ -50,7 +50,7 @@ def test_definitions_snapshot():
     # Every asset that writes DuckDB takes the duckdb pool.
     for key in ("sensor_registry", "raw_telemetry", "clean_telemetry", "sensor_health", "unit_conversions",
                 "grid_model", "grid_state", "n1_contingency", "weather_features", "demand_model", "demand_forecast",
-                "forecast_accuracy", "consumption_anomalies", "renewable_forecast", "dispatch_plan"):
+                "forecast_accuracy", "consumption_anomalies", "renewable_forecast", "dispatch_plan", "load_priorities"):
         node = repo.asset_graph.get(next(k for k in repo.asset_graph.get_all_asset_keys() if k.to_user_string() == key))
         assert node.pools == {"duckdb"}, key
     # ... but only for its writes: training and prediction are compute ops with no pool, then a write op with it

@@ -1,0 +1,25 @@
+"""Charts of the load domain for asset metadata."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from gridpipeline.base.plots import plt, png_markdown
+
+
+def load_by_feeder_and_tier(table: pd.DataFrame) -> str:
+    """Stacked bars: MW of load per feeder by tier (protected MW hatched apart), so an operator sees
+    where the sheddable load is."""
+    t = table.assign(feeder=table.feeder.astype("object").where(table.feeder.notna(), "substation").astype(str),
+                     kind=[f"tier {r.tier}" + (" protected" if r.protected else "") for r in table.itertuples()])
+    pv = t.pivot_table(index="feeder", columns="kind", values="load_mw", aggfunc="sum", fill_value=0.0)
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(pv) + 1.5))
+    left = pd.Series(0.0, index=pv.index)
+    for col in sorted(pv.columns):
+        ax.barh(pv.index, pv[col], left=left, label=col, hatch="//" if "protected" in col else None)
+        left += pv[col]
+    ax.set_xlabel("load at rating, MW")
+    ax.set_ylabel("feeder (head block)")
+    ax.set_title("Load per feeder by tier")
+    ax.legend(fontsize=7, loc="lower right")
+    return png_markdown(fig, "load per feeder by tier")
