@@ -1,0 +1,91 @@
+"""The shed schedule: a hand-checked case, rotation, precedence and the greedy counterfactual."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gridpipeline.load.shed import ShedProblem, audit, greedy_shed, solve_shed
+
+DT = 5 / 60
+
+
+def six_blocks(deficit=(0.7, 1.2)) -> ShedProblem:
+    """b0 tier 1 protected 1.0 MW; b1 tier 2 0.5 MW; b2, b3 tier 3 0.45 and 0.4 MW; b4 tier 4 0.6 MW
+    feeding b5 tier 4 0.2 MW. VOLL 200k, 15k, 25k, 25k, 10k, 10k EUR/MWh."""
+    net = np.array([1.0, 0.5, 0.45, 0.4, 0.6, 0.2])
+    T = len(deficit)
+    return ShedProblem(block_ids=np.arange(6), net_mw=np.repeat(net[:, None], T, 1),
+                       load_mw=np.repeat(net[:, None], T, 1),
+                       voll=np.array([2e5, 1.5e4, 2.5e4, 2.5e4, 1e4, 1e4]), tier=np.array([1, 2, 3, 3, 4, 4]),
+                       sheddable=np.array([False, True, True, True, True, True]),
+                       parent=np.array([-1, -1, -1, -1, -1, 4]), deficit_mw=np.array(deficit), dt_h=DT)
+
+
+def test_the_hand_checked_six_block_case():
+    """Step 0 (0.7 MW): tier 4 first, and b5 alone (0.2) is short, so b4 with b5 below it (0.8 MW).
+    Step 1 (1.2 MW): all of tier 4 (0.8) and 0.4 MW of tier 3: b3 (0.4) is cheaper than b2 (0.45).
+    Cost: (0.8 x 10k x 2 + 0.4 x 25k) / 12 = 2,166.67 EUR. The greedy (largest first) takes b2: 2,270.83."""
+    p = six_blocks()
+    r = solve_shed(p)
+    assert r.shed[:, 0].tolist() == [0, 0, 0, 0, 1, 1]
+    assert r.shed[:, 1].tolist() == [0, 0, 0, 1, 1, 1]
+    assert r.cost_eur == pytest.approx((0.8 * 1e4 * 2 + 0.4 * 2.5e4) / 12, abs=1e-6)
+    assert r.objective == pytest.approx(r.cost_eur, abs=1e-6)  # no slack in use
+    assert r.violations == [] and r.unserved_deficit_mw.max() == 0
+    g = greedy_shed(p)
+    assert g[:, 1].tolist() == [0, 0, 1, 0, 1, 1]
+    assert (p.cost_rate() * g).sum() == pytest.approx((0.8 * 1e4 * 2 + 0.45 * 2.5e4) / 12, abs=1e-6)
+    assert audit(p, g) == []
+
+
+def test_a_block_sheds_with_its_subtree_and_a_block_above_a_protected_one_is_never_shed():
+    p = six_blocks(deficit=(0.15,))
+    r = solve_shed(p)
+    assert r.shed[:, 0].tolist() == [0, 0, 0, 0, 0, 1]  # b5 alone covers it
+    # protect b5: b4 above it can no longer be shed, and tier 3 goes first (the network reason)
+    prot = ShedProblem(**{**p.__dict__, "sheddable": np.array([False, True, True, True, True, False])})
+    r2 = solve_shed(prot)
+    assert r2.shed[4:, 0].sum() == 0 and r2.shed[3, 0] == 1
+    assert {v["rule"] for v in r2.violations} == {"tier order (network)"}
+
+
+def test_rotation_passes_a_lasting_deficit_around_the_tier():
+    """0.3 MW for 4 steps, two tier-4 blocks of 0.4 and 0.35 MW, at most 2 steps out in a row each."""
+    net = np.array([0.4, 0.35])
+    p = ShedProblem(block_ids=np.array([10, 11]), net_mw=np.repeat(net[:, None], 4, 1),
+                    load_mw=np.repeat(net[:, None], 4, 1), voll=np.array([1e4, 1e4]), tier=np.array([4, 4]),
+                    sheddable=np.array([True, True]), parent=np.array([-1, -1]), deficit_mw=np.full(4, 0.3),
+                    dt_h=DT, max_outage_steps=np.array([2, 2]))
+    r = solve_shed(p)
+    # the cheaper block as much as the longest outage allows (3 of 4 steps, never 3 in a row), the other once
+    assert r.shed.sum(axis=0).tolist() == [1, 1, 1, 1] and r.shed[1].sum() == 3
+    assert "".join(str(int(v)) for v in r.shed[1]).find("111") < 0
+    assert r.cost_eur == pytest.approx((3 * 0.35 + 0.4) * 1e4 / 12)
+    assert r.violations == []
+    # a restored block stays on for at least 2 steps: now each takes two
+    on = solve_shed(ShedProblem(**{**p.__dict__, "min_on_steps": 2}))
+    assert on.shed.tolist() == [[0, 0, 1, 1], [1, 1, 0, 0]]
+    # a block already out for 2 steps before the horizon cannot stay out
+    q = ShedProblem(**{**p.__dict__, "shed_now": np.array([False, True]), "shed_for_steps": np.array([0, 2])})
+    assert solve_shed(q).shed[:, 0].tolist() == [1, 0]
+
+
+def test_when_balance_is_impossible_the_slack_says_so_and_protected_loads_stay_served():
+    p = six_blocks(deficit=(5.0,))
+    r = solve_shed(p)
+    assert r.shed[0, 0] == 0 and r.shed[1:, 0].sum() == 5  # everything else, never the protected block
+    assert r.unserved_deficit_mw[0] == pytest.approx(5.0 - 2.15)
+    (v,) = r.violations
+    assert v["rule"] == "supply balance" and "protected" in v["forced_by"]
+
+
+def test_contract_limits_give_way_only_to_balance():
+    """b1 is the only tier-2 block, under a contract with no interruptions left: with tiers 3-4 enough
+    it stays served; when they are not, balance (rule 3) overrides the contract (rule 5)."""
+    p = six_blocks(deficit=(1.5,))
+    c = ShedProblem(**{**p.__dict__, "interruptions_left": np.array([-1, 0, -1, -1, -1, -1])})
+    assert solve_shed(c).shed[1, 0] == 0
+    big = ShedProblem(**{**c.__dict__, "deficit_mw": np.array([2.0])})
+    r = solve_shed(big)
+    assert r.shed[1, 0] == 1 and r.unserved_deficit_mw[0] == 0
