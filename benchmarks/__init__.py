@@ -50,7 +50,14 @@ def _replan(**kw) -> dict:
     return run(**kw)
 
 
+def _shed(**kw) -> dict:
+    from benchmarks.shed import run
+
+    return run(**kw)
+
+
 REGISTRY: dict[str, Callable[..., dict]] = {
+    "shed": _shed,
     "replan": _replan,
     "dispatch": _dispatch,
     "loop": _loop,

@@ -571,7 +571,7 @@ def data_build(out: Path = typer.Option(PROJECT_ROOT / "data" / "sample_grid", h
 
 @app.command()
 def bench(
-    name: str = typer.Argument(..., help="Benchmark: ingest, estimate, contingency, forecast, loop, dispatch, replan."),
+    name: str = typer.Argument(..., help="Benchmark: ingest, estimate, contingency, forecast, loop, dispatch, replan, shed."),
     sensors: int = typer.Option(100_000, help="ingest: sensors."),
     minutes: int = typer.Option(10, help="ingest: minutes of readings; loop: minutes measured (30 for the record)."),
     keep: bool = typer.Option(False, help="Keep the benchmark's working folder."),
@@ -579,6 +579,8 @@ def bench(
                                                      "(estimate: about 20 GiB of memory)."),
     batteries: int = typer.Option(1000, help="dispatch: batteries."),
     events: int = typer.Option(20, help="replan: cloud fronts injected."),
+    loads: int = typer.Option(10_000, help="shed: loads of the generated instance."),
+    steps: int = typer.Option(12, help="shed: 5-minute steps."),
 ):
     """Run a benchmark and print one JSON line of figures."""
     from benchmarks import REGISTRY
@@ -593,7 +595,7 @@ def bench(
     os.dup2(2, 1)
     try:
         result = REGISTRY[name](sensors=sensors, minutes=minutes, keep=keep, reference_scale=reference_scale,
-                                batteries=batteries, events=events)
+                                batteries=batteries, events=events, loads=loads, steps=steps)
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)

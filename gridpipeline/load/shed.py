@@ -15,7 +15,10 @@ only to a higher one; every slack in use is reported with the rule it belongs to
 
 1. protected loads are never shed (hard: those blocks are fixed served);
 2. network feasibility: ``S @ (net * x) >= relief`` per element and step (slack ``P_NETWORK``);
-3. supply balance: the shed net load covers the deficit (slack ``P_BALANCE`` per MW-step);
+3. supply balance: the shed net load covers the deficit, as far as it can be covered at all (a
+   hard constraint on ``min(deficit, achievable)``, ``achievable_shed``: a weighted slack cannot
+   stay above a thousand blocks' worth of lower-rule penalties; what cannot be covered is reported
+   as unserved, with the reason);
 4. tier order: a block of tier ``a`` is shed only when every sheddable block of the next less
    critical tier with any is shed (slack ``P_TIER`` per block-step; chained tier by tier, so
    transitively all less critical tiers);
@@ -137,9 +140,91 @@ def effective_sheddable(p: ShedProblem) -> np.ndarray:
     return ok
 
 
+def achievable_shed(p: ShedProblem, allowed: np.ndarray) -> np.ndarray:
+    """The most net load that can be shed at each step (T,) when only ``allowed`` (B, T) blocks may
+    be: on the tree, a block is shed with its whole subtree (every block of it allowed), or left
+    served and its children decide for themselves: ``best(b) = max(subtree(b), sum best(children))``."""
+    B, T = p.shape
+    children: dict[int, list[int]] = {}
+    for b in range(B):
+        if p.parent[b] >= 0:
+            children.setdefault(int(p.parent[b]), []).append(b)
+    order = []  # post-order: children before parents
+    roots = [b for b in range(B) if p.parent[b] < 0]
+    stack = [(r, False) for r in roots]
+    while stack:
+        b, done = stack.pop()
+        if done:
+            order.append(b)
+            continue
+        stack.append((b, True))
+        stack.extend((c, False) for c in children.get(b, []))
+    sub = np.zeros((B, T))
+    sub_ok = np.zeros((B, T), bool)
+    best = np.zeros((B, T))
+    for b in order:
+        kids = children.get(b, [])
+        sub[b] = p.net_mw[b] + (sub[kids].sum(axis=0) if kids else 0.0)
+        sub_ok[b] = allowed[b] & (sub_ok[kids].all(axis=0) if kids else True)
+        keep = best[kids].sum(axis=0) if kids else np.zeros(T)
+        best[b] = np.where(sub_ok[b], np.maximum(sub[b], keep), keep)
+    return best[roots].sum(axis=0) if roots else np.zeros(T)
+
+
+def tier_exempt(p: ShedProblem) -> tuple[np.ndarray, np.ndarray]:
+    """(exempt (B, T) bool, why (B,) str): the block-steps tier order cannot ask to be shed, for a
+    network reason: not sheddable (protected, not switchable, above a protected block), feeding a
+    more critical block (shedding it would shed that one), or exporting (net load <= 0: shedding it
+    would deepen the deficit)."""
+    B, T = p.shape
+    ok = effective_sheddable(p)
+    why = np.array([""] * B, dtype=object)
+    why[~ok] = "not switchable, protected, or feeds a protected block"
+    for b, anc in enumerate(_descendant_matrix(p.parent)):
+        for a in anc:
+            if p.tier[b] < p.tier[a] and not why[a]:
+                why[a] = f"feeds block {int(p.block_ids[b])} of tier {int(p.tier[b])}"
+    exempt = np.repeat((why != "")[:, None], T, axis=1) | (p.net_mw <= 0)
+    return exempt, why
+
+
+def tier_fixing(p: ShedProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shed (B, T), served (B, T), marginal tier (T,)): what tier order and balance settle before the
+    solve. At each step the marginal tier is the most critical one still needed to cover the
+    deficit, counting the less critical tiers' non-exempt blocks first; those are shed, every block
+    of a more critical tier is served, and only the marginal tier's blocks (and exempt ones of the
+    less critical tiers) are left to the program. Blocks that relieve a network element are never
+    fixed (network feasibility comes before tier order)."""
+    B, T = p.shape
+    exempt, _ = tier_exempt(p)
+    free_net = np.zeros(B, bool)
+    if p.sensitivity is not None and p.relief_mw is not None and len(p.relief_mw):
+        free_net = (np.abs(p.sensitivity) > 1e-9).any(axis=0)
+    tiers = sorted(set(p.tier.tolist()), reverse=True)  # least critical first
+    shed, served = np.zeros((B, T), bool), np.zeros((B, T), bool)
+    marginal = np.zeros(T, dtype=int)
+    for t in range(T):
+        need, m = p.deficit_mw[t], tiers[-1]
+        for k in tiers:
+            cap = p.net_mw[(p.tier == k) & ~exempt[:, t], t].sum()
+            if need <= cap + 1e-9:
+                m = k
+                break
+            need -= cap
+        marginal[t] = m
+        shed[:, t] = (p.tier > m) & ~exempt[:, t]
+        served[:, t] = p.tier < m
+    shed &= ~free_net[:, None]
+    served &= ~free_net[:, None]
+    return shed, served, marginal
+
+
 def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01, verbose: bool = False,
-               warm: np.ndarray | None = None) -> ShedResult:
-    """The schedule (see the module docstring)."""
+               warm: np.ndarray | None = None, presolve_tiers: bool = True) -> ShedResult:
+    """The schedule (see the module docstring). With ``presolve_tiers`` the tier order is settled
+    before the solve (``tier_fixing``): the program then only chooses within each step's marginal
+    tier, which is what makes 1,000 blocks solvable in seconds; without it, tier order is a soft
+    rule of the program (the monolithic formulation, the reference)."""
     import cvxpy as cp
 
     t0 = time.perf_counter()
@@ -161,28 +246,37 @@ def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01
     if pairs:
         ch, pa = np.array(pairs).T
         cons.append(x[ch, :] >= x[pa, :])
-    # 3. balance
-    e = cp.Variable(T, nonneg=True)
-    cons.append(cp.sum(cp.multiply(net, x), axis=0) + e >= p.deficit_mw)
-    obj.append(P_BALANCE * p.dt_h * cp.sum(e))
+    # 3. balance, as far as it can be had
+    allowed = np.repeat(ok[:, None], T, axis=1)
+    if presolve_tiers:
+        allowed &= ~tier_fixing(p)[1]
+    target = np.minimum(p.deficit_mw, achievable_shed(p, allowed))
+    cons.append(cp.sum(cp.multiply(net, x), axis=0) >= target - 1e-6)
     # 2. network
     if p.sensitivity is not None and p.relief_mw is not None and len(p.relief_mw):
         g = cp.Variable(p.relief_mw.shape, nonneg=True)
         S = p.sensitivity[:, idx]
         cons.append(S @ cp.multiply(net, x) + g >= p.relief_mw)
         obj.append(P_NETWORK * p.dt_h * cp.sum(g))
-    # 4. tier order, tier by tier: f[c, t] = 1 only when every sheddable block of tier c is shed
+    # 4. tier order: settled before the solve, or tier by tier: f[c, t] = 1 only when every block of
+    # tier c that tier order may ask for is shed
+    exempt, _ = tier_exempt(p)
     tiers = sorted(set(p.tier[idx].tolist()))
-    u = None
-    if len(tiers) > 1:
+    if presolve_tiers:
+        fix1, fix0, _ = tier_fixing(p)
+        F1, F0 = fix1[idx].astype(float), fix0[idx].astype(float)
+        if F1.any():
+            cons.append(cp.multiply(F1, x) == F1)
+        if F0.any():
+            cons.append(cp.multiply(F0, x) == 0)
+    elif len(tiers) > 1:
         f = cp.Variable((len(tiers), T), boolean=True)
         u = cp.Variable((n, T), nonneg=True)
         tpos = {c: k for k, c in enumerate(tiers)}
         member = np.zeros((len(tiers), n))
         member[[tpos[c] for c in p.tier[idx]], np.arange(n)] = 1.0
-        for k in range(len(tiers)):
-            m = np.flatnonzero(member[k])
-            cons.append(x[m, :] >= np.ones((len(m), 1)) @ f[k:k + 1, :])
+        askable = (~exempt[idx]).astype(float)
+        cons.append(x >= cp.multiply(askable, member.T @ f))
         nxt = np.array([tpos[c] + 1 for c in p.tier[idx]])
         has_next = nxt < len(tiers)
         rows = np.flatnonzero(has_next)
@@ -300,32 +394,34 @@ def audit(p: ShedProblem, shed: np.ndarray) -> list[dict]:
     T = p.shape[1]
     ok = effective_sheddable(p)
     got = (p.net_mw * shed).sum(axis=0)
+    most = achievable_shed(p, np.repeat(ok[:, None], T, axis=1))
     for t in range(T):
         short = p.deficit_mw[t] - got[t]
         if short > 1e-6:
             out.append({"rule": "supply balance", "step": t, "mw": round(float(short), 4),
-                        "forced_by": "protected loads (never shed)" if shed[ok, t].all() else "network feasibility"})
+                        "forced_by": "protected loads: nothing more can be shed (the rest is protected, not "
+                        "switchable, or feeds a protected block)" if got[t] >= most[t] - 1e-6 else
+                        "a schedule that sheds less than it could"})
     if p.sensitivity is not None and p.relief_mw is not None:
         rel = p.sensitivity @ (p.net_mw * shed)
         for k, t in zip(*np.nonzero(rel < p.relief_mw - 1e-6)):
             out.append({"rule": "network feasibility", "step": int(t),
                         "element": p.element_names[k] if k < len(p.element_names) else int(k),
                         "mw": round(float(p.relief_mw[k, t] - rel[k, t]), 4), "forced_by": "protected loads (never shed)"})
-    # tier order: a served sheddable block of a less critical tier while a more critical one is shed
+    # tier order: a served block of a less critical tier while a more critical one is shed
+    exempt, why = tier_exempt(p)
     for t in range(T):
         s = shed[:, t] > 0.5
         if not s.any():
             continue
         worst = p.tier[s].min()
-        served_lower = np.flatnonzero(~s & (p.tier > worst))
-        for b in served_lower:
-            if ok[b]:
-                out.append({"rule": "tier order", "step": t, "block": int(p.block_ids[b]), "tier": int(p.tier[b]),
-                            "while_shed_tier": int(worst), "forced_by": _lower_rule_reason(p, shed, b, t)})
+        for b in np.flatnonzero(~s & (p.tier > worst)):
+            row = {"step": t, "block": int(p.block_ids[b]), "tier": int(p.tier[b]), "while_shed_tier": int(worst)}
+            if exempt[b, t]:
+                out.append({"rule": "tier order (network)", **row,
+                            "forced_by": f"network: {why[b] or 'it exports (shedding it would deepen the deficit)'}"})
             else:
-                out.append({"rule": "tier order (network)", "step": t, "block": int(p.block_ids[b]),
-                            "tier": int(p.tier[b]), "while_shed_tier": int(worst),
-                            "forced_by": "network: the block is not switchable or feeds a protected block"})
+                out.append({"rule": "tier order", **row, "forced_by": _lower_rule_reason(p, shed, b, t)})
     return out
 
 
@@ -343,10 +439,11 @@ def _lower_rule_reason(p: ShedProblem, shed: np.ndarray, b: int, t: int) -> str:
 
 def greedy_shed(p: ShedProblem) -> np.ndarray:
     """The counterfactual: a plain priority-order shed, each step on its own: the least critical tier
-    first and within a tier the largest net load first, subtree with its block, until the deficit is
-    covered. No rotation, no contracts, no network."""
+    first and within a tier the largest net load first, subtree with its block (never a block that
+    feeds a more critical one), until the deficit is covered. No rotation, contracts or network."""
     B, T = p.shape
-    ok = effective_sheddable(p)
+    _, why = tier_exempt(p)
+    ok = why == ""  # sheddable, and feeding nothing more critical
     children: dict[int, list[int]] = {}
     for b in range(B):
         if p.parent[b] >= 0:

@@ -22,12 +22,13 @@ def six_blocks(deficit=(0.7, 1.2)) -> ShedProblem:
                        parent=np.array([-1, -1, -1, -1, -1, 4]), deficit_mw=np.array(deficit), dt_h=DT)
 
 
-def test_the_hand_checked_six_block_case():
+@pytest.mark.parametrize("presolve", [True, False])
+def test_the_hand_checked_six_block_case(presolve):
     """Step 0 (0.7 MW): tier 4 first, and b5 alone (0.2) is short, so b4 with b5 below it (0.8 MW).
     Step 1 (1.2 MW): all of tier 4 (0.8) and 0.4 MW of tier 3: b3 (0.4) is cheaper than b2 (0.45).
     Cost: (0.8 x 10k x 2 + 0.4 x 25k) / 12 = 2,166.67 EUR. The greedy (largest first) takes b2: 2,270.83."""
     p = six_blocks()
-    r = solve_shed(p)
+    r = solve_shed(p, presolve_tiers=presolve)  # tier order settled first, or soft in the program
     assert r.shed[:, 0].tolist() == [0, 0, 0, 0, 1, 1]
     assert r.shed[:, 1].tolist() == [0, 0, 0, 1, 1, 1]
     assert r.cost_eur == pytest.approx((0.8 * 1e4 * 2 + 0.4 * 2.5e4) / 12, abs=1e-6)
@@ -39,13 +40,14 @@ def test_the_hand_checked_six_block_case():
     assert audit(p, g) == []
 
 
-def test_a_block_sheds_with_its_subtree_and_a_block_above_a_protected_one_is_never_shed():
+@pytest.mark.parametrize("presolve", [True, False])
+def test_a_block_sheds_with_its_subtree_and_a_block_above_a_protected_one_is_never_shed(presolve):
     p = six_blocks(deficit=(0.15,))
-    r = solve_shed(p)
+    r = solve_shed(p, presolve_tiers=presolve)
     assert r.shed[:, 0].tolist() == [0, 0, 0, 0, 0, 1]  # b5 alone covers it
     # protect b5: b4 above it can no longer be shed, and tier 3 goes first (the network reason)
     prot = ShedProblem(**{**p.__dict__, "sheddable": np.array([False, True, True, True, True, False])})
-    r2 = solve_shed(prot)
+    r2 = solve_shed(prot, presolve_tiers=presolve)
     assert r2.shed[4:, 0].sum() == 0 and r2.shed[3, 0] == 1
     assert {v["rule"] for v in r2.violations} == {"tier order (network)"}
 
@@ -89,3 +91,24 @@ def test_contract_limits_give_way_only_to_balance():
     big = ShedProblem(**{**c.__dict__, "deficit_mw": np.array([2.0])})
     r = solve_shed(big)
     assert r.shed[1, 0] == 1 and r.unserved_deficit_mw[0] == 0
+
+
+def test_an_exporting_block_is_not_asked_for_and_the_greedy_never_takes_one_above_a_more_critical_block():
+    """A tier-4 block full of PV (net -0.1 MW) is left served while tier 3 is shed: shedding it would
+    deepen the deficit, which the audit records as the network's reason."""
+    p = six_blocks(deficit=(0.5,))
+    net = p.net_mw.copy()
+    net[5] = -0.1  # b5 exports; b4 (above it) sheds 0.5 net with it
+    q = ShedProblem(**{**p.__dict__, "net_mw": net, "parent": np.array([-1, -1, -1, -1, -1, -1])})
+    r = solve_shed(q)
+    assert r.shed[:, 0].tolist() == [0, 0, 0, 0, 1, 0]
+    assert r.violations == []
+    more = ShedProblem(**{**q.__dict__, "deficit_mw": np.array([0.9])})  # tier 4 (0.6) + 0.4 of tier 3
+    r2 = solve_shed(more)
+    assert r2.shed[:, 0].tolist() == [0, 0, 0, 1, 1, 0]
+    (v,) = r2.violations
+    assert v["rule"] == "tier order (network)" and v["block"] == 5 and "exports" in v["forced_by"]
+    # the greedy never sheds b4 when it feeds a more critical block (b3 moved under it): b5, then the
+    # largest of tier 3
+    tree = ShedProblem(**{**p.__dict__, "parent": np.array([-1, -1, -1, 4, -1, 4]), "deficit_mw": np.array([0.3])})
+    assert greedy_shed(tree)[:, 0].tolist() == [0, 0, 1, 0, 0, 1]
