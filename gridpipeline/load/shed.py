@@ -422,6 +422,50 @@ def audit(p: ShedProblem, shed: np.ndarray) -> list[dict]:
                             "forced_by": f"network: {why[b] or 'it exports (shedding it would deepen the deficit)'}"})
             else:
                 out.append({"rule": "tier order", **row, "forced_by": _lower_rule_reason(p, shed, b, t)})
+    out += _audit_lower_rules(p, shed)
+    return out
+
+
+def _audit_lower_rules(p: ShedProblem, shed: np.ndarray) -> list[dict]:
+    """Rules 5 and 6 on a schedule: the longest outage, interruptions left and notice (contracts),
+    minimum off and on times, the switching budget. Each names the higher rule that may have forced it
+    (a tier that had to be shed whole, or the balance), as the program only breaks them for those."""
+    out = []
+    B, T = p.shape
+    prev = np.concatenate([_shed_now(p)[:, None], shed], axis=1)
+    starts = np.clip(np.diff(prev, axis=1), 0, None)
+    stops = np.clip(-np.diff(prev, axis=1), 0, None)
+    why = "tier order or balance (a higher rule)"
+    if p.max_outage_steps is not None:
+        run = _shed_for(p).astype(float)
+        for t in range(T):
+            run = np.where(shed[:, t] > 0.5, run + 1, 0)
+            for b in np.flatnonzero(run == p.max_outage_steps + 1):  # once, when the run first goes over
+                out.append({"rule": "longest outage", "step": t, "block": int(p.block_ids[b]),
+                            "limit_steps": int(p.max_outage_steps[b]), "forced_by": why})
+    if p.interruptions_left is not None:
+        used = starts.sum(axis=1)
+        for b in np.flatnonzero((p.interruptions_left >= 0) & (used > p.interruptions_left)):
+            out.append({"rule": "contract interruptions", "block": int(p.block_ids[b]), "used": int(used[b]),
+                        "left": int(p.interruptions_left[b]), "forced_by": why})
+    if p.notice_steps is not None:
+        for b in np.flatnonzero(p.notice_steps > 0):
+            n = min(int(p.notice_steps[b]), T)
+            if starts[b, :n].any():
+                out.append({"rule": "contract notice", "block": int(p.block_ids[b]), "step": int(np.argmax(starts[b, :n])),
+                            "notice_steps": int(p.notice_steps[b]), "forced_by": why})
+    for m, ev, state, name in ((p.min_off_steps, starts, shed, "minimum off time"),
+                               (p.min_on_steps, stops, 1 - shed, "minimum on time")):
+        if m > 1:
+            for t in range(T):
+                recent = ev[:, max(0, t - m + 1):t + 1].sum(axis=1)
+                for b in np.flatnonzero((recent > 0) & (state[:, t] < 0.5)):
+                    out.append({"rule": name, "step": t, "block": int(p.block_ids[b]), "steps": m, "forced_by": why})
+    if p.switching_budget is not None:
+        ops = int(starts.sum() + stops.sum())
+        if ops > p.switching_budget:
+            out.append({"rule": "switching budget", "operations": ops, "budget": int(p.switching_budget),
+                        "forced_by": why})
     return out
 
 

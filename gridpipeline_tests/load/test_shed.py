@@ -112,3 +112,16 @@ def test_an_exporting_block_is_not_asked_for_and_the_greedy_never_takes_one_abov
     # largest of tier 3
     tree = ShedProblem(**{**p.__dict__, "parent": np.array([-1, -1, -1, 4, -1, 4]), "deficit_mw": np.array([0.3])})
     assert greedy_shed(tree)[:, 0].tolist() == [0, 0, 1, 0, 0, 1]
+
+
+def test_the_audit_names_every_lower_rule_a_schedule_breaks():
+    net = np.array([0.4, 0.35])
+    p = ShedProblem(block_ids=np.array([10, 11]), net_mw=np.repeat(net[:, None], 4, 1),
+                    load_mw=np.repeat(net[:, None], 4, 1), voll=np.array([1e4, 1e4]), tier=np.array([4, 4]),
+                    sheddable=np.array([True, True]), parent=np.array([-1, -1]), deficit_mw=np.full(4, 0.3),
+                    dt_h=DT, max_outage_steps=np.array([2, 2]), min_on_steps=2, switching_budget=2,
+                    interruptions_left=np.array([1, -1]), notice_steps=np.array([1, 0]))
+    sched = np.array([[1, 0, 1, 0], [0, 1, 1, 1]], float)  # b10 out twice, at once; b11 three in a row
+    rules = sorted((v["rule"], v.get("block"), v.get("step")) for v in audit(p, sched))
+    assert rules == [("contract interruptions", 10, None), ("contract notice", 10, 0), ("longest outage", 11, 3),
+                     ("minimum on time", 10, 2), ("switching budget", None, None)]
