@@ -431,7 +431,7 @@ def _audit_lower_rules(p: ShedProblem, shed: np.ndarray) -> list[dict]:
     minimum off and on times, the switching budget. Each names the higher rule that may have forced it
     (a tier that had to be shed whole, or the balance), as the program only breaks them for those."""
     out = []
-    B, T = p.shape
+    T = p.shape[1]
     prev = np.concatenate([_shed_now(p)[:, None], shed], axis=1)
     starts = np.clip(np.diff(prev, axis=1), 0, None)
     stops = np.clip(-np.diff(prev, axis=1), 0, None)
