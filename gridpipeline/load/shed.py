@@ -514,3 +514,98 @@ def greedy_shed(p: ShedProblem) -> np.ndarray:
             shed[sub, t] = 1.0
             need -= p.net_mw[sub, t].sum()
     return shed
+
+
+def rotation_shed(p: ShedProblem, presolve_tiers: bool = True) -> np.ndarray:
+    """A rolling-outage schedule built step by step, the way a control room rotates blocks: tier order
+    settled first (``tier_fixing``), then in the marginal tier, blocks still inside their minimum off
+    time stay out, blocks already out continue while under their longest outage, and new outages go
+    to the blocks served longest (fairness), cheapest first; a block whose start would break a lower
+    rule (contract interruptions or notice, longest outage, minimum on time) is taken only when no
+    rule-keeping block is left, the lower rule first. The step's surplus is then trimmed (the largest
+    new outages that are not needed go back). Used as the program's incumbent and as a schedule of its
+    own when the program runs out of time."""
+    B, T = p.shape
+    ok = effective_sheddable(p)
+    exempt, _ = tier_exempt(p)
+    if presolve_tiers:
+        fix1, fix0, _ = tier_fixing(p)
+    else:
+        fix1, fix0 = np.zeros((B, T), bool), np.zeros((B, T), bool)
+    allowed = ok[:, None] & ~fix0
+    target = np.minimum(p.deficit_mw, achievable_shed(p, allowed))
+    children: dict[int, list[int]] = {}
+    for b in range(B):
+        if p.parent[b] >= 0:
+            children.setdefault(int(p.parent[b]), []).append(b)
+    subtree: list[list[int]] = []
+    for b in range(B):
+        out, stack = [], [b]
+        while stack:
+            c = stack.pop()
+            out.append(c)
+            stack.extend(children.get(c, []))
+        subtree.append(out)
+    L = p.max_outage_steps if p.max_outage_steps is not None else np.full(B, 10**6)
+    left = (p.interruptions_left.astype(float) if p.interruptions_left is not None else np.full(B, -1.0))
+    left = np.where(left < 0, np.inf, left)
+    notice = p.notice_steps if p.notice_steps is not None else np.zeros(B, int)
+    was = _shed_now(p) > 0.5
+    run = np.where(was, _shed_for(p), 0).astype(int)  # steps in the current outage
+    on_for = np.where(was, 0, 10**6).astype(int)  # steps served since the last restore
+    last = np.where(was, 0, -(10**6)).astype(int)  # the step of the last outage (fairness)
+    rate = p.cost_rate()
+    x = np.zeros((B, T), bool)
+    for t in range(T):
+        cur = fix1[:, t].copy()
+        for b in np.flatnonzero(cur):
+            cur[subtree[b]] = True
+
+        def level(b: int) -> int:
+            """0: shedding b now keeps every lower rule; 6: breaks a minimum on time; 5: a contract or the
+            longest outage (shed only after every level-6 block)."""
+            if was[b]:
+                return 5 if run[b] >= L[b] else 0
+            if left[b] < 1 or t < notice[b]:
+                return 5
+            return 6 if on_for[b] < p.min_on_steps else 0
+
+        need = target[t] - p.net_mw[cur, t].sum()
+        must = [b for b in np.flatnonzero(was & ~cur & allowed[:, t]) if run[b] < p.min_off_steps
+                and all(allowed[c, t] for c in subtree[b])]
+        for b in must:
+            if need <= 1e-9 and exempt[b, t]:
+                continue
+            add = [c for c in subtree[b] if not cur[c]]
+            cur[add] = True
+            need -= p.net_mw[add, t].sum()
+        if need > 1e-9:
+            cand = [b for b in np.flatnonzero(allowed[:, t] & ~cur & ~exempt[:, t])
+                    if all(allowed[c, t] for c in subtree[b])]
+            order = {0: 0, 6: 1, 5: 2}  # rule-keeping first, then the lowest rule broken
+            cand.sort(key=lambda b: (order[level(b)], not was[b], last[b], rate[b, t] / max(p.net_mw[b, t], 1e-9),
+                                     rate[b, t]))
+            new = []
+            for b in cand:
+                if need <= 1e-9:
+                    break
+                add = [c for c in subtree[b] if not cur[c]]
+                gain = p.net_mw[add, t].sum()
+                if gain <= 1e-9:
+                    continue
+                cur[add] = True
+                need -= gain
+                new.append((b, add, gain))
+            # trim: the largest new outages whose removal still covers the step go back
+            for b, add, gain in sorted(new, key=lambda r: -r[2]):
+                if -need >= gain - 1e-9:
+                    cur[add] = False
+                    need += gain
+        x[:, t] = cur
+        starts = cur & ~was
+        left = np.where(starts, left - 1, left)
+        run = np.where(cur, np.where(was, run + 1, 1), 0)
+        on_for = np.where(cur, 0, np.where(was, 1, on_for + 1))
+        last = np.where(cur, t, last)
+        was = cur
+    return x.astype(float)

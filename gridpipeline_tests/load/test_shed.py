@@ -125,3 +125,21 @@ def test_the_audit_names_every_lower_rule_a_schedule_breaks():
     rules = sorted((v["rule"], v.get("block"), v.get("step")) for v in audit(p, sched))
     assert rules == [("contract interruptions", 10, None), ("contract notice", 10, 0), ("longest outage", 11, 3),
                      ("minimum on time", 10, 2), ("switching budget", None, None)]
+
+
+def test_the_rotation_heuristic_keeps_the_rules_and_the_tier_order():
+    """The step-by-step rolling outage: on the hand-checked case it finds the optimum; on two blocks
+    with a 2-step longest outage it passes the deficit around without breaking a rule."""
+    from gridpipeline.load.shed import rotation_shed
+
+    p = six_blocks()
+    h = rotation_shed(p)
+    assert h[:, 0].tolist() == [0, 0, 0, 0, 1, 1] and h[:, 1].tolist() == [0, 0, 0, 1, 1, 1]
+    net = np.array([0.4, 0.35])
+    q = ShedProblem(block_ids=np.array([10, 11]), net_mw=np.repeat(net[:, None], 6, 1),
+                    load_mw=np.repeat(net[:, None], 6, 1), voll=np.array([1e4, 1e4]), tier=np.array([4, 4]),
+                    sheddable=np.array([True, True]), parent=np.array([-1, -1]), deficit_mw=np.full(6, 0.3),
+                    dt_h=DT, max_outage_steps=np.array([2, 2]), min_on_steps=2, min_off_steps=2)
+    r = rotation_shed(q)
+    assert r.sum(axis=0).tolist() == [1] * 6 and audit(q, r) == []
+    assert r.tolist() == [[0, 0, 1, 1, 0, 0], [1, 1, 0, 0, 1, 1]]  # the cheaper first, then turn about
