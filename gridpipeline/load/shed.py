@@ -561,14 +561,10 @@ def rotation_shed(p: ShedProblem, presolve_tiers: bool = True) -> np.ndarray:
         for b in np.flatnonzero(cur):
             cur[subtree[b]] = True
 
-        def level(b: int) -> int:
-            """0: shedding b now keeps every lower rule; 6: breaks a minimum on time; 5: a contract or the
-            longest outage (shed only after every level-6 block)."""
-            if was[b]:
-                return 5 if run[b] >= L[b] else 0
-            if left[b] < 1 or t < notice[b]:
-                return 5
-            return 6 if on_for[b] < p.min_on_steps else 0
+        # 0: shedding the block now keeps every lower rule; 1: breaks a minimum on time (rule 6);
+        # 2: a contract or the longest outage (rule 5): taken last
+        lvl = np.where(was, np.where(run >= L, 2, 0),
+                       np.where((left < 1) | (t < notice), 2, np.where(on_for < p.min_on_steps, 1, 0)))
 
         need = target[t] - p.net_mw[cur, t].sum()
         must = [b for b in np.flatnonzero(was & ~cur & allowed[:, t]) if run[b] < p.min_off_steps
@@ -582,9 +578,7 @@ def rotation_shed(p: ShedProblem, presolve_tiers: bool = True) -> np.ndarray:
         if need > 1e-9:
             cand = [b for b in np.flatnonzero(allowed[:, t] & ~cur & ~exempt[:, t])
                     if all(allowed[c, t] for c in subtree[b])]
-            order = {0: 0, 6: 1, 5: 2}  # rule-keeping first, then the lowest rule broken
-            cand.sort(key=lambda b: (order[level(b)], not was[b], last[b], rate[b, t] / max(p.net_mw[b, t], 1e-9),
-                                     rate[b, t]))
+            cand.sort(key=lambda b: (lvl[b], not was[b], last[b], rate[b, t] / max(p.net_mw[b, t], 1e-9), rate[b, t]))
             new = []
             for b in cand:
                 if need <= 1e-9:
