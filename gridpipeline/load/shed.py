@@ -402,7 +402,7 @@ def cost_lower_bound(p: ShedProblem, presolve_tiers: bool = True) -> float:
     other rule only adds constraints."""
     import cvxpy as cp
 
-    B, T = p.shape
+    T = p.shape[1]
     ok = effective_sheddable(p)
     idx = np.flatnonzero(ok)
     if not len(idx):
