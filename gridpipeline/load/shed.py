@@ -31,11 +31,14 @@ deficit that lasts is passed around the blocks of the marginal tier.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 # penalties: each far above what the rules below it can cost (a block-step of lost load is at most
 # 200,000 EUR/MWh x a few MW x 1/12 h, about 1e5 EUR)
@@ -223,11 +226,16 @@ def tier_fixing(p: ShedProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01, verbose: bool = False,
-               presolve_tiers: bool = True) -> ShedResult:
+               presolve_tiers: bool = True, strict: bool = True) -> ShedResult:
     """The schedule (see the module docstring). With ``presolve_tiers`` the tier order is settled
     before the solve (``tier_fixing``): the program then only chooses within each step's marginal
-    tier, which is what makes 1,000 blocks solvable in seconds; without it, tier order is a soft
-    rule of the program (the monolithic formulation, the reference)."""
+    tier; without it, tier order is a soft rule of the program (the monolithic formulation).
+
+    ``strict`` (with ``presolve_tiers``): the rotation rules govern the choices within the marginal
+    tier. Where a rule's window touches a step the tier order fixed (a whole tier out, a tier kept
+    in), it may give way, penalised; everywhere else it is hard, which keeps the program's bound
+    tight. If that leaves no schedule, the program is solved again with every lower rule soft. The
+    audit counts every actual break either way."""
     import cvxpy as cp
 
     t0 = time.perf_counter()
@@ -236,6 +244,7 @@ def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01
     idx = np.flatnonzero(ok)  # only sheddable blocks get variables
     n = len(idx)
     rate = p.cost_rate()
+    hard = strict and presolve_tiers
     if n == 0:
         shed = np.zeros((B, T))
         return ShedResult(shed, 0.0, 0.0, 0.0, "nothing sheddable", time.perf_counter() - t0, np.zeros(T),
@@ -265,8 +274,11 @@ def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01
     # tier c that tier order may ask for is shed
     exempt, _ = tier_exempt(p)
     tiers = sorted(set(p.tier[idx].tolist()))
+    fixed = np.zeros((n, T), bool)
+    F1 = F0 = np.zeros((n, T))
     if presolve_tiers:
         fix1, fix0, _ = tier_fixing(p)
+        fixed = (fix1 | fix0)[idx]
         F1, F0 = fix1[idx].astype(float), fix0[idx].astype(float)
         if F1.any():
             cons.append(cp.multiply(F1, x) == F1)
@@ -303,6 +315,9 @@ def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01
                 continue
             v = cp.Variable((len(ks), len(s0)), nonneg=True)
             cons.append(x[ks, :] @ W.T + before <= lk + v + (~live) * T)
+            if hard:  # windows that touch an outage the tier order imposes may give; the rest are hard
+                forced = (F1[ks] @ W.T + before) > 0
+                cons.append(v <= forced * T)
             w.append(cp.sum(v))
     starts = None
     x_prev = _shed_now(p)[idx]
@@ -319,12 +334,16 @@ def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01
         if len(has):
             v = cp.Variable(len(has), nonneg=True)
             cons.append(cp.sum(starts[has, :], axis=1) <= left[has] + v)
+            if hard:
+                cons.append(v <= fixed[has].any(axis=1) * T)
             w.append(cp.sum(v))
     if p.notice_steps is not None:
         ns = p.notice_steps[idx].astype(int)
         for k in np.flatnonzero(ns > 0):
             v = cp.Variable(nonneg=True)
             cons.append(cp.sum(x[k, :min(ns[k], T)]) <= float(x_prev[k]) * min(ns[k], T) + v)
+            if hard and not fixed[k, :min(ns[k], T)].any():
+                cons.append(v == 0)
             w.append(v)
     if w:
         obj.append(P_CONTRACT * cp.sum(cp.hstack(w)))
@@ -337,6 +356,10 @@ def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01
                 M = np.array([[1.0 if t - m_steps < k <= t else 0.0 for k in range(T)] for t in range(T)])
                 v = cp.Variable((n, T), nonneg=True)
                 cons.append(var @ M.T <= rhs + v)
+                if hard:  # steps whose window touches a step the tier order fixed may give
+                    wide = np.array([[1.0 if t - m_steps <= k <= t else 0.0 for k in range(T)] for t in range(T)])
+                    near = (fixed.astype(float) @ wide.T) > 0
+                    cons.append(v <= near * T)
                 sw.append(cp.sum(v))
         if p.switching_budget is not None:
             v = cp.Variable(nonneg=True)
@@ -346,9 +369,18 @@ def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01
             obj.append(P_SWITCHING * cp.sum(cp.hstack(sw)))
     prob = cp.Problem(cp.Minimize(cp.sum(cp.hstack(obj))), cons)
     heuristic = rotation_shed(p, presolve_tiers)
+    lb = cost_lower_bound(p, presolve_tiers)
     left_s = max(time_limit_s - (time.perf_counter() - t0), 1.0)
-    prob.solve(solver=cp.HIGHS, verbose=verbose, time_limit=float(left_s), mip_rel_gap=float(mip_gap))
+    # the gap that matters is the lost-load cost's: an absolute gap of mip_gap x the cost bound (the
+    # objective's penalties would make a relative gap loose by orders of magnitude)
+    prob.solve(solver=cp.HIGHS, verbose=verbose, time_limit=float(left_s), mip_rel_gap=1e-9,
+               mip_abs_gap=max(float(mip_gap) * lb, 1e-6))
     found = x.value is not None
+    if hard and not found and prob.status in ("infeasible", "infeasible_inaccurate"):
+        log.info("shed: the strict lower rules leave no schedule; solving with every lower rule soft")
+        # the strict rules leave no schedule: every lower rule soft
+        return solve_shed(p, max(time_limit_s - (time.perf_counter() - t0), 1.0), mip_gap, verbose,
+                          presolve_tiers, strict=False)
     shed = np.zeros((B, T))
     if found:
         shed[idx] = np.round(x.value)
@@ -358,7 +390,6 @@ def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01
     if not found or schedule_rank(p, heuristic) < schedule_rank(p, shed):
         chosen, source = heuristic, "rotation heuristic"
     cost = float((rate * chosen).sum())
-    lb = cost_lower_bound(p, presolve_tiers)
     got = (p.net_mw * chosen).sum(axis=0)
     res = ShedResult(shed=chosen, cost_eur=cost, objective=float(prob.value) if found else float("nan"),
                      gap=max(cost - lb, 0.0) / max(abs(lb), 1e-9) if lb > 0 else (0.0 if cost <= 1e-9 else None),
