@@ -47,6 +47,10 @@ P_BALANCE = 1e10
 P_TIER = 1e9
 P_CONTRACT = 1e8
 P_SWITCHING = 1e7
+#: strict mode: a lower rule gives way only next to a step the tier order fixed, where its break is
+#: the tier rule's doing; it still costs something (about a block-step of lost load), so the program
+#: keeps such breaks few without a penalty that would swamp the lost-load cost it optimises
+P_NEAR_FIXED = 1e3
 
 
 @dataclass(frozen=True)
@@ -346,7 +350,7 @@ def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01
                 cons.append(v == 0)
             w.append(v)
     if w:
-        obj.append(P_CONTRACT * cp.sum(cp.hstack(w)))
+        obj.append((P_NEAR_FIXED if hard else P_CONTRACT) * cp.sum(cp.hstack(w)))
     # 6. minimum off and on times, the switching budget
     if starts is not None:
         sw = []
@@ -366,7 +370,7 @@ def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01
             cons.append(cp.sum(starts + stops) <= p.switching_budget + v)
             sw.append(v)
         if sw:
-            obj.append(P_SWITCHING * cp.sum(cp.hstack(sw)))
+            obj.append((P_NEAR_FIXED if hard else P_SWITCHING) * cp.sum(cp.hstack(sw)))
     prob = cp.Problem(cp.Minimize(cp.sum(cp.hstack(obj))), cons)
     heuristic = rotation_shed(p, presolve_tiers)
     lb = cost_lower_bound(p, presolve_tiers)
