@@ -129,6 +129,15 @@ class ShedResult:
                              "load_mw": p.load_mw[b, t], "tier": p.tier[b]})
 
 
+def _children(parent: np.ndarray) -> dict[int, list[int]]:
+    """Block -> the blocks it feeds directly."""
+    out: dict[int, list[int]] = {}
+    for b, a in enumerate(parent):
+        if a >= 0:
+            out.setdefault(int(a), []).append(b)
+    return out
+
+
 def _descendant_matrix(parent: np.ndarray) -> list[list[int]]:
     """The ancestors of each block (nearest first)."""
     out = []
@@ -156,10 +165,7 @@ def achievable_shed(p: ShedProblem, allowed: np.ndarray) -> np.ndarray:
     be: on the tree, a block is shed with its whole subtree (every block of it allowed), or left
     served and its children decide for themselves: ``best(b) = max(subtree(b), sum best(children))``."""
     B, T = p.shape
-    children: dict[int, list[int]] = {}
-    for b in range(B):
-        if p.parent[b] >= 0:
-            children.setdefault(int(p.parent[b]), []).append(b)
+    children = _children(p.parent)
     order = []  # post-order: children before parents
     roots = [b for b in range(B) if p.parent[b] < 0]
     stack = [(r, False) for r in roots]
@@ -594,10 +600,7 @@ def greedy_shed(p: ShedProblem) -> np.ndarray:
     B, T = p.shape
     _, why = tier_exempt(p)
     ok = why == ""  # sheddable, and feeding nothing more critical
-    children: dict[int, list[int]] = {}
-    for b in range(B):
-        if p.parent[b] >= 0:
-            children.setdefault(int(p.parent[b]), []).append(b)
+    children = _children(p.parent)
 
     def subtree(b):
         out, stack = [], [b]
@@ -640,10 +643,7 @@ def rotation_shed(p: ShedProblem, presolve_tiers: bool = True) -> np.ndarray:
         fix1, fix0 = np.zeros((B, T), bool), np.zeros((B, T), bool)
     allowed = ok[:, None] & ~fix0
     target = np.minimum(p.deficit_mw, achievable_shed(p, allowed))
-    children: dict[int, list[int]] = {}
-    for b in range(B):
-        if p.parent[b] >= 0:
-            children.setdefault(int(p.parent[b]), []).append(b)
+    children = _children(p.parent)
     subtree: list[list[int]] = []
     for b in range(B):
         out, stack = [], [b]
