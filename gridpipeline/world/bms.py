@@ -20,6 +20,7 @@ Faults a real fleet shows, per unit: ``timeout`` (the controller does not answer
 from __future__ import annotations
 
 import asyncio
+import logging
 import functools
 import threading
 import time
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 
 from gridpipeline.common import bms_registers as reg
 from gridpipeline.common import inverter_registers as inv
+
+log = logging.getLogger(__name__)
 
 MAX_UNITS = 247
 #: seconds a written setpoint or limit holds without a refresh (the controller's watchdog)
@@ -207,8 +210,8 @@ class BmsGateway:
             fut = asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop)
             try:
                 fut.result(5)
-            except Exception:  # noqa: BLE001 - stopping anyway
-                pass
+            except Exception as exc:  # noqa: BLE001 - stopping anyway
+                log.debug("BMS gateway shutdown did not finish cleanly: %s", exc)
         if self._thread is not None:
             self._thread.join(5)
 

@@ -553,19 +553,35 @@ def build_sample_world(out_dir: Path) -> dict:
     return summary
 
 
+def annual_load_mwh(net, profiles: pd.DataFrame) -> np.ndarray:
+    """Annual energy of every load of ``net`` (MWh, in its load order): the mean of its relative profile
+    over the profile year times its rating (with ``scaling``) times 8,760 h. Loads without a profile
+    count at their rating all year."""
+    cols = {c for c in profiles.columns if c != "step"}
+    prof = net.load["profile"].to_numpy(dtype=object) if "profile" in net.load else [None] * len(net.load)
+    means = np.array(
+        [
+            1.0 if (c := profile_column_for("load", p, "p_mw", cols)) is None else float(profiles[c].astype(np.float64).mean())
+            for p in prof
+        ]
+    )
+    rating = net.load["p_mw"].to_numpy(dtype=np.float64)
+    if "scaling" in net.load:
+        rating = rating * net.load["scaling"].fillna(1.0).to_numpy(dtype=np.float64)
+    return means * rating * 8760.0
+
+
 def write_customer_registry(out_dir: Path) -> dict:
     """``customers.csv`` beside the world's network: the utility's customer information system, as
     ``common.customers.customer_registry`` derives it from the profiles' annual energy. Returns counts."""
     import pandapower as pp
 
     from gridpipeline.common.customers import customer_registry
-    from gridpipeline.common.zones import compute_zones
-    from gridpipeline.world.model import World
 
     out_dir = Path(out_dir)
     net = pp.from_json(str(out_dir / "network.json"))
-    world = World(name=out_dir.name, net=net, zones=compute_zones(net), profiles=pd.read_parquet(out_dir / "profiles.parquet"))
-    reg = customer_registry(net, pd.Series(world.annual_load_mwh(), index=net.load.index))
+    annual = annual_load_mwh(net, pd.read_parquet(out_dir / "profiles.parquet"))
+    reg = customer_registry(net, pd.Series(annual, index=net.load.index))
     reg.to_csv(out_dir / "customers.csv", index=False)
     return {"file": "customers.csv", "loads": len(reg), "customers": int(reg.customers.sum()),
             "by_class": reg.groupby("class").customers.sum().astype(int).to_dict()}

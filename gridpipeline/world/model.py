@@ -72,6 +72,7 @@ from gridpipeline.world.build import (
     PROFILE_YEAR,
     STEP_MINUTES,
     WORLD_SPECS,
+    annual_load_mwh,
     profile_column_for,
 )
 
@@ -366,9 +367,9 @@ class World:
         return self.profile_factors(times)[:, self._load_p_col] * self._load_p[None, :]
 
     def annual_load_mwh(self) -> np.ndarray:
-        """Annual energy of every load (MWh): the mean of its profile over the profile year times its
-        rating times 8,760 h (without the noise, whose mean is 0), in the net's load order."""
-        return self._prof[:, self._load_p_col].astype(np.float64).mean(axis=0) * self._load_p * 8760.0
+        """Annual energy of every load (MWh, in the net's load order), without the noise, whose mean is 0:
+        :func:`gridpipeline.world.build.annual_load_mwh`."""
+        return annual_load_mwh(self.net, self.profiles)
 
     def storage_schedule(self, times) -> np.ndarray:
         """Default battery power (MW, > 0 charging) at UTC ``times``: (n_times, n_storage)."""
