@@ -38,6 +38,7 @@ def _add_domain_apps() -> None:
     from gridpipeline.forecast.cli import forecast_app
     from gridpipeline.grid.cli import grid_app
     from gridpipeline.ledger.cli import audit_app, decisions_app
+    from gridpipeline.load.cli import load_app
     from gridpipeline.storage.cli import dispatch_app
 
     @dispatch_app.command("serve")
@@ -144,6 +145,7 @@ def _add_domain_apps() -> None:
     app.add_typer(audit_app, name="audit", help="Integrity of the decision ledger.")
     app.add_typer(decisions_app, name="decisions", help="Decisions in the ledger: list, approve, reject.")
     app.add_typer(dispatch_app, name="dispatch", help="Battery and curtailment dispatch: the live worker, a plan from files.")
+    app.add_typer(load_app, name="load", help="Load management: import limit instructions.")
 
 
 _add_domain_apps()

@@ -9,6 +9,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetSpec,
     AutomationCondition,
     Failure,
     MaterializeResult,
@@ -17,6 +18,7 @@ from dagster import (
 )
 from dagster_duckdb import DuckDBResource
 
+from gridpipeline.base.partitions import live_five_minute_partitions
 from gridpipeline.base.plots import md_table
 from gridpipeline.sources.resources import NetworkModelResource, SettingsResource
 from gridpipeline.store import writer_lock
@@ -79,4 +81,15 @@ def load_priorities(context: AssetExecutionContext, duckdb: DuckDBResource, sett
                            metadata={"missing": len(missing), "first_missing": MetadataValue.json(list(missing[:20]))})
 
 
-load_assets = [load_priorities]
+shed_schedule = AssetSpec(
+    "shed_schedule", group_name=GROUP, deps=["dispatch_plan", "load_priorities"],
+    partitions_def=live_five_minute_partitions,
+    description="Which switchable blocks to shed at each 5-minute step of the next two hours, when the dispatch "
+    "plan leaves net load above the import limit (an import limit instruction: `gridpipeline load import-limit`): "
+    "a mixed-integer program (cvxpy + HiGHS) with tier order, rotation, contracts, minimum on/off times and a "
+    "switching budget; protected loads are never shed, and a deficit that needs one escalates to an operator. "
+    "Computed by the live dispatcher after the plan (runless events), recorded in the decision ledger (kind "
+    "`shed`, with the deficit, the blocks and their cost, and the greedy priority order's cost), and written to "
+    "load.shed_schedule and load.shed_steps.")
+
+load_assets = [load_priorities, shed_schedule]

@@ -23,3 +23,20 @@ def load_by_feeder_and_tier(table: pd.DataFrame) -> str:
     ax.set_title("Load per feeder by tier")
     ax.legend(fontsize=7, loc="lower right")
     return png_markdown(fig, "load per feeder by tier")
+
+
+def shed_profile(times, deficit, shed, greedy, unserved) -> str:
+    """Deficit against what the schedule and the greedy order shed per step, with what is left
+    unserved, so an operator sees the schedule cover the deficit."""
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    x = pd.DatetimeIndex(times)
+    ax.step(x, deficit, where="post", color="black", label="deficit")
+    ax.step(x, shed, where="post", label="shed (schedule)")
+    ax.step(x, greedy, where="post", linestyle="--", label="shed (greedy order)")
+    if max(unserved, default=0) > 0:
+        ax.fill_between(x, 0, unserved, step="post", color="red", alpha=0.3, label="unserved")
+    ax.set_ylabel("MW")
+    ax.set_title("Shed schedule: net load shed per 5-minute step")
+    ax.legend(fontsize=7)
+    fig.autofmt_xdate()
+    return png_markdown(fig, "shed schedule")

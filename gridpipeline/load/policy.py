@@ -43,6 +43,17 @@ class Contract:
 
 
 @dataclass(frozen=True)
+class Rotation:
+    """How rolling outages run: the longest a block stays out, the shortest it stays out or back in
+    once switched, and the switch operations allowed per hour over the whole grid."""
+
+    max_outage_min: float = 60.0
+    min_off_min: float = 10.0
+    min_on_min: float = 15.0
+    switching_per_hour: int = 60
+
+
+@dataclass(frozen=True)
 class Policy:
     tiers: dict[str, int]  # class -> tier (1 most critical)
     tier_names: dict[int, str]
@@ -52,6 +63,7 @@ class Policy:
     voll_eur_mwh: dict[str, float]
     source: str = "<dict>"
     notes: dict = field(default_factory=dict)
+    rotation: Rotation = field(default_factory=Rotation)
 
     def contract_of(self) -> dict[int, Contract]:
         return {c.load_id: c for c in self.contracts}
@@ -117,9 +129,22 @@ def parse_policy(doc: dict, source: str = "<dict>") -> Policy:
         if k.max_per_month < k.max_per_day:
             raise PolicyError(f"{entry}: max_per_month ({k.max_per_month}) is below max_per_day ({k.max_per_day})")
         contracts.append(k)
+    rot = doc.get("rotation") or {}
+    if not isinstance(rot, dict):
+        raise PolicyError("rotation: a mapping of max_outage_min, min_off_min, min_on_min, switching_per_hour")
+    dflt = Rotation()
+    rotation = Rotation(
+        max_outage_min=_num("rotation", {**{"max_outage_min": dflt.max_outage_min}, **rot}, "max_outage_min", float, 5.0),
+        min_off_min=_num("rotation", {**{"min_off_min": dflt.min_off_min}, **rot}, "min_off_min", float, 0.0),
+        min_on_min=_num("rotation", {**{"min_on_min": dflt.min_on_min}, **rot}, "min_on_min", float, 0.0),
+        switching_per_hour=_num("rotation", {**{"switching_per_hour": dflt.switching_per_hour}, **rot},
+                                "switching_per_hour", int, 1))
+    if rotation.min_off_min > rotation.max_outage_min:
+        raise PolicyError(f"rotation: min_off_min ({rotation.min_off_min}) is above max_outage_min "
+                          f"({rotation.max_outage_min})")
     return Policy(tiers=tiers, tier_names=dict(sorted(names.items())), protected_classes=pclasses,
                   protected_loads=ploads, contracts=tuple(contracts), voll_eur_mwh=voll, source=source,
-                  notes=dict(doc.get("notes") or {}))
+                  notes=dict(doc.get("notes") or {}), rotation=rotation)
 
 
 def read_policy(path: str | Path) -> Policy:

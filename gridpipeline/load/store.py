@@ -17,6 +17,12 @@ def ensure_load_schema(con) -> None:
     con.execute("""CREATE TABLE IF NOT EXISTS load.block_loads (
         load_id BIGINT, block_id BIGINT, class VARCHAR, customers BIGINT, protected_by VARCHAR,
         from_registry BOOLEAN, computed_at TIMESTAMP)""")
+    con.execute("""CREATE TABLE IF NOT EXISTS load.shed_schedule (
+        decision_id VARCHAR, planned_at TIMESTAMP, step_ts TIMESTAMP, step INTEGER, block_id BIGINT, tier INTEGER,
+        net_mw DOUBLE, load_mw DOUBLE, mode VARCHAR, chain VARCHAR)""")
+    con.execute("""CREATE TABLE IF NOT EXISTS load.shed_steps (
+        decision_id VARCHAR, planned_at TIMESTAMP, step_ts TIMESTAMP, step INTEGER, deficit_mw DOUBLE,
+        shed_mw DOUBLE, greedy_shed_mw DOUBLE, unserved_mw DOUBLE, blocks_out INTEGER, chain VARCHAR)""")
 
 
 def write_priorities(con, pr: Priorities, at: datetime) -> None:
@@ -39,4 +45,44 @@ def write_priorities(con, pr: Priorities, at: datetime) -> None:
     finally:
         for name in ("t_prio", "t_loads"):
             with contextlib.suppress(Exception):  # not registered when the transaction failed early
+                con.unregister(name)
+
+
+def write_shed(con, decision_id: str, planned_at: datetime, dec, chain: str = "live",
+               replace_where: tuple[str, list] | None = None) -> None:
+    """One shed decision's rows (``load.shed_schedule``: per block and step; ``load.shed_steps``: per
+    step) in one transaction; ``replace_where`` (SQL on ``planned_at``, params) drops a replayed
+    partition's earlier rows first."""
+    import numpy as np
+    import pandas as pd
+
+    ensure_load_schema(con)
+    f = dec.frame.assign(decision_id=decision_id, planned_at=planned_at, mode=dec.mode, chain=chain)
+    p, r = dec.problem, dec.result
+    steps = pd.DataFrame({"decision_id": decision_id, "planned_at": planned_at,
+                          "step_ts": pd.DatetimeIndex(dec.times).tz_localize(None) if dec.times.tz is not None
+                          else dec.times, "step": np.arange(p.shape[1]), "deficit_mw": p.deficit_mw,
+                          "shed_mw": r.shed_mw, "greedy_shed_mw": (p.net_mw * dec.greedy).sum(axis=0),
+                          "unserved_mw": r.unserved_deficit_mw, "blocks_out": (r.shed > 0.5).sum(axis=0),
+                          "chain": chain})
+    if len(f) and getattr(f.step_ts.dtype, "tz", None) is not None:
+        f["step_ts"] = f.step_ts.dt.tz_localize(None)
+    con.execute("BEGIN")
+    try:
+        if replace_where is not None:
+            for t in ("shed_schedule", "shed_steps"):
+                con.execute(f"DELETE FROM load.{t} WHERE chain = ? AND planned_at {replace_where[0]}",
+                            [chain, *replace_where[1]])
+        con.register("t_shed", f[["decision_id", "planned_at", "step_ts", "step", "block_id", "tier", "net_mw",
+                                  "load_mw", "mode", "chain"]])
+        con.execute("INSERT INTO load.shed_schedule BY NAME SELECT * FROM t_shed")
+        con.register("t_steps", steps)
+        con.execute("INSERT INTO load.shed_steps BY NAME SELECT * FROM t_steps")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        for name in ("t_shed", "t_steps"):
+            with contextlib.suppress(Exception):
                 con.unregister(name)

@@ -181,7 +181,8 @@ class Dispatcher:
         bms = self.client.read_fleet()
         st = self.state()
         held = self.holds(now)
-        run = self.engine.run(now, trigger, bms, st, self.forecasts, held=held)
+        limit = self.import_instruction(now)
+        run = self.engine.run(now, trigger, bms, st, self.forecasts, held=held, import_limit=limit)
         body = run.body
         if departure_at is not None:
             body["departure_snapshot"] = str(departure_at)
@@ -204,6 +205,7 @@ class Dispatcher:
             self.last_approved = {**run.setpoints, "decision": plan_id}
         with connect(self.s.live_db_path, timeout_s=30.0) as con:
             write_ops(con, ops_frames(plan_id, utcnow(), read_at, run))
+        shed = self.shed(now, run, plan_id, limit)
         seconds = time.perf_counter() - t0
         self.stats.plans += 1
         self.stats.plan_seconds.append(seconds)
@@ -214,7 +216,8 @@ class Dispatcher:
         v = run.verdict
         summary = {"plan_id": plan_id, "trigger": trigger, "seconds": round(seconds, 3),
                    "plan_seconds": round(run.seconds, 3), "gate": v.reason, "passed": v.passed, "scale": v.scale,
-                   "sent": sent.get("confirmed", 0), "flags": run.flags}
+                   "sent": sent.get("confirmed", 0), "flags": run.flags,
+                   "shed": None if shed is None else {"decision": shed[0], "summary": shed[1]}}
         self.last_plan_at = now
         if self.report:  # the plan is recorded and acted on already: a reporting failure is only logged
             try:
@@ -232,6 +235,80 @@ class Dispatcher:
         except Exception:  # noqa: BLE001 - a ledger busy for longer than its lock wait: plan without holds
             log.exception("dispatcher: reading VPP holds from the ledger failed; planning without them")
             return {}
+
+    def import_instruction(self, now: datetime) -> dict | None:
+        """The import limit instruction in force or announced (``gridpipeline load import-limit``)."""
+        from gridpipeline.storage.inputs import active_import_limit
+
+        try:
+            return active_import_limit(self.ledger.records(kind="import_limit"), now)
+        except Exception:  # noqa: BLE001 - a busy ledger: plan with the deployment's limit
+            log.exception("dispatcher: reading import limit instructions from the ledger failed")
+            return None
+
+    # ------------------------------------------------------------------ load shedding
+    def priorities(self):
+        """The blocks and their priorities under the load policy, re-read when the policy or the
+        customer registry changes; None (logged once per change) when the policy is rejected."""
+        from gridpipeline.load.policy import PolicyError
+        from gridpipeline.load.priorities import priorities_for
+
+        key = tuple(p.stat().st_mtime if p.exists() else 0.0 for p in (self.s.load_policy, self.s.customers))
+        if getattr(self, "_prio_key", None) != key:
+            self._prio_key = key
+            try:
+                self._prio = priorities_for(self.net, self.s.customers, self.s.load_policy)
+            except PolicyError as exc:
+                log.error("dispatcher: load policy rejected, no shed schedules until it is fixed: %s", exc)
+                self._prio = None
+        return self._prio
+
+    def shed(self, now: datetime, run, plan_id: str, limit: dict | None) -> tuple[str, str] | None:
+        """When the plan leaves net load above the import limit, the shed schedule for it: solved,
+        recorded in the ledger (kind ``shed``, referring to the plan), written to ``load.shed_*`` and
+        reported as ``shed_schedule``. Returns (decision id, summary) or None. A failure here is
+        logged and never stops the dispatch."""
+        from gridpipeline.load.schedule import from_plan, history_from_ledger
+        from gridpipeline.load.store import write_shed
+
+        try:
+            pr = self.priorities()
+            if pr is None:
+                return None
+            dec = from_plan(pr, self.net, run.tables["substation"], run.p.renewables, run.p.import_max_mw,
+                            history_from_ledger(self.ledger, now), mode=self.s.mode_for("shed", "approve"),
+                            inputs={"plan": plan_id, "import_instruction": None if limit is None else
+                                    {k: str(v) for k, v in limit.items()}})
+            if dec is None:
+                return None
+            body = {**dec.body, "commands": "none sent: switching over IEC 104 is not built yet (issue 13); "
+                                            "the schedule is for the operator"}
+            if dec.mode == "approve":
+                from gridpipeline.ledger.store import approval_deadline
+
+                body["expires_at"] = approval_deadline(utcnow(), timedelta(minutes=self.s.approval_timeout_min))
+            rec = self.ledger.append("shed", body, mode=dec.mode, actor="dispatcher", ref=plan_id)
+            with connect(self.s.live_db_path, timeout_s=30.0) as con:
+                write_shed(con, rec.id, now, dec)
+            if self.report:
+                self._report_shed(now, rec.id, dec)
+            return rec.id, dec.body["summary"]
+        except Exception:
+            log.exception("dispatcher: the shed schedule for plan %s failed", plan_id)
+            return None
+
+    def _report_shed(self, now: datetime, decision_id: str, dec) -> None:
+        from dagster import AssetMaterialization
+
+        from gridpipeline.load.report import shed_metadata
+        from gridpipeline.orchestration.sensors import partition_key
+
+        try:
+            self.instance.report_runless_asset_event(AssetMaterialization(
+                asset_key="shed_schedule", partition=partition_key(lz.floor_window(now)),
+                metadata={**shed_metadata(dec, decision_id), "source": "dispatcher"}))
+        except Exception:
+            log.exception("dispatcher: reporting shed schedule %s to Dagster failed", decision_id)
 
     # ------------------------------------------------------------------ acting
     def send(self, decision_id: str, setpoints: dict) -> dict:

@@ -20,6 +20,7 @@ from gridpipeline.storage.inputs import (
     STEP,
     estimated_net,
     forecast_frames,
+    import_limit_steps,
     vpp_envelopes,
     without_planned_batteries,
 )
@@ -94,10 +95,12 @@ class PlanEngine:
         self.headroom: dict[str, tuple[float, float]] = {}
 
     def run(self, now: datetime, trigger: str, bms: pd.DataFrame, st: dict | None, forecasts: dict | None,
-            held: dict | None = None) -> PlanRun:
+            held: dict | None = None, import_limit: dict | None = None) -> PlanRun:
         """One plan. ``held``: battery id -> (MW, decision id) of units an operator's VPP setpoint holds:
         they are left out of the plan (with the reason), their power is taken as given in the net load,
-        and their setpoints are sent again with the plan's (the BMS watchdog would drop them)."""
+        and their setpoints are sent again with the plan's (the BMS watchdog would drop them).
+        ``import_limit``: an import limit instruction in force or announced (``inputs.active_import_limit``):
+        over its steps the plan keeps the lower of it and the deployment's limit."""
         from gridpipeline.storage.gate import gate
         from gridpipeline.storage.planner import PlanInputs, plan_tables, solve_plan, units_now
 
@@ -126,9 +129,13 @@ class PlanEngine:
         else:
             flags.append("no estimated state: no grid limits, gate on the network model's nominal state")
         other_gen += sum(float(mw) for mw, _ in held.values())  # the held units' injection, as given
+        import_max = import_limit_steps(times, self.import_max, import_limit)
+        if import_limit is not None and (import_max < self.import_max).any():
+            flags.append(f"import limited to {import_limit['mw']:g} MW on {int((import_max < self.import_max).sum())} "
+                         f"steps by instruction {import_limit['id']}")
         p = PlanInputs(times=times, units=units, generators=self.gens, demand=demand, renewables=renew, prices=prices,
                        other_generation_mw=other_gen, ramps=ramps, limits=limits, flags=flags,
-                       zone_delta_mw=zone_delta, import_max_mw=self.import_max, export_max_mw=self.export_max)
+                       zone_delta_mw=zone_delta, import_max_mw=import_max, export_max_mw=self.export_max)
         out = solve_plan(p, self.planner)
         first = pd.Series(out.power[0], index=self.fleet.storage_index.to_numpy())  # + discharge
         for b, (mw, _) in held.items():  # the gate sees the held units at their setpoints

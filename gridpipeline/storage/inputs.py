@@ -247,3 +247,37 @@ def vpp_envelopes(units: pd.DataFrame, out, times: pd.DatetimeIndex, bms: pd.Dat
 
 __all__ = ["HORIZON", "NOWCAST_HOURS", "STEP", "estimated_net", "forecast_frames", "parse_case", "read_forecasts",
            "state_at", "vpp_envelopes", "without_planned_batteries"]
+
+
+def active_import_limit(records: list[dict], now: datetime) -> dict | None:
+    """The import limit instruction that is in force at ``now`` or announced for later: the newest
+    ``import_limit`` record (``gridpipeline load import-limit``, e.g. a transmission operator's
+    instruction) unless it is a release or has ended. ``{"mw", "start", "until", "id"}`` (naive UTC;
+    ``until`` may be None: until released)."""
+    latest = None
+    for r in records:
+        if r.get("kind") == "import_limit":
+            latest = r  # ledger order: the newest wins
+    if latest is None or latest["body"].get("released"):
+        return None
+    b = latest["body"]
+    start = datetime.fromisoformat(str(b.get("start") or latest["created_at"]))
+    until = datetime.fromisoformat(str(b["until"])) if b.get("until") else None
+    if until is not None and now >= until:
+        return None
+    return {"mw": float(b["mw"]), "start": start, "until": until, "id": str(latest["id"])}
+
+
+def import_limit_steps(times: pd.DatetimeIndex, base_mw: float, instruction: dict | None) -> np.ndarray:
+    """(T,) MW the grid may import at each plan step: ``base_mw``, lowered by ``instruction`` over the
+    steps inside its ``[start, until)`` (a step counts when any part of it is inside)."""
+    out = np.full(len(times), float(base_mw))
+    if instruction is None:
+        return out
+    t = pd.DatetimeIndex(times).tz_localize(None) if pd.DatetimeIndex(times).tz is not None else pd.DatetimeIndex(times)
+    step = (t[1] - t[0]) if len(t) > 1 else pd.Timedelta(minutes=5)
+    inside = (t + step > pd.Timestamp(instruction["start"]))
+    if instruction.get("until") is not None:
+        inside &= t < pd.Timestamp(instruction["until"])
+    out[inside] = np.minimum(out[inside], float(instruction["mw"]))
+    return out

@@ -142,7 +142,7 @@ class PlanInputs:
     #                                          in limits.zones order (moves the limit rows' base)
     limit_base: np.ndarray | None = None   # (T, K) the rows' values with no action when known per step (a
     #                                        hindsight study's power flows); else moved from ``limits.now``
-    import_max_mw: float = IMPORT_MAX_MW
+    import_max_mw: float | np.ndarray = IMPORT_MAX_MW  # scalar, or (T,) per step (an import limit instruction)
     export_max_mw: float = IMPORT_MAX_MW
     flags: list[str] = field(default_factory=list)
 
@@ -199,7 +199,8 @@ def build_inputs(p: PlanInputs) -> tuple[Fleet, DispatchInputs, dict]:
         degradation=u.degradation.to_numpy(float), e_target=np.minimum(e0, np.where(avail, hi, cap)),
         terminal_value=max(terminal, 0.0), surplus_value=max(terminal, 0.0), gen_avail=gen_p50,
         curtail_value=np.full(len(p.generators), CURTAIL_VALUE),
-        import_max=np.full(T, p.import_max_mw), export_max=np.full(T, p.export_max_mw))
+        import_max=np.broadcast_to(np.asarray(p.import_max_mw, float), (T,)).copy(),
+        export_max=np.full(T, p.export_max_mw))
     if p.limits is not None and len(p.limits.names):
         rows = p.limits
         gen_delta = gen_p50 - gen_p50[:1]  # the forecast's change from the estimated state (limits.py)

@@ -335,3 +335,47 @@ def test_going_idle_releases_every_setpoint_it_sent(field):
     assert all(u.commanded() in (None, 0.0) for u in sim.fleet.batteries)
     row = client.read_inverters().set_index("sgen_id").loc[g]
     assert not row.limit_enabled and not row.var_enabled
+
+
+def test_an_import_limit_the_fleet_cannot_meet_gives_a_recorded_shed_schedule(field):
+    """`gridpipeline load import-limit`: the dispatcher plans the batteries within the instruction from
+    its start, and where they cannot cover the load, a shed schedule follows the plan: a `shed` record
+    referring to the plan, with the deficit the plan leaves, the blocks, their cost and the greedy
+    counterfactual; protected blocks stay on; load.shed_steps has its rows."""
+    from gridpipeline.load.cli import import_limit_record
+    from gridpipeline.orchestration.dispatcher import Dispatcher
+
+    sim, client = field
+    t1 = T0 + timedelta(hours=10)  # 22:00 local: no sun, the grid imports
+    sim.simulate_window(t1)
+    _state_from(sim, t1, t1 + timedelta(minutes=4))
+    s = get_settings()
+    now = t1 + timedelta(minutes=4, seconds=20)
+    led = Ledger(s.ledger)
+    d = Dispatcher(s, report=False, client=client)
+    first = d.plan(now, "schedule")
+    assert first["shed"] is None  # no instruction: the grid may import what it needs
+    limit = 0.0  # an islanding-like instruction: the batteries alone cannot carry the night load
+    led.append("import_limit", import_limit_record(limit, 60, "ana", "TSO instruction", now=now), mode="automatic",
+               actor="ana")
+    out = d.plan(now + timedelta(seconds=20), "schedule")
+    plan = led.records(kind="dispatch")[-1]
+    assert any("import limited to" in f for f in plan["body"].get("flags", out["flags"]))
+    assert out["shed"] is not None, out
+    rec = led.records(kind="shed")[-1]
+    assert rec["ref"] == out["plan_id"] and rec["mode"] == "approve"  # shedding waits for an operator by default
+    body = rec["body"]
+    assert max(body["deficit_mw"]) > 0 and body["counterfactual"]["cost_eur"] > 0
+    # the greedy order may cost less only by breaking rules the schedule keeps (minimum off time, rotation)
+    cf = body["counterfactual"]
+    assert cf["cost_eur"] >= body["cost_eur"] - 1e-6 or cf["rule_breaks"] > len(body["violations"])
+    assert body["inputs"]["import_instruction"]["mw"] == str(limit)
+    pr = d.priorities()
+    shed_blocks = {b["block"] for b in body["blocks"]}
+    assert shed_blocks and not shed_blocks & set(pr.table.index[pr.table.protected])
+    with connect(s.live_db_path) as con:
+        steps = con.execute("SELECT deficit_mw, shed_mw, unserved_mw FROM load.shed_steps WHERE decision_id = ? "
+                            "ORDER BY step", [rec["id"]]).df()
+    assert len(steps) == len(body["deficit_mw"])
+    assert (steps.shed_mw + steps.unserved_mw >= steps.deficit_mw - 1e-6).all()
+    assert led.verify().ok

@@ -1,0 +1,112 @@
+"""From a dispatch plan to a shed schedule on the sample world: the deficit is what the plan leaves
+above the import limit, blocks shed their net load, protected loads stay on, and the record carries
+the deficit, the blocks, their cost and the greedy counterfactual."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandapower as pp
+import pandas as pd
+import pytest
+
+from gridpipeline.load.policy import PolicyError, parse_policy
+from gridpipeline.load.priorities import priorities_for
+from gridpipeline.load.schedule import ShedHistory, block_loads, deficit_from_plan, from_plan, shed_history
+from gridpipeline.settings import PROJECT_ROOT
+
+SAMPLE = PROJECT_ROOT / "data" / "sample_grid"
+T0 = datetime(2026, 6, 15, 18, 0)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    net = pp.from_json(str(SAMPLE / "network.json"))
+    pr = priorities_for(net, SAMPLE / "customers.csv", PROJECT_ROOT / "data" / "load_policy.yaml")
+    return net, pr
+
+
+def _plan(net_after: list[float], demand: float = 30.0) -> pd.DataFrame:
+    T = len(net_after)
+    return pd.DataFrame({"step": range(T), "step_ts": pd.date_range(T0, periods=T, freq="5min"),
+                         "net_load_after_mw": net_after, "battery_mw": [-1.0] * T,
+                         "demand_p50_mw": [demand] * T})
+
+
+def test_the_deficit_is_what_the_plan_leaves_above_the_import_limit():
+    d = deficit_from_plan(_plan([9.0, 10.5, 12.0, 10.0]), 10.0)
+    assert d.tolist() == [0.0, 0.5, 2.0, 0.0]
+
+
+def test_block_loads_share_the_forecast_and_subtract_local_generation(sample):
+    net, pr = sample
+    ids, gross, netl = block_loads(pr, net, np.array([30.0, 30.0]), {"pv": np.array([0.0, 0.5])})
+    assert gross.sum(axis=0) == pytest.approx([30.0, 30.0])  # every load sits in a block
+    assert (netl[:, 0] == gross[:, 0]).all()  # no sun: net = gross
+    sc = net.sgen["scaling"].fillna(1.0) if "scaling" in net.sgen else 1.0
+    pv_mw = float((net.sgen.p_mw * sc).sum())
+    # a generator without a kind counts as PV, so half of all rated generation comes off at step 1
+    assert gross[:, 1].sum() - netl[:, 1].sum() == pytest.approx(0.5 * pv_mw, rel=1e-9)
+
+
+def test_a_plan_within_the_limit_sheds_nothing(sample):
+    net, pr = sample
+    assert from_plan(pr, net, _plan([8.0] * 6), {}, import_limit_mw=10.0) is None
+
+
+def test_a_deficit_is_shed_within_tier_order_and_recorded(sample):
+    net, pr = sample
+    plan = _plan([10.0, 11.0, 12.0, 12.0, 11.5, 10.0], demand=30.0)
+    dec = from_plan(pr, net, plan, {}, import_limit_mw=10.0, mode="automatic")
+    assert dec is not None
+    p, r, body = dec.problem, dec.result, dec.body
+    need = p.deficit_mw
+    assert (r.shed_mw >= need - 1e-6).all()  # the deficit is covered at every step
+    # protected blocks never shed
+    prot = pr.table.index[pr.table.protected]
+    assert not set(dec.frame.block_id) & set(prot)
+    # tier order: at each step, no less critical sheddable block is served while a more critical one is out,
+    # unless the audit names a network reason
+    assert not [v for v in r.violations if v["rule"] == "tier order"]
+    assert body["deficit_mw"][2] == pytest.approx(2.0)
+    assert body["counterfactual"]["cost_eur"] >= body["cost_eur"] - 1e-6
+    assert body["first_step_blocks"] == [] and body["starts"]  # no deficit at step 0, outages start later
+    assert dec.mode == "automatic" and not body["escalated"]
+    assert {"block", "tier", "steps", "net_mwh", "cost_eur"} <= set(body["blocks"][0])
+
+
+def test_a_deficit_beyond_every_sheddable_block_escalates_to_an_operator(sample):
+    net, pr = sample
+    dec = from_plan(pr, net, _plan([500.0, 500.0]), {}, import_limit_mw=10.0, mode="automatic")
+    assert dec.body["escalated"] and dec.mode == "approve"
+    assert max(dec.body["unserved_mw"]) > 0
+    prot = set(pr.table.index[pr.table.protected])
+    assert not set(dec.frame.block_id) & prot
+    assert "operator decides" in dec.body["summary"]
+
+
+def test_history_counts_outages_in_progress_and_contract_use():
+    now = datetime(2026, 6, 15, 18, 10)
+    recs = [{"mode": "automatic", "created_at": now - timedelta(minutes=10),
+             "body": {"first_step_blocks": [5], "starts": [{"block": 5, "at": str(now - timedelta(minutes=10))}]}},
+            {"mode": "automatic", "created_at": now - timedelta(minutes=5),
+             "body": {"first_step_blocks": [5, 7], "starts": [{"block": 7, "at": str(now - timedelta(minutes=5))},
+                                                              {"block": 9, "at": str(now + timedelta(minutes=20))}]}},
+            {"mode": "approve", "state": "rejected", "created_at": now,
+             "body": {"first_step_blocks": [11], "starts": [{"block": 11, "at": str(now)}]}}]
+    h = shed_history(recs, now)
+    assert h.shed_now == {5: 2, 7: 1}  # the rejected one never happened; block 9 starts later
+    assert h.today == {5: 1, 7: 1} and h.month == {5: 1, 7: 1}
+    assert shed_history([], now) == ShedHistory.empty()
+
+
+def test_rotation_settings_are_validated():
+    base = {"tiers": [{"tier": 1, "classes": ["critical"]}, {"tier": 2, "classes": ["industrial", "commercial",
+                                                                                     "residential"]}],
+            "voll_eur_mwh": {"residential": 1, "commercial": 1, "industrial": 1, "critical": 1}}
+    assert parse_policy(base).rotation.max_outage_min == 60
+    with pytest.raises(PolicyError, match=r"rotation: min_off_min \(90.0\) is above max_outage_min"):
+        parse_policy({**base, "rotation": {"min_off_min": 90}})
+    with pytest.raises(PolicyError, match="rotation: 'switching_per_hour' must be at least 1"):
+        parse_policy({**base, "rotation": {"switching_per_hour": 0}})
