@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     export_limit_mw: float | None = Field(default=None, gt=0, description="Most the substation may export (MW); "
                                           "default: the HV/MV transformers' rating.")
     field_host: str = Field(default="127.0.0.1", description="Host of the field gateways (BMS and inverter Modbus TCP).")
+    iec104_port: int = Field(default=2404, ge=1, le=65535, description="TCP port of the field's IEC 60870-5-104 "
+                             "outstation on field_host (frequency, breaker status, loading; switch commands).")
     field_port: int = Field(default=15020, ge=1, le=65000, description="First Modbus TCP port of the field gateways: "
                             "battery gateway g on field_port+g, inverter gateway g on field_port+50+g (common/field_map.py).")
     n2_contingencies: str = Field(default="", description="Extra N-2 cases for n1_contingency, e.g. "

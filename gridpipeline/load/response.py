@@ -1,0 +1,256 @@
+"""The critical-event response: the table Dagster refreshes every 5 minutes, and the watch the
+responder runs on every reading.
+
+**Under-frequency stages.** Commission Regulation (EU) 2017/2196 (network code on emergency and
+restoration), Annex, table 1: automatic under-frequency load shedding starts at 49.0 Hz and ends at
+48.0 Hz, disconnects 45 % (+/- 7 %) of the load in at least 6 steps, at most 10 % per step. Here: six
+stages 0.2 Hz apart, 7.5 % of the load each (``STAGES``).
+
+**The table.** Which blocks each stage sheds, in order, and the blocks held in reserve for a stage
+whose switch fails: sheddable blocks only (never protected, never one that feeds a protected or a
+more critical block, never a block that exports), least critical tier first, within a tier the block
+out least recently first (rotation) and then the lowest value of lost load per MW. A block is shed
+with its subtree, so a block below one already taken is skipped. For a deficit in MW (a loss of
+generation, a branch over its emergency rating) the same order is used as a merit list. Batteries
+discharge at their available power from the first stage. Built on the newest estimated load of
+each block when there is one, else the rated load.
+
+**The watch.** A reading is acted on only when its quality is good and it is plausible: a reading
+that jumps more than ``MAX_RATE_HZ_S`` from the last good one (a spike) is flagged and waits for a
+second reading to confirm it. An event begins when the frequency first falls below the first stage
+and ends when it has been back above ``RECOVERED_HZ`` for ``RECOVERED_S``; each stage acts once per
+event, so a repeated or late reading never acts twice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+#: (threshold Hz, share of the load) per stage
+STAGES: tuple[tuple[float, float], ...] = ((49.0, 0.075), (48.8, 0.075), (48.6, 0.075), (48.4, 0.075),
+                                           (48.2, 0.075), (48.0, 0.075))
+#: a change faster than this between two readings is a spike until a second reading confirms it
+MAX_RATE_HZ_S = 2.0
+RECOVERED_HZ = 49.8
+RECOVERED_S = 60.0
+#: the table is stale past this age: the responder falls back to the policy order and says so
+TABLE_MAX_AGE = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class ResponseTable:
+    """``stages``: one row per stage (stage, threshold_hz, share, target_mw, blocks, mw); ``order``: the
+    merit list of blocks (block_id, tier, mw, switch); ``batteries``: battery_id -> MW available to
+    discharge; ``built_at`` and ``basis`` (estimated or rated load)."""
+
+    stages: pd.DataFrame
+    order: pd.DataFrame
+    batteries: dict[str, float]
+    built_at: datetime
+    basis: str
+    load_mw: float
+
+    def to_json(self) -> dict:
+        return {"built_at": self.built_at.isoformat(), "basis": self.basis, "load_mw": self.load_mw,
+                "stages": self.stages.to_dict("records"), "order": self.order.to_dict("records"),
+                "batteries": self.batteries}
+
+    @staticmethod
+    def from_json(d: dict) -> ResponseTable:
+        return ResponseTable(pd.DataFrame(d["stages"]), pd.DataFrame(d["order"]), dict(d["batteries"]),
+                             datetime.fromisoformat(d["built_at"]), d["basis"], float(d["load_mw"]))
+
+
+def merit_order(blocks: pd.DataFrame, last_out: dict[int, datetime] | None = None) -> pd.DataFrame:
+    """Sheddable blocks in shedding order. ``blocks``: block_id index with tier, mw (net load now),
+    voll (EUR/MWh), sheddable (bool: switchable, not protected, feeds nothing more critical or
+    protected), parent, feeding_switch. A block's ``mw`` in the result is its subtree's net load not
+    already counted by a block earlier in the list."""
+    last_out = last_out or {}
+    b = blocks.copy()
+    children: dict[int, list[int]] = {}
+    for k, p in b.parent.items():
+        if not pd.isna(p):
+            children.setdefault(int(p), []).append(int(k))
+
+    def subtree(k: int) -> list[int]:
+        out, stack = [], [k]
+        while stack:
+            c = stack.pop()
+            out.append(c)
+            stack.extend(children.get(c, []))
+        return out
+
+    cand = b[b.sheddable & (b.mw > 0)].copy()
+    never = datetime(1970, 1, 1)
+    cand["last_out"] = [last_out.get(int(k), never) for k in cand.index]
+    cand["voll_per_mw"] = cand.voll
+    cand = cand.sort_values(["tier", "last_out", "voll_per_mw"], ascending=[False, True, True])
+    taken: set[int] = set()
+    rows = []
+    for k, r in cand.iterrows():
+        k = int(k)
+        if k in taken:
+            continue
+        sub = [c for c in subtree(k) if c not in taken]
+        if not all(bool(b.sheddable.get(c, False)) or b.mw.get(c, 0.0) <= 0 for c in sub):
+            continue  # its subtree holds a block that may not be shed
+        mw = float(b.mw.reindex(sub).fillna(0.0).clip(lower=0.0).sum())
+        taken |= set(sub)
+        rows.append({"block_id": k, "tier": int(r.tier), "mw": round(mw, 4),
+                     "switch": None if pd.isna(r.feeding_switch) else int(r.feeding_switch)})
+    return pd.DataFrame(rows, columns=["block_id", "tier", "mw", "switch"])
+
+
+def build_table(blocks: pd.DataFrame, batteries: dict[str, float], built_at: datetime, basis: str,
+                last_out: dict[int, datetime] | None = None, stages=STAGES) -> ResponseTable:
+    """The stage table over the merit order: each stage takes blocks in order until it has its share
+    of the total load (at least one block when any is left)."""
+    order = merit_order(blocks, last_out)
+    total = float(blocks.mw.clip(lower=0).sum())
+    rows, k = [], 0
+    for i, (hz, share) in enumerate(stages):
+        target = share * total
+        got, ids = 0.0, []
+        while k < len(order) and (got < target - 1e-9 or not ids):
+            ids.append(int(order.block_id.iloc[k]))
+            got += float(order.mw.iloc[k])
+            k += 1
+        rows.append({"stage": i + 1, "threshold_hz": hz, "share": share, "target_mw": round(target, 4),
+                     "blocks": ids, "mw": round(got, 4)})
+    return ResponseTable(pd.DataFrame(rows), order, {k: round(float(v), 4) for k, v in batteries.items()},
+                         built_at, basis, round(total, 4))
+
+
+def blocks_for_deficit(table: ResponseTable, mw: float, skip: set[int] | frozenset = frozenset()) -> list[int]:
+    """The merit list's prefix that covers ``mw`` (blocks in ``skip`` already out)."""
+    out, got = [], 0.0
+    for r in table.order.itertuples():
+        if got >= mw - 1e-9:
+            break
+        if int(r.block_id) in skip:
+            continue
+        out.append(int(r.block_id))
+        got += float(r.mw)
+    return out
+
+
+def reserve_for(table: ResponseTable, used: set[int]) -> list[int]:
+    """The merit list's blocks not in ``used``, in order: the next-best when a switch fails (blocks of
+    the stages not reached yet before the ones no stage takes: a later stage skips a block already out)."""
+    return [int(b) for b in table.order.block_id if int(b) not in used]
+
+
+# ---------------------------------------------------------------------------------------- the watch
+@dataclass
+class Reading:
+    ts: datetime  # when it left the outstation (its time tag)
+    hz: float
+    quality: str  # the project's code (common.iec104.quality_of)
+    received: float = 0.0  # time.time() when it arrived
+
+
+@dataclass
+class WatchResult:
+    acts: list[int] = field(default_factory=list)  # stages to act on now
+    flag: str | None = None  # why the reading was not acted on
+    event: str | None = None  # the event id
+    ended: str | None = None  # an event that ended with this reading
+
+
+@dataclass
+class FrequencyWatch:
+    """See the module docstring; ``done``: event id -> stages acted (restored after a restart)."""
+
+    stages: tuple[tuple[float, float], ...] = STAGES
+    last_good: Reading | None = None
+    suspect: Reading | None = None
+    event: str | None = None
+    done: dict[str, set[int]] = field(default_factory=dict)
+    above_since: datetime | None = None
+
+    def update(self, r: Reading) -> WatchResult:
+        out = WatchResult(event=self.event)
+        if r.quality != "good" or r.hz is None or not math.isfinite(r.hz):
+            out.flag = f"not acted on: quality {r.quality}, value {r.hz}"
+            return out
+        if self.last_good is not None:
+            dt = max((r.ts - self.last_good.ts).total_seconds(), 0.1)
+            if abs(r.hz - self.last_good.hz) > MAX_RATE_HZ_S * dt + 0.05:
+                if self.suspect is None or abs(r.hz - self.suspect.hz) > MAX_RATE_HZ_S * max(
+                        (r.ts - self.suspect.ts).total_seconds(), 0.1) + 0.05:
+                    self.suspect = r
+                    out.flag = (f"not acted on: a spike ({r.hz:.3f} Hz against {self.last_good.hz:.3f} Hz "
+                                f"{dt:.1f} s before); waiting for a second reading")
+                    return out
+        self.suspect = None
+        self.last_good = r
+        first = self.stages[0][0]
+        if self.event is None and r.hz < first:
+            self.event = r.ts.isoformat(timespec="milliseconds")
+            self.done.setdefault(self.event, set())
+            self.above_since = None
+        out.event = self.event
+        if self.event is None:
+            return out
+        acted = self.done.setdefault(self.event, set())
+        out.acts = [i + 1 for i, (hz, _) in enumerate(self.stages) if r.hz < hz and (i + 1) not in acted]
+        acted.update(out.acts)
+        if r.hz >= RECOVERED_HZ:
+            self.above_since = self.above_since or r.ts
+            if (r.ts - self.above_since).total_seconds() >= RECOVERED_S:
+                out.ended, self.event, self.above_since = self.event, None, None
+        else:
+            self.above_since = None
+        return out
+
+
+def last_out_from_records(records: list[dict]) -> dict[int, datetime]:
+    """Block -> when it was last shed, from shed and critical-response records (for rotation)."""
+    out: dict[int, datetime] = {}
+    for r in records:
+        b = r.get("body", {})
+        at = pd.Timestamp(r["created_at"]).to_pydatetime().replace(tzinfo=None)
+        for blk in list(b.get("first_step_blocks", [])) + [c.get("block") for c in b.get("commands", [])
+                                                            if isinstance(c, dict) and c.get("ok")]:
+            if blk is not None:
+                out[int(blk)] = max(out.get(int(blk), at), at)
+    return out
+
+
+def table_blocks(pr, net, load_by_block: pd.Series | None) -> tuple[pd.DataFrame, str]:
+    """The blocks frame :func:`build_table` needs from the priorities (``load.priorities``), the
+    newest estimated net load per block if known (``basis`` 'estimated'), else rated load."""
+    from gridpipeline.load.shed import ShedProblem, tier_exempt
+
+    t = pr.blocks.table
+    prio = pr.table
+    ids = t.index.to_numpy(dtype=int)
+    least = max(pr.policy.tier_names) if pr.policy.tier_names else 4
+    basis = "estimated" if load_by_block is not None and len(load_by_block) else "rated"
+    mw = (load_by_block.reindex(ids).fillna(0.0) if basis == "estimated"
+          else prio.load_mw.reindex(ids).fillna(0.0)).to_numpy(float)
+    tier = prio.tier.reindex(ids).fillna(least).astype(int).to_numpy()
+    pos = {int(b): k for k, b in enumerate(ids)}
+    parent = np.array([pos.get(int(a), -1) if not pd.isna(a) else -1 for a in t.parent.reindex(ids)])
+    protected = prio.protected.reindex(ids).fillna(False).astype(bool).to_numpy()
+    switchable = t.switchable.reindex(ids).fillna(False).astype(bool).to_numpy()
+    voll_class = pr.policy.voll_eur_mwh
+    loads = pr.loads
+    v = loads["class"].map(voll_class).to_numpy(float)
+    w = net.load.p_mw.reindex(loads.load_id).to_numpy(float)
+    vb = (pd.Series(v * w).groupby(loads.block_id.to_numpy()).sum()
+          / pd.Series(w).groupby(loads.block_id.to_numpy()).sum().replace(0, np.nan)).reindex(ids).fillna(0.0)
+    p = ShedProblem(block_ids=ids, net_mw=mw[:, None], load_mw=np.maximum(mw, 0)[:, None], voll=vb.to_numpy(),
+                    tier=tier, sheddable=switchable & ~protected & (parent >= 0), parent=parent,
+                    deficit_mw=np.zeros(1))
+    exempt, _ = tier_exempt(p)
+    frame = pd.DataFrame({"tier": tier, "mw": mw, "voll": vb.to_numpy(), "sheddable": ~exempt[:, 0],
+                          "parent": [int(ids[k]) if k >= 0 else np.nan for k in parent],
+                          "feeding_switch": t.feeding_switch.reindex(ids).to_numpy()}, index=ids)
+    return frame, basis

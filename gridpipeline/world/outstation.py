@@ -1,0 +1,328 @@
+"""The simulator's RTUs as an IEC 60870-5-104 outstation (c104, on loopback), with the area's frequency
+in real time.
+
+What a utility's SCADA front end would receive from its substations, over the address plan of
+``common.iec104``:
+
+* **frequency**, every 0.1 s when it moved by 10 mHz or more, and at least once a second, time-tagged
+  when it leaves the outstation (CP56Time2a);
+* **breaker status** of every controllable switch, spontaneously on change;
+* **loading** of the transformers and feeder-head lines, once a second (a power flow of the world at
+  that instant, with the switch states in force);
+* **local generation** at the substation, once a second.
+
+Switch commands arrive as single commands with select-before-operate. The world obeys: the switch
+changes state at once in the outstation, the area's frequency model counts the load it disconnects
+or reconnects from then on, and the 30-second telemetry shows it from the next 5-minute window the
+simulator computes (it simulates a window when the window starts). A switch listed as faulty in the
+events file refuses the command (negative confirmation).
+
+Frequency events come from the simulator's events file (``<home>/world/events.json``, the list the
+cloud fronts use): ``{"kind": "generation_loss", "start": ISO, "share": 0.06, "minutes": 20}`` (a loss
+of 6 % of the area's load in generation for 20 minutes: then the lost unit is back), ``{"kind":
+"frequency_glitch", "start": ISO, "value": "nan" | Hz}`` (one bad reading: invalid quality for NaN, a
+spike otherwise), ``{"kind": "switch_fault", "switch": id}``.
+
+The model (``world.frequency``) runs on the wall clock in a thread; what it did (frequency, loss,
+local relief, switch operations) goes to the truth store for scoring (``truth_frequency``,
+``truth_switching``), which the pipeline never reads.
+"""
+
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import c104
+import numpy as np
+import pandas as pd
+
+from gridpipeline.common import iec104 as plan
+from gridpipeline.world.frequency import AreaParams, FrequencyModel
+
+log = logging.getLogger(__name__)
+
+STEP_S = 0.1
+REPORT_DEADBAND_HZ = 0.01
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def controllable_switches(net) -> pd.Index:
+    """Switches a control room works remotely (circuit breakers and load-break switches)."""
+    sw = net.switch
+    typ = sw["type"].astype(str) if "type" in sw else pd.Series("", index=sw.index)
+    return sw.index[typ.isin(["CB", "LBS"]).to_numpy()]
+
+
+def energized_loads(net, closed: dict[int, bool]) -> np.ndarray:
+    """(n_load,) bool: loads connected to an external grid with the switch states ``closed``."""
+    import pandapower.topology as top
+
+    saved = net.switch.closed.copy()
+    try:
+        for s, c in closed.items():
+            net.switch.at[s, "closed"] = bool(c)
+        g = top.create_nxgraph(net, respect_switches=True, include_out_of_service=False)
+        live: set = set()
+        for b in net.ext_grid.bus[net.ext_grid.in_service.astype(bool)]:
+            live |= set(top.connected_component(g, int(b)))
+    finally:
+        net.switch["closed"] = saved
+    return net.load.bus.isin(live).to_numpy() & net.load.in_service.astype(bool).to_numpy()
+
+
+@dataclass
+class FieldDynamics:
+    """The real-time state the outstation reports: frequency, switch states, the relief they give."""
+
+    sim: object  # world.scada.ScadaSimulator
+    area: AreaParams = field(default_factory=AreaParams)
+    share: float | None = None
+
+    def __post_init__(self) -> None:
+        net = self.sim.world.net
+        self.switches = list(controllable_switches(net))
+        self.closed = {int(s): bool(net.switch.closed.at[s]) for s in self.switches}
+        self._energized = energized_loads(net, self.closed)
+        peak = float(self.sim.world.injections_at(pd.date_range("2026-01-15 17:00", periods=1, tz="UTC")
+                                                  ).load_p_mw.sum())
+        self.model = FrequencyModel(self.area, share=self.share or max(peak, 1e-3) / self.area.load_mw)
+        self.base_energized: np.ndarray | None = None  # at the start of the present event
+        self.base_battery_mw = 0.0
+        self.faulty: set[int] = set()
+        self.events: list[dict] = []
+        self.lock = threading.Lock()
+
+    # ------------------------------------------------------------------ the world's response
+    def load_now(self, now: datetime) -> np.ndarray:
+        inj = self.sim.world.injections_at(pd.DatetimeIndex([pd.Timestamp(now, tz="UTC")]))
+        return inj.load_p_mw[0]
+
+    def battery_discharge_mw(self) -> float:
+        """What the batteries give now (+ discharge): a setpoint in force, else their scheduled power."""
+        out = 0.0
+        mono = time.monotonic()
+        for u in self.sim.fleet.batteries:
+            c = u.commanded(mono)
+            out += float(np.clip(c if c is not None else u.p_mw, -u.p_charge_max_mw, u.p_discharge_max_mw))
+        return out
+
+    def relief_mw(self, now: datetime) -> tuple[float, float]:
+        """(load disconnected since the event began, extra battery discharge since then) in MW."""
+        if self.base_energized is None:
+            return 0.0, 0.0
+        p = self.load_now(now)
+        with self.lock:
+            off = self.base_energized & ~self._energized
+        return float(p[off].sum()), self.battery_discharge_mw() - self.base_battery_mw
+
+    def set_switch(self, switch: int, closed: bool, now: datetime) -> bool:
+        """Operate a switch (a command the outstation received); False if it refuses (faulty)."""
+        if switch not in self.closed or switch in self.faulty:
+            return False
+        with self.lock:
+            self.closed[switch] = bool(closed)
+            self._energized = energized_loads(self.sim.world.net, self.closed)
+        self.sim.switch_events.append((now, switch, bool(closed)))
+        self.sim.switch_events.sort()
+        return True
+
+    def loss_mw(self, now: datetime) -> float:
+        total = 0.0
+        for e in self.events:
+            if e.get("kind") != "generation_loss":
+                continue
+            start = datetime.fromisoformat(e["start"])
+            end = start + timedelta(minutes=float(e.get("minutes", 30)))
+            if start <= now < end:
+                total += float(e.get("share", 0.0)) * self.area.load_mw + float(e.get("mw", 0.0))
+        return total
+
+    def glitch(self, now: datetime, dt: timedelta) -> float | None:
+        """A bad reading due in ``(now - dt, now]``: its value (NaN for an invalid one)."""
+        for e in self.events:
+            if e.get("kind") == "frequency_glitch":
+                t = datetime.fromisoformat(e["start"])
+                if now - dt < t <= now:
+                    v = e.get("value", "nan")
+                    return float("nan") if str(v).lower() == "nan" else float(v)
+        return None
+
+    def step(self, now: datetime, dt_s: float) -> float:
+        loss = self.loss_mw(now)
+        if loss > 0 and self.base_energized is None:  # an event begins: the relief counts from here
+            with self.lock:
+                self.base_energized = self._energized.copy()
+            self.base_battery_mw = self.battery_discharge_mw()
+        shed, batt = self.relief_mw(now)
+        self.model.loss_mw = loss
+        f = self.model.step(dt_s, shed + batt)
+        if loss == 0 and self.base_energized is not None and abs(self.model.df_hz) < 0.005:
+            self.base_energized = None  # the area is back: the next event starts from the state then
+        self.last = {"loss_mw": loss, "shed_mw": shed, "battery_mw": batt}
+        return f
+
+
+class Outstation:
+    """The IEC 104 server and the real-time loop (see the module docstring)."""
+
+    def __init__(self, sim, host: str = "127.0.0.1", port: int = plan.DEFAULT_PORT, area: AreaParams | None = None,
+                 events_path: Path | None = None):
+        self.c104 = c104
+        self.sim = sim
+        self.dyn = FieldDynamics(sim, area or AreaParams())
+        self.events_path = Path(events_path) if events_path else getattr(sim, "events_path", None)
+        self._events_mtime = None
+        self.server = c104.Server(ip=host, port=port, tick_rate_ms=50, select_timeout_ms=5000)
+        self.port = port
+        st = self.server.add_station(common_address=plan.COMMON_ADDRESS)
+        T = c104.Type
+        self.freq = st.add_point(io_address=plan.IOA_FREQUENCY, type=T.M_ME_TF_1)
+        self.gen = st.add_point(io_address=plan.IOA_GENERATION, type=T.M_ME_TF_1)
+        self.status, self.commands = {}, {}
+        for s in self.dyn.switches:
+            self.status[s] = st.add_point(io_address=plan.STATUS + int(s), type=T.M_SP_TB_1)
+            self.status[s].value = self.dyn.closed[int(s)]
+            cmd = st.add_point(io_address=plan.COMMAND + int(s), type=T.C_SC_NA_1,
+                               command_mode=c104.CommandMode.SELECT_AND_EXECUTE)
+            cmd.on_receive(callable=self._on_command)
+            self.commands[s] = cmd
+        net = sim.world.net
+        self.loading = {("trafo", int(k)): st.add_point(io_address=plan.LOADING_TRAFO + int(k), type=T.M_ME_TF_1)
+                        for k in net.trafo.index}
+        self.stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending_status: list[int] = []
+        self.sent_frequency = 0
+        self._truth_rows: list[tuple] = []
+        self._switch_rows: list[tuple] = []
+
+    # ------------------------------------------------------------------ commands from the master
+    def _on_command(self, point: c104.Point, previous_info: c104.Information,
+                    message: c104.IncomingMessage) -> c104.ResponseState:  # c104 checks these annotations
+        return self._command(point, message)
+
+    def _command(self, point, message):
+        c104 = self.c104
+        s = int(point.io_address) - plan.COMMAND
+        closed = bool(point.value)
+        now = _utcnow()
+        ok = self.dyn.set_switch(s, closed, now)
+        self._switch_rows.append((now, s, closed, "accepted" if ok else "refused (switch fault)"))
+        if ok:
+            self._pending_status.append(s)
+        log.info("outstation: switch %s %s: %s", s, "close" if closed else "open", "done" if ok else "refused")
+        return c104.ResponseState.SUCCESS if ok else c104.ResponseState.FAILURE
+
+    # ------------------------------------------------------------------ events
+    def _read_events(self) -> None:
+        try:
+            m = self.events_path.stat().st_mtime_ns
+        except (OSError, AttributeError):
+            return
+        if m == self._events_mtime:
+            return
+        self._events_mtime = m
+        try:
+            events = json.loads(self.events_path.read_text())
+        except ValueError:
+            return
+        self.dyn.events = [e for e in events if e.get("kind") in ("generation_loss", "frequency_glitch")]
+        self.dyn.faulty = {int(e["switch"]) for e in events if e.get("kind") == "switch_fault"}
+
+    # ------------------------------------------------------------------ the loop
+    def _transmit_float(self, point, value: float, quality=None) -> None:
+        c104 = self.c104
+        point.info = c104.ShortInfo(actual=float(value), quality=quality or c104.Quality(),
+                                    recorded_at=datetime.now(UTC))
+        point.transmit(cause=c104.Cot.SPONTANEOUS)
+
+    def _loop(self) -> None:
+        c104 = self.c104
+        last_f, last_sent, last_slow = None, 0.0, 0.0
+        next_t = time.monotonic()
+        while not self.stop_event.is_set():
+            now = _utcnow()
+            self._read_events()
+            f = self.dyn.step(now, STEP_S)
+            mono = time.monotonic()
+            glitch = self.dyn.glitch(now, timedelta(seconds=STEP_S))
+            if glitch is not None:
+                if math.isnan(glitch):
+                    self._transmit_float(self.freq, 0.0, c104.Quality.Invalid)
+                else:
+                    self._transmit_float(self.freq, glitch)
+                self.sent_frequency += 1
+            elif last_f is None or abs(f - last_f) >= REPORT_DEADBAND_HZ or mono - last_sent >= 1.0:
+                self._transmit_float(self.freq, f)
+                last_f, last_sent = f, mono
+                self.sent_frequency += 1
+            while self._pending_status:
+                s = self._pending_status.pop(0)
+                p = self.status[s]
+                p.info = c104.SingleInfo(on=self.dyn.closed[s], recorded_at=datetime.now(UTC))
+                p.transmit(cause=c104.Cot.RETURN_INFO_REMOTE)
+            self._truth_rows.append((now, f, self.dyn.last["loss_mw"], self.dyn.last["shed_mw"],
+                                     self.dyn.last["battery_mw"]))
+            if mono - last_slow >= 1.0:
+                last_slow = mono
+                self._slow(now)
+            next_t += STEP_S
+            self.stop_event.wait(max(next_t - time.monotonic(), 0.0))
+
+    def _slow(self, now: datetime) -> None:
+        """Once a second: loading and generation from a power flow of the instant, truth rows out."""
+        try:
+            inj = self.sim.world.injections_at(pd.DatetimeIndex([pd.Timestamp(now, tz="UTC")]))
+            sw = self.sim.world.net.switch
+            closed = sw.closed.to_numpy(dtype=bool).copy()
+            for s, c in self.dyn.closed.items():
+                closed[sw.index.get_loc(s)] = c
+            st = self.sim.engine.solve(inj, switch_closed=closed[None, :])
+            for k, (kind, idx) in enumerate(self.loading):
+                col = list(st.trafo_index).index(idx)
+                v = st.trafo_loading_percent[0, col]
+                self._transmit_float(self.loading[(kind, idx)], 0.0 if np.isnan(v) else float(v))
+            self._transmit_float(self.gen, float(np.nansum(inj.sgen_p_mw[0])))
+        except Exception:  # noqa: BLE001 - a failed second of loading readings must not stop the frequency
+            log.exception("outstation: loading readings failed")
+        self._flush_truth()
+
+    def _flush_truth(self) -> None:
+        path = getattr(self.sim, "truth_path", None)
+        if path is None or not (self._truth_rows or self._switch_rows):
+            self._truth_rows.clear()
+            return
+        rows, self._truth_rows = self._truth_rows, []
+        sw, self._switch_rows = self._switch_rows, []
+        try:
+            con = self.sim._truth_con().cursor()
+            con.execute("CREATE TABLE IF NOT EXISTS truth_frequency (ts TIMESTAMP, hz DOUBLE, loss_mw DOUBLE, "
+                        "shed_mw DOUBLE, battery_mw DOUBLE)")
+            con.execute("CREATE TABLE IF NOT EXISTS truth_switching (ts TIMESTAMP, switch_id INTEGER, closed BOOLEAN, "
+                        "result VARCHAR)")
+            con.executemany("INSERT INTO truth_frequency VALUES (?, ?, ?, ?, ?)", rows)
+            if sw:
+                con.executemany("INSERT INTO truth_switching VALUES (?, ?, ?, ?)", sw)
+            con.close()
+        except Exception:  # noqa: BLE001 - scoring data; never stop the field for it
+            log.exception("outstation: writing the truth rows failed")
+
+    def start(self) -> int:
+        self.server.start()
+        self._thread = threading.Thread(target=self._loop, name="iec104-outstation", daemon=True)
+        self._thread.start()
+        return self.port
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.server.stop()

@@ -1,0 +1,146 @@
+"""The critical-event responder against the simulator's IEC 104 outstation on loopback.
+
+An under-frequency event (a loss of 6 % of the area's generation) in the simulated area: the
+outstation sends the frequency spontaneously; the responder sheds the first stage's blocks by
+select-before-operate commands the world obeys, records the response and the frequency recovers in
+the simulation, which counts the shed load. Bad readings (NaN, a spike) are flagged and not acted
+on; a refused switch is replaced by the next block; a restart does not act twice."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gridpipeline.ledger.store import Ledger
+from gridpipeline.load.priorities import priorities_for
+from gridpipeline.load.response import build_table, table_blocks
+from gridpipeline.settings import get_settings
+from gridpipeline.telemetry.registry import PlacementPolicy, build_registry
+from gridpipeline.world.model import load_world
+from gridpipeline.world.scada import FaultConfig, ScadaSimulator
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@pytest.fixture
+def field(gp_home):
+    from gridpipeline.orchestration.responder import write_table
+    from gridpipeline.world.frequency import AreaParams
+    from gridpipeline.world.outstation import Outstation
+
+    s = get_settings()
+    world = load_world("sample")
+    reg = build_registry(world.net, world.zones, PlacementPolicy())
+    sim = ScadaSimulator(world, reg, s.landing, faults=FaultConfig.none(), truth_path=s.truth,
+                         events_path=s.home / "world" / "events.json")
+    port = _free_port()
+    # a fast area (low inertia) so the test's event crosses 49.0 Hz within a couple of seconds
+    out = Outstation(sim, "127.0.0.1", port, area=AreaParams(inertia_s=1.0, governor_s=30.0))
+    out.start()
+    pr = priorities_for(world.net, s.customers, s.load_policy)
+    blocks, basis = table_blocks(pr, world.net, None)
+    write_table(s, build_table(blocks, {}, _now(), basis))
+    yield sim, out, port
+    out.stop()
+    sim.close()
+
+
+def _events(events: list[dict]) -> None:
+    p = get_settings().home / "world" / "events.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(events))
+
+
+def _run_until(resp, cond, timeout_s: float) -> list[dict]:
+    out = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        out += resp.drain(0.2)
+        if cond(out):
+            break
+    return out
+
+
+def test_under_frequency_is_shed_recorded_and_the_frequency_recovers(field):
+    from gridpipeline.orchestration.responder import Responder
+
+    sim, out, port = field
+    s = get_settings()
+    resp = Responder(s, report=False, port=port)
+    resp.start()
+    assert resp.wait_connected()
+    start = _now()
+    _events([{"kind": "generation_loss", "start": start.isoformat(), "share": 0.06, "minutes": 10}])
+    acts = _run_until(resp, lambda a: len(a) >= 1, 20.0)
+    assert acts, "no response to the under-frequency event"
+    a = acts[0]
+    assert a["stages"][0] == 1 and a["trigger"]["hz"] < 49.0
+    opened = [c for c in a["commands"] if c["ok"]]
+    assert opened and a["latency_s"] < 2.0  # from the reading leaving the outstation to the record
+    # the world obeyed: the switches are open in the outstation and the simulator's switch events
+    for c in opened:
+        assert out.dyn.closed[c["switch"]] is False
+        assert any(sw == c["switch"] and not closed for _, sw, closed in sim.switch_events)
+    # protected blocks are never in the table
+    pr = priorities_for(sim.world.net, s.customers, s.load_policy)
+    assert not {c["block"] for c in opened} & set(pr.table.index[pr.table.protected])
+    # the frequency recovers in the simulation: the local shed counts by the region's share
+    time.sleep(3.0)
+    relief = out.dyn.last["shed_mw"]
+    assert relief > 0
+    before = out.dyn.model.steady_state_df_hz(0.0)
+    after = out.dyn.model.steady_state_df_hz(relief)
+    assert after > before
+    led = Ledger(s.ledger)
+    rec = led.records(kind="critical_response")[0]
+    assert rec["body"]["event"] == a["event"] and rec["mode"] == "automatic" and led.verify().ok
+    # a restart in the middle of the event does not act on stage 1 again
+    resp.client.stop()
+    again = Responder(s, report=False, port=port)
+    assert 1 in again.watch.done[a["event"]] and again.watch.event == a["event"]
+    again.start()
+    assert again.wait_connected()
+    more = _run_until(again, lambda x: False, 2.0)
+    assert all(1 not in m["stages"] for m in more)
+    again.client.stop()
+
+
+def test_bad_readings_are_flagged_and_a_refused_switch_is_replaced(field):
+    from gridpipeline.orchestration.responder import Responder
+
+    sim, out, port = field
+    s = get_settings()
+    resp = Responder(s, report=False, port=port)
+    resp.start()
+    assert resp.wait_connected()
+    table, _ = resp.table(_now())
+    first = table.stages.blocks.iloc[0][0]
+    bad_switch = int(table.order.set_index("block_id").switch[first])
+    t = _now() + timedelta(seconds=1)
+    _events([{"kind": "frequency_glitch", "start": t.isoformat(), "value": "nan"},
+             {"kind": "frequency_glitch", "start": (t + timedelta(seconds=1)).isoformat(), "value": 47.5},
+             {"kind": "switch_fault", "switch": bad_switch},
+             {"kind": "generation_loss", "start": (t + timedelta(seconds=3)).isoformat(), "share": 0.06,
+              "minutes": 10}])
+    acts = _run_until(resp, lambda a: len(a) >= 1, 20.0)
+    assert resp.stats.flagged >= 2  # the NaN and the spike
+    assert {f["quality"] for f in resp.flags} >= {"invalid", "good"}
+    assert any("spike" in f["why"] for f in resp.flags)
+    assert acts and acts[0]["trigger"]["hz"] < 49.0 and acts[0]["trigger"]["hz"] > 48.0  # not the spike
+    cmds = acts[0]["commands"]
+    refused = [c for c in cmds if c["switch"] == bad_switch]
+    assert refused and not refused[0]["ok"] and refused[0]["replaced_by"] is not None
+    assert any(c["block"] == refused[0]["replaced_by"] and c["ok"] for c in cmds)
+    resp.client.stop()
