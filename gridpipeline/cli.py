@@ -241,6 +241,14 @@ def simulate(
             typer.echo(f"field: {len(sim.fleet.batteries)} battery BMS on ports "
                        f"{[g['port'] for g in plan['batteries']]}, {len(sim.fleet.inverters)} inverters on ports "
                        f"{[g['port'] for g in plan['inverters']]} ({s.field_host})")
+            from gridpipeline.world.outstation import Outstation
+
+            outstation = Outstation(sim, s.field_host, s.iec104_port)
+            outstation.start()
+            sim.gateways.append(outstation)  # stopped with the field
+            typer.echo(f"field: IEC 104 outstation on {s.field_host}:{s.iec104_port} "
+                       f"({len(outstation.commands)} switches, frequency of a {outstation.dyn.area.load_mw:,.0f} MW "
+                       f"area, local share {outstation.dyn.model.share:.2e})")
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             try:
@@ -474,6 +482,42 @@ BATCH_NICE = 5
 
 
 @app.command()
+def responder(
+    minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (default: until Ctrl-C)."),
+    report: bool = typer.Option(True, help="Report responses to Dagster (runless events on critical_responses)."),
+):
+    """The critical-event responder: an IEC 104 client of the field's outstation that sheds load by the
+    under-frequency stages within seconds, from the response table Dagster refreshes (what `dev`
+    starts; orchestration/responder.py)."""
+    import logging
+
+    from dagster import DagsterInstance
+
+    from gridpipeline.common.field_map import endpoints
+    from gridpipeline.orchestration.responder import Responder
+    from gridpipeline.sources.bms import BmsClient
+    from gridpipeline.sources.network import load_network_model
+    from gridpipeline.storage.planner import fleet_table
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    s = _settings()
+    ensure_dagster_home(s)
+    fleet = fleet_table(load_network_model(s.network).net)
+    bms = BmsClient(endpoints(fleet.battery_id, s.field_host, s.field_port), timeout_s=1.0, stale_s=30.0)
+    worker = Responder(s, DagsterInstance.get() if report else None, report=report, bms=bms)
+    worker.install_signal_handlers()
+    until = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(minutes=minutes) if minutes else None
+    typer.echo(f"responder: IEC 104 client of {worker.host}:{worker.port}, mode {worker.mode}, ledger {s.ledger}",
+               err=True)
+    st = worker.run(until=until)
+    bms.close()
+    lat = sorted(st.latencies)
+    typer.echo(json.dumps({"readings": st.readings, "flagged": st.flagged, "responses": st.responses,
+                           "latency_p50_s": round(lat[len(lat) // 2], 3) if lat else None}))
+
+
+@app.command()
 def dev(
     port: int = typer.Option(3000),
     catch_up: str = typer.Option("2h", help="Simulated history before now, fed at --speed on start."),
@@ -508,6 +552,8 @@ def dev(
     if simulator:
         # the rolling dispatch: a long-lived worker (re-plans must reach the batteries within a minute)
         procs.append(spawn([str(bin_dir / "gridpipeline"), "dispatch", "serve"], env=env, cwd=PROJECT_ROOT))
+        # the critical-event responder: answers under-frequency over IEC 104 within seconds
+        procs.append(spawn([str(bin_dir / "gridpipeline"), "responder"], env=env, cwd=PROJECT_ROOT))
     # started in DAGSTER_HOME: from the checkout, dagster would warn that the shipped dagster.yaml there
     # "will not be used" (it is the template copied into DAGSTER_HOME); workspace.yaml paths are
     # relative to the workspace file, so the code location loads the same

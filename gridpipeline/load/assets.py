@@ -92,4 +92,73 @@ shed_schedule = AssetSpec(
     "`shed`, with the deficit, the blocks and their cost, and the greedy priority order's cost), and written to "
     "load.shed_schedule and load.shed_steps.")
 
-load_assets = [load_priorities, shed_schedule]
+@asset(
+    group_name=GROUP,
+    deps=[AssetKey("load_priorities"), AssetKey("grid_state"), AssetKey("storage_state")],
+    automation_condition=AutomationCondition.on_cron("*/5 * * * *") | AutomationCondition.on_missing(),
+    description="What the critical-event responder does at each under-frequency stage (ENTSO-E NC ER: 49.0 to "
+    "48.0 Hz, 7.5 % of the load per stage): the blocks to open in order, the merit list for a deficit in MW and "
+    "the next-best blocks when a switch fails, and the batteries to discharge. Built on the newest estimated "
+    "state's net load per block and the newest BMS read; refreshed every 5 minutes into the file the responder "
+    "reads (<home>/load/response_table.json). The responder falls back to the policy order on rated load when "
+    "the table is older than 15 minutes, and says so.",
+)
+def response_table(context: AssetExecutionContext, settings: SettingsResource, network: NetworkModelResource):
+    import duckdb
+
+    from gridpipeline.ledger.store import Ledger
+    from gridpipeline.load.priorities import priorities_for
+    from gridpipeline.load.response import (
+        battery_power,
+        block_net_load,
+        build_table,
+        last_out_from_records,
+        table_blocks,
+        write_table,
+    )
+    from gridpipeline.storage.inputs import state_at
+    from gridpipeline.storage.planner import fleet_table
+    from gridpipeline.store import connect
+
+    s = settings.get()
+    net = network.load().net
+    pr = priorities_for(net, s.customers, s.load_policy)
+    st, storage = None, None
+    try:
+        with connect(s.live_db_path, read_only=True, timeout_s=20.0) as con:
+            st = state_at(con, contingencies=0)
+            try:
+                storage = con.execute("SELECT * FROM ops.storage_state WHERE read_at = "
+                                      "(SELECT max(read_at) FROM ops.storage_state)").df()
+            except duckdb.CatalogException:
+                storage = None
+    except (duckdb.IOException, TimeoutError) as exc:
+        context.log.warning(f"live store not readable ({exc}); the table uses rated load")
+    load_by_block = block_net_load(pr, net, st["injections"]) if st is not None else None
+    blocks, basis = table_blocks(pr, net, load_by_block)
+    led = Ledger(s.ledger)
+    recs = led.records(kind="shed") + led.records(kind="critical_response")
+    now = datetime.now(UTC).replace(tzinfo=None)
+    table = build_table(blocks, battery_power(fleet_table(net), storage), now, basis, last_out_from_records(recs))
+    write_table(s, table)
+    stages = table.stages.assign(blocks=[", ".join(map(str, b)) for b in table.stages.blocks])
+    return MaterializeResult(metadata={
+        "basis": basis, "state_at": str(st["ts"]) if st is not None else "none: rated load",
+        "load_mw": table.load_mw, "sheddable_blocks": len(table.order),
+        "sheddable_mw": round(float(table.order.mw.sum()), 4),
+        "staged_mw": round(float(table.stages.mw.sum()), 4),
+        "batteries": len(table.batteries), "battery_mw": round(sum(table.batteries.values()), 4),
+        "stages": MetadataValue.md(md_table(stages, ["stage", "threshold_hz", "share", "target_mw", "mw", "blocks"])),
+        "merit_order": MetadataValue.md(md_table(table.order, limit=30)),
+    })
+
+
+critical_responses = AssetSpec(
+    "critical_responses", group_name=GROUP, deps=["response_table"],
+    description="What the critical-event responder (`gridpipeline responder`, started by `dev`) did: each "
+    "under-frequency stage acted, with the reading that triggered it and when it left the outstation, the "
+    "switch commands (select-before-operate over IEC 104) with their confirmations and replacements, the "
+    "batteries, the table used (or the fallback) and the latency; each is a critical_response ledger record. "
+    "Reported as runless events; readings not acted on (bad quality, NaN, spikes) are reported as observations.")
+
+load_assets = [load_priorities, shed_schedule, response_table, critical_responses]

@@ -127,6 +127,22 @@ def build_table(blocks: pd.DataFrame, batteries: dict[str, float], built_at: dat
                          built_at, basis, round(total, 4))
 
 
+def table_path(settings):
+    """Where the responder reads the table: ``<home>/load/response_table.json``."""
+    return settings.home / "load" / "response_table.json"
+
+
+def write_table(settings, table: ResponseTable) -> None:
+    """Atomically replace the table the responder reads."""
+    import json
+
+    p = table_path(settings)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(table.to_json(), default=str))
+    tmp.replace(p)
+
+
 def blocks_for_deficit(table: ResponseTable, mw: float, skip: set[int] | frozenset = frozenset()) -> list[int]:
     """The merit list's prefix that covers ``mw`` (blocks in ``skip`` already out)."""
     out, got = [], 0.0
@@ -254,3 +270,41 @@ def table_blocks(pr, net, load_by_block: pd.Series | None) -> tuple[pd.DataFrame
                           "parent": [int(ids[k]) if k >= 0 else np.nan for k in parent],
                           "feeding_switch": t.feeding_switch.reindex(ids).to_numpy()}, index=ids)
     return frame, basis
+
+
+def block_net_load(pr, net, injections: pd.DataFrame) -> pd.Series:
+    """Block -> net load (MW) in an estimated state's injections (element_type, element_id, p_mw):
+    loads and charging batteries count, generators and discharging batteries subtract (pandapower
+    signs: load and storage p > 0 consume, sgen p > 0 generates)."""
+    bb = pr.blocks.bus_block
+    parts = []
+    for table, sign in (("load", 1.0), ("storage", 1.0), ("sgen", -1.0)):
+        el = net[table]
+        if not len(el):
+            continue
+        inj = injections[injections.element_type == table].set_index("element_id").p_mw
+        p = inj.reindex(el.index).fillna(0.0).to_numpy(float) * sign
+        blk = bb.reindex(el.bus).to_numpy()
+        parts.append(pd.Series(p, index=blk))
+    if not parts:
+        return pd.Series(dtype=float)
+    s = pd.concat(parts)
+    return s[s.index.notna()].groupby(level=0).sum()
+
+
+def battery_power(fleet: pd.DataFrame, storage_state: pd.DataFrame, minutes: float = 15.0) -> dict[str, float]:
+    """Battery id -> MW it can discharge for ``minutes`` (its power, or its energy above its floor
+    over that time, whichever is less), for the batteries the newest BMS read found available."""
+    if storage_state is None or not len(storage_state):
+        return {}
+    st = storage_state.set_index("battery_id")
+    out = {}
+    for r in fleet.itertuples():
+        if r.battery_id not in st.index or not bool(st.available.get(r.battery_id, False)):
+            continue
+        e = float(st.energy_mwh.get(r.battery_id, 0.0) or 0.0)
+        floor = max(float(r.soc_min), float(getattr(r, "reserve", 0.0))) * float(r.capacity_mwh)
+        mw = min(float(r.p_max_mw), max(e - floor, 0.0) / (minutes / 60.0))
+        if mw > 1e-4:
+            out[str(r.battery_id)] = round(mw, 4)
+    return out

@@ -45,6 +45,7 @@ from gridpipeline.load.response import (
     build_table,
     reserve_for,
     table_blocks,
+    table_path,
 )
 from gridpipeline.settings import Settings
 
@@ -53,19 +54,6 @@ log = logging.getLogger(__name__)
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def table_path(settings: Settings):
-    return settings.home / "load" / "response_table.json"
-
-
-def write_table(settings: Settings, table: ResponseTable) -> None:
-    """Atomically replace the table the responder reads."""
-    p = table_path(settings)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(table.to_json(), default=str))
-    tmp.replace(p)
 
 
 @dataclass
@@ -296,14 +284,13 @@ class Responder:
     def _report_flag(self, r: Reading, why: str) -> None:
         if not self.report:
             return
-        from dagster import AssetCheckEvaluation, AssetCheckSeverity, AssetKey
+        from dagster import AssetObservation
 
         try:
-            self.instance.report_runless_asset_event(AssetCheckEvaluation(
-                asset_key=AssetKey("critical_responses"), check_name="readings_plausible", passed=False,
-                severity=AssetCheckSeverity.WARN, description=why,
-                metadata={"hz": r.hz, "quality": r.quality, "sent_at": r.ts.isoformat(timespec="milliseconds"),
-                          "flagged_total": self.stats.flagged}))
+            self.instance.report_runless_asset_event(AssetObservation(
+                asset_key="critical_responses", metadata={
+                    "flagged_reading": why, "hz": r.hz if r.hz == r.hz else "NaN", "quality": r.quality,
+                    "sent_at": r.ts.isoformat(timespec="milliseconds"), "flagged_total": self.stats.flagged}))
         except Exception:  # noqa: BLE001
             log.exception("responder: reporting a flag to Dagster failed")
 

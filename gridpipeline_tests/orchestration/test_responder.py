@@ -36,7 +36,7 @@ def _now() -> datetime:
 
 @pytest.fixture
 def field(gp_home):
-    from gridpipeline.orchestration.responder import write_table
+    from gridpipeline.load.response import write_table
     from gridpipeline.world.frequency import AreaParams
     from gridpipeline.world.outstation import Outstation
 
