@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     export_limit_mw: float | None = Field(default=None, gt=0, description="Most the substation may export (MW); "
                                           "default: the HV/MV transformers' rating.")
     field_host: str = Field(default="127.0.0.1", description="Host of the field gateways (BMS and inverter Modbus TCP).")
+    responder_recovery_s: float = Field(default=60.0, gt=0, description="Seconds the frequency must stay above "
+                                        "49.8 Hz before the responder calls an under-frequency event over and restores.")
+    responder_restore_interval_s: float = Field(default=30.0, gt=0, description="Seconds between the responder's "
+                                                "restoration stages (each waits for 49.9 Hz and stays within the margin).")
     iec104_port: int = Field(default=2404, ge=1, le=65535, description="TCP port of the field's IEC 60870-5-104 "
                              "outstation on field_host (frequency, breaker status, loading; switch commands).")
     field_port: int = Field(default=15020, ge=1, le=65000, description="First Modbus TCP port of the field gateways: "

@@ -38,12 +38,16 @@ import pandas as pd
 
 from gridpipeline.common import iec104 as plan
 from gridpipeline.load.response import (
+    CLPU_DECAY_MIN,
+    CLPU_FACTOR,
+    RESTORE_MIN_HZ,
     TABLE_MAX_AGE,
     FrequencyWatch,
     Reading,
     ResponseTable,
     build_table,
     reserve_for,
+    restoration_stages,
     table_blocks,
     table_path,
 )
@@ -79,7 +83,7 @@ class Responder:
         self.host = host or settings.field_host
         self.port = port or settings.iec104_port
         self.bms = bms
-        self.watch = FrequencyWatch()
+        self.watch = FrequencyWatch(recovered_s=settings.responder_recovery_s)
         self.queue: queue.Queue = queue.Queue()
         self.stats = ResponderStats()
         self.stop = threading.Event()
@@ -88,7 +92,9 @@ class Responder:
         self._table: ResponseTable | None = None
         self._table_mtime = None
         self._fallback: ResponseTable | None = None
-        self.out: set[int] = set()  # blocks this responder opened in the present event
+        self.out: set[int] = set()  # blocks this responder opened and has not restored
+        self.out_info: dict[int, dict] = {}  # block -> tier, mw before the outage, switch
+        self.restoring: dict | None = None  # the restoration under way
         self._restore()
         self.client = c104.Client(tick_rate_ms=50, command_timeout_ms=2000)
         self.connection = self.client.add_connection(ip=self.host, port=self.port, init=c104.Init.ALL)
@@ -100,26 +106,38 @@ class Responder:
 
     # ------------------------------------------------------------------ state across restarts
     def _restore(self) -> None:
-        """Events in progress and the stages acted, from the ledger's recent critical responses."""
+        """Events in progress, the stages acted and the blocks still out, from the ledger's recent
+        critical responses and restorations; blocks left out with no event in progress are restored
+        once the frequency is back (``handle``)."""
         since = utcnow() - timedelta(hours=2)
         try:
-            recs = self.ledger.records(kind="critical_response")
+            recs = self.ledger.records(kind="critical_response") + self.ledger.records(kind="restoration")
         except Exception:  # noqa: BLE001 - an unreadable ledger: start fresh, say so
             log.exception("responder: could not read earlier responses from the ledger")
             return
-        for r in recs:
+        for r in sorted(recs, key=lambda x: x["seq"]):
             if pd.Timestamp(r["created_at"]).to_pydatetime() < since:
                 continue
             b = r["body"]
+            for c in b.get("commands", []):
+                if c.get("ok") and r["kind"] == "critical_response":
+                    self.out.add(int(c["block"]))
+                    self.out_info[int(c["block"])] = {"tier": c.get("tier", 4), "mw": c.get("mw", 0.0),
+                                                      "switch": c.get("switch")}
+            for blk in b.get("restored", []):
+                self.out.discard(int(blk))
             ev = b.get("event")
-            if not ev:
+            if r["kind"] != "critical_response" or not ev:
                 continue
             self.watch.done.setdefault(ev, set()).update(int(x) for x in b.get("stages", []))
-            self.out |= {int(c["block"]) for c in b.get("commands", []) if c.get("ok")}
             self.watch.event = None if b.get("event_ended") else ev
+        self._resume = bool(self.out) and self.watch.event is None
         if self.watch.event:
             log.info("responder: resuming event %s, stages acted %s", self.watch.event,
                      sorted(self.watch.done[self.watch.event]))
+        elif self._resume:
+            log.info("responder: %d blocks still out from an earlier event; restoring once the frequency is back",
+                     len(self.out))
 
     # ------------------------------------------------------------------ the table
     def table(self, now: datetime) -> tuple[ResponseTable, list[str]]:
@@ -140,13 +158,17 @@ class Responder:
             flags.append(f"response table from {self._table.built_at:%H:%M:%S} is older than "
                          f"{TABLE_MAX_AGE.total_seconds() / 60:.0f} min")
         flags.append("fell back to the policy order on rated load")
+        return self.fallback(), flags
+
+    def fallback(self) -> ResponseTable:
+        """The policy order on rated load (built once, at start: an event must not wait for it)."""
         if self._fallback is None:
             from gridpipeline.load.priorities import priorities_for
 
             pr = priorities_for(self.net, self.s.customers, self.s.load_policy)
             blocks, basis = table_blocks(pr, self.net, None)
-            self._fallback = build_table(blocks, {}, now, basis)
-        return self._fallback, flags
+            self._fallback = build_table(blocks, {}, utcnow(), basis)
+        return self._fallback
 
     # ------------------------------------------------------------------ readings
     def _on_frequency(self, point: c104.Point, previous_info: c104.Information,
@@ -170,8 +192,16 @@ class Responder:
             return None
         if res.ended:
             self._close_event(res.ended, r)
+        elif getattr(self, "_resume", False) and res.event is None and r.hz >= RESTORE_MIN_HZ \
+                and self.restoring is None:
+            self._resume = False
+            self._close_event("(before a restart)", r)
+        if res.event is not None and self.restoring is not None:
+            self._interrupt_restoration(res.event)
         if res.acts:
             return self.act(res.event, res.acts, r)
+        if self.restoring is not None and res.event is None:
+            return self.restore_step(r)
         return None
 
     # ------------------------------------------------------------------ acting
@@ -210,7 +240,7 @@ class Responder:
             elif send:
                 ok, detail = self.open_switch(int(sw))
                 commands.append({"block": b, "switch": int(sw), "ok": ok, "detail": detail,
-                                 "mw": float(order.mw.get(b, 0.0))})
+                                 "mw": float(order.mw.get(b, 0.0)), "tier": int(order.tier.get(b, 4))})
             else:
                 ok = True
                 commands.append({"block": b, "switch": int(sw), "ok": None, "detail": "advisory",
@@ -223,6 +253,8 @@ class Responder:
                     queue_.insert(0, repl)
             elif ok and send:
                 self.out.add(b)
+                self.out_info[b] = {"tier": int(order.tier.get(b, 4)), "mw": float(order.mw.get(b, 0.0)),
+                                    "switch": int(sw)}
         batteries = {}
         if 1 in stages and table.batteries and send and self.bms is not None:
             for bid, mw in table.batteries.items():
@@ -256,12 +288,71 @@ class Responder:
         return {"decision": rec.id, "latency_s": latency, **body}
 
     def _close_event(self, event: str, r: Reading) -> None:
-        self.ledger.append("critical_response", {"summary": f"event {event} over: frequency back above the "
-                                                 f"recovery threshold ({r.hz:.3f} Hz)", "event": event,
-                                                 "event_ended": True, "stages": [], "commands": [],
-                                                 "blocks_out": sorted(self.out)},
-                           mode="automatic", actor="responder")
-        self.out = set()
+        """The event is over: record it and plan the restoration of every block still out."""
+        table, _ = self.table(utcnow())
+        margin = float(table.stages.mw.iloc[0]) if len(table.stages) else 0.0
+        out = pd.DataFrame([{"block_id": b, **self.out_info.get(b, {"tier": 4, "mw": 0.0})} for b in sorted(self.out)],
+                           columns=["block_id", "tier", "mw", "switch"])
+        stages = restoration_stages(out, max(margin, 1e-6))
+        plan_body = {"summary": f"event {event} over: frequency back above 49.8 Hz for "
+                                f"{self.watch.recovered_s:.0f} s ({r.hz:.3f} Hz); {len(out)} blocks to restore in "
+                                f"{len(stages)} stages", "event": event, "event_ended": True, "stages": [],
+                     "commands": [], "blocks_out": sorted(self.out),
+                     "restoration": {"stages": stages, "margin_mw": round(margin, 4),
+                                     "margin_basis": "the response table's first under-frequency stage",
+                                     "cold_load_pickup": {"factor": CLPU_FACTOR, "decay_min": CLPU_DECAY_MIN},
+                                     "min_hz": RESTORE_MIN_HZ,
+                                     "interval_s": self.s.responder_restore_interval_s}}
+        rec = self.ledger.append("critical_response", plan_body, mode="automatic", actor="responder")
+        self.restoring = {"event": event, "plan": rec.id, "stages": stages, "k": 0, "next_at": time.monotonic()} \
+            if stages else None
+
+    def _interrupt_restoration(self, event: str) -> None:
+        left = [b for st in self.restoring["stages"][self.restoring["k"]:] for b in st]
+        self.ledger.append("restoration", {
+            "summary": f"restoration after {self.restoring['event']} interrupted by a new event {event}: "
+                       f"{len(left)} blocks stay out", "event": self.restoring["event"], "interrupted_by": event,
+            "left_out": left, "restored": []}, mode="automatic", actor="responder", ref=self.restoring["plan"])
+        self.restoring = None
+
+    def close_switch(self, switch: int) -> tuple[bool, str]:
+        pt = self._command_point(switch)
+        pt.value = True
+        t = time.perf_counter()
+        ok = bool(pt.transmit(cause=c104.Cot.ACTIVATION))
+        return ok, f"{'confirmed' if ok else 'refused or timed out'} in {1000 * (time.perf_counter() - t):.0f} ms"
+
+    def restore_step(self, r: Reading) -> dict | None:
+        """The next restoration stage when it is due and the frequency allows: close its blocks'
+        switches (highest tier first), record the stage with its pickup under cold-load pickup."""
+        rs = self.restoring
+        if time.monotonic() < rs["next_at"]:
+            return None
+        if r.hz < RESTORE_MIN_HZ:
+            rs["next_at"] = time.monotonic() + 1.0
+            return None
+        blocks = rs["stages"][rs["k"]]
+        results, restored = [], []
+        for b in blocks:
+            info = self.out_info.get(b, {})
+            sw = info.get("switch")
+            ok, detail = (self.close_switch(int(sw)) if sw is not None and self.mode == "automatic"
+                          else (False, "no switch" if sw is None else f"mode {self.mode}: not sent"))
+            results.append({"block": b, "switch": sw, "ok": ok, "detail": detail})
+            if ok:
+                restored.append(b)
+                self.out.discard(b)
+        pickup = sum(float(self.out_info.get(b, {}).get("mw", 0.0)) for b in restored) * CLPU_FACTOR
+        body = {"summary": f"restoration stage {rs['k'] + 1}/{len(rs['stages'])} after {rs['event']}: "
+                           f"{len(restored)} of {len(blocks)} blocks back, pickup up to {pickup:.3f} MW with "
+                           f"cold-load pickup at {r.hz:.3f} Hz", "event": rs["event"], "stage": rs["k"] + 1,
+                "commands": results, "restored": restored, "pickup_mw": round(pickup, 4), "hz_before": r.hz}
+        rec = self.ledger.append("restoration", body, mode="automatic", actor="responder", ref=rs["plan"])
+        rs["k"] += 1
+        rs["next_at"] = time.monotonic() + self.s.responder_restore_interval_s
+        if rs["k"] >= len(rs["stages"]):
+            self.restoring = None
+        return {"decision": rec.id, "restoration": True, **body}
 
     # ------------------------------------------------------------------ Dagster
     def _report(self, decision_id: str, body: dict, latency: float) -> None:
@@ -296,6 +387,8 @@ class Responder:
 
     # ------------------------------------------------------------------ the loop
     def start(self) -> None:
+        self.fallback()
+        self.table(utcnow())  # read the table now, so the first event does not
         self.client.start()
 
     def keep_open(self) -> None:

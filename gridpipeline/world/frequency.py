@@ -7,7 +7,7 @@ a primary reserve of ``reserve_share`` of the load (ENTSO-E's FCR is about 1 %; 
 hold more). In per unit of ``S`` and ``f0``::
 
     2H d(df)/dt = dPm - dP_loss + dP_relief - D df
-    Tg d(dPm)/dt = -df / R - dPm          (dPm within [0, reserve])
+    Tg d(dPm)/dt = -df / R - dPm          (|dPm| within the reserve, up and down)
 
 A frequency event is a loss of generation in the area, ``dP_loss`` (a scenario parameter). The
 sample grid is a ``share`` of the area, and its under-frequency response stands for the same scheme
@@ -75,7 +75,7 @@ class FrequencyModel:
             target = -(self.df_hz / p.f0_hz) / p.droop * p.load_mw
             dpm = (target - self.pm_mw) / p.governor_s
             self.df_hz += h * dfdt
-            self.pm_mw = min(max(self.pm_mw + h * dpm, 0.0), reserve)
+            self.pm_mw = min(max(self.pm_mw + h * dpm, -reserve), reserve)
             self.t_s += h
         return self.frequency_hz
 
@@ -87,6 +87,6 @@ class FrequencyModel:
         reserve_pu = p.reserve_share
         # within reserve: net = df_pu (1/R + D)
         df_pu = -net_pu / (1 / p.droop + p.damping)
-        if -df_pu / p.droop > reserve_pu:  # governors saturate: net = reserve + D |df|
-            df_pu = -(net_pu - reserve_pu) / p.damping
+        if abs(df_pu) / p.droop > reserve_pu:  # governors saturate: net = +-reserve + D df
+            df_pu = -(net_pu - reserve_pu * (1 if net_pu > 0 else -1)) / p.damping
         return df_pu * p.f0_hz

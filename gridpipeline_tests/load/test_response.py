@@ -54,11 +54,14 @@ def test_stages_take_their_share_in_order_and_deficits_use_the_same_list():
     assert t.load_mw == pytest.approx(total)
     first = t.stages.iloc[0]
     assert first.threshold_hz == 49.0 and first.target_mw == pytest.approx(0.075 * total)
-    assert first.blocks == [2]  # 2 MW covers 7.5 % of 11.5 MW
+    # 7.5 % of 11.5 MW = 0.86 MW: block 2 (2 MW) would overshoot by more than half, so 5 (0.5 MW), then
+    # the smallest of the tier left (7, 1 MW) rather than stopping short
+    assert first.blocks == [5, 7] and first.mw == pytest.approx(1.5)
+    assert t.stages.iloc[1].blocks == [2]
     assert blocks_for_deficit(t, 2.6) == [2, 5, 7]
     assert blocks_for_deficit(t, 1.0, skip={2}) == [5, 7]
     assert reserve_for(t, {2, 5}) == [7, 4, 8]
-    assert ResponseTable.from_json(json.loads(json.dumps(t.to_json(), default=str))).stages.blocks.iloc[0] == [2]
+    assert ResponseTable.from_json(json.loads(json.dumps(t.to_json(), default=str))).stages.blocks.iloc[0] == [5, 7]
 
 
 def _r(sec: float, hz: float, q: str = "good") -> Reading:

@@ -13,15 +13,29 @@ import socket
 import time
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pytest
 
 from gridpipeline.ledger.store import Ledger
 from gridpipeline.load.priorities import priorities_for
-from gridpipeline.load.response import build_table, table_blocks
+from gridpipeline.load.response import block_net_load, build_table, table_blocks
 from gridpipeline.settings import get_settings
 from gridpipeline.telemetry.registry import PlacementPolicy, build_registry
 from gridpipeline.world.model import load_world
 from gridpipeline.world.scada import FaultConfig, ScadaSimulator
+
+
+_CLIENTS: list = []
+
+
+def _responder(**kw):
+    """A responder whose IEC 104 client the fixture stops, pass or fail (a c104 thread left running
+    crashes the interpreter at exit)."""
+    from gridpipeline.orchestration.responder import Responder
+
+    r = Responder(get_settings(), report=False, **kw)
+    _CLIENTS.append(r.client)
+    return r
 
 
 def _free_port() -> int:
@@ -47,12 +61,19 @@ def field(gp_home):
                          events_path=s.home / "world" / "events.json")
     port = _free_port()
     # a fast area (low inertia) so the test's event crosses 49.0 Hz within a couple of seconds
-    out = Outstation(sim, "127.0.0.1", port, area=AreaParams(inertia_s=1.0, governor_s=30.0))
+    out = Outstation(sim, "127.0.0.1", port, area=AreaParams(inertia_s=2.0, governor_s=30.0))
     out.start()
+    # the table as the response_table asset builds it, on the load now (the harness's stand-in for the
+    # estimated state)
     pr = priorities_for(world.net, s.customers, s.load_policy)
-    blocks, basis = table_blocks(pr, world.net, None)
+    inj = world.injections_at(pd.DatetimeIndex([pd.Timestamp(_now(), tz="UTC")]))
+    rows = pd.concat([pd.DataFrame({"element_type": t, "element_id": idx, "p_mw": p[0]})
+                      for t, p, idx in (("load", inj.load_p_mw, inj.load_index), ("sgen", inj.sgen_p_mw, inj.sgen_index))])
+    blocks, basis = table_blocks(pr, world.net, block_net_load(pr, world.net, rows))
     write_table(s, build_table(blocks, {}, _now(), basis))
     yield sim, out, port
+    while _CLIENTS:
+        _CLIENTS.pop().stop()
     out.stop()
     sim.close()
 
@@ -74,11 +95,9 @@ def _run_until(resp, cond, timeout_s: float) -> list[dict]:
 
 
 def test_under_frequency_is_shed_recorded_and_the_frequency_recovers(field):
-    from gridpipeline.orchestration.responder import Responder
-
     sim, out, port = field
     s = get_settings()
-    resp = Responder(s, report=False, port=port)
+    resp = _responder(port=port)
     resp.start()
     assert resp.wait_connected()
     start = _now()
@@ -108,7 +127,7 @@ def test_under_frequency_is_shed_recorded_and_the_frequency_recovers(field):
     assert rec["body"]["event"] == a["event"] and rec["mode"] == "automatic" and led.verify().ok
     # a restart in the middle of the event does not act on stage 1 again
     resp.client.stop()
-    again = Responder(s, report=False, port=port)
+    again = _responder(port=port)
     assert 1 in again.watch.done[a["event"]] and again.watch.event == a["event"]
     again.start()
     assert again.wait_connected()
@@ -118,11 +137,9 @@ def test_under_frequency_is_shed_recorded_and_the_frequency_recovers(field):
 
 
 def test_bad_readings_are_flagged_and_a_refused_switch_is_replaced(field):
-    from gridpipeline.orchestration.responder import Responder
-
     sim, out, port = field
     s = get_settings()
-    resp = Responder(s, report=False, port=port)
+    resp = _responder(port=port)
     resp.start()
     assert resp.wait_connected()
     table, _ = resp.table(_now())
@@ -143,4 +160,38 @@ def test_bad_readings_are_flagged_and_a_refused_switch_is_replaced(field):
     refused = [c for c in cmds if c["switch"] == bad_switch]
     assert refused and not refused[0]["ok"] and refused[0]["replaced_by"] is not None
     assert any(c["block"] == refused[0]["replaced_by"] and c["ok"] for c in cmds)
+    resp.client.stop()
+
+
+def test_after_the_event_the_blocks_are_restored_in_stages_highest_tier_first(field, monkeypatch):
+    from gridpipeline.settings import reset_settings
+
+    sim, out, port = field
+    monkeypatch.setenv("GRIDPIPELINE_RESPONDER_RECOVERY_S", "2")
+    monkeypatch.setenv("GRIDPIPELINE_RESPONDER_RESTORE_INTERVAL_S", "0.5")
+    reset_settings()
+    s = get_settings()
+    resp = _responder(port=port)
+    resp.start()
+    assert resp.wait_connected()
+    _events([{"kind": "generation_loss", "start": _now().isoformat(), "share": 0.06, "minutes": 0.1}])
+    done = _run_until(resp, lambda a: any(x.get("restoration") for x in a) and resp.restoring is None, 40.0)
+    acted = [a for a in done if not a.get("restoration")]
+    restored = [a for a in done if a.get("restoration")]
+    assert acted and restored, done
+    opened = {c["block"] for a in acted for c in a["commands"] if c["ok"]}
+    back = {b for a in restored for b in a["restored"]}
+    assert back == opened and not resp.out
+    for a in acted:
+        for c in a["commands"]:
+            if c["ok"]:
+                assert out.dyn.closed[c["switch"]] is True  # the world closed it again
+    led = Ledger(s.ledger)
+    plan = [r for r in led.records(kind="critical_response") if r["body"].get("event_ended")]
+    assert plan and plan[-1]["body"]["restoration"]["cold_load_pickup"]["factor"] == 2.0
+    # each stage's pickup (cold-load factor x pre-outage load) stays within the margin, unless one block alone
+    margin = plan[-1]["body"]["restoration"]["margin_mw"]
+    for a in restored:
+        assert a["pickup_mw"] <= margin + 1e-6 or len(a["restored"]) == 1
+        assert a["hz_before"] >= 49.9
     resp.client.stop()
