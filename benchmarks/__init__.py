@@ -56,7 +56,14 @@ def _shed(**kw) -> dict:
     return run(**kw)
 
 
+def _responder(**kw) -> dict:
+    from benchmarks.responder import run
+
+    return run(**kw)
+
+
 REGISTRY: dict[str, Callable[..., dict]] = {
+    "responder": _responder,
     "shed": _shed,
     "replan": _replan,
     "dispatch": _dispatch,

@@ -619,14 +619,16 @@ def data_build(out: Path = typer.Option(PROJECT_ROOT / "data" / "sample_grid", h
 
 @app.command()
 def bench(
-    name: str = typer.Argument(..., help="Benchmark: ingest, estimate, contingency, forecast, loop, dispatch, replan, shed."),
+    name: str = typer.Argument(..., help="Benchmark: ingest, estimate, contingency, forecast, loop, dispatch, replan, "
+                                         "shed, responder."),
     sensors: int = typer.Option(100_000, help="ingest: sensors."),
     minutes: int = typer.Option(10, help="ingest: minutes of readings; loop: minutes measured (30 for the record)."),
     keep: bool = typer.Option(False, help="Keep the benchmark's working folder."),
     reference_scale: bool = typer.Option(False, help="estimate/contingency: also run pandapower on the scale grid "
                                                      "(estimate: about 20 GiB of memory)."),
     batteries: int = typer.Option(1000, help="dispatch: batteries."),
-    events: int = typer.Option(20, help="replan: cloud fronts injected."),
+    events: Optional[int] = typer.Option(None, help="replan: cloud fronts injected (default 20); responder: "
+                                                   "under-frequency events (default 100)."),
     loads: int = typer.Option(10_000, help="shed: loads of the generated instance."),
     steps: int = typer.Option(12, help="shed: 5-minute steps."),
 ):
@@ -642,8 +644,9 @@ def bench(
     saved = os.dup(1)
     os.dup2(2, 1)
     try:
+        extra = {"events": events} if events is not None else {}
         result = REGISTRY[name](sensors=sensors, minutes=minutes, keep=keep, reference_scale=reference_scale,
-                                batteries=batteries, events=events, loads=loads, steps=steps)
+                                batteries=batteries, loads=loads, steps=steps, **extra)
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)

@@ -95,7 +95,10 @@ shed_schedule = AssetSpec(
 @asset(
     group_name=GROUP,
     deps=[AssetKey("load_priorities"), AssetKey("grid_state"), AssetKey("storage_state")],
-    automation_condition=AutomationCondition.on_cron("*/5 * * * *") | AutomationCondition.on_missing(),
+    # every 5 minutes whatever its inputs did: on_cron waits for every dependency to update, and grid_state
+    # and storage_state are reported per partition by the live workers, so it would never fire
+    automation_condition=(AutomationCondition.missing() | AutomationCondition.cron_tick_passed("*/5 * * * *"))
+    & ~AutomationCondition.in_progress(),
     description="What the critical-event responder does at each under-frequency stage (ENTSO-E NC ER: 49.0 to "
     "48.0 Hz, 7.5 % of the load per stage): the blocks to open in order, the merit list for a deficit in MW and "
     "the next-best blocks when a switch fails, and the batteries to discharge. Built on the newest estimated "

@@ -12,8 +12,9 @@ more critical block, never a block that exports), least critical tier first, wit
 out least recently first (rotation) and then the lowest value of lost load per MW. A block is shed
 with its subtree, so a block below one already taken is skipped. For a deficit in MW (a loss of
 generation, a branch over its emergency rating) the same order is used as a merit list. Batteries
-discharge at their available power from the first stage. Built on the newest estimated load of
-each block when there is one, else the rated load.
+come first in each stage, up to its share (their 15-minute power), so load is shed only for what
+they cannot give. Built on the newest estimated load of each block when there is one, else the
+rated load.
 
 **The watch.** A reading is acted on only when its quality is good and it is plausible: a reading
 that jumps more than ``MAX_RATE_HZ_S`` from the last good one (a spike) is flagged and waits for a
@@ -109,28 +110,41 @@ def merit_order(blocks: pd.DataFrame, last_out: dict[int, datetime] | None = Non
 
 def build_table(blocks: pd.DataFrame, batteries: dict[str, float], built_at: datetime, basis: str,
                 last_out: dict[int, datetime] | None = None, stages=STAGES) -> ResponseTable:
-    """The stage table over the merit order: each stage takes blocks of the least critical tier left
-    until it has its share of the total load, in merit order but skipping a block that would overshoot
+    """The stage table over the merit order. Each stage's share of the total load is met by batteries
+    first (no customer is interrupted; the largest first, each at most its 15-minute power), then by
+    blocks of the least critical tier left, in merit order but skipping a block that would overshoot
     the share by more than half (a feeder-sized block does not go in a stage of a few per cent while a
     smaller block of the same tier fits); when none fits, the smallest of the tier (a stage never
     stops short of its share while blocks are left)."""
     order = merit_order(blocks, last_out)
     total = float(blocks.mw.clip(lower=0).sum())
     left = [r._asdict() for r in order.itertuples(index=False)]
+    batt_left = dict(sorted(((k, float(v)) for k, v in batteries.items() if v > 0), key=lambda kv: -kv[1]))
     rows = []
     for i, (hz, share) in enumerate(stages):
         target = share * total
-        got, ids = 0.0, []
+        got, ids, bats = 0.0, [], {}
+        for bid in list(batt_left):
+            if got >= target - 1e-9:
+                break
+            mw = min(batt_left[bid], target - got)
+            bats[bid] = round(mw, 4)
+            got += mw
+            batt_left[bid] -= mw
+            if batt_left[bid] <= 1e-6:
+                del batt_left[bid]
+        battery_mw = got
         while got < target - 1e-9 and left:
             tier = left[0]["tier"]
             same = [r for r in left if r["tier"] == tier]
-            fits = [r for r in same if got + r["mw"] <= 1.5 * target + 1e-9]
+            fits = [r for r in same if got + r["mw"] <= target + 0.5 * target + 1e-9]
             pick = fits[0] if fits else min(same, key=lambda r: r["mw"])
             ids.append(int(pick["block_id"]))
             got += float(pick["mw"])
             left.remove(pick)
         rows.append({"stage": i + 1, "threshold_hz": hz, "share": share, "target_mw": round(target, 4),
-                     "blocks": ids, "mw": round(got, 4)})
+                     "batteries": bats, "battery_mw": round(battery_mw, 4), "blocks": ids,
+                     "mw": round(got, 4)})
     return ResponseTable(pd.DataFrame(rows), order, {k: round(float(v), 4) for k, v in batteries.items()},
                          built_at, basis, round(total, 4))
 

@@ -228,10 +228,12 @@ class Dispatcher:
 
     def holds(self, now: datetime) -> dict:
         """Members held by an operator's VPP setpoint now (``gridpipeline dispatch vpp-setpoint``)."""
-        from gridpipeline.storage.vpp import active_holds
+        from gridpipeline.storage.vpp import active_holds, responder_holds
 
         try:
-            return active_holds(self.ledger.records(kind="vpp_setpoint"), now)
+            # the critical-event responder's holds win over an operator's (a frequency event is on)
+            return {**active_holds(self.ledger.records(kind="vpp_setpoint"), now),
+                    **responder_holds(self.ledger.records(kind="critical_response"), now)}
         except Exception:  # noqa: BLE001 - a ledger busy for longer than its lock wait: plan without holds
             log.exception("dispatcher: reading VPP holds from the ledger failed; planning without them")
             return {}

@@ -94,6 +94,7 @@ class Responder:
         self._fallback: ResponseTable | None = None
         self.out: set[int] = set()  # blocks this responder opened and has not restored
         self.out_info: dict[int, dict] = {}  # block -> tier, mw before the outage, switch
+        self.battery_sp: dict[str, float] = {}  # battery -> MW the responder holds it at in this event
         self.restoring: dict | None = None  # the restoration under way
         self._restore()
         self.client = c104.Client(tick_rate_ms=50, command_timeout_ms=2000)
@@ -256,10 +257,14 @@ class Responder:
                 self.out_info[b] = {"tier": int(order.tier.get(b, 4)), "mw": float(order.mw.get(b, 0.0)),
                                     "switch": int(sw)}
         batteries = {}
-        if 1 in stages and table.batteries and send and self.bms is not None:
-            for bid, mw in table.batteries.items():
+        if send and self.bms is not None and "batteries" in table.stages:
+            for s_ in stages:
+                for bid, mw in (table.stages.batteries[table.stages.stage == s_].iloc[0] or {}).items():
+                    self.battery_sp[bid] = self.battery_sp.get(bid, 0.0) + float(mw)
+            for bid in {b for s_ in stages for b in (table.stages.batteries[table.stages.stage == s_].iloc[0] or {})}:
+                mw = round(self.battery_sp[bid], 4)
                 try:
-                    ok, detail = self.bms.write_setpoint(bid, float(mw))
+                    ok, detail = self.bms.write_setpoint(bid, mw)
                 except Exception as exc:  # noqa: BLE001 - one battery's link must not stop the shed
                     ok, detail = False, f"{type(exc).__name__}: {exc}"
                 batteries[bid] = {"mw": mw, "ok": ok, "detail": detail}
@@ -278,14 +283,34 @@ class Responder:
                       "age_s": round((now - table.built_at).total_seconds(), 1)},
             "flags": flags, "mode": self.mode,
         }
+        if self.battery_sp:
+            # the dispatcher leaves these batteries alone while the hold lasts (Dispatcher.holds)
+            body["battery_hold"] = {"setpoints_mw": {k: round(v, 4) for k, v in self.battery_sp.items()},
+                                    "until": (now + TABLE_MAX_AGE).isoformat(timespec="seconds")}
         rec = self.ledger.append("critical_response", body, mode="automatic" if send else "advisory",
                                  actor="responder")
-        latency = time.time() - r.ts.replace(tzinfo=UTC).timestamp()
+        committed = time.time()
+        latency = committed - r.ts.replace(tzinfo=UTC).timestamp()
+        self._journal({"decision": rec.id, "event": event, "stages": stages,
+                       "sent_at": r.ts.replace(tzinfo=UTC).timestamp(), "received_at": r.received,
+                       "committed_at": committed, "latency_s": round(latency, 4),
+                       "commands_ok": sum(1 for c in commands if c.get("ok"))})
         self.stats.responses += 1
         self.stats.latencies.append(latency)
         log.info("responder: %s (%.3f s after the reading left the outstation)", body["summary"], latency)
         self._report(rec.id, body, latency)
         return {"decision": rec.id, "latency_s": latency, **body}
+
+    def _journal(self, row: dict) -> None:
+        """One line per response in ``<home>/load/responses.jsonl``: when the reading left the outstation,
+        arrived, and when the record was committed (after every command was confirmed)."""
+        try:
+            p = self.s.home / "load" / "responses.jsonl"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            with open(p, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        except OSError:
+            log.exception("responder: writing the response journal failed")
 
     def _close_event(self, event: str, r: Reading) -> None:
         """The event is over: record it and plan the restoration of every block still out."""
@@ -297,13 +322,14 @@ class Responder:
         plan_body = {"summary": f"event {event} over: frequency back above 49.8 Hz for "
                                 f"{self.watch.recovered_s:.0f} s ({r.hz:.3f} Hz); {len(out)} blocks to restore in "
                                 f"{len(stages)} stages", "event": event, "event_ended": True, "stages": [],
-                     "commands": [], "blocks_out": sorted(self.out),
+                     "commands": [], "blocks_out": sorted(self.out), "battery_hold_released": bool(self.battery_sp),
                      "restoration": {"stages": stages, "margin_mw": round(margin, 4),
                                      "margin_basis": "the response table's first under-frequency stage",
                                      "cold_load_pickup": {"factor": CLPU_FACTOR, "decay_min": CLPU_DECAY_MIN},
                                      "min_hz": RESTORE_MIN_HZ,
                                      "interval_s": self.s.responder_restore_interval_s}}
         rec = self.ledger.append("critical_response", plan_body, mode="automatic", actor="responder")
+        self.battery_sp = {}  # released: the dispatcher plans them again
         self.restoring = {"event": event, "plan": rec.id, "stages": stages, "k": 0, "next_at": time.monotonic()} \
             if stages else None
 

@@ -131,6 +131,26 @@ def active_holds(records: list[dict], now) -> dict[str, tuple[float, str]]:
     return holds
 
 
+def responder_holds(records: list[dict], now) -> dict[str, tuple[float, str]]:
+    """Battery id -> (MW, decision id) the critical-event responder holds now: the newest
+    ``critical_response`` record with a ``battery_hold``, until its ``until`` or a later record of
+    the responder releases it (the event is over)."""
+    from datetime import datetime
+
+    hold = None
+    for r in records:
+        if r.get("kind") != "critical_response":
+            continue
+        b = r["body"]
+        if b.get("battery_hold"):
+            hold = r
+        elif b.get("battery_hold_released") or b.get("event_ended"):
+            hold = None
+    if hold is None or datetime.fromisoformat(str(hold["body"]["battery_hold"]["until"])) <= now:
+        return {}
+    return {str(k): (float(v), str(hold["id"])) for k, v in hold["body"]["battery_hold"]["setpoints_mw"].items()}
+
+
 def water_fill(target: float, cap: np.ndarray, weight: np.ndarray, tol: float = 1e-9) -> np.ndarray:
     """Shares of ``target`` in proportion to ``weight``, none above its ``cap``, the excess of capped
     members re-spread over the others (by ``cap`` when no weight is left); sums to min(target, Σcap)."""

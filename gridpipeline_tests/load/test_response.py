@@ -54,14 +54,19 @@ def test_stages_take_their_share_in_order_and_deficits_use_the_same_list():
     assert t.load_mw == pytest.approx(total)
     first = t.stages.iloc[0]
     assert first.threshold_hz == 49.0 and first.target_mw == pytest.approx(0.075 * total)
-    # 7.5 % of 11.5 MW = 0.86 MW: block 2 (2 MW) would overshoot by more than half, so 5 (0.5 MW), then
-    # the smallest of the tier left (7, 1 MW) rather than stopping short
-    assert first.blocks == [5, 7] and first.mw == pytest.approx(1.5)
-    assert t.stages.iloc[1].blocks == [2]
+    # 7.5 % of 11.5 MW = 0.86 MW: the battery first (0.5 MW), then block 5 (0.5 MW); block 2 (2 MW)
+    # would overshoot by more than half
+    assert first.batteries == {"B1": 0.5} and first.blocks == [5] and first.mw == pytest.approx(1.0)
+    assert t.stages.iloc[1].blocks == [7] and t.stages.iloc[1].batteries == {}
+    # nothing fits stage 3: the smallest block of the tier left rather than stopping short
+    assert t.stages.iloc[2].blocks == [2]
+    no_batt = build_table(b, {}, T, "rated")
+    assert no_batt.stages.iloc[0].blocks == [5, 7]
     assert blocks_for_deficit(t, 2.6) == [2, 5, 7]
     assert blocks_for_deficit(t, 1.0, skip={2}) == [5, 7]
     assert reserve_for(t, {2, 5}) == [7, 4, 8]
-    assert ResponseTable.from_json(json.loads(json.dumps(t.to_json(), default=str))).stages.blocks.iloc[0] == [5, 7]
+    back = ResponseTable.from_json(json.loads(json.dumps(t.to_json(), default=str)))
+    assert back.stages.blocks.iloc[0] == [5] and back.stages.batteries.iloc[0] == {"B1": 0.5}
 
 
 def _r(sec: float, hz: float, q: str = "good") -> Reading:
@@ -133,3 +138,15 @@ def test_response_table_asset_uses_the_estimated_state_and_writes_the_responders
     expect = block_net_load(pr, world.net, rows).clip(lower=0).sum()
     assert expect > 0 and t.load_mw == pytest.approx(expect, abs=1e-3)
     assert t.load_mw < float(inj.load_p_mw.sum()) + 1e-9  # generation nets out
+
+
+def test_the_dispatcher_leaves_batteries_the_responder_holds_until_the_event_is_over():
+    from gridpipeline.storage.vpp import responder_holds
+
+    hold = {"kind": "critical_response", "id": "c1", "created_at": T,
+            "body": {"battery_hold": {"setpoints_mw": {"B1": 0.4}, "until": (T + timedelta(minutes=15)).isoformat()}}}
+    assert responder_holds([hold], T + timedelta(minutes=1)) == {"B1": (0.4, "c1")}
+    assert responder_holds([hold], T + timedelta(minutes=16)) == {}  # the hold ran out
+    over = {"kind": "critical_response", "id": "c2", "created_at": T, "body": {"event_ended": True,
+                                                                              "battery_hold_released": True}}
+    assert responder_holds([hold, over], T + timedelta(minutes=1)) == {}

@@ -110,3 +110,25 @@ def test_rotation_settings_are_validated():
         parse_policy({**base, "rotation": {"min_off_min": 90}})
     with pytest.raises(PolicyError, match="rotation: 'switching_per_hour' must be at least 1"):
         parse_policy({**base, "rotation": {"switching_per_hour": 0}})
+
+
+def test_import_limit_instructions_apply_over_their_steps_and_end():
+    from gridpipeline.load.cli import import_limit_record
+    from gridpipeline.storage.inputs import active_import_limit, import_limit_steps
+
+    now = datetime(2026, 6, 15, 18, 0)
+    body = import_limit_record(2.0, 30, "ana", "TSO", start=now + timedelta(minutes=10), now=now)
+    recs = [{"kind": "import_limit", "id": "a1", "created_at": now, "body": body}]
+    ins = active_import_limit(recs, now)
+    assert ins["mw"] == 2.0 and ins["start"] == now + timedelta(minutes=10) and ins["id"] == "a1"
+    times = pd.date_range(pd.Timestamp(now, tz="UTC"), periods=12, freq="5min")
+    lim = import_limit_steps(times, 10.0, ins)
+    assert lim.tolist() == [10.0, 10.0] + [2.0] * 6 + [10.0] * 4  # 18:10 .. 18:40, announced ahead
+    assert active_import_limit(recs, now + timedelta(minutes=41)) is None  # over
+    rel = recs + [{"kind": "import_limit", "id": "a2", "created_at": now,
+                   "body": import_limit_record(None, None, "ana", "", release=True, now=now)}]
+    assert active_import_limit(rel, now) is None
+    with pytest.raises(ValueError, match="--mw is required"):
+        import_limit_record(None, 30, "ana", "")
+    with pytest.raises(ValueError, match="operator name"):
+        import_limit_record(1.0, 30, " ", "")
