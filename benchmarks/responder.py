@@ -55,21 +55,15 @@ def _journal(path: Path) -> list[dict]:
         return []
 
 
-def _restorations_done(ledger: Path, after: datetime) -> bool:
-    from gridpipeline.ledger.store import Ledger
-
-    try:
-        recs = Ledger(ledger).records()
-    except Exception:  # noqa: BLE001 - the responder may hold the lock a moment
+def _restored(rows: list[dict], event: str | None) -> bool:
+    """Whether the journal shows ``event`` over and its restoration finished."""
+    if event is None:
         return False
-    ended = [r for r in recs if r["kind"] == "critical_response" and r["body"].get("event_ended")
-             and r["created_at"] >= after]
-    if not ended:
+    end = [r for r in rows if r.get("event") == event and r.get("event_ended")]
+    if not end:
         return False
-    plan = ended[-1]
-    n = len(plan["body"].get("restoration", {}).get("stages", []))
-    done = [r for r in recs if r["kind"] == "restoration" and r.get("ref") == plan["id"]]
-    return len(done) >= n
+    n = end[-1].get("restoration_stages", 0)
+    return n == 0 or any(r.get("event") == event and r.get("restored_stage") == n for r in rows)
 
 
 def run(events: int = 100, keep: bool = False, **_) -> dict:
@@ -88,7 +82,6 @@ def run(events: int = 100, keep: bool = False, **_) -> dict:
     exe = str(Path(sys.executable).parent / "gridpipeline")
     log = open(work / "bench_responder.log", "w")  # noqa: SIM115 - closed in the finally below
     say = lambda m: print(f"bench responder: {m}", file=sys.stderr, flush=True)  # noqa: E731
-    ledger = home / "ledger.duckdb"
     events_file = home / "world" / "events.json"
     events_file.parent.mkdir(parents=True, exist_ok=True)
     table = home / "load" / "response_table.json"
@@ -119,10 +112,12 @@ def run(events: int = 100, keep: bool = False, **_) -> dict:
                 if dev.poll() is not None:
                     raise RuntimeError(f"dev stopped; see {work / 'bench_responder.log'}")
                 time.sleep(0.5)
-            if len(_journal(journal)) == n0:
+            new = _journal(journal)[n0:]
+            if not new:
                 missed += 1
-            while not _restorations_done(ledger, start) and time.monotonic() - t0 < 90:
-                time.sleep(1)
+            event = new[0].get("event") if new else None
+            while not _restored(_journal(journal), event) and time.monotonic() - t0 < 90:
+                time.sleep(0.5)
             if (k + 1) % 10 == 0:
                 say(f"{k + 1}/{events} events")
     finally:
@@ -134,6 +129,7 @@ def run(events: int = 100, keep: bool = False, **_) -> dict:
                 os.killpg(dev.pid, signal.SIGKILL)
         log.close()
     rows = [r for r in _journal(journal) if 1 in r.get("stages", [])]
+    later = [r["committed_at"] - r["sent_at"] for r in _journal(journal) if r.get("stages") and 1 not in r["stages"]]
     lat = [r["committed_at"] - r["sent_at"] for r in rows]
     transit = [r["received_at"] - r["sent_at"] for r in rows]
     result = {
@@ -142,7 +138,8 @@ def run(events: int = 100, keep: bool = False, **_) -> dict:
         "p99_seconds": round(float(np.percentile(lat, 99)), 3) if lat else None,
         "max_seconds": round(max(lat), 3) if lat else None,
         "iec104_transit_p50_seconds": round(float(np.percentile(transit, 50)), 3) if transit else None,
-        "commands_per_response_p50": float(np.median([r["commands_ok"] for r in rows])) if rows else None,
+        "switch_commands_per_response_p50": float(np.median([r["commands_ok"] for r in rows])) if rows else None,
+        "later_stages": len(later), "later_stages_p99_seconds": round(float(np.percentile(later, 99)), 3) if later else None,
         "setup_seconds": round(setup_s, 1), "recovery_s": RECOVERY_S,
         "machine": f"{platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}",
     }

@@ -39,6 +39,8 @@ STAGES: tuple[tuple[float, float], ...] = ((49.0, 0.075), (48.8, 0.075), (48.6, 
 MAX_RATE_HZ_S = 2.0
 RECOVERED_HZ = 49.8
 RECOVERED_S = 60.0
+#: the most of each stage's share the batteries give (the rest is load disconnected)
+BATTERY_SHARE = 0.5
 #: the table is stale past this age: the responder falls back to the policy order and says so
 TABLE_MAX_AGE = timedelta(minutes=15)
 
@@ -109,9 +111,12 @@ def merit_order(blocks: pd.DataFrame, last_out: dict[int, datetime] | None = Non
 
 
 def build_table(blocks: pd.DataFrame, batteries: dict[str, float], built_at: datetime, basis: str,
-                last_out: dict[int, datetime] | None = None, stages=STAGES) -> ResponseTable:
+                last_out: dict[int, datetime] | None = None, stages=STAGES,
+                battery_share: float = BATTERY_SHARE) -> ResponseTable:
     """The stage table over the merit order. Each stage's share of the total load is met by batteries
-    first (no customer is interrupted; the largest first, each at most its 15-minute power), then by
+    first, up to ``battery_share`` of it (no customer is interrupted; the largest first, each at most
+    its 15-minute power; the network code's stages are demand disconnection, so by default half of
+    each stage stays load), then by
     blocks of the least critical tier left, in merit order but skipping a block that would overshoot
     the share by more than half (a feeder-sized block does not go in a stage of a few per cent while a
     smaller block of the same tier fits); when none fits, the smallest of the tier (a stage never
@@ -125,9 +130,9 @@ def build_table(blocks: pd.DataFrame, batteries: dict[str, float], built_at: dat
         target = share * total
         got, ids, bats = 0.0, [], {}
         for bid in list(batt_left):
-            if got >= target - 1e-9:
+            if got >= battery_share * target - 1e-9:
                 break
-            mw = min(batt_left[bid], target - got)
+            mw = min(batt_left[bid], battery_share * target - got)
             bats[bid] = round(mw, 4)
             got += mw
             batt_left[bid] -= mw

@@ -330,6 +330,8 @@ class Responder:
                                      "interval_s": self.s.responder_restore_interval_s}}
         rec = self.ledger.append("critical_response", plan_body, mode="automatic", actor="responder")
         self.battery_sp = {}  # released: the dispatcher plans them again
+        self._journal({"decision": rec.id, "event": event, "event_ended": True, "restoration_stages": len(stages),
+                       "committed_at": time.time()})
         self.restoring = {"event": event, "plan": rec.id, "stages": stages, "k": 0, "next_at": time.monotonic()} \
             if stages else None
 
@@ -375,6 +377,8 @@ class Responder:
                 "commands": results, "restored": restored, "pickup_mw": round(pickup, 4), "hz_before": r.hz}
         rec = self.ledger.append("restoration", body, mode="automatic", actor="responder", ref=rs["plan"])
         rs["k"] += 1
+        self._journal({"decision": rec.id, "event": rs["event"], "restored_stage": rs["k"], "of": len(rs["stages"]),
+                       "restored": restored, "committed_at": time.time()})
         rs["next_at"] = time.monotonic() + self.s.responder_restore_interval_s
         if rs["k"] >= len(rs["stages"]):
             self.restoring = None

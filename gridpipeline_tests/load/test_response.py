@@ -54,10 +54,11 @@ def test_stages_take_their_share_in_order_and_deficits_use_the_same_list():
     assert t.load_mw == pytest.approx(total)
     first = t.stages.iloc[0]
     assert first.threshold_hz == 49.0 and first.target_mw == pytest.approx(0.075 * total)
-    # 7.5 % of 11.5 MW = 0.86 MW: the battery first (0.5 MW), then block 5 (0.5 MW); block 2 (2 MW)
-    # would overshoot by more than half
-    assert first.batteries == {"B1": 0.5} and first.blocks == [5] and first.mw == pytest.approx(1.0)
-    assert t.stages.iloc[1].blocks == [7] and t.stages.iloc[1].batteries == {}
+    # 7.5 % of 11.5 MW = 0.86 MW: the battery first, half of it (0.43 MW), then block 5 (0.5 MW); block 2
+    # (2 MW) would overshoot by more than half
+    assert first.batteries == {"B1": pytest.approx(0.4312, abs=1e-4)} and first.blocks == [5]
+    assert first.mw == pytest.approx(0.93125, abs=1e-4)
+    assert t.stages.iloc[1].blocks == [7] and t.stages.iloc[1].batteries == {"B1": pytest.approx(0.0688, abs=1e-4)}
     # nothing fits stage 3: the smallest block of the tier left rather than stopping short
     assert t.stages.iloc[2].blocks == [2]
     no_batt = build_table(b, {}, T, "rated")
@@ -66,7 +67,7 @@ def test_stages_take_their_share_in_order_and_deficits_use_the_same_list():
     assert blocks_for_deficit(t, 1.0, skip={2}) == [5, 7]
     assert reserve_for(t, {2, 5}) == [7, 4, 8]
     back = ResponseTable.from_json(json.loads(json.dumps(t.to_json(), default=str)))
-    assert back.stages.blocks.iloc[0] == [5] and back.stages.batteries.iloc[0] == {"B1": 0.5}
+    assert back.stages.blocks.iloc[0] == [5] and back.stages.batteries.iloc[0] == first.batteries
 
 
 def _r(sec: float, hz: float, q: str = "good") -> Reading:
