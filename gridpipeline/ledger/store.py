@@ -151,6 +151,8 @@ class Ledger:
 
     # ------------------------------------------------------------------ reading
     def _rows(self, where: str = "", params: list | None = None) -> list[dict]:
+        # only the read holds the lock; the bodies are parsed after it is released (the responder
+        # appends within its seconds while the dispatcher reads)
         with self._locked(write=False) as con:
             if con is None:
                 return []
@@ -159,10 +161,15 @@ class Ledger:
             except duckdb.CatalogException:
                 return []
             cols = [d[0] for d in cur.description]
-            return [_row_to_fields(r, cols) for r in cur.fetchall()]
+            raw = cur.fetchall()
+        return [_row_to_fields(r, cols) for r in raw]
 
-    def records(self, chain: str | None = LIVE, kind: str | None = None) -> list[dict]:
+    def records(self, chain: str | None = LIVE, kind: str | None = None, since: datetime | None = None) -> list[dict]:
+        """The records of ``chain`` (None: both), of ``kind``, created after ``since`` (all when None)."""
         conds, params = [], []
+        if since is not None:
+            conds.append("created_at > ?")
+            params.append(since)
         if chain:
             conds.append("chain = ?")
             params.append(chain)
@@ -175,11 +182,12 @@ class Ledger:
         rows = self._rows("WHERE id = ?", [decision_id])
         return rows[0] if rows else None
 
-    def status(self, now: datetime | None = None, chain: str = LIVE) -> pd.DataFrame:
+    def status(self, now: datetime | None = None, chain: str = LIVE, since: datetime | None = None) -> pd.DataFrame:
         """Every decision (not the approval records) with its state: automatic, advisory, pending,
-        approved, rejected, expired; who settled it, when, and when a pending one expires."""
+        approved, rejected, expired; who settled it, when, and when a pending one expires. ``since``:
+        only decisions created after it (settled by records after it)."""
         now = now or utcnow()
-        rows = self.records(chain)
+        rows = self.records(chain, since=since)
         settled = {r["ref"]: r for r in rows if r["kind"] in RESOLUTIONS and r["ref"]}
         out = []
         for r in rows:
@@ -203,7 +211,9 @@ class Ledger:
                                           "settled_by", "settled_at", "summary"])
 
     def pending(self, now: datetime | None = None) -> pd.DataFrame:
-        st = self.status(now)
+        """Decisions waiting for approval (those of the last day: a wait expires in minutes)."""
+        now = now or utcnow()
+        st = self.status(now, since=now - timedelta(days=1))
         return st[st.state.isin(["pending", "expiring"])].reset_index(drop=True)
 
     # ------------------------------------------------------------------ approvals

@@ -138,10 +138,11 @@ def shed_history(records: list[dict], now: datetime) -> ShedHistory:
 
 def history_from_ledger(ledger, now: datetime, chain: str = "live") -> ShedHistory:
     """:func:`shed_history` on the ledger's ``shed`` records with their states (approved, rejected...)."""
-    recs = ledger.records(chain, kind="shed")
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    recs = ledger.records(chain, kind="shed", since=month)
     if not recs:
         return ShedHistory.empty()
-    st = ledger.status(now, chain)
+    st = ledger.status(now, chain, since=month)
     state = dict(zip(st.id, st.state)) if len(st) else {}
     return shed_history([{**r, "state": state.get(r["id"])} for r in recs], now)
 

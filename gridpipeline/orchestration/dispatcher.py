@@ -232,8 +232,9 @@ class Dispatcher:
 
         try:
             # the critical-event responder's holds win over an operator's (a frequency event is on)
-            return {**active_holds(self.ledger.records(kind="vpp_setpoint"), now),
-                    **responder_holds(self.ledger.records(kind="critical_response"), now)}
+            return {**active_holds(self.ledger.records(kind="vpp_setpoint", since=now - timedelta(days=2)), now),
+                    **responder_holds(self.ledger.records(kind="critical_response", since=now - timedelta(hours=2)),
+                                      now)}
         except Exception:  # noqa: BLE001 - a ledger busy for longer than its lock wait: plan without holds
             log.exception("dispatcher: reading VPP holds from the ledger failed; planning without them")
             return {}
@@ -243,7 +244,7 @@ class Dispatcher:
         from gridpipeline.storage.inputs import active_import_limit
 
         try:
-            return active_import_limit(self.ledger.records(kind="import_limit"), now)
+            return active_import_limit(self.ledger.records(kind="import_limit", since=now - timedelta(days=7)), now)
         except Exception:  # noqa: BLE001 - a busy ledger: plan with the deployment's limit
             log.exception("dispatcher: reading import limit instructions from the ledger failed")
             return None

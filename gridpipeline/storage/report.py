@@ -133,7 +133,9 @@ def dispatch_checks(out, verdict, ledger) -> list[tuple[str, str, bool, str, dic
 
 
 def pending_metadata(ledger, now) -> dict:
-    st = ledger.status(now)
+    from datetime import timedelta
+
+    st = ledger.status(now, since=now - timedelta(days=1))  # a wait expires in minutes; the day's decisions
     pend = st[st.state.isin(["pending", "expiring"])]
     recent = st.tail(15).iloc[::-1]
     return {"pending": len(pend),
