@@ -200,6 +200,7 @@ class Outstation:
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending_status: list[int] = []
+        self._to_switch: list[tuple[int, bool, datetime]] = []  # commands accepted, not yet applied
         self.sent_frequency = 0
         self._truth_rows: list[tuple] = []
         self._switch_rows: list[tuple] = []
@@ -210,15 +211,17 @@ class Outstation:
         return self._command(point, message)
 
     def _command(self, point, message):
+        """Confirm or refuse at once; the switching itself (topology, the world's switch events) is done
+        by the loop thread within a step, so c104's thread never waits on it."""
         c104 = self.c104
         s = int(point.io_address) - plan.COMMAND
         closed = bool(point.value)
         now = _utcnow()
-        ok = self.dyn.set_switch(s, closed, now)
+        ok = s in self.dyn.closed and s not in self.dyn.faulty
         self._switch_rows.append((now, s, closed, "accepted" if ok else "refused (switch fault)"))
         if ok:
-            self._pending_status.append(s)
-        log.info("outstation: switch %s %s: %s", s, "close" if closed else "open", "done" if ok else "refused")
+            self._to_switch.append((s, closed, now))
+        log.info("outstation: switch %s %s: %s", s, "close" if closed else "open", "accepted" if ok else "refused")
         return c104.ResponseState.SUCCESS if ok else c104.ResponseState.FAILURE
 
     # ------------------------------------------------------------------ events
@@ -251,6 +254,10 @@ class Outstation:
         while not self.stop_event.is_set():
             now = _utcnow()
             self._read_events()
+            while self._to_switch:
+                sw, closed, at = self._to_switch.pop(0)
+                if self.dyn.set_switch(sw, closed, at):
+                    self._pending_status.append(sw)
             f = self.dyn.step(now, STEP_S)
             mono = time.monotonic()
             glitch = self.dyn.glitch(now, timedelta(seconds=STEP_S))
