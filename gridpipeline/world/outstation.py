@@ -232,11 +232,11 @@ class Outstation:
             return
         if m == self._events_mtime:
             return
-        self._events_mtime = m
         try:
             events = json.loads(self.events_path.read_text())
         except ValueError:
-            return
+            return  # half-written (its mtime may not change again within the clock's tick): next step
+        self._events_mtime = m
         self.dyn.events = [e for e in events if e.get("kind") in ("generation_loss", "frequency_glitch")]
         self.dyn.faulty = {int(e["switch"]) for e in events if e.get("kind") == "switch_fault"}
 

@@ -259,11 +259,11 @@ class ScadaSimulator:
             return
         if m == self._events_mtime:
             return
-        self._events_mtime = m
         try:
             events = json.loads(self.events_path.read_text())
         except ValueError:
-            return  # half-written: read again at the next window
+            return  # half-written: read again at the next window (the mtime is not taken yet)
+        self._events_mtime = m
         self.fronts = []
         for e in events:
             self.add_front(datetime.fromisoformat(e["start"]), float(e.get("minutes", 60)), float(e.get("depth", 0.6)),
@@ -619,7 +619,9 @@ class ScadaSimulator:
 
         while not stop.is_set():
             now = clock()
-            if until is not None and now >= until and not pending:
+            # done when every window before ``until`` is simulated and written (a fast clock can pass
+            # ``until`` before the first window was simulated)
+            if until is not None and now >= until and not pending and next_window >= until:
                 self.publish_weather(start, until)
                 break
             while next_window <= now and (until is None or next_window < until):
