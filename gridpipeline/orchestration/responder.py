@@ -8,8 +8,9 @@ the response table Dagster refreshes every 5 minutes (``response_table``; a JSON
 ledger):
 
 1. the stage's blocks are opened by single commands with select-before-operate, each confirmed by
-   the outstation; a block whose switch refuses is replaced by the next block of the table's merit
-   list, and both are recorded;
+   the outstation and then by the breaker's own status report (check-back); a block whose switch
+   refuses, or whose breaker does not report the new position, is replaced by the next block of the
+   table's merit list, and both are recorded;
 2. from the first stage, the batteries discharge at the power the table lists (Modbus setpoints);
 3. one ``critical_response`` ledger record holds the event, the triggering reading and when it left
    the outstation, the commands with their results, the batteries, the table's age (or that it fell
@@ -55,6 +56,10 @@ from gridpipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
+COMMAND_TIMEOUT_MS = 500  # one select-before-operate attempt (loopback p99 ~30 ms; see Responder._operate)
+COMMAND_ATTEMPTS = 3
+STATUS_WAIT_S = 0.6  # the breaker's check-back report after a confirmed command (the outstation steps 0.1 s)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
@@ -97,13 +102,20 @@ class Responder:
         self.battery_sp: dict[str, float] = {}  # battery -> MW the responder holds it at in this event
         self.restoring: dict | None = None  # the restoration under way
         self._restore()
-        self.client = c104.Client(tick_rate_ms=50, command_timeout_ms=2000)
+        self.client = c104.Client(tick_rate_ms=50, command_timeout_ms=COMMAND_TIMEOUT_MS)
         self.connection = self.client.add_connection(ip=self.host, port=self.port, init=c104.Init.ALL)
         st = self.connection.add_station(common_address=plan.COMMON_ADDRESS)
         self.freq = st.add_point(io_address=plan.IOA_FREQUENCY, type=c104.Type.M_ME_TF_1)
         self.freq.on_receive(callable=self._on_frequency)
         self.commands: dict[int, object] = {}
         self.station = st
+        self.breaker_seen: dict[int, float] = {}  # switch -> monotonic time of its last status report
+        from gridpipeline.load.blocks import CONTROLLABLE
+
+        sw = self.net.switch
+        for s_ in sw.index[sw.type.isin(CONTROLLABLE)]:
+            pt = st.add_point(io_address=plan.STATUS + int(s_), type=c104.Type.M_SP_TB_1)
+            pt.on_receive(callable=self._on_status)
 
     # ------------------------------------------------------------------ state across restarts
     def _restore(self) -> None:
@@ -181,6 +193,13 @@ class Responder:
                                received=time.time()))
         return c104.ResponseState.SUCCESS
 
+    def _on_status(self, point: c104.Point, previous_info: c104.Information,
+                   message: c104.IncomingMessage) -> c104.ResponseState:
+        s_ = int(point.io_address) - plan.STATUS
+        self.breakers[s_] = bool(point.value)
+        self.breaker_seen[s_] = time.monotonic()
+        return c104.ResponseState.SUCCESS
+
     def handle(self, r: Reading) -> dict | None:
         self.stats.readings += 1
         res = self.watch.update(r)
@@ -213,12 +232,62 @@ class Responder:
                                                            command_mode=c104.CommandMode.SELECT_AND_EXECUTE)
         return self.commands[switch]
 
-    def open_switch(self, switch: int) -> tuple[bool, str]:
+    def _operate(self, switch: int, closed: bool) -> tuple[bool, str]:
+        """One select-before-operate single command, confirmed by the outstation.
+
+        c104 2.2.1 now and then misses a confirmation that arrives within microseconds of its command
+        (seen on loopback: the select's ACT_CON comes back, the execute is never sent, and ``transmit``
+        waits out its timeout; about 1 command in 150). So the timeout is short and a timed-out command
+        is sent again, select and execute, up to ``COMMAND_ATTEMPTS`` times: a repeated open or close
+        is harmless. A refusal (a negative confirmation, which comes back at once) is not repeated."""
         pt = self._command_point(switch)
-        pt.value = False
+        pt.value = bool(closed)
         t = time.perf_counter()
-        ok = bool(pt.transmit(cause=c104.Cot.ACTIVATION))
-        return ok, f"{'confirmed' if ok else 'refused or timed out'} in {1000 * (time.perf_counter() - t):.0f} ms"
+        for attempt in range(1, COMMAND_ATTEMPTS + 1):
+            a = time.perf_counter()
+            if pt.transmit(cause=c104.Cot.ACTIVATION):
+                return True, f"confirmed in {1000 * (time.perf_counter() - t):.0f} ms" + \
+                    (f" (attempt {attempt})" if attempt > 1 else "")
+            if time.perf_counter() - a < 0.8 * COMMAND_TIMEOUT_MS / 1000:
+                return False, f"refused in {1000 * (time.perf_counter() - t):.0f} ms"
+        return False, f"not confirmed after {COMMAND_ATTEMPTS} attempts ({1000 * (time.perf_counter() - t):.0f} ms)"
+
+    def operate(self, items: list[tuple[int, bool]]) -> dict[int, dict]:
+        """Command each (switch, closed), then wait for every confirmed breaker's status report.
+
+        c104's client can report a command as confirmed when the outstation refused it (a negative
+        ACT_CON followed at once by a positive ACT_TERM: the last one wins, about 1 refusal in 200 on
+        loopback). So the breaker's own report of its new position is the proof, as in a SCADA
+        check-back. Returns switch -> ``{"ok", "detail", "unconfirmed"}``; ``unconfirmed`` marks a
+        command the outstation confirmed whose breaker did not report in ``STATUS_WAIT_S``: not
+        counted as done, but its block is kept among those to restore."""
+        t0 = time.monotonic()
+        res = {}
+        for sw, closed in items:
+            ok, detail = self._operate(sw, closed)
+            res[sw] = {"ok": ok, "detail": detail, "unconfirmed": False}
+        want = dict(items)
+        waiting = {sw for sw in want if res[sw]["ok"]}
+        deadline = time.monotonic() + STATUS_WAIT_S
+        while True:
+            for sw in list(waiting):
+                seen = self.breaker_seen.get(sw)
+                if seen is not None and seen >= t0 and self.breakers.get(sw) == want[sw]:
+                    waiting.discard(sw)
+                    res[sw]["detail"] += f"; breaker reported {'closed' if want[sw] else 'open'} " \
+                                         f"{1000 * (seen - t0):.0f} ms after the first command"
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)
+        for sw in waiting:
+            res[sw] = {"ok": False, "unconfirmed": True,
+                       "detail": res[sw]["detail"] + f"; but the breaker did not report "
+                                 f"{'closed' if want[sw] else 'open'} within {1000 * STATUS_WAIT_S:.0f} ms"}
+        return res
+
+    def open_switch(self, switch: int) -> tuple[bool, str]:
+        r = self.operate([(switch, False)])[switch]
+        return r["ok"], r["detail"]
 
     def act(self, event: str, stages: list[int], r: Reading) -> dict:
         now = utcnow()
@@ -232,30 +301,35 @@ class Responder:
         reserve = reserve_for(table, used | set(wanted))
         queue_ = [b for b in wanted if b not in used]
         while queue_:
-            b = queue_.pop(0)
-            used.add(b)
-            sw = order.switch.get(b)
-            if sw is None or pd.isna(sw):
-                commands.append({"block": b, "switch": None, "ok": False, "detail": "no feeding switch"})
-                ok = False
-            elif send:
-                ok, detail = self.open_switch(int(sw))
-                commands.append({"block": b, "switch": int(sw), "ok": ok, "detail": detail,
-                                 "mw": float(order.mw.get(b, 0.0)), "tier": int(order.tier.get(b, 4))})
-            else:
-                ok = True
-                commands.append({"block": b, "switch": int(sw), "ok": None, "detail": "advisory",
-                                 "mw": float(order.mw.get(b, 0.0))})
-            if send and not ok:
-                repl = next((x for x in reserve if x not in used), None)
-                if repl is not None:
-                    reserve.remove(repl)
-                    commands[-1]["replaced_by"] = repl
-                    queue_.insert(0, repl)
-            elif ok and send:
-                self.out.add(b)
-                self.out_info[b] = {"tier": int(order.tier.get(b, 4)), "mw": float(order.mw.get(b, 0.0)),
-                                    "switch": int(sw)}
+            batch, queue_, sends = queue_, [], []
+            for b in batch:
+                used.add(b)
+                sw = order.switch.get(b)
+                if sw is None or pd.isna(sw):
+                    commands.append({"block": b, "switch": None, "ok": False, "detail": "no feeding switch"})
+                elif send:
+                    sends.append((b, int(sw)))
+                    continue
+                else:
+                    commands.append({"block": b, "switch": int(sw), "ok": None, "detail": "advisory",
+                                     "mw": float(order.mw.get(b, 0.0))})
+                    continue
+                if send:
+                    self._replace(commands[-1], reserve, used, queue_)
+            results = self.operate([(sw, False) for _, sw in sends]) if sends else {}
+            for b, sw in sends:
+                r_ = results[sw]
+                cmd = {"block": b, "switch": sw, "ok": r_["ok"], "detail": r_["detail"],
+                       "mw": float(order.mw.get(b, 0.0)), "tier": int(order.tier.get(b, 4))}
+                commands.append(cmd)
+                if r_["ok"] or r_["unconfirmed"]:
+                    # an unconfirmed block may be out: it is restored with the others
+                    self.out.add(b)
+                    self.out_info[b] = {"tier": int(order.tier.get(b, 4)), "mw": float(order.mw.get(b, 0.0)),
+                                        "switch": sw}
+                if not r_["ok"]:
+                    cmd["unconfirmed"] = r_["unconfirmed"]
+                    self._replace(cmd, reserve, used, queue_)
         batteries = {}
         if send and self.bms is not None and "batteries" in table.stages:
             for s_ in stages:
@@ -301,6 +375,15 @@ class Responder:
         self._report(rec.id, body, latency)
         return {"decision": rec.id, "latency_s": latency, **body}
 
+    @staticmethod
+    def _replace(cmd: dict, reserve: list[int], used: set[int], queue_: list[int]) -> None:
+        """A block that could not be opened is replaced by the next unused block of the merit list."""
+        repl = next((x for x in reserve if x not in used), None)
+        if repl is not None:
+            reserve.remove(repl)
+            cmd["replaced_by"] = repl
+            queue_.append(repl)
+
     def _journal(self, row: dict) -> None:
         """One line per response in ``<home>/load/responses.jsonl``: when the reading left the outstation,
         arrived, and when the record was committed (after every command was confirmed)."""
@@ -344,11 +427,8 @@ class Responder:
         self.restoring = None
 
     def close_switch(self, switch: int) -> tuple[bool, str]:
-        pt = self._command_point(switch)
-        pt.value = True
-        t = time.perf_counter()
-        ok = bool(pt.transmit(cause=c104.Cot.ACTIVATION))
-        return ok, f"{'confirmed' if ok else 'refused or timed out'} in {1000 * (time.perf_counter() - t):.0f} ms"
+        r = self.operate([(switch, True)])[switch]
+        return r["ok"], r["detail"]
 
     def restore_step(self, r: Reading) -> dict | None:
         """The next restoration stage when it is due and the frequency allows: close its blocks'
@@ -361,11 +441,16 @@ class Responder:
             return None
         blocks = rs["stages"][rs["k"]]
         results, restored = [], []
+        send = self.mode == "automatic"
+        items = [(int(self.out_info[b]["switch"]), True) for b in blocks
+                 if send and self.out_info.get(b, {}).get("switch") is not None]
+        done = self.operate(items) if items else {}
         for b in blocks:
-            info = self.out_info.get(b, {})
-            sw = info.get("switch")
-            ok, detail = (self.close_switch(int(sw)) if sw is not None and self.mode == "automatic"
-                          else (False, "no switch" if sw is None else f"mode {self.mode}: not sent"))
+            sw = self.out_info.get(b, {}).get("switch")
+            if sw is None or not send:
+                ok, detail = False, "no switch" if sw is None else f"mode {self.mode}: not sent"
+            else:
+                ok, detail = done[int(sw)]["ok"], done[int(sw)]["detail"]
             results.append({"block": b, "switch": sw, "ok": ok, "detail": detail})
             if ok:
                 restored.append(b)
