@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import logging
 import math
 import os
 import threading
@@ -42,6 +43,8 @@ import pyarrow.parquet as pq
 
 from gridpipeline.common import landing as lz
 from gridpipeline.world.weather_service import WeatherService
+
+log = logging.getLogger(__name__)
 
 EPOCH = datetime(2020, 1, 1)
 #: NWP runs are published from this long before a simulated period, so its first instant has a run.
@@ -251,23 +254,20 @@ class ScadaSimulator:
                             np.flatnonzero(m.to_numpy()), float(ramp_minutes)))
 
     def _read_events(self) -> None:
-        import json
+        from gridpipeline.world.events import FRONT_KINDS, read_events
 
-        try:
-            m = self.events_path.stat().st_mtime_ns
-        except (OSError, AttributeError):
+        events, self._events_mtime = read_events(self.events_path, self._events_mtime)
+        if events is None:
             return
-        if m == self._events_mtime:
-            return
-        try:
-            events = json.loads(self.events_path.read_text())
-        except ValueError:
-            return  # half-written: read again at the next window (the mtime is not taken yet)
-        self._events_mtime = m
         self.fronts = []
         for e in events:
-            self.add_front(datetime.fromisoformat(e["start"]), float(e.get("minutes", 60)), float(e.get("depth", 0.6)),
-                           e.get("kind", "pv"), float(e.get("ramp_minutes", 10)))
+            if e.get("kind", "pv") not in FRONT_KINDS:
+                continue  # the outstation's events (world.outstation)
+            try:
+                self.add_front(datetime.fromisoformat(e["start"]), float(e.get("minutes", 60)),
+                               float(e.get("depth", 0.6)), e.get("kind", "pv"), float(e.get("ramp_minutes", 10)))
+            except (KeyError, TypeError, ValueError):
+                log.warning("world: events file entry not understood, skipped: %s", e)
 
     def _fronts(self, times: pd.DatetimeIndex, inj):
         if self.events_path is not None:
