@@ -40,3 +40,24 @@ def shed_profile(times, deficit, shed, greedy, unserved) -> str:
     ax.legend(fontsize=7)
     fig.autofmt_xdate()
     return png_markdown(fig, "shed schedule")
+
+
+def reliability_month(daily_saidi: pd.Series, med_threshold: float | None, by_feeder: pd.DataFrame) -> str:
+    """Left: the month's daily system SAIDI with the major-event-day threshold; right: the
+    month-to-date SAIDI per feeder, so an operator sees which days and feeders drove the figures."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 2.8))
+    x = pd.DatetimeIndex(daily_saidi.index)
+    a1.bar(x, daily_saidi.to_numpy(), width=0.8)
+    if med_threshold is not None:
+        a1.axhline(med_threshold, color="red", linestyle="--", label=f"T_MED {med_threshold:.2f} min")
+        a1.legend(fontsize=7)
+    a1.set_ylabel("SAIDI, min")
+    a1.set_title("Daily system SAIDI (sustained)")
+    a1.tick_params(axis="x", labelrotation=45, labelsize=7)
+    f = by_feeder.sort_values("saidi")
+    a2.barh(f.key.astype(str), f.saidi.to_numpy())
+    a2.set_xlabel("SAIDI month to date, min")
+    a2.set_title("Per feeder")
+    a2.tick_params(axis="y", labelsize=6)
+    fig.tight_layout()
+    return png_markdown(fig, "reliability month")

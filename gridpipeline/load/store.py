@@ -86,3 +86,29 @@ def write_shed(con, decision_id: str, planned_at: datetime, dec, chain: str = "l
         for name in ("t_shed", "t_steps"):
             with contextlib.suppress(Exception):
                 con.unregister(name)
+
+
+RELIABILITY_COLUMNS = ["report_day", "period", "period_start", "without_med", "scope", "key", "customers_served",
+                       "customers_interrupted", "customer_minutes", "momentary_customers", "saifi", "saidi",
+                       "caidi", "maifi", "ens_mwh", "computed_at"]
+
+
+def write_reliability(con, report_day, rows) -> None:
+    """Replace one day's reliability report (``load.reliability``) in one transaction."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS load")
+    con.execute("""CREATE TABLE IF NOT EXISTS load.reliability (
+        report_day DATE, period VARCHAR, period_start DATE, without_med BOOLEAN, scope VARCHAR, key VARCHAR,
+        customers_served BIGINT, customers_interrupted BIGINT, customer_minutes DOUBLE, momentary_customers BIGINT,
+        saifi DOUBLE, saidi DOUBLE, caidi DOUBLE, maifi DOUBLE, ens_mwh DOUBLE, computed_at TIMESTAMP)""")
+    con.execute("BEGIN")
+    try:
+        con.execute("DELETE FROM load.reliability WHERE report_day = ?", [report_day])
+        con.register("t_rel", rows[RELIABILITY_COLUMNS])
+        con.execute("INSERT INTO load.reliability BY NAME SELECT * FROM t_rel")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            con.unregister("t_rel")
