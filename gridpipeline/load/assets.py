@@ -11,6 +11,7 @@ from dagster import (
     AssetKey,
     AssetSpec,
     AutomationCondition,
+    DailyPartitionsDefinition,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -18,7 +19,7 @@ from dagster import (
 )
 from dagster_duckdb import DuckDBResource
 
-from gridpipeline.base.partitions import live_five_minute_partitions
+from gridpipeline.base.partitions import START, live_five_minute_partitions
 from gridpipeline.base.plots import md_table
 from gridpipeline.sources.resources import NetworkModelResource, SettingsResource
 from gridpipeline.store import writer_lock
@@ -164,4 +165,98 @@ critical_responses = AssetSpec(
     "batteries, the table used (or the fallback) and the latency; each is a critical_response ledger record. "
     "Reported as runless events; readings not acted on (bad quality, NaN, spikes) are reported as observations.")
 
-load_assets = [load_priorities, shed_schedule, response_table, critical_responses]
+restoration_plan = AssetSpec(
+    "restoration_plan", group_name=GROUP, deps=["critical_responses"],
+    description="How the critical-event responder restores the blocks an event left out, once the frequency has "
+    "stayed above 49.8 Hz for a minute: stages highest tier first, each stage's pickup (cold-load pickup, 2x the "
+    "pre-outage load) within the margin of the first under-frequency stage, and each stage checked by an AC power "
+    "flow before it is executed (split, or a block held for an operator, when it would create or worsen a voltage "
+    "or loading violation). Each stage is a restoration ledger record, reported here as a runless event.")
+
+
+# today's partition exists (end_offset=1) so the month-to-date figures refresh hourly through the day
+daily_partitions = DailyPartitionsDefinition(start_date=START, timezone="UTC", end_offset=1)
+
+
+@asset(
+    group_name=GROUP,
+    pool="duckdb",
+    partitions_def=daily_partitions,
+    deps=[AssetKey("critical_responses"), AssetKey("restoration_plan"), AssetKey("load_priorities")],
+    automation_condition=AutomationCondition.on_cron("5 * * * *"),
+    check_specs=[AssetCheckSpec("blocks_left_out", asset="reliability_report",
+                                description="Warns when blocks opened by the pipeline have not been restored.")],
+    description="Reliability indices (IEEE 1366) for the day and the month to date, for the system, each class "
+    "and each feeder: SAIFI, SAIDI, CAIDI (sustained interruptions, over 5 minutes), MAIFI (momentary) and "
+    "energy not supplied, counted in customers from the customer registry. Interruptions are the pipeline's own "
+    "switching records in the ledger (critical responses and restorations; a block cuts the blocks fed through "
+    "it). Major event days by the 2.5 beta method over the whole history; the month is reported with and "
+    "without them. Rows in load.reliability; today's partition refreshes hourly, past days can be backfilled.",
+)
+def reliability_report(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
+                       network: NetworkModelResource):
+    import pandas as pd
+
+    from gridpipeline.ledger.store import Ledger
+    from gridpipeline.load.plots import reliability_month
+    from gridpipeline.load.priorities import priorities_for
+    from gridpipeline.load.reliability import (
+        customer_interruptions,
+        interruptions_from_records,
+        loads_table,
+        report,
+        report_rows,
+    )
+    from gridpipeline.load.store import write_reliability
+
+    s = settings.get()
+    net = network.load().net
+    pr = priorities_for(net, s.customers, s.load_policy)
+    day = pd.Timestamp(context.partition_key)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    end = min(now, (day + pd.Timedelta(days=1)).to_pydatetime())
+    led = Ledger(s.ledger)
+    recs = [r for k in ("critical_response", "restoration", "outage", "shed_switching") for r in led.records(kind=k)
+            if pd.Timestamp(r["created_at"]).tz_localize(None) < end]
+    intr = interruptions_from_records(recs, end)
+    loads = loads_table(pr, net)
+    ci = customer_interruptions(intr, loads, pr.blocks.descendants)
+    month_days = pd.date_range(day.to_period("M").start_time, day, freq="D")
+    daily, med, month_all, month_wo = report(ci, loads, month_days)
+    rows = report_rows(day, daily[daily.day == day], month_all, month_wo, now)
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
+        write_reliability(con, day.date(), rows)
+    sysd = daily[(daily.scope == "system") & (daily.day == day)].iloc[0]
+    sysm = month_all[month_all.scope == "system"].iloc[0]
+    sysw = month_wo[month_wo.scope == "system"].iloc[0]
+    daily_saidi = daily[daily.scope == "system"].set_index("day").saidi
+    still_out = intr[intr.still_out] if len(intr) else intr
+    fmt = ["scope", "key", "customers_served", "customers_interrupted", "saifi", "saidi", "caidi", "maifi", "ens_mwh"]
+    yield MaterializeResult(metadata={
+        "day": str(day.date()), "interruptions_today": int((pd.to_datetime(intr.start).dt.normalize() == day).sum())
+        if len(intr) else 0,
+        "saifi_day": round(float(sysd.saifi), 6), "saidi_day_min": round(float(sysd.saidi), 4),
+        "caidi_day_min": None if pd.isna(sysd.caidi) else round(float(sysd.caidi), 2),
+        "maifi_day": round(float(sysd.maifi), 6), "ens_day_mwh": round(float(sysd.ens_mwh), 4),
+        "saidi_month_min": round(float(sysm.saidi), 4), "saifi_month": round(float(sysm.saifi), 6),
+        "saidi_month_without_med_min": round(float(sysw.saidi), 4), "ens_month_mwh": round(float(sysm.ens_mwh), 4),
+        "customers_served": int(sysm.customers_served),
+        "med_threshold_min": None if med.threshold_min is None else round(med.threshold_min, 4),
+        "med_days_used": med.days_used, "med_reliable": med.reliable,
+        "major_event_days": MetadataValue.json([str(pd.Timestamp(d).date()) for d in med.days]),
+        "by_class_month": MetadataValue.md(md_table(month_all[month_all.scope == "class"], fmt)),
+        "by_feeder_month": MetadataValue.md(md_table(month_all[month_all.scope == "feeder"]
+                                                     .sort_values("saidi", ascending=False), fmt, limit=30)),
+        "plot": MetadataValue.md(reliability_month(daily_saidi, med.threshold_min,
+                                                   month_all[month_all.scope == "feeder"])),
+        "blocks_still_out": len(still_out),
+    })
+    yield AssetCheckResult(
+        check_name="blocks_left_out", passed=len(still_out) == 0, severity=AssetCheckSeverity.WARN,
+        metadata={"blocks": MetadataValue.json([int(b) for b in still_out.block_id]) if len(still_out) else "[]"},
+        description=f"{len(still_out)} blocks opened by the pipeline and not restored" if len(still_out)
+        else "every block the pipeline opened has been restored")
+
+
+load_assets = [load_priorities, shed_schedule, response_table, critical_responses, restoration_plan,
+               reliability_report]

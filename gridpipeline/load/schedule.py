@@ -257,6 +257,8 @@ def decide(p: ShedProblem, times: pd.DatetimeIndex, inputs: dict, mode: str, tim
         "dr_called": dr_called or [],
         "blocks": rows,
         "first_step_blocks": [int(b) for b in p.block_ids[shed[:, 0]]] if p.shape[1] else [],
+        # what the switching follows (the responder executes it once automatic or approved)
+        "out_by_step": [[int(b) for b in p.block_ids[shed[:, t]]] for t in range(p.shape[1])],
         "starts": starts,
         "cost_eur": round(r.cost_eur, 2),
         "counterfactual": {"method": "greedy priority order (least critical tier first, largest block first, "
@@ -305,3 +307,31 @@ def from_plan(pr: Priorities, net, substation: pd.DataFrame, renewables: dict[st
             "demand_p50_mw": [round(float(v), 4) for v in sub.demand_p50_mw],
             "policy_sha256": pr.policy_sha256[:12], **(inputs or {})}
     return decide(p, times, info, mode, time_limit_s=time_limit_s)
+
+
+def blocks_due(body: dict, now) -> list[int] | None:
+    """The blocks a shed record's schedule has out at ``now``: None outside its horizon."""
+    h = body.get("horizon") or {}
+    steps = body.get("out_by_step")
+    if not h or steps is None:
+        return None
+    start = pd.Timestamp(h["start"])
+    start = start.tz_convert(None) if start.tzinfo is not None else start
+    k = int((pd.Timestamp(now) - start) // pd.Timedelta(minutes=float(h.get("step_minutes", 5))))
+    if k < 0 or k >= len(steps):
+        return None
+    return [int(b) for b in steps[k]]
+
+
+def schedule_in_force(shed_records: list[dict], states: dict[str, str], now) -> tuple[dict | None, list[int]]:
+    """The shed record whose schedule the field follows at ``now`` and its blocks due: the newest one
+    that may be executed (automatic, or approved by an operator) and whose horizon covers ``now``.
+    ``states``: decision id -> state (``Ledger.status``). (None, []) when none is in force: every block
+    shed by a schedule goes back."""
+    for r in sorted(shed_records, key=lambda x: x["seq"], reverse=True):
+        if states.get(r["id"]) not in ("automatic", "approved"):
+            continue
+        due = blocks_due(r["body"], now)
+        if due is not None:
+            return r, due
+    return None, []

@@ -25,27 +25,36 @@ def ensure_load_schema(con) -> None:
         shed_mw DOUBLE, greedy_shed_mw DOUBLE, unserved_mw DOUBLE, blocks_out INTEGER, chain VARCHAR)""")
 
 
-def write_priorities(con, pr: Priorities, at: datetime) -> None:
-    """Replace the current priorities (one transaction): they describe the network and policy now."""
-    t = pr.table.reset_index()
-    t = t.assign(policy_sha256=pr.policy_sha256, computed_at=at)
-    loads = pr.loads.assign(computed_at=at)
+def replace_rows(con, deletes: list[tuple[str, list]], inserts: list[tuple[str, object]]) -> None:
+    """One transaction: each ``DELETE`` (SQL, params), then each frame inserted by name into its table
+    (``load.x``). Rolled back whole on any error; the frames are unregistered either way."""
+    names = []
     con.execute("BEGIN")
     try:
-        con.execute("DELETE FROM load.block_priorities")
-        con.execute("DELETE FROM load.block_loads")
-        con.register("t_prio", t)
-        con.execute("INSERT INTO load.block_priorities BY NAME SELECT * FROM t_prio")
-        con.register("t_loads", loads)
-        con.execute("INSERT INTO load.block_loads BY NAME SELECT * FROM t_loads")
+        for sql, params in deletes:
+            con.execute(sql, params)
+        for k, (table, frame) in enumerate(inserts):
+            name = f"t_load_{k}"
+            con.register(name, frame)
+            names.append(name)
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
     finally:
-        for name in ("t_prio", "t_loads"):
-            with contextlib.suppress(Exception):  # not registered when the transaction failed early
+        for name in names:
+            with contextlib.suppress(Exception):
                 con.unregister(name)
+
+
+def write_priorities(con, pr: Priorities, at: datetime) -> None:
+    """Replace the current priorities (one transaction): they describe the network and policy now."""
+    t = pr.table.reset_index()
+    t = t.assign(policy_sha256=pr.policy_sha256, computed_at=at)
+    loads = pr.loads.assign(computed_at=at)
+    replace_rows(con, [("DELETE FROM load.block_priorities", []), ("DELETE FROM load.block_loads", [])],
+                 [("load.block_priorities", t), ("load.block_loads", loads)])
 
 
 def write_shed(con, decision_id: str, planned_at: datetime, dec, chain: str = "live",
@@ -67,25 +76,13 @@ def write_shed(con, decision_id: str, planned_at: datetime, dec, chain: str = "l
                           "chain": chain})
     if len(f) and getattr(f.step_ts.dtype, "tz", None) is not None:
         f["step_ts"] = f.step_ts.dt.tz_localize(None)
-    con.execute("BEGIN")
-    try:
-        if replace_where is not None:
-            for t in ("shed_schedule", "shed_steps"):
-                con.execute(f"DELETE FROM load.{t} WHERE chain = ? AND planned_at {replace_where[0]}",
-                            [chain, *replace_where[1]])
-        con.register("t_shed", f[["decision_id", "planned_at", "step_ts", "step", "block_id", "tier", "net_mw",
-                                  "load_mw", "mode", "chain"]])
-        con.execute("INSERT INTO load.shed_schedule BY NAME SELECT * FROM t_shed")
-        con.register("t_steps", steps)
-        con.execute("INSERT INTO load.shed_steps BY NAME SELECT * FROM t_steps")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        for name in ("t_shed", "t_steps"):
-            with contextlib.suppress(Exception):
-                con.unregister(name)
+    deletes = [] if replace_where is None else [
+        (f"DELETE FROM load.{t} WHERE chain = ? AND planned_at {replace_where[0]}", [chain, *replace_where[1]])
+        for t in ("shed_schedule", "shed_steps")]
+    replace_rows(con, deletes, [
+        ("load.shed_schedule", f[["decision_id", "planned_at", "step_ts", "step", "block_id", "tier", "net_mw",
+                                  "load_mw", "mode", "chain"]]),
+        ("load.shed_steps", steps)])
 
 
 RELIABILITY_COLUMNS = ["report_day", "period", "period_start", "without_med", "scope", "key", "customers_served",
@@ -100,15 +97,5 @@ def write_reliability(con, report_day, rows) -> None:
         report_day DATE, period VARCHAR, period_start DATE, without_med BOOLEAN, scope VARCHAR, key VARCHAR,
         customers_served BIGINT, customers_interrupted BIGINT, customer_minutes DOUBLE, momentary_customers BIGINT,
         saifi DOUBLE, saidi DOUBLE, caidi DOUBLE, maifi DOUBLE, ens_mwh DOUBLE, computed_at TIMESTAMP)""")
-    con.execute("BEGIN")
-    try:
-        con.execute("DELETE FROM load.reliability WHERE report_day = ?", [report_day])
-        con.register("t_rel", rows[RELIABILITY_COLUMNS])
-        con.execute("INSERT INTO load.reliability BY NAME SELECT * FROM t_rel")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        with contextlib.suppress(Exception):
-            con.unregister("t_rel")
+    replace_rows(con, [("DELETE FROM load.reliability WHERE report_day = ?", [report_day])],
+                 [("load.reliability", rows[RELIABILITY_COLUMNS])])

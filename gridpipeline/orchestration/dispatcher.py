@@ -284,8 +284,8 @@ class Dispatcher:
                                     {k: str(v) for k, v in limit.items()}})
             if dec is None:
                 return None
-            body = {**dec.body, "commands": "none sent: switching over IEC 104 is not built yet (issue 13); "
-                                            "the schedule is for the operator"}
+            body = {**dec.body, "commands": "the responder switches the blocks of each step over IEC 104 once the "
+                                            "schedule is automatic or approved (shed_switching records)"}
             if dec.mode == "approve":
                 from gridpipeline.ledger.store import approval_deadline
 

@@ -52,17 +52,32 @@ from gridpipeline.load.response import (
     table_blocks,
     table_path,
 )
+from gridpipeline.load.restoration import StageChecker, checked_stage
+from gridpipeline.load.schedule import schedule_in_force
 from gridpipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_MS = 500  # one select-before-operate attempt (loopback p99 ~30 ms; see Responder._operate)
 COMMAND_ATTEMPTS = 3
+LOADED_MW = 1e-3  # a tripped element with more net load than this behind it is 'loaded'
+SHED_POLL_S = 10.0  # how often the shed schedule in force is looked up in the ledger
+SHED_LOOKBACK = timedelta(hours=3)
 STATUS_WAIT_S = 0.6  # the breaker's check-back report after a confirmed command (the outstation steps 0.1 s)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A breaker's spontaneous status report: the field operated it, not this responder."""
+
+    switch: int
+    closed: bool
+    ts: datetime
+    received: float
 
 
 @dataclass
@@ -109,7 +124,19 @@ class Responder:
         self.freq.on_receive(callable=self._on_frequency)
         self.commands: dict[int, object] = {}
         self.station = st
-        self.breaker_seen: dict[int, float] = {}  # switch -> monotonic time of its last status report
+        self.breaker_seen: dict[int, float] = {}
+        self._tripped: dict[int, list[int]] = {}  # switch -> blocks a trip cut, until it closes again
+        from gridpipeline.load.blocks import switchable_blocks
+
+        self.blocks = switchable_blocks(self.net)
+        lb = self.blocks.load_block(self.net)
+        self.block_rated = (self.net.load.p_mw.groupby(lb.to_numpy()).sum()).to_dict()
+        self.checker = StageChecker(self.net, self.blocks, settings.v_min_pu, settings.v_max_pu,
+                                    settings.loading_limit_percent)
+        self.held: list[int] = []  # blocks a restoration stage's power flow held for an operator
+        self.shed_out: dict[int, int] = {}  # block -> switch, opened by a shed schedule and not closed yet
+        self._shed_polled = 0.0
+        self._restore_shed()  # switch -> monotonic time of its last status report
         from gridpipeline.load.blocks import CONTROLLABLE
 
         sw = self.net.switch
@@ -196,11 +223,18 @@ class Responder:
     def _on_status(self, point: c104.Point, previous_info: c104.Information,
                    message: c104.IncomingMessage) -> c104.ResponseState:
         s_ = int(point.io_address) - plan.STATUS
+        was = self.breakers.get(s_)
         self.breakers[s_] = bool(point.value)
         self.breaker_seen[s_] = time.monotonic()
+        if message.cot == c104.Cot.SPONTANEOUS and was is not None and was != bool(point.value):
+            ts = point.info.recorded_at
+            ts = ts.astimezone(UTC).replace(tzinfo=None) if ts is not None and ts.tzinfo else (ts or utcnow())
+            self.queue.put(StatusChange(s_, bool(point.value), ts, time.time()))
         return c104.ResponseState.SUCCESS
 
-    def handle(self, r: Reading) -> dict | None:
+    def handle(self, r: Reading | StatusChange) -> dict | None:
+        if isinstance(r, StatusChange):
+            return self.on_breaker(r)
         self.stats.readings += 1
         res = self.watch.update(r)
         if res.flag:
@@ -223,6 +257,109 @@ class Responder:
         if self.restoring is not None and res.event is None:
             return self.restore_step(r)
         return None
+
+    def on_breaker(self, c: StatusChange) -> dict | None:
+        """A breaker the field operated by itself: a protection trip opens it, a crew closes it again.
+        A trip is an ``outage`` ledger record with the blocks it cut, their load by the response table
+        (a trip on a loaded element is flagged as such) and the customers; closing it again ends the
+        outage. The reliability report counts both."""
+        table, flags = self.table(utcnow())
+        bt = self.blocks.table
+        head = bt.index[bt.feeding_switch == c.switch]
+        blocks = sorted({b for h in head for b in self.blocks.descendants(int(h))})
+        # the table's estimated net load where it has the block (sheddable ones), else the rated load
+        est = table.order.set_index("block_id").mw
+        block_mw = {b: round(float(est.get(b, self.block_rated.get(b, 0.0))), 4) for b in blocks}
+        mw = float(sum(block_mw.values()))
+        if not c.closed:
+            body = {"summary": f"breaker {c.switch} tripped" + (f" on a loaded element: blocks {blocks}, "
+                                                               f"{mw:.3f} MW" if mw > LOADED_MW else
+                                                               " (no load behind it by the response table)"),
+                    "switch": c.switch, "tripped": True, "blocks": blocks, "mw": round(mw, 4),
+                    "block_mw": {str(b): v for b, v in block_mw.items()},
+                    "loaded": mw > LOADED_MW, "at": c.ts.isoformat(timespec="milliseconds"),
+                    "table": {"basis": table.basis, "built_at": table.built_at.isoformat(timespec="seconds")},
+                    "flags": flags}
+            self._tripped[c.switch] = blocks
+        else:
+            body = {"summary": f"breaker {c.switch} closed again by the field: the outage of blocks "
+                               f"{self._tripped.get(c.switch, blocks)} is over", "switch": c.switch, "tripped": False,
+                    "blocks": self._tripped.pop(c.switch, blocks), "at": c.ts.isoformat(timespec="milliseconds")}
+        rec = self.ledger.append("outage", body, mode="advisory", actor="responder")
+        log.warning("responder: %s", body["summary"])
+        if self.report:
+            from dagster import AssetMaterialization, MetadataValue
+
+            try:
+                self.instance.report_runless_asset_event(AssetMaterialization(
+                    asset_key="critical_responses", metadata={
+                        "decision": rec.id, "summary": body["summary"], "switch": c.switch,
+                        "blocks": MetadataValue.json(body["blocks"]), "source": "responder"}))
+            except Exception:  # noqa: BLE001 - recorded already
+                log.exception("responder: reporting to Dagster failed")
+        return {"decision": rec.id, "outage": True, **body}
+
+    # ------------------------------------------------------------------ shed schedules
+    def _restore_shed(self) -> None:
+        """The blocks earlier shed switching left out, so a restart closes them when they are due."""
+        try:
+            recs = self.ledger.records(kind="shed_switching", since=utcnow() - timedelta(days=1))
+        except Exception:  # noqa: BLE001 - as in _restore
+            log.exception("responder: could not read earlier shed switching from the ledger")
+            return
+        for r in sorted(recs, key=lambda x: x["seq"]):
+            for c in r["body"].get("commands", []):
+                if c.get("action") == "open" and (c.get("ok") or c.get("unconfirmed")):
+                    self.shed_out[int(c["block"])] = int(c["switch"])
+                elif c.get("action") == "close" and c.get("ok"):
+                    self.shed_out.pop(int(c["block"]), None)
+
+    def shed_tick(self, now: datetime | None = None) -> dict | None:
+        """Make the field follow the shed schedule in force: the newest shed record that is automatic
+        or approved and covers ``now`` (``load.schedule.schedule_in_force``). Blocks due and not out are
+        opened, blocks it shed that are no longer due are closed; each switching is a ``shed_switching``
+        record referring to the schedule. Blocks a critical response holds are left to it."""
+        now = now or utcnow()
+        since = now - SHED_LOOKBACK
+        recs = self.ledger.records(kind="shed", since=since)
+        if not recs and not self.shed_out:
+            return None
+        approved = {r["ref"] for r in self.ledger.records(kind="approval", since=since)}
+        states = {r["id"]: ("automatic" if r["mode"] == "automatic" else
+                            "approved" if r["id"] in approved else "not approved") for r in recs}
+        rec, due = schedule_in_force(recs, states, now)
+        due = [b for b in due if b not in self.out]
+        feeding = self.blocks.table.feeding_switch
+        to_open = [b for b in due if b not in self.shed_out and b in feeding.index and pd.notna(feeding[b])]
+        to_close = [b for b in self.shed_out if b not in due]
+        if not to_open and not to_close:
+            return None
+        items = [(int(feeding[b]), False) for b in to_open] + [(self.shed_out[b], True) for b in to_close]
+        res = self.operate(items) if self.mode == "automatic" else \
+            {sw: {"ok": False, "unconfirmed": False, "detail": f"mode {self.mode}: not sent"} for sw, _ in items}
+        commands = []
+        est = self.table(now)[0].order.set_index("block_id").mw
+        for b, (sw, closed) in zip(to_open + to_close, items, strict=True):
+            r_ = res[sw]
+            commands.append({"block": b, "switch": sw, "action": "close" if closed else "open", "ok": r_["ok"],
+                             "unconfirmed": r_["unconfirmed"], "detail": r_["detail"],
+                             "mw": round(float(est.get(b, self.block_rated.get(b, 0.0))), 4)})
+            if not closed and (r_["ok"] or r_["unconfirmed"]):
+                self.shed_out[b] = sw
+            elif closed and r_["ok"]:
+                self.shed_out.pop(b, None)
+        opened = [c["block"] for c in commands if c["action"] == "open" and c["ok"]]
+        closed_ = [c["block"] for c in commands if c["action"] == "close" and c["ok"]]
+        failed = [c for c in commands if not c["ok"]]
+        body = {"summary": f"shed schedule {rec['id'] if rec else '(none in force)'}: {len(opened)} blocks opened, "
+                           f"{len(closed_)} closed" + (f", {len(failed)} commands failed" if failed else ""),
+                "schedule": rec["id"] if rec else None, "at": now.isoformat(timespec="seconds"),
+                "due": due, "opened": opened, "closed": closed_, "commands": commands,
+                "still_out": sorted(self.shed_out)}
+        out = self.ledger.append("shed_switching", body, mode="automatic", actor="responder",
+                                 ref=rec["id"] if rec else None)
+        log.info("responder: %s", body["summary"])
+        return {"decision": out.id, "shed_switching": True, **body}
 
     # ------------------------------------------------------------------ acting
     def _command_point(self, switch: int):
@@ -439,7 +576,15 @@ class Responder:
         if r.hz < RESTORE_MIN_HZ:
             rs["next_at"] = time.monotonic() + 1.0
             return None
-        blocks = rs["stages"][rs["k"]]
+        blocks, pf_checks, held = rs["stages"][rs["k"]], [], []
+        try:
+            blocks, later, held, pf_checks = checked_stage(
+                self.checker, set(self.out), blocks,
+                {b: float(self.out_info.get(b, {}).get("mw", 0.0)) for b in blocks}, CLPU_FACTOR)
+            rs["stages"][rs["k"] + 1:rs["k"] + 1] = later
+        except Exception as exc:  # noqa: BLE001 - the margin still limits the stage; say the check failed
+            log.exception("responder: the restoration stage's power flow check failed")
+            pf_checks = [{"blocks": blocks, "ok": None, "violations": [f"check failed: {type(exc).__name__}: {exc}"]}]
         results, restored = [], []
         send = self.mode == "automatic"
         items = [(int(self.out_info[b]["switch"]), True) for b in blocks
@@ -459,8 +604,13 @@ class Responder:
         body = {"summary": f"restoration stage {rs['k'] + 1}/{len(rs['stages'])} after {rs['event']}: "
                            f"{len(restored)} of {len(blocks)} blocks back, pickup up to {pickup:.3f} MW with "
                            f"cold-load pickup at {r.hz:.3f} Hz", "event": rs["event"], "stage": rs["k"] + 1,
-                "commands": results, "restored": restored, "pickup_mw": round(pickup, 4), "hz_before": r.hz}
+                "commands": results, "restored": restored, "pickup_mw": round(pickup, 4), "hz_before": r.hz,
+                "power_flow": pf_checks, "held_for_operator": held}
+        if held:
+            body["summary"] += f"; {len(held)} blocks held for an operator: the power flow shows a violation with them"
+            self.held.extend(held)
         rec = self.ledger.append("restoration", body, mode="automatic", actor="responder", ref=rs["plan"])
+        self._report_restoration(rec.id, body)
         rs["k"] += 1
         self._journal({"decision": rec.id, "event": rs["event"], "restored_stage": rs["k"], "of": len(rs["stages"]),
                        "restored": restored, "committed_at": time.time()})
@@ -484,6 +634,22 @@ class Responder:
                     "shed_mw": body["shed_mw"], "table_basis": body["table"]["basis"],
                     "table_age_seconds": body["table"]["age_s"], "flags": MetadataValue.json(body["flags"]),
                     "commands": MetadataValue.json(body["commands"]), "source": "responder"}))
+        except Exception:  # noqa: BLE001 - recorded and acted already
+            log.exception("responder: reporting to Dagster failed")
+
+    def _report_restoration(self, decision_id: str, body: dict) -> None:
+        if not self.report:
+            return
+        from dagster import AssetMaterialization, MetadataValue
+
+        try:
+            self.instance.report_runless_asset_event(AssetMaterialization(
+                asset_key="restoration_plan", metadata={
+                    "decision": decision_id, "summary": body["summary"], "event": str(body["event"]),
+                    "stage": body["stage"], "restored": MetadataValue.json(body["restored"]),
+                    "pickup_mw": body["pickup_mw"], "frequency_hz": body["hz_before"],
+                    "power_flow": MetadataValue.json(body["power_flow"]),
+                    "held_for_operator": MetadataValue.json(body["held_for_operator"]), "source": "responder"}))
         except Exception:  # noqa: BLE001 - recorded and acted already
             log.exception("responder: reporting to Dagster failed")
 
@@ -537,6 +703,12 @@ class Responder:
         self.start()
         while not self.stop.is_set() and (until is None or utcnow() < until):
             self.keep_open()
+            if time.monotonic() - self._shed_polled >= SHED_POLL_S:
+                self._shed_polled = time.monotonic()
+                try:
+                    self.shed_tick()
+                except Exception:  # noqa: BLE001 - the next poll tries again
+                    log.exception("responder: following the shed schedule failed")
             try:
                 r = self.queue.get(timeout=0.2)
             except queue.Empty:

@@ -21,14 +21,15 @@ Frequency events come from the simulator's events file (``<home>/world/events.js
 cloud fronts use): ``{"kind": "generation_loss", "start": ISO, "share": 0.06, "minutes": 20}`` (a loss
 of 6 % of the area's load in generation for 20 minutes: then the lost unit is back), ``{"kind":
 "frequency_glitch", "start": ISO, "value": "nan" | Hz}`` (one bad reading: invalid quality for NaN, a
-spike otherwise), ``{"kind": "switch_fault", "switch": id}``.
+spike otherwise), ``{"kind": "switch_fault", "switch": id}``, ``{"kind": "breaker_trip", "switch": id,
+"start": ISO, "minutes": 30}`` (a protection trip: the breaker opens by itself and reports it
+spontaneously; a field crew closes it again after ``minutes``).
 
 The model (``world.frequency``) runs on the wall clock in a thread; what it did (frequency, loss,
 local relief, switch operations) goes to the truth store for scoring (``truth_frequency``,
 ``truth_switching``), which the pipeline never reads.
 """
 
-import json
 import logging
 import math
 import threading
@@ -123,9 +124,10 @@ class FieldDynamics:
             off = self.base_energized & ~self._energized
         return float(p[off].sum()), self.battery_discharge_mw() - self.base_battery_mw
 
-    def set_switch(self, switch: int, closed: bool, now: datetime) -> bool:
-        """Operate a switch (a command the outstation received); False if it refuses (faulty)."""
-        if switch not in self.closed or switch in self.faulty:
+    def set_switch(self, switch: int, closed: bool, now: datetime, force: bool = False) -> bool:
+        """Operate a switch (a command the outstation received); False if it refuses (faulty).
+        ``force``: the field itself operates it (a protection trip, a crew closing it)."""
+        if switch not in self.closed or (switch in self.faulty and not force):
             return False
         with self.lock:
             self.closed[switch] = bool(closed)
@@ -199,7 +201,9 @@ class Outstation:
                         for k in net.trafo.index}
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pending_status: list[int] = []
+        self._pending_status: list[tuple[int, object]] = []  # (switch, cause of transmission)
+        self.trips: list[dict] = []
+        self._trip_state: dict[tuple, str] = {}  # (switch, start) -> 'open' | 'closed again'
         self._to_switch: list[tuple[int, bool, datetime]] = []  # commands accepted, not yet applied
         self.sent_frequency = 0
         self._truth_rows: list[tuple] = []
@@ -226,19 +230,40 @@ class Outstation:
 
     # ------------------------------------------------------------------ events
     def _read_events(self) -> None:
-        try:
-            m = self.events_path.stat().st_mtime_ns
-        except (OSError, AttributeError):
+        from gridpipeline.world.events import read_events
+
+        events, self._events_mtime = read_events(self.events_path, self._events_mtime)
+        if events is None:
             return
-        if m == self._events_mtime:
-            return
-        try:
-            events = json.loads(self.events_path.read_text())
-        except ValueError:
-            return  # half-written (its mtime may not change again within the clock's tick): next step
-        self._events_mtime = m
         self.dyn.events = [e for e in events if e.get("kind") in ("generation_loss", "frequency_glitch")]
-        self.dyn.faulty = {int(e["switch"]) for e in events if e.get("kind") == "switch_fault"}
+        self.dyn.faulty = {int(e["switch"]) for e in events if e.get("kind") == "switch_fault" and "switch" in e}
+        self.trips = [e for e in events if e.get("kind") == "breaker_trip"]
+
+    def _trip(self, now: datetime) -> None:
+        """Protection trips from the events file: open at ``start``, closed by a crew ``minutes`` later;
+        each reported spontaneously and recorded in the truth store."""
+        for e in self.trips:
+            try:
+                sw, start = int(e["switch"]), pd.Timestamp(e["start"]).tz_localize(None).to_pydatetime()
+            except (KeyError, ValueError, TypeError):
+                continue
+            if sw not in self.dyn.closed:
+                continue
+            key = (sw, start)
+            state = self._trip_state.get(key)
+            back = start + timedelta(minutes=float(e.get("minutes", 30.0)))
+            if state is None and start <= now < back:
+                self.dyn.set_switch(sw, False, now, force=True)
+                self._trip_state[key] = "open"
+                self._switch_rows.append((now, sw, False, "trip"))
+                self._pending_status.append((sw, self.c104.Cot.SPONTANEOUS))
+                log.info("outstation: breaker %s tripped", sw)
+            elif state == "open" and now >= back:
+                self.dyn.set_switch(sw, True, now, force=True)
+                self._trip_state[key] = "closed again"
+                self._switch_rows.append((now, sw, True, "closed by the field crew"))
+                self._pending_status.append((sw, self.c104.Cot.SPONTANEOUS))
+                log.info("outstation: breaker %s closed again by the field crew", sw)
 
     # ------------------------------------------------------------------ the loop
     def _transmit_float(self, point, value: float, quality=None) -> None:
@@ -257,7 +282,8 @@ class Outstation:
             while self._to_switch:
                 sw, closed, at = self._to_switch.pop(0)
                 if self.dyn.set_switch(sw, closed, at):
-                    self._pending_status.append(sw)
+                    self._pending_status.append((sw, c104.Cot.RETURN_INFO_REMOTE))
+            self._trip(now)
             f = self.dyn.step(now, STEP_S)
             mono = time.monotonic()
             glitch = self.dyn.glitch(now, timedelta(seconds=STEP_S))
@@ -272,10 +298,10 @@ class Outstation:
                 last_f, last_sent = f, mono
                 self.sent_frequency += 1
             while self._pending_status:
-                s = self._pending_status.pop(0)
+                s, cause = self._pending_status.pop(0)
                 p = self.status[s]
                 p.info = c104.SingleInfo(on=self.dyn.closed[s], recorded_at=datetime.now(UTC))
-                p.transmit(cause=c104.Cot.RETURN_INFO_REMOTE)
+                p.transmit(cause=cause)
             self._truth_rows.append((now, f, self.dyn.last["loss_mw"], self.dyn.last["shed_mw"],
                                      self.dyn.last["battery_mw"]))
             if mono - last_slow >= 1.0:

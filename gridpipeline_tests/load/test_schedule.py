@@ -132,3 +132,20 @@ def test_import_limit_instructions_apply_over_their_steps_and_end():
         import_limit_record(None, 30, "ana", "")
     with pytest.raises(ValueError, match="operator name"):
         import_limit_record(1.0, 30, " ", "")
+
+
+def test_the_schedule_in_force_is_the_newest_executable_one_covering_now():
+    from gridpipeline.load.schedule import blocks_due, schedule_in_force
+
+    t0 = pd.Timestamp("2026-11-03 10:00")
+    def rec(seq, start, steps):
+        return {"seq": seq, "id": f"s{seq}", "body": {"horizon": {"start": str(start), "steps": len(steps),
+                                                                  "step_minutes": 5}, "out_by_step": steps}}
+    old, new = rec(1, t0, [[1], [1, 2], [2]]), rec(2, t0 + pd.Timedelta(minutes=5), [[3], [3]])
+    assert blocks_due(old["body"], t0 + pd.Timedelta(minutes=7)) == [1, 2]
+    assert blocks_due(old["body"], t0 + pd.Timedelta(minutes=15)) is None  # past its horizon
+    now = t0 + pd.Timedelta(minutes=7)
+    assert schedule_in_force([old, new], {"s1": "approved", "s2": "automatic"}, now) == (new, [3])
+    # the newest is still waiting for approval: the older approved one stays in force
+    assert schedule_in_force([old, new], {"s1": "approved", "s2": "pending"}, now) == (old, [1, 2])
+    assert schedule_in_force([old, new], {"s1": "rejected", "s2": "pending"}, now) == (None, [])

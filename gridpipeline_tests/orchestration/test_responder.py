@@ -203,3 +203,94 @@ def test_after_the_event_the_blocks_are_restored_in_stages_highest_tier_first(fi
         assert a["pickup_mw"] <= margin + 1e-6 or len(a["restored"]) == 1
         assert a["hz_before"] >= 49.9
     resp.client.stop()
+    # the interruptions and customer minutes from the ledger agree with the field's record of the switching
+    from gridpipeline.load.reliability import (
+        customer_interruptions,
+        indices,
+        interruptions_from_records,
+        interruptions_from_switching,
+        loads_table,
+    )
+
+    time.sleep(1.5)  # the outstation writes its switching record each second
+    now = _now()
+    recs = led.records(kind="critical_response") + led.records(kind="restoration")
+    ours = interruptions_from_records(recs, now).set_index("block_id").sort_index()
+    sw = sim._truth_con().cursor().execute(
+        "SELECT ts, switch_id, closed FROM truth_switching WHERE result = 'accepted'").df()
+    pr = priorities_for(sim.world.net, s.customers, s.load_policy)
+    feeding = pr.blocks.table.feeding_switch.dropna()
+    truth = interruptions_from_switching(sw, pd.Series(feeding.index, index=feeding.astype(int)), now)
+    truth = truth.set_index("block_id").sort_index()
+    assert list(ours.index) == list(truth.index) and not ours.still_out.any()
+    dur = lambda f: (f.end - f.start).dt.total_seconds()  # noqa: E731
+    assert (abs(dur(ours) - dur(truth)) < 1.0).all()  # the record is committed right after the switching
+    loads = loads_table(pr, sim.world.net)
+    cm = [indices(customer_interruptions(f.reset_index(), loads, pr.blocks.descendants), loads, sustained_min=0)
+          .set_index("scope").loc["system"].customer_minutes for f in (ours, truth)]
+    assert cm[0] == pytest.approx(cm[1], rel=0.1, abs=0.5)
+
+
+def test_a_breaker_trip_is_recorded_as_an_outage_and_its_end_when_the_crew_closes_it(field):
+    from gridpipeline.load.reliability import interruptions_from_records
+
+    sim, out, port = field
+    s = get_settings()
+    resp = _responder(port=port)
+    resp.start()
+    assert resp.wait_connected()
+    table, _ = resp.table(_now())
+    first = table.order.iloc[0]
+    sw = int(first.switch)
+    time.sleep(0.5)  # the interrogation brings the breakers' present states
+    _events([{"kind": "breaker_trip", "switch": sw, "start": _now().isoformat(), "minutes": 0.05}])
+    got = _run_until(resp, lambda a: sum(1 for x in a if x.get("outage")) >= 2, 20.0)
+    trip, back = [x for x in got if x.get("outage")][:2]
+    assert trip["tripped"] and trip["switch"] == sw and int(first.block_id) in trip["blocks"]
+    assert trip["loaded"] == (trip["mw"] > 1e-3) and "tripped" in trip["summary"]
+    assert not back["tripped"] and back["blocks"] == trip["blocks"]
+    assert not resp.out  # the responder opened nothing: the field did
+    led = Ledger(s.ledger)
+    recs = led.records(kind="outage")
+    assert len(recs) == 2 and led.verify().ok
+    intr = interruptions_from_records(recs, _now())
+    assert set(intr.block_id) == set(trip["blocks"]) and not intr.still_out.any()
+    secs = (intr.end - intr.start).dt.total_seconds()
+    assert (abs(secs - 3.0) < 1.0).all()  # 0.05 minutes in the field
+    resp.client.stop()
+
+
+def test_an_approved_shed_schedule_is_switched_step_by_step_and_ends_with_its_blocks_back(field):
+    sim, out, port = field
+    s = get_settings()
+    resp = _responder(port=port)
+    resp.start()
+    assert resp.wait_connected()
+    table, _ = resp.table(_now())
+    b1, b2 = (int(b) for b in table.order.block_id.iloc[:2])
+    sw1 = int(table.order.set_index("block_id").switch[b1])
+    led = Ledger(s.ledger)
+    start = pd.Timestamp(_now()) - pd.Timedelta(minutes=1)  # step 0 covers the next four minutes
+    body = {"summary": "test schedule", "horizon": {"start": str(start), "steps": 3, "step_minutes": 5},
+            "out_by_step": [[b1], [b1, b2], []]}
+    pending = led.append("shed", body, mode="approve", actor="dispatcher")
+    assert resp.shed_tick() is None  # waiting for approval: nothing is switched
+    led.approve(pending.id, "ana")
+    done = resp.shed_tick()
+    assert done["opened"] == [b1] and done["schedule"] == pending.id and resp.shed_out == {b1: sw1}
+    t0 = time.monotonic()
+    while out.dyn.closed[sw1] and time.monotonic() - t0 < 2.0:
+        time.sleep(0.05)
+    assert out.dyn.closed[sw1] is False  # the world obeyed
+    assert resp.shed_tick() is None  # nothing new due
+    # a restart knows what the schedule left out
+    again = _responder(port=port)
+    assert again.shed_out == {b1: sw1}
+    # the next step's blocks, then the end of the schedule: every block back
+    nxt = resp.shed_tick(start.to_pydatetime() + timedelta(minutes=6))
+    assert nxt["opened"] == [b2]
+    end = resp.shed_tick(start.to_pydatetime() + timedelta(minutes=16))
+    assert sorted(end["closed"]) == sorted([b1, b2]) and not resp.shed_out
+    kinds = [r["kind"] for r in led.records()]
+    assert kinds.count("shed_switching") == 3 and led.verify().ok
+    resp.client.stop()
