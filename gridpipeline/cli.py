@@ -59,6 +59,7 @@ def _add_domain_apps() -> None:
         s = _settings()
         ensure_dagster_home(s)
         worker = Dispatcher(s, DagsterInstance.get() if report else None, report=report)
+        worker.vtn = _start_vtn(worker, s)
         worker.install_signal_handlers()
         until = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(minutes=minutes) if minutes else None
         typer.echo(f"dispatcher: {len(worker.fleet)} batteries, {len(worker.gens)} curtailable generators, mode "
@@ -198,6 +199,26 @@ def ensure_dagster_home(settings: Settings) -> Path:
     return home
 
 
+def _start_vtn(worker, s: Settings):
+    """The OpenADR VTN for the dispatcher, with the VENs the load policy knows; None (logged) when the
+    policy is rejected or the port is taken: the dispatch goes on without demand response."""
+    from gridpipeline.load.dr import aggregator_ven, ven_id
+    from gridpipeline.orchestration.vtn import Vtn
+
+    pr = worker.priorities()
+    if pr is None:
+        return None
+    pol = pr.policy
+    known = {ven_id(c) for c in pol.contracts} | {aggregator_ven(c) for c in pol.demand_response.get("price_responsive") or {}}
+    try:
+        vtn = Vtn(known, s.field_host, s.openadr_port).start()
+    except RuntimeError as exc:
+        typer.echo(f"dispatcher: no demand response: {exc}", err=True)
+        return None
+    typer.echo(f"dispatcher: OpenADR 2.0b VTN on {s.field_host}:{s.openadr_port} for {len(known)} VENs", err=True)
+    return vtn
+
+
 def _load_sim(settings: Settings, world_name: str, sensors: int | None, faults: str, seed: int,
               export_interval: int, truth: bool):
     from gridpipeline.telemetry.registry import PlacementPolicy, build_registry
@@ -249,6 +270,18 @@ def simulate(
             typer.echo(f"field: IEC 104 outstation on {s.field_host}:{s.iec104_port} "
                        f"({len(outstation.commands)} switches, frequency of a {outstation.dyn.area.load_mw:,.0f} MW "
                        f"area, local share {outstation.dyn.model.share:.2e})")
+            from gridpipeline.orchestration.vtn import url as vtn_url
+            from gridpipeline.world.events import read_events
+            from gridpipeline.world.ven import ven_field_for
+
+            events, _ = read_events(s.home / "world" / "events.json", None)
+            silent = {e.get("ven") for e in events or [] if e.get("kind") == "ven_silent"}
+            sim.vens = ven_field_for(sim.world, s.load_policy, s.customers, seed=seed, silent=silent)
+            if sim.vens is not None:
+                sim.vens.start(vtn_url(s.field_host, s.openadr_port))
+                sim.gateways.append(sim.vens)  # stopped with the field
+                typer.echo(f"field: {len(sim.vens.ven_ids)} OpenADR VENs for the VTN on {s.field_host}:{s.openadr_port}"
+                           + (f" ({len(silent)} silent)" if silent else ""))
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             try:

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
                                                 "restoration stages (each waits for 49.9 Hz and stays within the margin).")
     iec104_port: int = Field(default=2404, ge=1, le=65535, description="TCP port of the field's IEC 60870-5-104 "
                              "outstation on field_host (frequency, breaker status, loading; switch commands).")
+    openadr_port: int = Field(default=18080, ge=1, le=65535, description="TCP port of the utility's OpenADR 2.0b "
+                              "VTN (run by the live dispatcher on field_host); the world's VENs register there.")
     field_port: int = Field(default=15020, ge=1, le=65000, description="First Modbus TCP port of the field gateways: "
                             "battery gateway g on field_port+g, inverter gateway g on field_port+50+g (common/field_map.py).")
     n2_contingencies: str = Field(default="", description="Extra N-2 cases for n1_contingency, e.g. "

@@ -1,5 +1,5 @@
-"""The load-management stage in Dagster: priorities now; demand response, shedding, the critical-event
-responder's table and restoration follow (issue 13)."""
+"""The load-management stage in Dagster: priorities, demand response, shed schedules, the critical-event
+responder's table and what it did, restoration and reliability (issue 13)."""
 
 from datetime import UTC, datetime
 
@@ -83,7 +83,7 @@ def load_priorities(context: AssetExecutionContext, duckdb: DuckDBResource, sett
 
 
 shed_schedule = AssetSpec(
-    "shed_schedule", group_name=GROUP, deps=["dispatch_plan", "load_priorities"],
+    "shed_schedule", group_name=GROUP, deps=["dispatch_plan", "load_priorities", "dr_events"],
     partitions_def=live_five_minute_partitions,
     description="Which switchable blocks to shed at each 5-minute step of the next two hours, when the dispatch "
     "plan leaves net load above the import limit (an import limit instruction: `gridpipeline load import-limit`): "
@@ -92,6 +92,79 @@ shed_schedule = AssetSpec(
     "Computed by the live dispatcher after the plan (runless events), recorded in the decision ledger (kind "
     "`shed`, with the deficit, the blocks and their cost, and the greedy priority order's cost), and written to "
     "load.shed_schedule and load.shed_steps.")
+
+@asset(
+    group_name=GROUP,
+    pool="duckdb",
+    deps=[AssetKey("dispatch_plan"), AssetKey("load_priorities")],
+    automation_condition=(AutomationCondition.missing() | AutomationCondition.cron_tick_passed("*/15 * * * *"))
+    & ~AutomationCondition.in_progress(),
+    check_specs=[AssetCheckSpec("dr_delivered", asset="dr_events",
+                                description="Warns when a customer who opted in delivered under half of what the "
+                                "plan counted on, or a VEN did not answer; warns without measured events.")],
+    description="Demand-response events over OpenADR 2.0b: who the live dispatcher called before any involuntary "
+    "shed (interruptible contracts, cheapest first, where the notice allows; ledger kind `dr_event`), who opted in "
+    "or out or never answered (`dr_response`), and, once an event has ended, the reduction delivered against a "
+    "baseline from the customer's own telemetry: high 5 of 10 prior weekdays with a same-day adjustment when ten "
+    "are there, else the hour before (NAESB meter before); with the payment it earns. Rows in load.dr_events; "
+    "every 15 minutes.",
+)
+def dr_events(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource):
+    import pandas as pd
+
+    from gridpipeline.ledger.store import Ledger
+    from gridpipeline.load.dr import event_rows
+    from gridpipeline.load.store import ensure_load_schema, write_dr_events
+
+    s = settings.get()
+    led = Ledger(s.ledger)
+    evs, resp = led.records(kind="dr_event"), led.records(kind="dr_response")
+    now = datetime.now(UTC).replace(tzinfo=None)
+    loads = sorted({int(c["load_id"]) for r in evs for c in r["body"].get("calls", [])})
+    readings = pd.DataFrame(columns=["load_id", "ts", "mw"])
+    if loads:
+        first = min(pd.Timestamp(c["start"]) for r in evs for c in r["body"].get("calls", [])) - pd.Timedelta(days=30)
+        with writer_lock(s.db_path), duckdb.get_connection() as con:  # a short read
+            try:
+                readings = con.execute(
+                    "SELECT s.element_id AS load_id, r.ts, avg(r.value) AS mw FROM telemetry.raw_readings r "
+                    "JOIN telemetry.sensors s USING (sensor_id) WHERE s.kind = 'p_inj' AND s.element_type = 'load' "
+                    "AND list_contains(?, s.element_id) AND r.ts >= ? GROUP BY ALL", [loads, first.to_pydatetime()]).df()
+            except Exception as exc:  # noqa: BLE001 - no telemetry yet: the events are listed, not measured
+                context.log.warning(f"telemetry not readable ({exc}); events not measured")
+    rows = event_rows(evs, resp, readings, now)
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
+        ensure_load_schema(con)
+        write_dr_events(con, rows.assign(computed_at=now))
+    measured = rows[rows.status == "measured"]
+    opted_in = rows[rows.opt == "optIn"]
+    short = measured[(measured.opt == "optIn") & (measured.delivered_mw < 0.5 * measured.expected_mw)]
+    silent = rows[rows.opt == "no answer"]
+    show = ["start", "ven_id", "contract", "opt", "status", "mw", "expected_mw", "baseline", "baseline_mw",
+            "measured_mw", "delivered_mw", "payment_eur"]
+    yield MaterializeResult(metadata={
+        "calls": len(rows), "opted_in": len(opted_in), "opted_out": int((rows.opt == "optOut").sum()),
+        "no_answer": len(silent), "pending": int((rows.opt == "pending").sum()), "measured": len(measured),
+        "contracted_mw_called": round(float(rows.mw.sum()), 4) if len(rows) else 0.0,
+        "expected_mw_opted_in": round(float(opted_in.expected_mw.sum()), 4) if len(opted_in) else 0.0,
+        "delivered_mw_measured": round(float(measured.delivered_mw.sum()), 4) if len(measured) else 0.0,
+        "delivered_vs_expected": round(float(measured.delivered_mw.sum() / measured.expected_mw.sum()), 3)
+        if len(measured) and measured.expected_mw.sum() > 0 else None,
+        "payments_eur": round(float(rows.payment_eur.sum()), 2) if len(rows) else 0.0,
+        "price_events": len(led.records(kind="dr_price")),
+        "events": MetadataValue.md(md_table(rows.sort_values("start", ascending=False), show, limit=30)
+                                   if len(rows) else "no demand-response events yet"),
+    })
+    if not len(measured) and not len(silent):
+        yield AssetCheckResult(check_name="dr_delivered", passed=False, severity=AssetCheckSeverity.WARN,
+                               description="no measured demand-response event yet", metadata={"calls": len(rows)})
+    else:
+        yield AssetCheckResult(
+            check_name="dr_delivered", passed=short.empty and silent.empty, severity=AssetCheckSeverity.WARN,
+            description=f"{len(short)} under-delivered, {len(silent)} without an answer, of {len(rows)} calls",
+            metadata={"under_delivered": MetadataValue.json(short.event_id.tolist()),
+                      "no_answer": MetadataValue.json(silent.ven_id.tolist())})
+
 
 @asset(
     group_name=GROUP,
@@ -258,5 +331,5 @@ def reliability_report(context: AssetExecutionContext, duckdb: DuckDBResource, s
         else "every block the pipeline opened has been restored")
 
 
-load_assets = [load_priorities, shed_schedule, response_table, critical_responses, restoration_plan,
+load_assets = [load_priorities, dr_events, shed_schedule, response_table, critical_responses, restoration_plan,
                reliability_report]

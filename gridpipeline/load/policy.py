@@ -64,6 +64,8 @@ class Policy:
     source: str = "<dict>"
     notes: dict = field(default_factory=dict)
     rotation: Rotation = field(default_factory=Rotation)
+    #: demand response (``load.dr``): expected_delivery, answer_timeout_min, tou_eur_mwh, price_responsive
+    demand_response: dict = field(default_factory=dict)
 
     def contract_of(self) -> dict[int, Contract]:
         return {c.load_id: c for c in self.contracts}
@@ -144,7 +146,42 @@ def parse_policy(doc: dict, source: str = "<dict>") -> Policy:
                           f"({rotation.max_outage_min})")
     return Policy(tiers=tiers, tier_names=dict(sorted(names.items())), protected_classes=pclasses,
                   protected_loads=ploads, contracts=tuple(contracts), voll_eur_mwh=voll, source=source,
-                  notes=dict(doc.get("notes") or {}), rotation=rotation)
+                  notes=dict(doc.get("notes") or {}), rotation=rotation,
+                  demand_response=_demand_response(doc.get("demand_response") or {}))
+
+
+DR_DEFAULTS = {"expected_delivery": 0.8, "answer_timeout_min": 5.0, "tou_eur_mwh": {"0": 150.0},
+               "price_responsive": {}}
+
+
+def _demand_response(d: dict) -> dict:
+    """The ``demand_response`` section with its defaults, checked."""
+    if not isinstance(d, dict):
+        raise PolicyError("demand_response: a mapping of expected_delivery, answer_timeout_min, tou_eur_mwh, "
+                          "price_responsive")
+    out = {**DR_DEFAULTS, **d}
+    e = _num("demand_response", out, "expected_delivery")
+    if not 0 < e <= 1:
+        raise PolicyError(f"demand_response: 'expected_delivery' is a share in (0, 1], got {e}")
+    _num("demand_response", out, "answer_timeout_min", float, 0.5)
+    tou = out["tou_eur_mwh"]
+    if not isinstance(tou, dict) or not tou:
+        raise PolicyError("demand_response.tou_eur_mwh: a mapping of the hour a price starts (0-23) to EUR/MWh")
+    for h, v in tou.items():
+        if not str(h).isdigit() or not 0 <= int(h) <= 23:
+            raise PolicyError(f"demand_response.tou_eur_mwh: hour {h!r} is not 0-23")
+        _num(f"demand_response.tou_eur_mwh.{h}", {"v": v}, "v", float, -1e6)
+    for c, r in (out["price_responsive"] or {}).items():
+        entry = f"demand_response.price_responsive.{c}"
+        if c not in CLASSES:
+            raise PolicyError(f"{entry}: unknown class {c!r} (known: {', '.join(CLASSES)})")
+        if not isinstance(r, dict):
+            raise PolicyError(f"{entry}: a mapping of share and elasticity")
+        if not 0 <= _num(entry, r, "share") <= 1:
+            raise PolicyError(f"{entry}: 'share' is a share of the class's load in [0, 1]")
+        if _num(entry, r, "elasticity", float, -5.0) > 0:
+            raise PolicyError(f"{entry}: 'elasticity' is a price elasticity of demand, at most 0")
+    return out
 
 
 def read_policy(path: str | Path) -> Policy:

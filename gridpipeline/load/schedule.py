@@ -281,11 +281,13 @@ def decide(p: ShedProblem, times: pd.DatetimeIndex, inputs: dict, mode: str, tim
 
 def from_plan(pr: Priorities, net, substation: pd.DataFrame, renewables: dict[str, pd.DataFrame],
               import_limit_mw: float | np.ndarray, history: ShedHistory | None = None, mode: str = "approve",
-              horizon_steps: int = HORIZON_STEPS, inputs: dict | None = None, time_limit_s: float = 20.0
-              ) -> ShedDecision | None:
+              horizon_steps: int = HORIZON_STEPS, inputs: dict | None = None, time_limit_s: float = 20.0,
+              demand_response=None) -> ShedDecision | None:
     """The shed decision for a dispatch plan (its ``substation`` frame and ``renewables`` forecasts,
     on the plan's steps), or ``None`` when the plan stays within ``import_limit_mw`` over the shed
-    horizon."""
+    horizon. ``demand_response``: called with the deficit (MW per step start) before the shed is
+    solved; returns (the deficit it leaves, the calls made), so DR is called first wherever its
+    notice allows and the schedule sheds only what is left."""
     order = substation.step.to_numpy().argsort(kind="stable")[:horizon_steps]
     sub = substation.iloc[order].reset_index(drop=True)
     lim = np.asarray(import_limit_mw, float)
@@ -294,6 +296,12 @@ def from_plan(pr: Priorities, net, substation: pd.DataFrame, renewables: dict[st
     if not (deficit > 0).any():
         return None
     times = pd.DatetimeIndex(sub.step_ts)
+    before_dr, dr_called = deficit.copy(), []
+    if demand_response is not None:
+        left, dr_called = demand_response(pd.Series(deficit, index=times))
+        deficit = np.asarray(left, float)
+        if not (deficit > MIN_DEFICIT_MW).any():
+            return None
     T = len(sub)
     dt_h = (times[1] - times[0]).total_seconds() / 3600 if T > 1 else 5 / 60
     factor = {}
@@ -306,7 +314,9 @@ def from_plan(pr: Priorities, net, substation: pd.DataFrame, renewables: dict[st
             "fleet_mw": [round(float(v), 4) for v in sub.battery_mw],
             "demand_p50_mw": [round(float(v), 4) for v in sub.demand_p50_mw],
             "policy_sha256": pr.policy_sha256[:12], **(inputs or {})}
-    return decide(p, times, info, mode, time_limit_s=time_limit_s)
+    if demand_response is not None:
+        info["deficit_before_dr_mw"] = [round(float(v), 4) for v in before_dr]
+    return decide(p, times, info, mode, time_limit_s=time_limit_s, dr_called=dr_called)
 
 
 def blocks_due(body: dict, now) -> list[int] | None:

@@ -25,6 +25,19 @@ def ensure_load_schema(con) -> None:
         shed_mw DOUBLE, greedy_shed_mw DOUBLE, unserved_mw DOUBLE, blocks_out INTEGER, chain VARCHAR)""")
 
 
+def write_dr_events(con, frame) -> None:
+    """The events table (``load.dr_events``): the rows of the events in ``frame`` replace theirs."""
+    con.execute("""CREATE TABLE IF NOT EXISTS load.dr_events (
+        event_id VARCHAR, decision_id VARCHAR, called_at TIMESTAMP, ven_id VARCHAR, contract VARCHAR,
+        load_id BIGINT, start TIMESTAMP, "end" TIMESTAMP, mw DOUBLE, expected_mw DOUBLE,
+        compensation_eur_mwh DOUBLE, opt VARCHAR, answered_at TIMESTAMP, flag VARCHAR, status VARCHAR,
+        baseline VARCHAR, baseline_mw DOUBLE, measured_mw DOUBLE, delivered_mw DOUBLE, delivered_share DOUBLE,
+        delivered_mwh DOUBLE, payment_eur DOUBLE, computed_at TIMESTAMP)""")
+    ids = [str(e) for e in frame.event_id] if len(frame) else []
+    replace_rows(con, [("DELETE FROM load.dr_events WHERE list_contains(?, event_id)", [ids])] if ids else [],
+                 [("load.dr_events", frame)] if len(frame) else [])
+
+
 def replace_rows(con, deletes: list[tuple[str, list]], inserts: list[tuple[str, object]]) -> None:
     """One transaction: each ``DELETE`` (SQL, params), then each frame inserted by name into its table
     (``load.x``). Rolled back whole on any error; the frames are unregistered either way."""

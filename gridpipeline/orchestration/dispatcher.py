@@ -88,7 +88,7 @@ class DispatchStats:
 class Dispatcher:
     """See the module docstring. ``client``: a ``sources.bms.BmsClient`` (default: the field's plan)."""
 
-    def __init__(self, settings: Settings, instance=None, report: bool = True, client=None):
+    def __init__(self, settings: Settings, instance=None, report: bool = True, client=None, vtn=None):
         from gridpipeline.ledger.store import Ledger
         from gridpipeline.sources.network import load_network_model
 
@@ -130,6 +130,10 @@ class Dispatcher:
         self.executed: set[str] = set()
         self.stats = DispatchStats()
         self.stop = threading.Event()
+        #: the OpenADR VTN (orchestration.vtn.Vtn, started by the caller); None: no demand response
+        self.vtn = vtn
+        self.dr_events: dict[str, str] = {}  # event id -> the dr_event decision that called it
+        self.tou_days: set = set()
         with connect(settings.live_db_path) as con:
             con.execute(OPS_DDL)
 
@@ -281,7 +285,8 @@ class Dispatcher:
             dec = from_plan(pr, self.net, run.tables["substation"], run.p.renewables, run.p.import_max_mw,
                             history_from_ledger(self.ledger, now), mode=self.s.mode_for("shed", "approve"),
                             inputs={"plan": plan_id, "import_instruction": None if limit is None else
-                                    {k: str(v) for k, v in limit.items()}})
+                                    {k: str(v) for k, v in limit.items()}},
+                            demand_response=lambda d: self.call_dr(now, d, pr.policy, plan_id))
             if dec is None:
                 return None
             body = {**dec.body, "commands": "the responder switches the blocks of each step over IEC 104 once the "
@@ -299,6 +304,92 @@ class Dispatcher:
         except Exception:
             log.exception("dispatcher: the shed schedule for plan %s failed", plan_id)
             return None
+
+    # ------------------------------------------------------------------ demand response
+    def dr_history(self, now: datetime):
+        from gridpipeline.load.dr import history_from_records
+
+        return history_from_records(self.ledger.records(kind="dr_event"), self.ledger.records(kind="dr_response"), now)
+
+    def call_dr(self, now: datetime, deficit: pd.Series, policy, plan_id: str) -> tuple[np.ndarray, list]:
+        """Demand response for ``deficit`` before any shed: the calls (load.dr.choose_calls) offered
+        over OpenADR and recorded (kind ``dr_event``, referring to the plan). Returns (the deficit
+        left for the shed schedule, the calls as records). Without a VTN, or in a mode other than
+        automatic, nothing is sent and nothing is counted on (advisory calls are recorded)."""
+        from gridpipeline.load.dr import choose_calls
+
+        dr = policy.demand_response
+        hist = self.dr_history(now)
+        calls, left, skipped = choose_calls(deficit, policy, hist, now, expected_delivery=dr["expected_delivery"])
+        mode = self.s.mode_for("dr", "automatic")
+        if not calls:
+            return left.to_numpy(), []
+        sent = self.vtn is not None and mode == "automatic"
+        body = {"summary": f"{len(calls)} interruptible contracts called for up to {float(deficit.max()):.3f} MW; "
+                           f"{sum(c.expected_mw for c in calls):.3f} MW expected"
+                           + ("" if sent else " (not sent: " + ("no VTN" if self.vtn is None else f"mode {mode}") + ")"),
+                "deficit_mw": [round(float(v), 4) for v in deficit],
+                "deficit_after_dr_mw": [round(float(v), 4) for v in left],
+                "steps": [str(t) for t in deficit.index],
+                "calls": [c.record() for c in calls], "not_called": skipped,
+                "in_force_before": [{k: str(v) for k, v in e.items()} for e in hist.events
+                                    if e["opt"] in ("optIn", "pending") and e["end"] > now],
+                "expected_delivery": dr["expected_delivery"],
+                "order": "cheapest compensation first; only where the notice allows; the shed schedule covers the rest",
+                "sent": sent}
+        rec = self.ledger.append("dr_event", body, mode=mode if sent or mode != "automatic" else "advisory",
+                                 actor="dispatcher", ref=plan_id)
+        if not sent:
+            return deficit.to_numpy(), []
+        try:
+            self.vtn.call(calls)
+        except Exception as exc:  # the VTN is down: nothing was offered, so nothing is counted on
+            log.exception("dispatcher: offering DR events failed")
+            self.ledger.append("dr_response", {"event_id": None, "decision": rec.id, "opt": "not sent",
+                                               "error": str(exc)}, mode="advisory", actor="dispatcher", ref=rec.id)
+            return deficit.to_numpy(), []
+        for c in calls:
+            self.dr_events[c.event_id] = rec.id
+        return left.to_numpy(), [{"decision": rec.id, **c.record()} for c in calls]
+
+    def dr_tick(self, now: datetime) -> None:
+        """Record the VENs' answers (and the ones that did not answer), and publish the day's
+        time-of-use tariff to the aggregators once per day (today's at start, tomorrow's from 12:00)."""
+        if self.vtn is None:
+            return
+        from gridpipeline.load.dr import aggregator_ven, tou_intervals
+
+        pr = self.priorities()
+        if pr is None:
+            return
+        dr = pr.policy.demand_response
+        for a in self.vtn.answers(now, timedelta(minutes=float(dr["answer_timeout_min"]))):
+            ref = self.dr_events.get(a["event_id"])
+            flag = a["opt"] == "no answer"
+            self.ledger.append("dr_response", {
+                "event_id": a["event_id"], "ven_id": a["ven_id"], "opt": a["opt"], "at": str(a["at"]),
+                "decision": ref, "programme": "price" if str(a["event_id"]).startswith("tou-") else "event",
+                **({"flag": "the VEN did not answer in time" + ("" if a.get("registered") else
+                                                                 " (it has never registered)")} if flag else {})},
+                mode="advisory", actor="vtn", ref=ref)
+            if flag:
+                log.warning("dispatcher: VEN %s did not answer event %s", a["ven_id"], a["event_id"])
+        vens = [aggregator_ven(c) for c in (dr.get("price_responsive") or {})]
+        days = [now.date()] + ([now.date() + timedelta(days=1)] if now.hour >= 12 else [])
+        for d in days:
+            if d in self.tou_days or not vens:
+                continue
+            tariff = tou_intervals(dr, datetime(d.year, d.month, d.day))
+            ids = self.vtn.publish_tou(datetime(d.year, d.month, d.day), tariff, vens)
+            self.tou_days.add(d)
+            if ids:
+                self.ledger.append("dr_price", {
+                    "summary": f"time-of-use tariff for {d} sent to {len(vens)} aggregators",
+                    "day": str(d), "vens": vens, "event_ids": ids,
+                    "tariff_eur_mwh": [{"start": str(s), "hours": dd.total_seconds() / 3600, "eur_mwh": p}
+                                       for s, dd, p in tariff],
+                    "source": "static time-of-use tariff of the load policy (until nodal tariffs are published)"},
+                    mode="automatic", actor="dispatcher")
 
     def _report_shed(self, now: datetime, decision_id: str, dec) -> None:
         from dagster import AssetMaterialization
@@ -562,12 +653,15 @@ class Dispatcher:
                     self.last_window = window
                     echo(f"dispatcher: {json.dumps(s, default=str)}")
                 self.settle_approvals(now)
+                self.dr_tick(now)
             except Exception:  # one failed plan must not stop the next one; it is logged and counted
                 self.stats.failed += 1
                 log.exception("dispatcher: cycle failed")
                 self.last_window = lz.floor_window(now)
             self.stop.wait(poll_s)
         self.client.close()
+        if self.vtn is not None:
+            self.vtn.stop()
         return self.stats
 
     def install_signal_handlers(self) -> None:

@@ -4,7 +4,9 @@ pipeline must find out for itself. One JSON list; each entry has a ``kind``:
 * ``pv`` / ``wind`` (the default ``pv``): a cloud front or a wind cut-out, for the simulator's
   30-second telemetry (``world.scada``);
 * ``generation_loss``, ``frequency_glitch``, ``switch_fault``, ``breaker_trip``: for the IEC 104
-  outstation (``world.outstation``).
+  outstation (``world.outstation``);
+* ``ven_silent`` (``{"kind": "ven_silent", "ven": "ven-load-104"}``): a demand-response customer whose
+  VEN never answers (``world.ven``; read when the live simulator starts).
 
 Both readers share :func:`read_events`, which reads the file again only when it changed, and never
 takes a half-written file (its mtime is taken only after a successful parse, so it is read again)."""
@@ -16,6 +18,7 @@ from pathlib import Path
 
 FRONT_KINDS = ("pv", "wind")
 FIELD_KINDS = ("generation_loss", "frequency_glitch", "switch_fault", "breaker_trip")
+VEN_KINDS = ("ven_silent",)
 
 
 def read_events(path: Path | None, last_mtime: int | None) -> tuple[list[dict] | None, int | None]:

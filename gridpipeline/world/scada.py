@@ -156,6 +156,9 @@ class ScadaSimulator:
 
         self.fleet = FieldFleet(world.net)
         self.gateways: list = []
+        #: the demand-response customers (world.ven.VenField), when the live world serves OpenADR
+        self.vens = None
+        self._dr_taken = None
         #: weather events injected on top of the world's weather: (start, end, factor, sgen positions)
         self.fronts: list[tuple[datetime, datetime, float, np.ndarray, float]] = []
         #: a JSON list of weather events for the running world ({"start", "minutes", "depth", "kind",
@@ -199,7 +202,16 @@ class ScadaSimulator:
     def true_values(self, window: datetime) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
         """Sampling instants of ``window``, the (time x sensor) true values, and the switch states."""
         times = pd.date_range(window, periods=300 // self.step_s, freq=f"{self.step_s}s", tz="UTC")
-        inj = self.fleet.apply(times, self._fronts(times, self.world.injections_at(times)))
+        inj = self._fronts(times, self.world.injections_at(times))
+        if self.vens is not None:  # the demand-response customers' answer (world.ven)
+            after = self.vens.apply(times, inj)
+            taken = inj.load_p_mw - after.load_p_mw
+            cols = np.flatnonzero(np.abs(taken).max(axis=0) > 1e-9) if len(taken) else np.array([], int)
+            self._dr_taken = (times, cols, taken[:, cols])
+            inj = after
+        else:
+            self._dr_taken = None
+        inj = self.fleet.apply(times, inj)
         switches = self._switch_state(times)
         states = self.engine.solve(inj, switch_closed=switches)
         reg = self.reg
@@ -538,6 +550,16 @@ class ScadaSimulator:
             "detail": pa.array([r[5] for r in log], pa.string()),
         })
         con = self._truth_con()
+        if self._dr_taken is not None and len(self._dr_taken[1]):
+            t, cols, taken = self._dr_taken
+            ti, cj = np.nonzero(np.ones_like(taken, bool))
+            dr = pa.table({  # noqa: F841 - read by DuckDB by name
+                "ts": pa.array(t.tz_convert("UTC").tz_localize(None).to_numpy()[ti].astype("datetime64[us]")),
+                "load_id": pa.array(self.world.net.load.index.to_numpy()[cols][cj].astype(np.int32)),
+                "mw_taken_off": pa.array(taken[ti, cj]),
+            })
+            con.execute("DELETE FROM truth_dr WHERE ts >= ? AND ts < ?", [window, window + lz.WINDOW])
+            con.execute("INSERT INTO truth_dr SELECT * FROM dr")
         con.execute("DELETE FROM truth_readings WHERE ts >= ? AND ts < ?", [window, window + lz.WINDOW])
         con.execute("DELETE FROM fault_log WHERE window_start = ?", [window])
         con.execute("INSERT INTO truth_readings SELECT * FROM readings")
@@ -548,6 +570,7 @@ class ScadaSimulator:
             self.truth_path.parent.mkdir(parents=True, exist_ok=True)
             self._tcon = duckdb.connect(str(self.truth_path))
             self._tcon.execute("CREATE TABLE IF NOT EXISTS truth_readings (sensor_id INTEGER, ts TIMESTAMP, true_value DOUBLE)")
+            self._tcon.execute("CREATE TABLE IF NOT EXISTS truth_dr (ts TIMESTAMP, load_id INTEGER, mw_taken_off DOUBLE)")
             self._tcon.execute(
                 "CREATE TABLE IF NOT EXISTS fault_log (window_start TIMESTAMP, kind VARCHAR, source VARCHAR, "
                 "sensor_id INTEGER, ts TIMESTAMP, file_path VARCHAR, detail VARCHAR)")

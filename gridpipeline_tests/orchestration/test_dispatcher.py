@@ -379,3 +379,51 @@ def test_an_import_limit_the_fleet_cannot_meet_gives_a_recorded_shed_schedule(fi
     assert len(steps) == len(body["deficit_mw"])
     assert (steps.shed_mw + steps.unserved_mw >= steps.deficit_mw - 1e-6).all()
     assert led.verify().ok
+
+
+def test_demand_response_is_called_over_openadr_before_the_shed_covers_what_is_left(field):
+    """With the VTN up, the deficit an import limit leaves is offered first to the interruptible contracts
+    (a `dr_event` record before the `shed` record, the events queued for their VENs), and the shed schedule
+    covers only the deficit left once the plan counts on their expected delivery."""
+    import socket
+
+    from gridpipeline.load.cli import import_limit_record
+    from gridpipeline.load.dr import ven_id
+    from gridpipeline.orchestration.dispatcher import Dispatcher
+    from gridpipeline.orchestration.vtn import Vtn
+
+    sim, client = field
+    t1 = T0 + timedelta(hours=10)
+    sim.simulate_window(t1)
+    _state_from(sim, t1, t1 + timedelta(minutes=4))
+    s = get_settings()
+    now = t1 + timedelta(minutes=4, seconds=20)
+    led = Ledger(s.ledger)
+    d = Dispatcher(s, report=False, client=client)
+    pol = d.priorities().policy
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        port = so.getsockname()[1]
+    d.vtn = Vtn({ven_id(c) for c in pol.contracts}, "127.0.0.1", port).start()
+    try:
+        led.append("import_limit", import_limit_record(0.0, 60, "ana", "TSO instruction", now=now), mode="automatic",
+                   actor="ana")
+        out = d.plan(now, "schedule")
+        (dr,) = led.records(kind="dr_event")
+        shed = led.records(kind="shed")[-1]
+        assert dr["ref"] == out["plan_id"] and dr["body"]["sent"] and dr["seq"] < shed["seq"]
+        calls = dr["body"]["calls"]
+        assert calls and {c["ven_id"] for c in calls} <= {ven_id(c) for c in pol.contracts}
+        for c in calls:  # no call starts before its notice allows
+            assert pd.Timestamp(c["start"]) >= pd.Timestamp(now) + pd.Timedelta(minutes=c["notice_min"])
+        assert set(d.vtn._sent) == {c["event_id"] for c in calls}
+        before = np.array(shed["body"]["inputs"]["deficit_before_dr_mw"])
+        after = np.array(shed["body"]["deficit_mw"])
+        assert (after <= before + 1e-9).all() and (after < before - 1e-6).any()
+        assert [c["event_id"] for c in shed["body"]["dr_called"]] == [c["event_id"] for c in calls]
+        # the next plan counts the events in force and calls no contract twice
+        d.plan(now + timedelta(seconds=30), "schedule")
+        later = led.records(kind="dr_event")
+        assert all(c["ven_id"] not in {x["ven_id"] for x in calls} for r in later[1:] for c in r["body"]["calls"])
+    finally:
+        d.vtn.stop()

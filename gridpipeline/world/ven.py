@@ -1,0 +1,259 @@
+"""The simulator's demand-response customers as OpenADR 2.0b VENs (openleadr clients on loopback).
+
+Each interruptible contract's customer is a VEN (``ven-load-<load id>``) and each price-responsive
+class aggregator is one (``ven-<class>``). They know their own contracts (the customer's copy: the
+same load policy file) and nothing of the pipeline.
+
+**Event-based.** A VEN opts out when the event breaks its contract (notice shorter than agreed,
+longer than its longest interruption, no interruptions left this day or month) or, rarely, for its
+own reasons (5 %, keyed by the event); otherwise it opts in and, over the event, takes off an
+uncertain share of its contracted MW: a draw from N(0.85, 0.12) clipped to [0.3, 1.05], never more
+than 95 % of what it draws then. A small payback follows: 20 % of the energy not taken is taken
+over the half hour after the event.
+
+**Price-based.** An aggregator opts in to each tariff and its price-responsive share of the class's
+load answers with its elasticity: ``p * (1 + share * elasticity * (price / mean price - 1))``.
+
+The simulator applies both to the loads of each window it computes (:meth:`VenField.apply`), so
+the telemetry shows them, and keeps the delivered reduction (``truth``) for scoring. A VEN listed
+as silent (``silent``, or ``{"kind": "ven_silent", "ven": ...}`` in the events file at start) never
+runs: the VTN sees no answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+PAYBACK_SHARE = 0.2
+PAYBACK = timedelta(minutes=30)
+
+
+def _u(*key) -> np.random.Generator:
+    import hashlib
+
+    h = hashlib.sha256(repr(key).encode()).digest()
+    return np.random.default_rng(int.from_bytes(h[:8], "little"))
+
+
+def _naive(t) -> datetime:
+    t = pd.Timestamp(t)
+    return (t.tz_convert("UTC").tz_localize(None) if t.tzinfo else t).to_pydatetime()
+
+
+@dataclass
+class Commitment:
+    event_id: str
+    ven: str
+    load_pos: int
+    start: datetime
+    end: datetime
+    mw: float  # what the customer takes off (before the 95 % cap)
+
+
+@dataclass
+class VenField:
+    """The VENs and what they committed to; ``apply`` is the world's response."""
+
+    net: object
+    policy: object  # load.policy.Policy
+    load_class: dict[int, str]  # load id -> class
+    seed: int = 0
+    silent: set = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        from gridpipeline.load.dr import aggregator_ven, ven_id
+
+        self.pos = {int(i): k for k, i in enumerate(self.net.load.index)}
+        self.contracts = {ven_id(c): c for c in self.policy.contracts if int(c.load_id) in self.pos}
+        pr = self.policy.demand_response.get("price_responsive") or {}
+        self.aggregators = {aggregator_ven(c): (c, float(r["share"]), float(r["elasticity"])) for c, r in pr.items()}
+        self.class_pos = {}
+        for cls, _, _ in self.aggregators.values():
+            self.class_pos[cls] = np.array([self.pos[i] for i, c in self.load_class.items() if c == cls and i in self.pos],
+                                           dtype=int)
+        self.commitments: list[Commitment] = []
+        self.tariffs: dict[str, list[tuple[datetime, datetime, float]]] = {}
+        self.answers: list[dict] = []
+        self.lock = threading.Lock()
+        self._clients: list = []
+        self._loop = None
+        self._thread = None
+
+    @property
+    def ven_ids(self) -> list[str]:
+        return sorted(self.contracts) + sorted(self.aggregators)
+
+    # ------------------------------------------------------------------ deciding
+    def decide(self, ven: str, event: dict, received: datetime) -> str:
+        """optIn or optOut for ``event`` (openleadr's dict), received at ``received`` (UTC naive)."""
+        ctx = event["event_descriptor"].get("market_context", "")
+        sig = event["event_signals"][0]
+        intervals = sig["intervals"]
+        start = _naive(intervals[0]["dtstart"])
+        end = max(_naive(i["dtstart"]) + i["duration"] for i in intervals)
+        eid = event["event_descriptor"]["event_id"]
+        if ven in self.aggregators:
+            if sig["signal_name"] != "ELECTRICITY_PRICE":
+                return self._answer(ven, eid, "optOut", "an aggregator answers price events only")
+            with self.lock:
+                self.tariffs[ven] = [t for t in self.tariffs.get(ven, []) if t[1] > received - timedelta(days=1)] + [
+                    (_naive(i["dtstart"]), _naive(i["dtstart"]) + i["duration"], float(i["signal_payload"]))
+                    for i in intervals]
+            return self._answer(ven, eid, "optIn", "tariff taken")
+        c = self.contracts.get(ven)
+        if c is None or "interruptible" not in ctx:
+            return self._answer(ven, eid, "optOut", "not a programme of this customer")
+        day = [m for m in self.commitments if m.ven == ven and m.start.date() == start.date()]
+        month = [m for m in self.commitments if m.ven == ven and (m.start.year, m.start.month) == (start.year, start.month)]
+        if (start - received).total_seconds() < c.notice_min * 60 - 1:
+            return self._answer(ven, eid, "optOut", f"notice {(start - received).total_seconds() / 60:.1f} min "
+                                f"< contract {c.notice_min:g} min")
+        if (end - start).total_seconds() > c.max_duration_min * 60 + 1:
+            return self._answer(ven, eid, "optOut", "longer than the contract's longest interruption")
+        if len(day) >= c.max_per_day or len(month) >= c.max_per_month:
+            return self._answer(ven, eid, "optOut", "no interruptions left under the contract")
+        rng = _u(self.seed, "ven", eid)
+        if rng.random() < 0.05:
+            return self._answer(ven, eid, "optOut", "customer's own reasons")
+        share = float(np.clip(rng.normal(0.85, 0.12), 0.3, 1.05))
+        with self.lock:
+            self.commitments.append(Commitment(eid, ven, self.pos[int(c.load_id)], start, end,
+                                               c.interruptible_mw * share))
+        return self._answer(ven, eid, "optIn", f"delivers {share:.0%} of {c.interruptible_mw:g} MW")
+
+    def _answer(self, ven, eid, opt, why) -> str:
+        self.answers.append({"ven": ven, "event_id": eid, "opt": opt, "why": why,
+                             "at": datetime.now(UTC).replace(tzinfo=None)})
+        log.info("ven %s: %s %s (%s)", ven, opt, eid, why)
+        return opt
+
+    # ------------------------------------------------------------------ the world's response
+    def apply(self, times: pd.DatetimeIndex, inj):
+        """``inj`` with the customers' response at ``times``; appends what was taken off to ``truth``."""
+        naive = times.tz_convert("UTC").tz_localize(None) if times.tz is not None else times
+        with self.lock:
+            commits = list(self.commitments)
+            tariffs = {k: list(v) for k, v in self.tariffs.items()}
+        if not commits and not tariffs:
+            return inj
+        load = inj.load_p_mw.copy()
+        t = naive.to_numpy()
+        for m in commits:
+            on = (t >= np.datetime64(m.start)) & (t < np.datetime64(m.end))
+            pay = (t >= np.datetime64(m.end)) & (t < np.datetime64(m.end + PAYBACK))
+            if on.any():
+                load[on, m.load_pos] -= np.minimum(m.mw, 0.95 * load[on, m.load_pos])
+            if pay.any():
+                hours = (m.end - m.start).total_seconds() / 3600
+                load[pay, m.load_pos] += PAYBACK_SHARE * m.mw * hours / (PAYBACK.total_seconds() / 3600)
+        for ven, tar in tariffs.items():
+            cls, share, el = self.aggregators[ven]
+            cols = self.class_pos.get(cls)
+            if cols is None or not len(cols) or not tar:
+                continue
+            price = np.full(len(t), np.nan)
+            for s, e, p in tar:
+                price[(t >= np.datetime64(s)) & (t < np.datetime64(e))] = p
+            mean = np.nanmean([p for _, _, p in tar])
+            f = np.where(np.isnan(price), 1.0, 1.0 + share * el * (price / mean - 1.0)) if mean > 0 else np.ones(len(t))
+            load[:, cols] *= f[:, None]
+        return replace(inj, load_p_mw=load)
+
+    # ------------------------------------------------------------------ the VENs
+    def start(self, vtn_url: str, poll_s: float = 5.0) -> VenField:
+        self._thread = threading.Thread(target=self._run, args=(vtn_url,), name="vens", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self, vtn_url: str) -> None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from openleadr import OpenADRClient
+        logging.getLogger("openleadr").setLevel(logging.CRITICAL)  # its retries while the VTN is not up are noise
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+
+        async def one(ven: str):
+            while True:  # until the VTN is there and takes the registration
+                c = OpenADRClient(ven_name=ven, vtn_url=vtn_url, show_fingerprint=False)
+
+                def handler(event, ven=ven):
+                    return self.decide(ven, event, datetime.now(UTC).replace(tzinfo=None))
+
+                c.add_handler("on_event", handler)
+                try:
+                    await c.run()
+                except Exception as exc:  # noqa: BLE001 - a VTN not up yet
+                    log.debug("ven %s: %s", ven, exc)
+                if c.registration_id:
+                    self._clients.append(c)
+                    return
+                try:
+                    await c.client_session.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                await asyncio.sleep(5.0)
+
+        for v in self.ven_ids:
+            if v not in self.silent:
+                loop.create_task(one(v))
+        loop.run_forever()
+
+    @property
+    def registered(self) -> list[str]:
+        return [c.ven_name for c in self._clients]
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+
+        async def down():
+            for c in self._clients:
+                try:
+                    await c.stop()
+                except Exception:  # noqa: BLE001
+                    pass
+
+        try:
+            asyncio.run_coroutine_threadsafe(down(), self._loop).result(timeout=5)
+        except Exception:  # noqa: BLE001
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def ven_field_for(world, policy_path, customers_path, seed: int = 0, silent=()) -> VenField | None:
+    """The VENs of ``world`` under the load policy at ``policy_path``; None when it has no contracts
+    and no price-responsive classes, or cannot be read."""
+    from gridpipeline.load.policy import PolicyError, read_policy
+    from gridpipeline.load.priorities import read_customers
+
+    try:
+        policy = read_policy(policy_path)
+    except PolicyError as exc:
+        log.warning("vens: load policy not readable, no demand response in the world: %s", exc)
+        return None
+    try:
+        cust, _ = read_customers(customers_path, world.net)
+        classes = {int(i): str(c) for i, c in cust["class"].items()}
+    except Exception as exc:  # noqa: BLE001
+        log.warning("vens: customer registry not readable (%s); price-responsive classes left out", exc)
+        classes = {}
+    f = VenField(world.net, policy, classes, seed=seed, silent=set(silent))
+    return f if f.ven_ids else None
+
+
+__all__ = ["VenField", "ven_field_for"]
