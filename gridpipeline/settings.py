@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     export_limit_mw: float | None = Field(default=None, gt=0, description="Most the substation may export (MW); "
                                           "default: the HV/MV transformers' rating.")
     field_host: str = Field(default="127.0.0.1", description="Host of the field gateways (BMS and inverter Modbus TCP).")
+    emergency_loading_percent: float = Field(default=120.0, gt=0, description="Emergency rating of transformers "
+                                             "and feeder-head lines, % of their normal rating: the responder sheds "
+                                             "blocks fed through one that stays above it for 2 s.")
     responder_recovery_s: float = Field(default=60.0, gt=0, description="Seconds the frequency must stay above "
                                         "49.8 Hz before the responder calls an under-frequency event over and restores.")
     responder_restore_interval_s: float = Field(default=30.0, gt=0, description="Seconds between the responder's "

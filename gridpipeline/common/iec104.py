@@ -33,6 +33,14 @@ LOADING_LINE = 400_000
 DEFAULT_PORT = 2404
 
 
+def feeder_heads(net) -> list[int]:
+    """Lines leaving a busbar an HV/MV (or MV/LV substation) transformer feeds: the feeder heads whose
+    loading the outstation reports."""
+    lv = set(net.trafo.lv_bus.astype(int))
+    ln = net.line[net.line.in_service.astype(bool)]
+    return sorted(int(i) for i, r in ln.iterrows() if int(r.from_bus) in lv or int(r.to_bus) in lv)
+
+
 def quality_code(invalid: bool = False, not_topical: bool = False, substituted: bool = False,
                  blocked: bool = False, overflow: bool = False) -> str:
     """The project's quality code for a reading with these IEC 104 quality bits set."""

@@ -52,6 +52,16 @@ from gridpipeline.load.response import (
     table_blocks,
     table_path,
 )
+from gridpipeline.load.overload import (
+    GenerationWatch,
+    LoadingReading,
+    OverloadWatch,
+    battery_relief,
+    element_rating_mva,
+    fed_through,
+    pick_blocks,
+    relief_mw,
+)
 from gridpipeline.load.restoration import StageChecker, checked_stage
 from gridpipeline.load.schedule import schedule_in_force
 from gridpipeline.settings import Settings
@@ -68,6 +78,16 @@ STATUS_WAIT_S = 0.6  # the breaker's check-back report after a confirmed command
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class GenerationReading:
+    """The substation's local generation (MW), once a second."""
+
+    ts: datetime
+    mw: float
+    quality: str
+    received: float
 
 
 @dataclass(frozen=True)
@@ -143,6 +163,21 @@ class Responder:
         for s_ in sw.index[sw.type.isin(CONTROLLABLE)]:
             pt = st.add_point(io_address=plan.STATUS + int(s_), type=c104.Type.M_SP_TB_1)
             pt.on_receive(callable=self._on_status)
+        # emergency ratings and loss of generation (load.overload)
+        # the normal rating is the emergency rating / 1.2 (120 % by default); the event clears below 90 % of it
+        e = settings.emergency_loading_percent
+        self.overload = OverloadWatch(emergency_pct=e, clear_pct=0.75 * e)
+        self.genwatch = GenerationWatch()
+        self.event_blocks: dict[str, set[int]] = {}  # overload event -> blocks it opened
+        self.loading_points = {}
+        for kind, base, ids in (("trafo", plan.LOADING_TRAFO, self.net.trafo.index),
+                                ("line", plan.LOADING_LINE, plan.feeder_heads(self.net))):
+            for k in ids:
+                pt = st.add_point(io_address=base + int(k), type=c104.Type.M_ME_TF_1)
+                pt.on_receive(callable=self._on_loading)
+                self.loading_points[base + int(k)] = (kind, int(k))
+        self.gen = st.add_point(io_address=plan.IOA_GENERATION, type=c104.Type.M_ME_TF_1)
+        self.gen.on_receive(callable=self._on_generation)
 
     # ------------------------------------------------------------------ state across restarts
     def _restore(self) -> None:
@@ -232,9 +267,31 @@ class Responder:
             self.queue.put(StatusChange(s_, bool(point.value), ts, time.time()))
         return c104.ResponseState.SUCCESS
 
+    def _point_reading(self, point) -> tuple[datetime, float, str]:
+        info = point.info
+        ts = info.recorded_at
+        ts = ts.astimezone(UTC).replace(tzinfo=None) if ts is not None and ts.tzinfo else (ts or utcnow())
+        return ts, float(point.value), plan.quality_of(info.quality)
+
+    def _on_loading(self, point: c104.Point, previous_info: c104.Information,
+                    message: c104.IncomingMessage) -> c104.ResponseState:
+        ts, v, q = self._point_reading(point)
+        self.queue.put(LoadingReading(self.loading_points[int(point.io_address)], ts, v, q, time.time()))
+        return c104.ResponseState.SUCCESS
+
+    def _on_generation(self, point: c104.Point, previous_info: c104.Information,
+                       message: c104.IncomingMessage) -> c104.ResponseState:
+        ts, v, q = self._point_reading(point)
+        self.queue.put(GenerationReading(ts, v, q, time.time()))
+        return c104.ResponseState.SUCCESS
+
     def handle(self, r: Reading | StatusChange) -> dict | None:
         if isinstance(r, StatusChange):
             return self.on_breaker(r)
+        if isinstance(r, LoadingReading):
+            return self.on_loading(r)
+        if isinstance(r, GenerationReading):
+            return self.on_generation(r)
         self.stats.readings += 1
         res = self.watch.update(r)
         if res.flag:
@@ -298,6 +355,99 @@ class Responder:
             except Exception:  # noqa: BLE001 - recorded already
                 log.exception("responder: reporting to Dagster failed")
         return {"decision": rec.id, "outage": True, **body}
+
+    # ------------------------------------------------------------------ emergency ratings, generation
+    def on_loading(self, r: LoadingReading) -> dict | None:
+        res = self.overload.update(r)
+        if res.flag:
+            self.stats.flagged += 1
+            if len(self.flags) < 10_000:
+                self.flags.append({"at": r.ts.isoformat(timespec="milliseconds"), "element": list(r.element),
+                                   "why": res.flag})
+            return None
+        if res.act:
+            return self.relieve(res.event, r)
+        if res.ended:
+            blocks = self.event_blocks.pop(res.ended, set()) & self.out
+            if blocks:
+                self._close_event(res.ended, None, blocks=blocks,
+                                  why=f"{r.element[0]} {r.element[1]} below {self.overload.clear_pct:.0f} % for "
+                                      f"{self.overload.clear_s:.0f} s ({r.pct:.1f} %)")
+        return None
+
+    def relieve(self, event: str, r: LoadingReading) -> dict:
+        """Shed blocks fed through an element above its emergency rating, least critical first, until
+        their net load covers the excess over its normal rating; one ``critical_response`` record."""
+        now = utcnow()
+        table, flags = self.table(now)
+        send = self.mode == "automatic"
+        if not send:
+            flags.append(f"mode {self.mode}: recorded, no command sent (a critical response cannot wait for approval)")
+        rating = element_rating_mva(self.net, r.element)
+        need = relief_mw(r.pct, rating, normal_pct=self.overload.emergency_pct / 1.2)
+        cand = fed_through(self.blocks, self.net, r.element)
+        wanted = pick_blocks(table.order, cand, need, set(self.out))
+        reserve = [b for b in reserve_for(table, set(self.out) | set(wanted)) if b in set(cand)]
+        commands = self._open_blocks(wanted, table, send, reserve)
+        opened = {c["block"] for c in commands if c.get("ok") or c.get("unconfirmed")}
+        self.event_blocks.setdefault(event, set()).update(opened)
+        shed_mw = sum(c.get("mw", 0.0) for c in commands if c.get("ok"))
+        kind, idx = r.element
+        body = {
+            "summary": (f"{kind} {idx} at {r.pct:.1f} % of its rating, above its emergency rating "
+                        f"{self.overload.emergency_pct:.0f} %: {sum(1 for c in commands if c.get('ok'))} blocks "
+                        f"({shed_mw:.3f} MW) opened for {need:.3f} MW of relief"
+                        + ("" if shed_mw >= need - 1e-9 else "; not enough sheddable load fed through it")
+                        + (f"; {len(flags)} flags" if flags else "")),
+            "event": event, "trigger": {"kind": "emergency rating", "element": [kind, idx], "loading_pct": r.pct,
+                                        "rating_mva": round(rating, 4), "sent_at": r.ts.isoformat(timespec="milliseconds"),
+                                        "quality": r.quality},
+            "need_mw": round(need, 4), "candidates": len(cand), "commands": commands, "shed_mw": round(shed_mw, 4),
+            "binding": f"{kind} {idx} emergency rating",
+            "table": {"built_at": table.built_at.isoformat(timespec="seconds"), "basis": table.basis,
+                      "age_s": round((now - table.built_at).total_seconds(), 1)},
+            "flags": flags, "mode": self.mode,
+        }
+        return self._commit(event, body, r.ts, r.received, send, [])
+
+    def on_generation(self, r: GenerationReading) -> dict | None:
+        lost, flag = self.genwatch.update(r.ts, r.mw, r.quality)
+        if flag:
+            self.stats.flagged += 1
+            return None
+        if lost <= 0:
+            return None
+        now = utcnow()
+        table, flags = self.table(now)
+        send = self.mode == "automatic" and self.bms is not None
+        want = battery_relief(table.batteries, lost)
+        batteries = {}
+        for bid, mw in want.items():
+            if not send:
+                batteries[bid] = {"mw": mw, "ok": None, "detail": "not sent: " + ("no BMS link" if self.bms is None
+                                                                                  else f"mode {self.mode}")}
+                continue
+            try:
+                ok, detail = self.bms.write_setpoint(bid, mw)
+            except Exception as exc:  # noqa: BLE001 - one battery's link must not stop the others
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
+            batteries[bid] = {"mw": mw, "ok": ok, "detail": detail}
+        given = sum(v["mw"] for v in batteries.values() if v["ok"])
+        event = f"generation-loss-{r.ts.isoformat(timespec='seconds')}"
+        body = {"summary": f"loss of local generation: {lost:.3f} MW within {self.genwatch.window_s:.0f} s; "
+                           f"{sum(1 for v in batteries.values() if v['ok'])} batteries discharging {given:.3f} MW",
+                "event": event, "trigger": {"kind": "loss of generation", "lost_mw": round(lost, 4), "mw_now": r.mw,
+                                            "sent_at": r.ts.isoformat(timespec="milliseconds"), "quality": r.quality},
+                "commands": [], "batteries": batteries, "shed_mw": 0.0,
+                "uncovered_mw": round(max(lost - given, 0.0), 4),
+                "note": "the emergency-rating watch sheds if the import this leaves overloads the transformer; the "
+                        "dispatcher re-plans on the departure it sees in the telemetry",
+                "table": {"built_at": table.built_at.isoformat(timespec="seconds"), "basis": table.basis},
+                "flags": flags, "mode": self.mode}
+        if batteries:
+            body["battery_hold"] = {"setpoints_mw": {k: v["mw"] for k, v in batteries.items() if v["ok"]},
+                                    "until": (now + TABLE_MAX_AGE).isoformat(timespec="seconds")}
+        return self._commit(event, body, r.ts, r.received, send, [])
 
     # ------------------------------------------------------------------ shed schedules
     def _restore_shed(self) -> None:
@@ -432,41 +582,8 @@ class Responder:
         send = self.mode == "automatic"
         if not send:
             flags.append(f"mode {self.mode}: recorded, no command sent (a critical response cannot wait for approval)")
-        order = table.order.set_index("block_id")
         wanted = [b for s in stages for b in table.stages.blocks[table.stages.stage == s].iloc[0]]
-        commands, used = [], set(self.out)
-        reserve = reserve_for(table, used | set(wanted))
-        queue_ = [b for b in wanted if b not in used]
-        while queue_:
-            batch, queue_, sends = queue_, [], []
-            for b in batch:
-                used.add(b)
-                sw = order.switch.get(b)
-                if sw is None or pd.isna(sw):
-                    commands.append({"block": b, "switch": None, "ok": False, "detail": "no feeding switch"})
-                elif send:
-                    sends.append((b, int(sw)))
-                    continue
-                else:
-                    commands.append({"block": b, "switch": int(sw), "ok": None, "detail": "advisory",
-                                     "mw": float(order.mw.get(b, 0.0))})
-                    continue
-                if send:
-                    self._replace(commands[-1], reserve, used, queue_)
-            results = self.operate([(sw, False) for _, sw in sends]) if sends else {}
-            for b, sw in sends:
-                r_ = results[sw]
-                cmd = {"block": b, "switch": sw, "ok": r_["ok"], "detail": r_["detail"],
-                       "mw": float(order.mw.get(b, 0.0)), "tier": int(order.tier.get(b, 4))}
-                commands.append(cmd)
-                if r_["ok"] or r_["unconfirmed"]:
-                    # an unconfirmed block may be out: it is restored with the others
-                    self.out.add(b)
-                    self.out_info[b] = {"tier": int(order.tier.get(b, 4)), "mw": float(order.mw.get(b, 0.0)),
-                                        "switch": sw}
-                if not r_["ok"]:
-                    cmd["unconfirmed"] = r_["unconfirmed"]
-                    self._replace(cmd, reserve, used, queue_)
+        commands = self._open_blocks(wanted, table, send)
         batteries = {}
         if send and self.bms is not None and "batteries" in table.stages:
             for s_ in stages:
@@ -498,19 +615,67 @@ class Responder:
             # the dispatcher leaves these batteries alone while the hold lasts (Dispatcher.holds)
             body["battery_hold"] = {"setpoints_mw": {k: round(v, 4) for k, v in self.battery_sp.items()},
                                     "until": (now + TABLE_MAX_AGE).isoformat(timespec="seconds")}
+        return self._commit(event, body, r.ts, r.received, send, stages)
+
+    def _commit(self, event: str, body: dict, sent_at: datetime, received: float, send: bool,
+                stages: list[int]) -> dict:
+        """The ``critical_response`` record, the journal line with the latency from the reading leaving
+        the outstation, and the report to Dagster."""
         rec = self.ledger.append("critical_response", body, mode="automatic" if send else "advisory",
                                  actor="responder")
         committed = time.time()
-        latency = committed - r.ts.replace(tzinfo=UTC).timestamp()
-        self._journal({"decision": rec.id, "event": event, "stages": stages,
-                       "sent_at": r.ts.replace(tzinfo=UTC).timestamp(), "received_at": r.received,
+        latency = committed - sent_at.replace(tzinfo=UTC).timestamp()
+        self._journal({"decision": rec.id, "event": event, "stages": stages, "kind": body["trigger"]["kind"],
+                       "sent_at": sent_at.replace(tzinfo=UTC).timestamp(), "received_at": received,
                        "committed_at": committed, "latency_s": round(latency, 4),
-                       "commands_ok": sum(1 for c in commands if c.get("ok"))})
+                       "commands_ok": sum(1 for c in body["commands"] if c.get("ok"))})
         self.stats.responses += 1
         self.stats.latencies.append(latency)
         log.info("responder: %s (%.3f s after the reading left the outstation)", body["summary"], latency)
         self._report(rec.id, body, latency)
         return {"decision": rec.id, "latency_s": latency, **body}
+
+    def _open_blocks(self, wanted: list[int], table: ResponseTable, send: bool,
+                     reserve: list[int] | None = None) -> list[dict]:
+        """Open the blocks ``wanted`` (select-before-operate, confirmed by check-back), each one that
+        fails replaced by the next unused block of ``reserve`` (default: the table's merit list); the
+        blocks opened join ``out``. Returns the commands with their results."""
+        order = table.order.set_index("block_id")
+        commands, used = [], set(self.out)
+        if reserve is None:
+            reserve = reserve_for(table, used | set(wanted))
+        queue_ = [b for b in wanted if b not in used]
+        while queue_:
+            batch, queue_, sends = queue_, [], []
+            for b in batch:
+                used.add(b)
+                sw = order.switch.get(b)
+                if sw is None or pd.isna(sw):
+                    commands.append({"block": b, "switch": None, "ok": False, "detail": "no feeding switch"})
+                elif send:
+                    sends.append((b, int(sw)))
+                    continue
+                else:
+                    commands.append({"block": b, "switch": int(sw), "ok": None, "detail": "advisory",
+                                     "mw": float(order.mw.get(b, 0.0))})
+                    continue
+                if send:
+                    self._replace(commands[-1], reserve, used, queue_)
+            results = self.operate([(sw, False) for _, sw in sends]) if sends else {}
+            for b, sw in sends:
+                r_ = results[sw]
+                cmd = {"block": b, "switch": sw, "ok": r_["ok"], "detail": r_["detail"],
+                       "mw": float(order.mw.get(b, 0.0)), "tier": int(order.tier.get(b, 4))}
+                commands.append(cmd)
+                if r_["ok"] or r_["unconfirmed"]:
+                    # an unconfirmed block may be out: it is restored with the others
+                    self.out.add(b)
+                    self.out_info[b] = {"tier": int(order.tier.get(b, 4)), "mw": float(order.mw.get(b, 0.0)),
+                                        "switch": sw}
+                if not r_["ok"]:
+                    cmd["unconfirmed"] = r_["unconfirmed"]
+                    self._replace(cmd, reserve, used, queue_)
+        return commands
 
     @staticmethod
     def _replace(cmd: dict, reserve: list[int], used: set[int], queue_: list[int]) -> None:
@@ -532,28 +697,41 @@ class Responder:
         except OSError:
             log.exception("responder: writing the response journal failed")
 
-    def _close_event(self, event: str, r: Reading) -> None:
-        """The event is over: record it and plan the restoration of every block still out."""
+    def _close_event(self, event: str, r: Reading | None, blocks: set[int] | None = None, why: str | None = None
+                     ) -> None:
+        """The event is over: record it and plan the restoration of every block still out (``blocks``:
+        only these, the ones an overload event opened; ``why``: what ended it, when not the frequency)."""
         table, _ = self.table(utcnow())
         margin = float(table.stages.mw.iloc[0]) if len(table.stages) else 0.0
-        out = pd.DataFrame([{"block_id": b, **self.out_info.get(b, {"tier": 4, "mw": 0.0})} for b in sorted(self.out)],
+        # an overload still under way keeps its blocks out
+        held_by_overload = set().union(*self.event_blocks.values()) if self.event_blocks else set()
+        todo = sorted(self.out - held_by_overload if blocks is None else blocks)
+        out = pd.DataFrame([{"block_id": b, **self.out_info.get(b, {"tier": 4, "mw": 0.0})} for b in todo],
                            columns=["block_id", "tier", "mw", "switch"])
         stages = restoration_stages(out, max(margin, 1e-6))
-        plan_body = {"summary": f"event {event} over: frequency back above 49.8 Hz for "
-                                f"{self.watch.recovered_s:.0f} s ({r.hz:.3f} Hz); {len(out)} blocks to restore in "
+        if self.restoring is not None:  # another event's restoration is under way: this one's stages follow
+            self.restoring["stages"].extend(stages)
+            stages_after = True
+        else:
+            stages_after = False
+        ended = why or (f"frequency back above 49.8 Hz for {self.watch.recovered_s:.0f} s ({r.hz:.3f} Hz)")
+        plan_body = {"summary": f"event {event} over: {ended}; {len(out)} blocks to restore in "
                                 f"{len(stages)} stages", "event": event, "event_ended": True, "stages": [],
-                     "commands": [], "blocks_out": sorted(self.out), "battery_hold_released": bool(self.battery_sp),
+                     "commands": [], "blocks_out": todo, "battery_hold_released": bool(self.battery_sp)
+                     and blocks is None,
                      "restoration": {"stages": stages, "margin_mw": round(margin, 4),
                                      "margin_basis": "the response table's first under-frequency stage",
                                      "cold_load_pickup": {"factor": CLPU_FACTOR, "decay_min": CLPU_DECAY_MIN},
                                      "min_hz": RESTORE_MIN_HZ,
                                      "interval_s": self.s.responder_restore_interval_s}}
         rec = self.ledger.append("critical_response", plan_body, mode="automatic", actor="responder")
-        self.battery_sp = {}  # released: the dispatcher plans them again
+        if blocks is None:
+            self.battery_sp = {}  # released: the dispatcher plans them again
         self._journal({"decision": rec.id, "event": event, "event_ended": True, "restoration_stages": len(stages),
                        "committed_at": time.time()})
-        self.restoring = {"event": event, "plan": rec.id, "stages": stages, "k": 0, "next_at": time.monotonic()} \
-            if stages else None
+        if not stages_after:
+            self.restoring = {"event": event, "plan": rec.id, "stages": stages, "k": 0,
+                              "next_at": time.monotonic()} if stages else None
 
     def _interrupt_restoration(self, event: str) -> None:
         left = [b for st in self.restoring["stages"][self.restoring["k"]:] for b in st]

@@ -8,7 +8,7 @@ What a utility's SCADA front end would receive from its substations, over the ad
   when it leaves the outstation (CP56Time2a);
 * **breaker status** of every controllable switch, spontaneously on change;
 * **loading** of the transformers and feeder-head lines, once a second (a power flow of the world at
-  that instant, with the switch states in force);
+  that instant, with the switch states, weather events, demand response and battery setpoints in force);
 * **local generation** at the substation, once a second.
 
 Switch commands arrive as single commands with select-before-operate. The world obeys: the switch
@@ -34,7 +34,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -199,6 +199,8 @@ class Outstation:
         net = sim.world.net
         self.loading = {("trafo", int(k)): st.add_point(io_address=plan.LOADING_TRAFO + int(k), type=T.M_ME_TF_1)
                         for k in net.trafo.index}
+        self.loading.update({("line", int(k)): st.add_point(io_address=plan.LOADING_LINE + int(k), type=T.M_ME_TF_1)
+                             for k in plan.feeder_heads(net)})
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending_status: list[tuple[int, object]] = []  # (switch, cause of transmission)
@@ -313,15 +315,24 @@ class Outstation:
     def _slow(self, now: datetime) -> None:
         """Once a second: loading and generation from a power flow of the instant, truth rows out."""
         try:
-            inj = self.sim.world.injections_at(pd.DatetimeIndex([pd.Timestamp(now, tz="UTC")]))
+            times = pd.DatetimeIndex([pd.Timestamp(now, tz="UTC")])
+            inj = self.sim._fronts(times, self.sim.world.injections_at(times))
+            if getattr(self.sim, "vens", None) is not None:
+                inj = self.sim.vens.apply(times, inj)
+            bats = self.sim.fleet.batteries
+            if len(bats) == inj.storage_p_mw.shape[1]:  # what each battery does now (pandapower sign: + charging)
+                mono = time.monotonic()
+                p = np.array([-(c if (c := u.commanded(mono)) is not None else u.p_mw) for u in bats])
+                lim = np.array([u.p_discharge_max_mw for u in bats])
+                inj = replace(inj, storage_p_mw=np.clip(p, -lim, lim)[None, :])
             sw = self.sim.world.net.switch
             closed = sw.closed.to_numpy(dtype=bool).copy()
             for s, c in self.dyn.closed.items():
                 closed[sw.index.get_loc(s)] = c
             st = self.sim.engine.solve(inj, switch_closed=closed[None, :])
-            for k, (kind, idx) in enumerate(self.loading):
-                col = list(st.trafo_index).index(idx)
-                v = st.trafo_loading_percent[0, col]
+            for kind, idx in self.loading:
+                col = list(getattr(st, f"{kind}_index")).index(idx)
+                v = getattr(st, f"{kind}_loading_percent")[0, col]
                 self._transmit_float(self.loading[(kind, idx)], 0.0 if np.isnan(v) else float(v))
             self._transmit_float(self.gen, float(np.nansum(inj.sgen_p_mw[0])))
         except Exception:  # noqa: BLE001 - a failed second of loading readings must not stop the frequency

@@ -294,3 +294,75 @@ def test_an_approved_shed_schedule_is_switched_step_by_step_and_ends_with_its_bl
     kinds = [r["kind"] for r in led.records()]
     assert kinds.count("shed_switching") == 3 and led.verify().ok
     resp.client.stop()
+
+
+def test_a_feeder_above_its_emergency_rating_is_relieved_by_the_blocks_it_feeds_and_restored_after(field, monkeypatch):
+    """Loading readings of a feeder-head line above its emergency rating for 2 s: the responder opens blocks fed
+    through it (least critical first) until their load covers the excess over the normal rating, over IEC 104
+    with the world obeying; one NaN reading is flagged, not acted on; once the loading has stayed below 90 %
+    of the normal rating, the event ends and its blocks are restored in stages."""
+    from gridpipeline.load.overload import LoadingReading, fed_through
+    from gridpipeline.settings import reset_settings
+
+    sim, out, port = field
+    monkeypatch.setenv("GRIDPIPELINE_RESPONDER_RESTORE_INTERVAL_S", "0.5")
+    reset_settings()
+    resp = _responder(port=port)
+    resp.start()
+    assert resp.wait_connected(10)
+    line = ("line", 175)
+    t = _now()
+    assert resp.handle(LoadingReading(line, t, float("nan"), "good", time.time())) is None
+    assert resp.handle(LoadingReading(line, t, 150.0, "good", time.time())) is None  # not yet 2 s above
+    rec = resp.handle(LoadingReading(line, t + timedelta(seconds=2.1), 150.0, "good", time.time()))
+    assert rec is not None and rec["trigger"]["kind"] == "emergency rating"
+    rating = rec["trigger"]["rating_mva"]
+    assert rec["need_mw"] == pytest.approx((150.0 - 95.0) / 100 * rating, rel=1e-3)
+    opened = [c["block"] for c in rec["commands"] if c["ok"]]
+    assert opened and set(opened) <= set(fed_through(resp.blocks, resp.net, line))
+    # the world obeyed: the blocks' feeding switches are open in the outstation
+    for c in rec["commands"]:
+        if c["ok"]:
+            assert out.dyn.closed[c["switch"]] is False
+    assert resp.stats.flagged >= 1
+    # still above 8 s later: no second step yet (it comes after 10 s)
+    assert resp.handle(LoadingReading(line, t + timedelta(seconds=8), 130.0, "good", time.time())) is None
+    # below 90 % of the normal rating for a minute: the event ends and its blocks are restored
+    for k in range(0, 62, 2):
+        resp.handle(LoadingReading(line, t + timedelta(seconds=20 + k), 40.0, "good", time.time()))
+    assert resp.restoring is not None and {b for st in resp.restoring["stages"] for b in st} == set(opened)
+    got = _run_until(resp, lambda o: resp.restoring is None, 30)
+    restored = [b for r in got if r.get("restoration") for b in r["restored"]]
+    assert sorted(restored) == sorted(opened)
+    led = Ledger(get_settings().ledger)
+    ends = [r for r in led.records(kind="critical_response") if r["body"].get("event_ended")]
+    assert ends and "below" in ends[-1]["body"]["summary"]
+
+
+def test_a_loss_of_local_generation_discharges_the_batteries(field):
+    from gridpipeline.orchestration.responder import GenerationReading
+
+    class Bms:
+        def __init__(self):
+            self.sent = {}
+
+        def write_setpoint(self, bid, mw):
+            self.sent[bid] = mw
+            return True, "confirmed"
+
+    sim, out, port = field
+    bms = Bms()
+    resp = _responder(port=port, bms=bms)
+    t = _now()
+    from dataclasses import replace
+
+    table = replace(resp.table(t)[0], batteries={"BESS_1": 1.0, "BESS_2": 4.0})
+    resp.table = lambda now: (table, [])
+    assert resp.handle(GenerationReading(t, 5.0, "good", time.time())) is None
+    assert resp.handle(GenerationReading(t + timedelta(seconds=1), float("nan"), "invalid", time.time())) is None
+    rec = resp.handle(GenerationReading(t + timedelta(seconds=3), 2.0, "good", time.time()))
+    assert rec["trigger"]["kind"] == "loss of generation" and rec["trigger"]["lost_mw"] == pytest.approx(3.0)
+    assert bms.sent == pytest.approx({"BESS_1": 0.6, "BESS_2": 2.4})  # 3 MW shared by what each can give
+    assert rec["battery_hold"]["setpoints_mw"] == bms.sent
+    # the same loss is not acted on twice
+    assert resp.handle(GenerationReading(t + timedelta(seconds=4), 2.0, "good", time.time())) is None
