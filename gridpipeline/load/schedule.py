@@ -149,7 +149,7 @@ def history_from_ledger(ledger, now: datetime, chain: str = "live") -> ShedHisto
 
 def build_problem(pr: Priorities, net, deficit_mw: np.ndarray, demand_mw: np.ndarray,
                   gen_factor: dict[str, np.ndarray], history: ShedHistory | None = None,
-                  dt_h: float = 5 / 60) -> ShedProblem:
+                  dt_h: float = 5 / 60, network: dict | None = None) -> ShedProblem:
     """The :class:`ShedProblem` for the network's blocks under the policy, over ``len(deficit_mw)``
     steps of ``dt_h`` hours."""
     policy: Policy = pr.policy
@@ -198,7 +198,15 @@ def build_problem(pr: Priorities, net, deficit_mw: np.ndarray, demand_mw: np.nda
         if b in pos:
             shed_now[pos[b]], shed_for[pos[b]] = True, n
     hours = T * dt_h
+    rows = None
+    if network:  # overloads now and after the worst outage (load.network)
+        from gridpipeline.load.network import network_rows
+
+        rows = network_rows(net, pr.blocks, ids, netl, demand_mw, network.get("bottlenecks"),
+                            network.get("relief"), network.get("load_p"))
     return ShedProblem(
+        sensitivity=None if rows is None else rows.sensitivity, relief_mw=None if rows is None else rows.relief,
+        element_names=() if rows is None else tuple(rows.labels),
         block_ids=ids, net_mw=netl, load_mw=gross, voll=vb, tier=tier,
         sheddable=switchable & ~protected & (parent >= 0), parent=parent, deficit_mw=np.asarray(deficit_mw, float),
         dt_h=dt_h, interruptible_mw=interr, compensation=comp, interruptions_left=left, notice_steps=notice,
@@ -250,6 +258,7 @@ def decide(p: ShedProblem, times: pd.DatetimeIndex, inputs: dict, mode: str, tim
         "summary": (f"shed up to {float(r.shed_mw.max()):.3f} MW in {len(rows)} blocks over {p.shape[1]} steps "
                     f"for a deficit of up to {float(p.deficit_mw.max()):.3f} MW; cost {r.cost_eur:,.0f} EUR "
                     f"(greedy priority order: {greedy_cost:,.0f} EUR)"
+                    + (f"; network relief for {len(p.element_names)} overloaded elements" if p.element_names else "")
                     + (f"; {unserved:.3f} MW cannot be covered without a protected load: operator decides"
                        if escalate else "")),
         "horizon": {"start": str(times[0]), "steps": int(p.shape[1]), "step_minutes": round(p.dt_h * 60, 3)},
@@ -282,25 +291,28 @@ def decide(p: ShedProblem, times: pd.DatetimeIndex, inputs: dict, mode: str, tim
 def from_plan(pr: Priorities, net, substation: pd.DataFrame, renewables: dict[str, pd.DataFrame],
               import_limit_mw: float | np.ndarray, history: ShedHistory | None = None, mode: str = "approve",
               horizon_steps: int = HORIZON_STEPS, inputs: dict | None = None, time_limit_s: float = 20.0,
-              demand_response=None) -> ShedDecision | None:
+              demand_response=None, network: dict | None = None) -> ShedDecision | None:
     """The shed decision for a dispatch plan (its ``substation`` frame and ``renewables`` forecasts,
     on the plan's steps), or ``None`` when the plan stays within ``import_limit_mw`` over the shed
     horizon. ``demand_response``: called with the deficit (MW per step start) before the shed is
     solved; returns (the deficit it leaves, the calls made), so DR is called first wherever its
-    notice allows and the schedule sheds only what is left."""
+    notice allows and the schedule sheds only what is left. ``network``: the newest ``bottlenecks``
+    and N-1 ``relief`` tables (and ``load_p``, the estimated loads), whose overloads become network
+    rows (``load.network``); an overload dispatch has not relieved triggers a schedule on its own."""
     order = substation.step.to_numpy().argsort(kind="stable")[:horizon_steps]
     sub = substation.iloc[order].reset_index(drop=True)
     lim = np.asarray(import_limit_mw, float)
     lim = lim[order] if lim.ndim else lim
     deficit = deficit_from_plan(sub, lim).to_numpy()
-    if not (deficit > 0).any():
+    overloaded = _overloaded(network)
+    if not (deficit > 0).any() and not overloaded:
         return None
     times = pd.DatetimeIndex(sub.step_ts)
     before_dr, dr_called = deficit.copy(), []
-    if demand_response is not None:
+    if demand_response is not None and (deficit > 0).any():
         left, dr_called = demand_response(pd.Series(deficit, index=times))
         deficit = np.asarray(left, float)
-        if not (deficit > MIN_DEFICIT_MW).any():
+        if not (deficit > MIN_DEFICIT_MW).any() and not overloaded:
             return None
     T = len(sub)
     dt_h = (times[1] - times[0]).total_seconds() / 3600 if T > 1 else 5 / 60
@@ -308,7 +320,10 @@ def from_plan(pr: Priorities, net, substation: pd.DataFrame, renewables: dict[st
     for kind, fc in renewables.items():
         cap = float(np.nanmax(fc.capacity_mw)) if "capacity_mw" in fc and np.isfinite(fc.capacity_mw).any() else 0.0
         factor[kind] = (np.clip(fc.p50.to_numpy(float)[:T], 0, None) / cap) if cap > 0 else np.zeros(T)
-    p = build_problem(pr, net, deficit, sub.demand_p50_mw.to_numpy(float), factor, history, dt_h)
+    p = build_problem(pr, net, deficit, sub.demand_p50_mw.to_numpy(float), factor, history, dt_h,
+                      network=network if overloaded else None)
+    if not (deficit > MIN_DEFICIT_MW).any() and (p.relief_mw is None or not (p.relief_mw > 1e-6).any()):
+        return None
     info = {"import_limit_mw": [round(float(v), 4) for v in np.broadcast_to(lim, (T,))],
             "net_load_after_fleet_mw": [round(float(v), 4) for v in sub.net_load_after_mw],
             "fleet_mw": [round(float(v), 4) for v in sub.battery_mw],
@@ -316,7 +331,21 @@ def from_plan(pr: Priorities, net, substation: pd.DataFrame, renewables: dict[st
             "policy_sha256": pr.policy_sha256[:12], **(inputs or {})}
     if demand_response is not None:
         info["deficit_before_dr_mw"] = [round(float(v), 4) for v in before_dr]
+    if p.relief_mw is not None:
+        info["network_rows"] = [{"element": n, "relief_first_step": round(float(p.relief_mw[k, 0]), 4),
+                                 "blocks_relieving": int((p.sensitivity[k] > 0).sum())}
+                                for k, n in enumerate(p.element_names)]
     return decide(p, times, info, mode, time_limit_s=time_limit_s, dr_called=dr_called)
+
+
+def _overloaded(network: dict | None) -> bool:
+    """Whether the network inputs show a branch over its limit now or under the worst outage."""
+    if not network:
+        return False
+    bn, rl = network.get("bottlenecks"), network.get("relief")
+    now = bn is not None and len(bn) and bool(((bn.quantity == "loading_percent") & (bn.value > bn["limit"])).any())
+    n1 = rl is not None and len(rl) and bool((rl.target_loading_percent > 100.0).any())
+    return bool(now or n1)
 
 
 def blocks_due(body: dict, now) -> list[int] | None:

@@ -69,6 +69,25 @@ GATE_CONTINGENCIES = 10
 #: snapshots judged per look for a departure (2 minutes: a dispatcher busy planning catches up)
 SNAPSHOTS_PER_LOOK = 4
 
+def network_inputs(con, st: dict) -> dict:
+    """The overloads of the snapshot ``st`` (grid.bottlenecks), the newest N-1 relief table at or before
+    it (grid.contingency_relief, within 15 minutes) and the estimated load of each load."""
+    import duckdb
+
+    out = {"bottlenecks": None, "relief": None}
+    try:
+        out["bottlenecks"] = con.execute("SELECT * FROM grid.bottlenecks WHERE snapshot_ts = ?", [st["ts"]]).df()
+        out["relief"] = con.execute(
+            "SELECT * FROM grid.contingency_relief WHERE snapshot_ts = (SELECT max(snapshot_ts) FROM "
+            "grid.contingency_relief WHERE snapshot_ts <= ? AND snapshot_ts > ?)",
+            [st["ts"], st["ts"] - timedelta(minutes=15)]).df()
+    except duckdb.CatalogException:
+        pass
+    inj = st["injections"]
+    out["load_p"] = inj[inj.element_type == "load"].set_index("element_id").p_mw
+    return out
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -160,12 +179,17 @@ class Dispatcher:
         self.refreshed_at = now
 
     def state(self) -> dict | None:
-        """The newest estimated state in the live store: snapshot time, injections, switch states."""
+        """The newest estimated state in the live store: snapshot time, injections, switch states, and
+        (``network``) the overloads at that snapshot and the newest N-1 relief table, for the shed
+        schedule's network rows."""
         import duckdb
 
         try:
             with connect(self.s.live_db_path, read_only=True, timeout_s=5.0) as con:
-                return state_at(con, contingencies=GATE_CONTINGENCIES)
+                st = state_at(con, contingencies=GATE_CONTINGENCIES)
+                if st is not None:
+                    st["network"] = network_inputs(con, st)
+                return st
         except (duckdb.IOException, TimeoutError) as exc:
             log.info("dispatcher: live store not readable (%s)", type(exc).__name__)
             return None
@@ -209,7 +233,7 @@ class Dispatcher:
             self.last_approved = {**run.setpoints, "decision": plan_id}
         with connect(self.s.live_db_path, timeout_s=30.0) as con:
             write_ops(con, ops_frames(plan_id, utcnow(), read_at, run))
-        shed = self.shed(now, run, plan_id, limit)
+        shed = self.shed(now, run, plan_id, limit, None if st is None else st.get("network"))
         seconds = time.perf_counter() - t0
         self.stats.plans += 1
         self.stats.plan_seconds.append(seconds)
@@ -270,7 +294,8 @@ class Dispatcher:
                 self._prio = None
         return self._prio
 
-    def shed(self, now: datetime, run, plan_id: str, limit: dict | None) -> tuple[str, str] | None:
+    def shed(self, now: datetime, run, plan_id: str, limit: dict | None, network: dict | None = None
+             ) -> tuple[str, str] | None:
         """When the plan leaves net load above the import limit, the shed schedule for it: solved,
         recorded in the ledger (kind ``shed``, referring to the plan), written to ``load.shed_*`` and
         reported as ``shed_schedule``. Returns (decision id, summary) or None. A failure here is
@@ -286,7 +311,7 @@ class Dispatcher:
                             history_from_ledger(self.ledger, now), mode=self.s.mode_for("shed", "approve"),
                             inputs={"plan": plan_id, "import_instruction": None if limit is None else
                                     {k: str(v) for k, v in limit.items()}},
-                            demand_response=lambda d: self.call_dr(now, d, pr.policy, plan_id))
+                            demand_response=lambda d: self.call_dr(now, d, pr.policy, plan_id), network=network)
             if dec is None:
                 return None
             body = {**dec.body, "commands": "the responder switches the blocks of each step over IEC 104 once the "

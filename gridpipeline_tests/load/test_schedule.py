@@ -149,3 +149,44 @@ def test_the_schedule_in_force_is_the_newest_executable_one_covering_now():
     # the newest is still waiting for approval: the older approved one stays in force
     assert schedule_in_force([old, new], {"s1": "approved", "s2": "pending"}, now) == (old, [1, 2])
     assert schedule_in_force([old, new], {"s1": "rejected", "s2": "pending"}, now) == (None, [])
+
+
+def test_an_overload_dispatch_left_is_relieved_by_blocks_fed_through_the_branch_without_any_deficit(sample):
+    """No supply deficit, but a feeder head above its limit in the grid state: the schedule sheds blocks fed
+    through it until their net load covers the excess over the limit, and none elsewhere; an N-1 overload
+    becomes a row in % of loading with each block's sensitivity from the relief table."""
+    from gridpipeline.load.network import network_rows
+    from gridpipeline.load.overload import element_rating_mva, fed_through
+
+    net, pr = sample
+    line = 175
+    rating = element_rating_mva(net, ("line", line))
+    bn = pd.DataFrame({"element_type": ["line"], "element_id": [line], "quantity": ["loading_percent"],
+                       "value": [115.0], "limit": [100.0]})
+    plan = _plan([8.0] * 6, demand=30.0)
+    assert from_plan(pr, net, plan, {}, import_limit_mw=10.0) is None  # within the import limit
+    dec = from_plan(pr, net, plan, {}, import_limit_mw=10.0, mode="automatic", network={"bottlenecks": bn})
+    assert dec is not None
+    p, r = dec.problem, dec.result
+    downstream = set(fed_through(pr.blocks, net, ("line", line)))
+    shed_blocks = set(dec.frame.block_id)
+    assert shed_blocks and shed_blocks <= downstream
+    need = 0.15 * rating
+    assert p.relief_mw[0, 0] == pytest.approx(need)
+    for t in range(p.shape[1]):
+        relief = float((p.net_mw[:, t] * (r.shed[:, t] > 0.5) * p.sensitivity[0]).sum())
+        assert relief >= need - 1e-6 or [v for v in r.violations if v["rule"] == "network feasibility"]
+    assert dec.body["inputs"]["network_rows"][0]["element"].startswith("overload line 175")
+    # N-1: two loads of one block relieve the target by 2 and 1 % per MW
+    lb = pr.blocks.load_block(net)
+    loads = lb[lb == lb.value_counts().index[0]].index[:2]
+    rel = pd.DataFrame({"contingency": "line:1", "target": "line:2", "element_type": "load",
+                        "element_id": [int(loads[0]), int(loads[1])], "p_mw": [1.0, 2.0],
+                        "sensitivity_pct_per_mw": [2.0, 1.0], "target_loading_percent": 110.0})
+    ids = pr.blocks.table.index.to_numpy(dtype=int)
+    netl = np.full((len(ids), 3), 4.0)
+    rows = network_rows(net, pr.blocks, ids, netl, np.array([30.0, 30.0, 33.0]), None, rel)
+    k = list(ids).index(int(lb[loads[0]]))
+    assert rows.sensitivity[0, k] == pytest.approx((2.0 * 1.0 + 1.0 * 2.0) / 4.0)
+    assert rows.relief[0].tolist() == pytest.approx([10.0, 10.0, 11.0])
+    assert rows.labels == ["N-1 line:1: line:2 at 110.0 %"]
