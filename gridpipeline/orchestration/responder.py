@@ -39,8 +39,6 @@ import pandas as pd
 
 from gridpipeline.common import iec104 as plan
 from gridpipeline.load.response import (
-    CLPU_DECAY_MIN,
-    CLPU_FACTOR,
     RESTORE_MIN_HZ,
     TABLE_MAX_AGE,
     FrequencyWatch,
@@ -708,7 +706,8 @@ class Responder:
         todo = sorted(self.out - held_by_overload if blocks is None else blocks)
         out = pd.DataFrame([{"block_id": b, **self.out_info.get(b, {"tier": 4, "mw": 0.0})} for b in todo],
                            columns=["block_id", "tier", "mw", "switch"])
-        stages = restoration_stages(out, max(margin, 1e-6))
+        clpu = self.clpu()
+        stages = restoration_stages(out, max(margin, 1e-6), clpu.factor)
         if self.restoring is not None:  # another event's restoration is under way: this one's stages follow
             self.restoring["stages"].extend(stages)
             stages_after = True
@@ -721,7 +720,7 @@ class Responder:
                      and blocks is None,
                      "restoration": {"stages": stages, "margin_mw": round(margin, 4),
                                      "margin_basis": "the response table's first under-frequency stage",
-                                     "cold_load_pickup": {"factor": CLPU_FACTOR, "decay_min": CLPU_DECAY_MIN},
+                                     "cold_load_pickup": clpu.to_json(),
                                      "min_hz": RESTORE_MIN_HZ,
                                      "interval_s": self.s.responder_restore_interval_s}}
         rec = self.ledger.append("critical_response", plan_body, mode="automatic", actor="responder")
@@ -741,6 +740,13 @@ class Responder:
             "left_out": left, "restored": []}, mode="automatic", actor="responder", ref=self.restoring["plan"])
         self.restoring = None
 
+    def clpu(self):
+        """The cold-load pickup in force: calibrated from the restored blocks' telemetry by the
+        ``clpu_calibration`` asset (``<home>/load/clpu.json``), else the literature's 2.0 over 20 min."""
+        from gridpipeline.load.clpu import read
+
+        return read(self.s.home)
+
     def close_switch(self, switch: int) -> tuple[bool, str]:
         r = self.operate([(switch, True)])[switch]
         return r["ok"], r["detail"]
@@ -758,7 +764,7 @@ class Responder:
         try:
             blocks, later, held, pf_checks = checked_stage(
                 self.checker, set(self.out), blocks,
-                {b: float(self.out_info.get(b, {}).get("mw", 0.0)) for b in blocks}, CLPU_FACTOR)
+                {b: float(self.out_info.get(b, {}).get("mw", 0.0)) for b in blocks}, self.clpu().factor)
             rs["stages"][rs["k"] + 1:rs["k"] + 1] = later
         except Exception as exc:  # noqa: BLE001 - the margin still limits the stage; say the check failed
             log.exception("responder: the restoration stage's power flow check failed")
@@ -778,7 +784,7 @@ class Responder:
             if ok:
                 restored.append(b)
                 self.out.discard(b)
-        pickup = sum(float(self.out_info.get(b, {}).get("mw", 0.0)) for b in restored) * CLPU_FACTOR
+        pickup = sum(float(self.out_info.get(b, {}).get("mw", 0.0)) for b in restored) * self.clpu().factor
         body = {"summary": f"restoration stage {rs['k'] + 1}/{len(rs['stages'])} after {rs['event']}: "
                            f"{len(restored)} of {len(blocks)} blocks back, pickup up to {pickup:.3f} MW with "
                            f"cold-load pickup at {r.hz:.3f} Hz", "event": rs["event"], "stage": rs["k"] + 1,

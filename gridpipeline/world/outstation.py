@@ -103,7 +103,8 @@ class FieldDynamics:
 
     # ------------------------------------------------------------------ the world's response
     def load_now(self, now: datetime) -> np.ndarray:
-        inj = self.sim.world.injections_at(pd.DatetimeIndex([pd.Timestamp(now, tz="UTC")]))
+        times = pd.DatetimeIndex([pd.Timestamp(now, tz="UTC")])
+        inj = self.sim.cold_load_pickup(times, self.sim.world.injections_at(times))
         return inj.load_p_mw[0]
 
     def battery_discharge_mw(self) -> float:
@@ -319,6 +320,7 @@ class Outstation:
             inj = self.sim._fronts(times, self.sim.world.injections_at(times))
             if getattr(self.sim, "vens", None) is not None:
                 inj = self.sim.vens.apply(times, inj)
+            inj = self.sim.cold_load_pickup(times, inj)
             bats = self.sim.fleet.batteries
             if len(bats) == inj.storage_p_mw.shape[1]:  # what each battery does now (pandapower sign: + charging)
                 mono = time.monotonic()

@@ -156,6 +156,9 @@ class ScadaSimulator:
 
         self.fleet = FieldFleet(world.net)
         self.gateways: list = []
+        from gridpipeline.world.clpu import ColdLoadPickup
+
+        self.clpu = ColdLoadPickup(world.net)
         #: the demand-response customers (world.ven.VenField), when the live world serves OpenADR
         self.vens = None
         self._dr_taken = None
@@ -211,6 +214,7 @@ class ScadaSimulator:
             inj = after
         else:
             self._dr_taken = None
+        inj = self.cold_load_pickup(times, inj)
         inj = self.fleet.apply(times, inj)
         switches = self._switch_state(times)
         states = self.engine.solve(inj, switch_closed=switches)
@@ -255,6 +259,11 @@ class ScadaSimulator:
         secs = ((times.tz_convert("UTC").tz_localize(None) - EPOCH).total_seconds()).to_numpy().astype(np.int64)
         out[(secs[:, None] % reg.interval_s.to_numpy()[None, :]) != 0] = np.nan
         return times, out, switches
+
+    def cold_load_pickup(self, times: pd.DatetimeIndex, inj):
+        """``inj`` with the loads re-energised after an outage drawing more (``world.clpu``)."""
+        f = self.clpu.factor(times, self.switch_events)
+        return inj if f is None else replace(inj, load_p_mw=inj.load_p_mw * f)
 
     def add_front(self, start: datetime, minutes: float = 60.0, depth: float = 0.6, kind: str = "pv",
                   ramp_minutes: float = 10.0) -> None:
