@@ -237,7 +237,7 @@ def tier_fixing(p: ShedProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01, verbose: bool = False,
-               presolve_tiers: bool = True, strict: bool = True) -> ShedResult:
+               presolve_tiers: bool = True, strict: bool = True, solver_opts: dict | None = None) -> ShedResult:
     """The schedule (see the module docstring). With ``presolve_tiers`` the tier order is settled
     before the solve (``tier_fixing``): the program then only chooses within each step's marginal
     tier; without it, tier order is a soft rule of the program (the monolithic formulation).
@@ -383,16 +383,17 @@ def solve_shed(p: ShedProblem, time_limit_s: float = 60.0, mip_gap: float = 0.01
     # so the program's relative gap is the cost's; soft: the penalties dominate, so ask for an
     # absolute gap of mip_gap x the cost bound instead
     if hard:
-        prob.solve(solver=cp.HIGHS, verbose=verbose, time_limit=float(left_s), mip_rel_gap=float(mip_gap))
+        prob.solve(solver=cp.HIGHS, verbose=verbose, time_limit=float(left_s), mip_rel_gap=float(mip_gap),
+                   **(solver_opts or {}))
     else:
         prob.solve(solver=cp.HIGHS, verbose=verbose, time_limit=float(left_s), mip_rel_gap=1e-9,
-                   mip_abs_gap=max(float(mip_gap) * lb, 1e-6))
+                   mip_abs_gap=max(float(mip_gap) * lb, 1e-6), **(solver_opts or {}))
     found = x.value is not None
     if hard and not found and prob.status in ("infeasible", "infeasible_inaccurate"):
         log.info("shed: the strict lower rules leave no schedule; solving with every lower rule soft")
         # the strict rules leave no schedule: every lower rule soft
         return solve_shed(p, max(time_limit_s - (time.perf_counter() - t0), 1.0), mip_gap, verbose,
-                          presolve_tiers, strict=False)
+                          presolve_tiers, strict=False, solver_opts=solver_opts)
     shed = np.zeros((B, T))
     if found:
         shed[idx] = np.round(x.value)
