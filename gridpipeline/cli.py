@@ -611,15 +611,20 @@ def dev(
     finally:
         # each child leads its own process group: the group gets the signal, and what is still alive
         # after 30 s is killed, grandchildren (webserver, daemon, code server, dbt) included
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        # runs in flight end CANCELED with the reason, not FAILURE ("interrupted unexpectedly")
-        instance, in_flight = _cancel_in_flight(home)
-        stop_all(procs, lambda p: signal.SIGINT if p is dagster else signal.SIGTERM, timeout_s=30)
-        if instance is not None:
-            from gridpipeline.orchestration.runs import settle_canceled
+        before = signal.signal(signal.SIGTERM, signal.SIG_IGN), signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            # runs in flight end CANCELED with the reason, not FAILURE ("interrupted unexpectedly")
+            instance, in_flight = _cancel_in_flight(home)
+            stop_all(procs, lambda p: signal.SIGINT if p is dagster else signal.SIGTERM, timeout_s=30)
+            if instance is not None:
+                from gridpipeline.orchestration.runs import settle_canceled
 
-            settle_canceled(instance, in_flight)
+                settle_canceled(instance, in_flight)
+        finally:
+            # ignored dispositions survive exec: left in place, every process this one starts later (and,
+            # in a test session, every later test's children) would ignore SIGTERM and Ctrl-C
+            signal.signal(signal.SIGTERM, before[0] if before[0] is not None else signal.SIG_DFL)
+            signal.signal(signal.SIGINT, before[1] if before[1] is not None else signal.default_int_handler)
 
 
 def _cancel_in_flight(home: Path):

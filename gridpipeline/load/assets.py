@@ -105,7 +105,7 @@ shed_schedule = AssetSpec(
     description="Demand-response events over OpenADR 2.0b: who the live dispatcher called before any involuntary "
     "shed (interruptible contracts, cheapest first, where the notice allows; ledger kind `dr_event`), who opted in "
     "or out or never answered (`dr_response`), and, once an event has ended, the reduction delivered against a "
-    "baseline from the customer's own telemetry: high 5 of 10 prior weekdays with a same-day adjustment when ten "
+    "baseline from the customer's own cleaned telemetry (good readings): high 5 of 10 prior weekdays with a same-day adjustment when ten "
     "are there, else the hour before (NAESB meter before); with the payment it earns. Rows in load.dr_events; "
     "every 15 minutes.",
 )
@@ -114,7 +114,7 @@ def dr_events(context: AssetExecutionContext, duckdb: DuckDBResource, settings: 
 
     from gridpipeline.ledger.store import Ledger
     from gridpipeline.load.dr import event_rows
-    from gridpipeline.load.store import ensure_load_schema, write_dr_events
+    from gridpipeline.load.store import ensure_load_schema, load_power, write_dr_events
 
     s = settings.get()
     led = Ledger(s.ledger)
@@ -126,10 +126,7 @@ def dr_events(context: AssetExecutionContext, duckdb: DuckDBResource, settings: 
         first = min(pd.Timestamp(c["start"]) for r in evs for c in r["body"].get("calls", [])) - pd.Timedelta(days=30)
         with writer_lock(s.db_path), duckdb.get_connection() as con:  # a short read
             try:
-                readings = con.execute(
-                    "SELECT s.element_id AS load_id, r.ts, avg(r.value) AS mw FROM telemetry.raw_readings r "
-                    "JOIN telemetry.sensors s USING (sensor_id) WHERE s.kind = 'p_inj' AND s.element_type = 'load' "
-                    "AND list_contains(?, s.element_id) AND r.ts >= ? GROUP BY ALL", [loads, first.to_pydatetime()]).df()
+                readings = load_power(con, loads, first.to_pydatetime())
             except Exception as exc:  # noqa: BLE001 - no telemetry yet: the events are listed, not measured
                 context.log.warning(f"telemetry not readable ({exc}); events not measured")
     rows = event_rows(evs, resp, readings, now)
@@ -257,9 +254,9 @@ restoration_plan = AssetSpec(
                                 "at least three restorations of this grid.")],
     description="Cold-load pickup calibrated from the pipeline's own history: for every block a restoration "
     "closed again, its loads' 30-second telemetry gives the level before the outage and the pickup over the "
-    "next hour; the excess is fitted to (peak - 1) exp(-t / tau). The median peak of outages of 10 minutes or "
-    "more and the common tau size the responder's restoration stages (<home>/load/clpu.json); the literature's "
-    "2.0 and 20 minutes hold until three such restorations exist. Hourly.",
+    "next hour; the excess is fitted to (peak - 1) exp(-t / tau). The 90th percentile of the peaks of outages "
+    "of 10 minutes or more and the common tau size the responder's restoration stages (<home>/load/clpu.json); "
+    "the literature's 2.0 and 20 minutes hold until three such restorations exist. Hourly.",
 )
 def clpu_calibration(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
                      network: NetworkModelResource):
@@ -268,6 +265,7 @@ def clpu_calibration(context: AssetExecutionContext, duckdb: DuckDBResource, set
     from gridpipeline.ledger.store import Ledger
     from gridpipeline.load.blocks import switchable_blocks
     from gridpipeline.load.clpu import fit, pickup_curves, read, restorations_from_records, write
+    from gridpipeline.load.store import load_power
 
     s = settings.get()
     net = network.load().net
@@ -280,10 +278,7 @@ def clpu_calibration(context: AssetExecutionContext, duckdb: DuckDBResource, set
         first = pd.Timestamp(min(at for _, at in restored)) - pd.Timedelta(hours=6)
         with writer_lock(s.db_path), duckdb.get_connection() as con:  # a short read
             try:
-                readings = con.execute(
-                    "SELECT s.element_id AS load_id, r.ts, avg(r.value) AS mw FROM telemetry.raw_readings r "
-                    "JOIN telemetry.sensors s USING (sensor_id) WHERE s.kind = 'p_inj' AND s.element_type = 'load' "
-                    "AND list_contains(?, s.element_id) AND r.ts >= ? GROUP BY ALL", [loads, first.to_pydatetime()]).df()
+                readings = load_power(con, loads, first.to_pydatetime())
             except Exception as exc:  # noqa: BLE001 - no telemetry yet
                 context.log.warning(f"telemetry not readable ({exc})")
     now = datetime.now(UTC).replace(tzinfo=None)

@@ -9,8 +9,8 @@ active power readings (30-second telemetry) give
 
 The excess ``ratio - 1`` is fitted to ``(peak - 1) * exp(-t / tau)`` by least squares on its
 logarithm, over the minutes it stands above 2 %: one ``tau`` for all events and one ``peak`` per
-event. The calibration is the median peak of the outages of 10 minutes or more and the common
-``tau``; the responder sizes its restoration stages with them (``<home>/load/clpu.json``), and with
+event. The calibration is the 90th percentile of the peaks of the outages of 10 minutes or more (the
+peak grows with the outage's length; a stage must hold after a long one) and the common ``tau``; the responder sizes its restoration stages with them (``<home>/load/clpu.json``), and with
 the literature's 2.0 and 20 minutes until there are three such events.
 
 Pure functions on frames; the ``clpu_calibration`` asset reads the ledger and the telemetry.
@@ -118,7 +118,9 @@ def fit(curves: pd.DataFrame, now: datetime | None = None) -> tuple[Calibration,
                          "points": int(pts[k])} for i, k in enumerate(keys)])
     long = per[(per.off_min >= MIN_OFF_MIN) & (per.points >= 3)]
     if len(long) >= MIN_EVENTS and slope < 0:
-        cal = Calibration(factor=round(float(np.clip(long.peak.median(), 1.0, 3.0)), 3),
+        # the 90th percentile, not the median: the peak grows with the outage's length, and a stage sized
+        # on a typical outage would be too small after a long one
+        cal = Calibration(factor=round(float(np.clip(long.peak.quantile(0.9), 1.0, 3.0)), 3),
                           decay_min=round(float(np.clip(-1.0 / slope, 1.0, 120.0)), 2), events=len(long),
                           basis=f"fitted on {len(long)} restorations of outages >= {MIN_OFF_MIN:g} min from the "
                                 "restored blocks' own telemetry",

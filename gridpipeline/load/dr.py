@@ -35,21 +35,16 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from gridpipeline.common.openadr import EVENT_PROGRAMME, PRICE_PROGRAMME, aggregator_ven, contract_ven
 from gridpipeline.load.policy import Contract, Policy
 
 STEP = timedelta(minutes=5)
-EVENT_PROGRAMME = "oadr://gridpipeline/interruptible"
-PRICE_PROGRAMME = "oadr://gridpipeline/tou"
 #: opt states that count as delivering (an answer still due counts until the answer timeout)
 IN_FORCE = ("optIn", "pending")
 
 
 def ven_id(contract: Contract) -> str:
-    return f"ven-load-{contract.load_id}"
-
-
-def aggregator_ven(cls: str) -> str:
-    return f"ven-{cls}"
+    return contract_ven(contract.load_id)
 
 
 @dataclass(frozen=True)
@@ -94,10 +89,12 @@ def history_from_records(event_records: list[dict], response_records: list[dict]
     h = DrHistory()
     day, month = pd.Timestamp(now).normalize(), pd.Timestamp(now).to_period("M")
     for r in event_records:
+        if not r["body"].get("sent", True):
+            continue  # recorded, never offered (advisory, or no VTN)
         for c in r["body"].get("calls", []):
             o = opt.get(c["event_id"], "pending")
             start, end = pd.Timestamp(c["start"]), pd.Timestamp(c["end"])
-            if o != "optOut" and o != "no answer":
+            if o not in ("optOut", "no answer", "not sent"):
                 if start.normalize() == day:
                     h.today[c["ven_id"]] = h.today.get(c["ven_id"], 0) + 1
                 if start.to_period("M") == month:
@@ -180,7 +177,7 @@ def choose_calls(deficit: pd.Series, policy: Policy, history: DrHistory, now: da
 
 
 # ---------------------------------------------------------------------- measurement
-def interval_means(readings: pd.DataFrame, minutes: int = 15) -> pd.DataFrame:
+def interval_means(readings: pd.DataFrame, minutes: int = 5) -> pd.DataFrame:
     """``readings`` (load_id, ts, mw) as mean MW per load and ``minutes`` interval (interval start)."""
     if readings.empty:
         return pd.DataFrame(columns=["load_id", "interval", "mw"])
@@ -189,10 +186,11 @@ def interval_means(readings: pd.DataFrame, minutes: int = 15) -> pd.DataFrame:
 
 
 def baseline(series: pd.Series, start: datetime, end: datetime, event_days: set = frozenset(),
-             x: int = 5, y: int = 10, minutes: int = 15) -> tuple[pd.Series, str]:
+             x: int = 5, y: int = 10, minutes: int = 5) -> tuple[pd.Series, str]:
     """The baseline MW of one load over ``[start, end)`` per interval, and its method.
 
-    ``series``: mean MW per interval start (the load's history, the event included or not)."""
+    ``series``: mean MW per interval start (the load's history, the event included or not), on the
+    5-minute steps events start and end on, so no slot straddles the event's edges (or its payback)."""
     s = series.sort_index()
     slots = pd.date_range(pd.Timestamp(start).floor(f"{minutes}min"), pd.Timestamp(end), freq=f"{minutes}min",
                           inclusive="left")
@@ -226,7 +224,7 @@ def baseline(series: pd.Series, start: datetime, end: datetime, event_days: set 
 
 
 def performance(series: pd.Series, start: datetime, end: datetime, event_days: set = frozenset(),
-                minutes: int = 15) -> dict:
+                minutes: int = 5) -> dict:
     """Baseline, measured and delivered MW (means over the event) of one load, and the method."""
     base, method = baseline(series, start, end, event_days, minutes=minutes)
     meas = series.reindex(base.index)

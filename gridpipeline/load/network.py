@@ -81,8 +81,11 @@ def network_rows(net, blocks, block_ids: np.ndarray, net_mw: np.ndarray, demand_
                 p = float(load_p.get(int(r.element_id), r.p_mw)) if load_p is not None else float(r.p_mw)
                 k = pos[int(b)]
                 row[k] += float(r.sensitivity_pct_per_mw) * max(p, 0.0)
-            netnow = np.maximum(net_mw[:, 0] if net_mw.size else np.zeros(B), 1e-6)
-            row = np.where(row > 0, row / netnow, 0.0)
+            # per MW of the block's net load now; a block that draws little or exports now is left out
+            # (its coefficient would explode, and shedding an exporting block relieves nothing)
+            netnow = net_mw[:, 0] if net_mw.size else np.zeros(B)
+            ok = (row > 0) & (netnow > 0.01)
+            row = np.where(ok, row / np.where(ok, netnow, 1.0), 0.0)
             if not row.any():
                 continue
             S.append(row)

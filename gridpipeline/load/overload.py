@@ -75,6 +75,8 @@ class OverloadWatch:
                 self.events[r.element] = ev
                 return OverloadResult(act=True, event=ev["event"])
             ev["below_since"] = None
+            if ev.get("exhausted"):  # the last step found nothing more to open: recorded once, not every 10 s
+                return OverloadResult(event=ev["event"])
             if (r.ts - ev["acted_at"]).total_seconds() >= self.again_s:
                 ev["acted_at"] = r.ts
                 return OverloadResult(act=True, event=ev["event"])
@@ -90,6 +92,13 @@ class OverloadWatch:
         else:
             ev["below_since"] = None
         return OverloadResult(event=ev["event"])
+
+
+    def exhausted(self, event: str) -> None:
+        """Nothing more can be opened for ``event``: no further steps until it ends."""
+        for ev in self.events.values():
+            if ev["event"] == event:
+                ev["exhausted"] = True
 
 
 def relief_mw(pct: float, rating_mva: float, normal_pct: float = NORMAL_PCT, margin: float = 0.05) -> float:
@@ -112,11 +121,34 @@ def fed_through(blocks, net, element: tuple[str, int]) -> list[int]:
     """Blocks whose supply passes through ``element``: the block at its downstream end and every block
     fed through that one (for the substation's transformer, every block)."""
     kind, idx = element
-    bus = int(net.trafo.lv_bus.at[idx]) if kind == "trafo" else int(net.line.to_bus.at[idx])
+    bus = int(net.trafo.lv_bus.at[idx]) if kind == "trafo" else downstream_bus(net, idx)
     b = blocks.bus_block.get(bus)
     if b is None or pd.isna(b):
         return []
     return sorted({int(x) for x in blocks.descendants(int(b))} | {int(b)})
+
+
+_DEPTH: dict[int, dict] = {}
+
+
+def downstream_bus(net, line: int) -> int:
+    """The end of ``line`` farther from the external grid (hops over the network with every switch
+    closed): a line's from/to order says nothing about the direction of supply."""
+    import networkx as nx
+
+    depth = _DEPTH.get(id(net))
+    if depth is None:
+        import pandapower.topology as top
+
+        g = top.create_nxgraph(net, respect_switches=False, include_out_of_service=False)
+        depth = {}
+        for b in net.ext_grid.bus:
+            if int(b) in g:
+                for node, d in nx.single_source_shortest_path_length(g, int(b)).items():
+                    depth[node] = min(d, depth.get(node, d))
+        _DEPTH[id(net)] = depth
+    a, b = int(net.line.from_bus.at[line]), int(net.line.to_bus.at[line])
+    return a if depth.get(a, -1) > depth.get(b, -1) else b
 
 
 def pick_blocks(order: pd.DataFrame, candidates: list[int], need_mw: float, exclude: set[int]) -> list[int]:
@@ -163,13 +195,18 @@ class GenerationWatch:
         return 0.0, None
 
 
-def battery_relief(batteries: dict[str, float], lost_mw: float) -> dict[str, float]:
-    """The response table's batteries (id -> MW they can discharge) scaled to cover ``lost_mw``."""
-    total = float(sum(max(v, 0.0) for v in batteries.values()))
+def battery_relief(batteries: dict[str, float], lost_mw: float, now_mw: dict[str, float] | None = None
+                   ) -> dict[str, float]:
+    """Setpoints (MW, + discharge) that add ``lost_mw`` to what the batteries give now (``now_mw``, their
+    present output or the setpoint they hold; 0 when unknown), shared by each one's headroom up to what
+    the response table says it can discharge (``batteries``: id -> MW)."""
+    now_mw = now_mw or {}
+    room = {k: max(float(v) - float(now_mw.get(k, 0.0)), 0.0) for k, v in batteries.items()}
+    total = float(sum(room.values()))
     if total <= 0 or lost_mw <= 0:
         return {}
     f = min(lost_mw / total, 1.0)
-    return {k: round(max(v, 0.0) * f, 4) for k, v in batteries.items() if v > 0}
+    return {k: round(float(now_mw.get(k, 0.0)) + r * f, 4) for k, r in room.items() if r > 0}
 
 
 __all__ = ["EMERGENCY_PCT", "GenerationWatch", "LoadingReading", "OverloadWatch", "battery_relief",

@@ -25,6 +25,16 @@ def ensure_load_schema(con) -> None:
         shed_mw DOUBLE, greedy_shed_mw DOUBLE, unserved_mw DOUBLE, blocks_out INTEGER, chain VARCHAR)""")
 
 
+def load_power(con, loads: list[int], since) -> "pd.DataFrame":
+    """Active power of ``loads`` from the cleaned telemetry (canonical MW; good readings only, so
+    spikes, stuck values and wrongly scaled exports never reach a baseline): load_id, ts, mw."""
+    return con.execute(
+        "SELECT s.element_id AS load_id, c.ts, c.value AS mw FROM clean.clean_telemetry c "
+        "JOIN telemetry.sensors s USING (sensor_id) WHERE s.kind = 'p_inj' AND s.element_type = 'load' "
+        "AND c.quality = 'good' AND c.value IS NOT NULL AND list_contains(?, s.element_id) AND c.ts >= ?",
+        [list(loads), since]).df()
+
+
 def write_dr_events(con, frame) -> None:
     """The events table (``load.dr_events``): the rows of the events in ``frame`` replace theirs."""
     con.execute("""CREATE TABLE IF NOT EXISTS load.dr_events (

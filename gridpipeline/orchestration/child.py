@@ -46,6 +46,10 @@ def _own_group_and_die_with_parent(nice: int = 0) -> None:  # pragma: no cover -
     import signal
 
     os.setsid()
+    # an ignored or blocked SIGTERM is inherited across exec (a library thread of the parent may block
+    # signals): the child must die of the signal the kernel sends it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     if nice:
         os.nice(nice)
     try:

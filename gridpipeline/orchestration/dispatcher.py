@@ -204,6 +204,7 @@ class Dispatcher:
         from gridpipeline.ledger.store import approval_deadline
 
         t0 = time.perf_counter()
+        self._plan_started = time.monotonic()  # the DR notice counts the time the plan itself takes
         self.refresh(now)
         read_at = utcnow()
         bms = self.client.read_fleet()
@@ -300,6 +301,7 @@ class Dispatcher:
         recorded in the ledger (kind ``shed``, referring to the plan), written to ``load.shed_*`` and
         reported as ``shed_schedule``. Returns (decision id, summary) or None. A failure here is
         logged and never stops the dispatch."""
+        from gridpipeline.load.dr import ven_id
         from gridpipeline.load.schedule import from_plan, history_from_ledger
         from gridpipeline.load.store import write_shed
 
@@ -307,11 +309,35 @@ class Dispatcher:
             pr = self.priorities()
             if pr is None:
                 return None
+            history = history_from_ledger(self.ledger, now)
+            lb = pr.blocks.load_block(self.net)
+            block_of = {ven_id(c): lb.get(c.load_id) for c in pr.policy.contracts}
+
+            def count_dr(ven_counts: dict[str, int], into: dict[int, int]) -> None:
+                # a DR call is one of the contract's interruptions: the shed schedule's limits count it
+                for v, n in ven_counts.items():
+                    b = block_of.get(v)
+                    if b is not None and not pd.isna(b):
+                        into[int(b)] = into.get(int(b), 0) + int(n)
+
+            drh = self.dr_history(now)
+            count_dr(drh.today, history.today)
+            count_dr(drh.month, history.month)
+
+            def demand_response(d):
+                left, called = self.call_dr(now, d, pr.policy, plan_id)
+                new = {}
+                for c in called:
+                    new[c["ven_id"]] = new.get(c["ven_id"], 0) + 1
+                count_dr(new, history.today)
+                count_dr(new, history.month)
+                return left, called
+
             dec = from_plan(pr, self.net, run.tables["substation"], run.p.renewables, run.p.import_max_mw,
-                            history_from_ledger(self.ledger, now), mode=self.s.mode_for("shed", "approve"),
+                            history, mode=self.s.mode_for("shed", "approve"),
                             inputs={"plan": plan_id, "import_instruction": None if limit is None else
                                     {k: str(v) for k, v in limit.items()}},
-                            demand_response=lambda d: self.call_dr(now, d, pr.policy, plan_id), network=network)
+                            demand_response=demand_response, network=network)
             if dec is None:
                 return None
             body = {**dec.body, "commands": "the responder switches the blocks of each step over IEC 104 once the "
@@ -345,7 +371,11 @@ class Dispatcher:
 
         dr = policy.demand_response
         hist = self.dr_history(now)
-        calls, left, skipped = choose_calls(deficit, policy, hist, now, expected_delivery=dr["expected_delivery"])
+        # the notice counts from when the VEN can see the event: now (not the cycle's start) plus a poll
+        # of the VENs and a margin
+        elapsed = time.monotonic() - getattr(self, "_plan_started", time.monotonic())
+        seen = now + timedelta(seconds=elapsed + (self.vtn.poll_s if self.vtn is not None else 0) + 10)
+        calls, left, skipped = choose_calls(deficit, policy, hist, seen, expected_delivery=dr["expected_delivery"])
         mode = self.s.mode_for("dr", "automatic")
         if not calls:
             return left.to_numpy(), []
@@ -368,11 +398,26 @@ class Dispatcher:
             return deficit.to_numpy(), []
         try:
             self.vtn.call(calls)
-        except Exception as exc:  # the VTN is down: nothing was offered, so nothing is counted on
+        except Exception as exc:  # the VTN is down: what was not offered is not counted on
             log.exception("dispatcher: offering DR events failed")
-            self.ledger.append("dr_response", {"event_id": None, "decision": rec.id, "opt": "not sent",
-                                               "error": str(exc)}, mode="advisory", actor="dispatcher", ref=rec.id)
-            return deficit.to_numpy(), []
+            offered = set(getattr(self.vtn, "_sent", {}))
+            for c in calls:
+                if c.event_id not in offered:
+                    self.ledger.append("dr_response", {"event_id": c.event_id, "ven_id": c.ven_id, "decision": rec.id,
+                                                       "opt": "not sent", "error": str(exc)},
+                                       mode="advisory", actor="dispatcher", ref=rec.id)
+            ok = [c for c in calls if c.event_id in offered]
+            for c in ok:
+                self.dr_events[c.event_id] = rec.id
+            if not ok:
+                return deficit.to_numpy(), []
+            from gridpipeline.load.dr import DrHistory
+
+            _, left, _ = choose_calls(deficit, policy, DrHistory(events=[
+                {"event_id": c.event_id, "ven_id": c.ven_id, "start": c.start, "end": c.end,
+                 "expected_mw": c.expected_mw, "opt": "pending"} for c in ok] + hist.events,
+                today=hist.today, month=hist.month), seen, expected_delivery=dr["expected_delivery"])
+            return left.to_numpy(), [{"decision": rec.id, **c.record()} for c in ok]
         for c in calls:
             self.dr_events[c.event_id] = rec.id
         return left.to_numpy(), [{"decision": rec.id, **c.record()} for c in calls]
@@ -388,6 +433,7 @@ class Dispatcher:
         if pr is None:
             return
         dr = pr.policy.demand_response
+        self.vtn.prune(now)
         for a in self.vtn.answers(now, timedelta(minutes=float(dr["answer_timeout_min"]))):
             ref = self.dr_events.get(a["event_id"])
             flag = a["opt"] == "no answer"

@@ -162,9 +162,10 @@ class Responder:
             pt = st.add_point(io_address=plan.STATUS + int(s_), type=c104.Type.M_SP_TB_1)
             pt.on_receive(callable=self._on_status)
         # emergency ratings and loss of generation (load.overload)
-        # the normal rating is the emergency rating / 1.2 (120 % by default); the event clears below 90 % of it
+        # the normal rating is 100 % (or the emergency rating, if set below it); the event clears at 90 % of it
         e = settings.emergency_loading_percent
-        self.overload = OverloadWatch(emergency_pct=e, clear_pct=0.75 * e)
+        self.normal_pct = min(100.0, e)
+        self.overload = OverloadWatch(emergency_pct=e, clear_pct=0.9 * self.normal_pct)
         self.genwatch = GenerationWatch()
         self.event_blocks: dict[str, set[int]] = {}  # overload event -> blocks it opened
         self.loading_points = {}
@@ -202,6 +203,9 @@ class Responder:
             ev = b.get("event")
             if r["kind"] != "critical_response" or not ev:
                 continue
+            kind = b.get("ended_kind") if b.get("event_ended") else (b.get("trigger") or {}).get("kind")
+            if kind not in (None, "under-frequency"):
+                continue  # an overload or a loss of generation: not the frequency watch's event
             self.watch.done.setdefault(ev, set()).update(int(x) for x in b.get("stages", []))
             self.watch.event = None if b.get("event_ended") else ev
         self._resume = bool(self.out) and self.watch.event is None
@@ -382,13 +386,22 @@ class Responder:
         if not send:
             flags.append(f"mode {self.mode}: recorded, no command sent (a critical response cannot wait for approval)")
         rating = element_rating_mva(self.net, r.element)
-        need = relief_mw(r.pct, rating, normal_pct=self.overload.emergency_pct / 1.2)
+        need = relief_mw(r.pct, rating, normal_pct=self.normal_pct)
         cand = fed_through(self.blocks, self.net, r.element)
-        wanted = pick_blocks(table.order, cand, need, set(self.out))
+        net_behind = float(table.order[table.order.block_id.isin(cand)].mw.sum())
+        if net_behind <= 0:
+            # the element carries generation out (net export behind it): shedding load would worsen it
+            flags.append(f"{net_behind:.3f} MW net behind the element: an export overload, not relieved by "
+                         "shedding (curtailment is the dispatcher's)")
+            wanted = []
+        else:
+            wanted = pick_blocks(table.order, cand, need, set(self.out))
         reserve = [b for b in reserve_for(table, set(self.out) | set(wanted)) if b in set(cand)]
         commands = self._open_blocks(wanted, table, send, reserve)
         opened = {c["block"] for c in commands if c.get("ok") or c.get("unconfirmed")}
         self.event_blocks.setdefault(event, set()).update(opened)
+        if not opened:
+            self.overload.exhausted(event)
         shed_mw = sum(c.get("mw", 0.0) for c in commands if c.get("ok"))
         kind, idx = r.element
         body = {
@@ -418,7 +431,15 @@ class Responder:
         now = utcnow()
         table, flags = self.table(now)
         send = self.mode == "automatic" and self.bms is not None
-        want = battery_relief(table.batteries, lost)
+        now_mw = dict(self.battery_sp)  # what the responder holds; else what each battery gives now
+        if self.bms is not None:
+            try:
+                fleet = self.bms.read_fleet()
+                for row in fleet[fleet.available.astype(bool)].itertuples():
+                    now_mw.setdefault(str(row.battery_id), float(getattr(row, "p_measured_mw", 0.0) or 0.0))
+            except Exception as exc:  # noqa: BLE001 - then from 0: the setpoints are at most the table's
+                flags.append(f"BMS read failed ({type(exc).__name__}); relief counted from 0 MW")
+        want = battery_relief(table.batteries, lost, now_mw)
         batteries = {}
         for bid, mw in want.items():
             if not send:
@@ -442,8 +463,12 @@ class Responder:
                         "dispatcher re-plans on the departure it sees in the telemetry",
                 "table": {"built_at": table.built_at.isoformat(timespec="seconds"), "basis": table.basis},
                 "flags": flags, "mode": self.mode}
-        if batteries:
-            body["battery_hold"] = {"setpoints_mw": {k: v["mw"] for k, v in batteries.items() if v["ok"]},
+        for k, v in batteries.items():
+            if v["ok"]:
+                self.battery_sp[k] = v["mw"]
+        if self.battery_sp:
+            # one hold for everything the responder holds (an under-frequency event's too): the newest wins
+            body["battery_hold"] = {"setpoints_mw": {k: round(v, 4) for k, v in self.battery_sp.items()},
                                     "until": (now + TABLE_MAX_AGE).isoformat(timespec="seconds")}
         return self._commit(event, body, r.ts, r.received, send, [])
 
@@ -717,7 +742,7 @@ class Responder:
         plan_body = {"summary": f"event {event} over: {ended}; {len(out)} blocks to restore in "
                                 f"{len(stages)} stages", "event": event, "event_ended": True, "stages": [],
                      "commands": [], "blocks_out": todo, "battery_hold_released": bool(self.battery_sp)
-                     and blocks is None,
+                     and blocks is None, "ended_kind": "under-frequency" if blocks is None else "emergency rating",
                      "restoration": {"stages": stages, "margin_mw": round(margin, 4),
                                      "margin_basis": "the response table's first under-frequency stage",
                                      "cold_load_pickup": clpu.to_json(),
@@ -812,11 +837,14 @@ class Responder:
         try:
             self.instance.report_runless_asset_event(AssetMaterialization(
                 asset_key="critical_responses", metadata={
-                    "decision": decision_id, "summary": body["summary"], "stages": MetadataValue.json(body["stages"]),
-                    "frequency_hz": body["trigger"]["hz"], "latency_seconds": round(latency, 3),
+                    "decision": decision_id, "summary": body["summary"], "trigger": body["trigger"]["kind"],
+                    "stages": MetadataValue.json(body.get("stages", [])),
+                    "frequency_hz": body["trigger"].get("hz"), "loading_pct": body["trigger"].get("loading_pct"),
+                    "lost_mw": body["trigger"].get("lost_mw"), "latency_seconds": round(latency, 3),
                     "blocks_opened": sum(1 for c in body["commands"] if c.get("ok")),
                     "shed_mw": body["shed_mw"], "table_basis": body["table"]["basis"],
-                    "table_age_seconds": body["table"]["age_s"], "flags": MetadataValue.json(body["flags"]),
+                    "table_age_seconds": body["table"].get("age_s"), "flags": MetadataValue.json(body["flags"]),
+                    "batteries": MetadataValue.json(body.get("batteries", {})),
                     "commands": MetadataValue.json(body["commands"]), "source": "responder"}))
         except Exception:  # noqa: BLE001 - recorded and acted already
             log.exception("responder: reporting to Dagster failed")

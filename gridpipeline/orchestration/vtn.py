@@ -128,23 +128,29 @@ class Vtn:
     # ------------------------------------------------------------------ events
     def call(self, calls) -> list[str]:
         """Offer each :class:`~gridpipeline.load.dr.DrCall`; returns the event ids queued."""
-        from gridpipeline.load.dr import EVENT_PROGRAMME
+        from gridpipeline.common.openadr import EVENT_PROGRAMME
 
         out = []
         now = datetime.now(UTC).replace(tzinfo=None)
         for c in calls:
             interval = {"dtstart": _aware(c.start), "duration": c.end - c.start, "signal_payload": 1.0}
-            self._in_loop(self.server.add_event, ven_id=c.ven_id, signal_name="SIMPLE", signal_type="level",
-                          intervals=[interval], callback=self._on_opt, event_id=c.event_id,
-                          market_context=EVENT_PROGRAMME, notification_period=timedelta(minutes=c.notice_min))
-            self._sent[c.event_id] = {"ven_id": c.ven_id, "sent_at": now, "answered": False, "start": c.start}
+            # known before it is queued: an answer can come back before add_event returns
+            self._sent[c.event_id] = {"ven_id": c.ven_id, "sent_at": now, "answered": False, "start": c.start,
+                                      "end": c.end}
+            try:
+                self._in_loop(self.server.add_event, ven_id=c.ven_id, signal_name="SIMPLE", signal_type="level",
+                              intervals=[interval], callback=self._on_opt, event_id=c.event_id,
+                              market_context=EVENT_PROGRAMME, notification_period=timedelta(minutes=c.notice_min))
+            except BaseException:
+                self._sent.pop(c.event_id, None)
+                raise
             out.append(c.event_id)
         return out
 
     def publish_tou(self, day: datetime, tariff, vens: list[str], event_id_for=lambda v, d: f"tou-{v}-{d:%Y%m%d}"
                     ) -> list[str]:
         """A day's time-of-use tariff ((start, duration, EUR/MWh) intervals) to each aggregator VEN."""
-        from gridpipeline.load.dr import PRICE_PROGRAMME
+        from gridpipeline.common.openadr import PRICE_PROGRAMME
 
         out = []
         now = datetime.now(UTC).replace(tzinfo=None)
@@ -154,12 +160,32 @@ class Vtn:
                 continue
             intervals = [{"dtstart": _aware(s), "duration": d, "signal_payload": round(p / 1000.0, 6)}
                          for s, d, p in tariff]  # EUR/kWh, the unit openleadr's price signals carry
+            # a tariff's day may have begun: only the answer timeout applies (start None)
+            self._sent[eid] = {"ven_id": v, "sent_at": now, "answered": False, "start": None,
+                               "end": tariff[-1][0] + tariff[-1][1]}
             self._in_loop(self.server.add_event, ven_id=v, signal_name="ELECTRICITY_PRICE", signal_type="price",
                           intervals=intervals, callback=self._on_opt, event_id=eid, market_context=PRICE_PROGRAMME)
-            # a tariff's day may have begun: only the answer timeout applies (start None)
-            self._sent[eid] = {"ven_id": v, "sent_at": now, "answered": False, "start": None}
             out.append(eid)
         return out
+
+    def prune(self, now: datetime, keep: timedelta = timedelta(hours=1)) -> int:
+        """Drop events that ended more than ``keep`` ago from openleadr's queues (it never does, and
+        re-sends every queued event to its VEN on each change); returns how many."""
+        old = {eid for eid, s in self._sent.items() if s.get("end") is not None and s["end"] < now - keep}
+        if not old or self._loop is None:
+            return 0
+
+        def drop():
+            for ven, evs in self.server.events.items():
+                self.server.events[ven] = [e for e in evs
+                                           if getattr(getattr(e, "event_descriptor", None), "event_id", None) not in old]
+            for eid in old:
+                self.server.event_callbacks.pop(eid, None)
+
+        self._in_loop(drop)
+        for eid in old:
+            self._sent.pop(eid, None)
+        return len(old)
 
     def answers(self, now: datetime, timeout: timedelta) -> list[dict]:
         """Answers received since the last call, plus ``no answer`` for each event offered more than

@@ -144,8 +144,9 @@ def responder_holds(records: list[dict], now) -> dict[str, tuple[float, str]]:
         b = r["body"]
         if b.get("battery_hold"):
             hold = r
-        elif b.get("battery_hold_released") or b.get("event_ended"):
-            hold = None
+        elif b.get("battery_hold_released") or (b.get("event_ended")
+                                                and b.get("ended_kind", "under-frequency") == "under-frequency"):
+            hold = None  # an overload's end leaves an under-frequency event's batteries held
     if hold is None or datetime.fromisoformat(str(hold["body"]["battery_hold"]["until"])) <= now:
         return {}
     return {str(k): (float(v), str(hold["id"])) for k, v in hold["body"]["battery_hold"]["setpoints_mw"].items()}

@@ -37,22 +37,28 @@ class ColdLoadPickup:
     """Per load, the re-energisations the switch events cause, and the multiplier at any instant."""
 
     def __init__(self, net):
+        import threading
+
         self.net = net
         self._key = None
         self._restores: list[tuple[np.ndarray, datetime, np.ndarray]] = []  # (loads, at, off minutes)
+        self._lock = threading.Lock()  # the simulator's and the outstation's threads both ask
 
-    def _timeline(self, events: list[tuple[datetime, int, bool]]) -> None:
+    def _timeline(self, events: list[tuple[datetime, int, bool]]) -> list:
+        """The re-energisations of ``events`` (rebuilt when they change; built aside and swapped in whole,
+        with its key, so a reader never sees half of it)."""
         from gridpipeline.world.outstation import energized_loads
 
+        events = sorted(events)
         key = (len(events), events[-1] if events else None)
-        if key == self._key:
-            return
-        self._key = key
+        with self._lock:
+            if key == self._key:
+                return self._restores
         closed = {int(s): bool(c) for s, c in self.net.switch.closed.items()}
         live = energized_loads(self.net, closed)
         off_since = np.full(len(live), np.datetime64("NaT"), dtype="datetime64[us]")
-        self._restores = []
-        for when, sw, c in sorted(events):
+        restores = []
+        for when, sw, c in events:
             closed[int(sw)] = bool(c)
             now_live = energized_loads(self.net, closed)
             t = np.datetime64(pd.Timestamp(when).to_datetime64(), "us")
@@ -62,19 +68,22 @@ class ColdLoadPickup:
             if back.any():
                 mins = np.where(np.isnat(off_since[back]), 0.0,
                                 (t - off_since[back]) / np.timedelta64(1, "m"))
-                self._restores.append((np.flatnonzero(back), pd.Timestamp(when).to_pydatetime(), mins))
+                restores.append((np.flatnonzero(back), pd.Timestamp(when).to_pydatetime(), mins))
             live = now_live
+        with self._lock:
+            self._key, self._restores = key, restores
+        return restores
 
     def factor(self, times: pd.DatetimeIndex, events: list[tuple[datetime, int, bool]]) -> np.ndarray | None:
         """(T, n_load) multipliers at ``times`` (UTC), or None when no restoration affects them."""
         if not events:
             return None
-        self._timeline(events)
-        if not self._restores:
+        restores = self._timeline(list(events))
+        if not restores:
             return None
         naive = (times.tz_convert("UTC").tz_localize(None) if times.tz is not None else times).to_numpy()
         out = None
-        for loads, at, mins in self._restores:
+        for loads, at, mins in restores:
             dt = (naive - np.datetime64(at)) / np.timedelta64(1, "m")
             on = dt >= 0
             if not on.any() or (dt[on] > 8 * TAU_MIN).all():
@@ -82,8 +91,9 @@ class ColdLoadPickup:
             if out is None:
                 out = np.ones((len(naive), len(self.net.load)))
             excess = (peak(mins) - 1.0)[None, :] * np.exp(-np.clip(dt, 0, None) / TAU_MIN)[:, None]
-            # a later restoration of the same load replaces an earlier one from its instant on
-            out[np.ix_(on, loads)] = 1.0 + excess[on]
+            # a later restoration of the same load: the larger of what is left of the earlier excess and
+            # the new one (a short trip does not give the appliances their diversity back)
+            out[np.ix_(on, loads)] = np.maximum(out[np.ix_(on, loads)], 1.0 + excess[on])
         return out
 
 

@@ -62,21 +62,63 @@ def controllable_switches(net) -> pd.Index:
     return sw.index[typ.isin(["CB", "LBS"]).to_numpy()]
 
 
-def energized_loads(net, closed: dict[int, bool]) -> np.ndarray:
-    """(n_load,) bool: loads connected to an external grid with the switch states ``closed``."""
+_BASE_GRAPHS: dict[int, object] = {}
+_BASE_LOCK = threading.Lock()
+
+
+def _base_graph(net):
+    """The network's graph with every switch closed (cached per network object): built once, never
+    changed, so threads can take copies of it."""
     import pandapower.topology as top
 
-    saved = net.switch.closed.copy()
-    try:
-        for s, c in closed.items():
-            net.switch.at[s, "closed"] = bool(c)
-        g = top.create_nxgraph(net, respect_switches=True, include_out_of_service=False)
-        live: set = set()
-        for b in net.ext_grid.bus[net.ext_grid.in_service.astype(bool)]:
-            live |= set(top.connected_component(g, int(b)))
-    finally:
-        net.switch["closed"] = saved
+    with _BASE_LOCK:
+        g = _BASE_GRAPHS.get(id(net))
+        if g is None:
+            g = top.create_nxgraph(net, respect_switches=False, include_out_of_service=False)
+            _BASE_GRAPHS[id(net)] = g
+        return g
+
+
+def energized_loads(net, closed: dict[int, bool]) -> np.ndarray:
+    """(n_load,) bool: loads connected to an external grid with the switch states ``closed`` (switches
+    not named keep the network's state). Pure: the network is only read, so the simulator's and the
+    outstation's threads may call it at once."""
+    import networkx as nx
+
+    g = _base_graph(net).copy()
+    sw = net.switch
+    state = sw.closed.astype(bool).to_dict()
+    state.update({int(k): bool(v) for k, v in closed.items()})
+    for s, c in state.items():
+        if c:
+            continue
+        et, el = sw.et.at[s], int(sw.element.at[s])
+        key = ("switch", s) if et == "b" else ("line", el) if et == "l" else ("trafo", el) if et == "t" else None
+        if key is None:
+            continue
+        for u, v, k in [e for e in g.edges(keys=True) if e[2][0] == key[0] and int(e[2][1]) == key[1]] \
+                if et == "b" else list(_edges_of(g, net, et, el)):
+            if g.has_edge(u, v, k):
+                g.remove_edge(u, v, k)
+    live: set = set()
+    for b in net.ext_grid.bus[net.ext_grid.in_service.astype(bool)]:
+        if int(b) in g:
+            live |= set(nx.node_connected_component(g, int(b)))
     return net.load.bus.isin(live).to_numpy() & net.load.in_service.astype(bool).to_numpy()
+
+
+def _edges_of(g, net, et: str, el: int):
+    """The graph edges of line or transformer ``el``."""
+    if et == "l":
+        a, b = int(net.line.from_bus.at[el]), int(net.line.to_bus.at[el])
+        table = "line"
+    else:
+        a, b = int(net.trafo.hv_bus.at[el]), int(net.trafo.lv_bus.at[el])
+        table = "trafo"
+    if g.has_node(a) and g.has_node(b):
+        for k in list(g.get_edge_data(a, b, default={})):
+            if isinstance(k, tuple) and k[0] == table and int(k[1]) == el:
+                yield a, b, k
 
 
 @dataclass
@@ -133,8 +175,9 @@ class FieldDynamics:
         with self.lock:
             self.closed[switch] = bool(closed)
             self._energized = energized_loads(self.sim.world.net, self.closed)
-        self.sim.switch_events.append((now, switch, bool(closed)))
-        self.sim.switch_events.sort()
+        # a new sorted list swapped in (an in-place sort empties the list for a moment, and the
+        # simulator's thread reads it)
+        self.sim.switch_events = sorted([*self.sim.switch_events, (now, switch, bool(closed))])
         return True
 
     def loss_mw(self, now: datetime) -> float:

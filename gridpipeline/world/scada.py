@@ -192,13 +192,14 @@ class ScadaSimulator:
 
     # ------------------------------------------------------------------ truth
     def _switch_state(self, times: pd.DatetimeIndex) -> np.ndarray | None:
-        if not self.switch_events:
+        events = self.switch_events  # one snapshot (the outstation swaps in a new list)
+        if not events:
             return None
         base = self.world.net.switch.closed.to_numpy(dtype=bool)
         out = np.tile(base, (len(times), 1))
         pos = {idx: k for k, idx in enumerate(self.world.net.switch.index)}
         naive = times.tz_convert("UTC").tz_localize(None)
-        for when, sw, closed in self.switch_events:
+        for when, sw, closed in events:
             out[naive >= pd.Timestamp(when), pos[sw]] = closed
         return out
 
@@ -269,10 +270,13 @@ class ScadaSimulator:
                   ramp_minutes: float = 10.0) -> None:
         """A cloud front (``kind="pv"``: output falls by ``depth`` over ``ramp_minutes``, stays down for
         ``minutes``, recovers as fast) or a wind cut-out (``kind="wind"``, ``depth=1``), from ``start``."""
+        self.fronts = [*self.fronts, self._front(start, minutes, depth, kind, ramp_minutes)]
+
+    def _front(self, start: datetime, minutes: float, depth: float, kind: str, ramp_minutes: float) -> tuple:
         types = self.world.net.sgen["type"].astype(str)
         m = types.str.startswith(("PV", "lv_RES")) if kind == "pv" else types.str.startswith("Wind")
-        self.fronts.append((start, start + timedelta(minutes=minutes + 2 * ramp_minutes), float(depth),
-                            np.flatnonzero(m.to_numpy()), float(ramp_minutes)))
+        return (start, start + timedelta(minutes=minutes + 2 * ramp_minutes), float(depth),
+                np.flatnonzero(m.to_numpy()), float(ramp_minutes))
 
     def _read_events(self) -> None:
         from gridpipeline.world.events import FRONT_KINDS, read_events
@@ -280,24 +284,27 @@ class ScadaSimulator:
         events, self._events_mtime = read_events(self.events_path, self._events_mtime)
         if events is None:
             return
-        self.fronts = []
+        fronts = []  # built aside and swapped in whole: the outstation's thread reads them too
         for e in events:
             if e.get("kind", "pv") not in FRONT_KINDS:
                 continue  # the outstation's events (world.outstation)
             try:
-                self.add_front(datetime.fromisoformat(e["start"]), float(e.get("minutes", 60)),
-                               float(e.get("depth", 0.6)), e.get("kind", "pv"), float(e.get("ramp_minutes", 10)))
+                fronts.append(self._front(datetime.fromisoformat(e["start"]), float(e.get("minutes", 60)),
+                                          float(e.get("depth", 0.6)), e.get("kind", "pv"),
+                                          float(e.get("ramp_minutes", 10))))
             except (KeyError, TypeError, ValueError):
                 log.warning("world: events file entry not understood, skipped: %s", e)
+        self.fronts = fronts
 
     def _fronts(self, times: pd.DatetimeIndex, inj):
         if self.events_path is not None:
             self._read_events()
-        if not self.fronts:
+        fronts = self.fronts
+        if not fronts:
             return inj
         naive = times.tz_convert("UTC").tz_localize(None)
         sgen = inj.sgen_p_mw.copy()
-        for start, end, depth, cols, ramp in self.fronts:
+        for start, end, depth, cols, ramp in fronts:
             a = ((naive - pd.Timestamp(start)).total_seconds().to_numpy() / 60.0)
             b = ((pd.Timestamp(end) - naive).total_seconds().to_numpy() / 60.0)
             share = np.clip(np.minimum(a, b) / max(ramp, 1e-9), 0.0, 1.0)  # 0 outside, ramps to 1

@@ -64,16 +64,16 @@ class VenField:
     """The VENs and what they committed to; ``apply`` is the world's response."""
 
     net: object
-    policy: object  # load.policy.Policy
+    policy: object  # CustomerTerms (or anything with .contracts and .demand_response)
     load_class: dict[int, str]  # load id -> class
     seed: int = 0
     silent: set = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        from gridpipeline.load.dr import aggregator_ven, ven_id
+        from gridpipeline.common.openadr import aggregator_ven, contract_ven
 
         self.pos = {int(i): k for k, i in enumerate(self.net.load.index)}
-        self.contracts = {ven_id(c): c for c in self.policy.contracts if int(c.load_id) in self.pos}
+        self.contracts = {contract_ven(c.load_id): c for c in self.policy.contracts if int(c.load_id) in self.pos}
         pr = self.policy.demand_response.get("price_responsive") or {}
         self.aggregators = {aggregator_ven(c): (c, float(r["share"]), float(r["elasticity"])) for c, r in pr.items()}
         self.class_pos = {}
@@ -235,24 +235,61 @@ class VenField:
             self._thread.join(timeout=5)
 
 
-def ven_field_for(world, policy_path, customers_path, seed: int = 0, silent=()) -> VenField | None:
-    """The VENs of ``world`` under the load policy at ``policy_path``; None when it has no contracts
-    and no price-responsive classes, or cannot be read."""
-    from gridpipeline.load.policy import PolicyError, read_policy
-    from gridpipeline.load.priorities import read_customers
+@dataclass(frozen=True)
+class CustomerContract:
+    """A customer's own copy of its interruptible contract (what its VEN holds it to)."""
 
+    load_id: int
+    interruptible_mw: float
+    max_per_day: int
+    max_per_month: int
+    max_duration_min: float
+    notice_min: float
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class CustomerTerms:
+    """The contracts and the price-responsive classes' terms, as the customers hold them."""
+
+    contracts: tuple
+    demand_response: dict
+
+
+def read_terms(policy_path) -> CustomerTerms:
+    """The customers' copy of their terms: the contracts and ``demand_response`` sections of the load
+    policy file (the same agreement the utility holds; the world never imports the utility's parser)."""
+    import yaml
+
+    from pathlib import Path
+
+    doc = yaml.safe_load(Path(policy_path).read_text()) or {}
+    contracts = []
+    for c in doc.get("contracts") or []:
+        try:
+            contracts.append(CustomerContract(
+                int(c["load"]), float(c["interruptible_mw"]), int(c["max_per_day"]), int(c["max_per_month"]),
+                float(c["max_duration_min"]), float(c["notice_min"]), str(c.get("name", ""))))
+        except (KeyError, TypeError, ValueError):
+            log.warning("vens: contract entry not understood, its customer has no VEN: %s", c)
+    return CustomerTerms(tuple(contracts), dict(doc.get("demand_response") or {}))
+
+
+def ven_field_for(world, policy_path, customers_path, seed: int = 0, silent=()) -> VenField | None:
+    """The VENs of ``world`` under the terms in ``policy_path``; None when there are no contracts and no
+    price-responsive classes, or the file cannot be read. Classes come from the customer registry."""
     try:
-        policy = read_policy(policy_path)
-    except PolicyError as exc:
-        log.warning("vens: load policy not readable, no demand response in the world: %s", exc)
+        terms = read_terms(policy_path)
+    except Exception as exc:  # noqa: BLE001 - unreadable or not YAML: the world runs without DR
+        log.warning("vens: the contracts are not readable, no demand response in the world: %s", exc)
         return None
     try:
-        cust, _ = read_customers(customers_path, world.net)
-        classes = {int(i): str(c) for i, c in cust["class"].items()}
-    except Exception as exc:  # noqa: BLE001
+        cust = pd.read_csv(customers_path)
+        classes = {int(i): str(c) for i, c in zip(cust.load_id, cust["class"])}
+    except (OSError, ValueError, KeyError) as exc:
         log.warning("vens: customer registry not readable (%s); price-responsive classes left out", exc)
         classes = {}
-    f = VenField(world.net, policy, classes, seed=seed, silent=set(silent))
+    f = VenField(world.net, terms, classes, seed=seed, silent=set(silent))
     return f if f.ven_ids else None
 
 

@@ -94,7 +94,7 @@ def test_history_counts_calls_not_refused_by_day_and_month():
 
 
 def test_high_5_of_10_baseline_with_history_and_meter_before_without():
-    idx = pd.date_range("2026-11-01", "2026-12-03 19:00", freq="15min", inclusive="left")
+    idx = pd.date_range("2026-11-01", "2026-12-03 19:00", freq="5min", inclusive="left")
     rng = np.random.default_rng(0)
     mw = 1.0 + 0.5 * (idx.hour >= 17) + 0.01 * rng.standard_normal(len(idx))
     s = pd.Series(mw, index=idx)
@@ -246,8 +246,11 @@ def test_the_asset_lists_every_call_with_its_answer_and_measures_the_delivery_fr
         ensure_schema(con)
         con.execute("INSERT INTO telemetry.sensors VALUES (1, 'P:load:104', 'p_inj', 'load', 104, NULL, 5, 'z', 'RTU', "
                     "'MW', 1.0, 0.01, 30)")
-        frame = pd.DataFrame({"sensor_id": 1, "ts": ts, "value": mw, "unit": "MW", "arrived_at": ts, "file_id": 1})
-        con.execute("INSERT INTO telemetry.raw_readings SELECT * FROM frame")
+        # the cleaned telemetry (dbt's clean_telemetry), with one spike flagged invalid that must not count
+        frame = pd.DataFrame({"sensor_id": 1, "ts": ts, "value": mw, "quality": "good"})
+        frame.loc[frame.ts == start + timedelta(minutes=10), ["value", "quality"]] = [50.0, "invalid"]
+        con.execute("CREATE SCHEMA IF NOT EXISTS clean")
+        con.execute("CREATE TABLE clean.clean_telemetry AS SELECT * FROM frame")
     res = {"duckdb": DuckDBResource(database=str(s.db_path)), "settings": SettingsResource.from_settings(s)}
     for _ in range(2):  # a re-run replaces the rows
         out = materialize([dr_events], resources=res)

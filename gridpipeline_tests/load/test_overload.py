@@ -72,3 +72,33 @@ def test_a_loss_of_generation_is_seen_once_and_the_batteries_share_it():
     assert all(g2.update(T + timedelta(seconds=k), 4.0 - 0.02 * k)[0] == 0.0 for k in range(120))
     assert battery_relief({"a": 1.0, "b": 3.0, "c": 0.0}, 2.0) == {"a": 0.5, "b": 1.5}
     assert battery_relief({"a": 1.0}, 5.0) == {"a": 1.0}
+
+
+def test_an_overloads_end_leaves_an_under_frequency_events_batteries_held():
+    from gridpipeline.storage.vpp import responder_holds
+
+    until = (T + timedelta(minutes=15)).isoformat()
+    hold = {"kind": "critical_response", "id": "h", "body": {"battery_hold": {"setpoints_mw": {"B": 1.0},
+                                                                             "until": until}}}
+    over_end = {"kind": "critical_response", "id": "o", "body": {"event_ended": True, "ended_kind": "emergency rating",
+                                                                 "battery_hold_released": False}}
+    freq_end = {"kind": "critical_response", "id": "f", "body": {"event_ended": True, "ended_kind": "under-frequency"}}
+    assert responder_holds([hold, over_end], T) == {"B": (1.0, "h")}
+    assert responder_holds([hold, over_end, freq_end], T) == {}
+    old_style = {"kind": "critical_response", "id": "x", "body": {"event_ended": True}}  # records before ended_kind
+    assert responder_holds([hold, old_style], T) == {}
+
+
+def test_a_backwards_feeder_head_line_is_followed_downstream():
+    import pandapower as pp
+
+    from gridpipeline.common.iec104 import feeder_heads
+    from gridpipeline.load.overload import downstream_bus
+    from gridpipeline.settings import PROJECT_ROOT
+
+    net = pp.from_json(str(PROJECT_ROOT / "data" / "sample_grid" / "network.json"))
+    lv = set(net.trafo.lv_bus.astype(int))
+    for line in feeder_heads(net):  # every feeder head leaves a transformer's busbar, whichever end it names
+        d = downstream_bus(net, line)
+        assert d not in lv, line
+        assert d in (int(net.line.from_bus.at[line]), int(net.line.to_bus.at[line]))

@@ -340,29 +340,37 @@ def test_a_feeder_above_its_emergency_rating_is_relieved_by_the_blocks_it_feeds_
 
 
 def test_a_loss_of_local_generation_discharges_the_batteries(field):
-    from gridpipeline.orchestration.responder import GenerationReading
-
-    class Bms:
-        def __init__(self):
-            self.sent = {}
-
-        def write_setpoint(self, bid, mw):
-            self.sent[bid] = mw
-            return True, "confirmed"
-
-    sim, out, port = field
-    bms = Bms()
-    resp = _responder(port=port, bms=bms)
-    t = _now()
+    """A sudden drop of local generation: the batteries the table lists add the lost power to what they give
+    now, over Modbus to the field's BMS (the world's units then hold the setpoints), shared by headroom."""
     from dataclasses import replace
 
-    table = replace(resp.table(t)[0], batteries={"BESS_1": 1.0, "BESS_2": 4.0})
+    from gridpipeline.common.field_map import endpoints
+    from gridpipeline.orchestration.responder import GenerationReading
+    from gridpipeline.sources.bms import BmsClient
+
+    sim, out, port = field
+    plan = sim.serve_field("127.0.0.1", 0)
+    ids = [u.battery_id for u in sim.fleet.batteries]
+    bat = [e.__class__(e.device_id, e.host, plan["batteries"][0]["port"], e.unit)
+           for e in endpoints(ids, "127.0.0.1", 1)]
+    bms = BmsClient(bat, timeout_s=2.0, stale_s=60.0)
+    resp = _responder(port=port, bms=bms)
+    t = _now()
+    table = replace(resp.table(t)[0], batteries={ids[0]: 1.0, ids[1]: 4.0})
     resp.table = lambda now: (table, [])
     assert resp.handle(GenerationReading(t, 5.0, "good", time.time())) is None
     assert resp.handle(GenerationReading(t + timedelta(seconds=1), float("nan"), "invalid", time.time())) is None
     rec = resp.handle(GenerationReading(t + timedelta(seconds=3), 2.0, "good", time.time()))
     assert rec["trigger"]["kind"] == "loss of generation" and rec["trigger"]["lost_mw"] == pytest.approx(3.0)
-    assert bms.sent == pytest.approx({"BESS_1": 0.6, "BESS_2": 2.4})  # 3 MW shared by what each can give
-    assert rec["battery_hold"]["setpoints_mw"] == bms.sent
+    sent = {k: v["mw"] for k, v in rec["batteries"].items()}
+    assert all(v["ok"] for v in rec["batteries"].values()), rec["batteries"]
+    now_mw = {u.battery_id: u.p_mw for u in sim.fleet.batteries[:2]}
+    room = {k: max(c - now_mw[k], 0.0) for k, c in ((ids[0], 1.0), (ids[1], 4.0))}
+    added = sum(sent[k] - now_mw[k] for k in sent)
+    assert added == pytest.approx(min(3.0, sum(room.values())), abs=2e-3)
+    for u in sim.fleet.batteries[:2]:  # the world's units hold what was written
+        assert u.commanded() == pytest.approx(sent[u.battery_id], abs=1e-3)
+    assert rec["battery_hold"]["setpoints_mw"] == pytest.approx(sent)
     # the same loss is not acted on twice
     assert resp.handle(GenerationReading(t + timedelta(seconds=4), 2.0, "good", time.time())) is None
+    bms.close()
