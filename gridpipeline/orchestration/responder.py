@@ -606,7 +606,9 @@ class Responder:
         if not send:
             flags.append(f"mode {self.mode}: recorded, no command sent (a critical response cannot wait for approval)")
         wanted = [b for s in stages for b in table.stages.blocks[table.stages.stage == s].iloc[0]]
+        t_start = time.time()
         commands = self._open_blocks(wanted, table, send)
+        t_switched = time.time()
         batteries = {}
         if send and self.bms is not None and "batteries" in table.stages:
             for s_ in stages:
@@ -620,6 +622,8 @@ class Responder:
                     ok, detail = False, f"{type(exc).__name__}: {exc}"
                 batteries[bid] = {"mw": mw, "ok": ok, "detail": detail}
         shed_mw = sum(c.get("mw", 0.0) for c in commands if c.get("ok"))
+        phases = {"queued_s": round(t_start - r.received, 4), "switching_s": round(t_switched - t_start, 4),
+                  "batteries_s": round(time.time() - t_switched, 4)}
         body = {
             "summary": (f"under-frequency {r.hz:.3f} Hz: stage{'s' if len(stages) > 1 else ''} "
                         f"{', '.join(map(str, stages))}; {sum(1 for c in commands if c.get('ok'))} blocks "
@@ -638,19 +642,21 @@ class Responder:
             # the dispatcher leaves these batteries alone while the hold lasts (Dispatcher.holds)
             body["battery_hold"] = {"setpoints_mw": {k: round(v, 4) for k, v in self.battery_sp.items()},
                                     "until": (now + TABLE_MAX_AGE).isoformat(timespec="seconds")}
-        return self._commit(event, body, r.ts, r.received, send, stages)
+        return self._commit(event, body, r.ts, r.received, send, stages, phases)
 
     def _commit(self, event: str, body: dict, sent_at: datetime, received: float, send: bool,
-                stages: list[int]) -> dict:
+                stages: list[int], phases: dict | None = None) -> dict:
         """The ``critical_response`` record, the journal line with the latency from the reading leaving
         the outstation, and the report to Dagster."""
+        t_ledger = time.time()
         rec = self.ledger.append("critical_response", body, mode="automatic" if send else "advisory",
                                  actor="responder")
         committed = time.time()
+        phases = {**(phases or {}), "ledger_s": round(committed - t_ledger, 4)}
         latency = committed - sent_at.replace(tzinfo=UTC).timestamp()
         self._journal({"decision": rec.id, "event": event, "stages": stages, "kind": body["trigger"]["kind"],
                        "sent_at": sent_at.replace(tzinfo=UTC).timestamp(), "received_at": received,
-                       "committed_at": committed, "latency_s": round(latency, 4),
+                       "committed_at": committed, "latency_s": round(latency, 4), "phases": phases,
                        "commands_ok": sum(1 for c in body["commands"] if c.get("ok"))})
         self.stats.responses += 1
         self.stats.latencies.append(latency)

@@ -31,6 +31,7 @@ def _openleadr():
         warnings.simplefilter("ignore")  # signxml's DSA deprecation, at import
         import openleadr
     logging.getLogger("openleadr").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # every VEN polls every few seconds
     return openleadr
 
 
