@@ -93,6 +93,23 @@ shed_schedule = AssetSpec(
     "`shed`, with the deficit, the blocks and their cost, and the greedy priority order's cost), and written to "
     "load.shed_schedule and load.shed_steps.")
 
+def _load_power(context, duckdb, s, loads: list[int], since):
+    """The loads' active power from the cleaned telemetry since ``since`` (a short read under the
+    writer lock); empty, with a warning, when there is none yet."""
+    import pandas as pd
+
+    from gridpipeline.load.store import load_power
+
+    if not loads or since is None:
+        return pd.DataFrame(columns=["load_id", "ts", "mw"])
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
+        try:
+            return load_power(con, loads, pd.Timestamp(since).to_pydatetime())
+        except Exception as exc:  # noqa: BLE001 - no cleaned telemetry yet: nothing measured this time
+            context.log.warning(f"telemetry not readable ({exc})")
+            return pd.DataFrame(columns=["load_id", "ts", "mw"])
+
+
 @asset(
     group_name=GROUP,
     pool="duckdb",
@@ -114,21 +131,15 @@ def dr_events(context: AssetExecutionContext, duckdb: DuckDBResource, settings: 
 
     from gridpipeline.ledger.store import Ledger
     from gridpipeline.load.dr import event_rows
-    from gridpipeline.load.store import ensure_load_schema, load_power, write_dr_events
+    from gridpipeline.load.store import ensure_load_schema, write_dr_events
 
     s = settings.get()
     led = Ledger(s.ledger)
     evs, resp = led.records(kind="dr_event"), led.records(kind="dr_response")
     now = datetime.now(UTC).replace(tzinfo=None)
     loads = sorted({int(c["load_id"]) for r in evs for c in r["body"].get("calls", [])})
-    readings = pd.DataFrame(columns=["load_id", "ts", "mw"])
-    if loads:
-        first = min(pd.Timestamp(c["start"]) for r in evs for c in r["body"].get("calls", [])) - pd.Timedelta(days=30)
-        with writer_lock(s.db_path), duckdb.get_connection() as con:  # a short read
-            try:
-                readings = load_power(con, loads, first.to_pydatetime())
-            except Exception as exc:  # noqa: BLE001 - no telemetry yet: the events are listed, not measured
-                context.log.warning(f"telemetry not readable ({exc}); events not measured")
+    first = min((pd.Timestamp(c["start"]) for r in evs for c in r["body"].get("calls", [])), default=None)
+    readings = _load_power(context, duckdb, s, loads, None if first is None else first - pd.Timedelta(days=30))
     rows = event_rows(evs, resp, readings, now)
     with writer_lock(s.db_path), duckdb.get_connection() as con:
         ensure_load_schema(con)
@@ -265,22 +276,15 @@ def clpu_calibration(context: AssetExecutionContext, duckdb: DuckDBResource, set
     from gridpipeline.ledger.store import Ledger
     from gridpipeline.load.blocks import switchable_blocks
     from gridpipeline.load.clpu import fit, pickup_curves, read, restorations_from_records, write
-    from gridpipeline.load.store import load_power
 
     s = settings.get()
     net = network.load().net
     blocks = switchable_blocks(net)
     lb = blocks.load_block(net)
     restored = restorations_from_records(Ledger(s.ledger).records(kind="restoration"))
-    readings = pd.DataFrame(columns=["load_id", "ts", "mw"])
-    if restored:
-        loads = sorted(int(i) for i in lb[lb.isin({b for b, _ in restored})].index)
-        first = pd.Timestamp(min(at for _, at in restored)) - pd.Timedelta(hours=6)
-        with writer_lock(s.db_path), duckdb.get_connection() as con:  # a short read
-            try:
-                readings = load_power(con, loads, first.to_pydatetime())
-            except Exception as exc:  # noqa: BLE001 - no telemetry yet
-                context.log.warning(f"telemetry not readable ({exc})")
+    loads = sorted(int(i) for i in lb[lb.isin({b for b, _ in restored})].index)
+    first = pd.Timestamp(min(at for _, at in restored)) - pd.Timedelta(hours=6) if restored else None
+    readings = _load_power(context, duckdb, s, loads, first)
     now = datetime.now(UTC).replace(tzinfo=None)
     curves = pickup_curves(readings, lb, restored)
     cal, per = fit(curves, now)

@@ -81,8 +81,8 @@ def network_inputs(con, st: dict) -> dict:
             "SELECT * FROM grid.contingency_relief WHERE snapshot_ts = (SELECT max(snapshot_ts) FROM "
             "grid.contingency_relief WHERE snapshot_ts <= ? AND snapshot_ts > ?)",
             [st["ts"], st["ts"] - timedelta(minutes=15)]).df()
-    except duckdb.CatalogException:
-        pass
+    except duckdb.CatalogException:  # no N-1 screening stored yet: no network rows from it
+        log.debug("dispatcher: grid.bottlenecks or grid.contingency_relief not there yet")
     inj = st["injections"]
     out["load_p"] = inj[inj.element_type == "load"].set_index("element_id").p_mw
     return out

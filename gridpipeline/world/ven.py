@@ -202,8 +202,8 @@ class VenField:
                     return
                 try:
                     await c.client_session.close()
-                except Exception:  # noqa: BLE001
-                    pass
+                except Exception as exc:  # noqa: BLE001 - a session that never opened
+                    log.debug("ven %s: closing the session: %s", ven, exc)
                 await asyncio.sleep(5.0)
 
         for v in self.ven_ids:
@@ -223,13 +223,13 @@ class VenField:
             for c in self._clients:
                 try:
                     await c.stop()
-                except Exception:  # noqa: BLE001
-                    pass
+                except Exception as exc:  # noqa: BLE001 - stopping anyway
+                    log.debug("ven %s: stop: %s", c.ven_name, exc)
 
         try:
             asyncio.run_coroutine_threadsafe(down(), self._loop).result(timeout=5)
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as exc:  # noqa: BLE001 - the loop is stopped below regardless
+            log.debug("vens: stopping the clients: %s", exc)
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=5)
