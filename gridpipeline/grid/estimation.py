@@ -481,6 +481,16 @@ def _se_input(model: PgmModel, switch_closed) -> tuple[dict, np.ndarray]:
     return data, node_map
 
 
+def _invalid_output(out: dict, data: dict) -> str | None:
+    """Why a PGM output cannot be the estimate of ``data`` (its node ids are not those of the input),
+    or None when it can."""
+    node = out.get(ComponentType.node)
+    want = data[ComponentType.node]["id"]
+    if node is None or len(node) != len(want) or not np.array_equal(node["id"], want):
+        return "node ids differ from the input"
+    return None
+
+
 def _expand_nodes(out: dict, model: PgmModel, node_map: np.ndarray) -> dict:
     """Node output for every model node from the output of the merged representative nodes."""
     node = out[ComponentType.node]
@@ -569,6 +579,14 @@ def estimate_state(
             ts = time.perf_counter()
             try:
                 res_ = _run_pgm_se(data, sens, meth, iters, tol)
+                bad = _invalid_output(res_, data)
+                if bad:
+                    # PGM's output buffers are np.empty: a calculation that returns without writing
+                    # them (seen once in CI, under the N-1 thread) must not be read as a state
+                    log.warning("PGM %s returned an unwritten output (%s); trying the next method", meth.name, bad)
+                    attempts.append(f"{meth.name} returned an invalid output ({bad})")
+                    err_ = IterationDiverge(bad)
+                    continue
                 used_method, coarse = meth, is_coarse
                 return res_, None
             except IterationDiverge as exc:
