@@ -133,6 +133,10 @@ class Responder:
         self.out: set[int] = set()  # blocks this responder opened and has not restored
         self.out_info: dict[int, dict] = {}  # block -> tier, mw before the outage, switch
         self.battery_sp: dict[str, float] = {}  # battery -> MW the responder holds it at in this event
+        # battery -> MW the dispatcher last set (its newest setpoint_write): where a stage's discharge
+        # adds from, and what a released battery goes back to; read outside any event
+        self.battery_base: dict[str, float] = {}
+        self._base_polled = 0.0
         self.restoring: dict | None = None  # the restoration under way
         self._restore()
         self.client = c104.Client(tick_rate_ms=50, command_timeout_ms=COMMAND_TIMEOUT_MS)
@@ -613,7 +617,8 @@ class Responder:
         if send and self.bms is not None and "batteries" in table.stages:
             for s_ in stages:
                 for bid, mw in (table.stages.batteries[table.stages.stage == s_].iloc[0] or {}).items():
-                    self.battery_sp[bid] = self.battery_sp.get(bid, 0.0) + float(mw)
+                    # the stage's discharge adds to what the dispatcher had the battery do
+                    self.battery_sp[bid] = self.battery_sp.get(bid, self.battery_base.get(bid, 0.0)) + float(mw)
             for bid in {b for s_ in stages for b in (table.stages.batteries[table.stages.stage == s_].iloc[0] or {})}:
                 mw = round(self.battery_sp[bid], 4)
                 try:
@@ -754,9 +759,13 @@ class Responder:
                                      "cold_load_pickup": clpu.to_json(),
                                      "min_hz": RESTORE_MIN_HZ,
                                      "interval_s": self.s.responder_restore_interval_s}}
+        if blocks is None and self.battery_sp:
+            # released: back to the dispatcher's last setpoints at once (not only at its next plan, which
+            # may be minutes away), and the dispatcher plans them again
+            plan_body["battery_release"] = self.release_batteries()
         rec = self.ledger.append("critical_response", plan_body, mode="automatic", actor="responder")
         if blocks is None:
-            self.battery_sp = {}  # released: the dispatcher plans them again
+            self.battery_sp = {}
         self._journal({"decision": rec.id, "event": event, "event_ended": True, "restoration_stages": len(stages),
                        "committed_at": time.time()})
         if not stages_after:
@@ -770,6 +779,36 @@ class Responder:
                        f"{len(left)} blocks stay out", "event": self.restoring["event"], "interrupted_by": event,
             "left_out": left, "restored": []}, mode="automatic", actor="responder", ref=self.restoring["plan"])
         self.restoring = None
+
+    def poll_battery_base(self) -> None:
+        """Refresh :attr:`battery_base` from the dispatcher's newest ``setpoint_write`` record, unless
+        the responder holds batteries now (the dispatcher then re-sends the responder's setpoints)."""
+        if self.battery_sp:
+            return
+        try:
+            recs = self.ledger.records(kind="setpoint_write", since=utcnow() - timedelta(hours=1))
+        except Exception:  # noqa: BLE001 - a busy ledger: the base from the last poll stays
+            log.exception("responder: reading the dispatcher's setpoints failed")
+            return
+        if recs:
+            sp = recs[-1]["body"].get("setpoints_mw") or {}
+            self.battery_base = {str(k): float(v) for k, v in sp.items()}
+        self._base_polled = time.monotonic()
+
+    def release_batteries(self) -> dict:
+        """Every battery the responder held goes back to the dispatcher's last setpoint (0 MW if it
+        had none) over Modbus; returns battery -> {mw, ok, detail} for the record."""
+        out = {}
+        if self.mode != "automatic" or self.bms is None:
+            return out
+        for bid in sorted(self.battery_sp):
+            mw = round(self.battery_base.get(bid, 0.0), 4)
+            try:
+                ok, detail = self.bms.write_setpoint(bid, mw)
+            except Exception as exc:  # noqa: BLE001 - one battery's link must not stop the others
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
+            out[bid] = {"mw": mw, "ok": ok, "detail": detail}
+        return out
 
     def clpu(self):
         """The cold-load pickup in force: calibrated from the restored blocks' telemetry by the
@@ -888,6 +927,7 @@ class Responder:
     def start(self) -> None:
         self.fallback()
         self.table(utcnow())  # read the table now, so the first event does not
+        self.poll_battery_base()
         self.client.start()
 
     def keep_open(self) -> None:
@@ -927,6 +967,7 @@ class Responder:
                     self.shed_tick()
                 except Exception:  # noqa: BLE001 - the next poll tries again
                     log.exception("responder: following the shed schedule failed")
+                self.poll_battery_base()
             try:
                 r = self.queue.get(timeout=0.2)
             except queue.Empty:

@@ -13,7 +13,9 @@ What a utility's SCADA front end would receive from its substations, over the ad
 
 Switch commands arrive as single commands with select-before-operate. The world obeys: the switch
 changes state at once in the outstation, the area's frequency model counts the load it disconnects
-or reconnects from then on, and the 30-second telemetry shows it from the next 5-minute window the
+or reconnects from then on (from the start of a loss until the area is back near 50 Hz, when what
+is still shed or discharging is settled into the balance: the local grid's own moves between events
+do not stand for the whole area's), and the 30-second telemetry shows it from the next 5-minute window the
 simulator computes (it simulates a window when the window starts). A switch listed as faulty in the
 events file refuses the command (negative confirmation).
 
@@ -139,6 +141,7 @@ class FieldDynamics:
         self.model = FrequencyModel(self.area, share=self.share or max(peak, 1e-3) / self.area.load_mw)
         self.base_energized: np.ndarray | None = None  # at the start of the present event
         self.base_battery_mw = 0.0
+        self._in_event = False
         self.faulty: set[int] = set()
         self.events: list[dict] = []
         self.lock = threading.Lock()
@@ -203,15 +206,24 @@ class FieldDynamics:
 
     def step(self, now: datetime, dt_s: float) -> float:
         loss = self.loss_mw(now)
-        if loss > 0 and self.base_energized is None:  # an event begins: the relief counts from here
+        if loss > 0 and not self._in_event:
+            # an event begins: its relief counts from here; the last event's relief (blocks still
+            # out, batteries still discharging) and what secondary control holds stay in the balance
+            # as settled, so the frequency carries on unchanged
+            self.model.rebase(sum(self.relief_mw(now)))
             with self.lock:
                 self.base_energized = self._energized.copy()
             self.base_battery_mw = self.battery_discharge_mw()
+        self._in_event = loss > 0
         shed, batt = self.relief_mw(now)
         self.model.loss_mw = loss
         f = self.model.step(dt_s, shed + batt)
         if loss == 0 and self.base_energized is not None and abs(self.model.df_hz) < 0.005:
-            self.base_energized = None  # the area is back: the next event starts from the state then
+            # the area is back: what is still shed or discharging is settled, and from here the
+            # local grid's own moves (the dispatcher's batteries, restorations) no longer stand for
+            # the whole area's
+            self.model.rebase(shed + batt)
+            self.base_energized = None
         self.last = {"loss_mw": loss, "shed_mw": shed, "battery_mw": batt}
         return f
 

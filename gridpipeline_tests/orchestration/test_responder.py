@@ -373,4 +373,24 @@ def test_a_loss_of_local_generation_discharges_the_batteries(field):
     assert rec["battery_hold"]["setpoints_mw"] == pytest.approx(sent)
     # the same loss is not acted on twice
     assert resp.handle(GenerationReading(t + timedelta(seconds=4), 2.0, "good", time.time())) is None
+    # the event's end releases the batteries at once, to what the dispatcher last set (0 MW where it
+    # set nothing), and the dispatcher plans them again
+    from gridpipeline.storage.vpp import responder_holds
+
+    resp.ledger.append("setpoint_write", {"summary": "dispatcher", "setpoints_mw": {ids[0]: 0.25}},
+                       mode="automatic", actor="dispatcher")
+    resp.poll_battery_base()
+    assert resp.battery_base == {}  # not while the responder holds them
+    held = dict(resp.battery_sp)
+    resp.battery_sp = {}
+    resp.poll_battery_base()
+    assert resp.battery_base == {ids[0]: 0.25}
+    resp.battery_sp = held
+    resp._close_event(rec["event"], None, why="test")
+    end = resp.ledger.records(kind="critical_response")[-1]["body"]
+    assert end["battery_hold_released"] and set(end["battery_release"]) == set(held)
+    assert all(v["ok"] for v in end["battery_release"].values())
+    for u in sim.fleet.batteries[:2]:
+        assert u.commanded() == pytest.approx(0.25 if u.battery_id == ids[0] else 0.0, abs=1e-3)
+    assert responder_holds(resp.ledger.records(kind="critical_response"), _now()) == {}
     bms.close()
