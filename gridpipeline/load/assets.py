@@ -123,14 +123,19 @@ def _load_power(context, duckdb, s, loads: list[int], since):
     "shed (interruptible contracts, cheapest first, where the notice allows; ledger kind `dr_event`), who opted in "
     "or out or never answered (`dr_response`), and, once an event has ended, the reduction delivered against a "
     "baseline from the customer's own cleaned telemetry (good readings): high 5 of 10 prior weekdays with a same-day adjustment when ten "
-    "are there, else the hour before (NAESB meter before); with the payment it earns. Rows in load.dr_events; "
+    "are there, else the hour before (NAESB meter before); with the payment it earns. Intervals the grid itself cut the "
+    "load (a shed, an under-frequency stage, a trip, from the ledger) count neither as delivery nor in the baseline, "
+    "and are not paid. Rows in load.dr_events; "
     "every 15 minutes.",
 )
-def dr_events(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource):
+def dr_events(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
+              network: NetworkModelResource):
     import pandas as pd
 
     from gridpipeline.ledger.store import Ledger
     from gridpipeline.load.dr import event_rows
+    from gridpipeline.load.priorities import priorities_for
+    from gridpipeline.load.reliability import customer_interruptions, interruptions_from_records, loads_table
     from gridpipeline.load.store import ensure_load_schema, write_dr_events
 
     s = settings.get()
@@ -139,8 +144,20 @@ def dr_events(context: AssetExecutionContext, duckdb: DuckDBResource, settings: 
     now = datetime.now(UTC).replace(tzinfo=None)
     loads = sorted({int(c["load_id"]) for r in evs for c in r["body"].get("calls", [])})
     first = min((pd.Timestamp(c["start"]) for r in evs for c in r["body"].get("calls", [])), default=None)
-    readings = _load_power(context, duckdb, s, loads, None if first is None else first - pd.Timedelta(days=30))
-    rows = event_rows(evs, resp, readings, now)
+    since = None if first is None else first - pd.Timedelta(days=30)
+    readings = _load_power(context, duckdb, s, loads, since)
+    # the involuntary interruptions of the called loads: not DR delivery, and not paid as such
+    outages = None
+    if loads:
+        net = network.load().net
+        pr = priorities_for(net, s.customers, s.load_policy)
+        recs = [r for k in ("critical_response", "restoration", "outage", "shed_switching")
+                for r in led.records(kind=k, since=None if since is None else since.to_pydatetime())]
+        ci = customer_interruptions(interruptions_from_records(recs, now), loads_table(pr, net), pr.blocks.descendants)
+        ci = ci[ci.load_id.isin(loads)]
+        outages = pd.DataFrame({"load_id": ci.load_id.astype(int), "start": pd.to_datetime(ci.start),
+                                "end": pd.to_datetime(ci.start) + pd.to_timedelta(ci.minutes.astype(float), unit="min")})
+    rows = event_rows(evs, resp, readings, now, outages)
     with writer_lock(s.db_path), duckdb.get_connection() as con:
         ensure_load_schema(con)
         write_dr_events(con, rows.assign(computed_at=now))
@@ -149,7 +166,7 @@ def dr_events(context: AssetExecutionContext, duckdb: DuckDBResource, settings: 
     short = measured[(measured.opt == "optIn") & (measured.delivered_mw < 0.5 * measured.expected_mw)]
     silent = rows[rows.opt == "no answer"]
     show = ["start", "ven_id", "contract", "opt", "status", "mw", "expected_mw", "baseline", "baseline_mw",
-            "measured_mw", "delivered_mw", "payment_eur"]
+            "measured_mw", "delivered_mw", "payment_eur", "interrupted_min"]
     yield MaterializeResult(metadata={
         "calls": len(rows), "opted_in": len(opted_in), "opted_out": int((rows.opt == "optOut").sum()),
         "no_answer": len(silent), "pending": int((rows.opt == "pending").sum()), "measured": len(measured),
@@ -159,6 +176,7 @@ def dr_events(context: AssetExecutionContext, duckdb: DuckDBResource, settings: 
         "delivered_vs_expected": round(float(measured.delivered_mw.sum() / measured.expected_mw.sum()), 3)
         if len(measured) and measured.expected_mw.sum() > 0 else None,
         "payments_eur": round(float(rows.payment_eur.sum()), 2) if len(rows) else 0.0,
+        "interrupted_by_the_grid": int((rows.interrupted_min.fillna(0) > 0).sum()) if len(rows) else 0,
         "price_events": len(led.records(kind="dr_price")),
         "events": MetadataValue.md(md_table(rows.sort_values("start", ascending=False), show, limit=30)
                                    if len(rows) else "no demand-response events yet"),

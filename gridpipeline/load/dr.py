@@ -253,21 +253,50 @@ def tou_intervals(policy_dr: dict, day: datetime) -> list[tuple[datetime, timede
 
 __all__ = ["DrCall", "DrHistory", "EVENT_PROGRAMME", "PRICE_PROGRAMME", "aggregator_ven", "baseline",
            "choose_calls", "history_from_records", "in_force_mw", "interval_means", "performance",
-           "tou_intervals", "ven_id", "event_rows", "EVENT_COLUMNS"]
+           "tou_intervals", "ven_id", "event_rows", "EVENT_COLUMNS", "mask_outages"]
 
 
 # ---------------------------------------------------------------------- the events table
 EVENT_COLUMNS = ["event_id", "decision_id", "called_at", "ven_id", "contract", "load_id", "start", "end", "mw",
                  "expected_mw", "compensation_eur_mwh", "opt", "answered_at", "flag", "status", "baseline",
-                 "baseline_mw", "measured_mw", "delivered_mw", "delivered_share", "delivered_mwh", "payment_eur"]
+                 "baseline_mw", "measured_mw", "delivered_mw", "delivered_share", "delivered_mwh", "payment_eur",
+                 "interrupted_min"]
+
+
+def mask_outages(series: pd.Series, outages: pd.DataFrame | None, minutes: int = 5) -> pd.Series:
+    """``series`` (mean MW per interval start) with every interval that overlaps one of the load's
+    involuntary interruptions (``outages``: start, end) set to NaN: a drop the grid made is not the
+    customer's delivery, and a day with an outage is no baseline day."""
+    if outages is None or not len(outages) or not len(series):
+        return series
+    out = series.copy()
+    t0 = out.index
+    t1 = t0 + pd.Timedelta(minutes=minutes)
+    hit = np.zeros(len(out), dtype=bool)
+    for o in outages.itertuples():
+        hit |= (t0 < pd.Timestamp(o.end)) & (t1 > pd.Timestamp(o.start))
+    out[hit] = np.nan
+    return out
+
+
+def _overlap_min(outages: pd.DataFrame | None, start: datetime, end: datetime) -> float:
+    if outages is None or not len(outages):
+        return 0.0
+    a = outages.start.clip(lower=pd.Timestamp(start))
+    b = outages.end.clip(upper=pd.Timestamp(end))
+    return float(((b - a).dt.total_seconds().clip(lower=0.0)).sum() / 60.0)
 
 
 def event_rows(event_records: list[dict], response_records: list[dict], readings: pd.DataFrame,
-               now: datetime) -> pd.DataFrame:
+               now: datetime, outages: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per call of the ledger's ``dr_event`` records: who was called, the answer (or its
     absence), and, once the event has ended, the baseline, the measured and the delivered MW from
     the load's own telemetry (``readings``: load_id, ts, mw) and the payment it earns (delivered
-    MWh, never negative, times the contract's compensation)."""
+    MWh, never negative, times the contract's compensation).
+
+    ``outages`` (load_id, start, end): the involuntary interruptions the ledger records (a shed, an
+    under-frequency stage, a trip). Their intervals count neither in the measurement nor in the
+    baseline, and an event is paid only for the time the load was supplied (``interrupted_min``)."""
     answers = {}
     for r in sorted(response_records, key=lambda r: str(r["created_at"])):
         b = r["body"]
@@ -298,19 +327,29 @@ def event_rows(event_records: list[dict], response_records: list[dict], readings
             row["status"] = "active"
         else:
             s = by_load.get(int(c["load_id"]))
+            own = None if outages is None else outages[outages.load_id == int(c["load_id"])]
+            cut = _overlap_min(own, start, end)
+            row["interrupted_min"] = round(cut, 2)
+            if s is not None:
+                s = mask_outages(s, own)
             perf = performance(s, start, end, event_days.get(int(c["load_id"]), set()) - {start.date()}) \
                 if s is not None else {"baseline": "none: no readings", "delivered_mw": None}
             row.update({k: perf.get(k) for k in ("baseline", "baseline_mw", "measured_mw", "delivered_mw")})
-            row["status"] = "measured" if perf.get("delivered_mw") is not None else "ended, not measurable"
+            row["status"] = "measured" if perf.get("delivered_mw") is not None else (
+                "interrupted: not measurable" if cut > 0 else "ended, not measurable")
+            if cut > 0:
+                row["flag"] = "; ".join(x for x in (row.get("flag"), f"interrupted {cut:.0f} min by the grid: "
+                                                    "not paid for that time") if x)
         d = row.get("delivered_mw")
         if d is not None:
-            hours = (end - start).total_seconds() / 3600
+            hours = max((end - start).total_seconds() / 60 - float(row.get("interrupted_min") or 0.0), 0.0) / 60
             row["delivered_share"] = round(d / row["mw"], 4) if row["mw"] else None
             row["delivered_mwh"] = round(d * hours, 5)
             row["payment_eur"] = round(max(d, 0.0) * hours * row["compensation_eur_mwh"], 2)
         rows.append(row)
     out = pd.DataFrame(rows, columns=EVENT_COLUMNS)
-    for col in ("baseline_mw", "measured_mw", "delivered_mw", "delivered_share", "delivered_mwh", "payment_eur"):
+    for col in ("baseline_mw", "measured_mw", "delivered_mw", "delivered_share", "delivered_mwh", "payment_eur",
+                "interrupted_min"):
         out[col] = pd.to_numeric(out[col], errors="coerce")
     for col in ("baseline", "flag", "status", "opt"):
         out[col] = out[col].astype(object)

@@ -42,7 +42,8 @@ def write_dr_events(con, frame) -> None:
         load_id BIGINT, start TIMESTAMP, "end" TIMESTAMP, mw DOUBLE, expected_mw DOUBLE,
         compensation_eur_mwh DOUBLE, opt VARCHAR, answered_at TIMESTAMP, flag VARCHAR, status VARCHAR,
         baseline VARCHAR, baseline_mw DOUBLE, measured_mw DOUBLE, delivered_mw DOUBLE, delivered_share DOUBLE,
-        delivered_mwh DOUBLE, payment_eur DOUBLE, computed_at TIMESTAMP)""")
+        delivered_mwh DOUBLE, payment_eur DOUBLE, computed_at TIMESTAMP, interrupted_min DOUBLE)""")
+    con.execute("ALTER TABLE load.dr_events ADD COLUMN IF NOT EXISTS interrupted_min DOUBLE")  # stores before it
     ids = [str(e) for e in frame.event_id] if len(frame) else []
     replace_rows(con, [("DELETE FROM load.dr_events WHERE list_contains(?, event_id)", [ids])] if ids else [],
                  [("load.dr_events", frame)] if len(frame) else [])

@@ -239,9 +239,21 @@ def test_the_asset_lists_every_call_with_its_answer_and_measures_the_delivery_fr
     for eid, opt in (("a", "optIn"), ("b", "optOut"), ("c", "no answer")):
         led.append("dr_response", {"event_id": eid, "opt": opt}, mode="advisory", actor="vtn", ref=rec.id,
                    created_at=start - timedelta(minutes=29))
-    # telemetry of load 104: 1 MW, 0.82 MW during the event (delivered 0.18 MW)
+    # telemetry of load 104: 1 MW, 0.82 MW during the event (delivered 0.18 MW), except 17:30-17:45
+    # when a shed schedule cut its block: the grid's cut is neither delivery nor paid
+    from gridpipeline.load.priorities import priorities_for
+    from gridpipeline.sources.network import load_network_model
+
+    pr = priorities_for(load_network_model(s.network).net, s.customers, s.load_policy)
+    block = int(pr.loads.set_index("load_id").block_id[104])
+    cut0, cut1 = start + timedelta(minutes=30), start + timedelta(minutes=45)
+    for at, action in ((cut0, "open"), (cut1, "close")):
+        led.append("shed_switching", {"summary": action, "commands": [{"block": block, "action": action, "ok": True,
+                                                                       "mw": 1.0, "switch": 1}]},
+                   mode="automatic", actor="responder", created_at=at)
     ts = pd.date_range(start - timedelta(hours=2), start + timedelta(hours=2), freq="30s", inclusive="left")
     mw = np.where((ts >= start) & (ts < start + timedelta(hours=1)), 0.82, 1.0)
+    mw = np.where((ts >= cut0) & (ts < cut1), 0.0, mw)
     with duckdb.connect(str(s.db_path)) as con:
         ensure_schema(con)
         con.execute("INSERT INTO telemetry.sensors VALUES (1, 'P:load:104', 'p_inj', 'load', 104, NULL, 5, 'z', 'RTU', "
@@ -251,7 +263,10 @@ def test_the_asset_lists_every_call_with_its_answer_and_measures_the_delivery_fr
         frame.loc[frame.ts == start + timedelta(minutes=10), ["value", "quality"]] = [50.0, "invalid"]
         con.execute("CREATE SCHEMA IF NOT EXISTS clean")
         con.execute("CREATE TABLE clean.clean_telemetry AS SELECT * FROM frame")
-    res = {"duckdb": DuckDBResource(database=str(s.db_path)), "settings": SettingsResource.from_settings(s)}
+    from gridpipeline.sources.resources import NetworkModelResource
+
+    res = {"duckdb": DuckDBResource(database=str(s.db_path)), "settings": SettingsResource.from_settings(s),
+           "network": NetworkModelResource(path=str(s.network))}
     for _ in range(2):  # a re-run replaces the rows
         out = materialize([dr_events], resources=res)
         assert out.success
@@ -261,8 +276,11 @@ def test_the_asset_lists_every_call_with_its_answer_and_measures_the_delivery_fr
     (check,) = out.get_asset_check_evaluations()
     assert not check.passed  # a VEN did not answer
     with duckdb.connect(str(s.db_path), read_only=True) as con:
-        rows = con.execute("SELECT event_id, status, baseline, delivered_mw, payment_eur FROM load.dr_events "
-                           "ORDER BY event_id").fetchall()
+        rows = con.execute("SELECT event_id, status, baseline, delivered_mw, payment_eur, interrupted_min, flag "
+                           "FROM load.dr_events ORDER BY event_id").fetchall()
     assert rows[0][:3] == ("a", "measured", "meter before (1 h)")
-    assert rows[0][3] == pytest.approx(0.18) and rows[0][4] == pytest.approx(0.18 * 500)
+    # measured over the 45 supplied minutes, and paid for them only
+    assert rows[0][3] == pytest.approx(0.18) and rows[0][4] == pytest.approx(0.18 * 0.75 * 500)
+    assert rows[0][5] == pytest.approx(15.0) and "interrupted 15 min" in rows[0][6]
+    assert meta["interrupted_by_the_grid"].value == 1
     assert [r[1] for r in rows[1:]] == ["refused", "no answer"]
