@@ -375,8 +375,11 @@ class Dispatcher:
         # of the VENs and a margin
         elapsed = time.monotonic() - getattr(self, "_plan_started", time.monotonic())
         seen = now + timedelta(seconds=elapsed + (self.vtn.poll_s if self.vtn is not None else 0) + 10)
-        calls, left, skipped = choose_calls(deficit, policy, hist, seen, expected_delivery=dr["expected_delivery"])
         mode = self.s.mode_for("dr", "automatic")
+        awaiting = self.vtn is not None and mode == "approve"
+        if awaiting:  # the calls leave the operator the approval time before their notice starts
+            seen += self.dr_approval_time()
+        calls, left, skipped = choose_calls(deficit, policy, hist, seen, expected_delivery=dr["expected_delivery"])
         if not calls:
             return left.to_numpy(), []
         sent = self.vtn is not None and mode == "automatic"
@@ -392,6 +395,11 @@ class Dispatcher:
                 "expected_delivery": dr["expected_delivery"],
                 "order": "cheapest compensation first; only where the notice allows; the shed schedule covers the rest",
                 "sent": sent}
+        if awaiting:
+            # sent once approved, while every call's notice still allows (``send_approved_dr``); until
+            # then nothing is counted on, and the shed schedule covers the deficit
+            body["summary"] = body["summary"].replace("(not sent: mode approve)", "(waiting for an operator's approval)")
+            body["expires_at"] = min(c.start - timedelta(minutes=c.notice_min) for c in calls).isoformat()
         rec = self.ledger.append("dr_event", body, mode=mode if sent or mode != "automatic" else "advisory",
                                  actor="dispatcher", ref=plan_id)
         if not sent:
@@ -421,6 +429,43 @@ class Dispatcher:
         for c in calls:
             self.dr_events[c.event_id] = rec.id
         return left.to_numpy(), [{"decision": rec.id, **c.record()} for c in calls]
+
+    def dr_approval_time(self) -> timedelta:
+        """How long an operator has to approve DR calls (``approve`` mode): the approval timeout,
+        at most 15 minutes (a call further out would come too late for the deficit)."""
+        return min(timedelta(minutes=self.s.approval_timeout_min), timedelta(minutes=15))
+
+    def send_approved_dr(self, decision_id: str, now: datetime) -> dict:
+        """Offer the calls of an approved ``dr_event`` decision whose notice still allows; record what
+        was sent (a ``dr_event`` record, ``sent``, referring to the approved decision) and what came too
+        late."""
+        from gridpipeline.load.dr import DrCall
+
+        rec = self.ledger.get(decision_id)
+        margin = timedelta(seconds=(self.vtn.poll_s if self.vtn is not None else 0) + 10)
+        calls = [DrCall(**{**c, "start": datetime.fromisoformat(str(c["start"])),
+                           "end": datetime.fromisoformat(str(c["end"]))}) for c in rec["body"].get("calls", [])]
+        ok = [c for c in calls if c.start - timedelta(minutes=c.notice_min) >= now + margin]
+        late = [c.record() for c in calls if c not in ok]
+        offered: list[str] = []
+        error = None
+        if ok and self.vtn is not None:
+            try:
+                offered = self.vtn.call(ok)
+            except Exception as exc:  # noqa: BLE001 - what was not offered is recorded as not sent
+                log.exception("dispatcher: offering approved DR events failed")
+                offered, error = list(getattr(self.vtn, "_sent", {})), f"{type(exc).__name__}: {exc}"
+        sent = [c for c in ok if c.event_id in set(offered)]
+        body = {"summary": f"approved DR decision {decision_id}: {len(sent)} calls sent"
+                           + (f", {len(late)} too late for their notice" if late else "")
+                           + (f", {len(ok) - len(sent)} not offered ({error})" if len(sent) < len(ok) else ""),
+                "approved_decision": decision_id, "calls": [c.record() for c in sent], "too_late": late,
+                "sent": bool(sent)}
+        out = self.ledger.append("dr_event", body, mode="automatic", actor="dispatcher", ref=decision_id)
+        for c in sent:
+            self.dr_events[c.event_id] = out.id
+        self.executed.add(decision_id)
+        return {"decision": out.id, "sent": len(sent), "too_late": len(late)}
 
     def dr_tick(self, now: datetime) -> None:
         """Record the VENs' answers (and the ones that did not answer), and publish the day's
@@ -535,6 +580,9 @@ class Dispatcher:
         st_now = self.state()
 
         def fallback(rec: dict) -> dict:
+            if rec["kind"] == "dr_event":
+                return {"fallback": "not called", "reason": "unapproved before the calls' notice; the shed schedule "
+                                                            "covers the deficit"}
             if self.last_approved is None:
                 return {"fallback": "idle", "reason": "no approved setpoints to hold"}
             if st_now is not None:
@@ -563,6 +611,8 @@ class Dispatcher:
                       "reactive_mvar": {g: q * v.scale for g, q in sp.get("reactive_mvar", {}).items()}}
             self.send(did, sp)
             self.last_approved = {**sp, "decision": did}
+        for did in status[(status.kind == "dr_event") & (status.state == "approved") & ~status.id.isin(self.executed)].id:
+            self.send_approved_dr(did, now)
 
     def _regate(self, sp: dict, st_now: dict):
         """The gate on the state now for setpoints decided earlier (an approval, a held fallback): the

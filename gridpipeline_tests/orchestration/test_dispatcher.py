@@ -427,3 +427,77 @@ def test_demand_response_is_called_over_openadr_before_the_shed_covers_what_is_l
         assert all(c["ven_id"] not in {x["ven_id"] for x in calls} for r in later[1:] for c in r["body"]["calls"])
     finally:
         d.vtn.stop()
+
+
+def test_demand_response_in_approve_mode_waits_for_the_operator_and_is_sent_once_approved(field, monkeypatch):
+    """With ``dr=approve`` the calls are recorded waiting for an operator, leave room for the approval before
+    their notice, and count for nothing until approved; an approval sends the calls whose notice still
+    allows (a new ``dr_event`` record referring to it), and an unapproved decision expires to the shed."""
+    import socket
+
+    from gridpipeline.load.cli import import_limit_record
+    from gridpipeline.load.dr import ven_id
+    from gridpipeline.orchestration.dispatcher import Dispatcher
+    from gridpipeline.orchestration.vtn import Vtn
+    from gridpipeline.settings import reset_settings
+
+    monkeypatch.setenv("GRIDPIPELINE_DECISION_MODES", "dr=approve")
+    reset_settings()
+    sim, client = field
+    t1 = T0 + timedelta(hours=10)
+    sim.simulate_window(t1)
+    _state_from(sim, t1, t1 + timedelta(minutes=4))
+    s = get_settings()
+    now = t1 + timedelta(minutes=4, seconds=20)
+    led = Ledger(s.ledger)
+    d = Dispatcher(s, report=False, client=client)
+    pol = d.priorities().policy
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        port = so.getsockname()[1]
+    d.vtn = Vtn({ven_id(c) for c in pol.contracts}, "127.0.0.1", port).start()
+    try:
+        led.append("import_limit", import_limit_record(0.0, 240, "ana", "TSO instruction", now=now), mode="automatic",
+                   actor="ana")
+        d.plan(now, "schedule")
+        (dr,) = led.records(kind="dr_event")
+        shed = led.records(kind="shed")[-1]
+        assert dr["mode"] == "approve" and not dr["body"]["sent"] and "approval" in dr["body"]["summary"]
+        calls = dr["body"]["calls"]
+        assert calls and not d.vtn._sent
+        # nothing counted on: the shed covers the whole deficit
+        assert shed["body"]["deficit_mw"] == pytest.approx(shed["body"]["inputs"]["deficit_before_dr_mw"])
+        # every call leaves the approval time before its notice starts; the decision expires when the first
+        # notice would
+        for c in calls:
+            assert pd.Timestamp(c["start"]) - pd.Timedelta(minutes=c["notice_min"]) >= pd.Timestamp(now) + \
+                d.dr_approval_time()
+        first = min(pd.Timestamp(c["start"]) - pd.Timedelta(minutes=c["notice_min"]) for c in calls)
+        assert pd.Timestamp(dr["body"]["expires_at"]) == first
+        # unapproved at its deadline: it expires to the shed, and nothing is offered
+        t_exp = first.to_pydatetime() + timedelta(seconds=1)
+        d.settle_approvals(t_exp)
+        (exp,) = [x for x in led.records(kind="expiry") if x["ref"] == dr["id"]]
+        assert exp["body"]["fallback"] == "not called" and not d.vtn._sent
+        # the next plan calls the same contracts again (the expired calls never were in force)
+        d.plan(t_exp, "schedule")
+        dr2 = led.records(kind="dr_event")[-1]
+        assert dr2["mode"] == "approve" and {c["ven_id"] for c in dr2["body"]["calls"]} == {c["ven_id"] for c in calls}
+        assert pd.Timestamp(dr2["body"]["expires_at"]) - pd.Timestamp(t_exp) >= d.dr_approval_time()
+        t_ok = t_exp + d.dr_approval_time() / 2  # the operator approves within the time left
+        led.approve(dr2["id"], "ana", now=t_ok)
+        d.settle_approvals(t_ok)
+        sent = led.records(kind="dr_event")[-1]
+        assert sent["ref"] == dr2["id"] and sent["body"]["sent"] and sent["mode"] == "automatic"
+        assert {c["event_id"] for c in sent["body"]["calls"]} == {c["event_id"] for c in dr2["body"]["calls"]} \
+            == set(d.vtn._sent)
+        n = len(led.records(kind="dr_event"))
+        d.settle_approvals(t_ok + timedelta(seconds=30))  # executed once
+        assert len(led.records(kind="dr_event")) == n
+        # the next plan counts the approved calls as in force and calls no contract twice
+        d.plan(t_ok + timedelta(seconds=30), "schedule")
+        later = led.records(kind="dr_event")[n:]
+        assert all(c["ven_id"] not in {x["ven_id"] for x in sent["body"]["calls"]} for r in later
+                   for c in r["body"]["calls"])
+    finally:
+        d.vtn.stop()
