@@ -157,7 +157,7 @@ def dr_events(context: AssetExecutionContext, duckdb: DuckDBResource, settings: 
         ci = ci[ci.load_id.isin(loads)]
         outages = pd.DataFrame({"load_id": ci.load_id.astype(int), "start": pd.to_datetime(ci.start),
                                 "end": pd.to_datetime(ci.start) + pd.to_timedelta(ci.minutes.astype(float), unit="min")})
-    rows = event_rows(evs, resp, readings, now, outages)
+    rows = event_rows(evs, resp, readings, now, outages, led.records(kind="dr_end"))
     with writer_lock(s.db_path), duckdb.get_connection() as con:
         ensure_load_schema(con)
         write_dr_events(con, rows.assign(computed_at=now))

@@ -78,10 +78,23 @@ class DrHistory:
     events: list[dict] = field(default_factory=list)  # {event_id, ven_id, start, end, expected_mw, opt}
 
 
-def history_from_records(event_records: list[dict], response_records: list[dict], now: datetime) -> DrHistory:
+def ended_early(end_records: list[dict]) -> dict[str, datetime]:
+    """Event id -> when the utility ended it early (the ledger's ``dr_end`` records)."""
+    out = {}
+    for r in end_records:
+        at = pd.Timestamp(r["body"]["ended_at"]).to_pydatetime()
+        for eid in r["body"].get("event_ids", []):
+            out[str(eid)] = min(out.get(str(eid), at), at)
+    return out
+
+
+def history_from_records(event_records: list[dict], response_records: list[dict], now: datetime,
+                         end_records: list[dict] = ()) -> DrHistory:
     """``dr_event`` records (bodies with ``calls``) and ``dr_response`` records (``event_id``,
     ``opt``) of the ledger, as a :class:`DrHistory` at ``now``. An event counts against the day and
-    month it starts in unless its VEN opted out."""
+    month it starts in unless its VEN opted out; one the utility ended early (``end_records``,
+    ``dr_end``) is in force until then."""
+    ends = ended_early(list(end_records))
     opt = {}
     for r in sorted(response_records, key=lambda r: str(r["created_at"])):
         b = r["body"]
@@ -99,10 +112,37 @@ def history_from_records(event_records: list[dict], response_records: list[dict]
                     h.today[c["ven_id"]] = h.today.get(c["ven_id"], 0) + 1
                 if start.to_period("M") == month:
                     h.month[c["ven_id"]] = h.month.get(c["ven_id"], 0) + 1
+            e = end.to_pydatetime()
+            if c["event_id"] in ends:
+                e = max(min(e, ends[c["event_id"]]), start.to_pydatetime())
             h.events.append({"event_id": c["event_id"], "ven_id": c["ven_id"], "start": start.to_pydatetime(),
-                             "end": end.to_pydatetime(), "expected_mw": float(c["expected_mw"]), "opt": o,
+                             "end": e, "expected_mw": float(c["expected_mw"]), "opt": o,
                              "decision_id": r["id"]})
     return h
+
+
+def events_to_end(history: DrHistory, deficit: pd.Series, now: datetime, dt: timedelta = STEP,
+                  tol_mw: float = 1e-6) -> list[dict]:
+    """The events in force to end early because supply is back: those whose remaining window
+    (from ``now``) the plan's ``deficit`` before DR (MW per step start) covers and finds no deficit
+    in. An event running past the deficit's last step is kept (its end is not known to be free)."""
+    if not len(deficit):
+        return []
+    t = pd.DatetimeIndex(deficit.index)
+    if t.tz is not None:
+        t = t.tz_convert("UTC").tz_localize(None)
+    last = t.max() + dt
+    out = []
+    for e in history.events:
+        if e["opt"] not in IN_FORCE or e["end"] <= now:
+            continue
+        if e["end"] > last:
+            continue
+        lo = max(pd.Timestamp(e["start"]), pd.Timestamp(now))
+        win = (t + dt > lo) & (t < pd.Timestamp(e["end"]))
+        if win.any() and (deficit.to_numpy(float)[win] <= tol_mw).all():
+            out.append(e)
+    return out
 
 
 def in_force_mw(history: DrHistory, steps: pd.DatetimeIndex, dt: timedelta = STEP) -> np.ndarray:
@@ -253,7 +293,7 @@ def tou_intervals(policy_dr: dict, day: datetime) -> list[tuple[datetime, timede
 
 __all__ = ["DrCall", "DrHistory", "EVENT_PROGRAMME", "PRICE_PROGRAMME", "aggregator_ven", "baseline",
            "choose_calls", "history_from_records", "in_force_mw", "interval_means", "performance",
-           "tou_intervals", "ven_id", "event_rows", "EVENT_COLUMNS", "mask_outages"]
+           "tou_intervals", "ven_id", "event_rows", "EVENT_COLUMNS", "mask_outages", "ended_early", "events_to_end"]
 
 
 # ---------------------------------------------------------------------- the events table
@@ -288,7 +328,7 @@ def _overlap_min(outages: pd.DataFrame | None, start: datetime, end: datetime) -
 
 
 def event_rows(event_records: list[dict], response_records: list[dict], readings: pd.DataFrame,
-               now: datetime, outages: pd.DataFrame | None = None) -> pd.DataFrame:
+               now: datetime, outages: pd.DataFrame | None = None, end_records: list[dict] = ()) -> pd.DataFrame:
     """One row per call of the ledger's ``dr_event`` records: who was called, the answer (or its
     absence), and, once the event has ended, the baseline, the measured and the delivered MW from
     the load's own telemetry (``readings``: load_id, ts, mw) and the payment it earns (delivered
@@ -296,7 +336,9 @@ def event_rows(event_records: list[dict], response_records: list[dict], readings
 
     ``outages`` (load_id, start, end): the involuntary interruptions the ledger records (a shed, an
     under-frequency stage, a trip). Their intervals count neither in the measurement nor in the
-    baseline, and an event is paid only for the time the load was supplied (``interrupted_min``)."""
+    baseline, and an event is paid only for the time the load was supplied (``interrupted_min``).
+    An event the utility ended early (``end_records``, ``dr_end``) is measured and paid up to then."""
+    ends = ended_early(list(end_records))
     answers = {}
     for r in sorted(response_records, key=lambda r: str(r["created_at"])):
         b = r["body"]
@@ -312,6 +354,9 @@ def event_rows(event_records: list[dict], response_records: list[dict], readings
     for r, c in calls:
         start, end = pd.Timestamp(c["start"]).to_pydatetime(), pd.Timestamp(c["end"]).to_pydatetime()
         opt, at, flag = answers.get(c["event_id"], ("pending", None, None))
+        if c["event_id"] in ends and ends[c["event_id"]] < end:
+            end = max(ends[c["event_id"]], start)
+            flag = "; ".join(x for x in (flag, f"ended early at {end:%H:%M}: supply back") if x)
         row = {"event_id": c["event_id"], "decision_id": r["id"], "called_at": pd.Timestamp(r["created_at"]).tz_localize(None)
                if pd.Timestamp(r["created_at"]).tzinfo else pd.Timestamp(r["created_at"]),
                "ven_id": c["ven_id"], "contract": c["contract"], "load_id": int(c["load_id"]), "start": start,

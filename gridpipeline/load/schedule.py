@@ -288,6 +288,17 @@ def decide(p: ShedProblem, times: pd.DatetimeIndex, inputs: dict, mode: str, tim
     return ShedDecision(p, r, g, times, body, "approve" if escalate else mode, frame)
 
 
+def plan_deficit(substation: pd.DataFrame, import_limit_mw: float | np.ndarray,
+                 horizon_steps: int = HORIZON_STEPS) -> pd.Series:
+    """The deficit (MW) a dispatch plan leaves over the shed horizon, per step start: its net load
+    above ``import_limit_mw`` (before any DR or shed)."""
+    order = substation.step.to_numpy().argsort(kind="stable")[:horizon_steps]
+    sub = substation.iloc[order].reset_index(drop=True)
+    lim = np.asarray(import_limit_mw, float)
+    lim = lim[order] if lim.ndim else lim
+    return pd.Series(deficit_from_plan(sub, lim).to_numpy(float), index=pd.DatetimeIndex(sub.step_ts))
+
+
 def from_plan(pr: Priorities, net, substation: pd.DataFrame, renewables: dict[str, pd.DataFrame],
               import_limit_mw: float | np.ndarray, history: ShedHistory | None = None, mode: str = "approve",
               horizon_steps: int = HORIZON_STEPS, inputs: dict | None = None, time_limit_s: float = 20.0,
@@ -303,7 +314,7 @@ def from_plan(pr: Priorities, net, substation: pd.DataFrame, renewables: dict[st
     sub = substation.iloc[order].reset_index(drop=True)
     lim = np.asarray(import_limit_mw, float)
     lim = lim[order] if lim.ndim else lim
-    deficit = deficit_from_plan(sub, lim).to_numpy()
+    deficit = plan_deficit(substation, import_limit_mw, horizon_steps).to_numpy()
     overloaded = _overloaded(network)
     if not (deficit > 0).any() and not overloaded:
         return None

@@ -302,7 +302,7 @@ class Dispatcher:
         reported as ``shed_schedule``. Returns (decision id, summary) or None. A failure here is
         logged and never stops the dispatch."""
         from gridpipeline.load.dr import ven_id
-        from gridpipeline.load.schedule import from_plan, history_from_ledger
+        from gridpipeline.load.schedule import from_plan, history_from_ledger, plan_deficit
         from gridpipeline.load.store import write_shed
 
         try:
@@ -333,6 +333,8 @@ class Dispatcher:
                 count_dr(new, history.month)
                 return left, called
 
+            # close-out first: events no longer needed end now, and stop counting as in force
+            self.close_out_dr(now, plan_deficit(run.tables["substation"], run.p.import_max_mw), plan_id)
             dec = from_plan(pr, self.net, run.tables["substation"], run.p.renewables, run.p.import_max_mw,
                             history, mode=self.s.mode_for("shed", "approve"),
                             inputs={"plan": plan_id, "import_instruction": None if limit is None else
@@ -360,7 +362,36 @@ class Dispatcher:
     def dr_history(self, now: datetime):
         from gridpipeline.load.dr import history_from_records
 
-        return history_from_records(self.ledger.records(kind="dr_event"), self.ledger.records(kind="dr_response"), now)
+        return history_from_records(self.ledger.records(kind="dr_event"), self.ledger.records(kind="dr_response"), now,
+                                    self.ledger.records(kind="dr_end"))
+
+    def close_out_dr(self, now: datetime, deficit: pd.Series, plan_id: str) -> list[str]:
+        """Supply is back: the DR events in force whose remaining window the plan finds no deficit in
+        (before DR) are ended at once over OpenADR (cancelled), recorded as one ``dr_end`` record, so
+        customers are not held off for nothing and are paid only up to then. Returns the event ids."""
+        from gridpipeline.load.dr import events_to_end
+
+        if self.vtn is None:
+            return []
+        todo = events_to_end(self.dr_history(now), deficit, now)
+        if not todo:
+            return []
+        ended, failed = [], []
+        for e in todo:
+            try:
+                self.vtn.cancel(e["ven_id"], e["event_id"])
+                ended.append(e)
+            except Exception as exc:  # noqa: BLE001 - the event then runs to its end, and is paid so
+                log.exception("dispatcher: cancelling DR event %s failed", e["event_id"])
+                failed.append({"event_id": e["event_id"], "error": f"{type(exc).__name__}: {exc}"})
+        if ended or failed:
+            self.ledger.append("dr_end", {
+                "summary": f"{len(ended)} DR events ended early: the plan finds no deficit left in their window",
+                "event_ids": [e["event_id"] for e in ended], "ended_at": now.isoformat(timespec="seconds"),
+                "events": [{k: str(v) for k, v in e.items()} for e in ended], "not_ended": failed,
+                "deficit_mw": [round(float(v), 4) for v in deficit], "steps": [str(t) for t in deficit.index]},
+                mode="automatic", actor="dispatcher", ref=plan_id)
+        return [e["event_id"] for e in ended]
 
     def call_dr(self, now: datetime, deficit: pd.Series, policy, plan_id: str) -> tuple[np.ndarray, list]:
         """Demand response for ``deficit`` before any shed: the calls (load.dr.choose_calls) offered

@@ -148,6 +148,10 @@ class Vtn:
             out.append(c.event_id)
         return out
 
+    def cancel(self, ven_id: str, event_id: str) -> None:
+        """End an event early: its status becomes cancelled, and the VEN sees it at its next poll."""
+        self._in_loop(self.server.cancel_event, ven_id, event_id)
+
     def publish_tou(self, day: datetime, tariff, vens: list[str], event_id_for=lambda v, d: f"tou-{v}-{d:%Y%m%d}"
                     ) -> list[str]:
         """A day's time-of-use tariff ((start, duration, EUR/MWh) intervals) to each aggregator VEN."""

@@ -130,6 +130,21 @@ class VenField:
                                                c.interruptible_mw * share))
         return self._answer(ven, eid, "optIn", f"delivers {share:.0%} of {c.interruptible_mw:g} MW")
 
+    def update(self, ven: str, event: dict, received: datetime) -> str:
+        """A changed event: cancelled, the customer puts its load back from now (the payback follows);
+        any other change is answered as the event was."""
+        eid = event["event_descriptor"]["event_id"]
+        status = str(event["event_descriptor"].get("event_status", "")).lower()
+        if status == "cancelled":
+            with self.lock:
+                for m in self.commitments:
+                    if m.event_id == eid and m.ven == ven and m.end > received:
+                        m.end = max(received, m.start)
+            log.info("ven %s: event %s cancelled by the utility; load back", ven, eid)
+            return "optIn"
+        prior = [a["opt"] for a in self.answers if a["event_id"] == eid and a["ven"] == ven]
+        return prior[-1] if prior else self.decide(ven, event, received)
+
     def _answer(self, ven, eid, opt, why) -> str:
         self.answers.append({"ven": ven, "event_id": eid, "opt": opt, "why": why,
                              "at": datetime.now(UTC).replace(tzinfo=None)})
@@ -192,7 +207,11 @@ class VenField:
                 def handler(event, ven=ven):
                     return self.decide(ven, event, datetime.now(UTC).replace(tzinfo=None))
 
+                def update(event, ven=ven):
+                    return self.update(ven, event, datetime.now(UTC).replace(tzinfo=None))
+
                 c.add_handler("on_event", handler)
+                c.add_handler("on_update_event", update)
                 try:
                     await c.run()
                 except Exception as exc:  # noqa: BLE001 - a VTN not up yet

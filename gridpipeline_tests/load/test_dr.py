@@ -192,9 +192,56 @@ def test_openadr_calls_reach_the_worlds_vens_which_answer_and_really_take_load_o
         assert (taken > 0.2 * 0.3 - 1e-9).all() and (taken <= 0.2 * 1.05 + 1e-9).all()
         np.testing.assert_allclose(out.load_p_mw[:, 1:3], 1.0)
         assert not np.allclose(out.load_p_mw[:, 3:], 1.0)  # the tariff moved the price-responsive share
+        # close-out: the utility ends the event early; at its next poll the customer puts its load back
+        vtn.cancel("ven-load-10", "ev-fast")
+        ours = [m for m in vens.commitments if m.event_id == "ev-fast"]
+        assert ours and _wait(lambda: all(m.end <= max(datetime.utcnow(), m.start) for m in ours), timeout=20)
+        assert "ev-fast" in vtn._sent
+        later = vens.apply(times, inj)  # cancelled before it began: no reduction, and no payback
+        np.testing.assert_allclose(later.load_p_mw[:, 0], 1.0)
     finally:
         vens.stop()
         vtn.stop()
+
+
+def test_events_end_early_when_the_plan_finds_no_deficit_in_their_window_and_are_paid_up_to_then():
+    from gridpipeline.load.dr import ended_early, event_rows, events_to_end, history_from_records
+
+    now = datetime(2026, 12, 3, 17, 20)
+    start = datetime(2026, 12, 3, 17, 0)
+
+    def call(eid, ven, end_min):
+        return {"event_id": eid, "ven_id": ven, "contract": ven, "load_id": 104, "start": str(start),
+                "end": str(start + timedelta(minutes=end_min)), "mw": 0.2, "expected_mw": 0.16,
+                "compensation_eur_mwh": 600, "notice_min": 0}
+
+    evs = [{"id": "d1", "created_at": start - timedelta(minutes=1),
+            "body": {"calls": [call("a", "ven-load-104", 60), call("b", "ven-load-216", 240)], "sent": True}}]
+    resp = [{"created_at": start, "body": {"event_id": "a", "opt": "optIn"}},
+            {"created_at": start, "body": {"event_id": "b", "opt": "optIn"}}]
+    steps = pd.date_range(now, periods=24, freq="5min")  # a 2-hour shed horizon
+    h = history_from_records(evs, resp, now)
+    # a deficit left in a's window: nothing ends
+    d = pd.Series(0.0, index=steps)
+    d.iloc[3] = 0.4
+    assert events_to_end(h, d, now) == []
+    # none left: a ends; b runs past the horizon, so it is kept
+    d[:] = 0.0
+    assert [e["event_id"] for e in events_to_end(h, d, now)] == ["a"]
+    assert events_to_end(h, d.tz_localize("UTC"), now)[0]["event_id"] == "a"
+    ends = [{"body": {"event_ids": ["a"], "ended_at": now.isoformat()}}]
+    assert ended_early(ends) == {"a": now}
+    h2 = history_from_records(evs, resp, now + timedelta(minutes=1), ends)
+    a = next(e for e in h2.events if e["event_id"] == "a")
+    assert a["end"] == now and events_to_end(h2, d, now + timedelta(minutes=1)) == []
+    # measured and paid up to the early end: 20 minutes of 0.2 MW at 600 EUR/MWh
+    ts = pd.date_range(start - timedelta(hours=2), start + timedelta(hours=2), freq="30s", inclusive="left")
+    mw = np.where((ts >= start) & (ts < now), 0.8, 1.0)
+    rows = event_rows(evs, resp, pd.DataFrame({"load_id": 104, "ts": ts, "mw": mw}), now + timedelta(hours=1),
+                      end_records=ends)
+    ra = rows.set_index("event_id").loc["a"]
+    assert ra.end == now and ra.status == "measured" and "ended early" in ra.flag
+    assert ra.delivered_mw == pytest.approx(0.2) and ra.payment_eur == pytest.approx(0.2 * (20 / 60) * 600)
 
 
 def test_an_unknown_ven_is_refused():

@@ -425,6 +425,24 @@ def test_demand_response_is_called_over_openadr_before_the_shed_covers_what_is_l
         d.plan(now + timedelta(seconds=30), "schedule")
         later = led.records(kind="dr_event")
         assert all(c["ven_id"] not in {x["ven_id"] for x in calls} for r in later[1:] for c in r["body"]["calls"])
+        assert not led.records(kind="dr_end")  # still needed
+        # close-out: the limit is released, supply is back; the next plan ends the events at once
+        t_rel = now + timedelta(minutes=1)
+        led.append("import_limit", import_limit_record(None, None, "ana", "TSO: back to normal", release=True,
+                                                       now=t_rel), mode="automatic", actor="ana", created_at=t_rel)
+        cancelled = []
+        real = d.vtn.cancel
+        d.vtn.cancel = lambda v, e: (cancelled.append((v, e)), real(v, e))[1]
+        d.plan(t_rel + timedelta(seconds=10), "schedule")
+        (end,) = led.records(kind="dr_end")
+        ids = {c["event_id"] for r in led.records(kind="dr_event") for c in r["body"]["calls"] if r["body"]["sent"]}
+        assert set(end["body"]["event_ids"]) == ids and {e for _, e in cancelled} == ids
+        assert all(v <= 1e-6 for v in end["body"]["deficit_mw"])
+        hist = d.dr_history(t_rel + timedelta(seconds=20))
+        # ended now (an event that had not begun ends as it would begin: it never runs)
+        assert all(e["end"] <= max(t_rel + timedelta(seconds=10), e["start"]) for e in hist.events)
+        d.plan(t_rel + timedelta(seconds=40), "schedule")  # ended once
+        assert len(led.records(kind="dr_end")) == 1
     finally:
         d.vtn.stop()
 
