@@ -3,6 +3,10 @@ pipeline must find out for itself. One JSON list; each entry has a ``kind``:
 
 * ``pv`` / ``wind`` (the default ``pv``): a cloud front or a wind cut-out, for the simulator's
   30-second telemetry (``world.scada``);
+* ``load_surge`` (``{"kind": "load_surge", "start": ISO, "minutes": 30, "factor": 2.5, "line": 12}``,
+  or ``"loads": [ids]`` instead of the feeder ``line``): the loads behind a feeder draw ``factor``
+  times their load (a heat wave, a factory starting up), in the telemetry and in the outstation's
+  loading readings, so an element really goes over its rating;
 * ``generation_loss``, ``frequency_glitch``, ``switch_fault``, ``breaker_trip``: for the IEC 104
   outstation (``world.outstation``);
 * ``ven_silent`` (``{"kind": "ven_silent", "ven": "ven-load-104"}``): a demand-response customer whose
@@ -17,6 +21,7 @@ import json
 from pathlib import Path
 
 FRONT_KINDS = ("pv", "wind")
+SURGE_KINDS = ("load_surge",)
 FIELD_KINDS = ("generation_loss", "frequency_glitch", "switch_fault", "breaker_trip")
 VEN_KINDS = ("ven_silent",)
 

@@ -164,6 +164,8 @@ class ScadaSimulator:
         self._dr_taken = None
         #: weather events injected on top of the world's weather: (start, end, factor, sgen positions)
         self.fronts: list[tuple[datetime, datetime, float, np.ndarray, float]] = []
+        #: load surges (a heat wave on a feeder, a factory's start-up): (start, end, factor, load positions, ramp)
+        self.surges: list[tuple[datetime, datetime, float, np.ndarray, float]] = []
         #: a JSON list of weather events for the running world ({"start", "minutes", "depth", "kind",
         #: "ramp_minutes"}), re-read when it changes: how a study injects cloud fronts into a live world
         self.events_path = Path(events_path) if events_path else None
@@ -278,38 +280,82 @@ class ScadaSimulator:
         return (start, start + timedelta(minutes=minutes + 2 * ramp_minutes), float(depth),
                 np.flatnonzero(m.to_numpy()), float(ramp_minutes))
 
+    def _surge(self, start: datetime, minutes: float, factor: float, line: int | None, loads, ramp_minutes: float
+               ) -> tuple:
+        """A load surge: the loads fed through feeder line ``line`` (or the ``loads`` listed) draw
+        ``factor`` times their load, ramping over ``ramp_minutes``, for ``minutes``."""
+        net = self.world.net
+        if loads is None:
+            if line is None:
+                raise ValueError("a load surge names a feeder 'line' or its 'loads'")
+            loads = self._loads_behind(int(line))
+        pos = np.array([net.load.index.get_loc(int(i)) for i in loads], dtype=int)
+        return (start, start + timedelta(minutes=minutes + 2 * ramp_minutes), float(factor), pos, float(ramp_minutes))
+
+    def _loads_behind(self, line: int) -> list[int]:
+        """The loads a line feeds: those cut off from every external grid without it."""
+        import networkx as nx
+        import pandapower.topology as top
+
+        net = self.world.net
+        g = top.create_nxgraph(net, respect_switches=True)
+        a, b = int(net.line.from_bus.at[line]), int(net.line.to_bus.at[line])
+        if g.has_edge(a, b):
+            g.remove_edges_from([(a, b, k) for k in list(g[a][b]) if k == ("line", line)] or [(a, b)])
+        fed = set()
+        for s_ in net.ext_grid.bus.astype(int):
+            fed |= nx.node_connected_component(g, int(s_))
+        return [int(i) for i, bus in net.load.bus.items() if int(bus) not in fed]
+
     def _read_events(self) -> None:
-        from gridpipeline.world.events import FRONT_KINDS, read_events
+        from gridpipeline.world.events import FRONT_KINDS, SURGE_KINDS, read_events
 
         events, self._events_mtime = read_events(self.events_path, self._events_mtime)
         if events is None:
             return
-        fronts = []  # built aside and swapped in whole: the outstation's thread reads them too
+        fronts, surges = [], []  # built aside and swapped in whole: the outstation's thread reads them too
         for e in events:
-            if e.get("kind", "pv") not in FRONT_KINDS:
+            kind = e.get("kind", "pv")
+            if kind not in FRONT_KINDS + SURGE_KINDS:
                 continue  # the outstation's events (world.outstation)
             try:
+                if kind in SURGE_KINDS:
+                    surges.append(self._surge(datetime.fromisoformat(e["start"]), float(e.get("minutes", 30)),
+                                              float(e.get("factor", 2.0)), e.get("line"), e.get("loads"),
+                                              float(e.get("ramp_minutes", 2))))
+                    continue
                 fronts.append(self._front(datetime.fromisoformat(e["start"]), float(e.get("minutes", 60)),
                                           float(e.get("depth", 0.6)), e.get("kind", "pv"),
                                           float(e.get("ramp_minutes", 10))))
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, IndexError):
                 log.warning("world: events file entry not understood, skipped: %s", e)
         self.fronts = fronts
+        self.surges = surges
 
     def _fronts(self, times: pd.DatetimeIndex, inj):
         if self.events_path is not None:
             self._read_events()
-        fronts = self.fronts
-        if not fronts:
+        fronts, surges = self.fronts, self.surges
+        if not fronts and not surges:
             return inj
         naive = times.tz_convert("UTC").tz_localize(None)
-        sgen = inj.sgen_p_mw.copy()
-        for start, end, depth, cols, ramp in fronts:
+
+        def share(start, end, ramp):  # 0 outside, ramps to 1
             a = ((naive - pd.Timestamp(start)).total_seconds().to_numpy() / 60.0)
             b = ((pd.Timestamp(end) - naive).total_seconds().to_numpy() / 60.0)
-            share = np.clip(np.minimum(a, b) / max(ramp, 1e-9), 0.0, 1.0)  # 0 outside, ramps to 1
-            sgen[:, cols] *= (1.0 - depth * share)[:, None]
-        return replace(inj, sgen_p_mw=sgen)
+            return np.clip(np.minimum(a, b) / max(ramp, 1e-9), 0.0, 1.0)
+
+        sgen = inj.sgen_p_mw.copy()
+        for start, end, depth, cols, ramp in fronts:
+            sgen[:, cols] *= (1.0 - depth * share(start, end, ramp))[:, None]
+        if not surges:
+            return replace(inj, sgen_p_mw=sgen)
+        load, q = inj.load_p_mw.copy(), inj.load_q_mvar.copy()
+        for start, end, factor, cols, ramp in surges:
+            f = (1.0 + (factor - 1.0) * share(start, end, ramp))[:, None]
+            load[:, cols] *= f
+            q[:, cols] *= f
+        return replace(inj, sgen_p_mw=sgen, load_p_mw=load, load_q_mvar=q)
 
     def _frequency(self, times: pd.DatetimeIndex) -> np.ndarray:
         t = (times.tz_convert("UTC").tz_localize(None) - EPOCH).total_seconds().to_numpy()

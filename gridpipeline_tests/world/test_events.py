@@ -43,3 +43,55 @@ def test_the_simulator_takes_only_fronts_and_skips_what_it_cannot_read(tmp_path)
         assert len(sim.fronts) == 1 and sim.fronts[0][0].hour == 11
     finally:
         sim.close()
+
+
+def test_a_load_surge_on_a_feeder_really_overloads_its_head_in_the_world(tmp_path):
+    """``load_surge`` raises the loads behind a feeder head (and only those), so the world's own power flow,
+    which the outstation reports over IEC 104, puts the head above its emergency rating."""
+    import numpy as np
+    import pandas as pd
+
+    from gridpipeline.common.iec104 import feeder_heads
+    from gridpipeline.telemetry.registry import PlacementPolicy, build_registry
+    from gridpipeline.world.model import load_world
+    from gridpipeline.world.scada import FaultConfig, ScadaSimulator
+
+    world = load_world("sample")
+    reg = build_registry(world.net, world.zones, PlacementPolicy())
+    p = tmp_path / "events.json"
+    sim = ScadaSimulator(world, reg, tmp_path / "landing", faults=FaultConfig.none(), events_path=p)
+    try:
+        at = pd.DatetimeIndex([pd.Timestamp("2026-11-03T17:30:00", tz="UTC")])
+        base = sim.engine.solve(sim._fronts(at, world.injections_at(at)))
+        heads = feeder_heads(world.net)
+        col = {int(i): k for k, i in enumerate(base.line_index)}
+        line = max(heads, key=lambda h: base.line_loading_percent[0, col[h]])
+        before = float(base.line_loading_percent[0, col[line]])
+        behind = sim._loads_behind(line)
+        assert behind and len(behind) < len(world.net.load)
+        def surge(factor):
+            p.write_text(json.dumps([{"kind": "load_surge", "start": "2026-11-03T17:00:00", "minutes": 60,
+                                      "factor": factor, "line": line, "ramp_minutes": 2},
+                                     {"kind": "load_surge", "start": "2026-11-03T17:00:00"}]))  # no feeder: skipped
+            os.utime(p, ns=(1, 10**18 + int(factor * 1000)))
+            inj = sim._fronts(at, world.injections_at(at))
+            return inj, float(sim.engine.solve(inj).line_loading_percent[0, col[line]])
+
+        factor = 2.0
+        inj, after = surge(factor)
+        while after <= 120.0 and factor < 40:  # the feeder's own generation offsets part of the surge
+            factor *= 1.5
+            inj, after = surge(factor)
+        assert len(sim.surges) == 1
+        raw = world.injections_at(at)
+        pos = [world.net.load.index.get_loc(i) for i in behind]
+        others = np.setdiff1d(np.arange(len(world.net.load)), pos)
+        np.testing.assert_allclose(inj.load_p_mw[0, pos], raw.load_p_mw[0, pos] * factor)
+        np.testing.assert_allclose(inj.load_p_mw[0, others], raw.load_p_mw[0, others])
+        assert after > 120.0 > before, (before, after, factor, line, len(behind))
+        # outside the surge's window, nothing changes
+        late = pd.DatetimeIndex([pd.Timestamp("2026-11-03T19:00:00", tz="UTC")])
+        np.testing.assert_allclose(sim._fronts(late, world.injections_at(late)).load_p_mw,
+                                   world.injections_at(late).load_p_mw)
+    finally:
+        sim.close()
