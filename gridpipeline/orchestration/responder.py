@@ -780,6 +780,66 @@ class Responder:
             "left_out": left, "restored": []}, mode="automatic", actor="responder", ref=self.restoring["plan"])
         self.restoring = None
 
+    def restore_requests(self, now: datetime | None = None) -> list[dict]:
+        """Carry out the operators' ``restore_request`` records not carried out yet (``gridpipeline load
+        restore``): close the switches of the requested blocks this responder holds out, with the power
+        flow check recorded but not binding (the operator decided), one ``restoration`` record each,
+        referring to the request."""
+        now = now or utcnow()
+        since = now - SHED_LOOKBACK
+        reqs = self.ledger.records(kind="restore_request", since=since)
+        if not reqs:
+            return []
+        done = {r["ref"] for r in self.ledger.records(kind="restoration", since=since) if r.get("ref")}
+        out = []
+        for q in reqs:
+            if q["id"] in done:
+                continue
+            wanted = [int(b) for b in q["body"].get("blocks", [])]
+            todo = [b for b in wanted if b in self.out and b not in self.shed_out]
+            pf = []
+            if todo:
+                try:
+                    c = self.checker.check(set(self.out), todo, {b: float(self.out_info.get(b, {}).get("mw", 0.0))
+                                                               for b in todo}, self.clpu().factor)
+                    pf = [{"blocks": todo, **c.as_dict()}]
+                except Exception as exc:  # noqa: BLE001 - the operator decided; say the check failed
+                    pf = [{"blocks": todo, "ok": None, "violations": [f"check failed: {type(exc).__name__}: {exc}"]}]
+            send = self.mode == "automatic"
+            items = [(int(self.out_info[b]["switch"]), True) for b in todo
+                     if send and self.out_info.get(b, {}).get("switch") is not None]
+            res = self.operate(items) if items else {}
+            results, restored = [], []
+            for b in todo:
+                sw = self.out_info.get(b, {}).get("switch")
+                if sw is None or not send:
+                    ok, detail = False, "no switch" if sw is None else f"mode {self.mode}: not sent"
+                else:
+                    ok, detail = res[int(sw)]["ok"], res[int(sw)]["detail"]
+                results.append({"block": b, "switch": sw, "ok": ok, "detail": detail})
+                if ok:
+                    restored.append(b)
+                    self.out.discard(b)
+                    if b in self.held:
+                        self.held.remove(b)
+                    for ev in self.event_blocks.values():
+                        ev.discard(b)
+            skipped = [b for b in wanted if b not in todo]
+            body = {"summary": f"restore request {q['id']} by {q['actor']}: {len(restored)} of {len(wanted)} blocks "
+                               "back" + (f"; {len(skipped)} not held out by the responder" if skipped else "")
+                               + ("; the power flow showed a violation, restored on the operator's decision"
+                                  if pf and pf[0].get("ok") is False and restored else ""),
+                    "requested_by": q["actor"], "reason": q["body"].get("reason", ""), "commands": results,
+                    "restored": restored, "not_held_out": skipped, "power_flow": pf,
+                    "pickup_mw": round(sum(float(self.out_info.get(b, {}).get("mw", 0.0)) for b in restored)
+                                       * self.clpu().factor, 4)}
+            rec = self.ledger.append("restoration", body, mode="automatic", actor="responder", ref=q["id"])
+            log.info("responder: %s", body["summary"])
+            self._report_restoration(rec.id, {**body, "event": None, "stage": None, "hz_before": None,
+                                              "held_for_operator": []})
+            out.append({"decision": rec.id, **body})
+        return out
+
     def poll_battery_base(self) -> None:
         """Refresh :attr:`battery_base` from the dispatcher's newest ``setpoint_write`` record, unless
         the responder holds batteries now (the dispatcher then re-sends the responder's setpoints)."""
@@ -968,6 +1028,10 @@ class Responder:
                 except Exception:  # noqa: BLE001 - the next poll tries again
                     log.exception("responder: following the shed schedule failed")
                 self.poll_battery_base()
+                try:
+                    self.restore_requests()
+                except Exception:  # noqa: BLE001 - the next poll tries again
+                    log.exception("responder: carrying out an operator's restore request failed")
             try:
                 r = self.queue.get(timeout=0.2)
             except queue.Empty:

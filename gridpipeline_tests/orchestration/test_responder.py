@@ -339,6 +339,44 @@ def test_a_feeder_above_its_emergency_rating_is_relieved_by_the_blocks_it_feeds_
     assert ends and "below" in ends[-1]["body"]["summary"]
 
 
+def test_an_operator_restores_blocks_the_power_flow_held_by_a_ledger_request(field):
+    """A block held out (here: opened for an overload, its restoration held for an operator) comes back on an
+    operator's ``restore_request``: the responder closes its switch over IEC 104 (the world obeys), records
+    the restoration referring to the request with who decided and the power flow it saw, carries a request
+    out once, and says which requested blocks it did not hold out."""
+    from gridpipeline.load.cli import load_app
+    from gridpipeline.load.overload import LoadingReading
+    from typer.testing import CliRunner
+
+    sim, out, port = field
+    resp = _responder(port=port)
+    resp.start()
+    assert resp.wait_connected(10)
+    line = ("line", 175)
+    t = _now()
+    resp.handle(LoadingReading(line, t, 150.0, "good", time.time()))
+    rec = resp.handle(LoadingReading(line, t + timedelta(seconds=2.1), 150.0, "good", time.time()))
+    opened = [c for c in rec["commands"] if c["ok"]]
+    assert opened and all(out.dyn.closed[c["switch"]] is False for c in opened)
+    b = opened[0]["block"]
+    resp.held.append(b)
+    other = max(resp.blocks.table.index) + 1000  # a block it does not hold out
+    res = CliRunner().invoke(load_app, ["restore", "--block", str(b), "--block", str(other), "--operator", "ana",
+                                        "--reason", "crew checked the feeder"])
+    assert res.exit_code == 0, res.output
+    (done,) = resp.restore_requests()
+    assert done["restored"] == [b] and done["not_held_out"] == [other] and done["requested_by"] == "ana"
+    assert done["power_flow"] and b not in resp.out and b not in resp.held
+    t0 = time.monotonic()
+    while out.dyn.closed[opened[0]["switch"]] is False and time.monotonic() - t0 < 2.0:
+        time.sleep(0.05)
+    assert out.dyn.closed[opened[0]["switch"]] is True  # the world closed it
+    led = Ledger(get_settings().ledger)
+    (req,) = led.records(kind="restore_request")
+    assert led.records(kind="restoration")[-1]["ref"] == req["id"] and req["actor"] == "ana"
+    assert resp.restore_requests() == []  # carried out once
+
+
 def test_a_loss_of_local_generation_discharges_the_batteries(field):
     """A sudden drop of local generation: the batteries the table lists add the lost power to what they give
     now, over Modbus to the field's BMS (the world's units then hold the setpoints), shared by headroom."""
