@@ -135,6 +135,7 @@ class FieldDynamics:
         net = self.sim.world.net
         self.switches = list(controllable_switches(net))
         self.closed = {int(s): bool(net.switch.closed.at[s]) for s in self.switches}
+        self._resume_switches()
         self._energized = energized_loads(net, self.closed)
         peak = float(self.sim.world.injections_at(pd.date_range("2026-01-15 17:00", periods=1, tz="UTC")
                                                   ).load_p_mw.sum())
@@ -145,6 +146,32 @@ class FieldDynamics:
         self.faulty: set[int] = set()
         self.events: list[dict] = []
         self.lock = threading.Lock()
+
+    def _resume_switches(self) -> None:
+        """A field keeps its switches where they were while the simulator was down: each switch's last
+        operation in the world's own record (``truth_switching``) holds again, for the outstation, the
+        frequency model and the telemetry alike."""
+        path = getattr(self.sim, "truth_path", None)
+        if path is None or not Path(path).exists():
+            return
+        try:
+            con = self.sim._truth_con().cursor()
+            try:
+                rows = con.execute("SELECT switch_id, arg_max(closed, ts), max(ts) FROM truth_switching "
+                                   "WHERE result <> 'refused (switch fault)' GROUP BY switch_id").fetchall()
+            finally:
+                con.close()
+        except Exception as exc:  # noqa: BLE001 - no record yet (a new world): the network's states hold
+            log.debug("outstation: no switching record to resume from (%s)", exc)
+            return
+        moved = []
+        for sw, closed, ts in rows:
+            if int(sw) in self.closed and bool(closed) != self.closed[int(sw)]:
+                self.closed[int(sw)] = bool(closed)
+                moved.append((pd.Timestamp(ts).to_pydatetime(), int(sw), bool(closed)))
+        if moved:
+            self.sim.switch_events = sorted([*self.sim.switch_events, *moved])
+            log.info("outstation: %d switches resume the state the field left them in", len(moved))
 
     # ------------------------------------------------------------------ the world's response
     def load_now(self, now: datetime) -> np.ndarray:

@@ -95,3 +95,35 @@ def test_a_load_surge_on_a_feeder_really_overloads_its_head_in_the_world(tmp_pat
                                    world.injections_at(late).load_p_mw)
     finally:
         sim.close()
+
+
+def test_a_restarted_world_keeps_its_switches_where_the_field_left_them(tmp_path):
+    """The outstation's switch states survive a restart of the simulator: each switch's last operation
+    in the world's own switching record holds again (a refused command does not count)."""
+    from datetime import datetime
+
+    from gridpipeline.telemetry.registry import PlacementPolicy, build_registry
+    from gridpipeline.world.model import load_world
+    from gridpipeline.world.outstation import FieldDynamics
+    from gridpipeline.world.scada import FaultConfig, ScadaSimulator
+
+    world = load_world("sample")
+    reg = build_registry(world.net, world.zones, PlacementPolicy())
+    truth = tmp_path / "truth.duckdb"
+    sim = ScadaSimulator(world, reg, tmp_path / "landing", faults=FaultConfig.none(), truth_path=truth)
+    try:
+        fresh = FieldDynamics(sim)  # no record yet: the network's states
+        a, b = fresh.switches[:2]
+        assert fresh.closed[a] and fresh.closed[b]
+        con = sim._truth_con()
+        con.execute("CREATE TABLE truth_switching (ts TIMESTAMP, switch_id INTEGER, closed BOOLEAN, result VARCHAR)")
+        con.executemany("INSERT INTO truth_switching VALUES (?, ?, ?, ?)", [
+            (datetime(2026, 12, 5, 10), a, False, "accepted"), (datetime(2026, 12, 5, 10, 5), b, False, "trip"),
+            (datetime(2026, 12, 5, 10, 6), b, True, "closed by the field crew"),
+            (datetime(2026, 12, 5, 10, 7), b, False, "refused (switch fault)")])
+        again = FieldDynamics(sim)
+        assert again.closed[a] is False and again.closed[b] is True
+        assert (datetime(2026, 12, 5, 10), a, False) in sim.switch_events
+        assert not again._energized.all()  # the loads behind the open switch are off
+    finally:
+        sim.close()
