@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 COMMAND_TIMEOUT_MS = 500  # one select-before-operate attempt (loopback p99 ~30 ms; see Responder._operate)
 COMMAND_ATTEMPTS = 3
 LOADED_MW = 1e-3  # a tripped element with more net load than this behind it is 'loaded'
+#: an element over its emergency rating again this soon after its blocks were restored locks out: its
+#: blocks stay out for an operator
+OVERLOAD_LOCKOUT_S = 15 * 60.0
 SHED_POLL_S = 10.0  # how often the shed schedule in force is looked up in the ledger
 SHED_LOOKBACK = timedelta(hours=3)
 STATUS_WAIT_S = 0.6  # the breaker's check-back report after a confirmed command (the outstation steps 0.1 s)
@@ -172,6 +175,7 @@ class Responder:
         self.overload = OverloadWatch(emergency_pct=e, clear_pct=0.9 * self.normal_pct)
         self.genwatch = GenerationWatch()
         self.event_blocks: dict[str, set[int]] = {}  # overload event -> blocks it opened
+        self._overload_restored: dict[tuple, float] = {}  # element -> monotonic time its blocks were last restored
         self.loading_points = {}
         for kind, base, ids in (("trafo", plan.LOADING_TRAFO, self.net.trafo.index),
                                 ("line", plan.LOADING_LINE, plan.feeder_heads(self.net))):
@@ -375,11 +379,32 @@ class Responder:
             return self.relieve(res.event, r)
         if res.ended:
             blocks = self.event_blocks.pop(res.ended, set()) & self.out
+            why = (f"{r.element[0]} {r.element[1]} below {self.overload.clear_pct:.0f} % for "
+                   f"{self.overload.clear_s:.0f} s ({r.pct:.1f} %)")
+            last = self._overload_restored.get(r.element)
+            if blocks and last is not None and time.monotonic() - last < OVERLOAD_LOCKOUT_S:
+                return self._lock_out(res.ended, r, blocks, why)
             if blocks:
-                self._close_event(res.ended, None, blocks=blocks,
-                                  why=f"{r.element[0]} {r.element[1]} below {self.overload.clear_pct:.0f} % for "
-                                      f"{self.overload.clear_s:.0f} s ({r.pct:.1f} %)")
+                self._overload_restored[r.element] = time.monotonic()
+                self._close_event(res.ended, None, blocks=blocks, why=why)
         return None
+
+    def _lock_out(self, event: str, r: LoadingReading, blocks: set[int], why: str) -> dict:
+        """An element that went over its emergency rating again within ``OVERLOAD_LOCKOUT_S`` of its last
+        restoration (the cause is still there: restoring again would only trip again) keeps its blocks out
+        for an operator (``gridpipeline load restore``), as a recloser locks out after its shot."""
+        held = sorted(blocks)
+        self.held.extend(b for b in held if b not in self.held)
+        body = {"summary": f"event {event} over: {why}; {len(held)} blocks held for an operator: {r.element[0]} "
+                           f"{r.element[1]} overloaded again within {OVERLOAD_LOCKOUT_S / 60:.0f} min of its last "
+                           "restoration (lockout)", "event": event, "event_ended": True, "ended_kind": "emergency rating",
+                "stages": [], "commands": [], "blocks_out": held, "held_for_operator": held, "lockout": True,
+                "element": list(r.element)}
+        rec = self.ledger.append("critical_response", body, mode="automatic", actor="responder")
+        self._journal({"decision": rec.id, "event": event, "event_ended": True, "restoration_stages": 0,
+                       "lockout": True, "committed_at": time.time()})
+        log.warning("responder: %s", body["summary"])
+        return {"decision": rec.id, **body}
 
     def relieve(self, event: str, r: LoadingReading) -> dict:
         """Shed blocks fed through an element above its emergency rating, least critical first, until

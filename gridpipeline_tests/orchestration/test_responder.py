@@ -337,6 +337,17 @@ def test_a_feeder_above_its_emergency_rating_is_relieved_by_the_blocks_it_feeds_
     led = Ledger(get_settings().ledger)
     ends = [r for r in led.records(kind="critical_response") if r["body"].get("event_ended")]
     assert ends and "below" in ends[-1]["body"]["summary"]
+    # the cause is still there: over again soon after the restoration, relieved again, and then locked out
+    t2 = t + timedelta(seconds=200)
+    resp.handle(LoadingReading(line, t2, 150.0, "good", time.time()))
+    again = resp.handle(LoadingReading(line, t2 + timedelta(seconds=2.1), 150.0, "good", time.time()))
+    second = {c["block"] for c in again["commands"] if c["ok"]}
+    assert second
+    res = [resp.handle(LoadingReading(line, t2 + timedelta(seconds=20 + k), 40.0, "good", time.time()))
+           for k in range(0, 62, 2)]
+    (lock,) = [x for x in res if x]
+    assert lock["lockout"] and set(lock["held_for_operator"]) == second and resp.restoring is None
+    assert second <= resp.out and second <= set(resp.held)
 
 
 def test_an_operator_restores_blocks_the_power_flow_held_by_a_ledger_request(field):
