@@ -2,8 +2,10 @@
 
 The network model with every block still out cut off at its feeding switch, and the stage's blocks
 back at cold-load pickup: their pre-outage net load (the response table's estimate the shed record
-carries) times the pickup factor, spread over each block's loads by rated load. Loads of blocks in
-service run at their rated load, which errs on the safe side for voltage and loading. A stage passes
+carries) times the pickup factor, spread over each block's loads by rated load. The loads and
+generators in service run at the newest estimated state when the checker has one
+(:meth:`StageChecker.set_state`, the 30-second loop's ``grid.state_injection``), else at their rated
+values, which errs on the safe side for loading (the record's ``basis`` says which). A stage passes
 when the AC power flow (power-grid-model, through ``grid.powerflow``) converges with every energized
 bus within the voltage limits and every branch within its loading limit, or at least no worse than
 with the stage still out; otherwise the stage is split in two and each half is checked in turn, and a
@@ -28,11 +30,12 @@ class StageCheck:
     pickup_mw: float
     violations: tuple[str, ...]
     elapsed_s: float
+    basis: str = "rated loads"
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "u_min_pu": self.u_min_pu, "u_max_pu": self.u_max_pu,
                 "max_loading_percent": self.max_loading_percent, "pickup_mw": round(self.pickup_mw, 4),
-                "violations": list(self.violations), "elapsed_s": round(self.elapsed_s, 3)}
+                "violations": list(self.violations), "elapsed_s": round(self.elapsed_s, 3), "basis": self.basis}
 
 
 class StageChecker:
@@ -48,21 +51,53 @@ class StageChecker:
             self.net.load["scaling"] = 1.0
         self.q_ratio = (self.net.load.q_mvar / self.net.load.p_mw.replace(0, np.nan)).fillna(0.0)
         self.limits = (v_min_pu, v_max_pu, loading_max)
+        self.sgen_rated = self.net.sgen[["p_mw", "q_mvar"]].copy() if len(self.net.sgen) else None
+        self.state_ts = None
+        self._load_p = self._load_q = None  # estimated load (p, q) of loads in service, by load id
+        self._sgen = None
+
+    def set_state(self, injections: pd.DataFrame | None, ts=None) -> None:
+        """The estimated state the checks run on (``element_type``, ``element_id``, ``p_mw``, ``q_mvar``;
+        the 30-second loop's ``grid.state_injection``), or None to check on rated values."""
+        if injections is None or not len(injections):
+            self.state_ts, self._load_p, self._load_q, self._sgen = None, None, None, None
+            return
+        inj = injections.assign(element_id=injections.element_id.astype(int))
+        ld = inj[inj.element_type == "load"].set_index("element_id")
+        sg = inj[inj.element_type == "sgen"].set_index("element_id")
+        self._load_p = ld.p_mw.reindex(self.net.load.index)
+        self._load_q = ld.q_mvar.reindex(self.net.load.index)
+        self._sgen = sg[["p_mw", "q_mvar"]].reindex(self.net.sgen.index) if len(self.net.sgen) else None
+        self.state_ts = ts
+
+    @property
+    def basis(self) -> str:
+        return "rated loads" if self.state_ts is None else f"estimated state at {self.state_ts}"
 
     def _flow(self, out_blocks: set[int], stage: list[int], block_mw: dict[int, float], clpu: float):
         from gridpipeline.grid.powerflow import run_powerflow
 
         bt = self.blocks.table
         p = self.rated.copy()
+        q = p * self.q_ratio
+        if self._load_p is not None:  # loads in service at the estimate (a load it lacks: rated)
+            have = self._load_p.notna()
+            p[have] = self._load_p[have].clip(lower=0.0)
+            q[have] = self._load_q[have].fillna(0.0)
+        if self.sgen_rated is not None:
+            sg = self.sgen_rated if self._sgen is None else self._sgen.fillna(self.sgen_rated)
+            self.net.sgen["p_mw"] = sg.p_mw.to_numpy()
+            self.net.sgen["q_mvar"] = sg.q_mvar.to_numpy()
         pickup = 0.0
         for b in stage:
             idx = self.lb.index[self.lb == b]
             own = float(self.rated[idx].sum())
             level = max(float(block_mw.get(b, own)), 0.0) / own if own > 0 else 0.0
             p[idx] = self.rated[idx] * level * clpu
+            q[idx] = p[idx] * self.q_ratio[idx]
             pickup += float(p[idx].sum())
         self.net.load["p_mw"] = p
-        self.net.load["q_mvar"] = p * self.q_ratio
+        self.net.load["q_mvar"] = q
         closed = self.net.switch.closed.astype(bool).copy()
         for b in out_blocks:
             sw = bt.feeding_switch.get(b)
@@ -84,7 +119,8 @@ class StageChecker:
         res, pickup, now = self._flow(out_blocks, stage, block_mw, clpu)
         elapsed = base_res.elapsed_s + res.elapsed_s
         if now is None:
-            return StageCheck(False, None, None, None, pickup, (f"power flow did not converge: {res.message}",), elapsed)
+            return StageCheck(False, None, None, None, pickup, (f"power flow did not converge: {res.message}",), elapsed,
+                              self.basis)
         v_min, v_max, lmax = self.limits
         b0 = base or (np.inf, -1, -np.inf, -1, 0.0)
         u_min, bus_lo, u_max, bus_hi, ml = now
@@ -95,7 +131,8 @@ class StageChecker:
             viol.append(f"overvoltage {u_max:.4f} pu at bus {bus_hi} (limit {v_max}; {b0[2]:.4f} without the stage)")
         if ml > lmax and ml > b0[4] + 0.01:
             viol.append(f"branch loading {ml:.1f} % (limit {lmax:.0f} %; {b0[4]:.1f} % without the stage)")
-        return StageCheck(not viol, round(u_min, 5), round(u_max, 5), round(ml, 2), pickup, tuple(viol), elapsed)
+        return StageCheck(not viol, round(u_min, 5), round(u_max, 5), round(ml, 2), pickup, tuple(viol), elapsed,
+                          self.basis)
 
 
 def checked_stage(checker: StageChecker, out_blocks: set[int], stage: list[int], block_mw: dict[int, float],

@@ -72,6 +72,10 @@ LOADED_MW = 1e-3  # a tripped element with more net load than this behind it is 
 #: an element over its emergency rating again this soon after its blocks were restored locks out: its
 #: blocks stay out for an operator
 OVERLOAD_LOCKOUT_S = 15 * 60.0
+#: the oldest estimated state the restoration checks run on, and how often it is fetched
+STATE_MAX_AGE = timedelta(minutes=10)
+STATE_POLL_S = 30.0
+BASE_POLL_S = 5.0
 SHED_POLL_S = 10.0  # how often the shed schedule in force is looked up in the ledger
 SHED_LOOKBACK = timedelta(hours=3)
 STATUS_WAIT_S = 0.6  # the breaker's check-back report after a confirmed command (the outstation steps 0.1 s)
@@ -785,8 +789,8 @@ class Responder:
                                      "min_hz": RESTORE_MIN_HZ,
                                      "interval_s": self.s.responder_restore_interval_s}}
         if blocks is None and self.battery_sp:
-            # released: back to the dispatcher's last setpoints at once (not only at its next plan, which
-            # may be minutes away), and the dispatcher plans them again
+            # released: back to what they did before the event at once (not only at the dispatcher's
+            # next plan, which may be minutes away), and the dispatcher plans them again
             plan_body["battery_release"] = self.release_batteries()
         rec = self.ledger.append("critical_response", plan_body, mode="automatic", actor="responder")
         if blocks is None:
@@ -865,10 +869,71 @@ class Responder:
             out.append({"decision": rec.id, **body})
         return out
 
+    def fetch_state(self, now: datetime | None = None) -> dict | None:
+        """The newest estimated state of the live store, at most ``STATE_MAX_AGE`` old, or None (not
+        readable now, or none that recent)."""
+        import duckdb
+
+        from gridpipeline.storage.inputs import state_at
+        from gridpipeline.store import connect
+
+        try:
+            with connect(self.s.live_db_path, read_only=True, timeout_s=5.0) as con:
+                return state_at(con, now or utcnow(), max_age=STATE_MAX_AGE)
+        except (duckdb.Error, TimeoutError, OSError) as exc:
+            log.debug("responder: live store not readable (%s)", exc)
+            return None
+
+    def apply_state(self, st: dict | None, now: datetime | None = None) -> bool:
+        """Give the restoration checks ``st`` (or keep the one they have while it is recent enough; else
+        they run on rated values, and their records say so)."""
+        now = now or utcnow()
+        if st is None:
+            st = getattr(self, "_state", None)
+        if st is not None and now - pd.Timestamp(st["ts"]).to_pydatetime() > STATE_MAX_AGE:
+            st = None
+        if st is not getattr(self, "_state", None):
+            self._state = st
+            self.checker.set_state(None if st is None else st["injections"], None if st is None else st["ts"])
+        return st is not None
+
+    def poll_state(self, now: datetime | None = None) -> bool:
+        """Fetch and apply the newest estimated state (tests; the running responder fetches in a thread
+        of its own, so a busy store never holds up a reading)."""
+        return self.apply_state(self.fetch_state(now), now)
+
+    def _state_fetcher(self) -> None:
+        """Background reads that must never hold up a reading: the estimated state (every
+        ``STATE_POLL_S``) and the batteries' measured power (every ``BASE_POLL_S``, on a BMS client of
+        its own)."""
+        client = None
+        if self.bms is not None:
+            client = self.bms.__class__(list(self.bms.endpoints.values()), timeout_s=1.0, stale_s=60.0)
+        last_state = 0.0
+        try:
+            while not self.stop.wait(BASE_POLL_S):
+                if client is not None and not self.battery_sp:
+                    try:
+                        self._measured_base = self.measure_battery_base(client)
+                    except Exception:  # noqa: BLE001 - the ledger's setpoints serve meanwhile
+                        log.debug("responder: measuring the batteries failed", exc_info=True)
+                if time.monotonic() - last_state >= STATE_POLL_S:
+                    last_state = time.monotonic()
+                    self._fresh_state = self.fetch_state()
+        finally:
+            if client is not None:
+                client.close()
+
     def poll_battery_base(self) -> None:
-        """Refresh :attr:`battery_base` from the dispatcher's newest ``setpoint_write`` record, unless
-        the responder holds batteries now (the dispatcher then re-sends the responder's setpoints)."""
+        """Refresh :attr:`battery_base`, unless the responder holds batteries now: what each battery the
+        response table lists measures (read over Modbus by the background thread, so a slow unit never
+        holds up a reading), else the dispatcher's newest ``setpoint_write`` record."""
         if self.battery_sp:
+            return
+        measured = getattr(self, "_measured_base", None)
+        if measured:
+            self.battery_base = dict(measured)
+            self._base_polled = time.monotonic()
             return
         try:
             recs = self.ledger.records(kind="setpoint_write", since=utcnow() - timedelta(hours=1))
@@ -880,9 +945,33 @@ class Responder:
             self.battery_base = {str(k): float(v) for k, v in sp.items()}
         self._base_polled = time.monotonic()
 
+    def measure_battery_base(self, client=None) -> dict[str, float]:
+        """What the batteries of the response table's stages give now (MW, + discharge; Modbus
+        ``p_measured``), read while the responder holds none: the state the world was in before an
+        event, which a stage adds to and a release returns to. ``client``: a BMS client of its own
+        (the background thread's)."""
+        client = client or self.bms
+        if client is None or self.battery_sp:
+            return {}
+        table = self._table or self._fallback
+        ids = sorted({b for bs in (table.stages.batteries if table is not None and "batteries" in table.stages
+                                   else []) for b in (bs or {})})
+        if not ids:
+            return {}
+        sub = client.__class__([client.endpoints[b] for b in ids if b in client.endpoints], timeout_s=1.0,
+                               stale_s=60.0) if set(ids) != set(client.endpoints) else client
+        try:
+            fleet = sub.read_fleet()
+        finally:
+            if sub is not client:
+                sub.close()
+        ok = fleet[fleet.available.astype(bool)] if len(fleet) else fleet
+        return {str(r.battery_id): float(r.p_measured_mw) for r in ok.itertuples()}
+
     def release_batteries(self) -> dict:
-        """Every battery the responder held goes back to the dispatcher's last setpoint (0 MW if it
-        had none) over Modbus; returns battery -> {mw, ok, detail} for the record."""
+        """Every battery the responder held goes back to its base (what it measured before the event,
+        else the dispatcher's last setpoint, else 0 MW) over Modbus; returns battery -> {mw, ok, detail}
+        for the record."""
         out = {}
         if self.mode != "automatic" or self.bms is None:
             return out
@@ -1013,6 +1102,8 @@ class Responder:
         self.fallback()
         self.table(utcnow())  # read the table now, so the first event does not
         self.poll_battery_base()
+        self._fresh_state = self.fetch_state()
+        threading.Thread(target=self._state_fetcher, name="responder-state", daemon=True).start()
         self.client.start()
 
     def keep_open(self) -> None:
@@ -1053,6 +1144,8 @@ class Responder:
                 except Exception:  # noqa: BLE001 - the next poll tries again
                     log.exception("responder: following the shed schedule failed")
                 self.poll_battery_base()
+                fresh, self._fresh_state = getattr(self, "_fresh_state", None), None
+                self.apply_state(fresh)
                 try:
                     self.restore_requests()
                 except Exception:  # noqa: BLE001 - the next poll tries again

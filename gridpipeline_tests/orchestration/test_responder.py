@@ -13,6 +13,7 @@ import socket
 import time
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -442,4 +443,15 @@ def test_a_loss_of_local_generation_discharges_the_batteries(field):
     for u in sim.fleet.batteries[:2]:
         assert u.commanded() == pytest.approx(0.25 if u.battery_id == ids[0] else 0.0, abs=1e-3)
     assert responder_holds(resp.ledger.records(kind="critical_response"), _now()) == {}
+    # the base the next event adds to is what the table's batteries measure now, over Modbus, and it wins
+    # over the dispatcher's record
+    st = resp.table(_now())[0]
+    stages = st.stages.copy()
+    stages["batteries"] = [{ids[0]: 0.5}] + [None] * (len(stages) - 1)
+    resp._table = replace(st, stages=stages)
+    measured = resp.measure_battery_base()
+    assert set(measured) == {ids[0]} and np.isfinite(measured[ids[0]])
+    resp._measured_base = measured
+    resp.poll_battery_base()
+    assert resp.battery_base == measured
     bms.close()
