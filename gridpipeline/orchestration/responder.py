@@ -78,7 +78,8 @@ STATE_POLL_S = 30.0
 BASE_POLL_S = 5.0
 SHED_POLL_S = 10.0  # how often the shed schedule in force is looked up in the ledger
 SHED_LOOKBACK = timedelta(hours=3)
-STATUS_WAIT_S = 0.6  # the breaker's check-back report after a confirmed command (the outstation steps 0.1 s)
+STATUS_WAIT_S = 1.0  # the breaker's check-back report after a confirmed command (the outstation steps 0.1 s; a busy
+#: machine delays it by a few steps, and a block replaced too early is a block shed twice)
 
 
 def utcnow() -> datetime:
