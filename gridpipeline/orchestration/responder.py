@@ -835,25 +835,12 @@ class Responder:
                     pf = [{"blocks": todo, **c.as_dict()}]
                 except Exception as exc:  # noqa: BLE001 - the operator decided; say the check failed
                     pf = [{"blocks": todo, "ok": None, "violations": [f"check failed: {type(exc).__name__}: {exc}"]}]
-            send = self.mode == "automatic"
-            items = [(int(self.out_info[b]["switch"]), True) for b in todo
-                     if send and self.out_info.get(b, {}).get("switch") is not None]
-            res = self.operate(items) if items else {}
-            results, restored = [], []
-            for b in todo:
-                sw = self.out_info.get(b, {}).get("switch")
-                if sw is None or not send:
-                    ok, detail = False, "no switch" if sw is None else f"mode {self.mode}: not sent"
-                else:
-                    ok, detail = res[int(sw)]["ok"], res[int(sw)]["detail"]
-                results.append({"block": b, "switch": sw, "ok": ok, "detail": detail})
-                if ok:
-                    restored.append(b)
-                    self.out.discard(b)
-                    if b in self.held:
-                        self.held.remove(b)
-                    for ev in self.event_blocks.values():
-                        ev.discard(b)
+            results, restored = self._close_blocks(todo)
+            for b in restored:
+                if b in self.held:
+                    self.held.remove(b)
+                for ev in self.event_blocks.values():
+                    ev.discard(b)
             skipped = [b for b in wanted if b not in todo]
             body = {"summary": f"restore request {q['id']} by {q['actor']}: {len(restored)} of {len(wanted)} blocks "
                                "back" + (f"; {len(skipped)} not held out by the responder" if skipped else "")
@@ -996,6 +983,26 @@ class Responder:
         r = self.operate([(switch, True)])[switch]
         return r["ok"], r["detail"]
 
+    def _close_blocks(self, blocks: list[int]) -> tuple[list[dict], list[int]]:
+        """Close the feeding switches of ``blocks`` this responder holds out (check-back confirmed; only in
+        automatic mode); the blocks closed leave ``out``. Returns (the commands, the blocks back)."""
+        send = self.mode == "automatic"
+        items = [(int(self.out_info[b]["switch"]), True) for b in blocks
+                 if send and self.out_info.get(b, {}).get("switch") is not None]
+        done = self.operate(items) if items else {}
+        results, restored = [], []
+        for b in blocks:
+            sw = self.out_info.get(b, {}).get("switch")
+            if sw is None or not send:
+                ok, detail = False, "no switch" if sw is None else f"mode {self.mode}: not sent"
+            else:
+                ok, detail = done[int(sw)]["ok"], done[int(sw)]["detail"]
+            results.append({"block": b, "switch": sw, "ok": ok, "detail": detail})
+            if ok:
+                restored.append(b)
+                self.out.discard(b)
+        return results, restored
+
     def restore_step(self, r: Reading) -> dict | None:
         """The next restoration stage when it is due and the frequency allows: close its blocks'
         switches (highest tier first), record the stage with its pickup under cold-load pickup."""
@@ -1014,21 +1021,7 @@ class Responder:
         except Exception as exc:  # noqa: BLE001 - the margin still limits the stage; say the check failed
             log.exception("responder: the restoration stage's power flow check failed")
             pf_checks = [{"blocks": blocks, "ok": None, "violations": [f"check failed: {type(exc).__name__}: {exc}"]}]
-        results, restored = [], []
-        send = self.mode == "automatic"
-        items = [(int(self.out_info[b]["switch"]), True) for b in blocks
-                 if send and self.out_info.get(b, {}).get("switch") is not None]
-        done = self.operate(items) if items else {}
-        for b in blocks:
-            sw = self.out_info.get(b, {}).get("switch")
-            if sw is None or not send:
-                ok, detail = False, "no switch" if sw is None else f"mode {self.mode}: not sent"
-            else:
-                ok, detail = done[int(sw)]["ok"], done[int(sw)]["detail"]
-            results.append({"block": b, "switch": sw, "ok": ok, "detail": detail})
-            if ok:
-                restored.append(b)
-                self.out.discard(b)
+        results, restored = self._close_blocks(blocks)
         pickup = sum(float(self.out_info.get(b, {}).get("mw", 0.0)) for b in restored) * self.clpu().factor
         body = {"summary": f"restoration stage {rs['k'] + 1}/{len(rs['stages'])} after {rs['event']}: "
                            f"{len(restored)} of {len(blocks)} blocks back, pickup up to {pickup:.3f} MW with "

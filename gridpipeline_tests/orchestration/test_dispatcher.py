@@ -381,13 +381,11 @@ def test_an_import_limit_the_fleet_cannot_meet_gives_a_recorded_shed_schedule(fi
     assert led.verify().ok
 
 
-def test_demand_response_is_called_over_openadr_before_the_shed_covers_what_is_left(field):
-    """With the VTN up, the deficit an import limit leaves is offered first to the interruptible contracts
-    (a `dr_event` record before the `shed` record, the events queued for their VENs), and the shed schedule
-    covers only the deficit left once the plan counts on their expected delivery."""
+def _dispatcher_with_vtn(field):
+    """A dispatcher on an estimated state of the sample world at 10:04, with its VTN up on a free port:
+    (dispatcher, ledger, load policy, the time to plan at)."""
     import socket
 
-    from gridpipeline.load.cli import import_limit_record
     from gridpipeline.load.dr import ven_id
     from gridpipeline.orchestration.dispatcher import Dispatcher
     from gridpipeline.orchestration.vtn import Vtn
@@ -397,14 +395,24 @@ def test_demand_response_is_called_over_openadr_before_the_shed_covers_what_is_l
     sim.simulate_window(t1)
     _state_from(sim, t1, t1 + timedelta(minutes=4))
     s = get_settings()
-    now = t1 + timedelta(minutes=4, seconds=20)
-    led = Ledger(s.ledger)
     d = Dispatcher(s, report=False, client=client)
     pol = d.priorities().policy
     with socket.socket() as so:
         so.bind(("127.0.0.1", 0))
         port = so.getsockname()[1]
     d.vtn = Vtn({ven_id(c) for c in pol.contracts}, "127.0.0.1", port).start()
+    return d, Ledger(s.ledger), pol, t1 + timedelta(minutes=4, seconds=20)
+
+
+def test_demand_response_is_called_over_openadr_before_the_shed_covers_what_is_left(field):
+    """With the VTN up, the deficit an import limit leaves is offered first to the interruptible contracts
+    (a `dr_event` record before the `shed` record, the events queued for their VENs), and the shed schedule
+    covers only the deficit left once the plan counts on their expected delivery."""
+
+    from gridpipeline.load.cli import import_limit_record
+    from gridpipeline.load.dr import ven_id
+
+    d, led, pol, now = _dispatcher_with_vtn(field)
     try:
         led.append("import_limit", import_limit_record(0.0, 60, "ana", "TSO instruction", now=now), mode="automatic",
                    actor="ana")
@@ -451,29 +459,13 @@ def test_demand_response_in_approve_mode_waits_for_the_operator_and_is_sent_once
     """With ``dr=approve`` the calls are recorded waiting for an operator, leave room for the approval before
     their notice, and count for nothing until approved; an approval sends the calls whose notice still
     allows (a new ``dr_event`` record referring to it), and an unapproved decision expires to the shed."""
-    import socket
 
     from gridpipeline.load.cli import import_limit_record
-    from gridpipeline.load.dr import ven_id
-    from gridpipeline.orchestration.dispatcher import Dispatcher
-    from gridpipeline.orchestration.vtn import Vtn
     from gridpipeline.settings import reset_settings
 
     monkeypatch.setenv("GRIDPIPELINE_DECISION_MODES", "dr=approve")
     reset_settings()
-    sim, client = field
-    t1 = T0 + timedelta(hours=10)
-    sim.simulate_window(t1)
-    _state_from(sim, t1, t1 + timedelta(minutes=4))
-    s = get_settings()
-    now = t1 + timedelta(minutes=4, seconds=20)
-    led = Ledger(s.ledger)
-    d = Dispatcher(s, report=False, client=client)
-    pol = d.priorities().policy
-    with socket.socket() as so:
-        so.bind(("127.0.0.1", 0))
-        port = so.getsockname()[1]
-    d.vtn = Vtn({ven_id(c) for c in pol.contracts}, "127.0.0.1", port).start()
+    d, led, pol, now = _dispatcher_with_vtn(field)
     try:
         led.append("import_limit", import_limit_record(0.0, 240, "ana", "TSO instruction", now=now), mode="automatic",
                    actor="ana")
