@@ -465,7 +465,7 @@ def test_demand_response_in_approve_mode_waits_for_the_operator_and_is_sent_once
 
     monkeypatch.setenv("GRIDPIPELINE_DECISION_MODES", "dr=approve")
     reset_settings()
-    d, led, pol, now = _dispatcher_with_vtn(field)
+    d, led, _pol, now = _dispatcher_with_vtn(field)
     try:
         led.append("import_limit", import_limit_record(0.0, 240, "ana", "TSO instruction", now=now), mode="automatic",
                    actor="ana")
