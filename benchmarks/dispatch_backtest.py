@@ -81,6 +81,7 @@ class BacktestConfig:
     end: pd.Timestamp = pd.Timestamp("2019-01-01", tz="UTC")
     step: pd.Timedelta = pd.Timedelta(hours=1)
     horizon_steps: int = 24
+    price_model: str = "lear"     # beyond the published prices: "lear" (forecast/prices.py) or "median" (last week's)
     train_days: int = 365
     refit_days: int = 28
     soc0: float = 0.5             # of each battery's capacity at the start
@@ -208,6 +209,9 @@ class Forecaster:
         self.gcfg = deployed_config(cfg.step, cfg.train_days, world.timezone, _country(world), threads=1)
         self.prices = prices
         self.pub = publication_times(prices.index)
+        from gridpipeline.forecast.prices import PriceForecaster
+
+        self.price_model = PriceForecaster() if cfg.price_model == "lear" else None
         self._bundle, self._trained = None, None
         self._runs: dict = {}
         self.train_seconds = 0.0
@@ -269,9 +273,9 @@ class Forecaster:
     def price_curve(self, issue: pd.Timestamp) -> pd.DataFrame:
         from gridpipeline.sources.prices import price_curve
 
-        known = self.prices[(self.pub <= issue) & (self.prices.index > issue - pd.Timedelta(days=8))]
+        known = self.prices[(self.pub <= issue) & (self.prices.index > issue - pd.Timedelta(days=200))]
         end = issue + self.cfg.horizon_steps * self.cfg.step
-        return price_curve(known, issue, end, self.cfg.step).reset_index(drop=True)
+        return price_curve(known, issue, end, self.cfg.step, self.price_model).reset_index(drop=True)
 
 
 def _country(world) -> str | None:

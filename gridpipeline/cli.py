@@ -104,6 +104,8 @@ def _add_domain_apps() -> None:
                                               help="utc_start,price CSV or SMARD CSV; default: the 2018 German "
                                                    "day-ahead prices (data/prices, SMARD, as in ../shared/data/prices_de)"),
         horizon: int = typer.Option(24, help="hourly steps per plan"),
+        price_model: str = typer.Option("lear", help="prices beyond the published ones: lear (the dispatch's "
+                                                     "model, forecast/prices.py) or median (last week's same hour)"),
         train_days: int = typer.Option(365, help="days of measured history the demand model trains on"),
         refit_days: int = typer.Option(28, help="days between refits of the demand model"),
         out: Optional[Path] = typer.Option(None, help="also write the result as JSON here"),
@@ -119,7 +121,7 @@ def _add_domain_apps() -> None:
         from gridpipeline.world.price_exchange import load_reference
 
         cfg = BacktestConfig(start=pd.Timestamp(start, tz="UTC"), end=pd.Timestamp(end, tz="UTC"), horizon_steps=horizon,
-                             train_days=train_days, refit_days=refit_days)
+                             price_model=price_model, train_days=train_days, refit_days=refit_days)
         if cfg.end <= cfg.start + pd.Timedelta(days=1):
             typer.secho("--end must be more than a day after --start", fg="red", err=True)
             raise typer.Exit(2)

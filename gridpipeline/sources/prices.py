@@ -9,13 +9,15 @@ backfill of last week plans with last week's knowledge.
 * ``known``: published;
 * ``filled``: missing or NaN inside a published day, taken from the same hour of the last day that
   had it (flagged, never silently);
-* ``forecast``: after the last published hour, the median of the same hour of day over the last
+* ``forecast``: after the last published hour, from the forecaster the caller passes (the dispatch's
+  is the LEAR model of ``forecast/prices.py``), else the median of the same hour of day over the last
   seven known days (weekday/weekend kept apart when both occur in them).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +74,14 @@ class SmardFolder:
         return s[~s.index.duplicated(keep="last")].sort_index(), bad
 
 
-def price_curve(known: pd.Series, start: pd.Timestamp, end: pd.Timestamp, step: pd.Timedelta) -> pd.DataFrame:
+def price_curve(known: pd.Series, start: pd.Timestamp, end: pd.Timestamp, step: pd.Timedelta,
+                forecaster: Callable[[pd.Series, pd.DatetimeIndex], pd.Series] | None = None) -> pd.DataFrame:
     """Prices on ``[start, end)`` at ``step``: columns ``price`` (€/MWh) and ``source`` (known, filled,
-    forecast). Raises :class:`PricesUnavailable` when nothing at all is known."""
+    forecast). Raises :class:`PricesUnavailable` when nothing at all is known.
+
+    ``forecaster(known, hours)`` forecasts the hours after the last published one (the dispatch passes
+    ``forecast.prices.PriceForecaster``); where it returns NaN, or without one, the same-hour median of
+    the last week stands in."""
     good = known.dropna()
     if good.empty:
         raise PricesUnavailable("no price has been published yet: nothing to plan with")
@@ -93,6 +100,13 @@ def price_curve(known: pd.Series, start: pd.Timestamp, end: pd.Timestamp, step: 
         if prior is not None and len(prior):
             price.iloc[k], source.iloc[k] = prior.iloc[-1], "filled"
     # forecast: the same hour of day over the last seven known days (weekday or weekend like the target)
+    todo = price.isna().to_numpy()
+    if forecaster is not None and todo.any():
+        model = pd.Series(forecaster(good, hours[todo]), index=hours[todo]).to_numpy(float)
+        ok = np.isfinite(model)
+        k = np.nonzero(todo)[0][ok]
+        price.iloc[k] = model[ok]
+        source.iloc[k] = "forecast"
     recent = good[good.index > good.index.max() - pd.Timedelta(days=7)]
     rl = recent.index.tz_convert(TZ)
     weekend = rl.dayofweek >= 5

@@ -117,7 +117,9 @@ def plan_cmd(
     if not renew:
         gens = gens.iloc[0:0]
     known = read_prices(prices)
-    curve = price_curve(known, times[0], times[-1] + pd.Timedelta("5min"), pd.Timedelta("5min"))
+    from gridpipeline.forecast.prices import PriceForecaster
+
+    curve = price_curve(known, times[0], times[-1] + pd.Timedelta("5min"), pd.Timedelta("5min"), PriceForecaster())
     curve = curve.reindex(times).ffill().bfill().reset_index(drop=True)
     units = units_now(fleet, bms)
     p = PlanInputs(times=times, units=units, generators=gens, demand=d, renewables=renew, prices=curve, flags=flags)

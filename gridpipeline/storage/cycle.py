@@ -170,7 +170,11 @@ class PlanEngine:
 
         try:
             known, files = SmardFolder(self.prices_dir).known(pd.Timestamp(now, tz="UTC"))
-            curve = price_curve(known, times[0], times[-1] + STEP, pd.Timedelta(STEP))
+            if getattr(self, "_price_model", None) is None:
+                from gridpipeline.forecast.prices import PriceForecaster
+
+                self._price_model = PriceForecaster()  # re-calibrated once a day, when a day is published
+            curve = price_curve(known, times[0], times[-1] + STEP, pd.Timedelta(STEP), self._price_model)
             ref = {"files": files[-3:], "known_until": str(known.dropna().index.max()) if len(known.dropna()) else None}
         except PricesUnavailable as exc:
             flags.append(f"no prices ({exc}): planned on a flat price, the plan only serves the grid")
