@@ -155,6 +155,7 @@ class Responder:
         self.commands: dict[int, object] = {}
         self.station = st
         self.breaker_seen: dict[int, float] = {}
+        self.breaker_recorded: dict[int, float | None] = {}  # the report's time stamp at the outstation (epoch s)
         self._tripped: dict[int, list[int]] = {}  # switch -> blocks a trip cut, until it closes again
         from gridpipeline.load.blocks import switchable_blocks
 
@@ -276,6 +277,8 @@ class Responder:
         was = self.breakers.get(s_)
         self.breakers[s_] = bool(point.value)
         self.breaker_seen[s_] = time.monotonic()
+        rec = point.info.recorded_at
+        self.breaker_recorded[s_] = rec.timestamp() if rec is not None else None
         if message.cot == c104.Cot.SPONTANEOUS and was is not None and was != bool(point.value):
             ts = point.info.recorded_at
             ts = ts.astimezone(UTC).replace(tzinfo=None) if ts is not None and ts.tzinfo else (ts or utcnow())
@@ -605,7 +608,7 @@ class Responder:
         check-back. Returns switch -> ``{"ok", "detail", "unconfirmed"}``; ``unconfirmed`` marks a
         command the outstation confirmed whose breaker did not report in ``STATUS_WAIT_S``: not
         counted as done, but its block is kept among those to restore."""
-        t0 = time.monotonic()
+        t0, wall0 = time.monotonic(), time.time()
         res = {}
         for sw, closed in items:
             ok, detail = self._operate(sw, closed)
@@ -618,8 +621,10 @@ class Responder:
                 seen = self.breaker_seen.get(sw)
                 if seen is not None and seen >= t0 and self.breakers.get(sw) == want[sw]:
                     waiting.discard(sw)
+                    rec = self.breaker_recorded.get(sw)
                     res[sw]["detail"] += f"; breaker reported {'closed' if want[sw] else 'open'} " \
-                                         f"{1000 * (seen - t0):.0f} ms after the first command"
+                                         f"{1000 * (seen - t0):.0f} ms after the first command" + \
+                        (f" (sent by the outstation at {1000 * (rec - wall0):.0f} ms)" if rec else "")
             if not waiting or time.monotonic() >= deadline:
                 break
             time.sleep(0.005)
@@ -1098,6 +1103,9 @@ class Responder:
         self.poll_battery_base()
         self._fresh_state = self.fetch_state()
         threading.Thread(target=self._state_fetcher, name="responder-state", daemon=True).start()
+        from gridpipeline.common.stall import StallWatch
+
+        self.stall_watch = StallWatch("responder").start()
         self.client.start()
 
     def keep_open(self) -> None:
@@ -1153,6 +1161,8 @@ class Responder:
             except Exception:  # noqa: BLE001 - one bad reading must not stop the responder
                 log.exception("responder: handling a reading failed")
         self.client.stop()
+        if getattr(self, "stall_watch", None) is not None:
+            self.stall_watch.stop()
         return self.stats
 
     def drain(self, timeout_s: float = 0.0) -> list[dict]:

@@ -334,7 +334,8 @@ def test_a_feeder_above_its_emergency_rating_is_relieved_by_the_blocks_it_feeds_
     assert resp.restoring is not None and {b for st in resp.restoring["stages"] for b in st} == set(opened)
     got = _run_until(resp, lambda o: resp.restoring is None, 30)
     restored = [b for r in got if r.get("restoration") for b in r["restored"]]
-    assert sorted(restored) == sorted(opened)
+    assert sorted(restored) == sorted(opened), [(r.get("summary"), r.get("commands"), r.get("power_flow"))
+                                                for r in got if r.get("restoration")]
     led = Ledger(get_settings().ledger)
     ends = [r for r in led.records(kind="critical_response") if r["body"].get("event_ended")]
     assert ends and "below" in ends[-1]["body"]["summary"]
