@@ -42,11 +42,16 @@ class ColdLoadPickup:
         self.net = net
         self._key = None
         self._restores: list[tuple[np.ndarray, datetime, np.ndarray]] = []  # (loads, at, off minutes)
+        self._done: list = []       # the events the timeline covers
+        self._state = None          # (switch states, energized loads, off since) after them
         self._lock = threading.Lock()  # the simulator's and the outstation's threads both ask
 
     def _timeline(self, events: list[tuple[datetime, int, bool]]) -> list:
-        """The re-energisations of ``events`` (rebuilt when they change; built aside and swapped in whole,
-        with its key, so a reader never sees half of it)."""
+        """The re-energisations of ``events`` (built aside and swapped in whole, with its key, so a reader
+        never sees half of it). Switch events only grow at the end, so new ones extend the timeline from
+        where it stood: a rebuild from the start is a connectivity search per event ever recorded, which
+        after a few hundred events took the outstation's 0.1-s loop (and the breakers' check-back reports
+        behind it) over a second."""
         from gridpipeline.world.outstation import energized_loads
 
         events = sorted(events)
@@ -54,11 +59,18 @@ class ColdLoadPickup:
         with self._lock:
             if key == self._key:
                 return self._restores
-        closed = {int(s): bool(c) for s, c in self.net.switch.closed.items()}
-        live = energized_loads(self.net, closed)
-        off_since = np.full(len(live), np.datetime64("NaT"), dtype="datetime64[us]")
-        restores = []
-        for when, sw, c in events:
+            done, state = self._done, self._state
+        if state is not None and len(done) <= len(events) and events[:len(done)] == done:
+            closed, live, off_since = dict(state[0]), state[1].copy(), state[2].copy()
+            restores, todo = list(self._restores), events[len(done):]
+        else:
+            closed = {int(s): bool(c) for s, c in self.net.switch.closed.items()}
+            live = energized_loads(self.net, closed)
+            off_since = np.full(len(live), np.datetime64("NaT"), dtype="datetime64[us]")
+            restores, todo = [], events
+        for when, sw, c in todo:
+            if closed.get(int(sw)) == bool(c):
+                continue  # a repeated command or report: nothing moved
             closed[int(sw)] = bool(c)
             now_live = energized_loads(self.net, closed)
             t = np.datetime64(pd.Timestamp(when).to_datetime64(), "us")
@@ -72,6 +84,7 @@ class ColdLoadPickup:
             live = now_live
         with self._lock:
             self._key, self._restores = key, restores
+            self._done, self._state = events, (closed, live, off_since)
         return restores
 
     def factor(self, times: pd.DatetimeIndex, events: list[tuple[datetime, int, bool]]) -> np.ndarray | None:

@@ -124,3 +124,30 @@ def test_the_asset_fits_on_the_ledgers_restorations_and_the_telemetry_and_writes
     (check,) = out.get_asset_check_evaluations()
     assert check.passed
     assert read(s.home).events == 3
+
+
+def test_the_worlds_timeline_grows_with_new_switch_events_as_a_rebuild_would_have_it():
+    """The outstation asks every 0.1 s: new events extend the timeline from where it stood (a rebuild per
+    new event cost a connectivity search per event ever recorded), and the result is the rebuild's."""
+    import pandapower as pp
+
+    from gridpipeline.settings import PROJECT_ROOT
+
+    net = pp.from_json(str(PROJECT_ROOT / "data" / "sample_grid" / "network.json"))
+    cbs = net.switch.index[net.switch.type.isin(["CB", "LBS"]) & net.switch.closed.astype(bool)][:6]
+    t0 = datetime(2026, 12, 1, 8, 0)
+    events = []
+    for k in range(40):
+        sw = int(cbs[k % len(cbs)])
+        events.append((t0 + timedelta(minutes=3 * k), sw, (k // len(cbs)) % 2 == 1))
+    growing = world_clpu.ColdLoadPickup(net)
+    for n in range(1, len(events) + 1):
+        growing._timeline(events[:n])
+    fresh = world_clpu.ColdLoadPickup(net)._timeline(events)
+    got = growing._timeline(events)
+    assert len(got) == len(fresh) > 0
+    for (l1, a1, m1), (l2, a2, m2) in zip(got, fresh):
+        assert a1 == a2 and l1.tolist() == l2.tolist() and m1 == pytest.approx(m2)
+    # an event out of order (earlier than the last one) rebuilds from the start, to the same result
+    late = sorted([*events, (t0 + timedelta(minutes=1), int(cbs[0]), False)])
+    assert len(growing._timeline(late)) == len(world_clpu.ColdLoadPickup(net)._timeline(late))
