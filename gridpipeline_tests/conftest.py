@@ -23,3 +23,26 @@ def gp_home(tmp_path, monkeypatch) -> Path:
     s.ensure_dirs()
     yield home
     reset_settings()
+
+
+# c104's C++ client and server threads can still be inside a callback when the interpreter finalises,
+# and then abort the process ("terminate called ... FATAL: exception not rethrown", exit 134) after
+# every result is in: seen in about one run in three of test_responder.py on 2026-12-06. The suite's
+# own verdict is kept and the process leaves without the interpreter's teardown.
+_EXIT: dict[str, int] = {}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT["status"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    import os
+    import sys
+
+    if "status" in _EXIT and os.environ.get("GRIDPIPELINE_TEST_HARD_EXIT", "1") == "1":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT["status"])

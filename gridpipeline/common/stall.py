@@ -35,7 +35,7 @@ class StallWatch:
     recent: list[tuple[float, float]] = field(default_factory=list)  # (time.time() at the end, seconds)
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def start(self) -> "StallWatch":
+    def start(self) -> StallWatch:
         path = os.environ.get("GRIDPIPELINE_STALL_DUMP")
         self._dump = open(f"{path}.{self.name}.{os.getpid()}", "a") if path else None  # noqa: SIM115
         threading.Thread(target=self._run, name=f"stall-watch-{self.name}", daemon=True).start()

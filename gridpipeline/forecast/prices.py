@@ -71,7 +71,7 @@ class LearModel:
         self.last_day: pd.Timestamp | None = None
         self.train_days = 0
 
-    def fit(self, days: pd.DataFrame) -> "LearModel":
+    def fit(self, days: pd.DataFrame) -> LearModel:
         from sklearn.linear_model import LassoLarsIC
 
         self.fitted_on = days.index.max() if len(days) else None

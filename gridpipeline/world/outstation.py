@@ -454,9 +454,6 @@ class Outstation:
             self._slow(_utcnow())
 
     def start(self) -> int:
-        from gridpipeline.common.stall import StallWatch
-
-        self.stall_watch = StallWatch("outstation").start()
         self.server.start()
         self._thread = threading.Thread(target=self._loop, name="iec104-outstation", daemon=True)
         self._thread.start()
@@ -466,8 +463,6 @@ class Outstation:
 
     def stop(self) -> None:
         self.stop_event.set()
-        if getattr(self, "stall_watch", None) is not None:
-            self.stall_watch.stop()
         for th in (self._thread, getattr(self, "_slow_thread", None)):
             if th is not None:
                 th.join(5)
