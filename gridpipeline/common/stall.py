@@ -32,7 +32,6 @@ class StallWatch:
     threshold_s: float = 0.3
     stalls: int = 0
     worst_s: float = 0.0
-    recent: list[tuple[float, float]] = field(default_factory=list)  # (time.time() at the end, seconds)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> StallWatch:
@@ -56,7 +55,6 @@ class StallWatch:
             if late > self.threshold_s:
                 self.stalls += 1
                 self.worst_s = max(self.worst_s, late)
-                self.recent = (self.recent + [(time.time(), round(late, 3))])[-20:]
                 log.warning("%s: its Python threads stalled for %.2f s (stall %d; the worst %.2f s)", self.name,
                             late, self.stalls, self.worst_s)
         if self._dump is not None:

@@ -162,7 +162,7 @@ def to_hours(days: pd.DataFrame, hours: pd.DatetimeIndex, tz: str = TZ) -> pd.Se
 class PriceForecaster:
     """Callable for :func:`gridpipeline.sources.prices.price_curve`: ``(known, hours) -> prices`` on the
     unpublished ``hours`` (NaN where it cannot tell, for the caller's fallback). Re-calibrates when a
-    new day is published; calibration takes about 0.1 s."""
+    new day is published; a calibration takes about a second on this machine."""
 
     def __init__(self, window_days: int = 182):
         self.window_days = window_days

@@ -1156,8 +1156,7 @@ class Responder:
             except Exception:  # noqa: BLE001 - one bad reading must not stop the responder
                 log.exception("responder: handling a reading failed")
         self.client.stop()
-        if getattr(self, "stall_watch", None) is not None:
-            self.stall_watch.stop()
+        self.stall_watch.stop()
         return self.stats
 
     def drain(self, timeout_s: float = 0.0) -> list[dict]:

@@ -132,6 +132,7 @@ class FieldDynamics:
     share: float | None = None
 
     def __post_init__(self) -> None:
+        self._inj = None  # (time, the world's injections then): load_now's once-a-second copy
         net = self.sim.world.net
         self.switches = list(controllable_switches(net))
         self.closed = {int(s): bool(net.switch.closed.at[s]) for s in self.switches}
@@ -178,7 +179,7 @@ class FieldDynamics:
         """Each load's MW now, with cold-load pickup. The world's injections (about 40 ms of pandas) are
         taken once a second: the loop asks every 0.1 s in an event, and loads do not move in 0.1 s."""
         times = pd.DatetimeIndex([pd.Timestamp(now, tz="UTC")])
-        cached = getattr(self, "_inj", None)
+        cached = self._inj
         if cached is None or abs((now - cached[0]).total_seconds()) >= 1.0:
             cached = self._inj = (now, self.sim.world.injections_at(times))
         inj = self.sim.cold_load_pickup(times, cached[1])
