@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gridpipeline.load.shed import ShedProblem, audit, greedy_shed, solve_shed
+from gridpipeline.load.shed import (
+    P_CONTRACT,
+    ShedProblem,
+    _pattern_objective,
+    audit,
+    block_patterns,
+    effective_sheddable,
+    greedy_shed,
+    polish_patterns,
+    solve_shed,
+    tier_fixing,
+)
 
 DT = 5 / 60
 
@@ -145,3 +156,79 @@ def test_the_rotation_heuristic_keeps_the_rules_and_the_tier_order():
     r = rotation_shed(q)
     assert r.sum(axis=0).tolist() == [1] * 6 and audit(q, r) == []
     assert r.tolist() == [[0, 0, 1, 1, 0, 0], [1, 1, 0, 0, 1, 1]]  # the cheaper first, then turn about
+
+
+def random_problem(seed: int, B: int = 12, T: int = 6) -> ShedProblem:
+    """A small instance with every rule in play: a forest of blocks of mixed tiers, exporting blocks,
+    contracts with interruptions left and notice, the longest outage, minimum off and on times, a
+    switching budget, and outages in progress before step 0."""
+    rng = np.random.default_rng(seed)
+    parent = np.array([-1 if b == 0 or rng.random() < 0.4 else int(rng.integers(0, b)) for b in range(B)])
+    net = rng.uniform(0.05, 0.6, B)
+    net[rng.random(B) < 0.1] *= -0.3  # a block with more PV than load
+    load = np.abs(net) * rng.uniform(1.0, 1.5, B)
+    tier = rng.choice([2, 3, 4, 4], B)
+    contract = rng.random(B) < 0.3
+    shed_now = rng.random(B) < 0.2
+    deficit = np.abs(net).sum() * rng.uniform(0.05, 0.35, T)
+    return ShedProblem(block_ids=np.arange(B), net_mw=np.repeat(net[:, None], T, 1) * rng.uniform(0.9, 1.1, (B, T)),
+                       load_mw=np.repeat(load[:, None], T, 1), voll=np.where(tier == 4, 1e4, 2.5e4) * rng.uniform(0.8, 1.2, B),
+                       tier=tier, sheddable=rng.random(B) > 0.05, parent=parent, deficit_mw=deficit, dt_h=DT,
+                       interruptible_mw=np.where(contract, load * 0.5, 0.0), compensation=np.where(contract, 600.0, 0.0),
+                       interruptions_left=np.where(contract, rng.integers(1, 3, B), -1),
+                       notice_steps=np.where(contract, rng.integers(0, 3, B), 0),
+                       max_outage_steps=rng.integers(2, 5, B), min_off_steps=2, min_on_steps=int(rng.integers(1, 3)),
+                       switching_budget=int(rng.integers(8, 24)), shed_now=shed_now,
+                       shed_for_steps=np.where(shed_now, rng.integers(1, 3, B), 0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3, 4, 8, 10, 11, 12, 13, 14, 17, 18])
+def test_the_pattern_program_is_the_compact_program(seed):
+    """The program over whole block schedules has the same optimum as the step-by-step one (it only
+    convexifies each block's rules), so the fast path loses nothing. The seeds are instances the
+    strict rules leave a schedule (others fall back to the soft program, which has no pattern form)."""
+    p = random_problem(seed)
+    ok = effective_sheddable(p)
+    fix1, fix0, _ = tier_fixing(p)
+    pats = block_patterns(p, np.flatnonzero(ok), fix1, fix0)
+    assert pats is not None and len(set(pats[0].tolist())) == ok.sum()  # the pattern path is taken
+    a = solve_shed(p, mip_gap=1e-9, formulation="compact")
+    b = solve_shed(p, mip_gap=1e-9, formulation="patterns")
+    assert b.objective < P_CONTRACT  # strict: no rule gave way beyond the near-fixed ones
+    assert a.objective == pytest.approx(b.objective, rel=1e-7, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 3, 8, 13])
+def test_the_pattern_program_keeps_the_network_rows_as_the_compact_one_does(seed):
+    """Two elements that need relief at some steps, from the blocks behind them."""
+    p = random_problem(seed)
+    rng = np.random.default_rng(100 + seed)
+    B, T = p.shape
+    sens = np.where(rng.random((2, B)) < 0.5, rng.uniform(0.5, 1.0, (2, B)), 0.0)
+    relief = np.where(rng.random((2, T)) < 0.5, 0.2, 0.0)
+    q = ShedProblem(**{**p.__dict__, "sensitivity": sens, "relief_mw": relief, "element_names": ("l1", "l2")})
+    a = solve_shed(q, mip_gap=1e-9, formulation="compact")
+    b = solve_shed(q, mip_gap=1e-9, formulation="patterns")
+    assert a.objective == pytest.approx(b.objective, rel=1e-7, abs=1e-6)
+    rel = sens @ (q.net_mw * b.shed)
+    assert (rel >= relief - 1e-6).all() or b.objective >= 1e9  # met, or the slack says it is not
+
+
+def test_the_polish_takes_back_an_outage_no_step_needs():
+    """Two tier-4 blocks, a deficit at the middle step only: a schedule that keeps the bigger block out
+    for all three steps is polished to that block at the middle step alone (one block at a time: the
+    swap to the cheaper block is the program's to find, not the polish's)."""
+    net = np.array([0.4, 0.35])
+    p = ShedProblem(block_ids=np.array([1, 2]), net_mw=np.repeat(net[:, None], 3, 1),
+                    load_mw=np.repeat(net[:, None], 3, 1), voll=np.array([1e4, 1e4]), tier=np.array([4, 4]),
+                    sheddable=np.array([True, True]), parent=np.array([-1, -1]),
+                    deficit_mw=np.array([0.0, 0.3, 0.0]), dt_h=DT)
+    idx = np.arange(2)
+    fix1, fix0, _ = tier_fixing(p)
+    pats = block_patterns(p, idx, fix1, fix0)
+    owner, X = pats[0], pats[1]
+    start = np.array([int(np.flatnonzero((owner == 0) & (X == 1).all(axis=1))[0]),
+                      int(np.flatnonzero((owner == 1) & (X == 0).all(axis=1))[0])])
+    sel = polish_patterns(p, idx, p.deficit_mw, None, pats, start)
+    assert X[sel].astype(int).tolist() == [[0, 1, 0], [0, 0, 0]]
+    assert _pattern_objective(p, idx, None, pats, sel) < _pattern_objective(p, idx, None, pats, start)
