@@ -16,8 +16,8 @@ backfill of last week plans with last week's knowledge.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,28 +43,106 @@ def read_smard(path: Path) -> pd.Series:
     return pd.Series(vals[ok].to_numpy(dtype=float), index=idx.tz_convert("UTC"), name="price")
 
 
+#: the exchange's harmonised day-ahead limits (EUR/MWh): a price outside them is flagged as implausible
+PRICE_MIN, PRICE_MAX = -500.0, 4000.0
+#: a price above this is flagged as a spike (kept: a real spike is what the batteries are for)
+PRICE_SPIKE = 1000.0
+
+
+def price_notes(s: pd.Series, name: str) -> list[str]:
+    """What is doubtful in one file's prices, each note naming the file: spikes (kept), prices outside
+    the exchange's limits (kept, flagged), every price below 1 EUR/MWh in magnitude (EUR/kWh sent as
+    EUR/MWh?), hours missing between its first and last hour."""
+    notes = []
+    good = s.dropna()
+    if good.empty:
+        return [f"{name}: no price in the file"]
+    hi = good[good > PRICE_SPIKE]
+    if len(hi):
+        notes.append(f"{name}: {len(hi)} hour(s) above {PRICE_SPIKE:g} EUR/MWh (max {hi.max():g} at "
+                     f"{hi.idxmax():%Y-%m-%d %H:%M}Z): a spike, kept")
+    out = good[(good < PRICE_MIN) | (good > PRICE_MAX)]
+    if len(out):
+        notes.append(f"{name}: {len(out)} price(s) outside the exchange's limits [{PRICE_MIN:g}, {PRICE_MAX:g}] "
+                     "EUR/MWh: kept, check the unit")
+    if len(good) >= 12 and good.abs().max() < 1.0:
+        notes.append(f"{name}: every price below 1 EUR/MWh in magnitude: EUR/kWh sent as EUR/MWh? not converted "
+                     "(the file does not say), check the source")
+    full = pd.date_range(s.index.min(), s.index.max(), freq="h")
+    missing = len(full.difference(s.index)) + int(s.isna().sum())
+    if missing:
+        notes.append(f"{name}: {missing} hour(s) without a price")
+    return notes
+
+
+def read_price_file(path: Path) -> tuple[pd.Series, list[str]]:
+    """One day file of the price source, by its suffix: ``.csv`` SMARD, ``.xml`` an ENTSO-E publication
+    document. Returns hourly EUR/MWh on UTC and the notes on it (``price_notes``, and the reader's own:
+    a unit converted, positions without a price, duplicates). Raises ``ValueError`` (or
+    ``entsoe.EntsoeError``, a ``ValueError``) for a file that cannot be prices."""
+    path = Path(path)
+    if path.suffix.lower() == ".xml":
+        from gridpipeline.sources.entsoe import read_entsoe
+
+        doc = read_entsoe(path.read_bytes())
+        s, notes = doc.prices, [f"{path.name}: {f}" for f in doc.flags]
+    else:
+        s = read_smard(path)
+        notes = []
+        head = path.read_text(encoding="utf-8-sig", errors="replace").split("\n", 1)[0]
+        if "kwh" in head.lower():
+            s = s * 1000.0
+            notes.append(f"{path.name}: prices per kWh converted to EUR/MWh (x1000)")
+        dup = int(s.index.duplicated().sum())
+        if dup:
+            notes.append(f"{path.name}: {dup} hour(s) listed twice: the later row kept")
+            s = s[~s.index.duplicated(keep="last")]
+    return s, notes + price_notes(s, path.name)
+
+
 class SmardFolder:
-    """The drop folder of day files (``*.csv``), as of a time."""
+    """The drop folder of day files, as of a time: SMARD CSV (``*.csv``) and ENTSO-E publication
+    documents (``*.xml``), side by side. A file is parsed once, and again only when its size or
+    modification time changes (the live plan asks every 5 minutes)."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        # a parsed day file, or why it could not be, by name; kept while its size and mtime stay
+        self._parsed: dict[str, tuple[tuple[int, int], tuple[pd.Series, list[str]] | str]] = {}
+
+    def _read(self, p: Path, st) -> tuple[pd.Series, list[str]] | str:
+        key = (st.st_mtime_ns, st.st_size)
+        hit = self._parsed.get(p.name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        try:
+            out: tuple[pd.Series, list[str]] | str = read_price_file(p)
+        except (ValueError, OSError, pd.errors.ParserError) as exc:
+            out = f"{p.name}: unreadable ({type(exc).__name__}: {str(exc)[:200]})"
+        self._parsed[p.name] = (key, out)
+        return out
 
     def known(self, as_of: datetime | pd.Timestamp, since: pd.Timestamp | None = None) -> tuple[pd.Series, list[str]]:
-        """(hourly prices published by ``as_of``, unreadable files with reasons)."""
+        """(hourly prices published by ``as_of``, notes: unreadable files with reasons, and flagged
+        values of the files read). Where two files price the same hour, the later file's (by name)
+        wins."""
         cutoff = pd.Timestamp(as_of)
         cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
         parts, bad = [], []
         if self.folder.is_dir():
-            for p in sorted(self.folder.glob("*.csv")):
+            files = sorted([*self.folder.glob("*.csv"), *self.folder.glob("*.xml")], key=lambda q: q.name)
+            for p in files:
                 if p.name.startswith(".") or p.is_symlink():
                     continue
-                if pd.Timestamp(p.stat().st_mtime, unit="s", tz="UTC") > cutoff:
+                st = p.stat()
+                if pd.Timestamp(st.st_mtime, unit="s", tz="UTC") > cutoff:
                     continue
-                try:
-                    s = read_smard(p)
-                except (ValueError, OSError, pd.errors.ParserError) as exc:
-                    bad.append(f"{p.name}: {type(exc).__name__}")
+                got = self._read(p, st)
+                if isinstance(got, str):
+                    bad.append(got)
                     continue
+                s, notes = got
+                bad.extend(notes)
                 if since is not None:
                     s = s[s.index >= since - pd.Timedelta(days=8)]
                 parts.append(s)

@@ -169,17 +169,19 @@ class PlanEngine:
         from gridpipeline.sources.prices import PricesUnavailable, SmardFolder, price_curve
 
         try:
-            known, files = SmardFolder(self.prices_dir).known(pd.Timestamp(now, tz="UTC"))
+            if getattr(self, "_smard", None) is None:
+                self._smard = SmardFolder(self.prices_dir)  # parses each day file once
+            known, notes = self._smard.known(pd.Timestamp(now, tz="UTC"))
             if getattr(self, "_price_model", None) is None:
                 from gridpipeline.forecast.prices import PriceForecaster
 
                 self._price_model = PriceForecaster()  # re-calibrated once a day, when a day is published
             curve = price_curve(known, times[0], times[-1] + STEP, pd.Timedelta(STEP), self._price_model)
-            ref = {"files": files[-3:], "known_until": str(known.dropna().index.max()) if len(known.dropna()) else None}
+            ref = {"price_notes": notes[-3:], "known_until": str(known.dropna().index.max()) if len(known.dropna()) else None}
         except PricesUnavailable as exc:
             flags.append(f"no prices ({exc}): planned on a flat price, the plan only serves the grid")
             curve = pd.DataFrame({"price": 0.0, "source": "missing"}, index=times)
-            ref = {"files": [], "known_until": None}
+            ref = {"price_notes": [], "known_until": None}
         curve = curve.reindex(times).ffill().bfill()
         if curve.price.isna().any():
             flags.append("prices missing for some steps: filled flat")

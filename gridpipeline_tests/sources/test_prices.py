@@ -81,4 +81,31 @@ def test_a_file_that_is_not_smard_is_reported_not_fatal(tmp_path):
     os.utime(tmp_path / "junk.csv", (t, t))
     PriceExchange(tmp_path).publish(pd.Timestamp("2026-12-01"), pd.Timestamp("2026-12-01 12:00").to_pydatetime())
     known, bad = SmardFolder(tmp_path).known(pd.Timestamp("2026-12-03", tz="UTC"))
-    assert bad == ["junk.csv: ValueError"] and len(known) == 48
+    assert len(bad) == 1 and bad[0].startswith("junk.csv: unreadable (ValueError: junk.csv: not a SMARD") and len(known) == 48
+
+
+def test_a_day_file_is_parsed_once_and_again_when_it_changes(tmp_path, monkeypatch):
+    from gridpipeline.sources import prices
+
+    ex = PriceExchange(tmp_path)
+    ex.publish(pd.Timestamp("2026-12-01"), pd.Timestamp("2026-12-04 12:00").to_pydatetime())
+    reads: list[str] = []
+    real = prices.read_smard
+    monkeypatch.setattr(prices, "read_smard", lambda p: reads.append(p.name) or real(p))
+    folder = SmardFolder(tmp_path)
+    now = pd.Timestamp("2026-12-05 12:00", tz="UTC")
+    first, _ = folder.known(now)
+    n = len(reads)
+    assert n == len(list(tmp_path.glob("*.csv"))) and n > 0
+    again, _ = folder.known(now)
+    assert len(reads) == n  # nothing re-read
+    pd.testing.assert_series_equal(first, again)
+    p = tmp_path / "day_ahead_20261204.csv"
+    lines = p.read_text().splitlines()
+    lines[3] = lines[3].rsplit(";", 1)[0] + ";999.00"
+    mt = p.stat().st_mtime
+    p.write_text("\n".join(lines) + "\n")
+    os.utime(p, (mt, mt + 1))  # a correction, published again (still before now)
+    third, _ = folder.known(now)
+    assert reads[n:] == [p.name]  # only the changed file
+    assert (third != first).sum() == 1 and third.max() == 999.0
