@@ -1,0 +1,1 @@
+"""Economics: nodal prices, price signals, the market and settlement (issue 14)."""

@@ -1,0 +1,196 @@
+"""Distribution locational marginal prices (DLMPs) from a linearised optimal power flow (LinDistFlow).
+
+A radial feeder, buses ``0..N-1`` with bus 0 the substation; bus ``j > 0`` hangs from ``parent[j]`` by a
+line of resistance ``r[j]`` and reactance ``x[j]`` (per unit on ``base_mva``) with a rating ``s_max[j]``
+(MVA). At each step the least-cost supply of every bus's net load is chosen: import at the substation
+at the energy price, or local flexibility (``flex_mw`` at ``flex_cost`` EUR/MWh: a generator turned up,
+a demand-response offer), within the lines' ratings and the voltage band.
+
+LinDistFlow (Baran and Wu's DistFlow without the loss terms): the active flow into bus j is the net load
+of its subtree, ``P = L @ net`` with ``L[j, k] = 1`` when k is in j's subtree; the squared voltage falls
+along the path, ``v = v0 - 2 (R @ p + X @ q) / base`` with ``R[i, j]`` the resistance the paths to i and
+j share. Reactive power is the loads' (the price model does not steer it), so a rating ``s_max``
+leaves ``sqrt(s_max^2 - Q^2)`` of active flow.
+
+Plain LinDistFlow has no losses; they enter through loss sensitivity factors ``loss_factor[j]`` (the
+change of the feeder's losses per MW more net load at j, from the current estimated state): a MW at j
+costs ``(1 + loss_factor[j])`` MW at the substation.
+
+The price at bus j is the dual of its balance, and splits exactly into
+
+* **energy**: the substation's price;
+* **losses**: the energy price times ``loss_factor[j]``;
+* **congestion**: the rating duals of the lines on the path to j (a MW more at j flows through each);
+* **voltage**: the voltage-band duals times ``-dv_i/dp_j = 2 R[i, j] / base``.
+
+Batteries are not co-optimised here: their schedules come from the dispatch plan and arrive as part of
+the net load (the issue allows it; the dispatch already prices them against the grid).
+
+Every step is independent, so all steps are one vectorised LP (cvxpy, HiGHS). The balance cannot be
+infeasible: unserved load is a slack at ``voll`` EUR/MWh (a price at that level says so), and so is a
+rating or voltage limit no dispatch can keep (``penalty``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class RadialFeeder:
+    """A radial network (bus 0 the substation). ``r``/``x`` (N,) per unit on ``base_mva`` of the line from
+    the parent (0 at bus 0); ``s_max`` (N,) MVA (inf: unmonitored)."""
+
+    bus_ids: np.ndarray
+    parent: np.ndarray
+    r: np.ndarray
+    x: np.ndarray
+    s_max: np.ndarray
+    base_mva: float = 1.0
+    v0: float = 1.0  # the substation's voltage, per unit
+    v_min: float = 0.95
+    v_max: float = 1.05
+    line_names: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if int(self.parent[0]) != -1 or (np.asarray(self.parent[1:]) < 0).any():
+            raise ValueError("bus 0 must be the substation (parent -1) and every other bus must have a parent")
+        for j, a in enumerate(self.parent):
+            if j > 0 and a >= j:
+                raise ValueError(f"bus {self.bus_ids[j]}: parents must come before their children (order the buses)")
+
+    @property
+    def n(self) -> int:
+        return len(self.bus_ids)
+
+    def subtree(self) -> np.ndarray:
+        """L (N, N): L[j, k] = 1 when bus k is bus j or below it."""
+        N = self.n
+        L = np.zeros((N, N))
+        for k in range(N):
+            a = k
+            while a >= 0:
+                L[a, k] = 1.0
+                a = int(self.parent[a])
+        return L
+
+    def shared_impedance(self) -> tuple[np.ndarray, np.ndarray]:
+        """(R, X) (N, N): the resistance and reactance the paths from the substation to i and to j share."""
+        L = self.subtree()  # L[l, j] = 1 when line l (into bus l) is on the path to j
+        R = (L * self.r[:, None]).T @ L
+        X = (L * self.x[:, None]).T @ L
+        return R, X
+
+
+@dataclass
+class DlmpResult:
+    """Prices (T, N) in EUR/MWh and their components, the dispatch of the flexibility (T, N) MW, the
+    import (T,) MW, line loadings (T, N) in % of rating, squared voltages (T, N), and the binding
+    constraints."""
+
+    price: np.ndarray
+    energy: np.ndarray
+    losses: np.ndarray
+    congestion: np.ndarray
+    voltage: np.ndarray
+    flex_mw: np.ndarray
+    import_mw: np.ndarray
+    loading_pct: np.ndarray
+    v: np.ndarray
+    unserved_mw: np.ndarray
+    binding: list[dict]
+    status: str
+    seconds: float
+
+    def frame(self, feeder: RadialFeeder, times=None) -> pd.DataFrame:
+        """One row per step and bus: the price and its components."""
+        T, N = self.price.shape
+        times = np.arange(T) if times is None else np.asarray(times)
+        return pd.DataFrame({"step": np.repeat(times, N), "bus": np.tile(feeder.bus_ids, T),
+                             "dlmp": self.price.ravel(), "energy": self.energy.ravel(), "losses": self.losses.ravel(),
+                             "congestion": self.congestion.ravel(), "voltage": self.voltage.ravel(),
+                             "flex_mw": self.flex_mw.ravel()})
+
+
+def solve_dlmp(feeder: RadialFeeder, load_mw: np.ndarray, price: np.ndarray, load_mvar: np.ndarray | None = None,
+               flex_mw: np.ndarray | None = None, flex_cost: np.ndarray | None = None,
+               loss_factor: np.ndarray | None = None, voll: float = 10_000.0, penalty: float = 1e6) -> DlmpResult:
+    """DLMPs for ``T`` steps. ``load_mw``/``load_mvar`` (T, N): net load per bus (negative: export);
+    ``price`` (T,) EUR/MWh at the substation; ``flex_mw`` (T, N) upward flexibility per bus (injection
+    more, or consumption less) at ``flex_cost`` (N,) or (T, N) EUR/MWh; ``loss_factor`` (N,)."""
+    import time
+
+    import cvxpy as cp
+
+    t0 = time.perf_counter()
+    load = np.atleast_2d(np.asarray(load_mw, float))
+    T, N = load.shape
+    q = np.zeros((T, N)) if load_mvar is None else np.atleast_2d(np.asarray(load_mvar, float))
+    lam = np.broadcast_to(np.asarray(price, float), (T,)).astype(float)
+    up = np.zeros((T, N)) if flex_mw is None else np.clip(np.atleast_2d(np.asarray(flex_mw, float)), 0, None)
+    cost = np.zeros((T, N)) if flex_cost is None else np.broadcast_to(np.asarray(flex_cost, float), (T, N))
+    lf = np.zeros(N) if loss_factor is None else np.asarray(loss_factor, float)
+    L = feeder.subtree()
+    R, X = feeder.shared_impedance()
+    Qflow = q @ L.T  # (T, N) reactive flow into each bus (the loads', fixed)
+    smax = np.asarray(feeder.s_max, float)
+    plim = np.sqrt(np.clip(smax[None, :] ** 2 - Qflow ** 2, 0.0, None))  # active room on each line
+    mon = np.isfinite(smax)
+    mon[0] = False
+    # the decision: flexibility g (T, N), unserved u (T, N), slacks on ratings and voltage
+    g = cp.Variable((T, N), nonneg=True)
+    u = cp.Variable((T, N), nonneg=True)
+    net = cp.Variable((T, N))  # what each bus draws from the network
+    bal = net == load - g - u  # the balance at each bus: its dual is the bus's price
+    cons = [bal, g <= up]
+    imp = cp.sum(cp.multiply(net, (1.0 + lf)[None, :]), axis=1)  # the substation's import, losses included
+    obj = [cp.sum(cp.multiply(lam, imp)), cp.sum(cp.multiply(cost, g)), voll * cp.sum(u)]
+    flows = net @ L.T  # (T, N) active flow into each bus
+    cap_hi = cap_lo = None
+    if mon.any():
+        k = np.flatnonzero(mon)
+        s_hi = cp.Variable((T, len(k)), nonneg=True)
+        s_lo = cp.Variable((T, len(k)), nonneg=True)
+        cap_hi = flows[:, k] <= plim[:, k] + s_hi
+        cap_lo = -flows[:, k] <= plim[:, k] + s_lo
+        cons += [cap_hi, cap_lo]
+        obj.append(penalty * cp.sum(s_hi + s_lo))
+    v = feeder.v0 ** 2 - 2.0 * (net @ R.T + q @ X.T) / feeder.base_mva  # squared voltage (T, N)
+    w_lo = cp.Variable((T, N), nonneg=True)
+    w_hi = cp.Variable((T, N), nonneg=True)
+    v_lo = v >= feeder.v_min ** 2 - w_lo
+    v_hi = v <= feeder.v_max ** 2 + w_hi
+    cons += [v_lo, v_hi]
+    obj.append(penalty * cp.sum(w_lo + w_hi))
+    prob = cp.Problem(cp.Minimize(cp.sum(cp.hstack(obj))), cons)
+    prob.solve(solver=cp.HIGHS)
+    if bal.dual_value is None:
+        raise RuntimeError(f"the DLMP program did not solve ({prob.status})")
+    dlmp = -np.asarray(bal.dual_value)  # cvxpy's sign for "net == load - g - u": a MW more load costs +price
+    energy = np.repeat(lam[:, None], N, axis=1)
+    losses = lam[:, None] * lf[None, :]
+    congestion = np.zeros((T, N))
+    binding: list[dict] = []
+    names = feeder.line_names or tuple(f"line to {b}" for b in feeder.bus_ids)
+    if cap_hi is not None:
+        k = np.flatnonzero(mon)
+        mu = np.abs(np.asarray(cap_hi.dual_value)) - np.abs(np.asarray(cap_lo.dual_value))  # (T, K)
+        congestion = mu @ L[k, :]  # a MW more at j flows through every line on its path
+        for t, c in zip(*np.nonzero(np.abs(mu) > 1e-7), strict=True):
+            binding.append({"step": int(t), "constraint": "rating", "element": names[k[c]],
+                            "dual_eur_mwh": round(float(mu[t, c]), 4)})
+    eta = np.abs(np.asarray(v_lo.dual_value)) - np.abs(np.asarray(v_hi.dual_value))  # (T, N): low band binding > 0
+    voltage = eta @ (2.0 * R / feeder.base_mva)  # d(v_i)/d(p_j) = -2 R[i, j] / base
+    for t, i in zip(*np.nonzero(np.abs(eta) > 1e-7), strict=True):
+        binding.append({"step": int(t), "constraint": "voltage low" if eta[t, i] > 0 else "voltage high",
+                        "element": f"bus {feeder.bus_ids[i]}", "dual_eur_mwh": round(float(eta[t, i]), 4)})
+    flows_v = np.asarray(net.value) @ L.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loading = np.where(np.isfinite(smax) & (smax > 0), 100.0 * np.hypot(flows_v, Qflow) / smax, np.nan)
+    return DlmpResult(price=dlmp, energy=energy, losses=losses, congestion=congestion, voltage=voltage,
+                      flex_mw=np.asarray(g.value), import_mw=np.asarray(net.value) @ (1.0 + lf),
+                      loading_pct=loading, v=np.asarray(v.value), unserved_mw=np.asarray(u.value), binding=binding,
+                      status=prob.status, seconds=time.perf_counter() - t0)

@@ -1,0 +1,62 @@
+"""DLMPs from LinDistFlow: the hand-solved 3-bus case with a congested line, an uncongested one, and a
+voltage-bound feeder, each price equal to the sum of its components."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gridpipeline.market.dlmp import RadialFeeder, solve_dlmp
+
+
+def three_bus(limit_01: float = 10.0) -> RadialFeeder:
+    """Substation 0 - bus 1 - bus 2, a line rated ``limit_01`` MVA into bus 1, 100 MVA into bus 2."""
+    return RadialFeeder(bus_ids=np.array([0, 1, 2]), parent=np.array([-1, 0, 1]), r=np.array([0.0, 1e-3, 1e-3]),
+                        x=np.array([0.0, 1e-3, 1e-3]), s_max=np.array([np.inf, limit_01, 100.0]), base_mva=10.0)
+
+
+def test_the_hand_solved_three_bus_case_separates_at_the_congested_line():
+    """Loads 6 MW at bus 1 and 8 MW at bus 2; the grid sells at 50 EUR/MWh; bus 2 can turn up 10 MW of
+    local generation at 80. The line into bus 1 carries at most 10 MW, so 4 MW must come from bus 2's
+    generator. A MW more at bus 1 or 2 can only come from it: both prices are 80, bus 0's is 50, and the
+    30 between them is the congestion component (the rating's dual)."""
+    r = solve_dlmp(three_bus(), load_mw=[[0.0, 6.0, 8.0]], price=[50.0], flex_mw=[[0.0, 0.0, 10.0]],
+                   flex_cost=[0.0, 0.0, 80.0])
+    np.testing.assert_allclose(r.price[0], [50.0, 80.0, 80.0], atol=1e-6)
+    np.testing.assert_allclose(r.energy[0], [50.0, 50.0, 50.0])
+    np.testing.assert_allclose(r.congestion[0], [0.0, 30.0, 30.0], atol=1e-6)
+    np.testing.assert_allclose(r.voltage[0], 0.0, atol=1e-6)
+    np.testing.assert_allclose(r.flex_mw[0], [0.0, 0.0, 4.0], atol=1e-6)
+    assert r.import_mw[0] == pytest.approx(10.0)
+    assert [b["element"] for b in r.binding] == ["line to 1"] and r.binding[0]["dual_eur_mwh"] == pytest.approx(30.0)
+
+
+def test_without_congestion_every_bus_pays_the_energy_price_and_the_losses():
+    lf = np.array([0.0, 0.01, 0.03])
+    r = solve_dlmp(three_bus(limit_01=100.0), load_mw=[[0.0, 6.0, 8.0], [0.0, 1.0, 2.0]], price=[50.0, -10.0],
+                   flex_mw=[[0.0, 0.0, 10.0]] * 2, flex_cost=[0.0, 0.0, 80.0], loss_factor=lf)
+    np.testing.assert_allclose(r.price, [[50.0, 50.5, 51.5], [-10.0, -10.1, -10.3]], atol=1e-6)
+    np.testing.assert_allclose(r.losses, [50.0 * lf, -10.0 * lf])
+    assert r.flex_mw.max() == pytest.approx(0.0, abs=1e-9) and r.binding == []
+
+
+def test_a_voltage_bound_feeder_prices_the_band_and_the_components_add_up():
+    """Five buses in a row with a high resistance: the far end's voltage would fall below 0.95 pu, so the
+    local flexibility at the end is used, and prices rise along the feeder by the voltage component."""
+    n = 5
+    f = RadialFeeder(bus_ids=np.arange(n), parent=np.arange(-1, n - 1), r=np.r_[0.0, np.full(n - 1, 0.02)],
+                     x=np.r_[0.0, np.full(n - 1, 0.02)], s_max=np.full(n, np.inf), base_mva=10.0)
+    load = np.array([[0.0, 2.0, 2.0, 2.0, 3.0]])
+    r = solve_dlmp(f, load_mw=load, load_mvar=0.3 * load, price=[40.0], flex_mw=[[0, 0, 0, 0, 3.0]],
+                   flex_cost=[0, 0, 0, 0, 120.0])
+    assert r.v[0, -1] == pytest.approx(0.95 ** 2, abs=1e-6)  # the band binds at the far end
+    assert 0 < r.flex_mw[0, -1] < 3.0
+    assert (np.diff(r.price[0]) > 0).all() and r.price[0, -1] == pytest.approx(120.0, abs=1e-6)
+    np.testing.assert_allclose(r.price, r.energy + r.losses + r.congestion + r.voltage, atol=1e-6)
+    assert any(b["constraint"] == "voltage low" for b in r.binding)
+
+
+def test_load_beyond_every_limit_is_unserved_at_voll_not_an_infeasible_program():
+    r = solve_dlmp(three_bus(limit_01=5.0), load_mw=[[0.0, 6.0, 8.0]], price=[50.0], voll=3000.0)
+    assert r.status == "optimal" and r.unserved_mw.sum() == pytest.approx(9.0, abs=1e-6)
+    np.testing.assert_allclose(r.price[0, 1:], 3000.0, atol=1e-6)  # the price says the load is short
