@@ -37,6 +37,11 @@ class Settings(BaseSettings):
                                      "observations); default <home>/weather.")
     prices_dir: Path | None = Field(default=None, description="The price source's drop folder (SMARD-format day-ahead "
                                     "files, published 12:00 Europe/Berlin the day before delivery); default <home>/prices.")
+    price_url: str | None = Field(default=None, description="An ENTSO-E-style day-ahead price API (documentType=A44 "
+                                  "queries); when set, the dispatcher keeps the price folder filled from it every 5 "
+                                  "minutes (sources/price_http.py), beside whatever else drops files there.")
+    price_token: str | None = Field(default=None, description="The price API's security token (never logged).")
+    price_zone: str = Field(default="10Y1001A1001A82H", description="The bidding zone's EIC code (default DE-LU).")
     data_dir: Path = Field(default=PROJECT_ROOT / "data", description="Redistributable sample world.")
     world: str = Field(default="sample", description="Which grid world to run: 'sample' or 'scale'.")
     load_policy: Path = Field(default=PROJECT_ROOT / "data" / "load_policy.yaml",

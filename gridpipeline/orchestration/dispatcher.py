@@ -153,6 +153,14 @@ class Dispatcher:
         self.vtn = vtn
         self.dr_events: dict[str, str] = {}  # event id -> the dr_event decision that called it
         self.tou_days: set = set()
+        #: the HTTP price source's feed into the price folder (settings.price_url); None: files only
+        self.price_feed = None
+        if settings.price_url:
+            from gridpipeline.sources.price_http import EntsoeApi, PriceFeed
+
+            self.price_feed = PriceFeed(EntsoeApi(settings.price_url, token=settings.price_token or "",
+                                                  zone=settings.price_zone, timeout_s=10.0, retries=2),
+                                        settings.prices).start()
         with connect(settings.live_db_path) as con:
             con.execute(OPS_DDL)
 
@@ -213,6 +221,10 @@ class Dispatcher:
         limit = self.import_instruction(now)
         run = self.engine.run(now, trigger, bms, st, self.forecasts, held=held, import_limit=limit)
         body = run.body
+        if self.price_feed is not None and self.price_feed.status["down_since"]:
+            run.flags.append(f"price source down since {self.price_feed.status['down_since']}: the last known "
+                             "prices serve, forecast beyond")
+            body.setdefault("inputs", {})["price_feed"] = self.price_feed.status.get("last")
         if departure_at is not None:
             body["departure_snapshot"] = str(departure_at)
             body["departures"] = departures or []
@@ -814,6 +826,8 @@ class Dispatcher:
         self.client.close()
         if self.vtn is not None:
             self.vtn.stop()
+        if self.price_feed is not None:
+            self.price_feed.stop()
         return self.stats
 
     def install_signal_handlers(self) -> None:

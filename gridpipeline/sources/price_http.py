@@ -126,3 +126,46 @@ def sync(api: EntsoeApi, folder: Path, now: pd.Timestamp, days_back: int = 2) ->
         tmp.replace(folder / f"{name}.xml")  # whole or not at all: a reader never sees half a file
         out["fetched"].append(f"{name}.xml")
     return out
+
+
+class PriceFeed:
+    """Keeps the drop folder filled from an HTTP source, in a thread of its own, so that a slow or
+    absent source never holds up a plan: a sync every ``every_s`` seconds (sooner after a failure is
+    not tried: the source's own retries already ran). ``status`` is the last sync's result, with
+    ``down_since`` while the source does not answer."""
+
+    def __init__(self, api: EntsoeApi, folder: Path, every_s: float = 300.0, clock=None):
+        import threading
+
+        self.api, self.folder, self.every_s = api, Path(folder), float(every_s)
+        self.clock = clock or (lambda: pd.Timestamp.now(tz="UTC"))
+        self.status: dict = {"syncs": 0, "down_since": None, "last": None}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="price-feed", daemon=True)
+
+    def start(self) -> PriceFeed:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def sync_once(self) -> dict:
+        now = self.clock()
+        try:
+            r = sync(self.api, self.folder, now)
+        except Exception as exc:  # noqa: BLE001 - a feed that fails must not stop: it says so and tries again
+            r = {"fetched": [], "rejected": [], "down": f"{type(exc).__name__}: {exc}", "notes": []}
+        if r["down"]:
+            self.status["down_since"] = self.status["down_since"] or str(now)
+        else:
+            self.status["down_since"] = None
+        self.status["syncs"] += 1
+        self.status["last"] = {"at": str(now), **r}
+        return r
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sync_once()
+            self._stop.wait(self.every_s)

@@ -204,3 +204,21 @@ def test_a_document_that_is_not_prices_goes_to_quarantine_with_its_reason(source
     assert "malformed XML" in (tmp_path / "rejected" / "day_ahead_20261204.reason.txt").read_text()
     assert (tmp_path / "rejected" / "day_ahead_20261204.xml").read_bytes().startswith(b"<Publication")
     assert SmardFolder(tmp_path).known(pd.Timestamp.now(tz="UTC"))[0].empty  # nothing half-read
+
+
+def test_the_feed_fills_the_folder_in_its_own_thread_and_says_when_the_source_is_down(source, tmp_path):
+    from gridpipeline.sources.price_http import PriceFeed
+
+    clock = lambda: pd.Timestamp("2026-12-04 12:00", tz="UTC")
+    feed = PriceFeed(EntsoeApi(source.url, timeout_s=1.0, retries=0), tmp_path, every_s=0.1, clock=clock).start()
+    deadline = time.monotonic() + 10
+    while feed.status["syncs"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "day_ahead_20261205.xml").exists() and feed.status["down_since"] is None
+    source.close()
+    (tmp_path / "day_ahead_20261205.xml").unlink()  # asked again: the source is gone now
+    n = feed.status["syncs"]
+    while feed.status["syncs"] < n + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    feed.stop()
+    assert feed.status["down_since"] == str(clock()) and feed.status["last"]["down"]
