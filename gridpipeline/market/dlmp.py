@@ -66,23 +66,27 @@ class RadialFeeder:
     def n(self) -> int:
         return len(self.bus_ids)
 
-    def subtree(self) -> np.ndarray:
-        """L (N, N): L[j, k] = 1 when bus k is bus j or below it."""
-        N = self.n
-        L = np.zeros((N, N))
-        for k in range(N):
+    def subtree(self):
+        """L (N, N) sparse (CSR): L[j, k] = 1 when bus k is bus j or below it (row j: j's subtree; column
+        k: the branches on the path to k)."""
+        import scipy.sparse as sp
+
+        rows, cols = [], []
+        for k in range(self.n):
             a = k
             while a >= 0:
-                L[a, k] = 1.0
+                rows.append(a)
+                cols.append(k)
                 a = int(self.parent[a])
-        return L
+        return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(self.n, self.n))
 
-    def shared_impedance(self) -> tuple[np.ndarray, np.ndarray]:
-        """(R, X) (N, N): the resistance and reactance the paths from the substation to i and to j share."""
-        L = self.subtree()  # L[l, j] = 1 when line l (into bus l) is on the path to j
-        R = (L * self.r[:, None]).T @ L
-        X = (L * self.x[:, None]).T @ L
-        return R, X
+    def voltage_drop(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """(T, N): v0^2 minus the squared voltage, for net loads ``p``/``q`` (T, N): ``2 (R p + X q) / base``
+        with R = L' diag(r) L, computed along the tree (never the dense R)."""
+        L = self.subtree()
+        fp = (L @ np.atleast_2d(p).T).T  # flows into each bus
+        fq = (L @ np.atleast_2d(q).T).T
+        return 2.0 * (L.T @ (fp * self.r[None, :] + fq * self.x[None, :]).T).T / self.base_mva
 
 
 @dataclass
@@ -117,13 +121,18 @@ class DlmpResult:
 
 def solve_dlmp(feeder: RadialFeeder, load_mw: np.ndarray, price: np.ndarray, load_mvar: np.ndarray | None = None,
                flex_mw: np.ndarray | None = None, flex_cost: np.ndarray | None = None,
-               loss_factor: np.ndarray | None = None, voll: float = 10_000.0, penalty: float = 1e6) -> DlmpResult:
+               loss_factor: np.ndarray | None = None, voll: float = 10_000.0, penalty: float = 1e6,
+               screen: bool = True) -> DlmpResult:
     """DLMPs for ``T`` steps. ``load_mw``/``load_mvar`` (T, N): net load per bus (negative: export);
     ``price`` (T,) EUR/MWh at the substation; ``flex_mw`` (T, N) upward flexibility per bus (injection
-    more, or consumption less) at ``flex_cost`` (N,) or (T, N) EUR/MWh; ``loss_factor`` (N,)."""
-    import time
+    more, or consumption less) at ``flex_cost`` (N,) or (T, N) EUR/MWh; ``loss_factor`` (N,).
 
-    import cvxpy as cp
+    Each step is first settled in closed form: with no limit binding, every bus's flexibility runs
+    where it is cheaper than the energy it replaces (``price x (1 + loss factor)``), and that is the
+    bus's price. Only the steps where that dispatch would break a rating or the voltage band go to the
+    LP, all of them in one vectorised program; the others' duals are zero, so their prices are exact
+    (``screen=False`` sends every step to the LP: the same prices, slower)."""
+    import time
 
     t0 = time.perf_counter()
     load = np.atleast_2d(np.asarray(load_mw, float))
@@ -131,34 +140,78 @@ def solve_dlmp(feeder: RadialFeeder, load_mw: np.ndarray, price: np.ndarray, loa
     q = np.zeros((T, N)) if load_mvar is None else np.atleast_2d(np.asarray(load_mvar, float))
     lam = np.broadcast_to(np.asarray(price, float), (T,)).astype(float)
     up = np.zeros((T, N)) if flex_mw is None else np.clip(np.atleast_2d(np.asarray(flex_mw, float)), 0, None)
+    up = np.broadcast_to(up, (T, N))
     cost = np.zeros((T, N)) if flex_cost is None else np.broadcast_to(np.asarray(flex_cost, float), (T, N))
     lf = np.zeros(N) if loss_factor is None else np.asarray(loss_factor, float)
     L = feeder.subtree()
-    R, X = feeder.shared_impedance()
-    Qflow = q @ L.T  # (T, N) reactive flow into each bus (the loads', fixed)
+    Qflow = (L @ q.T).T  # (T, N) reactive flow into each bus (the loads', fixed)
     smax = np.asarray(feeder.s_max, float)
     plim = np.sqrt(np.clip(smax[None, :] ** 2 - Qflow ** 2, 0.0, None))  # active room on each line
     mon = np.isfinite(smax)
     mon[0] = False
-    # the decision: flexibility g (T, N), unserved u (T, N), slacks on ratings and voltage
+    # closed form, every step
+    marg = lam[:, None] * (1.0 + lf)[None, :]
+    g = np.where(cost < marg - 1e-12, up, 0.0)
+    net = load - g
+    flows = (L @ net.T).T
+    v = feeder.v0 ** 2 - feeder.voltage_drop(net, q)
+    tol = 1e-9
+    over = (mon[None, :] & (np.abs(flows) > plim + tol)).any(axis=1)
+    outside = ((v < feeder.v_min ** 2 - tol) | (v > feeder.v_max ** 2 + tol)).any(axis=1)
+    steps = np.flatnonzero(over | outside) if screen else np.arange(T)
+    dlmp = marg.copy()
+    congestion = np.zeros((T, N))
+    voltage = np.zeros((T, N))
+    unserved = np.zeros((T, N))
+    binding: list[dict] = []
+    status = "optimal"
+    if len(steps):
+        sub = _dlmp_program(feeder, L, load[steps], q[steps], Qflow[steps], plim[steps], mon, lam[steps], up[steps],
+                            cost[steps], lf, voll, penalty)
+        status = sub["status"]
+        for key, arr in (("price", dlmp), ("congestion", congestion), ("voltage", voltage), ("flex", g),
+                         ("unserved", unserved), ("net", net), ("v", v)):
+            arr[steps] = sub[key]
+        flows[steps] = (L @ sub["net"].T).T
+        binding = [{**b, "step": int(steps[b["step"]])} for b in sub["binding"]]
+    names = feeder.line_names or tuple(f"line to {b}" for b in feeder.bus_ids)
+    for b in binding:
+        if b["constraint"] == "rating":
+            b["element"] = names[b.pop("index")]
+        else:
+            b["element"] = f"bus {feeder.bus_ids[b.pop('index')]}"
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loading = np.where(np.isfinite(smax) & (smax > 0), 100.0 * np.hypot(flows, Qflow) / smax, np.nan)
+    return DlmpResult(price=dlmp, energy=np.repeat(lam[:, None], N, axis=1), losses=lam[:, None] * lf[None, :],
+                      congestion=congestion, voltage=voltage, flex_mw=g, import_mw=net @ (1.0 + lf),
+                      loading_pct=loading, v=v, unserved_mw=unserved, binding=binding, status=status,
+                      seconds=time.perf_counter() - t0)
+
+
+def _dlmp_program(feeder: RadialFeeder, L, load, q, Qflow, plim, mon, lam, up, cost, lf, voll, penalty) -> dict:
+    """The LP for the steps where a limit binds (see the module docstring); sparse in the tree."""
+    import cvxpy as cp
+
+    T, N = load.shape
     g = cp.Variable((T, N), nonneg=True)
     u = cp.Variable((T, N), nonneg=True)
     net = cp.Variable((T, N))  # what each bus draws from the network
     bal = net == load - g - u  # the balance at each bus: its dual is the bus's price
     cons = [bal, g <= up]
-    imp = cp.sum(cp.multiply(net, (1.0 + lf)[None, :]), axis=1)  # the substation's import, losses included
+    imp = net @ (1.0 + lf)  # the substation's import, losses included (T,)
     obj = [cp.sum(cp.multiply(lam, imp)), cp.sum(cp.multiply(cost, g)), voll * cp.sum(u)]
     flows = net @ L.T  # (T, N) active flow into each bus
     cap_hi = cap_lo = None
-    if mon.any():
-        k = np.flatnonzero(mon)
+    k = np.flatnonzero(mon)
+    if len(k):
         s_hi = cp.Variable((T, len(k)), nonneg=True)
         s_lo = cp.Variable((T, len(k)), nonneg=True)
         cap_hi = flows[:, k] <= plim[:, k] + s_hi
         cap_lo = -flows[:, k] <= plim[:, k] + s_lo
         cons += [cap_hi, cap_lo]
         obj.append(penalty * cp.sum(s_hi + s_lo))
-    v = feeder.v0 ** 2 - 2.0 * (net @ R.T + q @ X.T) / feeder.base_mva  # squared voltage (T, N)
+    drop_q = 2.0 * (L.T @ (Qflow * feeder.x[None, :]).T).T / feeder.base_mva
+    v = feeder.v0 ** 2 - 2.0 * (cp.multiply(flows, feeder.r[None, :]) @ L) / feeder.base_mva - drop_q
     w_lo = cp.Variable((T, N), nonneg=True)
     w_hi = cp.Variable((T, N), nonneg=True)
     v_lo = v >= feeder.v_min ** 2 - w_lo
@@ -169,28 +222,21 @@ def solve_dlmp(feeder: RadialFeeder, load_mw: np.ndarray, price: np.ndarray, loa
     prob.solve(solver=cp.HIGHS)
     if bal.dual_value is None:
         raise RuntimeError(f"the DLMP program did not solve ({prob.status})")
-    dlmp = -np.asarray(bal.dual_value)  # cvxpy's sign for "net == load - g - u": a MW more load costs +price
-    energy = np.repeat(lam[:, None], N, axis=1)
-    losses = lam[:, None] * lf[None, :]
+    price = -np.asarray(bal.dual_value)  # cvxpy's sign for "net == load - g - u": a MW more load costs +price
     congestion = np.zeros((T, N))
     binding: list[dict] = []
-    names = feeder.line_names or tuple(f"line to {b}" for b in feeder.bus_ids)
     if cap_hi is not None:
-        k = np.flatnonzero(mon)
         mu = np.abs(np.asarray(cap_hi.dual_value)) - np.abs(np.asarray(cap_lo.dual_value))  # (T, K)
-        congestion = mu @ L[k, :]  # a MW more at j flows through every line on its path
+        congestion = (L[k, :].T @ mu.T).T  # a MW more at j flows through every line on its path
         for t, c in zip(*np.nonzero(np.abs(mu) > 1e-7), strict=True):
-            binding.append({"step": int(t), "constraint": "rating", "element": names[k[c]],
+            binding.append({"step": int(t), "constraint": "rating", "index": int(k[c]),
                             "dual_eur_mwh": round(float(mu[t, c]), 4)})
-    eta = np.abs(np.asarray(v_lo.dual_value)) - np.abs(np.asarray(v_hi.dual_value))  # (T, N): low band binding > 0
-    voltage = eta @ (2.0 * R / feeder.base_mva)  # d(v_i)/d(p_j) = -2 R[i, j] / base
+    eta = np.abs(np.asarray(v_lo.dual_value)) - np.abs(np.asarray(v_hi.dual_value))  # (T, N): low band > 0
+    # d(v_i)/d(p_j) = -2 R[i, j] / base, R = L' diag(r) L: along the tree, never dense
+    voltage = 2.0 * (L.T @ ((L @ eta.T) * feeder.r[:, None])).T / feeder.base_mva
     for t, i in zip(*np.nonzero(np.abs(eta) > 1e-7), strict=True):
         binding.append({"step": int(t), "constraint": "voltage low" if eta[t, i] > 0 else "voltage high",
-                        "element": f"bus {feeder.bus_ids[i]}", "dual_eur_mwh": round(float(eta[t, i]), 4)})
-    flows_v = np.asarray(net.value) @ L.T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        loading = np.where(np.isfinite(smax) & (smax > 0), 100.0 * np.hypot(flows_v, Qflow) / smax, np.nan)
-    return DlmpResult(price=dlmp, energy=energy, losses=losses, congestion=congestion, voltage=voltage,
-                      flex_mw=np.asarray(g.value), import_mw=np.asarray(net.value) @ (1.0 + lf),
-                      loading_pct=loading, v=np.asarray(v.value), unserved_mw=np.asarray(u.value), binding=binding,
-                      status=prob.status, seconds=time.perf_counter() - t0)
+                        "index": int(i), "dual_eur_mwh": round(float(eta[t, i]), 4)})
+    return {"price": price, "congestion": congestion, "voltage": voltage, "flex": np.asarray(g.value),
+            "unserved": np.asarray(u.value), "net": np.asarray(net.value), "v": np.asarray(v.value),
+            "binding": binding, "status": prob.status}

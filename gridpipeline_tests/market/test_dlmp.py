@@ -60,3 +60,19 @@ def test_load_beyond_every_limit_is_unserved_at_voll_not_an_infeasible_program()
     r = solve_dlmp(three_bus(limit_01=5.0), load_mw=[[0.0, 6.0, 8.0]], price=[50.0], voll=3000.0)
     assert r.status == "optimal" and r.unserved_mw.sum() == pytest.approx(9.0, abs=1e-6)
     np.testing.assert_allclose(r.price[0, 1:], 3000.0, atol=1e-6)  # the price says the load is short
+
+
+def test_the_closed_form_steps_price_as_the_program_does():
+    """Steps where no limit binds are settled without the LP; forcing them through it changes nothing,
+    also where cheap flexibility runs (30 against 50) and at a negative price."""
+    rng = np.random.default_rng(3)
+    load = np.c_[np.zeros(6), rng.uniform(1, 4, (6, 2))]
+    load[2] = [0.0, 6.0, 8.0]  # this step congests the line into bus 1
+    kw = dict(load_mw=load, price=[50, 50, 50, -20, 10, 50], flex_mw=np.tile([0.0, 1.0, 10.0], (6, 1)),
+              flex_cost=[0.0, 30.0, 80.0], loss_factor=[0.0, 0.01, 0.02])
+    fast = solve_dlmp(three_bus(), **kw)
+    slow = solve_dlmp(three_bus(), screen=False, **kw)
+    np.testing.assert_allclose(fast.price, slow.price, atol=1e-6)
+    np.testing.assert_allclose(fast.flex_mw, slow.flex_mw, atol=1e-6)
+    assert {b["step"] for b in fast.binding} == {2}
+    assert fast.flex_mw[0, 1] == pytest.approx(1.0)  # 30 < 50 x 1.01: the cheap one runs
