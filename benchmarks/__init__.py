@@ -56,6 +56,12 @@ def _shed(**kw) -> dict:
     return run(**kw)
 
 
+def _prices(**kw) -> dict:
+    from benchmarks.prices import run
+
+    return run(**kw)
+
+
 def _responder(**kw) -> dict:
     from benchmarks.responder import run
 
@@ -63,6 +69,7 @@ def _responder(**kw) -> dict:
 
 
 REGISTRY: dict[str, Callable[..., dict]] = {
+    "prices": _prices,
     "responder": _responder,
     "shed": _shed,
     "replan": _replan,

@@ -200,7 +200,17 @@ def _dlmp_program(feeder: RadialFeeder, L, load, q, Qflow, plim, mon, lam, up, c
     cons = [bal, g <= up]
     imp = net @ (1.0 + lf)  # the substation's import, losses included (T,)
     obj = [cp.sum(cp.multiply(lam, imp)), cp.sum(cp.multiply(cost, g)), voll * cp.sum(u)]
-    flows = net @ L.T  # (T, N) active flow into each bus
+    # DistFlow along the tree, sparse: the flow into each bus is its own net load and its children's
+    # flows; its squared voltage is its parent's less the drop on the branch between them
+    import scipy.sparse as sp
+
+    kids = np.flatnonzero(feeder.parent >= 0)
+    up_of = sp.csr_matrix((np.ones(len(kids)), (feeder.parent[kids], kids)), shape=(N, N))  # [parent, child]
+    flows = cp.Variable((T, N))
+    cons.append(flows - flows @ up_of.T == net)
+    v = cp.Variable((T, N))
+    rhs = np.where(np.arange(N)[None, :] == 0, feeder.v0 ** 2, -2.0 * Qflow * feeder.x[None, :] / feeder.base_mva)
+    cons.append(v - v @ up_of + 2.0 * cp.multiply(flows, feeder.r[None, :]) / feeder.base_mva == rhs)
     cap_hi = cap_lo = None
     k = np.flatnonzero(mon)
     if len(k):
@@ -210,8 +220,6 @@ def _dlmp_program(feeder: RadialFeeder, L, load, q, Qflow, plim, mon, lam, up, c
         cap_lo = -flows[:, k] <= plim[:, k] + s_lo
         cons += [cap_hi, cap_lo]
         obj.append(penalty * cp.sum(s_hi + s_lo))
-    drop_q = 2.0 * (L.T @ (Qflow * feeder.x[None, :]).T).T / feeder.base_mva
-    v = feeder.v0 ** 2 - 2.0 * (cp.multiply(flows, feeder.r[None, :]) @ L) / feeder.base_mva - drop_q
     w_lo = cp.Variable((T, N), nonneg=True)
     w_hi = cp.Variable((T, N), nonneg=True)
     v_lo = v >= feeder.v_min ** 2 - w_lo
