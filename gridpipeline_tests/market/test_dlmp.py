@@ -68,8 +68,8 @@ def test_the_closed_form_steps_price_as_the_program_does():
     rng = np.random.default_rng(3)
     load = np.c_[np.zeros(6), rng.uniform(1, 4, (6, 2))]
     load[2] = [0.0, 6.0, 8.0]  # this step congests the line into bus 1
-    kw = dict(load_mw=load, price=[50, 50, 50, -20, 10, 50], flex_mw=np.tile([0.0, 1.0, 10.0], (6, 1)),
-              flex_cost=[0.0, 30.0, 80.0], loss_factor=[0.0, 0.01, 0.02])
+    kw = {"load_mw": load, "price": [50, 50, 50, -20, 10, 50], "flex_mw": np.tile([0.0, 1.0, 10.0], (6, 1)),
+          "flex_cost": [0.0, 30.0, 80.0], "loss_factor": [0.0, 0.01, 0.02]}
     fast = solve_dlmp(three_bus(), **kw)
     slow = solve_dlmp(three_bus(), screen=False, **kw)
     np.testing.assert_allclose(fast.price, slow.price, atol=1e-6)

@@ -109,3 +109,19 @@ def test_cents_round_half_away_from_zero_and_bad_input_is_refused():
         settle([1.0], [np.nan], [50.0], dt_h=1.0)
     with pytest.raises(ValueError, match="one value per step"):
         settle([1.0, 2.0], [1.0], [50.0], dt_h=1.0)
+
+
+def test_the_local_market_buys_the_cheapest_relief_and_pays_as_bid():
+    from gridpipeline.market.flexmarket import clear_local
+
+    offers = pd.DataFrame({"offer_id": ["a", "b", "c", "d"], "bus": [5, 6, 7, 1], "mw": [1.0, 2.0, 2.0, 5.0],
+                           "price": [100.0, 60.0, 90.0, 10.0]})
+    sens = pd.Series({5: 1.0, 6: 0.5, 7: 1.0})  # bus 1 sits before the element: no relief
+    acc, short = clear_local(2.5, offers, sens, hours=0.5)
+    # per MW of relief: b 120, c 90, a 100 -> c whole (2.0), then a for the last 0.5
+    assert acc.offer_id.tolist() == ["c", "a"] and short == pytest.approx(0.0)
+    assert acc.mw.tolist() == pytest.approx([2.0, 0.5]) and acc.relief_mw.sum() == pytest.approx(2.5)
+    assert acc.pay_eur.tolist() == pytest.approx([2.0 * 90 * 0.5, 0.5 * 100 * 0.5])  # each at its own price
+    acc2, short2 = clear_local(10.0, offers, sens)
+    assert short2 == pytest.approx(10.0 - 1.0 - 1.0 - 2.0)  # everything that helps is bought, the rest is short
+    assert "d" not in acc2.offer_id.tolist()
