@@ -1,0 +1,60 @@
+"""A plan's horizon on the buses, its nodal prices and the tariff: the system figures are kept, the
+pattern comes from the estimated state, and the tariff follows the policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandapower as pp
+import pytest
+
+from gridpipeline.market.network import radial_feeder
+from gridpipeline.market.signals import horizon_bus_loads, signals_for_plan
+from gridpipeline.market.tariff import TariffPolicy
+from gridpipeline.settings import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def grid():
+    net = pp.from_json(str(PROJECT_ROOT / "data" / "sample_grid" / "network.json"))
+    f, bm, _ = radial_feeder(net)
+    return net, f, bm
+
+
+def test_the_horizon_keeps_the_system_figures_and_puts_batteries_at_their_buses(grid):
+    net, f, bm = grid
+    T = 4
+    demand = np.array([20.0, 25.0, 30.0, 22.0])
+    pv = np.array([0.0, 5.0, 8.0, 1.0])
+    bare, _ = horizon_bus_loads(net, bm, f.n, demand, {})
+    ld = np.zeros(f.n)
+    np.add.at(ld, bm.reindex(net.load.bus).to_numpy().astype(int), net.load.p_mw.to_numpy())
+    np.testing.assert_allclose(bare, np.outer(demand, ld / ld.sum()), atol=1e-12)  # the estimated pattern, scaled
+    with_pv, q = horizon_bus_loads(net, bm, f.n, demand, {"pv": pv})
+    np.testing.assert_allclose(with_pv.sum(axis=1), demand - pv, atol=1e-9)
+    assert q.shape == with_pv.shape
+    bat_bus = net.storage.bus.to_numpy()[:2]
+    bat = np.tile([0.5, -0.2], (T, 1))
+    g_bus = net.sgen.bus.to_numpy()[:1]
+    curt = np.full((T, 1), 0.3)
+    full, _ = horizon_bus_loads(net, bm, f.n, demand, {"pv": pv}, battery_bus=bat_bus, battery_mw=bat,
+                                gen_bus=g_bus, curtailed_mw=curt)
+    delta = full - with_pv
+    expect = np.zeros((T, f.n))
+    for b, mw in zip(bat_bus, [0.5, -0.2], strict=True):
+        expect[:, int(bm[b])] -= mw  # a discharging battery lowers its bus's net load
+    expect[:, int(bm[g_bus[0]])] += 0.3  # curtailment raises it
+    np.testing.assert_allclose(delta, expect, atol=1e-12)
+
+
+def test_signals_for_a_plan_price_the_losses_and_publish_within_the_policy(grid):
+    net, f, bm = grid
+    T = 12
+    zone = np.array([str(b % 3) for b in range(f.n)])  # three made-up zones
+    price = np.linspace(40.0, 120.0, T)
+    pol = TariffPolicy(cap=100.0, floor=0.0, max_change_per_hour=240.0, step_minutes=5.0)
+    s = signals_for_plan(f, bm, net, zone, np.full(T, 25.0), {"pv": np.full(T, 3.0)}, price, pol)
+    assert s.dlmp.price.shape == (T, f.n) and s.tariff.shape == (T, 3)
+    assert (np.abs(s.dlmp.losses).max(axis=1) > 0).all()  # losses move the buses apart
+    assert s.tariff.max() <= 100.0 + 1e-9 and any(n["rule"] == "cap" for n in s.tariff_notes)
+    np.testing.assert_allclose(s.dlmp.price, s.dlmp.energy + s.dlmp.losses + s.dlmp.congestion + s.dlmp.voltage,
+                               atol=1e-6)
