@@ -25,6 +25,7 @@ from gridpipeline.orchestration.sensors import (
     build_run_reaper_sensor,
 )
 from gridpipeline.load.assets import load_assets
+from gridpipeline.market.assets import market_assets
 from gridpipeline.storage.assets import storage_assets, storage_jobs
 from gridpipeline.telemetry.assets import (
     clean_telemetry_models,
@@ -78,7 +79,7 @@ automation_sensor = AutomationConditionSensorDefinition(
 def build_definitions(settings=None) -> Definitions:
     """The code location, with resources for ``settings`` (default: the environment's)."""
     return Definitions(
-        assets=[*telemetry_assets, *grid_assets, *forecast_assets, *storage_assets, *load_assets],
+        assets=[*telemetry_assets, *grid_assets, *forecast_assets, *storage_assets, *load_assets, *market_assets],
         asset_checks=[*telemetry_checks],
         jobs=[telemetry_job, bootstrap_job, grid_state_job, forecast_job, forecast_models_job, *storage_jobs],
         schedules=[forecast_schedule],

@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 
 from gridpipeline.common import landing as lz
@@ -116,6 +117,7 @@ class Dispatcher:
         self.report = report and instance is not None
         nm = load_network_model(settings.network)
         self.net = nm.net
+        self.zones = nm.zones
         self.engine = PlanEngine(nm.net, nm.zones, nm.sha256[:16], settings.prices,
                                  loading_limit=settings.loading_limit_percent, v_min=settings.v_min_pu,
                                  v_max=settings.v_max_pu, import_limit=settings.import_limit_mw,
@@ -153,6 +155,9 @@ class Dispatcher:
         self.vtn = vtn
         self.dr_events: dict[str, str] = {}  # event id -> the dr_event decision that called it
         self.tou_days: set = set()
+        #: the price model's radial feeder (market.network.radial_feeder), built on first use
+        self._feeder = None
+        self.last_tariff = None  # the tariff in force per zone (the ramp limit starts from it)
         #: the HTTP price source's feed into the price folder (settings.price_url); None: files only
         self.price_feed = None
         if settings.price_url:
@@ -247,6 +252,7 @@ class Dispatcher:
         with connect(self.s.live_db_path, timeout_s=30.0) as con:
             write_ops(con, ops_frames(plan_id, utcnow(), read_at, run))
         shed = self.shed(now, run, plan_id, limit, None if st is None else st.get("network"))
+        signal = self.price_signals(now, run, plan_id, st)
         seconds = time.perf_counter() - t0
         self.stats.plans += 1
         self.stats.plan_seconds.append(seconds)
@@ -258,7 +264,8 @@ class Dispatcher:
         summary = {"plan_id": plan_id, "trigger": trigger, "seconds": round(seconds, 3),
                    "plan_seconds": round(run.seconds, 3), "gate": v.reason, "passed": v.passed, "scale": v.scale,
                    "sent": sent.get("confirmed", 0), "flags": run.flags,
-                   "shed": None if shed is None else {"decision": shed[0], "summary": shed[1]}}
+                   "shed": None if shed is None else {"decision": shed[0], "summary": shed[1]},
+                   "price_signal": signal}
         self.last_plan_at = now
         if self.report:  # the plan is recorded and acted on already: a reporting failure is only logged
             try:
@@ -369,6 +376,74 @@ class Dispatcher:
         except Exception:
             log.exception("dispatcher: the shed schedule for plan %s failed", plan_id)
             return None
+
+    # ------------------------------------------------------------------ price signals
+    def price_signals(self, now: datetime, run, plan_id: str, st: dict | None) -> str | None:
+        """Nodal prices over the plan's horizon and the tariff per zone (market.signals): recorded in the
+        ledger (kind ``price_signal``, referring to the plan; advisory unless the decision modes say
+        otherwise), written to ``market.*`` and reported as ``price_signals``. Returns the decision id,
+        or None. A failure here is logged and never stops the dispatch."""
+        from gridpipeline.market.network import radial_feeder
+        from gridpipeline.market.signals import signals_for_plan
+        from gridpipeline.market.store import signal_frames, write_signals
+        from gridpipeline.market.tariff import TariffPolicy
+
+        try:
+            if self._feeder is None:
+                self._feeder = radial_feeder(self.net, v_min=self.s.v_min_pu, v_max=self.s.v_max_pu)
+            feeder, bus_map, notes = self._feeder
+            est = self.estimated_net(st) if st is not None else self.net
+            zone = np.array([str(self.zones.get(b, "substation")) if b in self.zones.index else "substation"
+                             for b in feeder.bus_ids])
+            p = run.p
+            policy = TariffPolicy()
+            sig = signals_for_plan(
+                feeder, bus_map, est, zone, p.demand.p50.to_numpy(float),
+                {k: v.p50.to_numpy(float) for k, v in p.renewables.items()}, p.prices.price.to_numpy(float), policy,
+                self.last_tariff, battery_bus=self.engine.fleet.bus.to_numpy(), battery_mw=run.out.power,
+                gen_bus=p.generators.bus.to_numpy(), curtailed_mw=run.out.curtail)
+            times = p.times
+            summary = sig.summary(feeder, times)
+            mode = self.s.mode_for("price_signal", "advisory")
+            text = (f"tariff for {len(sig.zones)} zones over {len(times)} steps: now "
+                    f"{', '.join(f'{z} {v:.1f}' for z, v in zip(sig.zones, sig.tariff[0], strict=True))} EUR/MWh; "
+                    f"nodal prices {summary['price_range_eur_mwh'][0]:.1f}-{summary['price_range_eur_mwh'][1]:.1f}, "
+                    f"{summary['binding_count']} binding limits")
+            body = {"summary": text, "plan": plan_id,
+                    "inputs": {"plan": plan_id, "state_snapshot": str(st["ts"]) if st else None,
+                               "network_version": self.engine.network_version, "price_labels":
+                               p.prices.source.value_counts().to_dict(), "feeder_notes": notes},
+                    "decision": {"zones": [str(z) for z in sig.zones],
+                                 "tariff_first_hour": {str(z): [round(float(v), 2) for v in sig.tariff[:12, k]]
+                                                       for k, z in enumerate(sig.zones)}},
+                    "prices": summary, "policy": {"cap": policy.cap, "floor": policy.floor,
+                                                  "max_change_per_hour": policy.max_change_per_hour},
+                    "alternatives": {"flat_energy_price_now": round(float(p.prices.price.iloc[0]), 2)},
+                    "publishing": "recorded only: the OpenADR price events carry the static time-of-use tariff "
+                                  "until price-responsive customers answer nodal tariffs (issue 14)"}
+            rec = self.ledger.append("price_signal", body, mode=mode, actor="dispatcher", ref=plan_id)
+            self.last_tariff = sig.tariff[0]
+            with connect(self.s.live_db_path, timeout_s=30.0) as con:
+                write_signals(con, signal_frames(rec.id, plan_id, now, times, feeder, sig))
+            if self.report:
+                self._report_signals(now, rec.id, {**summary, "text": text}, times, sig)
+            return rec.id
+        except Exception:
+            log.exception("dispatcher: the price signals for plan %s failed", plan_id)
+            return None
+
+    def _report_signals(self, now: datetime, decision_id: str, summary: dict, times, sig) -> None:
+        from dagster import AssetMaterialization
+
+        from gridpipeline.market.report import signal_metadata
+        from gridpipeline.orchestration.sensors import partition_key
+
+        try:
+            self.instance.report_runless_asset_event(AssetMaterialization(
+                asset_key="price_signals", partition=partition_key(lz.floor_window(now)),
+                metadata={**signal_metadata(decision_id, summary, times, sig), "source": "dispatcher"}))
+        except Exception:
+            log.exception("dispatcher: reporting price signals %s to Dagster failed", decision_id)
 
     # ------------------------------------------------------------------ demand response
     def dr_history(self, now: datetime):

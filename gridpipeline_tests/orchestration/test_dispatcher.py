@@ -163,6 +163,20 @@ def test_cloud_front_replans_and_the_batteries_respond(field, monkeypatch):
     with connect(get_settings().live_db_path, read_only=True) as con:
         n = con.execute("SELECT count(DISTINCT plan_id), count(*) FROM ops.dispatch_plan").fetchone()
     assert n == (2, 2 * 288 * 64)
+    # each plan is priced: nodal prices over its horizon, a tariff per zone, a price_signal record
+    sigs = led.records(kind="price_signal")
+    assert len(sigs) == 2 and sigs[-1]["ref"] == led.records(kind="dispatch")[-1]["id"]
+    body = sigs[-1]["body"]
+    assert body["prices"]["steps"] == 288 and body["decision"]["zones"]
+    lo, hi = body["prices"]["price_range_eur_mwh"]
+    assert lo < hi  # losses (and any binding limit) separate the buses
+    with connect(get_settings().live_db_path, read_only=True) as con:
+        zones, steps = con.execute("SELECT count(DISTINCT zone), count(DISTINCT step) FROM market.price_signals "
+                                   "WHERE decision_id = ?", [sigs[-1]["id"]]).fetchone()
+        nodal = con.execute("SELECT count(*) FROM market.nodal_prices WHERE decision_id = ?", [sigs[-1]["id"]]).fetchone()[0]
+    assert steps == 288 and zones == len(body["decision"]["zones"]) and nodal > 0
+    ev = instance.get_latest_materialization_event(AssetKey("price_signals"))
+    assert ev is not None and "data:image/png" in ev.asset_materialization.metadata["chart"].value
     # a third plan in the same 5-minute window reports too (Dagster keeps one runless check
     # evaluation per partition, so the dispatcher's carry none)
     d.plan(snap + timedelta(seconds=50), "schedule")

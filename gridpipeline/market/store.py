@@ -1,0 +1,56 @@
+"""The market domain's tables in the live store: the published tariff per zone over a plan's horizon,
+and the nodal prices of its first hour per bus (the whole horizon per bus would be 65,000 rows every
+5 minutes on the sample grid; the ledger record keeps the summary and the binding limits)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+MARKET_DDL = """
+CREATE SCHEMA IF NOT EXISTS market;
+CREATE TABLE IF NOT EXISTS market.price_signals (
+    decision_id VARCHAR, plan_id VARCHAR, planned_at TIMESTAMP, step_ts TIMESTAMP, step INTEGER, zone VARCHAR,
+    zone_price DOUBLE, tariff DOUBLE
+);
+CREATE TABLE IF NOT EXISTS market.nodal_prices (
+    decision_id VARCHAR, plan_id VARCHAR, planned_at TIMESTAMP, step_ts TIMESTAMP, step INTEGER, bus BIGINT,
+    dlmp DOUBLE, energy DOUBLE, losses DOUBLE, congestion DOUBLE, voltage DOUBLE
+);
+"""
+NODAL_STEPS = 12
+
+
+def signal_frames(decision_id: str, plan_id: str, planned_at, times, feeder, sig) -> dict[str, pd.DataFrame]:
+    times = pd.DatetimeIndex(times)
+    naive = times.tz_convert("UTC").tz_localize(None) if times.tz is not None else times
+    T, Z = sig.tariff.shape
+    ps = pd.DataFrame({"decision_id": decision_id, "plan_id": plan_id, "planned_at": planned_at,
+                       "step_ts": np.repeat(naive.to_numpy(), Z), "step": np.repeat(np.arange(T), Z),
+                       "zone": np.tile(sig.zones.astype(str), T), "zone_price": sig.zone_price.ravel(),
+                       "tariff": sig.tariff.ravel()})
+    d = sig.dlmp
+    h = min(NODAL_STEPS, T)
+    N = feeder.n
+    nodal = pd.DataFrame({"decision_id": decision_id, "plan_id": plan_id, "planned_at": planned_at,
+                          "step_ts": np.repeat(naive.to_numpy()[:h], N), "step": np.repeat(np.arange(h), N),
+                          "bus": np.tile(feeder.bus_ids.astype(np.int64), h), "dlmp": d.price[:h].ravel(),
+                          "energy": d.energy[:h].ravel(), "losses": d.losses[:h].ravel(),
+                          "congestion": d.congestion[:h].ravel(), "voltage": d.voltage[:h].ravel()})
+    return {"price_signals": ps, "nodal_prices": nodal}
+
+
+def write_signals(con, frames: dict[str, pd.DataFrame]) -> None:
+    """Append one plan's frames in one transaction."""
+    con.execute(MARKET_DDL)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for name, df in frames.items():
+            if len(df):
+                con.register("_df", df)
+                con.execute(f"INSERT INTO market.{name} SELECT * FROM _df")
+                con.unregister("_df")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
