@@ -348,8 +348,8 @@ def _pattern_model(p: ShedProblem, idx: np.ndarray, target: np.ndarray, budget: 
     """The strict program over whole block schedules (``block_patterns``): one pattern per block, the
     balance, the tree, the network and the switching budget linking them. It is the compact program
     with each block's rules convexified, so its relaxation is far tighter (its LP bound is the
-    Lagrangian bound of the block rules). Returns the problem and an expression of x (len(idx), T)
-    flattened row-major (block by block)."""
+    Lagrangian bound of the block rules). Returns the problem and ``y``, one binary per pattern (the
+    chosen pattern of each block is the one at 1)."""
     import cvxpy as cp
     import scipy.sparse as sp
 
