@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime
 
 from gridpipeline.load.priorities import Priorities
+from gridpipeline.store.writers import replace_rows
 
 
 def ensure_load_schema(con) -> None:
@@ -47,29 +47,6 @@ def write_dr_events(con, frame) -> None:
     ids = [str(e) for e in frame.event_id] if len(frame) else []
     replace_rows(con, [("DELETE FROM load.dr_events WHERE list_contains(?, event_id)", [ids])] if ids else [],
                  [("load.dr_events", frame)] if len(frame) else [])
-
-
-def replace_rows(con, deletes: list[tuple[str, list]], inserts: list[tuple[str, object]]) -> None:
-    """One transaction: each ``DELETE`` (SQL, params), then each frame inserted by name into its table
-    (``load.x``). Rolled back whole on any error; the frames are unregistered either way."""
-    names = []
-    con.execute("BEGIN")
-    try:
-        for sql, params in deletes:
-            con.execute(sql, params)
-        for k, (table, frame) in enumerate(inserts):
-            name = f"t_load_{k}"
-            con.register(name, frame)
-            names.append(name)
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        for name in names:
-            with contextlib.suppress(Exception):
-                con.unregister(name)
 
 
 def write_priorities(con, pr: Priorities, at: datetime) -> None:

@@ -42,15 +42,7 @@ def signal_frames(decision_id: str, plan_id: str, planned_at, times, feeder, sig
 
 def write_signals(con, frames: dict[str, pd.DataFrame]) -> None:
     """Append one plan's frames in one transaction."""
+    from gridpipeline.store.writers import replace_rows
+
     con.execute(MARKET_DDL)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        for name, df in frames.items():
-            if len(df):
-                con.register("_df", df)
-                con.execute(f"INSERT INTO market.{name} SELECT * FROM _df")
-                con.unregister("_df")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+    replace_rows(con, [], [(f"market.{name}", df) for name, df in frames.items()])

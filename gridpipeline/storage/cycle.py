@@ -289,21 +289,14 @@ def write_ops(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame], r
               ) -> None:
     """Insert the frames into ``ops.*`` in one transaction; ``replace_where`` (SQL condition on
     ``planned_at``/``read_at``, params) deletes the rows they replace first (a re-run partition)."""
+    from gridpipeline.store.writers import replace_rows
+
     con.execute(OPS_DDL)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        for name, df in frames.items():
-            if replace_where is not None:
-                col = "read_at" if name == "storage_state" else "planned_at"
-                con.execute(f"DELETE FROM ops.{name} WHERE {col} {replace_where[0]}", replace_where[1])
-            if len(df):
-                con.register("_df", df)
-                con.execute(f"INSERT INTO ops.{name} SELECT * FROM _df")
-                con.unregister("_df")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+    deletes = []
+    if replace_where is not None:
+        col = {name: "read_at" if name == "storage_state" else "planned_at" for name in frames}
+        deletes = [(f"DELETE FROM ops.{name} WHERE {col[name]} {replace_where[0]}", replace_where[1]) for name in frames]
+    replace_rows(con, deletes, [(f"ops.{name}", df) for name, df in frames.items()])
 
 
 __all__ = ["OPS_DDL", "OPS_TABLES", "PlanEngine", "PlanRun", "ops_frames", "write_ops"]
