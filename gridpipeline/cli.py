@@ -683,6 +683,11 @@ def bench(
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
+
+    def _interrupt(signum, frame):  # SIGTERM unwinds like Ctrl-C: the benchmark stops what it started
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         extra = {"events": events} if events is not None else {}
         result = REGISTRY[name](sensors=sensors, minutes=minutes, keep=keep, reference_scale=reference_scale,
