@@ -71,6 +71,9 @@ class RadialFeeder:
         k: the branches on the path to k)."""
         import scipy.sparse as sp
 
+        cached = self.__dict__.get("_subtree")
+        if cached is not None:  # derived once per feeder: the price model, voltages and loss factors all use it
+            return cached
         rows, cols = [], []
         for k in range(self.n):
             a = k
@@ -78,7 +81,9 @@ class RadialFeeder:
                 rows.append(a)
                 cols.append(k)
                 a = int(self.parent[a])
-        return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(self.n, self.n))
+        L = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(self.n, self.n))
+        object.__setattr__(self, "_subtree", L)  # frozen: set once, never changed
+        return L
 
     def voltage_drop(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
         """(T, N): v0^2 minus the squared voltage, for net loads ``p``/``q`` (T, N): ``2 (R p + X q) / base``

@@ -89,7 +89,8 @@ def read_price_file(path: Path) -> tuple[pd.Series, list[str]]:
     else:
         s = read_smard(path)
         notes = []
-        head = path.read_text(encoding="utf-8-sig", errors="replace").split("\n", 1)[0]
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            head = fh.readline()  # the header names the unit
         if "kwh" in head.lower():
             s = s * 1000.0
             notes.append(f"{path.name}: prices per kWh converted to EUR/MWh (x1000)")
