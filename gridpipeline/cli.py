@@ -103,7 +103,9 @@ def _add_domain_apps() -> None:
         prices: Optional[Path] = typer.Option(None, "--prices", exists=True,
                                               help="utc_start,price CSV or SMARD CSV; default: the 2018 German "
                                                    "day-ahead prices (data/prices, SMARD, as in ../shared/data/prices_de)"),
-        horizon: int = typer.Option(24, help="hourly steps per plan"),
+        horizon: int = typer.Option(24, help="hourly steps per plan (at least)"),
+        to_published: bool = typer.Option(False, "--to-published/--fixed-horizon",
+                                          help="plan to the end of the published prices when they reach further"),
         price_model: str = typer.Option("lear", help="prices beyond the published ones: lear (the dispatch's "
                                                      "model, forecast/prices.py) or median (last week's same hour)"),
         train_days: int = typer.Option(365, help="days of measured history the demand model trains on"),
@@ -121,7 +123,7 @@ def _add_domain_apps() -> None:
         from gridpipeline.world.price_exchange import load_reference
 
         cfg = BacktestConfig(start=pd.Timestamp(start, tz="UTC"), end=pd.Timestamp(end, tz="UTC"), horizon_steps=horizon,
-                             price_model=price_model, train_days=train_days, refit_days=refit_days)
+                             to_published=to_published, price_model=price_model, train_days=train_days, refit_days=refit_days)
         if cfg.end <= cfg.start + pd.Timedelta(days=1):
             typer.secho("--end must be more than a day after --start", fg="red", err=True)
             raise typer.Exit(2)
