@@ -40,3 +40,49 @@ def signal_metadata(decision_id: str, summary: dict, times, sig) -> dict:
             "binding": MetadataValue.json(summary["binding"][:10]),
             "chart": MetadataValue.md(_chart(times, sig)),
             "loss_factor_range": [round(float(np.min(sig.loss_factor)), 5), round(float(np.max(sig.loss_factor)), 5)]}
+
+
+def cost_chart(actual: pd.DataFrame, expected: pd.DataFrame) -> str:
+    """Stacked cost per step by component, with the plan's expected total over it."""
+    import matplotlib.pyplot as plt
+
+    from gridpipeline.market.costs import COMPONENTS
+
+    x = pd.DatetimeIndex(actual.index)
+    fig, ax = plt.subplots(figsize=(10, 3))
+    pos = np.zeros(len(x))
+    neg = np.zeros(len(x))
+    for c in COMPONENTS:
+        v = actual[c].fillna(0.0).to_numpy(float)
+        if not np.any(v):
+            continue
+        base = np.where(v >= 0, pos, neg)
+        ax.bar(x, v, bottom=base, width=4 / 1440, align="edge", label=c)
+        pos += np.clip(v, 0, None)
+        neg += np.clip(v, None, 0)
+    ax.step(x, expected.total.to_numpy(float), where="post", color="black", lw=1, label="plan expected")
+    ax.set_ylabel("EUR per 5 min")
+    ax.set_title("Cost per step by component")
+    ax.legend(fontsize=7, ncol=4)
+    fig.autofmt_xdate()
+    return png_markdown(fig, "cost per step")
+
+
+def cost_metadata(actual: pd.DataFrame, expected: pd.DataFrame, departures: list[dict], share: float) -> dict:
+    from gridpipeline.market.costs import COMPONENTS
+
+    priced = actual.total.notna()
+    by = pd.DataFrame({"component": list(COMPONENTS),
+                       "eur": [round(float(actual.loc[priced, c].sum()), 2) for c in COMPONENTS],
+                       "expected_eur": [round(float(expected.loc[priced, c].sum()), 2) for c in COMPONENTS]})
+    last = actual[priced].tail(1)
+    return {"steps": len(actual), "steps_priced": int(priced.sum()),
+            "cost_eur": round(float(actual.total[priced].sum()), 2),
+            "expected_eur": round(float(expected.total[priced].sum()), 2),
+            "last_step": str(last.index[0]) if len(last) else None,
+            "last_step_eur": round(float(last.total.iloc[0]), 2) if len(last) else None,
+            "departures": len(departures), "departure_share": share,
+            "by_component": MetadataValue.md(md_table(by)),
+            "departed_steps": MetadataValue.md(md_table(pd.DataFrame(departures), limit=20) if departures
+                                               else "none"),
+            "chart": MetadataValue.md(cost_chart(actual[priced], expected[priced]) if priced.any() else "no step priced")}

@@ -13,6 +13,11 @@ CREATE TABLE IF NOT EXISTS market.price_signals (
     decision_id VARCHAR, plan_id VARCHAR, planned_at TIMESTAMP, step_ts TIMESTAMP, step INTEGER, zone VARCHAR,
     zone_price DOUBLE, tariff DOUBLE
 );
+CREATE TABLE IF NOT EXISTS market.grid_costs (
+    step_ts TIMESTAMP, plan_id VARCHAR, price DOUBLE, import_mw DOUBLE, energy DOUBLE, losses DOUBLE,
+    degradation DOUBLE, curtailment DOUBLE, demand_response DOUBLE, lost_load DOUBLE, imbalance DOUBLE,
+    total DOUBLE, expected_total DOUBLE, departure_component VARCHAR, missing VARCHAR, computed_at TIMESTAMP
+);
 CREATE TABLE IF NOT EXISTS market.nodal_prices (
     decision_id VARCHAR, plan_id VARCHAR, planned_at TIMESTAMP, step_ts TIMESTAMP, step INTEGER, bus BIGINT,
     dlmp DOUBLE, energy DOUBLE, losses DOUBLE, congestion DOUBLE, voltage DOUBLE
@@ -46,3 +51,32 @@ def write_signals(con, frames: dict[str, pd.DataFrame]) -> None:
 
     con.execute(MARKET_DDL)
     replace_rows(con, [], [(f"market.{name}", df) for name, df in frames.items()])
+
+
+def cost_rows(actual: pd.DataFrame, expected: pd.DataFrame, steps: pd.DataFrame, departures: list[dict],
+              computed_at) -> pd.DataFrame:
+    """``market.grid_costs`` rows: one per step, the components as happened, the plan's total and the
+    component of a departure (None when the step kept to the plan)."""
+    from gridpipeline.market.costs import COMPONENTS
+
+    dep = {d["step"]: d["component"] for d in departures}
+    df = actual[list(COMPONENTS) + ["total", "missing"]].copy()
+    df.insert(0, "import_mw", steps.import_mw.to_numpy())
+    df.insert(0, "price", steps.price.to_numpy())
+    df.insert(0, "plan_id", steps.plan_id.to_numpy() if "plan_id" in steps else None)
+    df.insert(0, "step_ts", pd.DatetimeIndex(steps.index).to_numpy())
+    df["expected_total"] = expected.total.to_numpy()
+    df["departure_component"] = [dep.get(i) for i in range(len(df))]
+    df["computed_at"] = computed_at
+    cols = ["step_ts", "plan_id", "price", "import_mw", *COMPONENTS, "total", "expected_total",
+            "departure_component", "missing", "computed_at"]
+    return df[cols].reset_index(drop=True)
+
+
+def write_costs(con, start, end, rows: pd.DataFrame) -> None:
+    """Replace the period's rows (a re-run of a day replaces exactly that day)."""
+    from gridpipeline.store.writers import replace_rows
+
+    con.execute(MARKET_DDL)
+    replace_rows(con, [("DELETE FROM market.grid_costs WHERE step_ts >= ? AND step_ts < ?", [start, end])],
+                 [("market.grid_costs", rows)] if len(rows) else [])
