@@ -158,6 +158,7 @@ class Dispatcher:
         #: the price model's radial feeder (market.network.radial_feeder), built on first use
         self._feeder = None
         self.last_tariff = None  # the tariff in force per zone (the ramp limit starts from it)
+        self._bid_planner = None  # the market bids' longer plan keeps its own model (another horizon)
         #: the HTTP price source's feed into the price folder (settings.price_url); None: files only
         self.price_feed = None
         if settings.price_url:
@@ -224,7 +225,8 @@ class Dispatcher:
         st = self.state()
         held = self.holds(now)
         limit = self.import_instruction(now)
-        run = self.engine.run(now, trigger, bms, st, self.forecasts, held=held, import_limit=limit)
+        run = self.engine.run(now, trigger, bms, st, self.forecasts, held=held, import_limit=limit,
+                              position=self.position(now))
         body = run.body
         if self.price_feed is not None and self.price_feed.status["down_since"]:
             run.flags.append(f"price source down since {self.price_feed.status['down_since']}: the last known "
@@ -253,6 +255,7 @@ class Dispatcher:
             write_ops(con, ops_frames(plan_id, utcnow(), read_at, run))
         shed = self.shed(now, run, plan_id, limit, None if st is None else st.get("network"))
         signal = self.price_signals(now, run, plan_id, st)
+        self.market(now, bms, st)
         seconds = time.perf_counter() - t0
         self.stats.plans += 1
         self.stats.plan_seconds.append(seconds)
@@ -431,6 +434,169 @@ class Dispatcher:
         except Exception:
             log.exception("dispatcher: the price signals for plan %s failed", plan_id)
             return None
+
+    # ------------------------------------------------------------------ day-ahead market
+    def position(self, now: datetime):
+        """The fleet's market position over the next 25 hours (``market.positions``), or None."""
+        import duckdb
+
+        from gridpipeline.market.store import read_position
+
+        start = pd.Timestamp(now).floor("h").to_pydatetime()
+        try:
+            with connect(self.s.live_db_path, read_only=True, timeout_s=5.0) as con:
+                pos = read_position(con, start, start + timedelta(hours=25))
+        except (duckdb.IOException, TimeoutError):
+            return None
+        return pos if len(pos) else None
+
+    def market(self, now: datetime, bms, st) -> None:
+        """The day-ahead market (market/bids.py): the bids for the next delivery day whose gate is open,
+        from a plan to the end of that day (ledger kind ``market_bid``; mode ``market_bid``, automatic by
+        default: anything else records the bids without submitting them), and the awards of the days
+        bid once their prices are published (``market_award``): the position the plans then follow.
+        A failure is logged and never stops the dispatch."""
+        try:
+            self._bid(now, bms, st)
+            self._award(now)
+        except Exception:
+            log.exception("dispatcher: the day-ahead market step failed")
+
+    def _bid(self, now: datetime, bms, st) -> str | None:
+        from gridpipeline.market.bids import (
+            day_hours,
+            gate_closure,
+            hourly_bids,
+            next_open_day,
+            stored_energy_value,
+            validate,
+        )
+        from gridpipeline.market.store import market_days, write_market
+        from gridpipeline.storage.aggregate import FleetPlanner
+
+        day = next_open_day(now)
+        with connect(self.s.live_db_path, timeout_s=30.0) as con:
+            if day.date() in market_days(con, "bids"):
+                return None
+        hours = day_hours(day)
+        start = pd.Timestamp(now).floor("5min")
+        horizon = pd.Timestamp(hours[-1]) + pd.Timedelta(hours=1) - start
+        self._bid_planner = self._bid_planner or FleetPlanner()
+        run = self.engine.run(now, "market_bids", bms, st, self.forecasts, horizon=horizon, planner=self._bid_planner)
+        out = run.out
+        times = run.p.times.tz_convert("UTC").tz_localize(None)
+        bids = hourly_bids(times, stored_energy_value(out.result), out.result.battery_power, out.agg_fleet.eta_c,
+                           out.agg_fleet.eta_d, out.agg_x.degradation, list(out.agg_fleet.battery_ids), hours)
+        ok, rejected = validate(bids, hours)
+        mode = self.s.mode_for("market_bid", "automatic")
+        in_day = pd.DatetimeIndex(times).floor("h").isin(hours)
+        labels = run.p.prices.source[in_day].value_counts().to_dict()
+        text = (f"day-ahead bids for {day.date()}: {int((ok.side == 'sell').sum())} offers "
+                f"({ok.mw[ok.side == 'sell'].sum():.2f} MW-h), {int((ok.side == 'buy').sum())} bids "
+                f"({ok.mw[ok.side == 'buy'].sum():.2f} MW-h), {len(rejected)} rejected; "
+                + ("submitted" if mode == "automatic" else f"not submitted ({mode})"))
+        body = {"summary": text, "delivery_day": str(day.date()), "gate_closure_utc": str(gate_closure(day)),
+                "inputs": {"plan_steps": len(times), "state_snapshot": str(st["ts"]) if st else None,
+                           "prices_for_the_day": labels, "flags": run.flags[-6:],
+                           "network_version": self.engine.network_version},
+                "rule": "per cluster and hour: offer the planned discharge at v/eta_d + degradation, bid the planned "
+                        "charge at v*eta_c - degradation, v the plan's value of stored energy (energy-balance dual)",
+                "decision": {"bids": ok.astype({"hour": str}).to_dict("records")},
+                "rejected": rejected.astype({"hour": str}).to_dict("records"),
+                "objective": {k: round(v, 2) for k, v in out.result.breakdown.items()},
+                "alternatives": {"no bids": "no position: the fleet trades against the grid's import at the "
+                                            "day-ahead price, as before the market stage"}}
+        rec = self.ledger.append("market_bid", body, mode=mode, actor="dispatcher")
+        status = "accepted" if mode == "automatic" else f"not submitted ({mode})"
+        rows = pd.concat([ok.assign(status=status, reason=None), rejected], ignore_index=True)
+        rows = rows.assign(delivery_day=day.date(), decision_id=rec.id, submitted_at=now)[
+            ["delivery_day", "decision_id", "submitted_at", "hour", "cluster", "side", "mw", "price", "value_eur_mwh",
+             "status", "reason"]]
+        with connect(self.s.live_db_path, timeout_s=30.0) as con:
+            write_market(con, day.date(), "bids", rows)
+        log.info("dispatcher: %s", text)
+        self._report_market("market_bids", {
+            "decision": rec.id, "summary": text, "delivery_day": str(day.date()), "mode": mode,
+            "offers": int((ok.side == "sell").sum()), "bids": int((ok.side == "buy").sum()), "rejected": len(rejected),
+            "offered_mwh": round(float(ok.mw[ok.side == "sell"].sum()), 4),
+            "bid_mwh": round(float(ok.mw[ok.side == "buy"].sum()), 4), "prices_for_the_day": labels,
+            "curve": rows[["hour", "cluster", "side", "mw", "price", "status", "reason"]].astype({"hour": str})})
+        return rec.id
+
+    def _award(self, now: datetime) -> list[str]:
+        """Clear every bid day without an award whose prices are published: a price-taker's award at the
+        published price per hour (market.clearing), the position it makes, recorded and stored."""
+        from gridpipeline.market.bids import awards, day_hours, position
+        from gridpipeline.market.settlement import cents, imbalance_prices
+        from gridpipeline.market.store import market_days, write_market
+
+        done = []
+        with connect(self.s.live_db_path, timeout_s=30.0) as con:
+            todo = sorted(market_days(con, "bids") - market_days(con, "awards"))
+            bids = {d: con.execute("SELECT * FROM market.bids WHERE delivery_day = ?", [d]).df() for d in todo}
+        known, _ = self.engine._smard.known(pd.Timestamp(now, tz="UTC"))
+        known = known.copy()
+        if pd.DatetimeIndex(known.index).tz is not None:
+            known.index = pd.DatetimeIndex(known.index).tz_convert("UTC").tz_localize(None)
+        for d in todo:
+            hours = day_hours(d)
+            price = known.reindex(hours)
+            if price.isna().all():
+                continue  # not published yet
+            b = bids[d]
+            sub = b[b.status == "accepted"]
+            aw = awards(sub[["hour", "cluster", "side", "mw", "price"]], price)
+            pos = position(aw, hours)
+            lo, hi = imbalance_prices(price.to_numpy(float))
+            spread = hi - price.to_numpy(float)
+            revenue = sum(cents(v) for v in (pos * price).fillna(0.0))
+            text = (f"day-ahead award for {d}: {aw.awarded_mw.gt(0).sum()} of {len(sub)} bids in the money, "
+                    f"position {pos.clip(lower=0).sum():.2f} MWh sold, {(-pos.clip(upper=0)).sum():.2f} MWh bought, "
+                    f"{revenue / 100:.2f} EUR at the clearing prices")
+            body = {"summary": text, "delivery_day": str(d), "bid_decision": str(b.decision_id.iloc[0]),
+                    "inputs": {"clearing_prices": {str(h): round(float(v), 2) for h, v in price.items()}},
+                    "rule": "price-taker: the auction clears at the published price whatever the portfolio bids "
+                            "(market.clearing.award); an offer at or below it sells, a bid at or above it buys",
+                    "decision": {"position_mw": {str(h): round(float(v), 4) for h, v in pos.items()},
+                                 "revenue_cents": int(revenue)},
+                    "not_submitted": int((b.status != "accepted").sum()),
+                    "imbalance_rule": "two-price: short pays price + spread, long is paid price - spread "
+                                      "(market.settlement)"}
+            rec = self.ledger.append("market_award", body, mode="automatic", actor="market",
+                                     ref=str(b.decision_id.iloc[0]))
+            awr = aw.assign(delivery_day=d, decision_id=rec.id, bid_decision=str(b.decision_id.iloc[0]), decided_at=now)[
+                ["delivery_day", "decision_id", "bid_decision", "decided_at", "hour", "cluster", "side", "mw", "price",
+                 "clearing_price", "awarded_mw", "position_mw"]]
+            prow = pd.DataFrame({"delivery_day": d, "decision_id": rec.id, "decided_at": now, "hour": hours,
+                                 "position_mw": pos.to_numpy(float), "clearing_price": price.to_numpy(float),
+                                 "spread_eur_mwh": spread})
+            with connect(self.s.live_db_path, timeout_s=30.0) as con:
+                write_market(con, d, "awards", awr)
+                write_market(con, d, "positions", prow)
+            log.info("dispatcher: %s", text)
+            self._report_market("market_awards", {
+                "decision": rec.id, "summary": text, "delivery_day": str(d), "revenue_eur": revenue / 100,
+                "sold_mwh": round(float(pos.clip(lower=0).sum()), 4),
+                "bought_mwh": round(float(-pos.clip(upper=0).sum()), 4),
+                "awards": awr[["hour", "cluster", "side", "mw", "price", "clearing_price", "awarded_mw"]]
+                .astype({"hour": str})})
+            done.append(rec.id)
+        return done
+
+    def _report_market(self, asset: str, meta: dict) -> None:
+        """A runless materialisation of ``asset`` with ``meta`` (frames as markdown tables)."""
+        if not self.report:
+            return
+        from dagster import AssetMaterialization, MetadataValue
+
+        from gridpipeline.base.plots import md_table
+
+        try:
+            md = {k: MetadataValue.md(md_table(v, limit=60)) if isinstance(v, pd.DataFrame) else
+                  MetadataValue.json(v) if isinstance(v, dict) else v for k, v in meta.items()}
+            self.instance.report_runless_asset_event(AssetMaterialization(asset_key=asset, metadata=md))
+        except Exception:
+            log.exception("dispatcher: reporting %s failed", asset)
 
     def _report_signals(self, now: datetime, decision_id: str, summary: dict, times, sig) -> None:
         from dagster import AssetMaterialization

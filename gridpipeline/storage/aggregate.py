@@ -61,7 +61,8 @@ def aggregate_inputs(x: DispatchInputs, cl: np.ndarray, C: int) -> DispatchInput
         terminal_value=x.terminal_value, surplus_value=x.surplus_value, gen_avail=x.gen_avail, curtail_value=x.curtail_value,
         import_max=x.import_max, export_max=x.export_max, limit_base=x.limit_base, limit_lower=x.limit_lower,
         limit_upper=x.limit_upper, sens_battery=sens, sens_generator=x.sens_generator, limit_names=x.limit_names,
-        q_max=x.q_max, sens_generator_q=x.sens_generator_q, var_value=x.var_value)
+        q_max=x.q_max, sens_generator_q=x.sens_generator_q, var_value=x.var_value, position=x.position,
+        position_spread=x.position_spread)
 
 
 class FleetPlanner:

@@ -95,19 +95,23 @@ class PlanEngine:
         self.headroom: dict[str, tuple[float, float]] = {}
 
     def run(self, now: datetime, trigger: str, bms: pd.DataFrame, st: dict | None, forecasts: dict | None,
-            held: dict | None = None, import_limit: dict | None = None) -> PlanRun:
+            held: dict | None = None, import_limit: dict | None = None, position: pd.DataFrame | None = None,
+            horizon: pd.Timedelta | None = None, planner=None) -> PlanRun:
         """One plan. ``held``: battery id -> (MW, decision id) of units an operator's VPP setpoint holds:
         they are left out of the plan (with the reason), their power is taken as given in the net load,
         and their setpoints are sent again with the plan's (the BMS watchdog would drop them).
         ``import_limit``: an import limit instruction in force or announced (``inputs.active_import_limit``):
-        over its steps the plan keeps the lower of it and the deployment's limit."""
+        over its steps the plan keeps the lower of it and the deployment's limit. ``position``: the fleet's
+        market position (``hour``, ``position_mw`` + sold, ``spread_eur_mwh``: what a deviation costs), read
+        from the store; the plan follows it unless deviating pays more than the spread. ``horizon`` and
+        ``planner``: a longer plan on its own model (the market bids' plan to the end of the delivery day)."""
         from gridpipeline.storage.gate import gate
         from gridpipeline.storage.planner import PlanInputs, plan_tables, solve_plan, units_now
 
         t0 = time.perf_counter()
         flags: list[str] = []
         start = pd.Timestamp(now).floor("5min").tz_localize("UTC")
-        times = pd.date_range(start, periods=int(HORIZON / STEP), freq=STEP)
+        times = pd.date_range(start, periods=int((horizon or HORIZON) / STEP), freq=STEP)
         units = units_now(self.fleet, bms)
         held = {b: v for b, v in (held or {}).items() if b in set(units.battery_id)}
         if held:
@@ -136,7 +140,15 @@ class PlanEngine:
         p = PlanInputs(times=times, units=units, generators=self.gens, demand=demand, renewables=renew, prices=prices,
                        other_generation_mw=other_gen, ramps=ramps, limits=limits, flags=flags,
                        zone_delta_mw=zone_delta, import_max_mw=import_max, export_max_mw=self.export_max)
-        out = solve_plan(p, self.planner)
+        if position is not None and len(position):
+            pos = position.assign(hour=pd.to_datetime(position.hour).dt.tz_localize(None)).set_index("hour")
+            hours = times.tz_convert("UTC").tz_localize(None).floor("h")
+            p.position_mw = pos.position_mw.reindex(hours).to_numpy(float)
+            p.position_spread = pos.spread_eur_mwh.reindex(hours).to_numpy(float)
+            if np.isfinite(p.position_mw).any():
+                flags.append(f"market position on {int(np.isfinite(p.position_mw).sum())} steps: followed unless a "
+                             "deviation pays more than its imbalance spread")
+        out = solve_plan(p, planner or self.planner)
         first = pd.Series(out.power[0], index=self.fleet.storage_index.to_numpy())  # + discharge
         for b, (mw, _) in held.items():  # the gate sees the held units at their setpoints
             first.iloc[int(np.flatnonzero(self.fleet.battery_id.to_numpy() == b)[0])] = float(mw)

@@ -98,6 +98,11 @@ class DispatchInputs:
     q_max: np.ndarray | None = None        # (T, G) Mvar each generator's inverter may give either way
     sens_generator_q: np.ndarray | None = None  # (K, G) d row / d reactive injection (Mvar)
     var_value: float = VAR_VALUE           # €/Mvarh
+    #: (T,) MW the fleet sold (+) or bought (-) on the day-ahead market for each step (the award, read
+    #: from the store); NaN or None: no position. A deviation costs ``position_spread`` (T,) €/MWh
+    #: either way, on top of the energy price: the two-price imbalance rule, as a plan sees it
+    position: np.ndarray | None = None
+    position_spread: np.ndarray | None = None
 
 
 @dataclass
@@ -157,7 +162,7 @@ class DispatchModel:
             ("lim_base", (T, max(K, 1)), {}), ("lim_lo", max(K, 1), {}), ("lim_hi", max(K, 1), {}),
             ("sens_b", (max(K, 1), N), {}), ("sens_g", (max(K, 1), max(G, 1)), {}),
             ("sens_gq", (max(K, 1), max(G, 1)), {}), ("q_max", (T, max(G, 1)), {"nonneg": True}),
-            ("var_value_dt", (), {"nonneg": True})]}
+            ("var_value_dt", (), {"nonneg": True}), ("position", T, {}), ("pos_spread_dt", T, {"nonneg": True})]}
         self.p = P
         c = cp.Variable((T, N), nonneg=True, name="charge")
         d = cp.Variable((T, N), nonneg=True, name="discharge")
@@ -175,7 +180,9 @@ class DispatchModel:
         s_exp = cp.Variable(T, nonneg=True)
         s_lim_lo = cp.Variable((T, max(K, 1)), nonneg=True)
         s_lim_hi = cp.Variable((T, max(K, 1)), nonneg=True)
-        self.v = dict(c=c, d=d, e=e, curt=curt, qp=qp, qn=qn, imp=imp, exp=exp, s_lo=s_lo, s_hi=s_hi, s_term=s_term, s_sur=s_sur,
+        pos_long = cp.Variable(T, nonneg=True)   # the fleet delivers more than its market position
+        pos_short = cp.Variable(T, nonneg=True)
+        self.v = dict(pos_long=pos_long, pos_short=pos_short, c=c, d=d, e=e, curt=curt, qp=qp, qn=qn, imp=imp, exp=exp, s_lo=s_lo, s_hi=s_hi, s_term=s_term, s_sur=s_sur,
                       s_imp=s_imp, s_exp=s_exp, s_lim_lo=s_lim_lo, s_lim_hi=s_lim_hi)
         eta_c = np.asarray(fleet.eta_c, dtype=float)
         inv_eta_d = 1.0 / np.asarray(fleet.eta_d, dtype=float)
@@ -195,6 +202,7 @@ class DispatchModel:
             "balance": imp - exp == P["net_load"] - gen_out + cp.sum(c, axis=1) - cp.sum(d, axis=1),
             "import_max": imp - s_imp <= P["imp_max"],
             "export_max": exp - s_exp <= P["exp_max"],
+            "position": cp.sum(d - c, axis=1) - P["position"] == pos_long - pos_short,
         }
         if G:
             cons["curtail_max"] = curt <= P["avail"]
@@ -224,6 +232,7 @@ class DispatchModel:
             "degradation": cp.sum(c + d, axis=0) @ P["deg_dt"],
             "curtailment": cp.sum(curt, axis=0) @ P["curt_value_dt"],
             "reactive": P["var_value_dt"] * cp.sum(qp + qn),
+            "imbalance": P["pos_spread_dt"] @ (pos_long + pos_short),
             "terminal_shortfall": P["terminal_value"] * cp.sum(s_term),
             "terminal_surplus": -P["surplus_value"] * cp.sum(s_sur),
             "penalty_energy": PENALTY["energy"] * (cp.sum(s_lo) + cp.sum(s_hi)),
@@ -261,6 +270,11 @@ class DispatchModel:
         P["q_max"].value = (np.clip(_z(x.q_max, (T, G)), 0, None) if (G and K and x.q_max is not None)
                             else np.zeros((T, max(G, 1))))
         P["var_value_dt"].value = max(float(x.var_value), 0.0) * x.dt_h
+        pos = np.full(T, np.nan) if x.position is None else np.asarray(x.position, float).reshape(T)
+        spread = np.zeros(T) if x.position_spread is None else np.asarray(x.position_spread, float).reshape(T)
+        held = np.isfinite(pos) & np.isfinite(spread)
+        P["position"].value = np.where(held, pos, 0.0)
+        P["pos_spread_dt"].value = np.where(held, np.clip(spread, 0, None), 0.0) * x.dt_h
         if K:
             P["lim_base"].value = _z(x.limit_base, (T, K))
             P["lim_lo"].value = _z(x.limit_lower, K)
@@ -322,7 +336,8 @@ class DispatchModel:
                 else:
                     rec["where"] = self.fleet.battery_ids[int(idx[0])]
                 violations.append(rec)
-        duals = {k: np.asarray(self.cons[k].dual_value) for k in ("import_max", "export_max", "balance")
+        duals = {k: np.asarray(self.cons[k].dual_value)
+                 for k in ("import_max", "export_max", "balance", "energy_balance")
                  if self.cons[k].dual_value is not None}
         binding = []
         for k in ("import_max", "export_max"):

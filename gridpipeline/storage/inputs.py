@@ -142,9 +142,20 @@ def read_forecasts(con, now: datetime) -> dict:
     return out
 
 
+def _day_before(df: pd.DataFrame) -> pd.DataFrame:
+    """Steps past a forecast's end filled with the same time of the day before (a plan longer than the
+    forecast: the market bids' plan to the end of the delivery day), then by persistence."""
+    for _ in range(3):
+        if not df.isna().any().any():
+            break
+        df = df.fillna(df.shift(freq="1D").reindex(df.index))
+    return df
+
+
 def forecast_frames(fc: dict | None, times: pd.DatetimeIndex, st: dict | None, net, flags: list[str]):
     """(demand, renewables per kind, ramps, reference) on the plan's steps. Missing forecasts are filled
-    by persistence of the estimated state (flagged); missing steps of a forecast likewise."""
+    by persistence of the estimated state (flagged); missing steps of a forecast likewise, except past
+    its end, which repeat the day before (flagged)."""
     naive = times.tz_convert("UTC").tz_localize(None)
     fc = fc or {}
     inj = st["injections"] if st else None
@@ -154,7 +165,7 @@ def forecast_frames(fc: dict | None, times: pd.DatetimeIndex, st: dict | None, n
         dd = dd[~dd.index.duplicated()].reindex(naive)
         if dd.p50.isna().any():
             flags.append(f"demand forecast covers {int(dd.p50.notna().sum())} of {len(naive)} steps: the rest by persistence")
-        demand = dd.ffill().bfill()
+        demand = _day_before(dd).ffill().bfill()
     else:
         demand = None
     if demand is None or demand.p50.isna().all():
@@ -168,7 +179,7 @@ def forecast_frames(fc: dict | None, times: pd.DatetimeIndex, st: dict | None, n
         g = gens.get(kind)
         if g is not None and len(g):
             gg = g.set_index("valid_time")[["p10", "p50", "p90", "capacity_mw"]].astype(float)
-            gg = gg[~gg.index.duplicated()].reindex(naive).ffill().bfill()
+            gg = _day_before(gg[~gg.index.duplicated()].reindex(naive)).ffill().bfill()
             renew[kind] = gg.reset_index(drop=True)
     # nowcast: the first hours follow what is measured now. The ratio of the estimated output to the
     # forecast for this step scales the forecast, fading back to the forecast over NOWCAST_HOURS (a

@@ -140,6 +140,8 @@ class PlanInputs:
     limits: object | None = None   # limits.LimitRows for the units and generators (same order)
     zone_delta_mw: np.ndarray | None = None  # (T, Z) zone demand forecast's change from its first step,
     #                                          in limits.zones order (moves the limit rows' base)
+    position_mw: np.ndarray | None = None      # (T,) the fleet's market position per step (+ sold), NaN: none
+    position_spread: np.ndarray | None = None  # (T,) EUR/MWh a deviation from it costs
     limit_base: np.ndarray | None = None   # (T, K) the rows' values with no action when known per step (a
     #                                        hindsight study's power flows); else moved from ``limits.now``
     import_max_mw: float | np.ndarray = IMPORT_MAX_MW  # scalar, or (T,) per step (an import limit instruction)
@@ -200,7 +202,7 @@ def build_inputs(p: PlanInputs) -> tuple[Fleet, DispatchInputs, dict]:
         terminal_value=max(terminal, 0.0), surplus_value=max(terminal, 0.0), gen_avail=gen_p50,
         curtail_value=np.full(len(p.generators), CURTAIL_VALUE),
         import_max=np.broadcast_to(np.asarray(p.import_max_mw, float), (T,)).copy(),
-        export_max=np.full(T, p.export_max_mw))
+        export_max=np.full(T, p.export_max_mw), position=p.position_mw, position_spread=p.position_spread)
     if p.limits is not None and len(p.limits.names):
         rows = p.limits
         gen_delta = gen_p50 - gen_p50[:1]  # the forecast's change from the estimated state (limits.py)

@@ -525,3 +525,47 @@ def test_demand_response_in_approve_mode_waits_for_the_operator_and_is_sent_once
                    for c in r["body"]["calls"])
     finally:
         d.vtn.stop()
+
+
+def test_day_ahead_bids_then_awards_at_the_published_prices(field):
+    """At 18:00 Berlin the next open gate is the day after tomorrow's: the plan bids it from a plan to the
+    end of that day; once its prices are published the award is the price-taker's, hour by hour, and
+    makes the position the plans follow."""
+    from gridpipeline.market.bids import day_hours
+    from gridpipeline.orchestration.dispatcher import Dispatcher
+
+    sim, client = field
+    sim.simulate_window(T0)
+    _state_from(sim, T0, T0 + timedelta(minutes=4))
+    s = get_settings()
+    d = Dispatcher(s, report=False, client=client)
+    d.plan(T0 + timedelta(minutes=4, seconds=30), "schedule")
+    led = Ledger(s.ledger)
+    (bid,) = led.records(kind="market_bid")
+    assert bid["body"]["delivery_day"] == "2026-06-17"
+    hours = day_hours(pd.Timestamp("2026-06-17"))
+    with connect(s.live_db_path, read_only=True) as con:
+        bids = con.execute("SELECT * FROM market.bids").df()
+    assert len(bids) > 0 and set(bids.status) == {"accepted"}
+    assert pd.DatetimeIndex(bids.hour).isin(hours).all() and (bids.mw > 0).all()
+    # a bid is on the right side of the value of stored energy: offers above it, bids below
+    assert (bids[bids.side == "sell"].price >= bids[bids.side == "sell"].value_eur_mwh - 1e-6).all()
+    assert (bids[bids.side == "buy"].price <= bids[bids.side == "buy"].value_eur_mwh + 1e-6).all()
+    assert d._award(T0 + timedelta(minutes=5)) == []  # 2026-06-17 not published yet: nothing cleared
+    d.plan(T0 + timedelta(minutes=9), "schedule")
+    assert len(led.records(kind="market_bid")) == 1  # bid once per day
+    PriceExchange(s.prices).publish(T0 - timedelta(days=3), T0 + timedelta(days=1))
+    (award_id,) = d._award(T0 + timedelta(days=1))
+    with connect(s.live_db_path, read_only=True) as con:
+        aw = con.execute("SELECT * FROM market.awards").df()
+        pos = con.execute("SELECT * FROM market.positions ORDER BY hour").df()
+    assert len(pos) == len(hours) and set(aw.decision_id) == {award_id}
+    # the price-taker's rule, checked bid by bid against the published price
+    won = np.where(aw.side == "sell", aw.price <= aw.clearing_price, aw.price >= aw.clearing_price)
+    np.testing.assert_allclose(aw.awarded_mw, np.where(won, aw.mw, 0.0))
+    by_hour = aw.assign(signed=np.where(aw.side == "sell", 1, -1) * aw.awarded_mw).groupby("hour").signed.sum()
+    np.testing.assert_allclose(pos.set_index("hour").position_mw.reindex(by_hour.index), by_hour)
+    assert (pos.spread_eur_mwh >= 10.0 - 1e-9).all()
+    got = d.position(datetime(2026, 6, 16, 22, 0))
+    assert got is not None and len(got) == 24  # the window reaches the delivery day's 24 hours
+    assert led.verify().ok

@@ -194,3 +194,37 @@ def test_reactive_power_before_curtailment_where_voltage_binds_by_hand(const_sen
         assert r.curtail[0, 0] == pytest.approx(curt, abs=1e-6)
         assert r.objective == pytest.approx(cost, abs=1e-6)
         assert r.feasible_without_slack
+
+
+def test_a_market_position_is_followed_unless_deviating_pays_more_than_the_spread():
+    """The three-battery case with the fleet sold 0.5 MW at step 1 and nothing at step 0, deviations at
+    100 EUR/MWh. Charging at step 0 would deviate (100/MW against at most 40 earned), so only B3 can
+    deliver: it sells its 0.5 MWh at 50 below its target (worth 60) with 5 of degradation, 7.5 EUR,
+    against 50 EUR for not delivering. Objective -25 + 2.5 + 30 = 7.5. With no spread, or no position,
+    the plan is the one without a market (-90)."""
+    fleet, x = _three()
+    x.position = np.array([0.0, 0.5])
+    x.position_spread = np.array([100.0, 100.0])
+    m = DispatchModel(fleet, 2)
+    r = m.solve(x)
+    np.testing.assert_allclose((r.discharge - r.charge).sum(axis=1)[1], 0.5, atol=1e-6)
+    assert r.objective == pytest.approx(-50 * 0.5 + 5 * 0.5 + 60 * 0.5, abs=1e-6)
+    assert r.breakdown["imbalance"] == pytest.approx(0.0, abs=1e-6)
+    x.position_spread = np.zeros(2)
+    assert m.solve(x).objective == pytest.approx(-90.0, abs=1e-6)
+    x.position = np.array([np.nan, np.nan])
+    assert m.solve(x).objective == pytest.approx(-90.0, abs=1e-6)
+
+
+def test_the_value_of_stored_energy_is_read_from_the_duals():
+    """One lossless battery charging at full power for one hour at 40 EUR/MWh, its energy at the end worth
+    50 EUR/MWh (power-limited: the value of stored energy is pinned at 50, whatever the sign convention)."""
+    from gridpipeline.market.bids import stored_energy_value
+
+    fleet = Fleet(("B",), eta_c=np.ones(1), eta_d=np.ones(1))
+    x = DispatchInputs(dt_h=1.0, price_buy=np.array([40.0, 40.0]), price_sell=np.array([40.0, 40.0]),
+                       net_load=np.zeros(2), soc0=np.zeros(1), e_min=np.zeros(1), e_max=np.full(1, 5.0),
+                       p_charge_max=np.ones(1), p_discharge_max=np.ones(1), degradation=np.zeros(1),
+                       e_target=np.zeros(1), terminal_value=50.0, surplus_value=50.0)
+    r = DispatchModel(fleet, 2).solve(x)
+    np.testing.assert_allclose(stored_energy_value(r), [[50.0], [50.0]], atol=1e-6)
