@@ -659,6 +659,46 @@ def data_build(out: Path = typer.Option(PROJECT_ROOT / "data" / "sample_grid", h
     typer.echo(json.dumps(summary, default=str))
 
 
+@app.command("report")
+def report_cmd(
+    month: str = typer.Option(..., "--month", help="YYYY-MM (UTC days)"),
+    out: Path = typer.Option(..., "--out", help="folder for report.html, daily.csv and steps.csv"),
+):
+    """The month's financial report for compliance and regulatory filing: costs by component, savings
+    against the same days with no optimisation, market revenue, DR payments and shed costs, as HTML with
+    the plots, and CSV (per day and per 5-minute step). Reads the stores (read-only)."""
+    import duckdb
+    import pandas as pd
+
+    from gridpipeline.market.finance import cost_context, day_report, write_report
+    from gridpipeline.sources.network import load_network_model
+    from gridpipeline.store import connect
+
+    s = _settings()
+    try:
+        first = pd.Timestamp(datetime.strptime(month, "%Y-%m"))
+    except ValueError:
+        typer.secho(f"--month {month!r}: expected YYYY-MM", fg="red", err=True)
+        raise typer.Exit(2)
+    ctx = cost_context(load_network_model(s.network).net, s.load_policy)
+    days, steps = {}, []
+    try:
+        with connect(s.live_db_path, read_only=True, timeout_s=60.0) as live, \
+                connect(s.db_path, read_only=True, timeout_s=60.0) as main:
+            for day in pd.date_range(first, first + pd.offsets.MonthEnd(0), freq="D"):
+                fig, per_step = day_report(live, main, day.to_pydatetime(), (day + pd.Timedelta(days=1)).to_pydatetime(),
+                                           ctx["degradation"], ctx["curtail_value"], ctx["voll"], ctx["import_max_mw"])
+                if fig["steps_priced"]:
+                    days[day.date()] = fig
+                    steps.append(per_step)
+    except (duckdb.IOException, TimeoutError) as exc:
+        typer.secho(f"the stores are not readable: {exc}", fg="red", err=True)
+        raise typer.Exit(1)
+    daily = pd.DataFrame.from_dict(days, orient="index")
+    result = write_report(month, daily, pd.concat(steps) if steps else pd.DataFrame(), out)
+    typer.echo(json.dumps({"month": month, "out": str(out), **result}))
+
+
 @app.command()
 def bench(
     name: str = typer.Argument(..., help="Benchmark: ingest, estimate, contingency, forecast, loop, dispatch, replan, "

@@ -111,4 +111,181 @@ def grid_costs(context: AssetExecutionContext, duckdb: DuckDBResource, settings:
         else f"every one of {int(priced.sum())} priced steps within {DEPARTURE_SHARE:.0%} of its plan")
 
 
-market_assets = [price_signals, grid_costs]
+market_bids = AssetSpec(
+    "market_bids", group_name=GROUP, deps=["dispatch_plan"],
+    description="Day-ahead bids and offers of the flexible portfolio (market/bids.py), one curve step per battery "
+    "cluster and delivery hour: the planned discharge offered at v/eta_d + degradation, the planned charge bid at "
+    "v*eta_c - degradation, v the dispatch plan's value of stored energy (its energy-balance duals). The live "
+    "dispatcher bids the next delivery day whose gate (12:00 Europe/Berlin the day before) is open, once, from a "
+    "plan to the end of that day; the exchange's rejections come back with reasons. Ledger kind `market_bid` "
+    "(GRIDPIPELINE_DECISION_MODES=market_bid=advisory records without submitting); rows in market.bids.")
+market_awards = AssetSpec(
+    "market_awards", group_name=GROUP, deps=["market_bids"],
+    description="The day-ahead awards once the day's prices are published: a price-taker's, at the real price "
+    "(market/clearing.py): an offer at or below it sells, a bid at or above it buys, whatever the volume. The "
+    "position per hour (market.positions, with the imbalance spread) is what the dispatch plans then follow: a "
+    "deviation costs the spread in the plan's objective. Ledger kind `market_award`; rows in market.awards.")
+
+# the delivery day (Europe/Berlin) is the partition; the last one is the last day that has ended
+settlement_days = DailyPartitionsDefinition(start_date=START, timezone="Europe/Berlin")
+
+
+@asset(
+    group_name=GROUP,
+    pool="duckdb",
+    partitions_def=settlement_days,
+    deps=[AssetKey("market_awards"), AssetKey("storage_state"), AssetKey("dr_events")],
+    automation_condition=AutomationCondition.on_cron("40 * * * *", "Europe/Berlin"),
+    check_specs=[AssetCheckSpec("settlement_reconciles", asset="market_settlement", blocking=True,
+                                description="Fails when the day's settlement lines do not sum, to the cent, to the "
+                                "ledger's settlement record, or its energy does not match the award's revenue.")],
+    description="Settlement of a delivery day (market/settlement.py): the position at the clearing price, the "
+    "deviation of the fleet's metered power (BMS reads) from it at a two-price imbalance price (short pays price + "
+    "spread, long is paid price - spread, spread = max(10 EUR/MWh, 20 % of |price|)), and the DR events' payments "
+    "as their contracts say (load.dr_events), in integer cents, line by line. Ledger kind `settlement`; rows in "
+    "market.settlements (a re-run replaces the day's rows and appends a new record). Hourly, for the last day ended.",
+)
+def market_settlement(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource):
+    import duckdb as ddb
+    import pandas as pd
+
+    from gridpipeline.ledger.store import Ledger
+    from gridpipeline.market.bids import day_hours
+    from gridpipeline.market.settlement import cents, reconcile, settle_day
+    from gridpipeline.market.store import read_day_for_settlement, write_market
+    from gridpipeline.store import connect
+
+    s = settings.get()
+    day = pd.Timestamp(context.partition_key)
+    hours = day_hours(day)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    try:
+        with connect(s.live_db_path, read_only=True, timeout_s=20.0) as live:
+            frame = read_day_for_settlement(live, hours)
+    except (ddb.IOException, TimeoutError) as exc:
+        context.log.warning(f"live store not readable ({exc})")
+        frame = None
+    with writer_lock(s.db_path), duckdb.get_connection() as main:
+        try:
+            dr = main.execute("SELECT event_id, contract, load_id, delivered_mwh, compensation_eur_mwh, payment_eur "
+                              "FROM load.dr_events WHERE status = 'measured' AND start >= ? AND start < ?",
+                              [hours[0].to_pydatetime(), (hours[-1] + pd.Timedelta(hours=1)).to_pydatetime()]).df()
+        except ddb.CatalogException:
+            dr = pd.DataFrame(columns=["event_id", "payment_eur"])
+    if frame is None or frame.position_mw.isna().all():
+        yield MaterializeResult(metadata={"day": str(day.date()), "settled": False,
+                                          "reason": "no award for the day: nothing to settle"})
+        yield AssetCheckResult(check_name="settlement_reconciles", passed=False, severity=AssetCheckSeverity.WARN,
+                               description=f"no award for {day.date()}: nothing settled, nothing to reconcile")
+        return
+    frame["position_mw"] = frame.position_mw.fillna(0.0)
+    lines, flags = settle_day(frame)
+    dr_cents = [cents(v) for v in dr.payment_eur.fillna(0.0)] if len(dr) else []
+    total = int(lines.total_cents.sum())
+    led = Ledger(s.ledger)
+    awards = {r["id"]: r for r in led.records(kind="market_award") if r["body"].get("delivery_day") == str(day.date())}
+    award_id = frame.award.dropna().iloc[-1] if frame.award.notna().any() else None
+    award_cents = awards[award_id]["body"]["decision"]["revenue_cents"] if award_id in awards else None
+    body = {"summary": f"settlement of {day.date()}: energy {lines.energy_cents.sum() / 100:.2f} EUR, imbalance "
+                       f"{lines.imbalance_cents.sum() / 100:.2f} EUR, DR payments {sum(dr_cents) / 100:.2f} EUR",
+            "delivery_day": str(day.date()), "award": award_id,
+            "rule": "energy at the clearing price; deviation (metered - position) at price - spread when long, "
+                    "price + spread when short; each line rounded to the cent once, half away from zero",
+            "decision": {"lines": len(lines), "energy_cents": int(lines.energy_cents.sum()),
+                         "imbalance_cents": int(lines.imbalance_cents.sum()), "total_cents": total,
+                         "dr_payment_cents": int(sum(dr_cents)), "dr_events": len(dr_cents)},
+            "flags": flags}
+    rec = led.append("settlement", body, mode="automatic", actor="market", ref=award_id)
+    rows = lines.rename(columns={"step": "hour"}).assign(delivery_day=day.date(), decision_id=rec.id, settled_at=now)[
+        ["delivery_day", "decision_id", "settled_at", "hour", "position_mwh", "actual_mwh", "price", "imbalance_mwh",
+         "imbalance_price", "energy_cents", "imbalance_cents", "total_cents"]]
+    with connect(s.live_db_path, timeout_s=30.0) as live:
+        write_market(live, day.date(), "settlements", rows)
+        stored = live.execute("SELECT total_cents FROM market.settlements WHERE delivery_day = ?", [day.date()]).df()
+    # against the record as the ledger holds it (read back), not the one in memory
+    (held,) = [r for r in led.records(kind="settlement", since=now - pd.Timedelta(minutes=1)) if r["id"] == rec.id]
+    diff = reconcile(stored, held["body"]["decision"]["total_cents"])
+    award_diff = None if award_cents is None else int(lines.energy_cents.sum()) - int(award_cents)
+    yield MaterializeResult(metadata={
+        "day": str(day.date()), "settled": True, "decision": rec.id, "energy_eur": int(lines.energy_cents.sum()) / 100,
+        "imbalance_eur": int(lines.imbalance_cents.sum()) / 100, "total_eur": total / 100,
+        "dr_payments_eur": int(sum(dr_cents)) / 100, "hours_flagged": len(flags),
+        "imbalance_mwh": round(float(lines.imbalance_mwh.abs().sum()), 4)})
+    ok = diff == 0 and (award_diff in (None, 0))
+    yield AssetCheckResult(
+        check_name="settlement_reconciles", passed=ok,
+        metadata={"lines_minus_record_cents": int(diff),
+                  "energy_minus_award_cents": None if award_diff is None else int(award_diff)},
+        description="lines, ledger record and award agree to the cent" if ok else
+        f"does not reconcile: lines - record {diff} cents, energy - award {award_diff} cents")
+
+
+@asset(
+    group_name=GROUP,
+    pool="duckdb",
+    partitions_def=cost_days,
+    deps=[AssetKey("grid_costs"), AssetKey("market_settlement")],
+    automation_condition=AutomationCondition.on_cron("50 * * * *"),
+    check_specs=[AssetCheckSpec("optimisation_saves", asset="financial_report",
+                                description="Warns when the day cost more than the same day with no optimisation, "
+                                "or when nothing was priced.")],
+    description="The day's financial impact (market/finance.py): costs by component, the same day re-run through "
+    "the cost model with no battery dispatch, curtailment, DR, shedding or market position (on the same "
+    "measurements, never the simulator's), the savings, the market revenue (settlement), DR payments and shed "
+    "costs; with the stacked costs and the month's cumulative savings. Rows in market.financial_daily. "
+    "`gridpipeline report --month YYYY-MM --out DIR` writes a month as HTML and CSV.",
+)
+def financial_report(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
+                     network: NetworkModelResource):
+    import duckdb as ddb
+    import pandas as pd
+    from dagster import MetadataValue
+
+    from gridpipeline.base.plots import md_table
+    from gridpipeline.market.finance import cost_context, day_report, stacked_chart
+    from gridpipeline.market.store import write_financial
+    from gridpipeline.store import connect
+
+    s = settings.get()
+    ctx = cost_context(network.load().net, s.load_policy)
+    day = pd.Timestamp(context.partition_key)
+    start, end = day.to_pydatetime(), (day + pd.Timedelta(days=1)).to_pydatetime()
+    with writer_lock(s.db_path), duckdb.get_connection() as main:
+        try:
+            with connect(s.live_db_path, read_only=True, timeout_s=20.0) as live:
+                fig, per_step = day_report(live, main, start, end, ctx["degradation"], ctx["curtail_value"],
+                                           ctx["voll"], ctx["import_max_mw"])
+        except (ddb.IOException, TimeoutError) as exc:
+            context.log.warning(f"live store not readable ({exc})")
+            fig, per_step = day_report(main, main, start, end, ctx["degradation"], ctx["curtail_value"],
+                                       ctx["voll"], ctx["import_max_mw"])
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
+        month = write_financial(con, day.date(), fig, now)
+    month = month.set_index("day")
+    hourly = per_step.resample("h").sum(min_count=1).dropna(how="all", subset=["total"])
+    hourly_fig = pd.DataFrame({f"cost_{c}": hourly[c] for c in hourly.columns if c not in
+                               ("total", "counterfactual_total", "missing")})
+    hourly_fig["counterfactual_total"] = hourly.counterfactual_total
+    hourly_fig["savings"] = hourly.counterfactual_total - hourly.total
+    meta = {k: v for k, v in fig.items()}
+    meta["day"] = str(day.date())
+    if fig["steps_priced"]:
+        meta["chart_day"] = MetadataValue.md(stacked_chart(hourly_fig, f"Costs by component per hour, {day.date()}"))
+    if len(month):
+        meta["chart_month"] = MetadataValue.md(stacked_chart(month, f"Month to date, {day:%Y-%m}"))
+        meta["month_to_date"] = MetadataValue.md(md_table(month.reset_index()[
+            ["day", "cost_total", "counterfactual_total", "savings", "market_revenue", "dr_payments", "shed_cost"]]))
+    yield MaterializeResult(metadata=meta)
+    if not fig["steps_priced"]:
+        yield AssetCheckResult(check_name="optimisation_saves", passed=False, severity=AssetCheckSeverity.WARN,
+                               description="no step of the day priced yet")
+        return
+    yield AssetCheckResult(
+        check_name="optimisation_saves", passed=fig["savings"] >= 0, severity=AssetCheckSeverity.WARN,
+        metadata={"savings_eur": fig["savings"], "counterfactual_over_limit_steps": fig["counterfactual_over_limit_steps"]},
+        description=f"saved {fig['savings']:.2f} EUR against no optimisation" if fig["savings"] >= 0 else
+        f"cost {-fig['savings']:.2f} EUR more than no optimisation")
+
+
+market_assets = [price_signals, market_bids, market_awards, grid_costs, market_settlement, financial_report]

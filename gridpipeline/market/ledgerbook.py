@@ -16,7 +16,9 @@ happened and as the plan in force expected it. Sources, per step:
 * **demand response**: the delivered reduction of each event over its window, at its compensation
   (``load.dr_events``; an event not yet measured counts at its expected reduction, flagged);
 * **lost load**: the committed first step of the shed schedule (``load.shed_steps``) at ``voll``;
-* **imbalance**: the import against the market position (``market.positions``) when there is one.
+* **imbalance**: the fleet's measured power against its market position (``market.positions``, hourly)
+  when there is one: ``|fleet - position| x spread`` (the two-price rule's cost over settling the
+  deviation at the day-ahead price, which the energy component already counts through the import).
 
 The expected cost of a step is the plan's own figure for its first step: import ``net_load_after_mw``
 (which has no losses: the estimated losses are added to both sides, so they never make a departure),
@@ -75,8 +77,9 @@ def read_steps(con, main, start: datetime, end: datetime, degradation: pd.Series
     dr = pd.DataFrame() if main is None else _q(main, "SELECT start, \"end\", CASE WHEN status = 'measured' THEN delivered_mw ELSE expected_mw END AS mw, "
                  "status <> 'measured' AS unmeasured, compensation_eur_mwh AS price FROM load.dr_events "
                  "WHERE status IN ('scheduled', 'active', 'measured') AND \"end\" > ? AND start < ?", p)
-    pos = _q(con, f"SELECT {_bucket('step_ts')} AS step_ts, avg(position_mw) AS position_mw FROM market.positions "
-                  "WHERE step_ts >= ? AND step_ts < ? GROUP BY 1", p)
+    pos = _q(con, "SELECT hour, arg_max(position_mw, decided_at) AS position_mw, arg_max(spread_eur_mwh, decided_at) "
+                  "AS spread FROM market.positions WHERE hour >= ? AND hour < ? GROUP BY hour",
+             [pd.Timestamp(start).floor("h").to_pydatetime(), end])
     return assemble_steps(plan, plan_b, state, imp, bms, shed, dr, pos, degradation)
 
 
@@ -99,12 +102,19 @@ def assemble_steps(plan, plan_b, state, imp, bms, shed, dr, pos, degradation: pd
     put(state, "losses_mw")
     put(imp, "import_mw")
     put(shed, "shed_mw")
-    put(pos, "position_mw")
-    for frame, col in ((bms, "battery_deg_eur_h"), (plan_b, "plan_battery_deg_eur_h")):
+    if len(pos):
+        ph = pos.assign(hour=pd.to_datetime(pos.hour)).set_index("hour")
+        out["position_mw"] = ph.position_mw.reindex(out.index.floor("h")).to_numpy(float)
+        out["spread"] = ph.spread.reindex(out.index.floor("h")).to_numpy(float)
+    else:
+        out["spread"] = np.nan
+    for frame, col, fcol in ((bms, "battery_deg_eur_h", "fleet_mw"), (plan_b, "plan_battery_deg_eur_h", "plan_fleet_mw")):
+        out[fcol] = np.nan
         if len(frame):
             f = frame.assign(step_ts=pd.to_datetime(frame.step_ts))
             eur_h = f.p_mw.abs() * f.battery_id.astype(str).map(deg).fillna(0.0)
             out[col] = eur_h.groupby(f.step_ts).sum().reindex(out.index)
+            out[fcol] = f.p_mw.groupby(f.step_ts).sum().reindex(out.index)
     dr_mw = np.zeros(len(out))
     dr_eur = np.zeros(len(out))
     unmeasured = np.zeros(len(out), bool)
@@ -133,13 +143,16 @@ def price_steps(steps: pd.DataFrame, curtail_value: float, voll: float) -> tuple
               "dr_mw": s.dr_mw.fillna(0.0), "dr_price": s.dr_price.fillna(0.0), "shed_mw": s.shed_mw.fillna(0.0),
               "voll": voll, "dt_h": dt_h}
     losses = s.losses_mw.fillna(0.0)
-    position = s.position_mw if s.position_mw.notna().any() else None
     actual = step_costs(s.price, imp, losses_mw=losses, battery_mw=s.battery_deg_eur_h.fillna(0.0).to_numpy()[:, None],
-                        degradation=1.0, position_mw=None if position is None else position.fillna(imp), **common)
+                        degradation=1.0, **common)
     plan_imp = s.plan_import_mw + losses
     expected = step_costs(s.price, plan_imp.fillna(imp), losses_mw=losses,
-                          battery_mw=s.plan_battery_deg_eur_h.fillna(0.0).to_numpy()[:, None], degradation=1.0,
-                          position_mw=None if position is None else position.fillna(plan_imp.fillna(imp)), **common)
+                          battery_mw=s.plan_battery_deg_eur_h.fillna(0.0).to_numpy()[:, None], degradation=1.0, **common)
+    held = s.position_mw.notna() & s.spread.notna()
+    for df, fleet in ((actual, s.fleet_mw), (expected, s.plan_fleet_mw)):
+        dev = (fleet.fillna(0.0) - s.position_mw).abs()
+        df["imbalance"] = np.where(held, dev * s.spread * dt_h, 0.0)
+        df["total"] = df[list(COMPONENTS)].sum(axis=1)
     for df in (actual, expected):
         df.index = s.index
         df.loc[s.price.isna(), [*COMPONENTS, "total"]] = np.nan

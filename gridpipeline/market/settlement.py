@@ -66,3 +66,21 @@ def settle(position_mw, actual_mw, price, dt_h: float, times=None) -> pd.DataFra
 def reconcile(lines: pd.DataFrame, recorded_total_cents: int) -> int:
     """The recorded total minus the lines' sum, in cents (0: reconciled)."""
     return int(recorded_total_cents) - int(lines.total_cents.sum())
+
+
+def settle_day(day: pd.DataFrame, dt_h: float = 1.0) -> tuple[pd.DataFrame, list[str]]:
+    """The delivery day's lines (:func:`settle`) from :func:`store.read_day_for_settlement`'s frame, and
+    the flags. An hour's actual is the metered fleet power; without a BMS read in the hour the plans'
+    committed power stands in, and without either the position (no deviation): flagged by hour (an hour
+    with neither and no position is an idle hour, not a flag)."""
+    actual = day.metered_mw.copy()
+    flags = []
+    for h in day.index[actual.isna() & day.planned_mw.notna()]:
+        flags.append(f"{h}: no BMS read, the plans' committed power stands in for the meter")
+    actual = actual.fillna(day.planned_mw)
+    for h in day.index[actual.isna() & (day.position_mw.fillna(0.0) != 0)]:
+        flags.append(f"{h}: neither a BMS read nor a plan, settled at the position (no deviation)")
+    actual = actual.fillna(day.position_mw)
+    lines = settle(day.position_mw.to_numpy(float), actual.to_numpy(float), day.clearing_price.to_numpy(float), dt_h,
+                   times=day.index)
+    return lines, flags

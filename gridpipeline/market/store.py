@@ -13,6 +13,24 @@ CREATE TABLE IF NOT EXISTS market.price_signals (
     decision_id VARCHAR, plan_id VARCHAR, planned_at TIMESTAMP, step_ts TIMESTAMP, step INTEGER, zone VARCHAR,
     zone_price DOUBLE, tariff DOUBLE
 );
+CREATE TABLE IF NOT EXISTS market.bids (
+    delivery_day DATE, decision_id VARCHAR, submitted_at TIMESTAMP, hour TIMESTAMP, cluster VARCHAR, side VARCHAR,
+    mw DOUBLE, price DOUBLE, value_eur_mwh DOUBLE, status VARCHAR, reason VARCHAR
+);
+CREATE TABLE IF NOT EXISTS market.awards (
+    delivery_day DATE, decision_id VARCHAR, bid_decision VARCHAR, decided_at TIMESTAMP, hour TIMESTAMP,
+    cluster VARCHAR, side VARCHAR, mw DOUBLE, price DOUBLE, clearing_price DOUBLE, awarded_mw DOUBLE,
+    position_mw DOUBLE
+);
+CREATE TABLE IF NOT EXISTS market.positions (
+    delivery_day DATE, decision_id VARCHAR, decided_at TIMESTAMP, hour TIMESTAMP, position_mw DOUBLE,
+    clearing_price DOUBLE, spread_eur_mwh DOUBLE
+);
+CREATE TABLE IF NOT EXISTS market.settlements (
+    delivery_day DATE, decision_id VARCHAR, settled_at TIMESTAMP, hour TIMESTAMP, position_mwh DOUBLE,
+    actual_mwh DOUBLE, price DOUBLE, imbalance_mwh DOUBLE, imbalance_price DOUBLE, energy_cents BIGINT,
+    imbalance_cents BIGINT, total_cents BIGINT
+);
 CREATE TABLE IF NOT EXISTS market.grid_costs (
     step_ts TIMESTAMP, plan_id VARCHAR, price DOUBLE, import_mw DOUBLE, energy DOUBLE, losses DOUBLE,
     degradation DOUBLE, curtailment DOUBLE, demand_response DOUBLE, lost_load DOUBLE, imbalance DOUBLE,
@@ -80,3 +98,84 @@ def write_costs(con, start, end, rows: pd.DataFrame) -> None:
     con.execute(MARKET_DDL)
     replace_rows(con, [("DELETE FROM market.grid_costs WHERE step_ts >= ? AND step_ts < ?", [start, end])],
                  [("market.grid_costs", rows)] if len(rows) else [])
+
+
+def write_market(con, day, table: str, rows: pd.DataFrame) -> None:
+    """Replace one delivery day's rows of ``market.<table>`` (bids, awards, positions, settlements)."""
+    from gridpipeline.store.writers import replace_rows
+
+    con.execute(MARKET_DDL)
+    replace_rows(con, [(f"DELETE FROM market.{table} WHERE delivery_day = ?", [day])],
+                 [(f"market.{table}", rows)] if len(rows) else [])
+
+
+def market_days(con, table: str) -> set:
+    """The delivery days ``market.<table>`` has rows for."""
+    import duckdb
+
+    try:
+        return {r[0] for r in con.execute(f"SELECT DISTINCT delivery_day FROM market.{table}").fetchall()}
+    except duckdb.CatalogException:
+        return set()
+
+
+def read_position(con, start, end) -> pd.DataFrame:
+    """The fleet's market position per hour in ``[start, end)``: hour, position_mw, spread_eur_mwh."""
+    import duckdb
+
+    try:
+        return con.execute("SELECT hour, position_mw, spread_eur_mwh FROM market.positions WHERE hour >= ? AND "
+                           "hour < ? ORDER BY hour", [start, end]).df()
+    except duckdb.CatalogException:
+        return pd.DataFrame(columns=["hour", "position_mw", "spread_eur_mwh"])
+
+
+def read_day_for_settlement(con, hours: pd.DatetimeIndex) -> pd.DataFrame:
+    """Per delivery hour: ``position_mw`` and ``clearing_price`` (market.positions, the newest award),
+    ``metered_mw`` (the fleet's measured power, mean of the hour's BMS reads, each read summed over the
+    available units) and ``planned_mw`` (the plans' committed first steps, mean of the hour), + discharge."""
+    import duckdb
+
+    start, end = hours[0].to_pydatetime(), (hours[-1] + pd.Timedelta(hours=1)).to_pydatetime()
+    out = pd.DataFrame(index=hours)
+
+    def q(sql):
+        try:
+            return con.execute(sql, [start, end]).df()
+        except duckdb.CatalogException:
+            return pd.DataFrame()
+
+    pos = q("SELECT hour, arg_max(position_mw, decided_at) AS position_mw, arg_max(clearing_price, decided_at) "
+            "AS clearing_price, arg_max(decision_id, decided_at) AS award FROM market.positions WHERE hour >= ? AND "
+            "hour < ? GROUP BY hour")
+    met = q("SELECT date_trunc('hour', read_at) AS hour, avg(mw) AS metered_mw, count(*) AS reads FROM (SELECT read_at, "
+            "sum(p_measured_mw) AS mw FROM ops.storage_state WHERE available AND p_measured_mw IS NOT NULL AND "
+            "read_at >= ? AND read_at < ? GROUP BY read_at) GROUP BY 1")
+    plan = q("SELECT date_trunc('hour', step_ts) AS hour, avg(mw) AS planned_mw FROM (SELECT step_ts, "
+             "sum(p_mw) AS mw FROM ops.dispatch_plan WHERE step = 0 AND step_ts >= ? AND step_ts < ? GROUP BY step_ts) "
+             "GROUP BY 1")
+    for df, cols in ((pos, ["position_mw", "clearing_price", "award"]), (met, ["metered_mw", "reads"]),
+                     (plan, ["planned_mw"])):
+        for c in cols:
+            out[c] = (df.assign(hour=pd.to_datetime(df.hour)).set_index("hour")[c].reindex(hours)
+                      if len(df) else np.nan)
+    return out
+
+
+FINANCIAL_COLUMNS = ("cost_energy", "cost_losses", "cost_degradation", "cost_curtailment", "cost_demand_response",
+                     "cost_lost_load", "cost_imbalance", "cost_total", "counterfactual_total", "savings",
+                     "market_revenue", "dr_payments", "shed_cost", "steps_priced", "counterfactual_over_limit_steps")
+
+
+def write_financial(con, day, figures: dict, computed_at) -> pd.DataFrame:
+    """Replace the day's row of ``market.financial_daily``; returns the month to date's rows."""
+    from gridpipeline.store.writers import replace_rows
+
+    cols = ", ".join(f"{c} DOUBLE" for c in FINANCIAL_COLUMNS)
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS market; CREATE TABLE IF NOT EXISTS market.financial_daily "
+                f"(day DATE, {cols}, computed_at TIMESTAMP)")
+    row = pd.DataFrame([{"day": day, **{c: float(figures[c]) for c in FINANCIAL_COLUMNS}, "computed_at": computed_at}])
+    replace_rows(con, [("DELETE FROM market.financial_daily WHERE day = ?", [day])], [("market.financial_daily", row)])
+    first = pd.Timestamp(day).replace(day=1).date()
+    return con.execute("SELECT * FROM market.financial_daily WHERE day >= ? AND day <= ? ORDER BY day",
+                       [first, day]).df()

@@ -172,3 +172,136 @@ def test_the_asset_prices_the_day_warns_on_a_departure_and_without_data(tmp_path
     with duckdb.connect(str(s.db_path), read_only=True) as con:
         n, runs = con.execute("SELECT count(*), count(DISTINCT computed_at) FROM market.grid_costs").fetchone()
     assert (n, runs) == (6, 1)
+    # the day's financial report: the fleet's 0.5 MW discharge is added back without optimisation
+    from gridpipeline.market.assets import financial_report
+
+    out = materialize([financial_report], partition_key="2026-12-01", resources=res)
+    meta = out.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["counterfactual_total"].value == pytest.approx(
+        meta["cost_total"].value + 0.5 * 70 * DT * 6 - meta["cost_degradation"].value, abs=0.05)
+    assert "data:image/png" in meta["chart_day"].value and "data:image/png" in meta["chart_month"].value
+    (check,) = out.get_asset_check_evaluations()
+    assert check.passed == (meta["savings"].value >= 0)
+
+
+def test_settlement_of_a_day_reconciles_with_the_ledger_and_the_award(tmp_path, monkeypatch):
+    """A delivery day with an award (1 MW sold at 02:00, 0.5 MW bought at 03:00 Berlin) and metered fleet
+    power (0.8 MW at 02:00: short 0.2 MWh; nothing read at 03:00, the plan's -0.5 stands in): the lines
+    by hand, the record in the ledger, the blocking check passing; without an award it warns."""
+    from dagster import materialize
+    from dagster_duckdb import DuckDBResource
+
+    from gridpipeline.ledger.store import Ledger
+    from gridpipeline.market.assets import market_settlement
+    from gridpipeline.market.bids import day_hours
+    from gridpipeline.market.store import MARKET_DDL
+    from gridpipeline.settings import get_settings, reset_settings
+    from gridpipeline.sources.resources import SettingsResource
+
+    monkeypatch.setenv("GRIDPIPELINE_HOME", str(tmp_path))
+    reset_settings()
+    s = get_settings()
+    s.ensure_dirs()
+    res = {"duckdb": DuckDBResource(database=str(s.db_path)), "settings": SettingsResource.from_settings(s)}
+    out = materialize([market_settlement], partition_key="2026-11-30", resources=res)
+    (check,) = out.get_asset_check_evaluations()
+    assert out.success and not check.passed and "no award" in check.description
+    hours = day_hours(pd.Timestamp("2026-12-01"))
+    led = Ledger(s.ledger)
+    pos = np.zeros(len(hours))
+    pos[2], pos[3] = 1.0, -0.5
+    price = np.full(len(hours), 80.0)
+    award = led.append("market_award", {"delivery_day": "2026-12-01", "decision": {
+        "revenue_cents": round(100 * (1.0 * 80 - 0.5 * 80))}}, mode="automatic", actor="market")
+    with duckdb.connect(str(s.live_db_path)) as live:
+        live.execute(MARKET_DDL)
+        live.execute("CREATE SCHEMA IF NOT EXISTS ops")
+        live.register("_p", pd.DataFrame({"delivery_day": pd.Timestamp("2026-12-01").date(), "decision_id": award.id,
+                                          "decided_at": T0, "hour": hours, "position_mw": pos, "clearing_price": price,
+                                          "spread_eur_mwh": 16.0}))
+        live.execute("INSERT INTO market.positions SELECT * FROM _p")
+        live.execute("CREATE TABLE ops.storage_state (read_at TIMESTAMP, battery_id VARCHAR, available BOOLEAN, "
+                     "p_measured_mw DOUBLE)")
+        live.execute("CREATE TABLE ops.dispatch_plan (plan_id VARCHAR, planned_at TIMESTAMP, step_ts TIMESTAMP, "
+                     "step INTEGER, battery_id VARCHAR, p_mw DOUBLE)")
+        for k in range(12):  # 02:00 Berlin: two units, 0.5 + 0.3 MW
+            t = hours[2] + pd.Timedelta(minutes=5 * k)
+            live.execute("INSERT INTO ops.storage_state VALUES (?, 'a', true, 0.5), (?, 'b', true, 0.3)", [t, t])
+            t3 = hours[3] + pd.Timedelta(minutes=5 * k)
+            live.execute("INSERT INTO ops.dispatch_plan VALUES ('p', ?, ?, 0, 'a', -0.5)", [t3, t3])
+    out = materialize([market_settlement], partition_key="2026-12-01", resources=res)
+    assert out.success
+    (check,) = out.get_asset_check_evaluations()
+    assert check.passed, check.description
+    meta = out.get_asset_materialization_events()[0].materialization.metadata
+    # energy: 80 - 40 = 40 EUR; imbalance: short 0.2 MWh at 80 + 16 = 96 -> -19.20 EUR
+    assert meta["energy_eur"].value == pytest.approx(40.0)
+    assert meta["imbalance_eur"].value == pytest.approx(-19.2)
+    assert meta["hours_flagged"].value == 1  # 03:00 from the plan; the other hours have no position
+    (rec,) = led.records(kind="settlement")
+    assert rec["body"]["decision"]["total_cents"] == 4000 - 1920 and rec["ref"] == award.id
+    with duckdb.connect(str(s.live_db_path), read_only=True) as live:
+        assert live.execute("SELECT sum(total_cents) FROM market.settlements").fetchone()[0] == 2080
+    assert led.verify().ok
+
+
+def test_the_counterfactual_adds_back_what_flexibility_did(stores):
+    """Step 2 of the hand-made stores without optimisation: the import had b1 not discharged 1 MW (+1),
+    nothing curtailed (-1.2), no DR (+0.2) and no shed (+0.4): 6 + 1 - 1.2 + 0.2 + 0.4 = 6.4 MW at 80,
+    with no degradation, curtailment, DR or lost-load cost."""
+    from gridpipeline.market.finance import counterfactual, day_figures
+
+    live, main = stores
+    steps = read_steps(live, main, T0, T0 + pd.Timedelta(hours=1), pd.Series({"b1": 20.0, "b2": 75.0}))
+    cf, over = counterfactual(steps, voll=5000.0, import_max_mw=6.2)
+    assert cf.total.iloc[1] == pytest.approx(6.4 * 80 * DT)
+    assert over == 2  # 10.7 and 6.4 MW over a 6.2 MW connection: without flexibility not feasible there
+    actual, _ = price_steps(steps, 30.0, 5000.0)
+    fig = day_figures(actual, cf, None, over)
+    assert fig["savings"] == pytest.approx(fig["counterfactual_total"] - fig["cost_total"])
+    assert fig["shed_cost"] == pytest.approx(0.4 * 5000 * DT, abs=0.01)
+    assert fig["dr_payments"] == pytest.approx(0.2 * 150 * DT * 2, abs=0.01)
+
+
+def test_the_month_report_writes_html_and_csv(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from gridpipeline.cli import app
+    from gridpipeline.settings import get_settings, reset_settings
+
+    monkeypatch.setenv("GRIDPIPELINE_HOME", str(tmp_path / "home"))
+    reset_settings()
+    s = get_settings()
+    s.ensure_dirs()
+    with duckdb.connect(str(s.live_db_path)) as live:
+        for schema in ("grid", "ops"):
+            live.execute(f"CREATE SCHEMA {schema}")
+        live.execute("CREATE TABLE grid.state_summary (snapshot_ts TIMESTAMP, converged BOOLEAN, losses_mw DOUBLE)")
+        live.execute("CREATE TABLE grid.state_injection (snapshot_ts TIMESTAMP, element_type VARCHAR, "
+                     "element_id BIGINT, p_mw DOUBLE, q_mvar DOUBLE, energized BOOLEAN)")
+        live.execute("CREATE TABLE ops.dispatch_substation (plan_id VARCHAR, planned_at TIMESTAMP, step_ts TIMESTAMP, "
+                     "step INTEGER, net_load_after_mw DOUBLE, curtailed_mw DOUBLE, price_eur_mwh DOUBLE)")
+        for day in (1, 2):
+            for k in range(24):
+                t = datetime(2026, 11, day, 10, 0) + pd.Timedelta(minutes=5 * k)
+                live.execute("INSERT INTO grid.state_summary VALUES (?, true, 0.1)", [t])
+                live.execute("INSERT INTO grid.state_injection VALUES (?, 'ext_grid', 0, 8, 0, true)", [t])
+                live.execute("INSERT INTO ops.dispatch_substation VALUES ('p', ?, ?, 0, 7.9, 0.5, 60)", [t, t])
+    duckdb.connect(str(s.db_path)).close()
+    out = tmp_path / "report"
+    r = CliRunner().invoke(app, ["report", "--month", "2026-11", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["days"] == 2
+    daily = pd.read_csv(out / "daily.csv")
+    assert len(daily) == 2 and (daily.steps_priced == 24).all()
+    # 0.5 MW curtailed: without it the import is 0.5 MW lower, so the counterfactual is cheaper by its energy
+    assert daily.counterfactual_total.iloc[0] == pytest.approx(daily.cost_total.iloc[0] - 0.5 * 60 * DT * 24
+                                                               - 0.5 * 30 * DT * 24, abs=0.05)
+    html = (out / "report.html").read_text()
+    assert "Financial report, 2026-11" in html and "data:image/png;base64" in html
+    assert len(pd.read_csv(out / "steps.csv")) == 48
+    bad = CliRunner().invoke(app, ["report", "--month", "nov", "--out", str(out)])
+    assert bad.exit_code == 2
