@@ -127,7 +127,7 @@ class DlmpResult:
 def solve_dlmp(feeder: RadialFeeder, load_mw: np.ndarray, price: np.ndarray, load_mvar: np.ndarray | None = None,
                flex_mw: np.ndarray | None = None, flex_cost: np.ndarray | None = None,
                loss_factor: np.ndarray | None = None, voll: float = 10_000.0, penalty: float = 1e6,
-               screen: bool = True) -> DlmpResult:
+               screen: bool = True, decompose: bool = True) -> DlmpResult:
     """DLMPs for ``T`` steps. ``load_mw``/``load_mvar`` (T, N): net load per bus (negative: export);
     ``price`` (T,) EUR/MWh at the substation; ``flex_mw`` (T, N) upward flexibility per bus (injection
     more, or consumption less) at ``flex_cost`` (N,) or (T, N) EUR/MWh; ``loss_factor`` (N,).
@@ -136,7 +136,14 @@ def solve_dlmp(feeder: RadialFeeder, load_mw: np.ndarray, price: np.ndarray, loa
     where it is cheaper than the energy it replaces (``price x (1 + loss factor)``), and that is the
     bus's price. Only the steps where that dispatch would break a rating or the voltage band go to the
     LP, all of them in one vectorised program; the others' duals are zero, so their prices are exact
-    (``screen=False`` sends every step to the LP: the same prices, slower)."""
+    (``screen=False`` sends every step to the LP: the same prices, slower).
+
+    ``decompose``: a step where only line ratings bind is solved on the overloaded lines' subtrees and
+    the path from the substation to them alone (every other bus's closed-form net load folded onto its
+    nearest bus on that path, so the path's flows and voltages are kept); steps with the same
+    overloaded subtrees share one program. A rating only involves the buses below it, so this is the
+    whole grid's optimum, and is checked: if the re-dispatch would put any bus outside the program
+    beyond a limit, or a voltage binds, the step goes to the whole-grid program."""
     import time
 
     t0 = time.perf_counter()
@@ -171,14 +178,22 @@ def solve_dlmp(feeder: RadialFeeder, load_mw: np.ndarray, price: np.ndarray, loa
     binding: list[dict] = []
     status = "optimal"
     if len(steps):
-        sub = _dlmp_program(feeder, L, load[steps], q[steps], Qflow[steps], plim[steps], mon, lam[steps], up[steps],
-                            cost[steps], lf, voll, penalty)
-        status = sub["status"]
-        for key, arr in (("price", dlmp), ("congestion", congestion), ("voltage", voltage), ("flex", g),
-                         ("unserved", unserved), ("net", net), ("v", v)):
-            arr[steps] = sub[key]
-        flows[steps] = (L @ sub["net"].T).T
-        binding = [{**b, "step": int(steps[b["step"]])} for b in sub["binding"]]
+        whole = steps
+        if decompose:
+            whole = _decomposed(feeder, L, steps, load, q, plim, mon, lam, up, cost, lf, voll, penalty, net, g, v,
+                                marg, dlmp, congestion, voltage, unserved, binding, over_rows=(
+                                    mon[None, :] & (np.abs(flows) > plim + tol)), outside_rows=(
+                                    (v < feeder.v_min ** 2 - tol) | (v > feeder.v_max ** 2 + tol)), tol=tol)
+        if len(whole):
+            sub = _dlmp_program(feeder, L, load[whole], q[whole], Qflow[whole], plim[whole], mon, lam[whole], up[whole],
+                                cost[whole], lf, voll, penalty)
+            status = sub["status"]
+            for key, arr in (("price", dlmp), ("congestion", congestion), ("voltage", voltage), ("flex", g),
+                             ("unserved", unserved), ("net", net), ("v", v)):
+                arr[whole] = sub[key]
+            binding += [{**b, "step": int(whole[b["step"]])} for b in sub["binding"]]
+        flows[steps] = (L @ net[steps].T).T
+        binding.sort(key=lambda b: b["step"])
     names = feeder.line_names or tuple(f"line to {b}" for b in feeder.bus_ids)
     for b in binding:
         if b["constraint"] == "rating":
@@ -253,3 +268,135 @@ def _dlmp_program(feeder: RadialFeeder, L, load, q, Qflow, plim, mon, lam, up, c
     return {"price": price, "congestion": congestion, "voltage": voltage, "flex": np.asarray(g.value),
             "unserved": np.asarray(u.value), "net": np.asarray(net.value), "v": np.asarray(v.value),
             "binding": binding, "status": prob.status}
+
+
+def _merit(feeder, L, Lr, t, roots, plim, mon, up, cost, marg, voll, net, g, v, q, dlmp, congestion, unserved,
+           binding, tol) -> bool:
+    """One step whose only overloads are the lines into ``roots`` (none below another), each carrying
+    load into its subtree: each is relieved by a merit order of its subtree's flexibility (a MW more at
+    any bus below takes a MW off the line; the net cost of a MW at bus k is its cost less the energy it
+    saves, ``cost - price (1 + loss factor)``), unserved load at ``voll`` last. The marginal unit's net
+    cost is the rating's dual, so every bus below pays the energy, its losses and that congestion
+    component. Exactly the program's optimum when nothing else binds, which is checked on the whole
+    grid afterwards: False (and nothing changed) when another limit would bind."""
+    g_t, net_t = g[t].copy(), net[t].copy()
+    mu = {}
+    for r in roots:
+        below = Lr[r, :].indices
+        excess = float(net_t[below].sum() - plim[t, r])
+        room = np.clip(up[t, below] - g_t[below], 0.0, None)
+        c = cost[t, below] - marg[t, below]
+        order = np.argsort(c, kind="stable")
+        cum = np.cumsum(room[order])
+        k = int(np.searchsorted(cum, excess - 1e-12))
+        if k >= len(order):
+            return False  # the flexibility below cannot relieve it: unserved load, the program decides
+        take = np.minimum(room[order], np.clip(excess - np.r_[0.0, cum[:-1]], 0.0, None))
+        g_t[below[order]] += take
+        net_t[below[order]] -= take
+        mu[r] = float(c[order[k]])
+    flows = L @ net_t
+    vt = feeder.v0 ** 2 - feeder.voltage_drop(net_t[None, :], q[t:t + 1])[0]
+    if (mon & (np.abs(flows) > plim[t] + 1e-7)).any() or (vt < feeder.v_min ** 2 - tol).any() or \
+            (vt > feeder.v_max ** 2 + tol).any() or any(m < -1e-9 for m in mu.values()):
+        return False
+    g[t], net[t], v[t] = g_t, net_t, vt
+    dlmp[t] = marg[t]
+    for r, m in mu.items():
+        below = Lr[r, :].indices
+        dlmp[t, below] += m
+        congestion[t, below] = m
+        binding.append({"step": int(t), "constraint": "rating", "index": int(r), "dual_eur_mwh": round(m, 4)})
+    return True
+
+
+def _decomposed(feeder, L, steps, load, q, plim, mon, lam, up, cost, lf, voll, penalty, net, g, v, marg, dlmp,
+                congestion, voltage, unserved, binding, over_rows, outside_rows, tol) -> np.ndarray:
+    """Solve the rating-only steps on their overloaded subtrees (see :func:`solve_dlmp`); fills the
+    arrays in place for those steps and returns the steps left for the whole-grid program."""
+    N = feeder.n
+    Lc = L.tocsc()
+    Lr = L.tocsr()
+    groups: dict[tuple, list[int]] = {}
+    whole = []
+    flows0 = (L @ net.T).T
+    for t in steps:
+        if outside_rows[t].any():
+            whole.append(t)
+            continue
+        J = np.flatnonzero(over_rows[t])
+        anc = {int(j): set(Lc[:, j].indices.tolist()) for j in J}
+        roots = tuple(sorted(j for j in anc if not any(a in anc and a != j for a in anc[j])))
+        if roots and len(roots) == len(J) and (flows0[t, list(roots)] > 0).all() and _merit(
+                feeder, L, Lr, int(t), roots, plim, mon, up, cost, marg, voll, net, g, v, q, dlmp, congestion,
+                unserved, binding, tol):
+            continue
+        groups.setdefault(roots, []).append(int(t))
+    for roots, ts in groups.items():
+        ts = np.asarray(ts)
+        if not roots:  # nothing overloaded (screen=False sends every step): the whole-grid program
+            whole.extend(ts.tolist())
+            continue
+        S = set()
+        for r in roots:
+            S |= set(Lc[:, r].indices.tolist())  # the path from the substation (ancestors of r, r itself)
+            S |= set(Lr[r, :].indices.tolist())  # the subtree
+        S = np.array(sorted(S), dtype=int)
+        if len(S) > 0.5 * N:  # hardly smaller: the whole-grid program
+            whole.extend(ts.tolist())
+            continue
+        pos = -np.ones(N, int)
+        pos[S] = np.arange(len(S))
+        O = np.setdiff1d(np.arange(N), S)
+        # each other bus's deepest ancestor on S (parents are numbered before children)
+        fold = np.empty(len(O), int)
+        for k, o in enumerate(O):
+            a = int(feeder.parent[o])
+            while pos[a] < 0:
+                a = int(feeder.parent[a])
+            fold[k] = pos[a]
+        fixed = np.zeros((len(ts), len(S)))
+        fixed_q = np.zeros((len(ts), len(S)))
+        np.add.at(fixed.T, fold, net[ts][:, O].T)
+        np.add.at(fixed_q.T, fold, q[ts][:, O].T)
+        parent = np.array([-1 if j == 0 else pos[int(feeder.parent[j])] for j in S])
+        names = feeder.line_names or tuple(f"line to {b}" for b in feeder.bus_ids)
+        sub = RadialFeeder(bus_ids=feeder.bus_ids[S], parent=parent, r=feeder.r[S], x=feeder.x[S],
+                           s_max=feeder.s_max[S], base_mva=feeder.base_mva, v0=feeder.v0, v_min=feeder.v_min,
+                           v_max=feeder.v_max, line_names=tuple(names[j] for j in S))
+        Ls = sub.subtree()
+        qs = q[ts][:, S] + fixed_q
+        Qs = (Ls @ qs.T).T
+        smax = np.asarray(sub.s_max, float)
+        pls = np.sqrt(np.clip(smax[None, :] ** 2 - Qs ** 2, 0.0, None))
+        ms = mon[S]
+        res = _dlmp_program(sub, Ls, load[ts][:, S] + fixed, qs, Qs, pls, ms, lam[ts], up[ts][:, S], cost[ts][:, S],
+                            lf[S], voll, penalty)
+        # the combined dispatch, checked on the whole grid: nothing outside S may be pushed past a limit
+        net_t = net[ts].copy()
+        net_t[:, S] = res["net"] - fixed
+        flows_t = (L @ net_t.T).T
+        v_t = feeder.v0 ** 2 - feeder.voltage_drop(net_t, q[ts])
+        bad_o = ((mon[O][None, :] & (np.abs(flows_t[:, O]) > plim[ts][:, O] + tol))
+                 | (v_t[:, O] < feeder.v_min ** 2 - tol) | (v_t[:, O] > feeder.v_max ** 2 + tol)).any(axis=1)
+        # a voltage limit binding inside S could be relieved from outside it (the shared path): whole grid
+        volt = np.zeros(len(ts), bool)
+        for b in res["binding"]:
+            if b["constraint"] != "rating":
+                volt[b["step"]] = True
+        ok = ~bad_o & ~volt
+        whole.extend(ts[~ok].tolist())
+        for k in np.flatnonzero(ok):
+            t = ts[k]
+            dlmp[t] = marg[t]
+            dlmp[t, S] = res["price"][k]
+            congestion[t, S] = res["congestion"][k]
+            voltage[t, S] = res["voltage"][k]
+            g[t, S] = res["flex"][k]
+            unserved[t, S] = res["unserved"][k]
+            net[t] = net_t[k]
+            v[t] = v_t[k]
+        keep = {int(k) for k in np.flatnonzero(ok)}
+        binding += [{**b, "step": int(ts[b["step"]]), "index": int(S[b["index"]])} for b in res["binding"]
+                    if b["step"] in keep]
+    return np.asarray(sorted(whole), int)

@@ -76,3 +76,41 @@ def test_the_closed_form_steps_price_as_the_program_does():
     np.testing.assert_allclose(fast.flex_mw, slow.flex_mw, atol=1e-6)
     assert {b["step"] for b in fast.binding} == {2}
     assert fast.flex_mw[0, 1] == pytest.approx(1.0)  # 30 < 50 x 1.01: the cheap one runs
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_decomposed_by_subtree_prices_as_the_whole_grid_program(seed):
+    """A random radial grid (a busbar with feeders), lines rated so that different subtrees overload in
+    different steps, flexibility everywhere at random costs: relieving a step's overloaded lines by the
+    merit order of the flexibility below them, or solving their subtrees alone, gives the whole-grid
+    program's prices and dispatch (voltage binding too in odd seeds, which the decomposition hands to
+    the whole-grid program). Over the ten seeds both shortcuts and the fallback are taken."""
+    rng = np.random.default_rng(seed)
+    n, T = 60, 8
+    parent = np.r_[-1, 0, [int(rng.integers(1, j)) for j in range(2, n)]]
+    f0 = RadialFeeder(bus_ids=np.arange(n), parent=parent, r=np.r_[0.0, rng.uniform(1e-4, 3e-3, n - 1)],
+                      x=np.r_[0.0, rng.uniform(1e-4, 3e-3, n - 1)], s_max=np.full(n, np.inf), base_mva=10.0,
+                      v_min=0.9 if seed % 2 else 0.5)
+    load = np.c_[np.zeros(T), rng.uniform(0.05, 0.4, (T, n - 1))] * rng.uniform(0.6, 1.4, (T, 1))
+    L = f0.subtree()
+    flows = (L @ load.T).T
+    s_max = np.full(n, np.inf)
+    rated = rng.choice(np.arange(2, n), 8, replace=False)
+    s_max[rated] = np.quantile(flows[:, rated], 0.6, axis=0)  # overloaded in about 40 % of the steps
+    f = RadialFeeder(bus_ids=f0.bus_ids, parent=parent, r=f0.r, x=f0.x, s_max=s_max, base_mva=10.0, v_min=f0.v_min)
+    kw = {"load_mw": load, "load_mvar": 0.2 * load, "price": rng.uniform(20, 90, T),
+          "flex_mw": rng.uniform(0, 0.3, (T, n)), "flex_cost": rng.uniform(10, 200, n),
+          "loss_factor": rng.uniform(0, 0.03, n)}
+    fast = solve_dlmp(f, **kw)
+    slow = solve_dlmp(f, decompose=False, **kw)
+    assert fast.unserved_mw.sum() == pytest.approx(slow.unserved_mw.sum(), abs=1e-6)
+    np.testing.assert_allclose(fast.price, slow.price, atol=1e-5)
+    cost = (kw["price"][:, None] * (1 + kw["loss_factor"]) * (load - fast.flex_mw)).sum() + \
+        (kw["flex_cost"] * fast.flex_mw).sum()
+    cost_slow = (kw["price"][:, None] * (1 + kw["loss_factor"]) * (load - slow.flex_mw)).sum() + \
+        (kw["flex_cost"] * slow.flex_mw).sum()
+    assert cost == pytest.approx(cost_slow, rel=1e-7, abs=1e-6)
+    np.testing.assert_allclose(fast.loading_pct, slow.loading_pct, atol=1e-4)
+    np.testing.assert_allclose(fast.price, fast.energy + fast.losses + fast.congestion + fast.voltage, atol=1e-6)
+    assert {(b["step"], b["element"]) for b in fast.binding if b["constraint"] == "rating"} == \
+        {(b["step"], b["element"]) for b in slow.binding if b["constraint"] == "rating"}
