@@ -134,7 +134,9 @@ settlement_days = DailyPartitionsDefinition(start_date=START, timezone="Europe/B
     group_name=GROUP,
     pool="duckdb",
     partitions_def=settlement_days,
-    deps=[AssetKey("market_awards"), AssetKey("storage_state"), AssetKey("dr_events")],
+    # the BMS reads and DR events it settles are read from the stores; only the award is a declared
+    # dependency (the others are partitioned by UTC windows, a delivery day is a Berlin day)
+    deps=[AssetKey("market_awards")],
     automation_condition=AutomationCondition.on_cron("40 * * * *", "Europe/Berlin"),
     check_specs=[AssetCheckSpec("settlement_reconciles", asset="market_settlement", blocking=True,
                                 description="Fails when the day's settlement lines do not sum, to the cent, to the "
@@ -224,7 +226,7 @@ def market_settlement(context: AssetExecutionContext, duckdb: DuckDBResource, se
     group_name=GROUP,
     pool="duckdb",
     partitions_def=cost_days,
-    deps=[AssetKey("grid_costs"), AssetKey("market_settlement")],
+    deps=[AssetKey("grid_costs")],  # and the settlements (by Berlin delivery day), read by hour
     automation_condition=AutomationCondition.on_cron("50 * * * *"),
     check_specs=[AssetCheckSpec("optimisation_saves", asset="financial_report",
                                 description="Warns when the day cost more than the same day with no optimisation, "
@@ -288,4 +290,109 @@ def financial_report(context: AssetExecutionContext, duckdb: DuckDBResource, set
         f"cost {-fig['savings']:.2f} EUR more than no optimisation")
 
 
-market_assets = [price_signals, market_bids, market_awards, grid_costs, market_settlement, financial_report]
+ELASTICITY_FILE = "elasticities.json"
+
+
+@asset(
+    group_name=GROUP,
+    pool="duckdb",
+    partitions_def=cost_days,
+    deps=[AssetKey("price_signals")],
+    automation_condition=AutomationCondition.on_cron("55 * * * *"),
+    check_specs=[AssetCheckSpec("elasticity_tracks", asset="price_response",
+                                description="Warns when a class's measured elasticity is more than half its assumed "
+                                "value away from it, or when there is too little published signal to measure it.")],
+    description="How the price-responsive customers answered the published tariff (market/response.py): per "
+    "class, the measured load of each zone against its baseline (the same time of day over the 7 days before, "
+    "cleaned telemetry, good readings), paired with the relative tariff in force (tariff / horizon mean - 1, "
+    "from the plans whose signals were published), and the elasticity re-estimated by least squares. The "
+    "dispatcher's predicted response uses the estimate once it rests on a day of points "
+    "(<home>/elasticities.json); until then the load policy's. Rows in market.price_response.",
+)
+def price_response(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource,
+                   network: NetworkModelResource):
+    import json
+
+    import duckdb as ddb
+    import pandas as pd
+    from dagster import MetadataValue
+
+    from gridpipeline.base.plots import md_table
+    from gridpipeline.ledger.store import Ledger
+    from gridpipeline.load.priorities import priorities_for
+    from gridpipeline.load.store import load_power
+    from gridpipeline.market.response import elasticity_estimate, published_signal, response_points
+    from gridpipeline.store import connect
+
+    s = settings.get()
+    nm = network.load()
+    pr = priorities_for(nm.net, s.customers, s.load_policy)
+    terms = pr.policy.demand_response.get("price_responsive") or {}
+    day = pd.Timestamp(context.partition_key)
+    start, end = day.to_pydatetime(), (day + pd.Timedelta(days=1)).to_pydatetime()
+    published = {r["id"] for r in Ledger(s.ledger).records(kind="price_signal", since=start - pd.Timedelta(days=1))
+                 if r["mode"] == "automatic"}
+    try:
+        with connect(s.live_db_path, read_only=True, timeout_s=20.0) as live:
+            sig = live.execute("SELECT decision_id, planned_at, step_ts, step, zone, tariff FROM market.price_signals "
+                               "WHERE planned_at >= ? AND planned_at < ?", [start - pd.Timedelta(days=1), end]).df()
+    except (ddb.IOException, ddb.CatalogException, TimeoutError) as exc:
+        context.log.warning(f"no price signals readable ({exc})")
+        sig = pd.DataFrame()
+    signal = published_signal(sig, published)
+    signal = signal[(pd.to_datetime(signal.step_ts) >= start) & (pd.to_datetime(signal.step_ts) < end)] \
+        if len(signal) else signal
+    loads = pr.loads[pr.loads["class"].isin(list(terms))][["load_id", "class"]].copy()
+    loads["zone"] = [str(nm.zones.get(b)) for b in nm.net.load.bus.reindex(loads.load_id).to_numpy()]
+    readings = pd.DataFrame(columns=["load_id", "ts", "mw"])
+    if len(signal) and len(loads):
+        with writer_lock(s.db_path), duckdb.get_connection() as con:
+            try:
+                readings = load_power(con, [int(i) for i in loads.load_id], start - pd.Timedelta(days=7))
+            except ddb.CatalogException:
+                context.log.warning("no cleaned telemetry yet")
+    readings = readings[pd.to_datetime(readings.ts) < end] if len(readings) else readings
+    pts = response_points(readings, loads, signal)
+    rows = []
+    for cls, t in terms.items():
+        p = pts[pts.cls == cls]
+        est, n = elasticity_estimate(p.rel_price, p.rel_change, float(t["share"]))
+        rows.append({"day": day.date(), "cls": cls, "share": float(t["share"]), "elasticity_assumed": float(t["elasticity"]),
+                     "elasticity_measured": est, "points": n, "computed_at": datetime.now(UTC).replace(tzinfo=None)})
+    table = pd.DataFrame(rows)
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
+        from gridpipeline.store.writers import replace_rows
+
+        con.execute("CREATE SCHEMA IF NOT EXISTS market; CREATE TABLE IF NOT EXISTS market.price_response (day DATE, "
+                    "cls VARCHAR, share DOUBLE, elasticity_assumed DOUBLE, elasticity_measured DOUBLE, points INTEGER, "
+                    "computed_at TIMESTAMP)")
+        replace_rows(con, [("DELETE FROM market.price_response WHERE day = ?", [day.date()])],
+                     [("market.price_response", table)] if len(table) else [])
+    learned = {r["cls"]: {"share": r["share"], "elasticity": r["elasticity_measured"], "points": r["points"],
+                          "day": str(day.date())}
+               for r in rows if r["elasticity_measured"] is not None and r["points"] >= 288}
+    if learned:
+        path = s.home / ELASTICITY_FILE
+        old = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**old, **learned}, indent=1))
+    yield MaterializeResult(metadata={
+        "day": str(day.date()), "published_decisions": len(published), "signal_steps": len(signal),
+        "points": len(pts), "classes": MetadataValue.md(md_table(table[["cls", "share", "elasticity_assumed",
+                                                                        "elasticity_measured", "points"]]
+                                                                 if len(table) else table)),
+        "learned": MetadataValue.json(learned)})
+    off = [r for r in rows if r["elasticity_measured"] is not None
+           and abs(r["elasticity_measured"] - r["elasticity_assumed"]) > 0.5 * abs(r["elasticity_assumed"])]
+    none = [r["cls"] for r in rows if r["elasticity_measured"] is None]
+    yield AssetCheckResult(
+        check_name="elasticity_tracks", passed=bool(rows) and not off and not none, severity=AssetCheckSeverity.WARN,
+        metadata={"off": [r["cls"] for r in off], "not_measured": none},
+        description=("no price-responsive class in the policy" if not rows else
+                     f"too little published signal to measure {', '.join(none)}" if none else
+                     "measured elasticities off the assumed: " + ", ".join(
+                         f"{r['cls']} {r['elasticity_measured']:.3f} vs {r['elasticity_assumed']:.3f}" for r in off)
+                     if off else "every class within half its assumed elasticity"))
+
+
+market_assets = [price_signals, market_bids, market_awards, grid_costs, market_settlement, financial_report,
+                 price_response]

@@ -407,7 +407,7 @@ class Dispatcher:
                 gen_bus=p.generators.bus.to_numpy(), curtailed_mw=run.out.curtail)
             times = p.times
             summary = sig.summary(feeder, times)
-            mode = self.s.mode_for("price_signal", "advisory")
+            mode = self.s.mode_for("price_signal", "automatic")
             text = (f"tariff for {len(sig.zones)} zones over {len(times)} steps: now "
                     f"{', '.join(f'{z} {v:.1f}' for z, v in zip(sig.zones, sig.tariff[0], strict=True))} EUR/MWh; "
                     f"nodal prices {summary['price_range_eur_mwh'][0]:.1f}-{summary['price_range_eur_mwh'][1]:.1f}, "
@@ -422,8 +422,11 @@ class Dispatcher:
                     "prices": summary, "policy": {"cap": policy.cap, "floor": policy.floor,
                                                   "max_change_per_hour": policy.max_change_per_hour},
                     "alternatives": {"flat_energy_price_now": round(float(p.prices.price.iloc[0]), 2)},
-                    "publishing": "recorded only: the OpenADR price events carry the static time-of-use tariff "
-                                  "until price-responsive customers answer nodal tariffs (issue 14)"}
+                    "publishing": f"recorded only (mode {mode}): the aggregators keep the static time-of-use "
+                                  "tariff; GRIDPIPELINE_DECISION_MODES=price_signal=automatic publishes"}
+            body["response"] = self._predicted_response(sig, st)
+            if mode == "automatic":
+                body["publishing"] = self._publish_tariff(now, times, sig)
             rec = self.ledger.append("price_signal", body, mode=mode, actor="dispatcher", ref=plan_id)
             self.last_tariff = sig.tariff[0]
             with connect(self.s.live_db_path, timeout_s=30.0) as con:
@@ -598,6 +601,65 @@ class Dispatcher:
         except Exception:
             log.exception("dispatcher: reporting %s failed", asset)
 
+    def _predicted_response(self, sig, st) -> dict:
+        """The responsive customers' predicted answer to the tariff (market.response), per zone: MW at
+        the first step, and the largest shed and addition over the horizon."""
+        from gridpipeline.market.response import class_zone_load, predicted_response
+
+        pr = self.priorities()
+        terms = (pr.policy.demand_response.get("price_responsive") or {}) if pr is not None else {}
+        if not terms or st is None:
+            return {"predicted": None, "why": "no price-responsive classes" if not terms else "no estimated state"}
+        learned = self.s.home / "elasticities.json"  # market.assets.price_response, once measured
+        source = "load policy"
+        if learned.exists():
+            try:
+                got = json.loads(learned.read_text())
+                terms = {c: {**t, "elasticity": float(got[c]["elasticity"])} if c in got else t
+                         for c, t in terms.items()}
+                source = f"measured ({', '.join(sorted(set(got) & set(terms)))}), else the load policy"
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("dispatcher: %s not readable (%s); the policy's elasticities serve", learned, exc)
+        inj = st["injections"]
+        load = inj[inj.element_type == "load"].set_index("element_id").p_mw
+        zone_of = pd.Series({int(i): self.zones.get(b) for i, b in self.net.load.bus.items()})
+        by = class_zone_load(pr.loads, load, zone_of)
+        r = predicted_response(sig.tariff, sig.zones, by, terms)
+        return {"model": "share x elasticity x (tariff/mean - 1) x class load (market/response.py)",
+                "terms": terms, "elasticities_from": source,
+                "first_step_mw": {str(z): round(float(v), 4) for z, v in zip(sig.zones, r[0], strict=True)},
+                "largest_shed_mw": round(float(-r.min(initial=0.0)), 4),
+                "largest_add_mw": round(float(r.max(initial=0.0)), 4)}
+
+    def _publish_tariff(self, now: datetime, times, sig) -> str:
+        """The zones' tariff, hourly over the plan's horizon, to the price-responsive aggregators over
+        OpenADR (one ELECTRICITY_PRICE event per aggregator and zone, its target group the zone), at
+        most once an hour; it replaces the static time-of-use tariff from its first hour on."""
+        from gridpipeline.common.openadr import aggregator_ven
+
+        if self.vtn is None:
+            return "no VTN: not published"
+        hour = pd.Timestamp(now).floor("h")
+        if getattr(self, "_tariff_hour", None) == hour:
+            return f"published this hour already ({hour})"
+        pr = self.priorities()
+        classes = (pr.policy.demand_response.get("price_responsive") or {}) if pr is not None else {}
+        vens = [aggregator_ven(c) for c in classes]
+        if not vens:
+            return "no price-responsive aggregators"
+        t = pd.DatetimeIndex(times).tz_convert("UTC").tz_localize(None) if pd.DatetimeIndex(times).tz is not None \
+            else pd.DatetimeIndex(times)
+        hourly = pd.DataFrame(sig.tariff, index=t).groupby(t.floor("h")).mean()
+        hourly = hourly[hourly.index >= hour + pd.Timedelta(hours=1)]  # from the next whole hour on
+        ids = []
+        for k, z in enumerate(sig.zones):
+            intervals = [(h.to_pydatetime(), timedelta(hours=1), float(v)) for h, v in hourly[k].items()]
+            if intervals:
+                ids += self.vtn.publish_tou(hour.to_pydatetime(), intervals, vens, zone=str(z),
+                                            event_id_for=lambda v, d, z=z: f"tariff-{v}-{z}-{d:%Y%m%d%H}")
+        self._tariff_hour = hour
+        return f"published to {len(vens)} aggregators for {len(sig.zones)} zones, {len(hourly)} hours: {len(ids)} events"
+
     def _report_signals(self, now: datetime, decision_id: str, summary: dict, times, sig) -> None:
         from dagster import AssetMaterialization
 
@@ -768,7 +830,7 @@ class Dispatcher:
             flag = a["opt"] == "no answer"
             self.ledger.append("dr_response", {
                 "event_id": a["event_id"], "ven_id": a["ven_id"], "opt": a["opt"], "at": str(a["at"]),
-                "decision": ref, "programme": "price" if str(a["event_id"]).startswith("tou-") else "event",
+                "decision": ref, "programme": "price" if str(a["event_id"]).startswith(("tou-", "tariff-")) else "event",
                 **({"flag": "the VEN did not answer in time" + ("" if a.get("registered") else
                                                                  " (it has never registered)")} if flag else {})},
                 mode="advisory", actor="vtn", ref=ref)

@@ -152,9 +152,11 @@ class Vtn:
         """End an event early: its status becomes cancelled, and the VEN sees it at its next poll."""
         self._in_loop(self.server.cancel_event, ven_id, event_id)
 
-    def publish_tou(self, day: datetime, tariff, vens: list[str], event_id_for=lambda v, d: f"tou-{v}-{d:%Y%m%d}"
-                    ) -> list[str]:
-        """A day's time-of-use tariff ((start, duration, EUR/MWh) intervals) to each aggregator VEN."""
+    def publish_tou(self, day: datetime, tariff, vens: list[str], event_id_for=lambda v, d: f"tou-{v}-{d:%Y%m%d}",
+                    zone: str | None = None) -> list[str]:
+        """A day's time-of-use tariff ((start, duration, EUR/MWh) intervals) to each aggregator VEN; with
+        ``zone``, for that zone's customers only (the event's target group, ``group_id``): the nodal tariff
+        of a feeder."""
         from gridpipeline.common.openadr import PRICE_PROGRAMME
 
         out = []
@@ -167,9 +169,14 @@ class Vtn:
                          for s, d, p in tariff]  # EUR/kWh, the unit openleadr's price signals carry
             # a tariff's day may have begun: only the answer timeout applies (start None)
             self._sent[eid] = {"ven_id": v, "sent_at": now, "answered": False, "start": None,
-                               "end": tariff[-1][0] + tariff[-1][1]}
+                               "end": tariff[-1][0] + tariff[-1][1], "zone": None if zone is None else str(zone)}
+            target = {} if zone is None else {"targets": [{"ven_id": v, "group_id": str(zone)}]}
+            if zone is not None:  # the zone's earlier tariff, once answered, is superseded: off the queue
+                self._drop({e for e, st in self._sent.items() if st.get("zone") == str(zone) and st["ven_id"] == v
+                            and st["answered"]})
             self._in_loop(self.server.add_event, ven_id=v, signal_name="ELECTRICITY_PRICE", signal_type="price",
-                          intervals=intervals, callback=self._on_opt, event_id=eid, market_context=PRICE_PROGRAMME)
+                          intervals=intervals, callback=self._on_opt, event_id=eid, market_context=PRICE_PROGRAMME,
+                          **target)
             out.append(eid)
         return out
 
@@ -179,6 +186,14 @@ class Vtn:
         old = {eid for eid, s in self._sent.items() if s.get("end") is not None and s["end"] < now - keep}
         if not old or self._loop is None:
             return 0
+
+        self._drop(old)
+        return len(old)
+
+    def _drop(self, old: set) -> None:
+        """Take events off openleadr's queues and out of the record of what was sent."""
+        if not old or self._loop is None:
+            return
 
         def drop():
             for ven, evs in self.server.events.items():
@@ -190,7 +205,6 @@ class Vtn:
         self._in_loop(drop)
         for eid in old:
             self._sent.pop(eid, None)
-        return len(old)
 
     def answers(self, now: datetime, timeout: timedelta) -> list[dict]:
         """Answers received since the last call, plus ``no answer`` for each event offered more than

@@ -68,6 +68,9 @@ class VenField:
     load_class: dict[int, str]  # load id -> class
     seed: int = 0
     silent: set = field(default_factory=set)
+    #: load id -> zone (feeder): a tariff targeted at a zone (the event's group_id) moves that zone's
+    #: customers only
+    load_zone: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from gridpipeline.common.openadr import aggregator_ven, contract_ven
@@ -80,8 +83,14 @@ class VenField:
         for cls, _, _ in self.aggregators.values():
             self.class_pos[cls] = np.array([self.pos[i] for i, c in self.load_class.items() if c == cls and i in self.pos],
                                            dtype=int)
+        self.zone_pos = {}
+        for i, z in self.load_zone.items():
+            if i in self.pos:
+                self.zone_pos.setdefault(str(z), []).append(self.pos[i])
+        self.zone_pos = {z: np.array(sorted(v), dtype=int) for z, v in self.zone_pos.items()}
         self.commitments: list[Commitment] = []
-        self.tariffs: dict[str, list[tuple[datetime, datetime, float]]] = {}
+        #: (aggregator VEN, zone or None for every zone) -> (start, end, EUR/kWh) intervals
+        self.tariffs: dict[tuple[str, str | None], list[tuple[datetime, datetime, float]]] = {}
         self.answers: list[dict] = []
         self.lock = threading.Lock()
         self._clients: list = []
@@ -104,11 +113,15 @@ class VenField:
         if ven in self.aggregators:
             if sig["signal_name"] != "ELECTRICITY_PRICE":
                 return self._answer(ven, eid, "optOut", "an aggregator answers price events only")
+            zone = next((str(t["group_id"]) for t in event.get("targets") or [] if t.get("group_id")), None)
+            new = [(_naive(i["dtstart"]), _naive(i["dtstart"]) + i["duration"], float(i["signal_payload"]))
+                   for i in intervals]
             with self.lock:
-                self.tariffs[ven] = [t for t in self.tariffs.get(ven, []) if t[1] > received - timedelta(days=1)] + [
-                    (_naive(i["dtstart"]), _naive(i["dtstart"]) + i["duration"], float(i["signal_payload"]))
-                    for i in intervals]
-            return self._answer(ven, eid, "optIn", "tariff taken")
+                # a newer tariff replaces the older one from its first interval on
+                old = [t for t in self.tariffs.get((ven, zone), []) if t[1] > received - timedelta(days=1)
+                       and t[0] < new[0][0]]
+                self.tariffs[(ven, zone)] = old + new
+            return self._answer(ven, eid, "optIn", "tariff taken" + (f" for zone {zone}" if zone else ""))
         c = self.contracts.get(ven)
         if c is None or "interruptible" not in ctx:
             return self._answer(ven, eid, "optOut", "not a programme of this customer")
@@ -170,18 +183,24 @@ class VenField:
             if pay.any():
                 hours = (m.end - m.start).total_seconds() / 3600
                 load[pay, m.load_pos] += PAYBACK_SHARE * m.mw * hours / (PAYBACK.total_seconds() / 3600)
-        for ven, tar in tariffs.items():
+        factor = np.ones_like(load)
+        # the static tariff (every zone) first; a zone's own tariff overrides it where it has a price
+        for (ven, zone), tar in sorted(tariffs.items(), key=lambda kv: kv[0][1] is not None):
             cls, share, el = self.aggregators[ven]
             cols = self.class_pos.get(cls)
+            if zone is not None and cols is not None:
+                cols = cols[np.isin(cols, self.zone_pos.get(zone, np.zeros(0, int)))]
             if cols is None or not len(cols) or not tar:
                 continue
             price = np.full(len(t), np.nan)
             for s, e, p in tar:
                 price[(t >= np.datetime64(s)) & (t < np.datetime64(e))] = p
             mean = np.nanmean([p for _, _, p in tar])
-            f = np.where(np.isnan(price), 1.0, 1.0 + share * el * (price / mean - 1.0)) if mean > 0 else np.ones(len(t))
-            load[:, cols] *= f[:, None]
-        return replace(inj, load_p_mw=load)
+            if not mean > 0:
+                continue
+            on = ~np.isnan(price)
+            factor[np.ix_(on, cols)] = (1.0 + share * el * (price[on] / mean - 1.0))[:, None]
+        return replace(inj, load_p_mw=load * factor)
 
     # ------------------------------------------------------------------ the VENs
     def start(self, vtn_url: str, poll_s: float = 5.0) -> VenField:
@@ -308,7 +327,10 @@ def ven_field_for(world, policy_path, customers_path, seed: int = 0, silent=()) 
     except (OSError, ValueError, KeyError) as exc:
         log.warning("vens: customer registry not readable (%s); price-responsive classes left out", exc)
         classes = {}
-    f = VenField(world.net, terms, classes, seed=seed, silent=set(silent))
+    zones = getattr(world, "zones", None)
+    load_zone = {} if zones is None else {int(i): str(zones.get(b)) for i, b in world.net.load.bus.items()
+                                          if b in zones.index}
+    f = VenField(world.net, terms, classes, seed=seed, silent=set(silent), load_zone=load_zone)
     return f if f.ven_ids else None
 
 

@@ -438,7 +438,13 @@ def test_demand_response_is_called_over_openadr_before_the_shed_covers_what_is_l
         assert calls and {c["ven_id"] for c in calls} <= {ven_id(c) for c in pol.contracts}
         for c in calls:  # no call starts before its notice allows
             assert pd.Timestamp(c["start"]) >= pd.Timestamp(now) + pd.Timedelta(minutes=c["notice_min"])
-        assert set(d.vtn._sent) == {c["event_id"] for c in calls}
+        assert {e for e in d.vtn._sent if not e.startswith("tariff-")} == {c["event_id"] for c in calls}
+        # the plan's nodal tariff went to both price-responsive aggregators, one event per zone
+        (sig,) = led.records(kind="price_signal")[-1:]
+        tariffs = {e for e in d.vtn._sent if e.startswith("tariff-")}
+        assert sig["mode"] == "automatic" and "published to 2 aggregators" in sig["body"]["publishing"]
+        assert len(tariffs) == 2 * len(sig["body"]["decision"]["zones"])
+        assert sig["body"]["response"]["largest_shed_mw"] >= 0
         before = np.array(shed["body"]["inputs"]["deficit_before_dr_mw"])
         after = np.array(shed["body"]["deficit_mw"])
         assert (after <= before + 1e-9).all() and (after < before - 1e-6).any()
@@ -488,7 +494,7 @@ def test_demand_response_in_approve_mode_waits_for_the_operator_and_is_sent_once
         shed = led.records(kind="shed")[-1]
         assert dr["mode"] == "approve" and not dr["body"]["sent"] and "approval" in dr["body"]["summary"]
         calls = dr["body"]["calls"]
-        assert calls and not d.vtn._sent
+        assert calls and not [e for e in d.vtn._sent if not e.startswith("tariff-")]
         # nothing counted on: the shed covers the whole deficit
         assert shed["body"]["deficit_mw"] == pytest.approx(shed["body"]["inputs"]["deficit_before_dr_mw"])
         # every call leaves the approval time before its notice starts; the decision expires when the first
@@ -502,7 +508,8 @@ def test_demand_response_in_approve_mode_waits_for_the_operator_and_is_sent_once
         t_exp = first.to_pydatetime() + timedelta(seconds=1)
         d.settle_approvals(t_exp)
         (exp,) = [x for x in led.records(kind="expiry") if x["ref"] == dr["id"]]
-        assert exp["body"]["fallback"] == "not called" and not d.vtn._sent
+        assert exp["body"]["fallback"] == "not called"
+        assert not [e for e in d.vtn._sent if not e.startswith("tariff-")]
         # the next plan calls the same contracts again (the expired calls never were in force)
         d.plan(t_exp, "schedule")
         dr2 = led.records(kind="dr_event")[-1]
@@ -514,7 +521,7 @@ def test_demand_response_in_approve_mode_waits_for_the_operator_and_is_sent_once
         sent = led.records(kind="dr_event")[-1]
         assert sent["ref"] == dr2["id"] and sent["body"]["sent"] and sent["mode"] == "automatic"
         assert {c["event_id"] for c in sent["body"]["calls"]} == {c["event_id"] for c in dr2["body"]["calls"]} \
-            == set(d.vtn._sent)
+            == {e for e in d.vtn._sent if not e.startswith("tariff-")}
         n = len(led.records(kind="dr_event"))
         d.settle_approvals(t_ok + timedelta(seconds=30))  # executed once
         assert len(led.records(kind="dr_event")) == n

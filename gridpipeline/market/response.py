@@ -1,0 +1,105 @@
+"""What the price-responsive customers are predicted to do with a published tariff, and how far the
+measured response went: the elasticity model the tariff is chosen with, and its check.
+
+Each price-responsive class (the load policy's ``demand_response.price_responsive``: a share of the
+class's load and its elasticity) moves its load by ``share x elasticity x (tariff / mean - 1)`` of
+itself, the mean taken over the published horizon: a tariff above its mean sheds, below it adds, and
+over the horizon the energy stays about the same (load shifting, not saving). Per zone and step:
+
+    response_mw[t, z] = sum_c share_c x elasticity_c x (tariff[t, z] / mean_z - 1) x load_c,z
+
+:func:`elasticity_estimate` re-estimates a class's elasticity by least squares from what was measured:
+the relative change of the zone's responsive load against the relative price signal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def class_zone_load(loads: pd.DataFrame, load_mw: pd.Series, zone_of_load: pd.Series) -> pd.DataFrame:
+    """MW per (class, zone) now: ``loads`` (load_id, class), ``load_mw`` by load id (the estimated state),
+    ``zone_of_load`` by load id."""
+    df = pd.DataFrame({"cls": loads.set_index("load_id")["class"]})
+    df["mw"] = load_mw.reindex(df.index).fillna(0.0)
+    df["zone"] = zone_of_load.reindex(df.index).astype(str)
+    return df.groupby(["cls", "zone"]).mw.sum().unstack(fill_value=0.0)
+
+
+def predicted_response(tariff: np.ndarray, zones, by_class_zone: pd.DataFrame, terms: dict) -> np.ndarray:
+    """(T, Z) MW the responsive customers are predicted to add (+) or shed (-) under ``tariff`` (T, Z)
+    EUR/MWh; ``terms``: class -> {share, elasticity}."""
+    tariff = np.asarray(tariff, float)
+    mean = tariff.mean(axis=0)
+    rel = np.divide(tariff, mean, out=np.ones_like(tariff), where=mean > 0) - 1.0
+    out = np.zeros_like(tariff)
+    for cls, t in terms.items():
+        if cls not in by_class_zone.index:
+            continue
+        w = float(t["share"]) * float(t["elasticity"])
+        load = by_class_zone.loc[cls].reindex([str(z) for z in zones]).fillna(0.0).to_numpy(float)
+        out += w * rel * load[None, :]
+    return out
+
+
+def elasticity_estimate(rel_price: np.ndarray, rel_load_change: np.ndarray, share: float) -> tuple[float | None, int]:
+    """(elasticity, points) from paired relative price signals ``tariff/mean - 1`` and measured relative
+    load changes of a class's load (against its baseline): the least-squares slope through the origin,
+    divided by the responsive share. None with fewer than 12 points or no price variation."""
+    x = np.asarray(rel_price, float)
+    y = np.asarray(rel_load_change, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 12 or float(x @ x) < 1e-9 or share <= 0:
+        return None, len(x)
+    return float((x @ y) / (x @ x)) / share, len(x)
+
+
+def published_signal(signals: pd.DataFrame, published: set) -> pd.DataFrame:
+    """Per 5-minute step and zone, the relative price signal in force, ``tariff / mean - 1``, from
+    ``market.price_signals`` rows (decision_id, planned_at, step_ts, step, zone, tariff) of the decisions
+    in ``published`` (the ones sent to the customers): each step takes the newest decision's first step,
+    the mean over that decision's horizon."""
+    if not len(signals):
+        return pd.DataFrame(columns=["step_ts", "zone", "rel_price"])
+    s = signals[signals.decision_id.isin(published)]
+    if not len(s):
+        return pd.DataFrame(columns=["step_ts", "zone", "rel_price"])
+    mean = s.groupby(["decision_id", "zone"]).tariff.transform("mean")
+    s = s.assign(rel_price=s.tariff / mean.where(mean > 0) - 1.0)
+    first = s[s.step == 0].sort_values("planned_at").groupby(["step_ts", "zone"]).tail(1)
+    return first[["step_ts", "zone", "rel_price"]].reset_index(drop=True)
+
+
+def response_points(readings: pd.DataFrame, loads: pd.DataFrame, signal: pd.DataFrame,
+                    baseline_days: int = 7) -> pd.DataFrame:
+    """Paired (relative price, relative load change) per class, zone and 5-minute step: the class's
+    measured load in the zone (``readings``: load_id, ts, mw; ``loads``: load_id, class, zone) against
+    its baseline, the mean of the same time of day over the ``baseline_days`` before (steps where every
+    load of the group reported, so a missing reading never reads as a response)."""
+    if not len(readings) or not len(signal):
+        return pd.DataFrame(columns=["cls", "zone", "step_ts", "rel_price", "rel_change"])
+    r = readings.merge(loads.rename(columns={"class": "cls"}), on="load_id")
+    r["step_ts"] = pd.to_datetime(r.ts).dt.floor("5min")
+    per = r.groupby(["cls", "zone", "step_ts", "load_id"]).mw.mean().reset_index()
+    agg = per.groupby(["cls", "zone", "step_ts"]).agg(mw=("mw", "sum"), n=("load_id", "nunique")).reset_index()
+    full = agg.groupby(["cls", "zone"]).n.transform("max")
+    agg = agg[agg.n == full]
+    agg["tod"] = agg.step_ts - agg.step_ts.dt.normalize()
+    out = []
+    for (cls, zone), g in agg.groupby(["cls", "zone"]):
+        g = g.set_index("step_ts").sort_index()
+        sig = signal[signal.zone.astype(str) == str(zone)].set_index("step_ts").rel_price
+        for ts, rel in sig.items():
+            if ts not in g.index:
+                continue
+            prior = g[(g.index < ts.normalize()) & (g.index >= ts.normalize() - pd.Timedelta(days=baseline_days))
+                      & (g.tod == g.loc[ts, "tod"])]
+            if len(prior) < 2:
+                continue
+            base = float(prior.mw.mean())
+            if base > 0:
+                out.append({"cls": cls, "zone": zone, "step_ts": ts, "rel_price": float(rel),
+                            "rel_change": float(g.loc[ts, "mw"]) / base - 1.0})
+    return pd.DataFrame(out, columns=["cls", "zone", "step_ts", "rel_price", "rel_change"])

@@ -1,0 +1,136 @@
+"""The closed loop of a price signal: a zone's tariff published over OpenADR (a real VTN and the world's
+VENs on loopback), the world's price-responsive customers in that zone answering it, the realised peak
+reduction measured against the predicted one, and the elasticity re-estimated from the measurement."""
+
+from __future__ import annotations
+
+import types
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gridpipeline.market.response import class_zone_load, elasticity_estimate, predicted_response
+from gridpipeline_tests.load.test_dr import _free_port, _policy, _wait
+
+TERMS = {"residential": {"share": 0.5, "elasticity": -0.2}}
+
+
+def test_a_zone_tariff_moves_that_zone_s_customers_as_predicted():
+    from gridpipeline.load.dr import tou_intervals
+    from gridpipeline.orchestration.vtn import Vtn, url
+    from gridpipeline.world.model import Injections
+    from gridpipeline.world.ven import VenField
+
+    pol = _policy([], {"price_responsive": TERMS, "tou_eur_mwh": {"0": 150}})
+    net = types.SimpleNamespace(load=pd.DataFrame(index=[20, 21, 22]))
+    vens = VenField(net, pol, {20: "residential", 21: "residential", 22: "residential"}, seed=1,
+                    load_zone={20: "A", 21: "A", 22: "B"})
+    port = _free_port()
+    vtn = Vtn(set(vens.ven_ids), "127.0.0.1", port, poll_s=1.0).start()
+    try:
+        vens.start(url("127.0.0.1", port))
+        assert _wait(lambda: len(vtn.registered) == 1), vtn.registered
+        now = datetime.now(UTC).replace(tzinfo=None).replace(microsecond=0)
+        day = datetime(now.year, now.month, now.day)
+        h = pd.Timestamp(now).floor("h").to_pydatetime() + timedelta(hours=1)
+        vtn.publish_tou(day, tou_intervals(pol.demand_response, day), ["ven-residential"])
+        # zone A's nodal tariff: cheap in the first hour, dear in the second (mean 200 EUR/MWh)
+        zone_tariff = [(h, timedelta(hours=1), 100.0), (h + timedelta(hours=1), timedelta(hours=1), 300.0)]
+        (eid,) = vtn.publish_tou(h, zone_tariff, ["ven-residential"], zone="A",
+                                 event_id_for=lambda v, d: f"tariff-{v}-A-{d:%Y%m%d%H}")
+        got = {}
+        assert _wait(lambda: got.update({a["event_id"]: a["opt"] for a in vtn.answers(datetime.now(UTC).replace(tzinfo=None),
+                                                                                          timedelta(seconds=8))})
+                     or len(got) == 2, timeout=40), got
+        assert got[eid] == "optIn"
+        assert ("ven-residential", "A") in vens.tariffs and ("ven-residential", None) in vens.tariffs
+        times = pd.date_range(h, periods=24, freq="5min", tz="UTC")
+        load = np.ones((24, 3))
+        z = np.zeros((24, 0))
+        inj = Injections(times=times, load_index=np.array([20, 21, 22]), sgen_index=np.array([]),
+                         storage_index=np.array([]), load_p_mw=load, load_q_mvar=np.zeros((24, 3)), sgen_p_mw=z,
+                         sgen_q_mvar=z, storage_p_mw=z, storage_q_mvar=z)
+        out = vens.apply(times, inj).load_p_mw
+    finally:
+        vens.stop()
+        vtn.stop()
+    # zone A follows its tariff: 1 + 0.5 x -0.2 x (100/200 - 1) = 1.05, then 0.95; the energy over the two
+    # hours is kept (shifted, not saved); zone B keeps the flat static tariff (no change)
+    np.testing.assert_allclose(out[:12, :2], 1.05)
+    np.testing.assert_allclose(out[12:, :2], 0.95)
+    np.testing.assert_allclose(out.sum(axis=0)[:2], 24.0)
+    np.testing.assert_allclose(out[:, 2], 1.0)
+    # what the pipeline predicted from the policy's terms and the zone's class load, and what happened
+    by = class_zone_load(pd.DataFrame({"load_id": [20, 21, 22], "class": "residential"}),
+                         pd.Series(1.0, index=[20, 21, 22]), pd.Series({20: "A", 21: "A", 22: "B"}))
+    tariff = np.repeat([[100.0, 150.0], [300.0, 150.0]], 12, axis=0)
+    pred = predicted_response(tariff, ["A", "B"], by, TERMS)
+    realised = out[:, :2].sum(axis=1) - 2.0
+    np.testing.assert_allclose(realised, pred[:, 0], atol=1e-9)
+    assert -realised.min() == pytest.approx(0.1)  # the peak hour's reduction: 0.1 MW, as predicted
+    np.testing.assert_allclose(pred[:, 1], 0.0)
+    # the elasticity re-estimated from the measured response
+    rel_price = tariff[:, 0] / tariff[:, 0].mean() - 1
+    est, n = elasticity_estimate(rel_price, out[:, 0] - 1.0, share=0.5)
+    assert n == 24 and est == pytest.approx(-0.2)
+
+
+def test_the_elasticity_estimate_needs_variation_and_points():
+    assert elasticity_estimate(np.zeros(30), np.zeros(30), 0.5) == (None, 30)
+    assert elasticity_estimate(np.ones(5), np.ones(5), 0.5) == (None, 5)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.5, 0.5, 200)
+    est, _ = elasticity_estimate(x, 0.15 * -0.3 * x + rng.normal(0, 0.002, 200), share=0.15)
+    assert est == pytest.approx(-0.3, abs=0.02)
+
+
+def test_the_response_is_measured_against_the_baseline_and_the_elasticity_recovered():
+    """Eight days of 5-minute readings of two residential loads in zone A (a daily shape, 1-2 MW); on the
+    last day the published tariff swings +-40 % hour by hour and the loads answer with elasticity -0.3 on a
+    0.5 share. The points pair each step's relative price with the group's change against the week's same
+    time of day; a missing reading drops its step. The estimate recovers -0.3."""
+    from gridpipeline.market.response import published_signal, response_points
+
+    ts = pd.date_range("2026-11-24", "2026-12-02", freq="5min", inclusive="left")
+    shape = 1.5 + 0.5 * np.sin(2 * np.pi * (ts.hour * 60 + ts.minute) / 1440)
+    last = ts >= pd.Timestamp("2026-12-01")
+    rel = np.where(ts.hour % 2 == 0, 0.4, -0.4)
+    factor = np.where(last, 1 + 0.5 * -0.3 * rel, 1.0)
+    readings = pd.concat([pd.DataFrame({"load_id": i, "ts": ts, "mw": shape * factor}) for i in (20, 21)])
+    readings = readings[~((readings.load_id == 21) & (readings.ts == pd.Timestamp("2026-12-01 10:00")))]
+    loads = pd.DataFrame({"load_id": [20, 21], "class": "residential", "zone": "A"})
+    steps = ts[last]
+    tariff = 100 * (1 + np.where(steps.hour % 2 == 0, 0.4, -0.4))
+    sig = pd.DataFrame({"decision_id": [f"d{k}" for k in range(len(steps))], "planned_at": steps, "step_ts": steps,
+                        "step": 0, "zone": "A", "tariff": tariff})
+    # each decision's horizon: its second step mirrors the first about 100, so the horizon mean is 100
+    horizon = sig.assign(step=1, step_ts=sig.step_ts + pd.Timedelta(minutes=5), tariff=200.0 - sig.tariff)
+    signal = published_signal(pd.concat([sig, horizon]), set(sig.decision_id))
+    assert len(signal) == len(steps)
+    np.testing.assert_allclose(np.abs(signal.rel_price), 0.4)
+    pts = response_points(readings, loads, signal)
+    assert len(pts) == len(steps) - 1  # the step with a missing reading is left out
+    est, n = elasticity_estimate(pts.rel_price, pts.rel_change, share=0.5)
+    assert n == len(steps) - 1 and est == pytest.approx(-0.3, rel=1e-6)
+    assert published_signal(sig, set()).empty
+
+
+def test_the_asset_warns_without_a_published_signal(tmp_path, monkeypatch):
+    from dagster import materialize
+    from dagster_duckdb import DuckDBResource
+
+    from gridpipeline.market.assets import price_response
+    from gridpipeline.settings import get_settings, reset_settings
+    from gridpipeline.sources.resources import NetworkModelResource, SettingsResource
+
+    monkeypatch.setenv("GRIDPIPELINE_HOME", str(tmp_path))
+    reset_settings()
+    s = get_settings()
+    s.ensure_dirs()
+    res = {"duckdb": DuckDBResource(database=str(s.db_path)), "settings": SettingsResource.from_settings(s),
+           "network": NetworkModelResource(path=str(s.network))}
+    out = materialize([price_response], partition_key="2026-12-01", resources=res)
+    (check,) = out.get_asset_check_evaluations()
+    assert out.success and not check.passed and "too little" in check.description
