@@ -40,12 +40,21 @@ price_signals = AssetSpec(
 cost_days = DailyPartitionsDefinition(start_date=START, timezone="UTC", end_offset=1)
 
 
+def every(cron: str, tz: str = "UTC") -> AutomationCondition:
+    """The latest partition at each tick of ``cron``, whatever the parents did: on_cron waits for every
+    dependency to update, and some only do in an emergency (shed schedules) or are reported by the
+    live workers, so it would never fire. These assets read the stores themselves."""
+    return (AutomationCondition.in_latest_time_window()
+            & AutomationCondition.cron_tick_passed(cron, tz).since_last_handled()
+            & ~AutomationCondition.in_progress()).with_label(f"every({cron}, {tz})")
+
+
 @asset(
     group_name=GROUP,
     pool="duckdb",
     partitions_def=cost_days,
     deps=[AssetKey("dispatch_plan"), AssetKey("storage_state"), AssetKey("shed_schedule"), AssetKey("dr_events")],
-    automation_condition=AutomationCondition.on_cron("*/15 * * * *"),
+    automation_condition=every("*/15 * * * *"),
     check_specs=[AssetCheckSpec("cost_departure", asset="grid_costs",
                                 description=f"Warns when a step's cost departs from what its plan expected by more "
                                 f"than {DEPARTURE_SHARE:.0%} (and 1 EUR), naming the component; warns without a "
@@ -137,7 +146,7 @@ settlement_days = DailyPartitionsDefinition(start_date=START, timezone="Europe/B
     # the BMS reads and DR events it settles are read from the stores; only the award is a declared
     # dependency (the others are partitioned by UTC windows, a delivery day is a Berlin day)
     deps=[AssetKey("market_awards")],
-    automation_condition=AutomationCondition.on_cron("40 * * * *", "Europe/Berlin"),
+    automation_condition=every("40 * * * *", "Europe/Berlin"),
     check_specs=[AssetCheckSpec("settlement_reconciles", asset="market_settlement", blocking=True,
                                 description="Fails when the day's settlement lines do not sum, to the cent, to the "
                                 "ledger's settlement record, or its energy does not match the award's revenue.")],
@@ -227,7 +236,7 @@ def market_settlement(context: AssetExecutionContext, duckdb: DuckDBResource, se
     pool="duckdb",
     partitions_def=cost_days,
     deps=[AssetKey("grid_costs")],  # and the settlements (by Berlin delivery day), read by hour
-    automation_condition=AutomationCondition.on_cron("50 * * * *"),
+    automation_condition=every("50 * * * *"),
     check_specs=[AssetCheckSpec("optimisation_saves", asset="financial_report",
                                 description="Warns when the day cost more than the same day with no optimisation, "
                                 "or when nothing was priced.")],
@@ -298,7 +307,7 @@ ELASTICITY_FILE = "elasticities.json"
     pool="duckdb",
     partitions_def=cost_days,
     deps=[AssetKey("price_signals")],
-    automation_condition=AutomationCondition.on_cron("55 * * * *"),
+    automation_condition=every("55 * * * *"),
     check_specs=[AssetCheckSpec("elasticity_tracks", asset="price_response",
                                 description="Warns when a class's measured elasticity is more than half its assumed "
                                 "value away from it, or when there is too little published signal to measure it.")],

@@ -512,6 +512,10 @@ class Dispatcher:
         rec = self.ledger.append("market_bid", body, mode=mode, actor="dispatcher")
         status = "accepted" if mode == "automatic" else f"not submitted ({mode})"
         rows = pd.concat([ok.assign(status=status, reason=None), rejected], ignore_index=True)
+        if not len(rows):  # the day is bid all the same (nothing worth offering): once, on the record
+            rows = pd.DataFrame([{"hour": hours[0], "cluster": None, "side": None, "mw": 0.0, "price": None,
+                                  "value_eur_mwh": None, "status": "nothing to offer",
+                                  "reason": "the plan schedules no battery power in the delivery day"}])
         rows = rows.assign(delivery_day=day.date(), decision_id=rec.id, submitted_at=now)[
             ["delivery_day", "decision_id", "submitted_at", "hour", "cluster", "side", "mw", "price", "value_eur_mwh",
              "status", "reason"]]
@@ -563,6 +567,7 @@ class Dispatcher:
                     "decision": {"position_mw": {str(h): round(float(v), 4) for h, v in pos.items()},
                                  "revenue_cents": int(revenue)},
                     "not_submitted": int((b.status != "accepted").sum()),
+                    "position": "held" if len(sub) else "none: nothing was bid",
                     "imbalance_rule": "two-price: short pays price + spread, long is paid price - spread "
                                       "(market.settlement)"}
             rec = self.ledger.append("market_award", body, mode="automatic", actor="market",
@@ -573,6 +578,13 @@ class Dispatcher:
             prow = pd.DataFrame({"delivery_day": d, "decision_id": rec.id, "decided_at": now, "hour": hours,
                                  "position_mw": pos.to_numpy(float), "clearing_price": price.to_numpy(float),
                                  "spread_eur_mwh": spread})
+            if not len(sub):
+                # nothing was bid: no position (the fleet trades against the import as before the market),
+                # and the day is marked cleared
+                awr = pd.DataFrame([{"delivery_day": d, "decision_id": rec.id,
+                                     "bid_decision": str(b.decision_id.iloc[0]), "decided_at": now, "hour": hours[0], "cluster": None, "side": None, "mw": 0.0,
+                                     "price": None, "clearing_price": None, "awarded_mw": 0.0, "position_mw": 0.0}])
+                prow = prow.iloc[:0]
             with connect(self.s.live_db_path, timeout_s=30.0) as con:
                 write_market(con, d, "awards", awr)
                 write_market(con, d, "positions", prow)

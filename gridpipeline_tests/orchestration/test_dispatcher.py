@@ -575,4 +575,20 @@ def test_day_ahead_bids_then_awards_at_the_published_prices(field):
     assert (pos.spread_eur_mwh >= 10.0 - 1e-9).all()
     got = d.position(datetime(2026, 6, 16, 22, 0))
     assert got is not None and len(got) == 24  # the window reaches the delivery day's 24 hours
+    # a day bid with nothing to offer is cleared without a position (the fleet trades as before)
+    from gridpipeline.market.store import write_market
+
+    d18 = pd.Timestamp("2026-06-18").date()
+    with connect(s.live_db_path) as con:
+        write_market(con, d18, "bids", pd.DataFrame([{
+            "delivery_day": d18, "decision_id": "x", "submitted_at": T0, "hour": day_hours(d18)[0], "cluster": None,
+            "side": None, "mw": 0.0, "price": None, "value_eur_mwh": None, "status": "nothing to offer",
+            "reason": "test"}]))
+    PriceExchange(s.prices).publish(T0 - timedelta(days=3), T0 + timedelta(days=2))
+    (empty_id,) = d._award(T0 + timedelta(days=2))
+    (rec,) = [r for r in led.records(kind="market_award") if r["id"] == empty_id]
+    assert rec["body"]["position"] == "none: nothing was bid"
+    with connect(s.live_db_path, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM market.positions WHERE delivery_day = ?", [d18]).fetchone()[0] == 0
+    assert d._award(T0 + timedelta(days=2)) == []  # cleared once
     assert led.verify().ok
