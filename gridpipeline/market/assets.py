@@ -330,7 +330,7 @@ def price_response(context: AssetExecutionContext, duckdb: DuckDBResource, setti
     from gridpipeline.ledger.store import Ledger
     from gridpipeline.load.priorities import priorities_for
     from gridpipeline.load.store import load_power
-    from gridpipeline.market.response import elasticity_estimate, published_signal, response_points
+    from gridpipeline.market.response import elasticity_table, learned, published_signal, response_points
     from gridpipeline.store import connect
 
     s = settings.get()
@@ -362,13 +362,9 @@ def price_response(context: AssetExecutionContext, duckdb: DuckDBResource, setti
                 context.log.warning("no cleaned telemetry yet")
     readings = readings[pd.to_datetime(readings.ts) < end] if len(readings) else readings
     pts = response_points(readings, loads, signal)
-    rows = []
-    for cls, t in terms.items():
-        p = pts[pts.cls == cls]
-        est, n = elasticity_estimate(p.rel_price, p.rel_change, float(t["share"]))
-        rows.append({"day": day.date(), "cls": cls, "share": float(t["share"]), "elasticity_assumed": float(t["elasticity"]),
-                     "elasticity_measured": est, "points": n, "computed_at": datetime.now(UTC).replace(tzinfo=None)})
-    table = pd.DataFrame(rows)
+    est = elasticity_table(pts, terms)
+    table = est.assign(day=day.date(), computed_at=datetime.now(UTC).replace(tzinfo=None))[
+        ["day", "cls", "share", "elasticity_assumed", "elasticity_measured", "points", "computed_at"]]
     with writer_lock(s.db_path), duckdb.get_connection() as con:
         from gridpipeline.store.writers import replace_rows
 
@@ -377,22 +373,21 @@ def price_response(context: AssetExecutionContext, duckdb: DuckDBResource, setti
                     "computed_at TIMESTAMP)")
         replace_rows(con, [("DELETE FROM market.price_response WHERE day = ?", [day.date()])],
                      [("market.price_response", table)] if len(table) else [])
-    learned = {r["cls"]: {"share": r["share"], "elasticity": r["elasticity_measured"], "points": r["points"],
-                          "day": str(day.date())}
-               for r in rows if r["elasticity_measured"] is not None and r["points"] >= 288}
-    if learned:
+    new = learned(est, day.date())
+    if new:
         path = s.home / ELASTICITY_FILE
         old = json.loads(path.read_text()) if path.exists() else {}
-        path.write_text(json.dumps({**old, **learned}, indent=1))
+        path.write_text(json.dumps({**old, **new}, indent=1))
+    rows = est.to_dict("records")
     yield MaterializeResult(metadata={
         "day": str(day.date()), "published_decisions": len(published), "signal_steps": len(signal),
         "points": len(pts), "classes": MetadataValue.md(md_table(table[["cls", "share", "elasticity_assumed",
                                                                         "elasticity_measured", "points"]]
                                                                  if len(table) else table)),
-        "learned": MetadataValue.json(learned)})
-    off = [r for r in rows if r["elasticity_measured"] is not None
+        "learned": MetadataValue.json(new)})
+    off = [r for r in rows if pd.notna(r["elasticity_measured"])
            and abs(r["elasticity_measured"] - r["elasticity_assumed"]) > 0.5 * abs(r["elasticity_assumed"])]
-    none = [r["cls"] for r in rows if r["elasticity_measured"] is None]
+    none = [r["cls"] for r in rows if pd.isna(r["elasticity_measured"])]
     yield AssetCheckResult(
         check_name="elasticity_tracks", passed=bool(rows) and not off and not none, severity=AssetCheckSeverity.WARN,
         metadata={"off": [r["cls"] for r in off], "not_measured": none},

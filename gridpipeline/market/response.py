@@ -103,3 +103,26 @@ def response_points(readings: pd.DataFrame, loads: pd.DataFrame, signal: pd.Data
                 out.append({"cls": cls, "zone": zone, "step_ts": ts, "rel_price": float(rel),
                             "rel_change": float(g.loc[ts, "mw"]) / base - 1.0})
     return pd.DataFrame(out, columns=["cls", "zone", "step_ts", "rel_price", "rel_change"])
+
+
+#: a measured elasticity replaces the policy's once it rests on a day of 5-minute points
+LEARN_MIN_POINTS = 288
+
+
+def elasticity_table(points: pd.DataFrame, terms: dict) -> pd.DataFrame:
+    """Per class of ``terms``: share, the assumed and the measured elasticity (None: too few points or
+    no price variation) and the number of points (:func:`response_points`)."""
+    rows = []
+    for cls, t in terms.items():
+        p = points[points.cls == cls]
+        est, n = elasticity_estimate(p.rel_price, p.rel_change, float(t["share"]))
+        rows.append({"cls": cls, "share": float(t["share"]), "elasticity_assumed": float(t["elasticity"]),
+                     "elasticity_measured": est, "points": n})
+    return pd.DataFrame(rows, columns=["cls", "share", "elasticity_assumed", "elasticity_measured", "points"])
+
+
+def learned(table: pd.DataFrame, day) -> dict:
+    """The measured elasticities worth using: class -> {share, elasticity, points, day}."""
+    ok = table[table.elasticity_measured.notna() & (table.points >= LEARN_MIN_POINTS)]
+    return {r.cls: {"share": r.share, "elasticity": float(r.elasticity_measured), "points": int(r.points),
+                    "day": str(day)} for r in ok.itertuples()}

@@ -134,3 +134,20 @@ def test_the_asset_warns_without_a_published_signal(tmp_path, monkeypatch):
     out = materialize([price_response], partition_key="2026-12-01", resources=res)
     (check,) = out.get_asset_check_evaluations()
     assert out.success and not check.passed and "too little" in check.description
+
+
+def test_the_table_per_class_and_what_is_learnt():
+    from gridpipeline.market.response import LEARN_MIN_POINTS, elasticity_table, learned
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-0.4, 0.4, LEARN_MIN_POINTS)
+    pts = pd.concat([pd.DataFrame({"cls": "residential", "rel_price": x, "rel_change": 0.5 * -0.3 * x}),
+                     pd.DataFrame({"cls": "commercial", "rel_price": x[:20], "rel_change": 0.1 * -0.1 * x[:20]})])
+    terms = {"residential": {"share": 0.5, "elasticity": -0.2}, "commercial": {"share": 0.1, "elasticity": -0.1},
+             "industrial": {"share": 0.05, "elasticity": -0.05}}
+    t = elasticity_table(pts, terms).set_index("cls")
+    assert t.loc["residential", "elasticity_measured"] == pytest.approx(-0.3)
+    assert t.loc["commercial", "elasticity_measured"] == pytest.approx(-0.1) and t.loc["commercial", "points"] == 20
+    assert pd.isna(t.loc["industrial", "elasticity_measured"])
+    # only an estimate on a day of points replaces the policy's
+    assert set(learned(t.reset_index(), "2026-12-01")) == {"residential"}
