@@ -33,13 +33,19 @@ def predicted_response(tariff: np.ndarray, zones, by_class_zone: pd.DataFrame, t
     tariff = np.asarray(tariff, float)
     mean = tariff.mean(axis=0)
     rel = np.divide(tariff, mean, out=np.ones_like(tariff), where=mean > 0) - 1.0
-    out = np.zeros_like(tariff)
+    return rel * response_weight(by_class_zone, zones, terms)[None, :]
+
+
+def response_weight(by_class_zone: pd.DataFrame, zones, terms: dict) -> np.ndarray:
+    """(Z,) MW each zone's responsive customers move per unit of relative price ``tariff/mean - 1``:
+    ``sum over classes of share x elasticity x class load`` (<= 0 for the usual negative elasticities),
+    the weight :func:`market.tariff.choose_tariff` chooses the tariff with."""
+    out = np.zeros(len(zones))
     for cls, t in terms.items():
         if cls not in by_class_zone.index:
             continue
-        w = float(t["share"]) * float(t["elasticity"])
         load = by_class_zone.loc[cls].reindex([str(z) for z in zones]).fillna(0.0).to_numpy(float)
-        out += w * rel * load[None, :]
+        out += float(t["share"]) * float(t["elasticity"]) * load
     return out
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from gridpipeline.market.dlmp import DlmpResult, RadialFeeder, solve_dlmp
 from gridpipeline.market.network import bus_injections, loss_factors
-from gridpipeline.market.tariff import TariffPolicy, publish_tariff, zone_prices
+from gridpipeline.market.tariff import TariffChoice, TariffPolicy, choose_tariff, publish_tariff, zone_prices
 
 
 def _kind(net) -> np.ndarray:
@@ -86,6 +86,8 @@ class PlanSignals:
     tariff: np.ndarray
     tariff_notes: list[dict]
     loss_factor: np.ndarray
+    #: the response-aware choice (:func:`market.tariff.choose_tariff`), when the tariff was chosen with it
+    choice: TariffChoice | None = None
 
     def summary(self, feeder: RadialFeeder, times) -> dict:
         d = self.dlmp
@@ -98,13 +100,18 @@ class PlanSignals:
                 "components_at_largest_spread": {
                     c: round(float(np.abs(getattr(d, c)[worst]).max()), 2) for c in ("losses", "congestion", "voltage")},
                 "tariff_bounds_bit": len(self.tariff_notes), "tariff_notes": self.tariff_notes[:20],
-                "unserved_mw_max": round(float(d.unserved_mw.sum(axis=1).max()), 4)}
+                "unserved_mw_max": round(float(d.unserved_mw.sum(axis=1).max()), 4),
+                "tariff_chosen_with_response": None if self.choice is None else self.choice.summary}
 
 
 def signals_for_plan(feeder: RadialFeeder, bus_map: pd.Series, est_net, zone_of_feeder_bus: np.ndarray,
                      demand_p50, renewables, price, policy: TariffPolicy, last_tariff: np.ndarray | None = None,
-                     voll: float = 10_000.0, **bus_kw) -> PlanSignals:
-    """Prices and tariff for one plan (see the module docstring)."""
+                     voll: float = 10_000.0, response_weight: dict | None = None, **bus_kw) -> PlanSignals:
+    """Prices and tariff for one plan (see the module docstring). With ``response_weight`` (zone -> MW
+    its responsive customers move per unit of relative price, :func:`market.response.response_weight`),
+    the tariff is chosen with the predicted response (:func:`market.tariff.choose_tariff`: the energy
+    it moves at the zones' prices and the horizon's peak import); without, it is the zones' prices
+    within the policy's bounds."""
     p, q = horizon_bus_loads(est_net, bus_map, feeder.n, demand_p50, renewables, **bus_kw)
     p0, q0 = bus_injections(est_net, bus_map, feeder.n)
     vm = None
@@ -118,6 +125,13 @@ def signals_for_plan(feeder: RadialFeeder, bus_map: pd.Series, est_net, zone_of_
     weight = np.clip(p, 0.0, None)
     zones, zp = zone_prices(r.price, zone_of_feeder_bus, weight)
     tariff, notes = publish_tariff(zp, policy, last_tariff)
+    choice = None
+    if response_weight:
+        w = np.array([float(response_weight.get(str(z), 0.0)) for z in zones])
+        if np.abs(w).sum() > 0:
+            choice = choose_tariff(zp, w, p.sum(axis=1), policy, last=last_tariff)
+            if choice.summary["status"] == "optimal":
+                tariff = choice.tariff
     for nrow in notes:
         nrow["zone"] = str(zones[nrow["zone"]])
-    return PlanSignals(r, zones, zp, tariff, notes, lf)
+    return PlanSignals(r, zones, zp, tariff, notes, lf, choice)

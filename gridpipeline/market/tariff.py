@@ -23,6 +23,11 @@ class TariffPolicy:
     floor: float = -100.0
     max_change_per_hour: float = 100.0
     step_minutes: float = 5.0
+    #: :func:`choose_tariff`: the tariff stays within this share of its mean either way, and the
+    #: horizon's peak import is worth this much per MW (the upstream grid's capacity charge, about
+    #: 110 EUR/kW a year in German DSO tariffs, per day: a shadow value the tariff is chosen with)
+    max_deviation: float = 0.5
+    peak_value_eur_mw: float = 300.0
 
     def __post_init__(self):
         if self.floor > self.cap:
@@ -79,3 +84,89 @@ def publish_tariff(prices: np.ndarray, policy: TariffPolicy, last: np.ndarray | 
         out[t] = pub
         prev = pub
     return out, notes
+
+
+@dataclass(frozen=True)
+class TariffChoice:
+    """What :func:`choose_tariff` chose: ``tariff`` (T, Z) EUR/MWh, the ``response`` (T, Z) MW it is
+    predicted to bring (+ more load), and the figures its record carries."""
+
+    tariff: np.ndarray
+    response: np.ndarray
+    summary: dict
+
+
+def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray, policy: TariffPolicy,
+                  last: np.ndarray | None = None, import_limit: float | None = None, penalty: float = 1e4
+                  ) -> TariffChoice:
+    """The tariff per step and zone that the predicted response makes cheapest, the response treated as
+    a flexible resource in a linear programme (co-optimised, not iterated: the response model is linear
+    in the tariff, so one LP finds what iterating price -> response -> flows would converge to).
+
+    ``price`` (T, Z): each zone's price (its DLMP, or the energy price), EUR/MWh; ``weight`` (T, Z) or
+    (Z,): the MW a zone's responsive customers move per unit of relative price (``sum over classes of
+    share x elasticity x class load``, <= 0: a dearer step sheds); ``net_import`` (T,): the substation's
+    forecast import without the response.
+
+    The customers answer ``tariff / mean - 1`` (:mod:`market.response`), so the tariff keeps each zone's
+    mean at its prices' mean (clipped to the policy's floor and cap): what customers pay on average is the
+    price of energy, and the signal only moves it between steps. Decision: ``tariff[t, z]``, within
+
+    * the policy's floor and cap, and its ``max_deviation`` of the zone's mean either way;
+    * the policy's largest change per hour between steps (and from ``last``, the tariff in force);
+
+    minimising the energy the response moves, at each step's price, plus the policy's ``peak_value_eur_mw`` per MW of the
+    horizon's peak import (``net_import`` + the response), plus ``penalty`` per MW over ``import_limit``
+    (priced slack: the programme is feasible by construction). A zone whose mean price is not positive
+    gets its prices clipped (:func:`publish_tariff`) and no response."""
+    import cvxpy as cp
+
+    p = np.atleast_2d(np.asarray(price, float))
+    T, Z = p.shape
+    p = np.where(np.isfinite(p), p, np.nanmean(p) if np.isfinite(p).any() else 0.0)
+    w = np.broadcast_to(np.asarray(weight, float), (T, Z)).copy()
+    base = np.asarray(net_import, float).reshape(T)
+    mean = np.clip(p.mean(axis=0), policy.floor, policy.cap)
+    live = mean > 1e-6
+    fixed, notes = publish_tariff(p, policy, last)
+    if not live.any() or T < 2:
+        return TariffChoice(fixed, np.zeros((T, Z)), {"status": "fixed", "notes": notes})
+    m = np.where(live, mean, 1.0)
+    peak_value, max_deviation = policy.peak_value_eur_mw, policy.max_deviation
+    dt_h = policy.step_minutes / 60.0
+    ramp = policy.max_change_per_hour * dt_h
+    tau = cp.Variable((T, Z))
+    rel = tau @ np.diag(1.0 / m) - 1.0
+    resp = cp.multiply(w * live, rel)
+    peak = cp.Variable()
+    over = cp.Variable(T, nonneg=True)
+    load = base + cp.sum(resp, axis=1)
+    lo = np.maximum(policy.floor, m * (1 - max_deviation))
+    hi = np.minimum(policy.cap, m * (1 + max_deviation))
+    cons = [tau >= np.broadcast_to(lo, (T, Z)), tau <= np.broadcast_to(hi, (T, Z)),
+            cp.sum(tau, axis=0) == T * m, cp.abs(cp.diff(tau, axis=0)) <= ramp, peak >= load]
+    if last is not None:
+        cons.append(cp.abs(tau[0] - np.asarray(last, float)) <= ramp)
+    if import_limit is not None:
+        cons.append(load <= import_limit + over)
+    for z in np.flatnonzero(~live):
+        cons.append(tau[:, z] == fixed[:, z])
+    cost = cp.sum(cp.multiply(p * dt_h, resp)) + peak_value * peak + penalty * dt_h * cp.sum(over)
+    prob = cp.Problem(cp.Minimize(cost), cons)
+    try:
+        prob.solve(solver=cp.HIGHS)
+    except cp.error.SolverError:
+        prob = None
+    if prob is None or prob.status not in ("optimal", "optimal_inaccurate") or tau.value is None:
+        # the bounds conflict (a ramp from ``last`` the mean cannot meet): the clipped prices stand
+        return TariffChoice(fixed, np.zeros((T, Z)), {"status": "fixed: " + (prob.status if prob else "solver"),
+                                                     "notes": notes})
+    t = np.asarray(tau.value, float)
+    r = np.asarray(resp.value, float)
+    return TariffChoice(t, r, {
+        "status": "optimal", "peak_before_mw": round(float(base.max()), 4),
+        "peak_after_mw": round(float((base + r.sum(axis=1)).max()), 4),
+        "energy_cost_moved_eur": round(float((p * dt_h * r).sum()), 2),
+        "over_limit_mwh": round(float(np.asarray(over.value).sum() * dt_h), 4) if over.value is not None else 0.0,
+        "tariff_range": [round(float(t.min()), 2), round(float(t.max()), 2)], "mean": [round(float(x), 2) for x in m],
+        "peak_value_eur_mw": peak_value, "max_deviation": max_deviation})

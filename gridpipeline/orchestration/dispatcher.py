@@ -400,11 +400,18 @@ class Dispatcher:
                              for b in feeder.bus_ids])
             p = run.p
             policy = TariffPolicy()
+            terms, source, by = self._response_terms(st)
+            weight = None
+            if by is not None:
+                from gridpipeline.market.response import response_weight
+
+                zs = sorted(set(zone))
+                weight = dict(zip(zs, response_weight(by, zs, terms), strict=True))
             sig = signals_for_plan(
                 feeder, bus_map, est, zone, p.demand.p50.to_numpy(float),
                 {k: v.p50.to_numpy(float) for k, v in p.renewables.items()}, p.prices.price.to_numpy(float), policy,
-                self.last_tariff, battery_bus=self.engine.fleet.bus.to_numpy(), battery_mw=run.out.power,
-                gen_bus=p.generators.bus.to_numpy(), curtailed_mw=run.out.curtail)
+                self.last_tariff, response_weight=weight, battery_bus=self.engine.fleet.bus.to_numpy(),
+                battery_mw=run.out.power, gen_bus=p.generators.bus.to_numpy(), curtailed_mw=run.out.curtail)
             times = p.times
             summary = sig.summary(feeder, times)
             mode = self.s.mode_for("price_signal", "automatic")
@@ -420,11 +427,17 @@ class Dispatcher:
                                  "tariff_first_hour": {str(z): [round(float(v), 2) for v in sig.tariff[:12, k]]
                                                        for k, z in enumerate(sig.zones)}},
                     "prices": summary, "policy": {"cap": policy.cap, "floor": policy.floor,
-                                                  "max_change_per_hour": policy.max_change_per_hour},
+                                                  "max_change_per_hour": policy.max_change_per_hour,
+                                                  "max_deviation": policy.max_deviation,
+                                                  "peak_value_eur_mw": policy.peak_value_eur_mw},
+                    "tariff_rule": ("chosen with the predicted response (market.tariff.choose_tariff: the energy it "
+                                    "moves at the zones' prices plus the horizon's peak import)"
+                                    if sig.choice is not None and sig.choice.summary["status"] == "optimal"
+                                    else "the zones' prices within the policy's bounds"),
                     "alternatives": {"flat_energy_price_now": round(float(p.prices.price.iloc[0]), 2)},
                     "publishing": f"recorded only (mode {mode}): the aggregators keep the static time-of-use "
                                   "tariff; GRIDPIPELINE_DECISION_MODES=price_signal=automatic publishes"}
-            body["response"] = self._predicted_response(sig, st)
+            body["response"] = self._predicted_response(sig, terms, source, by)
             if mode == "automatic":
                 body["publishing"] = self._publish_tariff(now, times, sig)
             rec = self.ledger.append("price_signal", body, mode=mode, actor="dispatcher", ref=plan_id)
@@ -613,15 +626,16 @@ class Dispatcher:
         except Exception:
             log.exception("dispatcher: reporting %s failed", asset)
 
-    def _predicted_response(self, sig, st) -> dict:
-        """The responsive customers' predicted answer to the tariff (market.response), per zone: MW at
-        the first step, and the largest shed and addition over the horizon."""
-        from gridpipeline.market.response import class_zone_load, predicted_response
+    def _response_terms(self, st) -> tuple[dict, str, pd.DataFrame | None]:
+        """(terms, where the elasticities come from, MW per class and zone now) of the price-responsive
+        customers: the load policy's classes, their elasticities as measured (``price_response``) where
+        learnt; ``by`` None without classes or an estimated state."""
+        from gridpipeline.market.response import class_zone_load
 
         pr = self.priorities()
         terms = (pr.policy.demand_response.get("price_responsive") or {}) if pr is not None else {}
         if not terms or st is None:
-            return {"predicted": None, "why": "no price-responsive classes" if not terms else "no estimated state"}
+            return terms, "no price-responsive classes" if not terms else "no estimated state", None
         learned = self.s.home / "elasticities.json"  # market.assets.price_response, once measured
         source = "load policy"
         if learned.exists():
@@ -635,7 +649,15 @@ class Dispatcher:
         inj = st["injections"]
         load = inj[inj.element_type == "load"].set_index("element_id").p_mw
         zone_of = pd.Series({int(i): self.zones.get(b) for i, b in self.net.load.bus.items()})
-        by = class_zone_load(pr.loads, load, zone_of)
+        return terms, source, class_zone_load(pr.loads, load, zone_of)
+
+    def _predicted_response(self, sig, terms: dict, source: str, by: pd.DataFrame | None) -> dict:
+        """The responsive customers' predicted answer to the tariff (market.response), per zone: MW at
+        the first step, and the largest shed and addition over the horizon."""
+        from gridpipeline.market.response import predicted_response
+
+        if by is None:
+            return {"predicted": None, "why": source}
         r = predicted_response(sig.tariff, sig.zones, by, terms)
         return {"model": "share x elasticity x (tariff/mean - 1) x class load (market/response.py)",
                 "terms": terms, "elasticities_from": source,

@@ -445,6 +445,10 @@ def test_demand_response_is_called_over_openadr_before_the_shed_covers_what_is_l
         assert sig["mode"] == "automatic" and "published to 2 aggregators" in sig["body"]["publishing"]
         assert len(tariffs) == 2 * len(sig["body"]["decision"]["zones"])
         assert sig["body"]["response"]["largest_shed_mw"] >= 0
+        # the tariff was chosen with the predicted response (market.tariff.choose_tariff), and it moves load
+        assert sig["body"]["tariff_rule"].startswith("chosen with the predicted response")
+        assert sig["body"]["prices"]["tariff_chosen_with_response"]["status"] == "optimal"
+        assert sig["body"]["response"]["largest_shed_mw"] > 0
         before = np.array(shed["body"]["inputs"]["deficit_before_dr_mw"])
         after = np.array(shed["body"]["deficit_mw"])
         assert (after <= before + 1e-9).all() and (after < before - 1e-6).any()

@@ -1,0 +1,67 @@
+"""choose_tariff: the response-aware tariff LP on cases solved by hand."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from gridpipeline.market.response import predicted_response, response_weight
+from gridpipeline.market.tariff import TariffPolicy, choose_tariff
+
+HOURLY = TariffPolicy(cap=500.0, floor=-100.0, max_change_per_hour=100.0, step_minutes=60.0, peak_value_eur_mw=0.0)
+
+
+def test_two_steps_by_hand():
+    # prices 10 and 30, mean 20; the customers move 1 MW per unit of relative price (weight -1). With
+    # tariff 20 -/+ d the energy moved costs 10*(d/20) - 30*(d/20) = -d: d as large as the band allows
+    # (50 % of 20 = 10), so the tariff is 10 and 30 and 0.5 MW moves from the dear step to the cheap one
+    c = choose_tariff(np.array([[10.0], [30.0]]), np.array([-1.0]), np.array([5.0, 5.0]), HOURLY)
+    assert c.summary["status"] == "optimal"
+    np.testing.assert_allclose(c.tariff[:, 0], [10.0, 30.0], atol=1e-6)
+    np.testing.assert_allclose(c.response[:, 0], [0.5, -0.5], atol=1e-6)
+    assert c.summary["energy_cost_moved_eur"] == pytest.approx(-10.0, abs=1e-6)
+
+
+def test_peak_value_outweighs_the_spread():
+    # the same case with the peak valued at 40 EUR/MW: moving d costs -d + 40 * (5 + d/20) - 200 = +d,
+    # so nothing moves; at 10 EUR/MW it still pays (-d + d/2)
+    c = choose_tariff(np.array([[10.0], [30.0]]), np.array([-1.0]), np.array([5.0, 5.0]), replace(HOURLY, peak_value_eur_mw=40.0))
+    np.testing.assert_allclose(c.tariff[:, 0], [20.0, 20.0], atol=1e-6)
+    np.testing.assert_allclose(c.response, 0.0, atol=1e-6)
+    c = choose_tariff(np.array([[10.0], [30.0]]), np.array([-1.0]), np.array([5.0, 5.0]), replace(HOURLY, peak_value_eur_mw=10.0))
+    np.testing.assert_allclose(c.tariff[:, 0], [10.0, 30.0], atol=1e-6)
+
+
+def test_the_ramp_binds_and_the_peak_is_flattened():
+    # a flat price: only the peak counts. Import 4 then 6 MW; the tariff rises where the import is high,
+    # but at most 5 EUR/MWh from one hour to the next: 17.5 and 22.5, 0.125 MW moved
+    slow = TariffPolicy(cap=500.0, floor=-100.0, max_change_per_hour=5.0, step_minutes=60.0, peak_value_eur_mw=100.0)
+    c = choose_tariff(np.array([[20.0], [20.0]]), np.array([-1.0]), np.array([4.0, 6.0]), slow)
+    np.testing.assert_allclose(c.tariff[:, 0], [17.5, 22.5], atol=1e-6)
+    assert c.summary["peak_after_mw"] == pytest.approx(5.875, abs=1e-6)
+
+
+def test_response_matches_the_prediction_and_an_import_limit_is_soft():
+    rng = np.random.default_rng(3)
+    T, Z = 24, 2
+    price = 40 + 20 * np.sin(np.arange(T) / 24 * 2 * np.pi)[:, None] + rng.normal(0, 2, (T, Z))
+    import pandas as pd
+
+    by = pd.DataFrame({"A": [2.0, 1.0], "B": [0.5, 3.0]}, index=["residential", "commercial"])
+    terms = {"residential": {"share": 0.15, "elasticity": -0.2}, "commercial": {"share": 0.1, "elasticity": -0.1}}
+    w = response_weight(by, ["A", "B"], terms)
+    imp = 8 + 3 * np.cos(np.arange(T) / 24 * 2 * np.pi)
+    c = choose_tariff(price, w, imp, replace(HOURLY, peak_value_eur_mw=50.0), import_limit=10.5)
+    # what the LP counted on is what the published tariff is predicted to bring (same model, same mean)
+    np.testing.assert_allclose(c.response, predicted_response(c.tariff, ["A", "B"], by, terms), atol=1e-6)
+    np.testing.assert_allclose(c.tariff.mean(axis=0), price.mean(axis=0), atol=1e-6)
+    assert c.summary["peak_after_mw"] < c.summary["peak_before_mw"]
+    assert c.summary["over_limit_mwh"] > 0  # the response cannot take 11 MW under 10.5: slack, not a failure
+
+
+def test_a_zone_without_a_positive_mean_keeps_its_clipped_prices():
+    c = choose_tariff(np.array([[-20.0, 10.0], [-10.0, 30.0]]), np.array([-1.0, -1.0]), np.array([5.0, 5.0]), HOURLY)
+    np.testing.assert_allclose(c.tariff[:, 0], [-20.0, -10.0], atol=1e-6)
+    np.testing.assert_allclose(c.response[:, 0], 0.0, atol=1e-9)
