@@ -145,6 +145,51 @@ def _add_domain_apps() -> None:
             out.write_text(json.dumps(result, indent=1))
         typer.echo(json.dumps(result))
 
+    economics_app = typer.Typer(no_args_is_help=True, help="Economics studies of the whole chain.")
+
+    @economics_app.command("backtest")
+    def economics_backtest_cmd(
+        start: str = typer.Option("2018-01-01", help="first hour (UTC)"),
+        end: str = typer.Option("2019-01-01", help="end (UTC, exclusive)"),
+        world: str = typer.Option("sample", help="the world whose grid, fleet and customers are replayed"),
+        prices: Path | None = typer.Option(None, "--prices", exists=True,
+                                           help="utc_start,price CSV or SMARD CSV; default: the 2018 German "
+                                                "day-ahead prices (data/prices, SMARD)"),
+        refit_days: int = typer.Option(28, help="days between refits of the demand model"),
+        out: Path | None = typer.Option(None, help="also write the result as JSON here"),
+    ):
+        """Run the world through a period three ways (no optimisation; dispatch only; dispatch plus DR, price
+        signals and market bids) and print one JSON line: baseline_cost, dispatch_cost, full_cost,
+        peak_reduction_predicted_mw, peak_reduction_achieved_mw, and the savings by component."""
+        import pandas as pd
+
+        from benchmarks.dispatch_backtest import BacktestConfig
+        from benchmarks.economics_backtest import run_economics
+        from gridpipeline.storage.cli import read_prices
+        from gridpipeline.world.model import load_world
+        from gridpipeline.world.price_exchange import load_reference
+
+        cfg = BacktestConfig(start=pd.Timestamp(start, tz="UTC"), end=pd.Timestamp(end, tz="UTC"), refit_days=refit_days)
+        if cfg.end <= cfg.start + pd.Timedelta(days=2):
+            typer.secho("--end must be more than two days after --start", fg="red", err=True)
+            raise typer.Exit(2)
+        series = read_prices(prices) if prices else load_reference()
+        say = lambda m: typer.echo(f"economics backtest: {m}", err=True)
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)  # HiGHS prints its banner on stdout: stdout stays one JSON line
+        try:
+            result = run_economics(load_world(world), series, cfg, progress=say)
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        if out:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1, default=str))
+        typer.echo(json.dumps(result, default=str))
+
+    app.add_typer(economics_app, name="economics", help="Economics: the three ways of operating through a year.")
     app.add_typer(grid_app, name="grid", help="Power flow, state estimation and N-1 on your own network files.")
     app.add_typer(forecast_app, name="forecast", help="Forecast backtests on your own history.")
     app.add_typer(audit_app, name="audit", help="Integrity of the decision ledger.")
