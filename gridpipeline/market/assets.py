@@ -14,6 +14,7 @@ from dagster import (
     AutomationCondition,
     DailyPartitionsDefinition,
     MaterializeResult,
+    MonthlyPartitionsDefinition,
     asset,
 )
 from dagster_duckdb import DuckDBResource
@@ -299,6 +300,63 @@ def financial_report(context: AssetExecutionContext, duckdb: DuckDBResource, set
         f"cost {-fig['savings']:.2f} EUR more than no optimisation")
 
 
+# the current month exists (end_offset=1): it is reported to date every day
+cost_months = MonthlyPartitionsDefinition(start_date=f"{str(START)[:7]}-01", timezone="UTC", end_offset=1)
+
+
+@asset(
+    group_name=GROUP,
+    pool="duckdb",
+    partitions_def=cost_months,
+    deps=[AssetKey("financial_report")],
+    automation_condition=every("40 0 * * *"),
+    check_specs=[AssetCheckSpec("month_saves", asset="financial_report_monthly",
+                                description="Warns when the month cost more than the same days with no "
+                                "optimisation, or when no day of it was reported.")],
+    description="The month's financial impact, from the daily reports (market.financial_daily): costs by "
+    "component, the counterfactual and the savings, market revenue, DR payments and shed costs, with the "
+    "stacked daily costs and the cumulative savings. A row in market.financial_monthly, and the filing copy "
+    "(report.html, daily.csv) under <home>/reports/YYYY-MM/; `gridpipeline report --month` adds the 5-minute "
+    "steps. The current month is reported to date every night.",
+)
+def financial_report_monthly(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource):
+    import pandas as pd
+    from dagster import MetadataValue
+
+    from gridpipeline.base.plots import md_table
+    from gridpipeline.market.finance import month_figures, stacked_chart, write_report
+    from gridpipeline.market.store import read_financial_month, write_financial_month
+
+    s = settings.get()
+    first = pd.Timestamp(context.partition_key)
+    last = first + pd.offsets.MonthEnd(0)
+    month = f"{first:%Y-%m}"
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
+        daily = read_financial_month(con, first.date(), last.date())
+    fig = month_figures(daily)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with writer_lock(s.db_path), duckdb.get_connection() as con:
+        write_financial_month(con, month, fig, now)
+    days = daily[daily.steps_priced > 0].set_index("day") if len(daily) else daily
+    out_dir = s.home / "reports" / month
+    filed = write_report(month, days.drop(columns=["computed_at"], errors="ignore"), pd.DataFrame(), out_dir)
+    meta = {**fig, "month": month, "filed_to": str(out_dir), "files": filed["files"]}
+    if len(days):
+        meta["chart_month"] = MetadataValue.md(stacked_chart(days, f"Costs by component per day, {month}"))
+        meta["days_table"] = MetadataValue.md(md_table(days.reset_index()[
+            ["day", "cost_total", "counterfactual_total", "savings", "market_revenue", "dr_payments", "shed_cost"]]))
+    yield MaterializeResult(metadata=meta)
+    if not fig["days"]:
+        yield AssetCheckResult(check_name="month_saves", passed=False, severity=AssetCheckSeverity.WARN,
+                               description=f"no day of {month} has been reported yet")
+        return
+    yield AssetCheckResult(
+        check_name="month_saves", passed=fig["savings"] >= 0, severity=AssetCheckSeverity.WARN,
+        metadata={"savings_eur": fig["savings"], "days": fig["days"]},
+        description=(f"{month}: saved {fig['savings']:.2f} EUR over {fig['days']} days against no optimisation"
+                     if fig["savings"] >= 0 else f"{month}: cost {-fig['savings']:.2f} EUR more than no optimisation"))
+
+
 ELASTICITY_FILE = "elasticities.json"
 
 
@@ -399,4 +457,4 @@ def price_response(context: AssetExecutionContext, duckdb: DuckDBResource, setti
 
 
 market_assets = [price_signals, market_bids, market_awards, grid_costs, market_settlement, financial_report,
-                 price_response]
+                 financial_report_monthly, price_response]

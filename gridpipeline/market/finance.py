@@ -52,6 +52,17 @@ def day_figures(actual: pd.DataFrame, cf: pd.DataFrame, settlement: pd.DataFrame
     return out
 
 
+def month_figures(daily: pd.DataFrame) -> dict:
+    """The month's figures from its days' (``market.financial_daily`` rows): every amount summed, the
+    steps counted, and the days with a priced step."""
+    from gridpipeline.market.store import FINANCIAL_COLUMNS
+
+    priced = daily[daily.steps_priced > 0] if len(daily) else daily
+    out = {c: round(float(priced[c].sum()), 2) if len(priced) else 0.0 for c in FINANCIAL_COLUMNS}
+    out["days"] = len(priced)
+    return out
+
+
 def stacked_chart(daily: pd.DataFrame, title: str) -> str:
     """Stacked costs by component per row of ``daily`` (index: a day or an hour), the counterfactual as
     a line, and the cumulative savings beneath: a markdown PNG."""

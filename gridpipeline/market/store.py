@@ -179,3 +179,27 @@ def write_financial(con, day, figures: dict, computed_at) -> pd.DataFrame:
     first = pd.Timestamp(day).replace(day=1).date()
     return con.execute("SELECT * FROM market.financial_daily WHERE day >= ? AND day <= ? ORDER BY day",
                        [first, day]).df()
+
+
+def read_financial_month(con, first, last) -> pd.DataFrame:
+    """``market.financial_daily`` rows of the days ``first .. last`` (dates), by day; empty without the table."""
+    import duckdb
+
+    try:
+        return con.execute("SELECT * FROM market.financial_daily WHERE day >= ? AND day <= ? ORDER BY day",
+                           [first, last]).df()
+    except duckdb.CatalogException:
+        return pd.DataFrame(columns=["day", *FINANCIAL_COLUMNS, "computed_at"])
+
+
+def write_financial_month(con, month: str, figures: dict, computed_at) -> None:
+    """Replace the month's row of ``market.financial_monthly`` (``month`` 'YYYY-MM')."""
+    from gridpipeline.store.writers import replace_rows
+
+    cols = ", ".join(f"{c} DOUBLE" for c in FINANCIAL_COLUMNS)
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS market; CREATE TABLE IF NOT EXISTS market.financial_monthly "
+                f"(month VARCHAR, days INTEGER, {cols}, computed_at TIMESTAMP)")
+    row = pd.DataFrame([{"month": month, "days": int(figures["days"]),
+                         **{c: float(figures[c]) for c in FINANCIAL_COLUMNS}, "computed_at": computed_at}])
+    replace_rows(con, [("DELETE FROM market.financial_monthly WHERE month = ?", [month])],
+                 [("market.financial_monthly", row)])

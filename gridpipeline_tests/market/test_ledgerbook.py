@@ -182,6 +182,23 @@ def test_the_asset_prices_the_day_warns_on_a_departure_and_without_data(tmp_path
     assert "data:image/png" in meta["chart_day"].value and "data:image/png" in meta["chart_month"].value
     (check,) = out.get_asset_check_evaluations()
     assert check.passed == (meta["savings"].value >= 0)
+    # the month's report: the day's figures summed, a row in market.financial_monthly, the filing copy
+    from gridpipeline.market.assets import financial_report_monthly
+
+    day = {k: meta[k].value for k in ("cost_total", "savings", "market_revenue")}
+    out = materialize([financial_report_monthly], partition_key="2026-12-01", resources=res)
+    mm = out.get_asset_materialization_events()[0].materialization.metadata
+    assert mm["days"].value == 1 and all(mm[k].value == pytest.approx(v, abs=0.01) for k, v in day.items())
+    assert "data:image/png" in mm["chart_month"].value
+    assert (s.home / "reports" / "2026-12" / "report.html").exists()
+    with duckdb.connect(str(s.db_path), read_only=True) as con:
+        assert con.execute("SELECT count(*), max(savings) FROM market.financial_monthly").fetchone() == (
+            1, pytest.approx(day["savings"], abs=0.01))
+    (check,) = out.get_asset_check_evaluations()
+    assert check.passed == (day["savings"] >= 0)
+    out = materialize([financial_report_monthly], partition_key="2026-11-01", resources=res)
+    (check,) = out.get_asset_check_evaluations()
+    assert out.success and not check.passed and "no day" in check.description
 
 
 def test_settlement_of_a_day_reconciles_with_the_ledger_and_the_award(tmp_path, monkeypatch):
