@@ -172,6 +172,7 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
         stored_energy_value,
         validate,
     )
+    from gridpipeline.market.response import class_of
     from gridpipeline.market.tariff import TariffPolicy, choose_tariff
     from gridpipeline.settings import get_settings
     from gridpipeline.sources.prices import price_curve
@@ -230,7 +231,7 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
     # (L, Z): per load, its share x elasticity in its zone's column (the response weight per MW of load)
     wmat = np.zeros((L, len(zones)))
     for c, t in terms.items():
-        m = cls_of == c
+        m = cls_of == class_of(c, t)
         for k, z in enumerate(zones):
             wmat[m & (zone_of == z), k] = float(t["share"]) * float(t["elasticity"])
     hist_load = np.vstack([full_truth.load_p[:W], np.zeros((T, L))])  # what the meters measured, full strategy

@@ -173,10 +173,12 @@ def _demand_response(d: dict) -> dict:
         _num(f"demand_response.tou_eur_mwh.{h}", {"v": v}, "v", float, -1e6)
     for c, r in (out["price_responsive"] or {}).items():
         entry = f"demand_response.price_responsive.{c}"
-        if c not in CLASSES:
-            raise PolicyError(f"{entry}: unknown class {c!r} (known: {', '.join(CLASSES)})")
         if not isinstance(r, dict):
-            raise PolicyError(f"{entry}: a mapping of share and elasticity")
+            raise PolicyError(f"{entry}: a mapping of share and elasticity (and 'of', the class it is part of)")
+        of = r.get("of", c)
+        if of not in CLASSES:
+            raise PolicyError(f"{entry}: unknown class {of!r} (known: {', '.join(CLASSES)}); a programme that is "
+                              "part of a class names it with 'of'")
         if not 0 <= _num(entry, r, "share") <= 1:
             raise PolicyError(f"{entry}: 'share' is a share of the class's load in [0, 1]")
         if _num(entry, r, "elasticity", float, -5.0) > 0:

@@ -409,7 +409,9 @@ def price_response(context: AssetExecutionContext, duckdb: DuckDBResource, setti
     signal = published_signal(sig, published)
     signal = signal[(pd.to_datetime(signal.step_ts) >= start) & (pd.to_datetime(signal.step_ts) < end)] \
         if len(signal) else signal
-    loads = pr.loads[pr.loads["class"].isin(list(terms))][["load_id", "class"]].copy()
+    from gridpipeline.market.response import class_of
+
+    loads = pr.loads[pr.loads["class"].isin({class_of(n, t) for n, t in terms.items()})][["load_id", "class"]].copy()
     loads["zone"] = [str(nm.zones.get(b)) for b in nm.net.load.bus.reindex(loads.load_id).to_numpy()]
     readings = pd.DataFrame(columns=["load_id", "ts", "mw"])
     if len(signal) and len(loads):

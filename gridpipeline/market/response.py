@@ -36,12 +36,19 @@ def predicted_response(tariff: np.ndarray, zones, by_class_zone: pd.DataFrame, t
     return rel * response_weight(by_class_zone, zones, terms)[None, :]
 
 
+def class_of(programme: str, term: dict) -> str:
+    """The customer class a price-responsive programme answers for: its ``of`` (EV charging and flexible
+    heat are shares of the households' load), else its own name (a whole class's programme)."""
+    return str(term.get("of", programme))
+
+
 def response_weight(by_class_zone: pd.DataFrame, zones, terms: dict) -> np.ndarray:
     """(Z,) MW each zone's responsive customers move per unit of relative price ``tariff/mean - 1``:
     ``sum over classes of share x elasticity x class load`` (<= 0 for the usual negative elasticities),
     the weight :func:`market.tariff.choose_tariff` chooses the tariff with."""
     out = np.zeros(len(zones))
-    for cls, t in terms.items():
+    for name, t in terms.items():
+        cls = class_of(name, t)
         if cls not in by_class_zone.index:
             continue
         load = by_class_zone.loc[cls].reindex([str(z) for z in zones]).fillna(0.0).to_numpy(float)
@@ -116,13 +123,29 @@ LEARN_MIN_POINTS = 288
 
 
 def elasticity_table(points: pd.DataFrame, terms: dict) -> pd.DataFrame:
-    """Per class of ``terms``: share, the assumed and the measured elasticity (None: too few points or
-    no price variation) and the number of points (:func:`response_points`)."""
+    """Per programme of ``terms``: share, the assumed and the measured elasticity (None: too few points or
+    no price variation) and the number of points (:func:`response_points`, by class).
+
+    A class's measured load answers every programme on it at once (the households' own, EV charging,
+    flexible heat): the slope measured is ``sum of share x elasticity`` over them. Each programme's
+    estimate is its assumed elasticity scaled by the measured slope over the assumed one, so a class
+    answering half as strongly as assumed halves each of its programmes (one signal cannot tell them
+    apart); a class with one programme gets ``slope / share``."""
     rows = []
-    for cls, t in terms.items():
-        p = points[points.cls == cls]
-        est, n = elasticity_estimate(p.rel_price, p.rel_change, float(t["share"]))
-        rows.append({"cls": cls, "share": float(t["share"]), "elasticity_assumed": float(t["elasticity"]),
+    assumed = {}
+    for name, t in terms.items():
+        c = class_of(name, t)
+        assumed[c] = assumed.get(c, 0.0) + float(t["share"]) * float(t["elasticity"])
+    for name, t in terms.items():
+        c = class_of(name, t)
+        p = points[points.cls == c]
+        slope, n = elasticity_estimate(p.rel_price, p.rel_change, 1.0)
+        est = None
+        if slope is not None and abs(assumed[c]) > 1e-12:
+            est = float(t["elasticity"]) * slope / assumed[c]
+        elif slope is not None and float(t["share"]) > 0:
+            est = slope / float(t["share"])
+        rows.append({"cls": name, "share": float(t["share"]), "elasticity_assumed": float(t["elasticity"]),
                      "elasticity_measured": est, "points": n})
     return pd.DataFrame(rows, columns=["cls", "share", "elasticity_assumed", "elasticity_measured", "points"])
 

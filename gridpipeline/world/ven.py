@@ -11,8 +11,11 @@ uncertain share of its contracted MW: a draw from N(0.85, 0.12) clipped to [0.3,
 than 95 % of what it draws then. A small payback follows: 20 % of the energy not taken is taken
 over the half hour after the event.
 
-**Price-based.** An aggregator opts in to each tariff and its price-responsive share of the class's
-load answers with its elasticity: ``p * (1 + share * elasticity * (price / mean price - 1))``.
+**Price-based.** An aggregator per programme opts in to each tariff and its price-responsive share of
+the class's load answers with its elasticity: ``p * (1 + share * elasticity * (price / mean price - 1))``.
+A programme is a class (households, commerce) or a part of one (``of``: EV charging and flexible heat
+within the households' load, with their own share and a stronger elasticity); programmes on the same
+loads add up.
 
 The simulator applies both to the loads of each window it computes (:meth:`VenField.apply`), so
 the telemetry shows them, and keeps the delivered reduction (``truth``) for scoring. A VEN listed
@@ -78,7 +81,10 @@ class VenField:
         self.pos = {int(i): k for k, i in enumerate(self.net.load.index)}
         self.contracts = {contract_ven(c.load_id): c for c in self.policy.contracts if int(c.load_id) in self.pos}
         pr = self.policy.demand_response.get("price_responsive") or {}
-        self.aggregators = {aggregator_ven(c): (c, float(r["share"]), float(r["elasticity"])) for c, r in pr.items()}
+        # a programme answers for a share of one class's load: its own name is the class unless it names
+        # the class it is part of (``of``: EV charging and flexible heat within the households' load)
+        self.aggregators = {aggregator_ven(c): (str(r.get("of", c)), float(r["share"]), float(r["elasticity"]))
+                            for c, r in pr.items()}
         self.class_pos = {}
         for cls, _, _ in self.aggregators.values():
             self.class_pos[cls] = np.array([self.pos[i] for i, c in self.load_class.items() if c == cls and i in self.pos],
@@ -183,8 +189,9 @@ class VenField:
             if pay.any():
                 hours = (m.end - m.start).total_seconds() / 3600
                 load[pay, m.load_pos] += PAYBACK_SHARE * m.mw * hours / (PAYBACK.total_seconds() / 3600)
-        factor = np.ones_like(load)
-        # the static tariff (every zone) first; a zone's own tariff overrides it where it has a price
+        # each programme's relative change: the static tariff (every zone) first, a zone's own tariff
+        # overriding it where it has a price; programmes on the same loads add up
+        change: dict[str, np.ndarray] = {}
         for (ven, zone), tar in sorted(tariffs.items(), key=lambda kv: kv[0][1] is not None):
             cls, share, el = self.aggregators[ven]
             cols = self.class_pos.get(cls)
@@ -199,7 +206,9 @@ class VenField:
             if not mean > 0:
                 continue
             on = ~np.isnan(price)
-            factor[np.ix_(on, cols)] = (1.0 + share * el * (price[on] / mean - 1.0))[:, None]
+            c = change.setdefault(ven, np.zeros_like(load))
+            c[np.ix_(on, cols)] = (share * el * (price[on] / mean - 1.0))[:, None]
+        factor = 1.0 + sum(change.values()) if change else 1.0
         return replace(inj, load_p_mw=load * factor)
 
     # ------------------------------------------------------------------ the VENs

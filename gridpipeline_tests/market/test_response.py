@@ -151,3 +151,46 @@ def test_the_table_per_class_and_what_is_learnt():
     assert pd.isna(t.loc["industrial", "elasticity_measured"])
     # only an estimate on a day of points replaces the policy's
     assert set(learned(t.reset_index(), "2026-12-01")) == {"residential"}
+
+
+def test_ev_charging_and_flexible_heat_answer_within_the_households_load():
+    """Three programmes on one household load (the class's own 15 % at -0.2, EV charging 3 % at -0.8,
+    flexible heat 8 % at -0.3): at a tariff 50 % above its mean the load moves by
+    0.5 x (0.15 x -0.2 + 0.03 x -0.8 + 0.08 x -0.3) = -3.9 %; the pipeline predicts the same, and a
+    class answering half as strongly as assumed halves each programme's estimate."""
+    from gridpipeline.market.response import elasticity_table, response_weight
+    from gridpipeline.world.model import Injections
+    from gridpipeline.world.ven import VenField
+
+    terms = {"residential": {"share": 0.15, "elasticity": -0.2},
+             "ev_charging": {"of": "residential", "share": 0.03, "elasticity": -0.8},
+             "flexible_heat": {"of": "residential", "share": 0.08, "elasticity": -0.3}}
+    pol = _policy([], {"price_responsive": terms, "tou_eur_mwh": {"0": 150}})
+    net = types.SimpleNamespace(load=pd.DataFrame(index=[1, 2]))
+    vens = VenField(net, pol, {1: "residential", 2: "commercial"}, load_zone={1: "A", 2: "A"})
+    assert sorted(vens.aggregators) == ["ven-ev_charging", "ven-flexible_heat", "ven-residential"]
+    t0 = datetime(2026, 12, 1, 16)
+    for name in terms:  # the event each aggregator's VEN would receive: 100 then 300 EUR/MWh (mean 200)
+        ev = {"event_descriptor": {"event_id": f"tariff-{name}", "market_context": "oadr://gridpipeline/tou"},
+              "event_signals": [{"signal_name": "ELECTRICITY_PRICE", "intervals": [
+                  {"dtstart": t0 + timedelta(hours=k), "duration": timedelta(hours=1), "signal_payload": p}
+                  for k, p in enumerate((0.1, 0.3))]}], "targets": [{"group_id": "A"}]}
+        assert vens.decide(f"ven-{name}", ev, t0 - timedelta(hours=1)) == "optIn"
+    times = pd.date_range(t0, periods=2, freq="h", tz="UTC")
+    z = np.zeros((2, 0))
+    inj = Injections(times=times, load_index=np.array([1, 2]), sgen_index=np.array([]), storage_index=np.array([]),
+                     load_p_mw=np.ones((2, 2)), load_q_mvar=np.zeros((2, 2)), sgen_p_mw=z, sgen_q_mvar=z,
+                     storage_p_mw=z, storage_q_mvar=z)
+    out = vens.apply(times, inj).load_p_mw
+    np.testing.assert_allclose(out[:, 0], [1.039, 0.961])
+    np.testing.assert_allclose(out[:, 1], 1.0)  # commerce has no programme here
+    by = class_zone_load(pd.DataFrame({"load_id": [1, 2], "class": ["residential", "commercial"]}),
+                         pd.Series(1.0, index=[1, 2]), pd.Series({1: "A", 2: "A"}))
+    assert response_weight(by, ["A"], terms)[0] == pytest.approx(-0.078)
+    np.testing.assert_allclose(predicted_response(np.array([[100.0], [300.0]]), ["A"], by, terms)[:, 0],
+                               [0.039, -0.039])
+    rel = np.tile([-0.5, 0.5], 12)
+    pts = pd.DataFrame({"cls": "residential", "rel_price": rel, "rel_change": 0.5 * -0.078 * rel})
+    est = elasticity_table(pts, terms).set_index("cls")
+    for name, t in terms.items():
+        assert est.loc[name, "elasticity_measured"] == pytest.approx(t["elasticity"] / 2)

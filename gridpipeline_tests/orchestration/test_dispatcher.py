@@ -439,11 +439,13 @@ def test_demand_response_is_called_over_openadr_before_the_shed_covers_what_is_l
         for c in calls:  # no call starts before its notice allows
             assert pd.Timestamp(c["start"]) >= pd.Timestamp(now) + pd.Timedelta(minutes=c["notice_min"])
         assert {e for e in d.vtn._sent if not e.startswith("tariff-")} == {c["event_id"] for c in calls}
-        # the plan's nodal tariff went to both price-responsive aggregators, one event per zone
+        # the plan's nodal tariff went to the four programmes' aggregators (households, commerce, EV
+        # charging, flexible heat), one event per zone
         (sig,) = led.records(kind="price_signal")[-1:]
         tariffs = {e for e in d.vtn._sent if e.startswith("tariff-")}
-        assert sig["mode"] == "automatic" and "published to 2 aggregators" in sig["body"]["publishing"]
-        assert len(tariffs) == 2 * len(sig["body"]["decision"]["zones"])
+        assert sig["mode"] == "automatic" and "published to 4 aggregators" in sig["body"]["publishing"]
+        assert len(tariffs) == 4 * len(sig["body"]["decision"]["zones"])
+        assert {e.split("-")[2] for e in tariffs} == {"residential", "commercial", "ev_charging", "flexible_heat"}
         assert sig["body"]["response"]["largest_shed_mw"] >= 0
         # the tariff was chosen with the predicted response (market.tariff.choose_tariff), and it moves load
         assert sig["body"]["tariff_rule"].startswith("chosen with the predicted response")
