@@ -282,7 +282,8 @@ def _load_sim(settings: Settings, world_name: str, sensors: int | None, faults: 
     sim = ScadaSimulator(world, reg, settings.landing, faults=faults_from_string(faults), seed=seed,
                          export_interval_s=export_interval, truth_path=settings.truth if truth else None,
                          weather_dir=settings.weather_dir, prices_dir=settings.prices,
-                         events_path=settings.home / "world" / "events.json")
+                         events_path=settings.home / "world" / "events.json", flex_dir=settings.flex_offers,
+                         customers_path=settings.customers)
     return sim
 
 

@@ -164,6 +164,11 @@ class Settings(BaseSettings):
         return (self.prices_dir or self.home / "prices").expanduser().resolve()
 
     @property
+    def flex_offers(self) -> Path:
+        """The local flexibility market's file drop: the DER owners' offers (``offers-YYYY-MM-DD.csv``)."""
+        return (self.home / "flex_offers").expanduser().resolve()
+
+    @property
     def ledger(self) -> Path:
         return (self.ledger_path or self.home / "ledger.duckdb").expanduser().resolve()
 

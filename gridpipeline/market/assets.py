@@ -129,6 +129,14 @@ market_bids = AssetSpec(
     "dispatcher bids the next delivery day whose gate (12:00 Europe/Berlin the day before) is open, once, from a "
     "plan to the end of that day; the exchange's rejections come back with reasons. Ledger kind `market_bid` "
     "(GRIDPIPELINE_DECISION_MODES=market_bid=advisory records without submitting); rows in market.bids.")
+flex_market = AssetSpec(
+    "flex_market", group_name=GROUP, deps=["price_signals"],
+    description="The local flexibility market (market/flexmarket.py), the way GOPACS or NODES run one: for each "
+    "line the nodal prices find congested (a binding rating, its congestion dual) and each hour ahead, the MW the "
+    "plan's net load takes it over its rating is bought pay-as-bid from the DER owners' offers below the line "
+    "(their own prices, posted a day ahead to <home>/flex_offers; bad rows rejected with their reason), cheapest "
+    "relief first. Computed by the live dispatcher after each plan's prices; ledger kind `flex_award` (advisory "
+    "by default), rows in market.flex_awards.")
 market_awards = AssetSpec(
     "market_awards", group_name=GROUP, deps=["market_bids"],
     description="The day-ahead awards once the day's prices are published: a price-taker's, at the real price "
@@ -458,5 +466,5 @@ def price_response(context: AssetExecutionContext, duckdb: DuckDBResource, setti
                      if off else "every class within half its assumed elasticity"))
 
 
-market_assets = [price_signals, market_bids, market_awards, grid_costs, market_settlement, financial_report,
+market_assets = [price_signals, flex_market, market_bids, market_awards, grid_costs, market_settlement, financial_report,
                  financial_report_monthly, price_response]

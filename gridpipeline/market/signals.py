@@ -88,6 +88,9 @@ class PlanSignals:
     loss_factor: np.ndarray
     #: the response-aware choice (:func:`market.tariff.choose_tariff`), when the tariff was chosen with it
     choice: TariffChoice | None = None
+    #: (T, N) the plan's net load per feeder bus, MW and Mvar (what the prices were computed on)
+    net_load: np.ndarray | None = None
+    net_q: np.ndarray | None = None
 
     def summary(self, feeder: RadialFeeder, times) -> dict:
         d = self.dlmp
@@ -134,4 +137,4 @@ def signals_for_plan(feeder: RadialFeeder, bus_map: pd.Series, est_net, zone_of_
                 tariff = choice.tariff
     for nrow in notes:
         nrow["zone"] = str(zones[nrow["zone"]])
-    return PlanSignals(r, zones, zp, tariff, notes, lf, choice)
+    return PlanSignals(r, zones, zp, tariff, notes, lf, choice, p, q)

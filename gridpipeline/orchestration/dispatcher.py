@@ -442,6 +442,7 @@ class Dispatcher:
                 body["publishing"] = self._publish_tariff(now, times, sig)
             rec = self.ledger.append("price_signal", body, mode=mode, actor="dispatcher", ref=plan_id)
             self.last_tariff = sig.tariff[0]
+            self.flex_market(now, sig, feeder, bus_map, times, rec.id)
             with connect(self.s.live_db_path, timeout_s=30.0) as con:
                 write_signals(con, signal_frames(rec.id, plan_id, now, times, feeder, sig))
             if self.report:
@@ -449,6 +450,75 @@ class Dispatcher:
             return rec.id
         except Exception:
             log.exception("dispatcher: the price signals for plan %s failed", plan_id)
+            return None
+
+    # ------------------------------------------------------------------ local flexibility market
+    def flex_market(self, now: datetime, sig, feeder, bus_map, times, signal_id: str) -> str | None:
+        """Congestion relief bought on the local flexibility market (market/flexmarket.py): for every line
+        the nodal prices found binding and every whole hour ahead, the MW the plan's net load takes it over
+        its rating, bought pay-as-bid from the DER owners' offers below the line (the platform's file drop,
+        ``<home>/flex_offers``), once per line and hour. Ledger kind ``flex_award`` (mode ``flex_award``,
+        advisory by default: the awards are recorded for the operator; the owners are not yet sent them),
+        rows in ``market.flex_awards``, reported as ``flex_market``. A failure is logged and never stops
+        the dispatch."""
+        from gridpipeline.market.flexmarket import clear_needs, congestion_needs, read_offers
+
+        try:
+            t = pd.DatetimeIndex(times)
+            t = t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t
+            needs = congestion_needs(feeder, sig.net_load, sig.net_q, sig.dlmp.binding, t)
+            if not len(needs):
+                return None
+            first = pd.Timestamp(now).floor("h") + pd.Timedelta(hours=1)
+            done = getattr(self, "_flex_cleared", set())
+            needs = needs[(needs.hour >= first) & ~pd.Series(list(zip(needs.element, needs.hour)), index=needs.index
+                                                              ).isin(done)]
+            if not len(needs):
+                return None
+            offers, rejected = read_offers(self.s.flex_offers, needs.hour.unique())
+            awards, per_need = clear_needs(needs, offers, feeder, bus_map)
+            mode = self.s.mode_for("flex_award", "advisory")
+            pay = float(awards.pay_eur.sum()) if len(awards) else 0.0
+            short = float(per_need.shortfall_mw.max()) if len(per_need) else 0.0
+            text = (f"local flexibility: {len(needs)} line-hours of congestion ({needs.need_mw.max():.3f} MW at most); "
+                    f"{len(awards)} offers accepted for {pay:.2f} EUR, largest shortfall {short:.3f} MW; "
+                    + ("sent" if mode == "automatic" else f"{mode}: recorded for the operator"))
+            body = {"summary": text, "signal": signal_id,
+                    "inputs": {"price_signal": signal_id, "offers": len(offers), "offer_days":
+                               sorted({str(pd.Timestamp(h).date()) for h in needs.hour}),
+                               "rejected_offers": rejected.astype(str).to_dict("records")[:50],
+                               "network_version": self.engine.network_version},
+                    "rule": "per line and hour, largest congestion dual first: the owners' offers below the line in "
+                            "the relieving direction (up: less load or more output, for a line carrying load in; down: "
+                            "less output, for one carrying export out), cheapest per MW of relief first, the last one "
+                            "in part; each paid its own price (pay-as-bid); an offer serves once per hour",
+                    "binding_constraints": per_need.astype({"hour": str}).to_dict("records"),
+                    "decision": {"awards": awards.astype({"hour": str}).to_dict("records")},
+                    "objective": {"pay_eur": round(pay, 2)},
+                    "alternatives": {"no purchase": "the plan's congestion stays priced in the nodal prices' "
+                                                    "congestion component; the gate scales back setpoints that "
+                                                    "would overload the line"}}
+            rec = self.ledger.append("flex_award", body, mode=mode, actor="dispatcher", ref=signal_id)
+            self._flex_cleared = done | set(zip(needs.element, needs.hour))
+            rows = awards.assign(decision_id=rec.id, decided_at=now, status="awarded" if mode == "automatic" else mode)
+            if len(rows):
+                with connect(self.s.live_db_path, timeout_s=30.0) as con:
+                    con.execute("CREATE SCHEMA IF NOT EXISTS market; CREATE TABLE IF NOT EXISTS market.flex_awards "
+                                "(decision_id VARCHAR, decided_at TIMESTAMP, element VARCHAR, hour TIMESTAMP, "
+                                "offer_id VARCHAR, owner VARCHAR, bus BIGINT, mw DOUBLE, relief_mw DOUBLE, price DOUBLE, "
+                                "pay_eur DOUBLE, status VARCHAR)")
+                    con.register("_fa", rows[["decision_id", "decided_at", "element", "hour", "offer_id", "owner", "bus",
+                                              "mw", "relief_mw", "price", "pay_eur", "status"]])
+                    con.execute("INSERT INTO market.flex_awards SELECT * FROM _fa")
+            log.info("dispatcher: %s", text)
+            self._report_market("flex_market", {"decision": rec.id, "summary": text, "mode": mode,
+                                                "line_hours": len(needs), "accepted": len(awards),
+                                                "pay_eur": round(pay, 2), "shortfall_mw": round(short, 4),
+                                                "needs": per_need.astype({"hour": str}),
+                                                "awards": awards.astype({"hour": str})})
+            return rec.id
+        except Exception:
+            log.exception("dispatcher: the local flexibility market failed")
             return None
 
     # ------------------------------------------------------------------ day-ahead market

@@ -133,6 +133,8 @@ class ScadaSimulator:
         weather_dir: Path | None = None,
         prices_dir: Path | None = None,
         events_path: Path | None = None,
+        flex_dir: Path | None = None,
+        customers_path: Path | None = None,
     ):
         from gridpipeline.world.powerflow import TruthEngine
 
@@ -151,6 +153,12 @@ class ScadaSimulator:
             self.exchange = PriceExchange(prices_dir)
         else:
             self.exchange = None
+        #: the DER owners' offers on the local flexibility market (world.flexowners), when posted
+        self.flex_owners = None
+        if flex_dir is not None:
+            from gridpipeline.world.flexowners import FlexOwners
+
+            self.flex_owners = FlexOwners(world, flex_dir, customers_path, seed)
         self.engine = TruthEngine(world.net)
         from gridpipeline.world.fleet import FieldFleet
 
@@ -669,6 +677,8 @@ class ScadaSimulator:
         in ``[start, now)`` and every NWP run available at ``now`` from a day before ``start`` on."""
         if self.exchange is not None:  # the power exchange's day-ahead files, as published by now
             self.exchange.publish(start - WEATHER_LOOKBACK, now)
+        if self.flex_owners is not None:  # the DER owners' offers for today and, after noon, tomorrow
+            self.flex_owners.publish(now, now)
         if self.weather is None:
             return
         self.weather.publish_observations(start, now)
