@@ -458,7 +458,8 @@ class Dispatcher:
         the nodal prices found binding and every whole hour ahead, the MW the plan's net load takes it over
         its rating, bought pay-as-bid from the DER owners' offers below the line (the platform's file drop,
         ``<home>/flex_offers``), once per line and hour. Ledger kind ``flex_award`` (mode ``flex_award``,
-        advisory by default: the awards are recorded for the operator; the owners are not yet sent them),
+        advisory by default: the awards are recorded for the operator; automatic posts them to the owners,
+        who deliver them, ``world.flexowners``),
         rows in ``market.flex_awards``, reported as ``flex_market``. A failure is logged and never stops
         the dispatch."""
         from gridpipeline.market.flexmarket import clear_needs, congestion_needs, read_offers
@@ -498,6 +499,8 @@ class Dispatcher:
                     "alternatives": {"no purchase": "the plan's congestion stays priced in the nodal prices' "
                                                     "congestion component; the gate scales back setpoints that "
                                                     "would overload the line"}}
+            if mode == "automatic" and len(awards):  # the platform's answer to the owners
+                body["activation"] = self._post_flex_awards(awards)
             rec = self.ledger.append("flex_award", body, mode=mode, actor="dispatcher", ref=signal_id)
             self._flex_cleared = done | set(zip(needs.element, needs.hour))
             rows = awards.assign(decision_id=rec.id, decided_at=now, status="awarded" if mode == "automatic" else mode)
@@ -520,6 +523,19 @@ class Dispatcher:
         except Exception:
             log.exception("dispatcher: the local flexibility market failed")
             return None
+
+    def _post_flex_awards(self, awards: pd.DataFrame) -> str:
+        """The accepted offers to the platform's drop (``awards/awards-<stamp>.csv``), where the owners read
+        what to deliver; returns what was posted."""
+        import uuid
+
+        folder = self.s.flex_offers / "awards"
+        folder.mkdir(parents=True, exist_ok=True)
+        f = folder / f"awards-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.csv"
+        tmp = f.with_suffix(".tmp")
+        awards[["offer_id", "owner", "hour", "mw", "price"]].to_csv(tmp, index=False)
+        tmp.rename(f)
+        return f"posted to the owners: {f.name}"
 
     # ------------------------------------------------------------------ day-ahead market
     def position(self, now: datetime):

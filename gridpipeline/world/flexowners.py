@@ -13,6 +13,11 @@ asset and delivery day to the platform's file drop (``offers-YYYY-MM-DD.csv``, U
 
 Prices are the owners' own (a hash of the seed, the asset and the day: stable across restarts). The
 pipeline sees only the files.
+
+**Activation.** The platform's answer comes back to the drop's ``awards/`` folder
+(``awards-<decision>.csv``: offer_id, owner, hour, mw). An owner delivers what it was awarded over the
+awarded hour (:meth:`FlexOwners.apply`): a generator produces that much less (never below nothing), a
+site draws that much less (never below 5 % of its load), so the relief shows in the telemetry.
 """
 
 from __future__ import annotations
@@ -69,6 +74,49 @@ class FlexOwners:
         if customers_path is not None and Path(customers_path).exists():
             c = pd.read_csv(customers_path)
             self.load_class = {int(i): str(k) for i, k in zip(c.load_id, c["class"], strict=True)}
+
+    def awards(self) -> pd.DataFrame:
+        """Every award posted to ``awards/`` (re-read when the folder's files change)."""
+        folder = self.folder / "awards"
+        files = sorted(folder.glob("awards-*.csv")) if folder.exists() else []
+        key = tuple((f.name, f.stat().st_mtime_ns) for f in files)
+        if key != getattr(self, "_awards_key", None):
+            parts = []
+            for f in files:
+                try:
+                    parts.append(pd.read_csv(f, parse_dates=["hour"]))
+                except (OSError, ValueError, KeyError):
+                    continue  # the owner cannot read it: it does not act on it
+            self._awards = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+                columns=["offer_id", "owner", "hour", "mw"])
+            self._awards_key = key
+        return self._awards
+
+    def apply(self, times: pd.DatetimeIndex, inj):
+        """``inj`` with every award in force at ``times`` delivered by its owner."""
+        from dataclasses import replace
+
+        aw = self.awards()
+        if not len(aw):
+            return inj
+        t = (times.tz_convert("UTC").tz_localize(None) if times.tz is not None else times).to_numpy()
+        net = self.world.net
+        sg_pos = {f"sgen-{i}": k for k, i in enumerate(net.sgen.index)}
+        ld_pos = {f"load-{i}": k for k, i in enumerate(net.load.index)}
+        sgen, load = inj.sgen_p_mw.copy(), inj.load_p_mw.copy()
+        for a in aw.itertuples():
+            h = np.datetime64(pd.Timestamp(a.hour).tz_localize(None) if pd.Timestamp(a.hour).tzinfo is None
+                              else pd.Timestamp(a.hour).tz_convert("UTC").tz_localize(None))
+            on = (t >= h) & (t < h + np.timedelta64(1, "h"))
+            if not on.any():
+                continue
+            if a.owner in sg_pos:
+                k = sg_pos[a.owner]
+                sgen[on, k] = np.clip(sgen[on, k] - float(a.mw), 0.0, None)
+            elif a.owner in ld_pos:
+                k = ld_pos[a.owner]
+                load[on, k] = np.maximum(load[on, k] - float(a.mw), 0.05 * load[on, k])
+        return replace(inj, sgen_p_mw=sgen, load_p_mw=load)
 
     def publish(self, start, now) -> list[Path]:
         """Every day's file from ``start``'s day to the day after ``now`` once it is past noon; returns the new."""

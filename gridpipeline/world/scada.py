@@ -225,6 +225,8 @@ class ScadaSimulator:
             inj = after
         else:
             self._dr_taken = None
+        if self.flex_owners is not None:  # the DER owners deliver what the flexibility market awarded them
+            inj = self.flex_owners.apply(times, inj)
         inj = self.cold_load_pickup(times, inj)
         inj = self.fleet.apply(times, inj)
         switches = self._switch_state(times)

@@ -129,3 +129,50 @@ def test_the_dispatcher_records_the_purchase_once_per_line_and_hour(tmp_path, mo
         assert con.execute("SELECT count(*), sum(pay_eur) FROM market.flex_awards").fetchone() == (4, pytest.approx(480.0))
     assert Dispatcher.flex_market(d, now, sig, feeder, pd.Series({10: 0, 11: 1, 12: 2}), times, "sig-2") is None
     assert len(d.ledger.records(kind="flex_award")) == 1
+
+
+def test_automatic_awards_reach_the_owners_and_they_deliver(tmp_path, monkeypatch):
+    """With ``flex_award=automatic`` the accepted offers go to the platform's ``awards/`` folder; the
+    simulator's owners read them and deliver over the awarded hour only: the site at load 104 draws
+    0.3 MW less, the PV at sgen 0 makes 0.2 MW less (never below nothing)."""
+    import types
+
+    from gridpipeline.ledger.store import Ledger
+    from gridpipeline.orchestration.dispatcher import Dispatcher
+    from gridpipeline.settings import get_settings, reset_settings
+    from gridpipeline.world.flexowners import FlexOwners
+    from gridpipeline.world.model import load_world
+
+    monkeypatch.setenv("GRIDPIPELINE_HOME", str(tmp_path))
+    monkeypatch.setenv("GRIDPIPELINE_DECISION_MODES", "flex_award=automatic")
+    reset_settings()
+    s = get_settings()
+    s.ensure_dirs()
+    d = types.SimpleNamespace(s=s)
+    awards = pd.DataFrame({"offer_id": ["x", "y"], "owner": ["load-104", "sgen-0"], "hour": [T0, T0], "mw": [0.3, 0.2],
+                           "price": [200.0, 70.0]})
+    assert "posted" in Dispatcher._post_flex_awards(d, awards)
+    w = load_world("sample")
+    owners = FlexOwners(w, s.flex_offers)
+    times = pd.date_range(T0 - pd.Timedelta(minutes=30), periods=12, freq="10min", tz="UTC")
+    inj = w.injections_at(times)
+    out = owners.apply(times, inj)
+    on = (times >= T0.tz_localize("UTC")) & (times < T0.tz_localize("UTC") + pd.Timedelta(hours=1))
+    li = list(w.net.load.index).index(104)
+    np.testing.assert_allclose(inj.load_p_mw[on, li] - out.load_p_mw[on, li],
+                               np.minimum(0.3, 0.95 * inj.load_p_mw[on, li]))
+    np.testing.assert_allclose(out.sgen_p_mw[on, 0], np.clip(inj.sgen_p_mw[on, 0] - 0.2, 0, None))
+    np.testing.assert_allclose(out.load_p_mw[~on], inj.load_p_mw[~on])
+    # the dispatcher's record says the awards were posted
+    _offers(s.flex_offers, [("A", "a", 12, "up", 0.6, 200.0), ("B", "b", 11, "up", 1.0, 300.0)])
+    feeder = _feeder()
+    load = np.tile([0.0, 2.0, 4.0], (12, 1))
+    sig = types.SimpleNamespace(net_load=load, net_q=None, dlmp=solve_dlmp(feeder, load, np.full(12, 50.0)))
+    d = types.SimpleNamespace(s=s, ledger=Ledger(s.ledger), engine=types.SimpleNamespace(network_version="v1"),
+                              _report_market=lambda asset, meta: None)
+    d._post_flex_awards = types.MethodType(Dispatcher._post_flex_awards, d)
+    Dispatcher.flex_market(d, (T0 - pd.Timedelta(minutes=10)).to_pydatetime(), sig, feeder,
+                           pd.Series({10: 0, 11: 1, 12: 2}), pd.date_range(T0, periods=12, freq="5min", tz="UTC"), "s")
+    (rec,) = d.ledger.records(kind="flex_award")
+    assert rec["mode"] == "automatic" and rec["body"]["activation"].startswith("posted to the owners")
+    assert len(list((s.flex_offers / "awards").glob("awards-*.csv"))) == 2
