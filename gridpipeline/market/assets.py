@@ -171,7 +171,7 @@ def market_settlement(context: AssetExecutionContext, duckdb: DuckDBResource, se
 
     from gridpipeline.ledger.store import Ledger
     from gridpipeline.market.bids import day_hours
-    from gridpipeline.market.settlement import cents, reconcile, settle_day
+    from gridpipeline.market.settlement import reconciliation, settle_day, settlement_record
     from gridpipeline.market.store import read_day_for_settlement, write_market
     from gridpipeline.store import connect
 
@@ -200,21 +200,12 @@ def market_settlement(context: AssetExecutionContext, duckdb: DuckDBResource, se
         return
     frame["position_mw"] = frame.position_mw.fillna(0.0)
     lines, flags = settle_day(frame)
-    dr_cents = [cents(v) for v in dr.payment_eur.fillna(0.0)] if len(dr) else []
-    total = int(lines.total_cents.sum())
     led = Ledger(s.ledger)
     awards = {r["id"]: r for r in led.records(kind="market_award") if r["body"].get("delivery_day") == str(day.date())}
     award_id = frame.award.dropna().iloc[-1] if frame.award.notna().any() else None
     award_cents = awards[award_id]["body"]["decision"]["revenue_cents"] if award_id in awards else None
-    body = {"summary": f"settlement of {day.date()}: energy {lines.energy_cents.sum() / 100:.2f} EUR, imbalance "
-                       f"{lines.imbalance_cents.sum() / 100:.2f} EUR, DR payments {sum(dr_cents) / 100:.2f} EUR",
-            "delivery_day": str(day.date()), "award": award_id,
-            "rule": "energy at the clearing price; deviation (metered - position) at price - spread when long, "
-                    "price + spread when short; each line rounded to the cent once, half away from zero",
-            "decision": {"lines": len(lines), "energy_cents": int(lines.energy_cents.sum()),
-                         "imbalance_cents": int(lines.imbalance_cents.sum()), "total_cents": total,
-                         "dr_payment_cents": int(sum(dr_cents)), "dr_events": len(dr_cents)},
-            "flags": flags}
+    body = settlement_record(day.date(), lines, flags, dr.payment_eur.fillna(0.0) if len(dr) else [], award_id)
+    total, dr_cents = body["decision"]["total_cents"], body["decision"]["dr_payment_cents"]
     rec = led.append("settlement", body, mode="automatic", actor="market", ref=award_id)
     rows = lines.rename(columns={"step": "hour"}).assign(delivery_day=day.date(), decision_id=rec.id, settled_at=now)[
         ["delivery_day", "decision_id", "settled_at", "hour", "position_mwh", "actual_mwh", "price", "imbalance_mwh",
@@ -224,14 +215,12 @@ def market_settlement(context: AssetExecutionContext, duckdb: DuckDBResource, se
         stored = live.execute("SELECT total_cents FROM market.settlements WHERE delivery_day = ?", [day.date()]).df()
     # against the record as the ledger holds it (read back), not the one in memory
     (held,) = [r for r in led.records(kind="settlement", since=now - pd.Timedelta(minutes=1)) if r["id"] == rec.id]
-    diff = reconcile(stored, held["body"]["decision"]["total_cents"])
-    award_diff = None if award_cents is None else int(lines.energy_cents.sum()) - int(award_cents)
+    ok, diff, award_diff = reconciliation(stored, held["body"]["decision"]["total_cents"], lines, award_cents)
     yield MaterializeResult(metadata={
         "day": str(day.date()), "settled": True, "decision": rec.id, "energy_eur": int(lines.energy_cents.sum()) / 100,
         "imbalance_eur": int(lines.imbalance_cents.sum()) / 100, "total_eur": total / 100,
-        "dr_payments_eur": int(sum(dr_cents)) / 100, "hours_flagged": len(flags),
+        "dr_payments_eur": int(dr_cents) / 100, "hours_flagged": len(flags),
         "imbalance_mwh": round(float(lines.imbalance_mwh.abs().sum()), 4)})
-    ok = diff == 0 and (award_diff in (None, 0))
     yield AssetCheckResult(
         check_name="settlement_reconciles", passed=ok,
         metadata={"lines_minus_record_cents": int(diff),

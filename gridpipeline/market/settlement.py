@@ -84,3 +84,30 @@ def settle_day(day: pd.DataFrame, dt_h: float = 1.0) -> tuple[pd.DataFrame, list
     lines = settle(day.position_mw.to_numpy(float), actual.to_numpy(float), day.clearing_price.to_numpy(float), dt_h,
                    times=day.index)
     return lines, flags
+
+
+RULE = ("energy at the clearing price; deviation (metered - position) at price - spread when long, price + spread "
+        "when short; each line rounded to the cent once, half away from zero")
+
+
+def settlement_record(day, lines: pd.DataFrame, flags: list[str], dr_payments_eur, award_id: str | None) -> dict:
+    """The ``settlement`` ledger record's body for delivery ``day``: the lines' totals in cents, the DR
+    payments (each rounded to the cent once), the award it settles and the flags."""
+    dr_cents = [cents(v) for v in dr_payments_eur]
+    total = int(lines.total_cents.sum())
+    return {"summary": f"settlement of {day}: energy {lines.energy_cents.sum() / 100:.2f} EUR, imbalance "
+                       f"{lines.imbalance_cents.sum() / 100:.2f} EUR, DR payments {sum(dr_cents) / 100:.2f} EUR",
+            "delivery_day": str(day), "award": award_id, "rule": RULE,
+            "decision": {"lines": len(lines), "energy_cents": int(lines.energy_cents.sum()),
+                         "imbalance_cents": int(lines.imbalance_cents.sum()), "total_cents": total,
+                         "dr_payment_cents": int(sum(dr_cents)), "dr_events": len(dr_cents)},
+            "flags": flags}
+
+
+def reconciliation(stored: pd.DataFrame, recorded_total_cents: int, lines: pd.DataFrame,
+                   award_cents: int | None) -> tuple[bool, int, int | None]:
+    """(reconciled, stored lines minus the record in cents, energy minus the award's revenue in cents or
+    None without an award record): the blocking check's verdict."""
+    diff = reconcile(stored, recorded_total_cents)
+    award_diff = None if award_cents is None else int(lines.energy_cents.sum()) - int(award_cents)
+    return diff == 0 and award_diff in (None, 0), diff, award_diff
