@@ -233,7 +233,7 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
     for c, t in terms.items():
         m = cls_of == class_of(c, t)
         for k, z in enumerate(zones):
-            wmat[m & (zone_of == z), k] = float(t["share"]) * float(t["elasticity"])
+            wmat[m & (zone_of == z), k] += float(t["share"]) * float(t["elasticity"])  # programmes add up
     hist_load = np.vstack([full_truth.load_p[:W], np.zeros((T, L))])  # what the meters measured, full strategy
     wl = World(ven, truth.load_p, truth.times)
 
@@ -279,7 +279,8 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
         return demand.p50.to_numpy(float) - sum(r.p50.to_numpy(float) for r in renew.values()) - other_mw
 
     for t, issue in enumerate(truth.times):
-        other_now = float(other_true[t - 1]) if t else float(other_true[0])
+        # the last measured hour of the generators the plans do not control (before the period: its last hour)
+        other_now = float(other_true[t - 1]) if t else float(full_truth.sgen_p[W - 1, other].sum())
         # ------------------------------------------------ gate closure: the day-ahead market, then signals
         for d, ix in gate_t.get(t, []):
             a = time.perf_counter()
@@ -335,6 +336,8 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
                 for c in calls:
                     opt = ven.decide(f"ven-load-{c.load_id}", _dr_event(c), now)
                     dr_calls.append((c, opt))
+                    if opt != "optIn":
+                        continue  # refused: nothing to count on
                     k = times_naive.get_indexer([pd.Timestamp(c.start)])[0]
                     kk = times_naive.get_indexer([pd.Timestamp(c.end)])[0]
                     dr_exp[k:kk if kk > 0 else T] += c.expected_mw

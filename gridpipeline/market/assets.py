@@ -306,7 +306,8 @@ cost_months = MonthlyPartitionsDefinition(start_date=f"{str(START)[:7]}-01", tim
     pool="duckdb",
     partitions_def=cost_months,
     deps=[AssetKey("financial_report")],
-    automation_condition=every("40 0 * * *"),
+    # 23:55, after the day's last daily report (:50): the month's last run, on its last day, holds every day
+    automation_condition=every("55 23 * * *"),
     check_specs=[AssetCheckSpec("month_saves", asset="financial_report_monthly",
                                 description="Warns when the month cost more than the same days with no "
                                 "optimisation, or when no day of it was reported.")],
@@ -314,7 +315,7 @@ cost_months = MonthlyPartitionsDefinition(start_date=f"{str(START)[:7]}-01", tim
     "component, the counterfactual and the savings, market revenue, DR payments and shed costs, with the "
     "stacked daily costs and the cumulative savings. A row in market.financial_monthly, and the filing copy "
     "(report.html, daily.csv) under <home>/reports/YYYY-MM/; `gridpipeline report --month` adds the 5-minute "
-    "steps. The current month is reported to date every night.",
+    "steps. The current month is reported to date every night at 23:55 UTC.",
 )
 def financial_report_monthly(context: AssetExecutionContext, duckdb: DuckDBResource, settings: SettingsResource):
     import pandas as pd
@@ -336,7 +337,7 @@ def financial_report_monthly(context: AssetExecutionContext, duckdb: DuckDBResou
         write_financial_month(con, month, fig, now)
     days = daily[daily.steps_priced > 0].set_index("day") if len(daily) else daily
     out_dir = s.home / "reports" / month
-    filed = write_report(month, days.drop(columns=["computed_at"], errors="ignore"), pd.DataFrame(), out_dir)
+    filed = write_report(month, days.drop(columns=["computed_at"], errors="ignore"), None, out_dir)
     meta = {**fig, "month": month, "filed_to": str(out_dir), "files": filed["files"]}
     if len(days):
         meta["chart_month"] = MetadataValue.md(stacked_chart(days, f"Costs by component per day, {month}"))

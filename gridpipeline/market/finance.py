@@ -93,15 +93,17 @@ def stacked_chart(daily: pd.DataFrame, title: str) -> str:
     return png_markdown(fig, title)
 
 
-def write_report(month: str, daily: pd.DataFrame, steps: pd.DataFrame, out_dir) -> dict:
-    """``report.html`` (figures and plots) and ``daily.csv`` / ``steps.csv`` for ``month`` in ``out_dir``."""
+def write_report(month: str, daily: pd.DataFrame, steps: pd.DataFrame | None, out_dir) -> dict:
+    """``report.html`` (figures and plots) and ``daily.csv`` / ``steps.csv`` for ``month`` in ``out_dir``
+    (``steps`` None: no ``steps.csv`` written, one already there left as it is)."""
     import html
     from pathlib import Path
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     daily.to_csv(out / "daily.csv", index_label="day")
-    steps.to_csv(out / "steps.csv", index_label="step_ts")
+    if steps is not None:
+        steps.to_csv(out / "steps.csv", index_label="step_ts")
     tot = daily.sum(numeric_only=True)
     chart = stacked_chart(daily, f"Costs by component, {month}") if len(daily) else "no priced day"
     img = chart[chart.find("(") + 1: chart.rfind(")")] if chart.startswith("!") else ""
@@ -117,7 +119,8 @@ def write_report(month: str, daily: pd.DataFrame, steps: pd.DataFrame, out_dir) 
             + daily.to_html(float_format=lambda v: f"{v:,.2f}") + "</body></html>")
     (out / "report.html").write_text(body)
     return {"days": len(daily), "cost_total": round(float(tot.get("cost_total", 0.0)), 2),
-            "savings": round(float(tot.get("savings", 0.0)), 2), "files": ["report.html", "daily.csv", "steps.csv"]}
+            "savings": round(float(tot.get("savings", 0.0)), 2),
+            "files": ["report.html", "daily.csv"] + (["steps.csv"] if steps is not None else [])}
 
 
 def read_settlement(con, start, end) -> pd.DataFrame:

@@ -57,8 +57,9 @@ RELIEVES = {"import": "up", "export": "down"}
 def read_offers(folder, hours) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(valid offers, rejected rows with ``reason``) posted for the UTC days of ``hours`` (naive UTC) in
     ``folder`` (``offers-YYYY-MM-DD.csv``). A file that cannot be read is one rejected row naming it; a
-    row missing a field, with a direction other than up/down, a non-positive quantity or a price that is
-    not a number in [-500, 10000] EUR/MWh is rejected with its reason. Nothing is dropped silently."""
+    row missing a field, with a direction other than up/down, a non-positive quantity, a price that is
+    not a number in [-500, 10000] EUR/MWh or no valid time window is rejected with its reason. Nothing
+    is dropped silently. :func:`offer_days` says which days had a file."""
     from pathlib import Path
 
     days = sorted({pd.Timestamp(h).normalize() for h in hours})
@@ -85,8 +86,11 @@ def read_offers(folder, hours) -> tuple[pd.DataFrame, pd.DataFrame]:
         reason[(reason == "") & ~(mw > 0)] = "quantity not a positive number"
         reason[(reason == "") & ~((price >= -500) & (price <= 10_000))] = "price not a number in [-500, 10000] EUR/MWh"
         reason[(reason == "") & bus.isna()] = "bus not a number"
+        vf = pd.to_datetime(o.valid_from, errors="coerce", utc=True).dt.tz_localize(None)
+        vt = pd.to_datetime(o.valid_to, errors="coerce", utc=True).dt.tz_localize(None)
+        reason[(reason == "") & (vf.isna() | vt.isna() | (vt <= vf))] = "validity not a time window"
         ok = reason == ""
-        v = o[ok].assign(mw=mw[ok], price=price[ok], bus=bus[ok].astype(int))
+        v = o[ok].assign(mw=mw[ok], price=price[ok], bus=bus[ok].astype(int), valid_from=vf[ok], valid_to=vt[ok])
         good.append(v)
         if (~ok).any():
             bad.append(o[~ok].assign(reason=reason[~ok]))
@@ -96,6 +100,15 @@ def read_offers(folder, hours) -> tuple[pd.DataFrame, pd.DataFrame]:
     offers["divisible"] = offers.divisible.fillna(True).astype(bool)
     rejected = pd.concat(bad, ignore_index=True) if bad else pd.DataFrame(columns=["offer_id", "reason"])
     return offers, rejected
+
+
+def offer_days(folder, hours) -> set:
+    """The UTC days of ``hours`` whose offers file has been posted (a need in a day without one cannot be
+    cleared yet: it waits for the owners' file rather than being recorded as unmet)."""
+    from pathlib import Path
+
+    return {pd.Timestamp(h).normalize() for h in hours
+            if (Path(folder) / f"offers-{pd.Timestamp(h):%Y-%m-%d}.csv").exists()}
 
 
 def congestion_needs(feeder, net_load: np.ndarray, net_q: np.ndarray | None, binding: list[dict], times) -> pd.DataFrame:
@@ -135,8 +148,8 @@ def clear_needs(needs: pd.DataFrame, offers: pd.DataFrame, feeder, bus_map: pd.S
     """(awards: one row per accepted offer and need, with ``element``, ``hour``, offer_id, owner, bus, mw,
     relief_mw, price, pay_eur; per need: the bought relief and the shortfall). Needs are cleared largest
     dual first, each hour's offers used once: an offer relieves a need when its bus lies below the line
-    (``bus_map``: network bus -> feeder index) and it gives the relief's direction; pay-as-bid
-    (:func:`clear_local`)."""
+    (``bus_map``: network bus -> feeder index), it gives the relief's direction and its validity covers
+    the hour; pay-as-bid (:func:`clear_local`)."""
     L = feeder.subtree().tocsr()
     award_cols = ["element", "hour", "offer_id", "owner", "bus", "mw", "relief_mw", "price", "pay_eur"]
     awards, per_need = [], []
@@ -144,8 +157,11 @@ def clear_needs(needs: pd.DataFrame, offers: pd.DataFrame, feeder, bus_map: pd.S
     fidx = bus_map.reindex(offers.bus.to_numpy()).to_numpy() if len(offers) else np.zeros(0)
     for n in needs.sort_values(["dual_eur_mwh", "need_mw"], ascending=False).itertuples():
         below = set(L[n.bus].indices)
-        ok = (offers.direction == RELIEVES[n.direction]).to_numpy() & np.array(
-            [np.isfinite(f) and int(f) in below for f in fidx], dtype=bool) if len(offers) else np.zeros(0, bool)
+        h = pd.Timestamp(n.hour)
+        ok = ((offers.direction == RELIEVES[n.direction]).to_numpy()
+              & (pd.to_datetime(offers.valid_from) <= h).to_numpy() & (pd.to_datetime(offers.valid_to) > h).to_numpy()
+              & np.array([np.isfinite(f) and int(f) in below for f in fidx], dtype=bool)) if len(offers) \
+            else np.zeros(0, bool)
         o = offers[ok].copy()
         if len(o):
             o["mw"] = [left.get((n.hour, i), m) for i, m in zip(o.offer_id, o.mw, strict=True)]

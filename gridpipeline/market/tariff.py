@@ -113,7 +113,8 @@ def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray,
     price of energy, and the signal only moves it between steps. Decision: ``tariff[t, z]``, within
 
     * the policy's floor and cap, and its ``max_deviation`` of the zone's mean either way;
-    * the policy's largest change per hour between steps (and from ``last``, the tariff in force);
+    * the policy's largest change per hour between steps, and from ``last`` (the tariff in force) as far
+      as the new horizon's mean allows (beyond it, the first step's extra move is priced at ``penalty``);
 
     minimising the energy the response moves, at each step's price, plus the policy's ``peak_value_eur_mw`` per MW of the
     horizon's peak import (``net_import`` + the response), plus ``penalty`` per MW over ``import_limit``
@@ -131,42 +132,47 @@ def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray,
     fixed, notes = publish_tariff(p, policy, last)
     if not live.any() or T < 2:
         return TariffChoice(fixed, np.zeros((T, Z)), {"status": "fixed", "notes": notes})
-    m = np.where(live, mean, 1.0)
     peak_value, max_deviation = policy.peak_value_eur_mw, policy.max_deviation
     dt_h = policy.step_minutes / 60.0
     ramp = policy.max_change_per_hour * dt_h
-    tau = cp.Variable((T, Z))
+    zl = np.flatnonzero(live)  # the zones whose tariff is chosen; the others keep their clipped prices
+    m = mean[zl]
+    wl = w[:, zl]
+    tau = cp.Variable((T, len(zl)))
     rel = tau @ np.diag(1.0 / m) - 1.0
-    resp = cp.multiply(w * live, rel)
+    resp = cp.multiply(wl, rel)
     peak = cp.Variable()
     over = cp.Variable(T, nonneg=True)
+    jump = cp.Variable(len(zl), nonneg=True)  # the first step's move from the tariff in force beyond the ramp
     load = base + cp.sum(resp, axis=1)
     lo = np.maximum(policy.floor, m * (1 - max_deviation))
     hi = np.minimum(policy.cap, m * (1 + max_deviation))
-    cons = [tau >= np.broadcast_to(lo, (T, Z)), tau <= np.broadcast_to(hi, (T, Z)),
+    cons = [tau >= np.broadcast_to(lo, (T, len(zl))), tau <= np.broadcast_to(hi, (T, len(zl))),
             cp.sum(tau, axis=0) == T * m, cp.abs(cp.diff(tau, axis=0)) <= ramp, peak >= load]
-    if last is not None:
-        cons.append(cp.abs(tau[0] - np.asarray(last, float)) <= ramp)
+    if last is not None:  # soft: a horizon whose mean moved may need a larger first step (priced)
+        cons.append(cp.abs(tau[0] - np.asarray(last, float)[zl]) <= ramp + jump)
     if import_limit is not None:
         cons.append(load <= import_limit + over)
-    for z in np.flatnonzero(~live):
-        cons.append(tau[:, z] == fixed[:, z])
-    cost = cp.sum(cp.multiply(p * dt_h, resp)) + peak_value * peak + penalty * dt_h * cp.sum(over)
+    cost = (cp.sum(cp.multiply(p[:, zl] * dt_h, resp)) + peak_value * peak + penalty * dt_h * cp.sum(over)
+            + penalty * cp.sum(jump))
     prob = cp.Problem(cp.Minimize(cost), cons)
     try:
         prob.solve(solver=cp.HIGHS)
     except cp.error.SolverError:
         prob = None
     if prob is None or prob.status not in ("optimal", "optimal_inaccurate") or tau.value is None:
-        # the bounds conflict (a ramp from ``last`` the mean cannot meet): the clipped prices stand
         return TariffChoice(fixed, np.zeros((T, Z)), {"status": "fixed: " + (prob.status if prob else "solver"),
                                                      "notes": notes})
-    t = np.asarray(tau.value, float)
-    r = np.asarray(resp.value, float)
+    t = fixed.copy()
+    t[:, zl] = np.asarray(tau.value, float)
+    r = np.zeros((T, Z))
+    r[:, zl] = np.asarray(resp.value, float)
+    first_jump = float(np.asarray(jump.value).max()) if last is not None and jump.value is not None else 0.0
     return TariffChoice(t, r, {
         "status": "optimal", "peak_before_mw": round(float(base.max()), 4),
         "peak_after_mw": round(float((base + r.sum(axis=1)).max()), 4),
         "energy_cost_moved_eur": round(float((p * dt_h * r).sum()), 2),
         "over_limit_mwh": round(float(np.asarray(over.value).sum() * dt_h), 4) if over.value is not None else 0.0,
-        "tariff_range": [round(float(t.min()), 2), round(float(t.max()), 2)], "mean": [round(float(x), 2) for x in m],
+        "tariff_range": [round(float(t.min()), 2), round(float(t.max()), 2)], "mean": [round(float(x), 2) for x in mean],
+        "first_step_beyond_ramp_eur_mwh": round(first_jump, 4), "zones_fixed": int((~live).sum()),
         "peak_value_eur_mw": peak_value, "max_deviation": max_deviation})

@@ -462,7 +462,7 @@ class Dispatcher:
         who deliver them, ``world.flexowners``),
         rows in ``market.flex_awards``, reported as ``flex_market``. A failure is logged and never stops
         the dispatch."""
-        from gridpipeline.market.flexmarket import clear_needs, congestion_needs, read_offers
+        from gridpipeline.market.flexmarket import clear_needs, congestion_needs, offer_days, read_offers
 
         try:
             t = pd.DatetimeIndex(times)
@@ -471,9 +471,20 @@ class Dispatcher:
             if not len(needs):
                 return None
             first = pd.Timestamp(now).floor("h") + pd.Timedelta(hours=1)
-            done = getattr(self, "_flex_cleared", set())
-            needs = needs[(needs.hour >= first) & ~pd.Series(list(zip(needs.element, needs.hour)), index=needs.index
-                                                              ).isin(done)]
+            done = getattr(self, "_flex_cleared", None)
+            if done is None:  # what was bought before a restart is not bought again
+                done = set()
+                try:
+                    with connect(self.s.live_db_path, read_only=True, timeout_s=5.0) as con:
+                        got = con.execute("SELECT DISTINCT element, hour FROM market.flex_awards WHERE hour >= ?",
+                                          [first.to_pydatetime()]).fetchall()
+                    done = {(e, pd.Timestamp(h)) for e, h in got}
+                except Exception:  # noqa: BLE001 - no table yet, or the store busy: nothing bought to skip
+                    pass
+            # from the next whole hour, once per line and hour, and only hours whose offers are posted
+            posted = offer_days(self.s.flex_offers, needs.hour.unique())
+            needs = needs[(needs.hour >= first) & needs.hour.dt.normalize().isin(posted)
+                          & ~pd.Series(list(zip(needs.element, needs.hour)), index=needs.index).isin(done)]
             if not len(needs):
                 return None
             offers, rejected = read_offers(self.s.flex_offers, needs.hour.unique())

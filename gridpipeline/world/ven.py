@@ -12,7 +12,8 @@ than 95 % of what it draws then. A small payback follows: 20 % of the energy not
 over the half hour after the event.
 
 **Price-based.** An aggregator per programme opts in to each tariff and its price-responsive share of
-the class's load answers with its elasticity: ``p * (1 + share * elasticity * (price / mean price - 1))``.
+the class's load answers with its elasticity: ``p * (1 + share * elasticity * (price / mean price - 1))``,
+the mean that of the tariff the price came with.
 A programme is a class (households, commerce) or a part of one (``of``: EV charging and flexible heat
 within the households' load, with their own share and a stronger elasticity); programmes on the same
 loads add up.
@@ -95,7 +96,7 @@ class VenField:
                 self.zone_pos.setdefault(str(z), []).append(self.pos[i])
         self.zone_pos = {z: np.array(sorted(v), dtype=int) for z, v in self.zone_pos.items()}
         self.commitments: list[Commitment] = []
-        #: (aggregator VEN, zone or None for every zone) -> (start, end, EUR/kWh) intervals
+        #: (aggregator VEN, zone or None for every zone) -> (start, end, EUR/kWh, the tariff's mean) intervals
         self.tariffs: dict[tuple[str, str | None], list[tuple[datetime, datetime, float]]] = {}
         self.answers: list[dict] = []
         self.lock = threading.Lock()
@@ -122,6 +123,9 @@ class VenField:
             zone = next((str(t["group_id"]) for t in event.get("targets") or [] if t.get("group_id")), None)
             new = [(_naive(i["dtstart"]), _naive(i["dtstart"]) + i["duration"], float(i["signal_payload"]))
                    for i in intervals]
+            # the customers judge each price against the mean of the tariff it came with
+            mu = float(np.mean([p for _, _, p in new])) if new else float("nan")
+            new = [(s, e, p, mu) for s, e, p in new]
             with self.lock:
                 # a newer tariff replaces the older one from its first interval on
                 old = [t for t in self.tariffs.get((ven, zone), []) if t[1] > received - timedelta(days=1)
@@ -200,14 +204,15 @@ class VenField:
             if cols is None or not len(cols) or not tar:
                 continue
             price = np.full(len(t), np.nan)
-            for s, e, p in tar:
-                price[(t >= np.datetime64(s)) & (t < np.datetime64(e))] = p
-            mean = np.nanmean([p for _, _, p in tar])
-            if not mean > 0:
+            mean = np.full(len(t), np.nan)
+            for s, e, p, mu in tar:
+                at = (t >= np.datetime64(s)) & (t < np.datetime64(e))
+                price[at], mean[at] = p, mu
+            on = ~np.isnan(price) & (mean > 0)
+            if not on.any():
                 continue
-            on = ~np.isnan(price)
             c = change.setdefault(ven, np.zeros_like(load))
-            c[np.ix_(on, cols)] = (share * el * (price[on] / mean - 1.0))[:, None]
+            c[np.ix_(on, cols)] = (share * el * (price[on] / mean[on] - 1.0))[:, None]
         factor = 1.0 + sum(change.values()) if change else 1.0
         return replace(inj, load_p_mw=load * factor)
 

@@ -176,3 +176,26 @@ def test_automatic_awards_reach_the_owners_and_they_deliver(tmp_path, monkeypatc
     (rec,) = d.ledger.records(kind="flex_award")
     assert rec["mode"] == "automatic" and rec["body"]["activation"].startswith("posted to the owners")
     assert len(list((s.flex_offers / "awards").glob("awards-*.csv"))) == 2
+
+
+def test_an_offer_serves_only_its_own_day_and_a_day_without_offers_waits(tmp_path):
+    """The same owner posts for two days at two prices: a need at 23:00 on the first day and at 00:00 on
+    the second each take that day's offer (never both in one hour). The third day has no file yet:
+    ``offer_days`` leaves it out, so the dispatcher waits for the owners rather than record it unmet."""
+    from gridpipeline.market.flexmarket import offer_days
+
+    feeder = _feeder()
+    _offers(tmp_path, [("A1", "a", 12, "up", 2.0, 200.0)], day="2026-12-01")
+    df = pd.DataFrame([("A2", "a", 12, "up", 2.0, 250.0, "2026-12-02", "2026-12-03", True)],
+                      columns=["offer_id", "owner", "bus", "direction", "mw", "price_eur_mwh", "valid_from", "valid_to",
+                               "divisible"])
+    df.to_csv(tmp_path / "offers-2026-12-02.csv", index=False)
+    hours = pd.DatetimeIndex(["2026-12-01 23:00", "2026-12-02 00:00"])
+    needs = pd.DataFrame({"element": "line to 11", "bus": 1, "hour": hours, "direction": "import", "need_mw": 1.0,
+                          "dual_eur_mwh": 5.0})
+    offers, rejected = read_offers(tmp_path, hours)
+    assert rejected.empty and len(offers) == 2
+    awards, _ = clear_needs(needs, offers, feeder, pd.Series({10: 0, 11: 1, 12: 2}))
+    assert awards.offer_id.tolist() == ["A1", "A2"] and awards.price.tolist() == [200.0, 250.0]
+    assert offer_days(tmp_path, [*hours, pd.Timestamp("2026-12-03 10:00")]) == {
+        pd.Timestamp("2026-12-01"), pd.Timestamp("2026-12-02")}

@@ -61,7 +61,20 @@ def test_response_matches_the_prediction_and_an_import_limit_is_soft():
     assert c.summary["over_limit_mwh"] > 0  # the response cannot take 11 MW under 10.5: slack, not a failure
 
 
-def test_a_zone_without_a_positive_mean_keeps_its_clipped_prices():
+def test_a_zone_without_a_positive_mean_keeps_its_clipped_prices_and_the_other_is_still_chosen():
     c = choose_tariff(np.array([[-20.0, 10.0], [-10.0, 30.0]]), np.array([-1.0, -1.0]), np.array([5.0, 5.0]), HOURLY)
+    assert c.summary["status"] == "optimal" and c.summary["zones_fixed"] == 1
     np.testing.assert_allclose(c.tariff[:, 0], [-20.0, -10.0], atol=1e-6)
     np.testing.assert_allclose(c.response[:, 0], 0.0, atol=1e-9)
+    np.testing.assert_allclose(c.tariff[:, 1], [10.0, 30.0], atol=1e-6)  # as the two-step case by hand
+
+
+def test_a_tariff_in_force_far_from_the_new_mean_is_left_as_far_as_the_ramp_allows_then_priced():
+    """In force 60; the new horizon's two steps must average 20 and differ by at most 5 EUR/MWh: the
+    first step gets as close to 60 as that allows, 22.5 (then 17.5), and its move of 37.5 is 32.5 beyond
+    the ramp, priced, instead of the whole choice failing."""
+    slow = TariffPolicy(cap=500.0, floor=-100.0, max_change_per_hour=5.0, step_minutes=60.0, peak_value_eur_mw=0.0)
+    c = choose_tariff(np.array([[10.0], [30.0]]), np.array([-1.0]), np.array([5.0, 5.0]), slow, last=np.array([60.0]))
+    assert c.summary["status"] == "optimal"
+    assert c.tariff[0, 0] == pytest.approx(22.5) and c.tariff[1, 0] == pytest.approx(17.5)
+    assert c.summary["first_step_beyond_ramp_eur_mwh"] == pytest.approx(32.5)
