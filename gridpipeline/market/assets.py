@@ -32,9 +32,11 @@ price_signals = AssetSpec(
     description="Distribution locational marginal prices (DLMPs) over every dispatch plan's 24-hour horizon "
     "(LinDistFlow OPF of the network model as a radial feeder, cvxpy + HiGHS; market/dlmp.py), each split into "
     "energy, losses (loss factors around the estimated state), congestion and voltage from the duals, and the "
-    "tariff per zone (feeder) published from them under the policy's cap, floor and largest change per hour "
-    "(market/tariff.py). Computed by the live dispatcher after the plan, recorded in the decision ledger (kind "
-    "`price_signal`, advisory by default: GRIDPIPELINE_DECISION_MODES=price_signal=...), written to "
+    "tariff per zone (feeder) chosen with the customers' predicted response (market/tariff.py choose_tariff: the "
+    "energy it moves at the zones' prices plus the horizon's peak import, each zone's mean kept at its prices', "
+    "within the policy's cap, floor, band and largest change per hour). Computed by the live dispatcher after "
+    "the plan, recorded in the decision ledger (kind `price_signal`, automatic by default: "
+    "GRIDPIPELINE_DECISION_MODES=price_signal=advisory only records), written to "
     "market.price_signals (per zone and step) and market.nodal_prices (per bus, first hour).")
 
 # today's partition exists (end_offset=1) so the day's steps are priced through the day

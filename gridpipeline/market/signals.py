@@ -134,7 +134,8 @@ def signals_for_plan(feeder: RadialFeeder, bus_map: pd.Series, est_net, zone_of_
         if np.abs(w).sum() > 0:
             choice = choose_tariff(zp, w, p.sum(axis=1), policy, last=last_tariff)
             if choice.summary["status"] == "optimal":
-                tariff = choice.tariff
+                # the clipped prices' notes describe a tariff not published: the LP's bounds hold by construction
+                tariff, notes = choice.tariff, []
     for nrow in notes:
         nrow["zone"] = str(zones[nrow["zone"]])
     return PlanSignals(r, zones, zp, tariff, notes, lf, choice, p, q)
