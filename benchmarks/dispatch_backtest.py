@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -374,14 +375,11 @@ def _units(fleet: pd.DataFrame, energy: np.ndarray) -> pd.DataFrame:
     return u
 
 
-def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(),
-                 progress: Callable[[str], None] | None = None) -> dict:
-    """The four strategies over ``cfg.start .. cfg.end``; returns the figures (see the module docstring)."""
-    from gridpipeline.storage.aggregate import FleetPlanner
-    from gridpipeline.storage.planner import fleet_table, gen_availability, generator_table, solve_plan
+def fleet_and_grid(world) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """(the fleet with each battery's feeder, the curtailable generators with their zone, the substation's
+    import limit: the HV/MV transformers' rating, 1e4 MW without one), as every backtest plans with them."""
+    from gridpipeline.storage.planner import fleet_table, generator_table
 
-    say = progress or (lambda m: None)
-    t_all = time.perf_counter()
     net = world.net
     fleet = fleet_table(net)
     fleet["feeder"] = world.zones.reindex(fleet.bus).to_numpy()
@@ -389,7 +387,38 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
     gens["zone"] = world.zones.reindex(gens.bus).to_numpy()
     tr = net.trafo
     rating = float(pd.to_numeric(tr.sn_mva[tr.vn_hv_kv >= 60], errors="coerce").sum()) if len(tr) else 0.0
-    imp_max = exp_max = rating or 1e4
+    return fleet, gens, rating or 1e4
+
+
+@contextmanager
+def stdout_to_stderr():
+    """HiGHS prints its banner on stdout: while a backtest runs, stdout goes to stderr, so a command's
+    stdout stays one JSON line."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(),
+                 progress: Callable[[str], None] | None = None) -> dict:
+    """The four strategies over ``cfg.start .. cfg.end``; returns the figures (see the module docstring)."""
+    from gridpipeline.storage.aggregate import FleetPlanner
+    from gridpipeline.storage.planner import gen_availability, solve_plan
+
+    say = progress or (lambda m: None)
+    t_all = time.perf_counter()
+    net = world.net
+    fleet, gens, imp_max = fleet_and_grid(world)
+    exp_max = imp_max
     dt_h = cfg.step / pd.Timedelta(hours=1)
 
     say("the world's truth over the period")
@@ -642,4 +671,4 @@ def violations(world, truth: Truth, results: dict, curt_pos: np.ndarray, cfg: Ba
     return out, base_hours, time.perf_counter() - t0, details
 
 
-__all__ = ["BacktestConfig", "FleetState", "Truth", "publication_times", "run_backtest", "violations", "world_truth"]
+__all__ = ["BacktestConfig", "FleetState", "Truth", "fleet_and_grid", "publication_times", "run_backtest", "stdout_to_stderr", "violations", "world_truth"]

@@ -71,6 +71,7 @@ from benchmarks.dispatch_backtest import (
     Truth,
     _plan_inputs,
     _units,
+    fleet_and_grid,
     measured_demand,
     publication_times,
     violations,
@@ -177,7 +178,7 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
     from gridpipeline.settings import get_settings
     from gridpipeline.sources.prices import price_curve
     from gridpipeline.storage.aggregate import FleetPlanner
-    from gridpipeline.storage.planner import fleet_table, generator_table, solve_plan
+    from gridpipeline.storage.planner import solve_plan
     from gridpipeline.world.ven import ven_field_for
 
     say = progress or (lambda m: None)
@@ -188,13 +189,8 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
     customers_path = customers_path or s.customers
     tp = tariff_policy or TariffPolicy(step_minutes=60.0)
     net = world.net
-    fleet = fleet_table(net)
-    fleet["feeder"] = world.zones.reindex(fleet.bus).to_numpy()
-    gens = generator_table(net)
-    gens["zone"] = world.zones.reindex(gens.bus).to_numpy()
-    tr = net.trafo
-    rating = float(pd.to_numeric(tr.sn_mva[tr.vn_hv_kv >= 60], errors="coerce").sum()) if len(tr) else 0.0
-    imp_max = exp_max = rating or 1e4
+    fleet, gens, imp_max = fleet_and_grid(world)
+    exp_max = imp_max
     dt_h = cfg.step / pd.Timedelta(hours=1)
     if dt_h != 1.0:
         raise ValueError("the economics backtest runs hourly (the day-ahead prices' step)")

@@ -117,7 +117,7 @@ def _add_domain_apps() -> None:
         rule_savings, mpc_share_of_perfect, violations (AC power flow of every executed hour)."""
         import pandas as pd
 
-        from benchmarks.dispatch_backtest import BacktestConfig, run_backtest
+        from benchmarks.dispatch_backtest import BacktestConfig, run_backtest, stdout_to_stderr
         from gridpipeline.storage.cli import read_prices
         from gridpipeline.world.model import load_world
         from gridpipeline.world.price_exchange import load_reference
@@ -129,17 +129,8 @@ def _add_domain_apps() -> None:
             raise typer.Exit(2)
         series = read_prices(prices) if prices else load_reference()
         say = lambda m: typer.echo(f"dispatch backtest: {m}", err=True)  # noqa: E731
-        # HiGHS prints its banner on stdout: while running, stdout goes to stderr, so stdout is one JSON line
-        sys.stdout.flush()
-        saved = os.dup(1)
-        os.dup2(2, 1)
-        try:
-            w = load_world(world)
-            result = run_backtest(w, series, cfg, progress=say)
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
+        with stdout_to_stderr():
+            result = run_backtest(load_world(world), series, cfg, progress=say)
         if out:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=1))
@@ -163,7 +154,7 @@ def _add_domain_apps() -> None:
         peak_reduction_predicted_mw, peak_reduction_achieved_mw, and the savings by component."""
         import pandas as pd
 
-        from benchmarks.dispatch_backtest import BacktestConfig
+        from benchmarks.dispatch_backtest import BacktestConfig, stdout_to_stderr
         from benchmarks.economics_backtest import run_economics
         from gridpipeline.storage.cli import read_prices
         from gridpipeline.world.model import load_world
@@ -175,15 +166,8 @@ def _add_domain_apps() -> None:
             raise typer.Exit(2)
         series = read_prices(prices) if prices else load_reference()
         say = lambda m: typer.echo(f"economics backtest: {m}", err=True)
-        sys.stdout.flush()
-        saved = os.dup(1)
-        os.dup2(2, 1)  # HiGHS prints its banner on stdout: stdout stays one JSON line
-        try:
+        with stdout_to_stderr():
             result = run_economics(load_world(world), series, cfg, progress=say)
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
         if out:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=1, default=str))
