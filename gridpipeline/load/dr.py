@@ -39,6 +39,9 @@ from gridpipeline.common.openadr import EVENT_PROGRAMME, PRICE_PROGRAMME, aggreg
 from gridpipeline.load.policy import Contract, Policy
 
 STEP = timedelta(minutes=5)
+#: the event ids of calls that deliver a block sold on the day-ahead market (market.bids): delivered
+#: whatever the grid's deficit, so never ended early, and settled as part of the market position
+SOLD_PREFIX = "da-"
 #: opt states that count as delivering (an answer still due counts until the answer timeout)
 IN_FORCE = ("optIn", "pending")
 
@@ -125,7 +128,8 @@ def events_to_end(history: DrHistory, deficit: pd.Series, now: datetime, dt: tim
                   tol_mw: float = 1e-6) -> list[dict]:
     """The events in force to end early because supply is back: those whose remaining window
     (from ``now``) the plan's ``deficit`` before DR (MW per step start) covers and finds no deficit
-    in. An event running past the deficit's last step is kept (its end is not known to be free)."""
+    in. An event running past the deficit's last step is kept (its end is not known to be free), and
+    so is one that delivers a block sold on the day-ahead market (``SOLD_PREFIX``)."""
     if not len(deficit):
         return []
     t = pd.DatetimeIndex(deficit.index)
@@ -136,8 +140,8 @@ def events_to_end(history: DrHistory, deficit: pd.Series, now: datetime, dt: tim
     for e in history.events:
         if e["opt"] not in IN_FORCE or e["end"] <= now:
             continue
-        if e["end"] > last:
-            continue
+        if e["end"] > last or str(e["event_id"]).startswith(SOLD_PREFIX):
+            continue  # runs past what the plan sees, or sold: the market is owed it
         lo = max(pd.Timestamp(e["start"]), pd.Timestamp(now))
         win = (t + dt > lo) & (t < pd.Timestamp(e["end"]))
         if win.any() and (deficit.to_numpy(float)[win] <= tol_mw).all():

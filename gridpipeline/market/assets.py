@@ -129,8 +129,11 @@ market_bids = AssetSpec(
     "cluster and delivery hour: the planned discharge offered at v/eta_d + degradation, the planned charge bid at "
     "v*eta_c - degradation, v the dispatch plan's value of stored energy (its energy-balance duals). The live "
     "dispatcher bids the next delivery day whose gate (12:00 Europe/Berlin the day before) is open, once, from a "
-    "plan to the end of that day; the exchange's rejections come back with reasons. Ledger kind `market_bid` "
-    "(GRIDPIPELINE_DECISION_MODES=market_bid=advisory records without submitting); rows in market.bids.")
+    "plan to the end of that day; the exchange's rejections come back with reasons. Demand response is offered "
+    "as block orders: each interruptible contract, at its compensation, for the MW the plan counts on, over its "
+    "dearest hours no longer than its longest interruption (market.bids.dr_blocks; only with the VTN up and DR "
+    "automatic). Ledger kind `market_bid` (GRIDPIPELINE_DECISION_MODES=market_bid=advisory records without "
+    "submitting); rows in market.bids.")
 flex_market = AssetSpec(
     "flex_market", group_name=GROUP, deps=["price_signals"],
     description="The local flexibility market (market/flexmarket.py), the way GOPACS or NODES run one: for each "
@@ -144,7 +147,10 @@ market_awards = AssetSpec(
     description="The day-ahead awards once the day's prices are published: a price-taker's, at the real price "
     "(market/clearing.py): an offer at or below it sells, a bid at or above it buys, whatever the volume. The "
     "position per hour (market.positions, with the imbalance spread) is what the dispatch plans then follow: a "
-    "deviation costs the spread in the plan's objective. Ledger kind `market_award`; rows in market.awards.")
+    "deviation costs the spread in the plan's objective. A demand-response block is awarded whole when its hours' "
+    "mean price reaches its price, and is not in the fleet's position (market.positions.dr_mw): the dispatcher "
+    "calls it over OpenADR before its notice starts (a `dr_event` referring to the award), and never ends it "
+    "early. Ledger kind `market_award`; rows in market.awards.")
 
 # the delivery day (Europe/Berlin) is the partition; the last one is the last day that has ended
 settlement_days = DailyPartitionsDefinition(start_date=START, timezone="Europe/Berlin")
@@ -163,7 +169,8 @@ settlement_days = DailyPartitionsDefinition(start_date=START, timezone="Europe/B
                                 "ledger's settlement record, or its energy does not match the award's revenue.")],
     description="Settlement of a delivery day (market/settlement.py): the position at the clearing price, the "
     "deviation of the fleet's metered power (BMS reads) from it at a two-price imbalance price (short pays price + "
-    "spread, long is paid price - spread, spread = max(10 EUR/MWh, 20 % of |price|)), and the DR events' payments "
+    "spread, long is paid price - spread, spread = max(10 EUR/MWh, 20 % of |price|)); demand response sold as "
+    "blocks adds to the position and its calls' measured delivery to the actual; and the DR events' payments "
     "as their contracts say (load.dr_events), in integer cents, line by line. Ledger kind `settlement`; rows in "
     "market.settlements (a re-run replaces the day's rows and appends a new record). Hourly, for the last day ended.",
 )

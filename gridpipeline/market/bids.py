@@ -15,6 +15,16 @@ feasible; the energy coupling between hours stays in the plan, which re-optimise
 The hour's value is the mean of its steps'. The market rejects what an exchange would (:func:`validate`):
 a price outside the harmonised limits, a non-finite or non-positive quantity, an hour outside the
 delivery day.
+
+**Demand response** is offered as block orders (:func:`dr_blocks`): each interruptible contract with
+interruptions left offers, per block, the MW the plan counts on (contracted x expected delivery) over
+consecutive hours no longer than its longest interruption, at its compensation, so a sale never pays
+less than the customer is paid. A block is all or nothing (the exchange's block order with a minimum
+acceptance ratio of 1): it sells when the clearing prices over its hours average at least its price
+(:func:`awards`), so an award is always one interruption the contract allows. The blocks go where the
+plan's price curve for the day (known prices, else the forecast) is highest, as many as the contract
+allows a day and has left in the month. An awarded block becomes a DR call at delivery (the dispatcher),
+and its energy is settled with the fleet's: the position says which part is DR (:func:`dr_position`).
 """
 
 from __future__ import annotations
@@ -64,6 +74,43 @@ def hourly_bids(times: pd.DatetimeIndex, value: np.ndarray, power: np.ndarray, e
     return pd.DataFrame(rows, columns=["hour", "cluster", "side", "mw", "price", "value_eur_mwh"])
 
 
+def dr_blocks(contracts, hours: pd.DatetimeIndex, price: pd.Series, expected_delivery: float,
+              left_in_month: dict[str, int] | None = None) -> pd.DataFrame:
+    """Block offers of the interruptible ``contracts`` (objects with ``name``, ``load_id``,
+    ``interruptible_mw``, ``max_per_day``, ``max_per_month``, ``max_duration_min`` and
+    ``compensation_eur_mwh``) for the delivery ``hours``: one row per block and hour, ``cluster`` the
+    contract's VEN, ``side`` ``sell``, ``mw`` what the plan counts on, ``price`` the compensation and
+    ``block`` the block's id. ``price``: EUR/MWh per hour (the plan's curve; a missing hour is never
+    chosen). ``left_in_month``: VEN -> interruptions the contract has left in the delivery day's month
+    (default: all of ``max_per_month``). Blocks are chosen greedily, the highest mean price first, and
+    never overlap or touch (two blocks side by side would be one interruption longer than allowed)."""
+    from gridpipeline.common.openadr import contract_ven
+
+    hours = pd.DatetimeIndex(hours)
+    p = pd.Series(price).reindex(hours).to_numpy(float)
+    rows = []
+    for c in contracts:
+        ven = contract_ven(c.load_id)
+        n = min(int(c.max_per_day), int((left_in_month or {}).get(ven, c.max_per_month)))
+        length = min(max(int(c.max_duration_min // 60), 1), len(hours))
+        mw = round(float(c.interruptible_mw) * float(expected_delivery), 4)
+        if n <= 0 or mw <= 0 or int(c.max_duration_min) < 60:
+            continue  # an interruption shorter than an hour cannot deliver an hourly product
+        means = np.array([p[k:k + length].mean() for k in range(len(hours) - length + 1)])
+        taken = np.zeros(len(hours), bool)
+        for _ in range(n):
+            free = np.array([np.isfinite(m) and not taken[max(k - 1, 0):k + length + 1].any()
+                             for k, m in enumerate(means)])
+            if not free.any():
+                break
+            k = int(np.flatnonzero(free)[np.argmax(means[free])])
+            taken[k:k + length] = True
+            block = f"{ven}@{hours[k]:%Y%m%dT%H}"
+            rows += [{"hour": h, "cluster": ven, "side": "sell", "mw": mw, "price": float(c.compensation_eur_mwh),
+                      "value_eur_mwh": np.nan, "block": block} for h in hours[k:k + length]]
+    return pd.DataFrame(rows, columns=["hour", "cluster", "side", "mw", "price", "value_eur_mwh", "block"])
+
+
 def validate(bids: pd.DataFrame, day_hours: pd.DatetimeIndex) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(accepted, rejected with ``reason``): what the exchange takes and what it sends back."""
     reason = pd.Series("", index=bids.index, dtype=object)
@@ -75,6 +122,10 @@ def validate(bids: pd.DataFrame, day_hours: pd.DatetimeIndex) -> tuple[pd.DataFr
     reason[(reason == "") & ~(np.isfinite(mw) & (mw > 0))] = "quantity not a positive number"
     reason[(reason == "") & ~bids.side.isin(["buy", "sell"])] = "side neither buy nor sell"
     reason[(reason == "") & ~pd.DatetimeIndex(bids.hour).isin(day_hours)] = "hour outside the delivery day"
+    if "block" in bids:  # a block order is taken whole or sent back whole
+        blk = bids["block"]
+        hit = set(blk[(reason != "") & blk.notna()])
+        reason[(reason == "") & blk.isin(hit)] = "another hour of its block was rejected"
     bad = reason != ""
     return bids[~bad].reset_index(drop=True), bids[bad].assign(reason=reason[bad]).reset_index(drop=True)
 
@@ -82,13 +133,25 @@ def validate(bids: pd.DataFrame, day_hours: pd.DatetimeIndex) -> tuple[pd.DataFr
 def awards(bids: pd.DataFrame, prices: pd.Series) -> pd.DataFrame:
     """Each accepted bid's award at its hour's clearing price (a price-taker: the market clears at the
     published price whatever the portfolio bids; :func:`clearing.award`): ``awarded_mw`` and the
-    position it makes, ``position_mw`` (+ sold). An hour without a price awards nothing."""
-    from gridpipeline.market.clearing import award
+    position it makes, ``position_mw`` (+ sold). An hour without a price awards nothing. Rows with a
+    ``block`` are block orders, awarded whole or not at all (:func:`clearing.award_block`)."""
+    from gridpipeline.market.clearing import award, award_block
 
     out = bids.copy()
     price = prices.reindex(pd.DatetimeIndex(out.hour)).to_numpy(float)
+    block = out["block"] if "block" in out else pd.Series(None, index=out.index, dtype=object)
+    in_block = block.notna().to_numpy()
+    won_block = {}
+    for b, rows in out[in_block].groupby(block[in_block]):
+        k = out.index.get_indexer(rows.index)
+        won_block[b] = award_block(rows.side.iloc[0], float(rows.price.iloc[0]), price[k])
     sold, bought = [], []
     for k, b in enumerate(out.itertuples()):
+        if in_block[k]:
+            won = won_block[block.iloc[k]]
+            sold.append(float(b.mw) if won and b.side == "sell" else 0.0)
+            bought.append(float(b.mw) if won and b.side == "buy" else 0.0)
+            continue
         if not np.isfinite(price[k]):
             sold.append(0.0)
             bought.append(0.0)
@@ -103,11 +166,26 @@ def awards(bids: pd.DataFrame, prices: pd.Series) -> pd.DataFrame:
     return out
 
 
+def _is_dr(awarded: pd.DataFrame) -> np.ndarray:
+    return (awarded["block"].notna() if "block" in awarded else pd.Series(False, index=awarded.index)).to_numpy()
+
+
 def position(awarded: pd.DataFrame, day_hours: pd.DatetimeIndex) -> pd.Series:
-    """MW per delivery hour (+ sold), every hour of the day (0 where nothing was awarded)."""
+    """The fleet's MW per delivery hour (+ sold), every hour of the day (0 where nothing was awarded):
+    what the batteries' plans follow. Demand-response blocks are not in it (:func:`dr_position`)."""
     if not len(awarded):
         return pd.Series(0.0, index=day_hours)
-    return awarded.groupby(pd.DatetimeIndex(awarded.hour)).position_mw.sum().reindex(day_hours, fill_value=0.0)
+    a = awarded[~_is_dr(awarded)]
+    return a.groupby(pd.DatetimeIndex(a.hour)).position_mw.sum().reindex(day_hours, fill_value=0.0)
+
+
+def dr_position(awarded: pd.DataFrame, day_hours: pd.DatetimeIndex) -> pd.Series:
+    """The MW per delivery hour sold as demand response (awarded blocks): delivered by DR calls, not by
+    the batteries."""
+    if not len(awarded):
+        return pd.Series(0.0, index=day_hours)
+    a = awarded[_is_dr(awarded)]
+    return a.groupby(pd.DatetimeIndex(a.hour)).position_mw.sum().reindex(day_hours, fill_value=0.0)
 
 
 #: the day-ahead auction's gate closes at noon (Europe/Berlin) on the day before delivery

@@ -50,3 +50,15 @@ def award(offers: pd.DataFrame | None, bids: pd.DataFrame | None, price: float) 
     po, qo = _curve(offers)
     pb, qb = _curve(bids)
     return float(qo[po <= price].sum()), float(qb[pb >= price].sum())
+
+
+def award_block(side: str, price: float, clearing: np.ndarray) -> bool:
+    """Whether a price-taker's block order (one price, the same MW in each of its hours, all or nothing)
+    is accepted at the hours' ``clearing`` prices: a sell block when their mean is at least its price,
+    a buy block when it is at most (the exchange's rule for a block with a minimum acceptance ratio of
+    1, whose volume weights are equal here). An hour without a clearing price rejects the block."""
+    c = np.asarray(clearing, float)
+    if not len(c) or not np.isfinite(c).all():
+        return False
+    m = float(c.mean())
+    return m >= price if side == "sell" else m <= price

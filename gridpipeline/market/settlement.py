@@ -72,17 +72,25 @@ def settle_day(day: pd.DataFrame, dt_h: float = 1.0) -> tuple[pd.DataFrame, list
     """The delivery day's lines (:func:`settle`) from :func:`store.read_day_for_settlement`'s frame, and
     the flags. An hour's actual is the metered fleet power; without a BMS read in the hour the plans'
     committed power stands in, and without either the position (no deviation): flagged by hour (an hour
-    with neither and no position is an idle hour, not a flag)."""
+    with neither and no position is an idle hour, not a flag). Demand response sold as blocks adds to
+    the position (``dr_mw``) and its calls' delivery to the actual: measured, else the expected MW of a
+    call not measured yet (flagged); a block not delivered is a shortfall like any other."""
     actual = day.metered_mw.copy()
     flags = []
+    dr_pos = day.dr_mw.fillna(0.0) if "dr_mw" in day else pd.Series(0.0, index=day.index)
+    dr_act = day.dr_delivered_mw.fillna(0.0) if "dr_delivered_mw" in day else pd.Series(0.0, index=day.index)
+    if "dr_unmeasured_mw" in day:
+        for h in day.index[day.dr_unmeasured_mw.fillna(0.0) > 0]:
+            flags.append(f"{h}: a sold DR call not measured yet, its expected MW stands in")
+        dr_act = dr_act + day.dr_unmeasured_mw.fillna(0.0)
     for h in day.index[actual.isna() & day.planned_mw.notna()]:
         flags.append(f"{h}: no BMS read, the plans' committed power stands in for the meter")
     actual = actual.fillna(day.planned_mw)
     for h in day.index[actual.isna() & (day.position_mw.fillna(0.0) != 0)]:
         flags.append(f"{h}: neither a BMS read nor a plan, settled at the position (no deviation)")
     actual = actual.fillna(day.position_mw)
-    lines = settle(day.position_mw.to_numpy(float), actual.to_numpy(float), day.clearing_price.to_numpy(float), dt_h,
-                   times=day.index)
+    lines = settle((day.position_mw + dr_pos).to_numpy(float), (actual + dr_act).to_numpy(float),
+                   day.clearing_price.to_numpy(float), dt_h, times=day.index)
     return lines, flags
 
 

@@ -26,6 +26,9 @@ CREATE TABLE IF NOT EXISTS market.positions (
     delivery_day DATE, decision_id VARCHAR, decided_at TIMESTAMP, hour TIMESTAMP, position_mw DOUBLE,
     clearing_price DOUBLE, spread_eur_mwh DOUBLE
 );
+ALTER TABLE market.bids ADD COLUMN IF NOT EXISTS block VARCHAR;
+ALTER TABLE market.awards ADD COLUMN IF NOT EXISTS block VARCHAR;
+ALTER TABLE market.positions ADD COLUMN IF NOT EXISTS dr_mw DOUBLE;
 CREATE TABLE IF NOT EXISTS market.settlements (
     delivery_day DATE, decision_id VARCHAR, settled_at TIMESTAMP, hour TIMESTAMP, position_mwh DOUBLE,
     actual_mwh DOUBLE, price DOUBLE, imbalance_mwh DOUBLE, imbalance_price DOUBLE, energy_cents BIGINT,
@@ -130,10 +133,55 @@ def read_position(con, start, end) -> pd.DataFrame:
         return pd.DataFrame(columns=["hour", "position_mw", "spread_eur_mwh"])
 
 
+def read_sold_blocks(con, since) -> pd.DataFrame:
+    """The demand-response blocks awarded on the day-ahead market (``market.awards`` rows with a block)
+    that end after ``since``: block, ven, start, end, mw (sold, per hour), price (offered), clearing
+    (the mean clearing price over its hours) and decision_id (the award); empty without any."""
+    import duckdb
+
+    cols = ["block", "ven", "start", "end", "mw", "price", "clearing", "decision_id"]
+    try:
+        df = con.execute('SELECT block, any_value(cluster) AS ven, min(hour) AS start, max(hour) + INTERVAL 1 HOUR AS '
+                         '"end", max(awarded_mw) AS mw, max(price) AS price, avg(clearing_price) AS clearing, '
+                         'any_value(decision_id) AS decision_id FROM market.awards WHERE block IS NOT NULL AND '
+                         'awarded_mw > 0 GROUP BY block HAVING max(hour) + INTERVAL 1 HOUR > ? ORDER BY start',
+                         [since]).df()
+    except (duckdb.CatalogException, duckdb.BinderException):  # no awards yet, or a store from before blocks
+        return pd.DataFrame(columns=cols)
+    return df[cols]
+
+
+def _sold_dr_by_hour(con, hours: pd.DatetimeIndex, start, end) -> pd.DataFrame:
+    """Per hour, what the calls delivering sold DR blocks (event ids with ``load.dr.SOLD_PREFIX``) did:
+    ``dr_delivered_mw`` (measured; 0 for a call refused, unanswered or not sent) and ``dr_unmeasured_mw``
+    (the expected MW of calls not measured yet), each weighted by the call's overlap with the hour."""
+    import duckdb
+
+    from gridpipeline.load.dr import SOLD_PREFIX
+
+    out = pd.DataFrame({"dr_delivered_mw": 0.0, "dr_unmeasured_mw": 0.0}, index=hours)
+    try:
+        ev = con.execute('SELECT start, "end", status, expected_mw, delivered_mw FROM load.dr_events WHERE '
+                         'starts_with(event_id, ?) AND "end" > ? AND start < ?', [SOLD_PREFIX, start, end]).df()
+    except duckdb.CatalogException:
+        return out
+    for e in ev.itertuples():
+        s, t = pd.Timestamp(e.start), pd.Timestamp(e.end)
+        share = np.array([max(0.0, (min(t, h + pd.Timedelta(hours=1)) - max(s, h)).total_seconds() / 3600)
+                          for h in hours])
+        if e.status == "measured":
+            out["dr_delivered_mw"] += share * float(e.delivered_mw)
+        elif e.status not in ("refused", "no answer", "not sent"):
+            out["dr_unmeasured_mw"] += share * float(e.expected_mw)
+    return out
+
+
 def read_day_for_settlement(con, hours: pd.DatetimeIndex) -> pd.DataFrame:
     """Per delivery hour: ``position_mw`` and ``clearing_price`` (market.positions, the newest award),
     ``metered_mw`` (the fleet's measured power, mean of the hour's BMS reads, each read summed over the
-    available units) and ``planned_mw`` (the plans' committed first steps, mean of the hour), + discharge."""
+    available units) and ``planned_mw`` (the plans' committed first steps, mean of the hour), + discharge;
+    ``dr_mw``, the part of the position sold as demand response, and what its calls delivered
+    (:func:`_sold_dr_by_hour`)."""
     import duckdb
 
     start, end = hours[0].to_pydatetime(), (hours[-1] + pd.Timedelta(hours=1)).to_pydatetime()
@@ -146,20 +194,20 @@ def read_day_for_settlement(con, hours: pd.DatetimeIndex) -> pd.DataFrame:
             return pd.DataFrame()
 
     pos = q("SELECT hour, arg_max(position_mw, decided_at) AS position_mw, arg_max(clearing_price, decided_at) "
-            "AS clearing_price, arg_max(decision_id, decided_at) AS award FROM market.positions WHERE hour >= ? AND "
-            "hour < ? GROUP BY hour")
+            "AS clearing_price, arg_max(decision_id, decided_at) AS award, arg_max(coalesce(dr_mw, 0), decided_at) "
+            "AS dr_mw FROM market.positions WHERE hour >= ? AND hour < ? GROUP BY hour")
     met = q("SELECT date_trunc('hour', read_at) AS hour, avg(mw) AS metered_mw, count(*) AS reads FROM (SELECT read_at, "
             "sum(p_measured_mw) AS mw FROM ops.storage_state WHERE available AND p_measured_mw IS NOT NULL AND "
             "read_at >= ? AND read_at < ? GROUP BY read_at) GROUP BY 1")
     plan = q("SELECT date_trunc('hour', step_ts) AS hour, avg(mw) AS planned_mw FROM (SELECT step_ts, "
              "sum(p_mw) AS mw FROM ops.dispatch_plan WHERE step = 0 AND step_ts >= ? AND step_ts < ? GROUP BY step_ts) "
              "GROUP BY 1")
-    for df, cols in ((pos, ["position_mw", "clearing_price", "award"]), (met, ["metered_mw", "reads"]),
+    for df, cols in ((pos, ["position_mw", "clearing_price", "award", "dr_mw"]), (met, ["metered_mw", "reads"]),
                      (plan, ["planned_mw"])):
         for c in cols:
             out[c] = (df.assign(hour=pd.to_datetime(df.hour)).set_index("hour")[c].reindex(hours)
-                      if len(df) else np.nan)
-    return out
+                      if len(df) and c in df else np.nan)
+    return out.join(_sold_dr_by_hour(con, hours, start, end))
 
 
 FINANCIAL_COLUMNS = ("cost_energy", "cost_losses", "cost_degradation", "cost_curtailment", "cost_demand_response",

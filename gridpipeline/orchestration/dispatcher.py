@@ -61,6 +61,8 @@ RETRY = timedelta(seconds=15)
 #: to zero), once per kind until the output is back within half of it
 DEPARTURE_SHARE = 0.25
 #: the drop from the recent high that is a departure without a forecast (a cloud front: -60 % in 10 min)
+#: a DR block sold on the day-ahead market is called this long before its contract's notice starts
+SOLD_DR_LEAD = timedelta(minutes=20)
 DROP_SHARE = 0.5
 DROP_WINDOW = timedelta(minutes=10)
 DROP_MIN_SHARE = 0.05
@@ -253,6 +255,10 @@ class Dispatcher:
             self.last_approved = {**run.setpoints, "decision": plan_id}
         with connect(self.s.live_db_path, timeout_s=30.0) as con:
             write_ops(con, ops_frames(plan_id, utcnow(), read_at, run))
+        try:  # sold DR blocks due are called before the shed schedule counts what is in force
+            self.deliver_sold_dr(now)
+        except Exception:
+            log.exception("dispatcher: delivering sold DR blocks failed")
         shed = self.shed(now, run, plan_id, limit, None if st is None else st.get("network"))
         signal = self.price_signals(now, run, plan_id, st)
         self.market(now, bms, st)
@@ -600,20 +606,30 @@ class Dispatcher:
         times = run.p.times.tz_convert("UTC").tz_localize(None)
         bids = hourly_bids(times, stored_energy_value(out.result), out.result.battery_power, out.agg_fleet.eta_c,
                            out.agg_fleet.eta_d, out.agg_x.degradation, list(out.agg_fleet.battery_ids), hours)
+        dr, no_dr = self._dr_offers(now, day, hours, run)
+        if len(dr):
+            bids = pd.concat([bids, dr], ignore_index=True) if len(bids) else dr
         ok, rejected = validate(bids, hours)
         mode = self.s.mode_for("market_bid", "automatic")
+        is_dr = ok.block.notna() if "block" in ok else pd.Series(False, index=ok.index)
         in_day = pd.DatetimeIndex(times).floor("h").isin(hours)
         labels = run.p.prices.source[in_day].value_counts().to_dict()
         text = (f"day-ahead bids for {day.date()}: {int((ok.side == 'sell').sum())} offers "
                 f"({ok.mw[ok.side == 'sell'].sum():.2f} MW-h), {int((ok.side == 'buy').sum())} bids "
-                f"({ok.mw[ok.side == 'buy'].sum():.2f} MW-h), {len(rejected)} rejected; "
+                f"({ok.mw[ok.side == 'buy'].sum():.2f} MW-h), {ok.block[is_dr].nunique() if len(dr) else 0} "
+                f"demand-response blocks ({ok.mw[is_dr].sum():.2f} MW-h), {len(rejected)} rejected; "
                 + ("submitted" if mode == "automatic" else f"not submitted ({mode})"))
         body = {"summary": text, "delivery_day": str(day.date()), "gate_closure_utc": str(gate_closure(day)),
                 "inputs": {"plan_steps": len(times), "state_snapshot": str(st["ts"]) if st else None,
                            "prices_for_the_day": labels, "flags": run.flags[-6:],
                            "network_version": self.engine.network_version},
                 "rule": "per cluster and hour: offer the planned discharge at v/eta_d + degradation, bid the planned "
-                        "charge at v*eta_c - degradation, v the plan's value of stored energy (energy-balance dual)",
+                        "charge at v*eta_c - degradation, v the plan's value of stored energy (energy-balance dual); "
+                        "per interruptible contract: block offers of the MW the plan counts on at its compensation, "
+                        "no longer than its longest interruption, as many as it allows a day and has left in the "
+                        "month, where the day's price curve is highest (market.bids.dr_blocks)",
+                "demand_response": no_dr or {"blocks": int(ok.block[is_dr].nunique()) if len(dr) else 0,
+                                             "price_curve": "the plan's hourly mean price (known, else forecast)"},
                 "decision": {"bids": ok.astype({"hour": str}).to_dict("records")},
                 "rejected": rejected.astype({"hour": str}).to_dict("records"),
                 "objective": {k: round(v, 2) for k, v in out.result.breakdown.items()},
@@ -626,9 +642,11 @@ class Dispatcher:
             rows = pd.DataFrame([{"hour": hours[0], "cluster": None, "side": None, "mw": 0.0, "price": None,
                                   "value_eur_mwh": None, "status": "nothing to offer",
                                   "reason": "the plan schedules no battery power in the delivery day"}])
+        if "block" not in rows:
+            rows["block"] = None
         rows = rows.assign(delivery_day=day.date(), decision_id=rec.id, submitted_at=now)[
             ["delivery_day", "decision_id", "submitted_at", "hour", "cluster", "side", "mw", "price", "value_eur_mwh",
-             "status", "reason"]]
+             "status", "reason", "block"]]
         with connect(self.s.live_db_path, timeout_s=30.0) as con:
             write_market(con, day.date(), "bids", rows)
         log.info("dispatcher: %s", text)
@@ -637,13 +655,130 @@ class Dispatcher:
             "offers": int((ok.side == "sell").sum()), "bids": int((ok.side == "buy").sum()), "rejected": len(rejected),
             "offered_mwh": round(float(ok.mw[ok.side == "sell"].sum()), 4),
             "bid_mwh": round(float(ok.mw[ok.side == "buy"].sum()), 4), "prices_for_the_day": labels,
-            "curve": rows[["hour", "cluster", "side", "mw", "price", "status", "reason"]].astype({"hour": str})})
+            "dr_blocks": int(ok.block[is_dr].nunique()) if len(dr) else 0, "dr_offers_note": no_dr or "",
+            "curve": rows[["hour", "cluster", "side", "mw", "price", "block", "status", "reason"]]
+            .astype({"hour": str})})
         return rec.id
+
+    def _dr_offers(self, now: datetime, day, hours: pd.DatetimeIndex, run) -> tuple[pd.DataFrame, str | None]:
+        """The interruptible contracts' block offers for delivery ``day`` (market.bids.dr_blocks) on the
+        bid plan's hourly price curve, or (empty, why none): DR is sold only where it can be delivered
+        without anyone's approval (a VTN, DR mode automatic, a load policy)."""
+        from gridpipeline.market.bids import dr_blocks
+
+        none = pd.DataFrame(columns=["hour", "cluster", "side", "mw", "price", "value_eur_mwh", "block"])
+        mode = self.s.mode_for("dr", "automatic")
+        if self.vtn is None:
+            return none, "no DR offered: no VTN to deliver it"
+        if mode != "automatic":
+            return none, f"no DR offered: DR mode {mode} (a sale needs a delivery no one has to approve)"
+        pr = self.priorities()
+        if pr is None:
+            return none, "no DR offered: no load policy"
+        times = run.p.times.tz_convert("UTC").tz_localize(None)
+        price = pd.Series(run.p.prices.price.to_numpy(float), index=times).groupby(times.floor("h")).mean()
+        left = self._dr_left_in_month(now, day, pr.policy)
+        return dr_blocks(pr.policy.contracts, hours, price, pr.policy.demand_response["expected_delivery"], left), None
+
+    def _dr_left_in_month(self, now: datetime, day, policy) -> dict[str, int]:
+        """VEN -> interruptions its contract has left in delivery ``day``'s month: its ``max_per_month``
+        less the events called in that month (not refused) and the blocks sold there not called yet."""
+        from gridpipeline.common.openadr import contract_ven
+        from gridpipeline.market.store import read_sold_blocks
+
+        month = pd.Timestamp(day).to_period("M")
+        used: dict[str, int] = {}
+        for e in self.dr_history(now).events:
+            if e["opt"] not in ("optOut", "no answer", "not sent") and pd.Timestamp(e["start"]).to_period("M") == month:
+                used[e["ven_id"]] = used.get(e["ven_id"], 0) + 1
+        called = self._sold_blocks_called(now)
+        with connect(self.s.live_db_path, read_only=True, timeout_s=10.0) as con:
+            sold = read_sold_blocks(con, now)
+        for b in sold.itertuples():
+            if b.block not in called and pd.Timestamp(b.start).to_period("M") == month:
+                used[b.ven] = used.get(b.ven, 0) + 1
+        return {contract_ven(c.load_id): int(c.max_per_month) - used.get(contract_ven(c.load_id), 0)
+                for c in policy.contracts}
+
+    def _sold_blocks_called(self, now: datetime) -> set[str]:
+        """The sold DR blocks already acted on (a ``dr_event`` record naming the block, sent or not)."""
+        return {r["body"]["block"] for r in self.ledger.records(kind="dr_event", since=now - timedelta(days=3))
+                if r["body"].get("block")}
+
+    def deliver_sold_dr(self, now: datetime) -> list[str]:
+        """Each DR block sold on the day-ahead market becomes a call to its contract's VEN over OpenADR once
+        its start is within the contract's notice plus ``SOLD_DR_LEAD``: a ``dr_event`` record referring to
+        the award (event id ``load.dr.SOLD_PREFIX``...), delivered whatever the grid's deficit and counted
+        in force by the plans. A block that can no longer be called within its notice, or whose contract
+        has an event in force or no interruption left today, is recorded as not delivered (its shortfall
+        is settled as imbalance). Returns the records made."""
+        import uuid
+
+        from gridpipeline.common.openadr import contract_ven
+        from gridpipeline.load.dr import SOLD_PREFIX, DrCall
+        from gridpipeline.market.store import read_sold_blocks
+
+        if self.vtn is None:
+            return []
+        pr = self.priorities()
+        if pr is None:
+            return []
+        with connect(self.s.live_db_path, read_only=True, timeout_s=10.0) as con:
+            sold = read_sold_blocks(con, now)
+        if not len(sold):
+            return []
+        called = self._sold_blocks_called(now)
+        contracts = {contract_ven(c.load_id): c for c in pr.policy.contracts}
+        hist = self.dr_history(now)
+        margin = timedelta(seconds=self.vtn.poll_s + 10)
+        out = []
+        for b in sold.itertuples():
+            c = contracts.get(b.ven)
+            start, end = pd.Timestamp(b.start).to_pydatetime(), pd.Timestamp(b.end).to_pydatetime()
+            call_by = start - timedelta(minutes=c.notice_min if c is not None else 0)
+            if b.block in called or now < call_by - SOLD_DR_LEAD:
+                continue
+            why = None
+            if c is None:
+                why = "its contract is no longer in the load policy"
+            elif now + margin > call_by:
+                why = f"too late for its {c.notice_min:g}-min notice"
+            elif any(e["ven_id"] == b.ven and e["opt"] in ("optIn", "pending") and e["end"] > start and e["start"] < end
+                     for e in hist.events):
+                why = "an event of this contract is in force over the block"
+            elif start.date() == now.date() and hist.today.get(b.ven, 0) >= c.max_per_day:
+                why = f"{c.max_per_day} interruptions today already (max_per_day)"
+            text = (f"day-ahead DR block {b.block}: {b.mw:.3f} MW sold {start:%H:%M}-{end:%H:%M} at a mean "
+                    f"{b.clearing:.2f} EUR/MWh (offered at {b.price:.2f}, the compensation)")
+            body = {"block": b.block, "award": b.decision_id, "reason": "sold on the day-ahead market",
+                    "sold_mw": float(b.mw), "clearing_mean_eur_mwh": round(float(b.clearing), 2)}
+            if why is None:
+                call = DrCall(event_id=f"{SOLD_PREFIX}{uuid.uuid4()}", ven_id=b.ven, contract=c.name, load_id=c.load_id,
+                              start=start, end=end, mw=c.interruptible_mw, expected_mw=round(float(b.mw), 6),
+                              compensation_eur_mwh=c.compensation_eur_mwh, notice_min=c.notice_min)
+                try:
+                    sent = call.event_id in set(self.vtn.call([call]))
+                except Exception as exc:  # recorded as not delivered; the imbalance settles it
+                    log.exception("dispatcher: calling sold DR block %s failed", b.block)
+                    sent, why = False, f"offering the event failed: {type(exc).__name__}: {exc}"
+                if sent:
+                    rec = self.ledger.append("dr_event", {**body, "summary": text + f": {c.name} called",
+                                                          "calls": [call.record()], "sent": True},
+                                             mode="automatic", actor="dispatcher", ref=b.decision_id)
+                    self.dr_events[call.event_id] = rec.id
+                    out.append(rec.id)
+                    continue
+            rec = self.ledger.append("dr_event", {**body, "summary": text + f": not delivered, {why}", "calls": [],
+                                                  "sent": False, "not_delivered": why},
+                                     mode="automatic", actor="dispatcher", ref=b.decision_id)
+            log.warning("dispatcher: %s: not delivered, %s", text, why)
+            out.append(rec.id)
+        return out
 
     def _award(self, now: datetime) -> list[str]:
         """Clear every bid day without an award whose prices are published: a price-taker's award at the
         published price per hour (market.clearing), the position it makes, recorded and stored."""
-        from gridpipeline.market.bids import awards, day_hours, position
+        from gridpipeline.market.bids import awards, day_hours, dr_position, position
         from gridpipeline.market.settlement import cents, imbalance_prices
         from gridpipeline.market.store import market_days, write_market
 
@@ -662,20 +797,28 @@ class Dispatcher:
                 continue  # not published yet
             b = bids[d]
             sub = b[b.status == "accepted"]
-            aw = awards(sub[["hour", "cluster", "side", "mw", "price"]], price)
-            pos = position(aw, hours)
+            if "block" not in sub:
+                sub = sub.assign(block=None)
+            aw = awards(sub[["hour", "cluster", "side", "mw", "price", "block"]], price)
+            pos, drp = position(aw, hours), dr_position(aw, hours)
             lo, hi = imbalance_prices(price.to_numpy(float))
             spread = hi - price.to_numpy(float)
-            revenue = sum(cents(v) for v in (pos * price).fillna(0.0))
+            revenue = sum(cents(v) for v in ((pos + drp) * price).fillna(0.0))
+            won_blocks = sorted(set(aw.block[aw.block.notna() & (aw.awarded_mw > 0)]))
             text = (f"day-ahead award for {d}: {aw.awarded_mw.gt(0).sum()} of {len(sub)} bids in the money, "
                     f"position {pos.clip(lower=0).sum():.2f} MWh sold, {(-pos.clip(upper=0)).sum():.2f} MWh bought, "
-                    f"{revenue / 100:.2f} EUR at the clearing prices")
+                    + (f"{drp.sum():.2f} MWh of demand response in {len(won_blocks)} blocks, " if won_blocks else "")
+                    + f"{revenue / 100:.2f} EUR at the clearing prices")
             body = {"summary": text, "delivery_day": str(d), "bid_decision": str(b.decision_id.iloc[0]),
                     "inputs": {"clearing_prices": {str(h): round(float(v), 2) for h, v in price.items()}},
                     "rule": "price-taker: the auction clears at the published price whatever the portfolio bids "
                             "(market.clearing.award); an offer at or below it sells, a bid at or above it buys",
                     "decision": {"position_mw": {str(h): round(float(v), 4) for h, v in pos.items()},
-                                 "revenue_cents": int(revenue)},
+                                 "dr_position_mw": {str(h): round(float(v), 4) for h, v in drp.items() if v},
+                                 "dr_blocks_won": won_blocks, "revenue_cents": int(revenue)},
+                    "block_rule": "a block order is awarded whole when the mean clearing price over its hours is at "
+                                  "least its price (sell), else not at all (market.clearing.award_block); a won "
+                                  "demand-response block is delivered by a DR call at its start",
                     "not_submitted": int((b.status != "accepted").sum()),
                     "position": "held" if len(sub) else "none: nothing was bid",
                     "imbalance_rule": "two-price: short pays price + spread, long is paid price - spread "
@@ -684,10 +827,10 @@ class Dispatcher:
                                      ref=str(b.decision_id.iloc[0]))
             awr = aw.assign(delivery_day=d, decision_id=rec.id, bid_decision=str(b.decision_id.iloc[0]), decided_at=now)[
                 ["delivery_day", "decision_id", "bid_decision", "decided_at", "hour", "cluster", "side", "mw", "price",
-                 "clearing_price", "awarded_mw", "position_mw"]]
+                 "clearing_price", "awarded_mw", "position_mw", "block"]]
             prow = pd.DataFrame({"delivery_day": d, "decision_id": rec.id, "decided_at": now, "hour": hours,
                                  "position_mw": pos.to_numpy(float), "clearing_price": price.to_numpy(float),
-                                 "spread_eur_mwh": spread})
+                                 "spread_eur_mwh": spread, "dr_mw": drp.to_numpy(float)})
             if not len(sub):
                 # nothing was bid: no position (the fleet trades against the import as before the market),
                 # and the day is marked cleared

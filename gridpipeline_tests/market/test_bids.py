@@ -10,12 +10,15 @@ import pytest
 from gridpipeline.market.bids import (
     awards,
     day_hours,
+    dr_blocks,
+    dr_position,
     gate_closure,
     hourly_bids,
     next_open_day,
     position,
     validate,
 )
+from gridpipeline.market.settlement import settle_day
 
 
 def test_offer_and_bid_prices_from_the_value_of_stored_energy_by_hand():
@@ -80,3 +83,77 @@ def test_delivery_days_across_daylight_saving():
     assert len(day_hours(pd.Timestamp("2026-10-25"))) == 25
     h = day_hours(pd.Timestamp("2026-06-17"))
     assert len(h) == 24 and h[0] == pd.Timestamp("2026-06-16 22:00")
+
+
+class _Contract:
+    def __init__(self, load_id, mw=0.1, per_day=2, per_month=8, duration=120, comp=300.0):
+        self.name, self.load_id, self.interruptible_mw = f"c{load_id}", load_id, mw
+        self.max_per_day, self.max_per_month, self.max_duration_min = per_day, per_month, duration
+        self.compensation_eur_mwh, self.notice_min = comp, 15
+
+
+def test_demand_response_blocks_go_where_the_day_is_dearest_within_the_contract():
+    """A 2-hour contract allowed 2 interruptions a day offers two 2-hour blocks at its compensation, for
+    the MW the plan counts on, over the two dearest windows that neither overlap nor touch: hours 18-19
+    (mean 215), then 8-9 (155), since 16-17 and 20-21 would touch the first. One interruption left this
+    month: one block. A contract
+    interrupted for less than an hour, or with nothing left, offers nothing; an hour without a price is
+    never chosen."""
+    hours = pd.date_range("2026-06-17 00:00", periods=24, freq="h")
+    price = pd.Series(50.0, index=hours)
+    price.iloc[17:21] = [200.0, 220.0, 210.0, 190.0]
+    price.iloc[8:10] = [150.0, 160.0]
+    b = dr_blocks([_Contract(104)], hours, price, 0.8)
+    assert b.price.eq(300.0).all() and b.mw.eq(0.08).all() and b.side.eq("sell").all()
+    blocks = b.groupby("block").hour.agg(["min", "count"])
+    assert sorted(blocks["min"].dt.hour) == [8, 18] and blocks["count"].eq(2).all()
+    one = dr_blocks([_Contract(104)], hours, price, 0.8, left_in_month={"ven-load-104": 1})
+    assert sorted(pd.DatetimeIndex(one.hour).hour) == [18, 19]
+    assert dr_blocks([_Contract(104, duration=45)], hours, price, 0.8).empty
+    assert dr_blocks([_Contract(104)], hours, price, 0.8, left_in_month={"ven-load-104": 0}).empty
+    gap = price.copy()
+    gap.iloc[18] = np.nan
+    got = dr_blocks([_Contract(104, per_day=1)], hours, gap, 0.8)
+    assert 18 not in set(pd.DatetimeIndex(got.hour).hour)
+
+
+def test_a_block_is_awarded_whole_on_its_mean_price_or_not_at_all():
+    """A block at 300 over hours priced 400 and 250 (mean 325) sells both hours, the cheap one too; over
+    310 and 250 (mean 280) it sells neither; an hour without a price rejects it. Its MW is demand
+    response: in ``dr_position``, never in the fleet's position."""
+    hours = day_hours(pd.Timestamp("2026-06-17"))
+    blk = pd.DataFrame({"hour": hours[17:19], "cluster": "ven-load-104", "side": "sell", "mw": 0.08, "price": 300.0,
+                        "block": "b1"})
+    fleet = pd.DataFrame({"hour": [hours[17]], "cluster": ["A"], "side": ["sell"], "mw": [1.0], "price": [40.0],
+                          "block": [None]})
+    bids = pd.concat([fleet, blk], ignore_index=True)
+    prices = pd.Series(0.0, index=hours)
+    prices[hours[17]], prices[hours[18]] = 400.0, 250.0
+    aw = awards(bids, prices)
+    assert aw.awarded_mw.tolist() == [1.0, 0.08, 0.08]
+    assert position(aw, hours)[hours[17]] == 1.0 and position(aw, hours)[hours[18]] == 0.0
+    assert dr_position(aw, hours)[hours[17:19]].tolist() == [0.08, 0.08] and dr_position(aw, hours).sum() == 0.16
+    prices[hours[17]] = 310.0
+    assert awards(bids, prices).awarded_mw.tolist() == [1.0, 0.0, 0.0]
+    assert awards(bids, prices.drop(hours[18])).awarded_mw.tolist() == [1.0, 0.0, 0.0]
+    # one bad hour sends the whole block back
+    bad = bids.copy()
+    bad.loc[2, "mw"] = -1.0
+    ok, rejected = validate(bad, hours)
+    assert list(ok.cluster) == ["A"] and set(rejected.reason) == {
+        "quantity not a positive number", "another hour of its block was rejected"}
+
+
+def test_sold_demand_response_is_settled_with_the_position_on_what_its_calls_delivered():
+    """Hour 0: the fleet holds 1 MW and the DR block 0.08 MW, measured delivering 0.05: short by 0.03 at
+    price + spread. Hour 1: the call is not measured yet, its expected 0.08 stands in (flagged)."""
+    hours = pd.date_range("2026-06-17 15:00", periods=2, freq="h")
+    day = pd.DataFrame({"position_mw": [1.0, 1.0], "clearing_price": [100.0, 100.0], "metered_mw": [1.0, 1.0],
+                        "planned_mw": [1.0, 1.0], "dr_mw": [0.08, 0.08], "dr_delivered_mw": [0.05, 0.0],
+                        "dr_unmeasured_mw": [0.0, 0.08]}, index=hours)
+    lines, flags = settle_day(day)
+    assert lines.position_mwh.tolist() == pytest.approx([1.08, 1.08])
+    assert lines.actual_mwh.tolist() == pytest.approx([1.05, 1.08])
+    assert lines.imbalance_cents.tolist() == [-360, 0]  # -0.03 MWh x (100 + 20)
+    assert lines.energy_cents.tolist() == [10800, 10800]
+    assert flags == [f"{hours[1]}: a sold DR call not measured yet, its expected MW stands in"]

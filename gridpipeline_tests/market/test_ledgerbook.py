@@ -236,7 +236,7 @@ def test_settlement_of_a_day_reconciles_with_the_ledger_and_the_award(tmp_path, 
         live.register("_p", pd.DataFrame({"delivery_day": pd.Timestamp("2026-12-01").date(), "decision_id": award.id,
                                           "decided_at": T0, "hour": hours, "position_mw": pos, "clearing_price": price,
                                           "spread_eur_mwh": 16.0}))
-        live.execute("INSERT INTO market.positions SELECT * FROM _p")
+        live.execute("INSERT INTO market.positions BY NAME SELECT * FROM _p")
         live.execute("CREATE TABLE ops.storage_state (read_at TIMESTAMP, battery_id VARCHAR, available BOOLEAN, "
                      "p_measured_mw DOUBLE)")
         live.execute("CREATE TABLE ops.dispatch_plan (plan_id VARCHAR, planned_at TIMESTAMP, step_ts TIMESTAMP, "

@@ -540,6 +540,83 @@ def test_demand_response_in_approve_mode_waits_for_the_operator_and_is_sent_once
         d.vtn.stop()
 
 
+def test_demand_response_sold_day_ahead_is_called_at_delivery_and_kept(field):
+    """With the VTN up, the day-ahead bids carry each interruptible contract's blocks at its compensation
+    for the MW the plan counts on. Once awarded (offered here at the exchange's floor, so they clear), the
+    DR part of the position is apart from the fleet's, and each block becomes a DR call over OpenADR before
+    its notice starts (a ``dr_event`` referring to the award), once; the plans' close-out never ends it,
+    and a block whose notice has passed is recorded as not delivered."""
+    from gridpipeline.load.dr import SOLD_PREFIX, ven_id
+    from gridpipeline.orchestration.dispatcher import SOLD_DR_LEAD
+
+    d, led, pol, now = _dispatcher_with_vtn(field)
+    s = get_settings()
+    try:
+        d.plan(now, "schedule")
+        (bid,) = led.records(kind="market_bid")
+        with connect(s.live_db_path, read_only=True) as con:
+            blocks = con.execute("SELECT * FROM market.bids WHERE block IS NOT NULL").df()
+        exp = pol.demand_response["expected_delivery"]
+        offered = 0
+        for c in pol.contracts:
+            mine = blocks[blocks.cluster == ven_id(c)]
+            if c.max_duration_min < 60:
+                assert mine.empty
+                continue
+            offered += 1
+            assert (mine.price == c.compensation_eur_mwh).all()
+            np.testing.assert_allclose(mine.mw, c.interruptible_mw * exp)
+            assert mine.groupby("block").size().max() <= c.max_duration_min // 60
+            assert 1 <= mine.block.nunique() <= c.max_per_day
+        assert offered and bid["body"]["demand_response"]["blocks"] == blocks.block.nunique()
+        with connect(s.live_db_path) as con:
+            con.execute("UPDATE market.bids SET price = -500 WHERE block IS NOT NULL")
+        PriceExchange(s.prices).publish(T0 - timedelta(days=3), T0 + timedelta(days=2))
+        (award_id,) = d._award(now + timedelta(days=1))
+        with connect(s.live_db_path, read_only=True) as con:
+            pos = con.execute("SELECT * FROM market.positions ORDER BY hour").df()
+            aw = con.execute("SELECT * FROM market.awards WHERE block IS NOT NULL").df()
+        assert (aw.awarded_mw == aw.mw).all() and set(aw.decision_id) == {award_id}
+        np.testing.assert_allclose(pos.dr_mw.sum(), aw.mw.sum())
+        with connect(s.live_db_path, read_only=True) as con:  # the fleet's position is its own bids' alone
+            own = con.execute("SELECT hour, sum(position_mw) AS mw FROM market.awards WHERE block IS NULL "
+                              "GROUP BY hour").df().set_index("hour").mw
+        np.testing.assert_allclose(pos.set_index("hour").position_mw.reindex(own.index), own)
+        dr_sold = aw.groupby("hour").mw.sum()
+        (rec,) = [r for r in led.records(kind="market_award") if r["id"] == award_id]
+        assert rec["body"]["decision"]["dr_blocks_won"] == sorted(blocks.block.unique())
+        assert sum(rec["body"]["decision"]["dr_position_mw"].values()) == pytest.approx(dr_sold.sum(), abs=1e-3)
+        # the first block: not yet 20 minutes before its notice, then called, once
+        first = aw.sort_values("hour").iloc[0]
+        c = next(c for c in pol.contracts if ven_id(c) == first.cluster)
+        start = pd.Timestamp(aw[aw.block == first.block].hour.min()).to_pydatetime()
+        call_by = start - timedelta(minutes=c.notice_min)
+        assert d.deliver_sold_dr(call_by - SOLD_DR_LEAD - timedelta(minutes=1)) == []
+        t = call_by - timedelta(minutes=10)
+        made = d.deliver_sold_dr(t)
+        (called,) = [r for r in led.records(kind="dr_event") if r["id"] in made and r["body"]["block"] == first.block]
+        assert called["ref"] == award_id and called["body"]["sent"]
+        (call,) = called["body"]["calls"]
+        assert call["event_id"].startswith(SOLD_PREFIX) and call["event_id"] in d.vtn._sent
+        assert pd.Timestamp(call["start"]) == start and call["expected_mw"] == pytest.approx(first.mw)
+        assert first.block not in {r["body"].get("block") for r in led.records(kind="dr_event")
+                                   if r["id"] in d.deliver_sold_dr(t + timedelta(minutes=1))}
+        # supply is fine over the block: the close-out ends nothing that was sold
+        steps = pd.date_range(t, start + timedelta(hours=4), freq="5min")
+        assert call["event_id"] not in d.close_out_dr(t, pd.Series(0.0, index=steps), "plan")
+        # the last block, looked at after its notice started: not delivered, on the record
+        last = aw.sort_values("hour").iloc[-1]
+        cl = next(c for c in pol.contracts if ven_id(c) == last.cluster)
+        lstart = pd.Timestamp(aw[aw.block == last.block].hour.min()).to_pydatetime()
+        if last.block != first.block:
+            made = d.deliver_sold_dr(lstart - timedelta(minutes=cl.notice_min) + timedelta(minutes=1))
+            (miss,) = [r for r in led.records(kind="dr_event") if r["id"] in made and r["body"]["block"] == last.block]
+            assert not miss["body"]["sent"] and "too late" in miss["body"]["not_delivered"]
+        assert led.verify().ok
+    finally:
+        d.vtn.stop()
+
+
 def test_day_ahead_bids_then_awards_at_the_published_prices(field):
     """At 18:00 Berlin the next open gate is the day after tomorrow's: the plan bids it from a plan to the
     end of that day; once its prices are published the award is the price-taker's, hour by hour, and
