@@ -598,10 +598,12 @@ class Dispatcher:
             if day.date() in market_days(con, "bids"):
                 return None
         hours = day_hours(day)
-        start = pd.Timestamp(now).floor("5min")
+        # hourly steps: the product is hourly, and 37 h at 5 minutes held the dispatcher for ~40 s a day
+        start = pd.Timestamp(now).floor("h")
         horizon = pd.Timestamp(hours[-1]) + pd.Timedelta(hours=1) - start
         self._bid_planner = self._bid_planner or FleetPlanner()
-        run = self.engine.run(now, "market_bids", bms, st, self.forecasts, horizon=horizon, planner=self._bid_planner)
+        run = self.engine.run(now, "market_bids", bms, st, self.forecasts, horizon=horizon, planner=self._bid_planner,
+                              step=timedelta(hours=1))
         out = run.out
         times = run.p.times.tz_convert("UTC").tz_localize(None)
         bids = hourly_bids(times, stored_energy_value(out.result), out.result.battery_power, out.agg_fleet.eta_c,
@@ -614,13 +616,14 @@ class Dispatcher:
         is_dr = ok.block.notna() if "block" in ok else pd.Series(False, index=ok.index)
         in_day = pd.DatetimeIndex(times).floor("h").isin(hours)
         labels = run.p.prices.source[in_day].value_counts().to_dict()
-        text = (f"day-ahead bids for {day.date()}: {int((ok.side == 'sell').sum())} offers "
-                f"({ok.mw[ok.side == 'sell'].sum():.2f} MW-h), {int((ok.side == 'buy').sum())} bids "
+        text = (f"day-ahead bids for {day.date()}: {int(((ok.side == 'sell') & ~is_dr).sum())} offers "
+                f"({ok.mw[(ok.side == 'sell') & ~is_dr].sum():.2f} MW-h), {int((ok.side == 'buy').sum())} bids "
                 f"({ok.mw[ok.side == 'buy'].sum():.2f} MW-h), {ok.block[is_dr].nunique() if len(dr) else 0} "
                 f"demand-response blocks ({ok.mw[is_dr].sum():.2f} MW-h), {len(rejected)} rejected; "
                 + ("submitted" if mode == "automatic" else f"not submitted ({mode})"))
         body = {"summary": text, "delivery_day": str(day.date()), "gate_closure_utc": str(gate_closure(day)),
-                "inputs": {"plan_steps": len(times), "state_snapshot": str(st["ts"]) if st else None,
+                "inputs": {"plan_steps": len(times), "plan_step": "1 h", "plan_seconds": round(run.seconds, 2),
+                           "state_snapshot": str(st["ts"]) if st else None,
                            "prices_for_the_day": labels, "flags": run.flags[-6:],
                            "network_version": self.engine.network_version},
                 "rule": "per cluster and hour: offer the planned discharge at v/eta_d + degradation, bid the planned "
@@ -652,8 +655,8 @@ class Dispatcher:
         log.info("dispatcher: %s", text)
         self._report_market("market_bids", {
             "decision": rec.id, "summary": text, "delivery_day": str(day.date()), "mode": mode,
-            "offers": int((ok.side == "sell").sum()), "bids": int((ok.side == "buy").sum()), "rejected": len(rejected),
-            "offered_mwh": round(float(ok.mw[ok.side == "sell"].sum()), 4),
+            "offers": int(((ok.side == "sell") & ~is_dr).sum()), "bids": int((ok.side == "buy").sum()), "rejected": len(rejected),
+            "offered_mwh": round(float(ok.mw[(ok.side == "sell") & ~is_dr].sum()), 4),
             "bid_mwh": round(float(ok.mw[ok.side == "buy"].sum()), 4), "prices_for_the_day": labels,
             "dr_blocks": int(ok.block[is_dr].nunique()) if len(dr) else 0, "dr_offers_note": no_dr or "",
             "curve": rows[["hour", "cluster", "side", "mw", "price", "block", "status", "reason"]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -96,22 +96,24 @@ class PlanEngine:
 
     def run(self, now: datetime, trigger: str, bms: pd.DataFrame, st: dict | None, forecasts: dict | None,
             held: dict | None = None, import_limit: dict | None = None, position: pd.DataFrame | None = None,
-            horizon: pd.Timedelta | None = None, planner=None) -> PlanRun:
+            horizon: pd.Timedelta | None = None, planner=None, step: timedelta | None = None) -> PlanRun:
         """One plan. ``held``: battery id -> (MW, decision id) of units an operator's VPP setpoint holds:
         they are left out of the plan (with the reason), their power is taken as given in the net load,
         and their setpoints are sent again with the plan's (the BMS watchdog would drop them).
         ``import_limit``: an import limit instruction in force or announced (``inputs.active_import_limit``):
         over its steps the plan keeps the lower of it and the deployment's limit. ``position``: the fleet's
         market position (``hour``, ``position_mw`` + sold, ``spread_eur_mwh``: what a deviation costs), read
-        from the store; the plan follows it unless deviating pays more than the spread. ``horizon`` and
-        ``planner``: a longer plan on its own model (the market bids' plan to the end of the delivery day)."""
+        from the store; the plan follows it unless deviating pays more than the spread. ``horizon``,
+        ``planner`` and ``step``: a longer plan on its own model (the market bids' hourly plan to the end of
+        the delivery day, from the hour ``now`` is in)."""
         from gridpipeline.storage.gate import gate
         from gridpipeline.storage.planner import PlanInputs, plan_tables, solve_plan, units_now
 
         t0 = time.perf_counter()
         flags: list[str] = []
-        start = pd.Timestamp(now).floor("5min").tz_localize("UTC")
-        times = pd.date_range(start, periods=int((horizon or HORIZON) / STEP), freq=STEP)
+        step = step or STEP
+        start = pd.Timestamp(now).floor(step).tz_localize("UTC")
+        times = pd.date_range(start, periods=int((horizon or HORIZON) / step), freq=step)
         units = units_now(self.fleet, bms)
         held = {b: v for b, v in (held or {}).items() if b in set(units.battery_id)}
         if held:
@@ -188,7 +190,8 @@ class PlanEngine:
                 from gridpipeline.forecast.prices import PriceForecaster
 
                 self._price_model = PriceForecaster()  # re-calibrated once a day, when a day is published
-            curve = price_curve(known, times[0], times[-1] + STEP, pd.Timedelta(STEP), self._price_model)
+            step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(STEP)
+            curve = price_curve(known, times[0], times[-1] + step, pd.Timedelta(step), self._price_model)
             ref = {"price_notes": notes[-3:], "known_until": str(known.dropna().index.max()) if len(known.dropna()) else None}
         except PricesUnavailable as exc:
             flags.append(f"no prices ({exc}): planned on a flat price, the plan only serves the grid")

@@ -157,12 +157,20 @@ def forecast_frames(fc: dict | None, times: pd.DatetimeIndex, st: dict | None, n
     by persistence of the estimated state (flagged); missing steps of a forecast likewise, except past
     its end, which repeat the day before (flagged)."""
     naive = times.tz_convert("UTC").tz_localize(None)
+    step = (naive[1] - naive[0]) if len(naive) > 1 else STEP
     fc = fc or {}
     inj = st["injections"] if st else None
+
+    def on_steps(f: pd.DataFrame) -> pd.DataFrame:
+        # a coarser plan (the market bids' hourly plan) takes each step's mean of the forecast's steps
+        f = f[~f.index.duplicated()]
+        if step > STEP:
+            f = f.groupby(pd.DatetimeIndex(f.index).floor(step)).mean()
+        return f.reindex(naive)
+
     d = fc.get("demand")
     if d is not None and len(d):
-        dd = d.set_index("valid_time")[["p10", "p50", "p90"]].astype(float)
-        dd = dd[~dd.index.duplicated()].reindex(naive)
+        dd = on_steps(d.set_index("valid_time")[["p10", "p50", "p90"]].astype(float))
         if dd.p50.isna().any():
             flags.append(f"demand forecast covers {int(dd.p50.notna().sum())} of {len(naive)} steps: the rest by persistence")
         demand = _day_before(dd).ffill().bfill()
@@ -179,7 +187,7 @@ def forecast_frames(fc: dict | None, times: pd.DatetimeIndex, st: dict | None, n
         g = gens.get(kind)
         if g is not None and len(g):
             gg = g.set_index("valid_time")[["p10", "p50", "p90", "capacity_mw"]].astype(float)
-            gg = _day_before(gg[~gg.index.duplicated()].reindex(naive)).ffill().bfill()
+            gg = _day_before(on_steps(gg)).ffill().bfill()
             renew[kind] = gg.reset_index(drop=True)
     # nowcast: the first hours follow what is measured now. The ratio of the estimated output to the
     # forecast for this step scales the forecast, fading back to the forecast over NOWCAST_HOURS (a
@@ -194,7 +202,7 @@ def forecast_frames(fc: dict | None, times: pd.DatetimeIndex, st: dict | None, n
             cap = float(g.capacity_mw.max()) if "capacity_mw" in g else 0.0
             if f0 > 0.02 * max(cap, 1e-9):
                 ratio = min(max(now_mw / f0, 0.0), 2.0)
-                fade = np.clip(1.0 - np.arange(len(g)) * (5 / 60) / NOWCAST_HOURS, 0.0, 1.0)
+                fade = np.clip(1.0 - np.arange(len(g)) * (step / timedelta(hours=1)) / NOWCAST_HOURS, 0.0, 1.0)
                 k = 1.0 + (ratio - 1.0) * fade
                 for q in ("p10", "p50", "p90"):
                     g[q] = g[q] * k
