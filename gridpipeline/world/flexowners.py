@@ -5,8 +5,12 @@ operator buys from them when a line is congested. Here each owner posts, a day a
 asset and delivery day to the platform's file drop (``offers-YYYY-MM-DD.csv``, UTC days):
 
 * every renewable generator (PV, wind) offers to **reduce its output** (direction ``down``, which
-  relieves a line carrying export out of its area) up to its rating, at the feed-in it gives up plus its
-  owner's premium: 60-110 EUR/MWh for PV, 50-100 for wind;
+  relieves a line carrying export out of its area), at the feed-in it gives up plus its owner's
+  premium: 60-110 EUR/MWh for PV, 50-100 for wind. A generator that follows the weather offers hour by
+  hour what it expects to produce (it cannot give up more): its rating times the output the weather
+  service's run of noon the day before gives through the same physics the field follows (the public
+  forecast any owner can read, never the weather that comes), so a PV plant offers nothing at night.
+  Another generator (biomass, hydro) offers its rating for the day;
 * every commercial and industrial site offers to **reduce its demand** (direction ``up``: less load is
   more injection, which relieves a line carrying load into its area) by a fifth of its nominal load,
   at 150-400 EUR/MWh (the production or comfort it gives up).
@@ -36,8 +40,37 @@ def _u(*key) -> float:
     return int.from_bytes(h[:8], "little") / 2 ** 64
 
 
-def standing_offers(net, load_class: dict[int, str], day, seed: int = 0) -> pd.DataFrame:
-    """The owners' offers for delivery ``day`` (a date, UTC)."""
+def expected_output(world, day, seed: int = 0) -> pd.DataFrame | None:
+    """The output each weather-driven generator's owner expects over delivery ``day`` (UTC): hourly rows
+    (UTC starts) by sgen index, as fractions of its rating, from the weather service's run of noon the
+    day before, through the physics the field follows. None for a world without weather."""
+    from gridpipeline.common.renewables import hub_wind_speed, pv_physics, wind_physics
+    from gridpipeline.world.weather_service import WeatherService
+
+    loc = world.meta.get("location") or {}
+    pv, wind = getattr(world, "_pv_cols", ()), getattr(world, "_wind_cols", ())
+    if getattr(world, "weather", None) is None or "latitude" not in loc or not (len(pv) or len(wind)):
+        return None
+    d = pd.Timestamp(day).normalize()
+    hours = pd.date_range(d, periods=24, freq="h", tz="UTC")
+    ws = WeatherService(world, Path("."), seed)  # forecast_run writes nothing
+    fc = ws.forecast_run(hours[0] - pd.Timedelta(hours=12)).reindex(hours).ffill().bfill()
+    out = pd.DataFrame(np.nan, index=hours.tz_localize(None), columns=world.net.sgen.index)
+    if len(pv):
+        frame = pd.DataFrame({"ghi": fc["ghi"].to_numpy(), "temperature": fc["temp_air"].to_numpy(),
+                              "wind_speed_10m": fc["wind_speed"].to_numpy()}, index=hours)
+        f = np.clip(pv_physics(frame, loc["latitude"], loc["longitude"], 1.0).to_numpy(float), 0.0, 1.0)
+        out.iloc[:, list(pv)] = f[:, None]
+    if len(wind):
+        f = np.clip(np.asarray(wind_physics(hub_wind_speed(fc["wind_speed"]), 1.0), float), 0.0, 1.0)
+        out.iloc[:, list(wind)] = f[:, None]
+    return out
+
+
+def standing_offers(net, load_class: dict[int, str], day, seed: int = 0,
+                    expected: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The owners' offers for delivery ``day`` (a date, UTC). ``expected`` (:func:`expected_output`):
+    the generators in it offer hour by hour their rating times what they expect to produce."""
     d = pd.Timestamp(day).normalize()
     rows = []
     sg = net.sgen
@@ -49,8 +82,15 @@ def standing_offers(net, load_class: dict[int, str], day, seed: int = 0) -> pd.D
         mw = float(np.nan_to_num(rating.get(i, np.nan), nan=float(sg.p_mw[i])))
         if mw <= 0:
             continue
-        rows.append({"owner": f"sgen-{i}", "bus": int(sg.bus[i]), "direction": "down", "mw": round(mw, 4),
-                     "price_eur_mwh": round(lo + (hi - lo) * _u(seed, "gen", int(i), str(d.date())), 2)})
+        row = {"owner": f"sgen-{i}", "bus": int(sg.bus[i]), "direction": "down",
+               "price_eur_mwh": round(lo + (hi - lo) * _u(seed, "gen", int(i), str(d.date())), 2)}
+        if expected is not None and i in expected and expected[i].notna().all():
+            for h, f in expected[i].items():
+                if mw * f >= 1e-3:
+                    rows.append({**row, "mw": round(mw * float(f), 4), "valid_from": h,
+                                 "valid_to": h + pd.Timedelta(hours=1)})
+        else:
+            rows.append({**row, "mw": round(mw, 4)})
     for i in net.load.index:
         if load_class.get(int(i)) not in ("commercial", "industrial"):
             continue
@@ -59,9 +99,13 @@ def standing_offers(net, load_class: dict[int, str], day, seed: int = 0) -> pd.D
             continue
         rows.append({"owner": f"load-{i}", "bus": int(net.load.bus[i]), "direction": "up", "mw": round(mw, 4),
                      "price_eur_mwh": round(150.0 + 250.0 * _u(seed, "load", int(i), str(d.date())), 2)})
-    out = pd.DataFrame(rows, columns=["owner", "bus", "direction", "mw", "price_eur_mwh"])
-    out.insert(0, "offer_id", [f"{o}-{d:%Y%m%d}" for o in out.owner])
-    out["valid_from"], out["valid_to"], out["divisible"] = d, d + pd.Timedelta(days=1), True
+    out = pd.DataFrame(rows, columns=["owner", "bus", "direction", "mw", "price_eur_mwh", "valid_from", "valid_to"])
+    hourly = out.valid_from.notna()
+    out.insert(0, "offer_id", [f"{o}-{d:%Y%m%d}" + (f"T{pd.Timestamp(v):%H}" if h else "")
+                               for o, v, h in zip(out.owner, out.valid_from, hourly, strict=True)])
+    out["valid_from"] = pd.to_datetime(out.valid_from.where(hourly, d))
+    out["valid_to"] = pd.to_datetime(out.valid_to.where(hourly, d + pd.Timedelta(days=1)))
+    out["divisible"] = True
     return out[COLUMNS]
 
 
@@ -129,7 +173,8 @@ class FlexOwners:
             if f.exists():
                 continue
             tmp = f.with_suffix(".tmp")
-            standing_offers(self.world.net, self.load_class, d, self.seed).to_csv(tmp, index=False)
+            standing_offers(self.world.net, self.load_class, d, self.seed,
+                            expected_output(self.world, d, self.seed)).to_csv(tmp, index=False)
             tmp.rename(f)
             out.append(f)
         return out

@@ -87,12 +87,22 @@ def test_the_simulator_s_owners_post_valid_offers_a_day_ahead(tmp_path):
     assert [f.name for f in owners.publish(T0, T0)] == ["offers-2026-12-02.csv"]  # after noon: tomorrow's too
     offers, rejected = read_offers(tmp_path, [T0, T0 + pd.Timedelta(days=1)])
     assert rejected.empty and set(offers.direction) == {"up", "down"}
-    assert len(offers[offers.direction == "down"]) == 2 * len(w.net.sgen)
+    assert set(offers[offers.direction == "down"].owner) == {f"sgen-{i}" for i in w.net.sgen.index}
     pv = offers[offers.owner.str.startswith("sgen")]
     assert pv.price.between(50, 110).all() and (pv.mw > 0).all()
+    # the weather-driven generators offer hour by hour what they expect to make, never above their rating;
+    # PV offers nothing at night (Greensboro in December: the sun is up from about 12:10 to 22:10 UTC)
+    rating = w.net.sgen.sn_mva.rename(lambda i: f"sgen-{i}")
+    assert (pv.mw <= pv.owner.map(rating) + 1e-9).all()
+    types = w.net.sgen.type.astype(str).rename(lambda i: f"sgen-{i}")
+    solar = pv[pv.owner.map(types).str.startswith(("PV", "lv_RES"))]
+    assert len(solar) and (solar.valid_to - solar.valid_from == pd.Timedelta(hours=1)).all()
+    assert not solar.valid_from.dt.hour.isin(range(1, 12)).any()
+    other = pv[pv.owner.map(types).str.startswith(("Biomass", "Hydro"))]
+    assert len(other) and (other.valid_to - other.valid_from == pd.Timedelta(days=1)).all()
     # the owners' own prices: the same on a restart, different by day
     again, _ = read_offers(tmp_path, [T0])
-    assert again.price.tolist() == offers[offers.offer_id.str.endswith("20261201")].price.tolist()
+    assert again.price.tolist() == offers[offers.offer_id.str.contains("20261201")].price.tolist()
 
 
 def test_the_dispatcher_records_the_purchase_once_per_line_and_hour(tmp_path, monkeypatch):
