@@ -2,7 +2,7 @@
 (computed by the live dispatcher after the plan: seconds-fast work, runless events), and the real-time
 cost of every 5-minute step (a daily partition refreshed through the day)."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetCheckResult,
@@ -43,13 +43,24 @@ price_signals = AssetSpec(
 cost_days = DailyPartitionsDefinition(start_date=START, timezone="UTC", end_offset=1)
 
 
-def every(cron: str, tz: str = "UTC") -> AutomationCondition:
+def every(cron: str, tz: str = "UTC", close: str | None = None,
+          lookback: timedelta = timedelta(days=2)) -> AutomationCondition:
     """The latest partition at each tick of ``cron``, whatever the parents did: on_cron waits for every
     dependency to update, and some only do in an emergency (shed schedules) or are reported by the
-    live workers, so it would never fire. These assets read the stores themselves."""
-    return (AutomationCondition.in_latest_time_window()
-            & AutomationCondition.cron_tick_passed(cron, tz).since_last_handled()
-            & ~AutomationCondition.in_progress()).with_label(f"every({cron}, {tz})")
+    live workers, so it would never fire. These assets read the stores themselves.
+
+    ``close``: a second cron at whose tick the partition before the latest runs once more. A partition
+    reported to date (``end_offset=1``) stops being the latest when its period ends, so its last run
+    would otherwise leave out what came after the last tick of ``cron`` (the last minutes of a day).
+    ``lookback`` reaches that partition from the latest (2 days for days, 62 for months)."""
+    latest = (AutomationCondition.in_latest_time_window()
+              & AutomationCondition.cron_tick_passed(cron, tz).since_last_handled())
+    label = f"every({cron}, {tz})"
+    if close is not None:
+        before = (AutomationCondition.in_latest_time_window(lookback) & ~AutomationCondition.in_latest_time_window()
+                  & AutomationCondition.cron_tick_passed(close, tz).since_last_handled())
+        latest, label = latest | before, f"every({cron}, {tz}; the one before at {close})"
+    return (latest & ~AutomationCondition.in_progress()).with_label(label)
 
 
 @asset(
@@ -57,7 +68,7 @@ def every(cron: str, tz: str = "UTC") -> AutomationCondition:
     pool="duckdb",
     partitions_def=cost_days,
     deps=[AssetKey("dispatch_plan"), AssetKey("storage_state"), AssetKey("shed_schedule"), AssetKey("dr_events")],
-    automation_condition=every("*/15 * * * *"),
+    automation_condition=every("*/15 * * * *", close="5 0 * * *"),
     check_specs=[AssetCheckSpec("cost_departure", asset="grid_costs",
                                 description=f"Warns when a step's cost departs from what its plan expected by more "
                                 f"than {DEPARTURE_SHARE:.0%} (and 1 EUR), naming the component; warns without a "
@@ -243,7 +254,7 @@ def market_settlement(context: AssetExecutionContext, duckdb: DuckDBResource, se
     pool="duckdb",
     partitions_def=cost_days,
     deps=[AssetKey("grid_costs")],  # and the settlements (by Berlin delivery day), read by hour
-    automation_condition=every("50 * * * *"),
+    automation_condition=every("50 * * * *", close="20 0 * * *"),
     check_specs=[AssetCheckSpec("optimisation_saves", asset="financial_report",
                                 description="Warns when the day cost more than the same day with no optimisation, "
                                 "or when nothing was priced.")],
@@ -315,8 +326,9 @@ cost_months = MonthlyPartitionsDefinition(start_date=f"{str(START)[:7]}-01", tim
     pool="duckdb",
     partitions_def=cost_months,
     deps=[AssetKey("financial_report")],
-    # 23:55, after the day's last daily report (:50): the month's last run, on its last day, holds every day
-    automation_condition=every("55 23 * * *"),
+    # 23:55, after the day's last daily report (:50); the month just ended once more on the 1st at 00:35,
+    # after its last day's closing report (00:20)
+    automation_condition=every("55 23 * * *", close="35 0 1 * *", lookback=timedelta(days=62)),
     check_specs=[AssetCheckSpec("month_saves", asset="financial_report_monthly",
                                 description="Warns when the month cost more than the same days with no "
                                 "optimisation, or when no day of it was reported.")],
@@ -372,7 +384,7 @@ ELASTICITY_FILE = "elasticities.json"
     pool="duckdb",
     partitions_def=cost_days,
     deps=[AssetKey("price_signals")],
-    automation_condition=every("55 * * * *"),
+    automation_condition=every("55 * * * *", close="25 0 * * *"),
     check_specs=[AssetCheckSpec("elasticity_tracks", asset="price_response",
                                 description="Warns when a class's measured elasticity is more than half its assumed "
                                 "value away from it, or when there is too little published signal to measure it.")],
