@@ -87,6 +87,9 @@ class BacktestConfig:
     #: 0.491 of perfect foresight against 0.495 with the fixed 24 h (RESULTS)
     to_published: bool = False
     price_model: str = "lear"     # beyond the published prices: "lear" (forecast/prices.py) or "median" (last week's)
+    #: the value of the energy left at a plan's end: "median" of the horizon's prices, or "hindsight" (the
+    #: fleet's value of stored energy at that hour over the last 14 published days, storage/value.py)
+    terminal: str = "median"
     train_days: int = 365
     refit_days: int = 28
     soc0: float = 0.5             # of each battery's capacity at the start
@@ -286,6 +289,28 @@ class Forecaster:
                               freq=self.cfg.step)
         return {k: g[["p10", "p50", "p90", "capacity_mw"]].reindex(times).fillna(0.0).reset_index(drop=True)
                 for k, g in self._run(issue)[1].items()}
+
+    def terminal_value(self, issue: pd.Timestamp, steps: int, fleet: pd.DataFrame) -> float | None:
+        """The plan's terminal value (``cfg.terminal``): None for the horizon's median, else the hindsight
+        value at the horizon end's hour from the prices published by ``issue`` (the fleet as one battery:
+        its capacity and power, capacity-weighted efficiencies and degradation)."""
+        if self.cfg.terminal != "hindsight":
+            return None
+        from gridpipeline.storage.value import DAYS, hindsight_values
+
+        known = self.prices[(self.pub <= issue) & (self.prices.index > issue - pd.Timedelta(days=DAYS + 1))].dropna()
+        if known.empty or (known.index.max() - known.index.min()) < pd.Timedelta(days=2):
+            return None
+        key = known.index.max()
+        if getattr(self, "_tv_key", None) != key:
+            w = fleet.capacity_mwh.to_numpy(float)
+            w = w / w.sum()
+            v = hindsight_values(known, float(fleet.capacity_mwh.sum()), float(fleet.p_max_mw.sum()),
+                                 float(w @ fleet.eta_c), float(w @ fleet.eta_d), float(w @ fleet.degradation))
+            self._tv, self._tv_key = v[v.index <= v.index.max() - pd.Timedelta(days=1)], key
+        last = issue + (steps - 1) * self.cfg.step  # the value at the end of the plan's last step
+        at = self._tv[pd.DatetimeIndex(self._tv.index).hour == last.hour].dropna()
+        return float(at.mean()) if len(at) else None
 
     def price_curve(self, issue: pd.Timestamp, steps: int | None = None) -> pd.DataFrame:
         from gridpipeline.sources.prices import price_curve
@@ -528,6 +553,7 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         other_now = float(other_true[t - 1]) if t else float(other_true[0])  # the last measured hour, held
         steps = pd.date_range(issue, periods=times_h, freq=cfg.step)
         p = _plan_inputs(steps, _units(fleet, mpc.energy), gens, demand, renew, prices_h, other_now, imp_max, exp_max)
+        p.terminal_value = fc.terminal_value(issue, times_h, fleet)
         if cfg.grid_limits:
             # as live: rows around the state estimated now (the last hour, batteries out), their base moved
             # by the forecasts' change; the sensitivities refreshed once a day (live: every plan)

@@ -108,6 +108,8 @@ def _add_domain_apps() -> None:
                                           help="plan to the end of the published prices when they reach further"),
         price_model: str = typer.Option("lear", help="prices beyond the published ones: lear (the dispatch's "
                                                      "model, forecast/prices.py) or median (last week's same hour)"),
+        terminal: str = typer.Option("median", help="value of the energy left at a plan's end: median (of the "
+                                                    "horizon's prices) or hindsight (storage/value.py)"),
         train_days: int = typer.Option(365, help="days of measured history the demand model trains on"),
         refit_days: int = typer.Option(28, help="days between refits of the demand model"),
         out: Optional[Path] = typer.Option(None, help="also write the result as JSON here"),
@@ -123,7 +125,8 @@ def _add_domain_apps() -> None:
         from gridpipeline.world.price_exchange import load_reference
 
         cfg = BacktestConfig(start=pd.Timestamp(start, tz="UTC"), end=pd.Timestamp(end, tz="UTC"), horizon_steps=horizon,
-                             to_published=to_published, price_model=price_model, train_days=train_days, refit_days=refit_days)
+                             to_published=to_published, price_model=price_model, train_days=train_days, refit_days=refit_days,
+                             terminal=terminal)
         if cfg.end <= cfg.start + pd.Timedelta(days=1):
             typer.secho("--end must be more than a day after --start", fg="red", err=True)
             raise typer.Exit(2)

@@ -147,6 +147,9 @@ class PlanInputs:
     import_max_mw: float | np.ndarray = IMPORT_MAX_MW  # scalar, or (T,) per step (an import limit instruction)
     export_max_mw: float = IMPORT_MAX_MW
     flags: list[str] = field(default_factory=list)
+    #: EUR/MWh a MWh left in the fleet at the horizon's end is worth (storage.value.terminal_value);
+    #: None: the median of the horizon's prices
+    terminal_value: float | None = None
 
 
 def gen_availability(p: PlanInputs, quantile: str = "p50") -> np.ndarray:
@@ -192,7 +195,8 @@ def build_inputs(p: PlanInputs) -> tuple[Fleet, DispatchInputs, dict]:
     # the LP subtracts the curtailable generators' output (avail - curtailed) itself
     net_load = p.demand.p50.to_numpy(float) - p.other_generation_mw
     price = p.prices.price.to_numpy(float)
-    terminal = float(np.median(price))
+    terminal = float(np.median(price)) if p.terminal_value is None or not np.isfinite(p.terminal_value) \
+        else float(p.terminal_value)
     fleet = Fleet(tuple(u.battery_id), eta_c=u.eta_c.to_numpy(float), eta_d=u.eta_d.to_numpy(float),
                   generator_ids=tuple(p.generators.sgen_id))
     x = DispatchInputs(

@@ -1,0 +1,66 @@
+"""The value of stored energy at the end of a plan's horizon, learnt from the prices already published.
+
+A rolling plan sees 24 hours; what the energy it leaves in the fleet is worth depends on the prices
+after them, which it does not know. The median of the horizon's prices (the planner's default) is a
+guess that ignores when the horizon ends: energy held at 06:00, before the morning peak, is worth more
+than energy held at 14:00, after it.
+
+:func:`hindsight_values` runs the fleet as one battery over the last ``days`` of published prices with
+hindsight (a small LP: the arbitrage the fleet could have made) and reads the value of a MWh stored at
+the end of each hour from the duals of its energy balance, the same quantity the dispatch's own duals
+give (``market.bids``). :func:`terminal_value` averages that value over the recent days at the hour of
+day the horizon ends (the last day left out: a hindsight LP's own end leaves its energy worthless). It
+uses nothing but prices already published, the way water values are learnt from past inflows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: days of published prices the value is learnt from (and averaged over, less the last)
+DAYS = 14
+
+
+def hindsight_values(prices: pd.Series, e_max: float, p_max: float, eta_c: float, eta_d: float,
+                     degradation: float) -> pd.Series:
+    """EUR per MWh stored at the end of each step of ``prices`` (hourly, EUR/MWh), for one battery of
+    ``e_max`` MWh and ``p_max`` MW trading them with hindsight, starting and free to end half full.
+    The energy balance's dual (cvxpy's sign for ``e[t+1] == e[t] + ...`` in a minimisation is the value
+    itself)."""
+    import cvxpy as cp
+
+    p = prices.to_numpy(float)
+    T = len(p)
+    if T == 0 or e_max <= 0 or p_max <= 0:
+        return pd.Series(np.nan, index=prices.index)
+    c, d = cp.Variable(T, nonneg=True), cp.Variable(T, nonneg=True)
+    e = cp.Variable(T + 1)
+    bal = e[1:] == e[:-1] + eta_c * c - d / eta_d
+    cons = [bal, e[0] == 0.5 * e_max, e >= 0, e <= e_max, c <= p_max, d <= p_max]
+    cp.Problem(cp.Minimize(p @ (c - d) + degradation * cp.sum(c + d)), cons).solve(solver=cp.HIGHS)
+    if bal.dual_value is None:
+        return pd.Series(np.nan, index=prices.index)
+    return pd.Series(np.asarray(bal.dual_value, float), index=prices.index)
+
+
+def terminal_value(prices: pd.Series, end: pd.Timestamp, e_max: float, p_max: float, eta_c: float,
+                   eta_d: float, degradation: float, days: int = DAYS) -> float | None:
+    """EUR/MWh a MWh left in the fleet at ``end`` (the time the horizon ends) is worth: the mean
+    hindsight value (:func:`hindsight_values`) at the end of the hour that ends at ``end``'s time of
+    day, over the ``days`` before the last published day (``prices``: hourly, published only). None
+    when fewer than two days are known."""
+    s = prices.dropna().sort_index()
+    if s.empty:
+        return None
+    s = s[s.index > s.index.max() - pd.Timedelta(days=days + 1)]
+    if (s.index.max() - s.index.min()) < pd.Timedelta(days=2):
+        return None
+    v = hindsight_values(s, e_max, p_max, eta_c, eta_d, degradation)
+    v = v[v.index <= v.index.max() - pd.Timedelta(days=1)]  # the hindsight's own end is worthless
+    hour = (pd.Timestamp(end) - pd.Timedelta(hours=1)).hour  # the value at the end of the last step
+    at = v[pd.DatetimeIndex(v.index).hour == hour].dropna()
+    return float(at.mean()) if len(at) else None
+
+
+__all__ = ["DAYS", "hindsight_values", "terminal_value"]

@@ -1,0 +1,37 @@
+"""The value of stored energy at a plan's end, learnt with hindsight from the published prices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gridpipeline.storage.value import hindsight_values, terminal_value
+
+
+def _days(n: int) -> pd.Series:
+    """``n`` days of a cheap night (20 EUR/MWh, 00-06 UTC), a dear evening (150, 17-20) and 60 between."""
+    t = pd.date_range("2018-03-01", periods=24 * n, freq="h", tz="UTC")
+    h = t.hour
+    return pd.Series(np.where(h < 6, 20.0, np.where((h >= 17) & (h < 20), 150.0, 60.0)), index=t)
+
+
+def test_a_two_hour_hand_case():
+    """Prices 10 then 100, a battery half full of 1 MWh, lossless, no wear, power not binding: it fills
+    in hour 0 and empties in hour 1. A MWh more at the end of hour 0 spares buying one at 10 (the
+    battery is full); one more at the end of hour 1 is sold in it at 100 (it empties with power to
+    spare)."""
+    v = hindsight_values(pd.Series([10.0, 100.0]), 1.0, 10.0, 1.0, 1.0, 0.0)
+    assert v.tolist() == pytest.approx([10.0, 100.0], abs=1e-6)
+
+
+def test_energy_left_in_the_evening_is_worth_what_the_evening_pays_and_at_night_what_the_night_costs():
+    """Over a fortnight of the same day, a battery of 2 MWh and 1 MW (95 % each way, 5 EUR/MWh of wear):
+    a plan ending at 18:00 leaves energy the evening would have sold, worth 150 x 0.95 - 5 = 137.5 per
+    MWh stored; one ending at 03:00 leaves energy the night would have bought, 20 / 0.95 + 5 = 26.05.
+    Under two days of prices: no value (the planner's median stands in)."""
+    p = _days(15)
+    kw = dict(e_max=2.0, p_max=1.0, eta_c=0.95, eta_d=0.95, degradation=5.0)
+    assert terminal_value(p, pd.Timestamp("2018-03-16 18:00", tz="UTC"), **kw) == pytest.approx(137.5, abs=0.5)
+    assert terminal_value(p, pd.Timestamp("2018-03-16 03:00", tz="UTC"), **kw) == pytest.approx(26.05, abs=0.5)
+    assert terminal_value(p.iloc[:30], pd.Timestamp("2018-03-02 16:00", tz="UTC"), **kw) is None
