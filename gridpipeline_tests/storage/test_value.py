@@ -31,7 +31,7 @@ def test_energy_left_in_the_evening_is_worth_what_the_evening_pays_and_at_night_
     MWh stored; one ending at 03:00 leaves energy the night would have bought, 20 / 0.95 + 5 = 26.05.
     Under two days of prices: no value (the planner's median stands in)."""
     p = _days(15)
-    kw = dict(e_max=2.0, p_max=1.0, eta_c=0.95, eta_d=0.95, degradation=5.0)
+    kw = {"e_max": 2.0, "p_max": 1.0, "eta_c": 0.95, "eta_d": 0.95, "degradation": 5.0}
     assert terminal_value(p, pd.Timestamp("2018-03-16 18:00", tz="UTC"), **kw) == pytest.approx(137.5, abs=0.5)
     assert terminal_value(p, pd.Timestamp("2018-03-16 03:00", tz="UTC"), **kw) == pytest.approx(26.05, abs=0.5)
     assert terminal_value(p.iloc[:30], pd.Timestamp("2018-03-02 16:00", tz="UTC"), **kw) is None
