@@ -89,7 +89,7 @@ class BacktestConfig:
     price_model: str = "lear"     # beyond the published prices: "lear" (forecast/prices.py) or "median" (last week's)
     #: the value of the energy left at a plan's end: "median" of the horizon's prices, or "hindsight" (the
     #: fleet's value of stored energy at that hour over the last 14 published days, storage/value.py)
-    terminal: str = "median"
+    terminal: str = "hindsight"
     train_days: int = 365
     refit_days: int = 28
     soc0: float = 0.5             # of each battery's capacity at the start
@@ -292,25 +292,16 @@ class Forecaster:
 
     def terminal_value(self, issue: pd.Timestamp, steps: int, fleet: pd.DataFrame) -> float | None:
         """The plan's terminal value (``cfg.terminal``): None for the horizon's median, else the hindsight
-        value at the horizon end's hour from the prices published by ``issue`` (the fleet as one battery:
-        its capacity and power, capacity-weighted efficiencies and degradation)."""
+        value at the horizon's end from the prices published by ``issue`` (storage.value.TerminalValues,
+        as the live loop)."""
         if self.cfg.terminal != "hindsight":
             return None
-        from gridpipeline.storage.value import DAYS, hindsight_values
+        from gridpipeline.storage.value import DAYS, TerminalValues
 
-        known = self.prices[(self.pub <= issue) & (self.prices.index > issue - pd.Timedelta(days=DAYS + 1))].dropna()
-        if known.empty or (known.index.max() - known.index.min()) < pd.Timedelta(days=2):
-            return None
-        key = known.index.max()
-        if getattr(self, "_tv_key", None) != key:
-            w = fleet.capacity_mwh.to_numpy(float)
-            w = w / w.sum()
-            v = hindsight_values(known, float(fleet.capacity_mwh.sum()), float(fleet.p_max_mw.sum()),
-                                 float(w @ fleet.eta_c), float(w @ fleet.eta_d), float(w @ fleet.degradation))
-            self._tv, self._tv_key = v[v.index <= v.index.max() - pd.Timedelta(days=1)], key
-        last = issue + (steps - 1) * self.cfg.step  # the value at the end of the plan's last step
-        at = self._tv[pd.DatetimeIndex(self._tv.index).hour == last.hour].dropna()
-        return float(at.mean()) if len(at) else None
+        if getattr(self, "_tv", None) is None:
+            self._tv = TerminalValues(fleet)
+        known = self.prices[(self.pub <= issue) & (self.prices.index > issue - pd.Timedelta(days=DAYS + 1))]
+        return self._tv.at(known, issue + steps * self.cfg.step)
 
     def price_curve(self, issue: pd.Timestamp, steps: int | None = None) -> pd.DataFrame:
         from gridpipeline.sources.prices import price_curve

@@ -295,6 +295,7 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
                              imp_max, exp_max)
             p.position_mw = _pad(pos_mw, t, n, np.nan)
             p.position_spread = spread_of(pc.price.to_numpy(float))
+            p.terminal_value = fc.terminal_value(issue, n, fleet)
             out = solve_plan(p, planners["bid"])
             hours = times_naive[ix]
             bids = hourly_bids(p.times.tz_convert("UTC").tz_localize(None), stored_energy_value(out.result),
@@ -360,6 +361,7 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
         for k in ("dispatch", "full"):
             dem = demand if k == "dispatch" else demand.add(_pad(resp_pred - dr_exp, t, n, 0.0), axis=0)
             p = _plan_inputs(steps, _units(fleet, fleets[k].energy), gens, dem, renew, pc, other_now, imp_max, exp_max)
+            p.terminal_value = fc.terminal_value(issue, n, fleet)  # as live (storage/value.py)
             if k == "dispatch":
                 p.position_mw, p.position_spread = np.zeros(n), sp
             else:

@@ -108,7 +108,7 @@ def _add_domain_apps() -> None:
                                           help="plan to the end of the published prices when they reach further"),
         price_model: str = typer.Option("lear", help="prices beyond the published ones: lear (the dispatch's "
                                                      "model, forecast/prices.py) or median (last week's same hour)"),
-        terminal: str = typer.Option("median", help="value of the energy left at a plan's end: median (of the "
+        terminal: str = typer.Option("hindsight", help="value of the energy left at a plan's end: median (of the "
                                                     "horizon's prices) or hindsight (storage/value.py)"),
         train_days: int = typer.Option(365, help="days of measured history the demand model trains on"),
         refit_days: int = typer.Option(28, help="days between refits of the demand model"),

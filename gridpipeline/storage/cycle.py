@@ -141,7 +141,8 @@ class PlanEngine:
                          f"steps by instruction {import_limit['id']}")
         p = PlanInputs(times=times, units=units, generators=self.gens, demand=demand, renewables=renew, prices=prices,
                        other_generation_mw=other_gen, ramps=ramps, limits=limits, flags=flags,
-                       zone_delta_mw=zone_delta, import_max_mw=import_max, export_max_mw=self.export_max)
+                       zone_delta_mw=zone_delta, import_max_mw=import_max, export_max_mw=self.export_max,
+                       terminal_value=self._terminal_value(times))
         if position is not None and len(position):
             pos = position.assign(hour=pd.to_datetime(position.hour).dt.tz_localize(None)).set_index("hour")
             hours = times.tz_convert("UTC").tz_localize(None).floor("h")
@@ -186,6 +187,7 @@ class PlanEngine:
             if getattr(self, "_smard", None) is None:
                 self._smard = SmardFolder(self.prices_dir)  # parses each day file once
             known, notes = self._smard.known(pd.Timestamp(now, tz="UTC"))
+            self._known = known
             if getattr(self, "_price_model", None) is None:
                 from gridpipeline.forecast.prices import PriceForecaster
 
@@ -194,6 +196,7 @@ class PlanEngine:
             curve = price_curve(known, times[0], times[-1] + step, pd.Timedelta(step), self._price_model)
             ref = {"price_notes": notes[-3:], "known_until": str(known.dropna().index.max()) if len(known.dropna()) else None}
         except PricesUnavailable as exc:
+            self._known = None
             flags.append(f"no prices ({exc}): planned on a flat price, the plan only serves the grid")
             curve = pd.DataFrame({"price": 0.0, "source": "missing"}, index=times)
             ref = {"price_notes": [], "known_until": None}
@@ -202,6 +205,23 @@ class PlanEngine:
             flags.append("prices missing for some steps: filled flat")
             curve["price"], curve["source"] = curve.price.fillna(0.0), curve.source.fillna("missing")
         return curve.reset_index(drop=True), ref
+
+    def _terminal_value(self, times: pd.DatetimeIndex) -> float | None:
+        """The value of a MWh left in the fleet at the plan's end, learnt from the published prices
+        (storage.value); None (the planner takes the horizon's median) without two days of them."""
+        from gridpipeline.storage.value import TerminalValues
+
+        known = getattr(self, "_known", None)
+        if known is None or not len(self.fleet):
+            return None
+        if getattr(self, "_tv", None) is None:
+            self._tv = TerminalValues(self.fleet)
+        step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(STEP)
+        try:
+            return self._tv.at(known, times[-1] + step)
+        except Exception:  # the hindsight LP failed: the median stands in, logged
+            log.exception("dispatch: the learnt terminal value failed; the horizon's median stands in")
+            return None
 
     def _other_generation(self, st) -> float:
         """MW the generators the plan does not curtail make in the estimated state."""

@@ -26,8 +26,10 @@ Headroom for uncertainty
 
 End of the horizon
     Stored energy is valued, not targeted: the energy a battery ends with below its starting energy
-    costs ``terminal_value`` (the median price of the horizon) per MWh, and the energy above it is
-    credited at the same price. So the plan never empties the fleet just because the horizon ends,
+    costs ``terminal_value`` per MWh, and the energy above it is credited at the same price. The value
+    is learnt (``PlanInputs.terminal_value``, storage/value.py: what a MWh held at the hour the horizon
+    ends was worth over the last two weeks of published prices, with hindsight), else the median price
+    of the horizon. So the plan never empties the fleet just because the horizon ends,
     and a fleet a plan has emptied refills when energy is cheaper than it is worth; with a value on
     the shortfall only, a rolling plan that discharged never saw a reason to charge again (the next
     plan's target is the energy it has), which the 2018 backtest showed as a fleet stuck near empty.
@@ -221,6 +223,9 @@ def build_inputs(p: PlanInputs) -> tuple[Fleet, DispatchInputs, dict]:
             x.sens_generator_q = rows.s_generator_q
     info = {"headroom_deficit_mwh": round(deficit, 4), "headroom_surplus_mwh": round(surplus, 4),
             "ramps_next_24h": int(p.ramps), "terminal_value_eur_mwh": round(terminal, 2),
+            "terminal_rule": "the median of the horizon's prices" if p.terminal_value is None
+            or not np.isfinite(p.terminal_value) else "learnt: the fleet's hindsight value at the end's hour over "
+            "the last 14 published days (storage/value.py)",
             "dt_h": dt_h, "steps": T, "units_available": int(avail.sum()), "units_left_out": int((~avail).sum())}
     return fleet, x, info
 

@@ -63,4 +63,39 @@ def terminal_value(prices: pd.Series, end: pd.Timestamp, e_max: float, p_max: fl
     return float(at.mean()) if len(at) else None
 
 
-__all__ = ["DAYS", "hindsight_values", "terminal_value"]
+class TerminalValues:
+    """:func:`terminal_value` for a fleet (``fleet_table`` rows: capacity, power, efficiencies and
+    degradation; the fleet as one battery, capacity-weighted), its hindsight LP re-solved only when
+    a new day of prices is published."""
+
+    def __init__(self, fleet: pd.DataFrame, days: int = DAYS):
+        cap = fleet.capacity_mwh.to_numpy(float)
+        w = cap / cap.sum() if cap.sum() > 0 else np.full(len(cap), 1.0 / max(len(cap), 1))
+        self.params = (float(cap.sum()), float(fleet.p_max_mw.to_numpy(float).sum()),
+                       float(w @ fleet.eta_c.to_numpy(float)), float(w @ fleet.eta_d.to_numpy(float)),
+                       float(w @ fleet.degradation.to_numpy(float)))
+        self.days = days
+        self._key, self._values = None, pd.Series(dtype=float)
+
+    def at(self, known: pd.Series, end) -> float | None:
+        """The value of a MWh left at ``end`` from the prices ``known`` (published only); None with under
+        two days of them."""
+        s = known.dropna().sort_index()
+        if s.empty:
+            return None
+        if s.index.tz is None:
+            s.index = s.index.tz_localize("UTC")
+        s = s[s.index > s.index.max() - pd.Timedelta(days=self.days + 1)]
+        if (s.index.max() - s.index.min()) < pd.Timedelta(days=2):
+            return None
+        if self._key != s.index.max():
+            v = hindsight_values(s, *self.params)
+            self._values, self._key = v[v.index <= v.index.max() - pd.Timedelta(days=1)], s.index.max()
+        end = pd.Timestamp(end)
+        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+        hour = (end - pd.Timedelta(hours=1)).hour
+        at = self._values[pd.DatetimeIndex(self._values.index).tz_convert("UTC").hour == hour].dropna()
+        return float(at.mean()) if len(at) else None
+
+
+__all__ = ["DAYS", "TerminalValues", "hindsight_values", "terminal_value"]

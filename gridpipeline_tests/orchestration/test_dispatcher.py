@@ -631,6 +631,9 @@ def test_day_ahead_bids_then_awards_at_the_published_prices(field):
     d = Dispatcher(s, report=False, client=client)
     d.plan(T0 + timedelta(minutes=4, seconds=30), "schedule")
     led = Ledger(s.ledger)
+    # the energy left at the plan's end is valued as learnt from the published prices (storage/value.py)
+    a = led.records(kind="dispatch")[0]["body"]["assumptions"]
+    assert a["terminal_rule"].startswith("learnt") and 0 < a["terminal_value_eur_mwh"] < 500
     (bid,) = led.records(kind="market_bid")
     assert bid["body"]["delivery_day"] == "2026-06-17"
     hours = day_hours(pd.Timestamp("2026-06-17"))

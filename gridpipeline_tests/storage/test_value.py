@@ -35,3 +35,19 @@ def test_energy_left_in_the_evening_is_worth_what_the_evening_pays_and_at_night_
     assert terminal_value(p, pd.Timestamp("2018-03-16 18:00", tz="UTC"), **kw) == pytest.approx(137.5, abs=0.5)
     assert terminal_value(p, pd.Timestamp("2018-03-16 03:00", tz="UTC"), **kw) == pytest.approx(26.05, abs=0.5)
     assert terminal_value(p.iloc[:30], pd.Timestamp("2018-03-02 16:00", tz="UTC"), **kw) is None
+
+
+def test_the_fleet_s_values_are_the_one_battery_s_and_re_solved_once_a_day():
+    """A fleet of two batteries is one battery of their capacity and power, capacity-weighted efficiencies
+    and wear; the hindsight LP is solved once per published day, whatever the hours asked."""
+    from gridpipeline.storage.value import TerminalValues
+
+    fleet = pd.DataFrame({"capacity_mwh": [1.5, 0.5], "p_max_mw": [0.6, 0.4], "eta_c": [0.95, 0.95],
+                          "eta_d": [0.95, 0.95], "degradation": [4.0, 8.0]})
+    tv, p = TerminalValues(fleet), _days(15)
+    for h in ("18:00", "03:00", "12:00"):
+        end = pd.Timestamp(f"2018-03-16 {h}", tz="UTC")
+        assert tv.at(p, end) == pytest.approx(terminal_value(p, end, 2.0, 1.0, 0.95, 0.95, 5.0), abs=1e-6)
+    key = tv._key
+    tv.at(p.iloc[:-1], pd.Timestamp("2018-03-16 18:00", tz="UTC"))
+    assert tv._key != key  # one hour less published: re-solved
