@@ -290,9 +290,11 @@ class Forecaster:
         return {k: g[["p10", "p50", "p90", "capacity_mw"]].reindex(times).fillna(0.0).reset_index(drop=True)
                 for k, g in self._run(issue)[1].items()}
 
-    def terminal_value(self, issue: pd.Timestamp, steps: int, fleet: pd.DataFrame) -> float | None:
+    def terminal_value(self, issue: pd.Timestamp, steps: int, fleet: pd.DataFrame,
+                       strict: bool = False) -> float | None:
         """The plan's terminal value (``cfg.terminal``): None for the horizon's median, else the hindsight
-        value at the horizon's end from the prices published by ``issue`` (storage.value.TerminalValues,
+        value at the horizon's end from the prices published by ``issue`` (before it with ``strict``: a bid
+        at the gate, when the day it bids is published at that very instant) (storage.value.TerminalValues,
         as the live loop)."""
         if self.cfg.terminal != "hindsight":
             return None
@@ -300,7 +302,8 @@ class Forecaster:
 
         if getattr(self, "_tv", None) is None:
             self._tv = TerminalValues(fleet)
-        known = self.prices[(self.pub <= issue) & (self.prices.index > issue - pd.Timedelta(days=DAYS + 1))]
+        seen = self.pub < issue if strict else self.pub <= issue
+        known = self.prices[seen & (self.prices.index > issue - pd.Timedelta(days=DAYS + 1))]
         return self._tv.at(known, issue + steps * self.cfg.step)
 
     def price_curve(self, issue: pd.Timestamp, steps: int | None = None) -> pd.DataFrame:

@@ -295,7 +295,7 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
                              imp_max, exp_max)
             p.position_mw = _pad(pos_mw, t, n, np.nan)
             p.position_spread = spread_of(pc.price.to_numpy(float))
-            p.terminal_value = fc.terminal_value(issue, n, fleet)
+            p.terminal_value = fc.terminal_value(issue, n, fleet, strict=True)  # as its prices: before the gate
             out = solve_plan(p, planners["bid"])
             hours = times_naive[ix]
             bids = hourly_bids(p.times.tz_convert("UTC").tz_localize(None), stored_energy_value(out.result),

@@ -24,10 +24,10 @@ DAYS = 14
 
 def hindsight_values(prices: pd.Series, e_max: float, p_max: float, eta_c: float, eta_d: float,
                      degradation: float) -> pd.Series:
-    """EUR per MWh stored at the end of each step of ``prices`` (hourly, EUR/MWh), for one battery of
-    ``e_max`` MWh and ``p_max`` MW trading them with hindsight, starting and free to end half full.
-    The energy balance's dual (cvxpy's sign for ``e[t+1] == e[t] + ...`` in a minimisation is the value
-    itself)."""
+    """EUR per MWh for each step of ``prices`` (hourly, EUR/MWh): what a MWh more in the battery at the
+    step's start is worth, its own trade included, for one battery of ``e_max`` MWh and ``p_max`` MW
+    trading them with hindsight, starting half full and free to end. The energy balance's dual (cvxpy's
+    sign for ``e[t+1] == e[t] + ...`` in a minimisation is the value itself)."""
     import cvxpy as cp
 
     p = prices.to_numpy(float)
@@ -47,9 +47,14 @@ def hindsight_values(prices: pd.Series, e_max: float, p_max: float, eta_c: float
 def terminal_value(prices: pd.Series, end: pd.Timestamp, e_max: float, p_max: float, eta_c: float,
                    eta_d: float, degradation: float, days: int = DAYS) -> float | None:
     """EUR/MWh a MWh left in the fleet at ``end`` (the time the horizon ends) is worth: the mean
-    hindsight value (:func:`hindsight_values`) at the end of the hour that ends at ``end``'s time of
-    day, over the ``days`` before the last published day (``prices``: hourly, published only). None
-    when fewer than two days are known."""
+    hindsight value (:func:`hindsight_values`) of the hour that starts at ``end``'s time of day, over
+    the ``days`` before the last published day (``prices``: hourly, published only). None when fewer
+    than two days are known.
+
+    Which hour: the balance of hour ``t`` links the energy at its start to the energy at its end, and
+    its dual is what a MWh more at its start is worth, the hour's own trade included (the hand case
+    in the tests: a MWh more at the start of a 100 EUR/MWh hour sells in it). A MWh left when the
+    horizon ends is one more at the start of the hour that follows."""
     s = prices.dropna().sort_index()
     if s.empty:
         return None
@@ -58,7 +63,7 @@ def terminal_value(prices: pd.Series, end: pd.Timestamp, e_max: float, p_max: fl
         return None
     v = hindsight_values(s, e_max, p_max, eta_c, eta_d, degradation)
     v = v[v.index <= v.index.max() - pd.Timedelta(days=1)]  # the hindsight's own end is worthless
-    hour = (pd.Timestamp(end) - pd.Timedelta(hours=1)).hour  # the value at the end of the last step
+    hour = pd.Timestamp(end).floor("h").hour  # the hour that starts when the horizon ends
     at = v[pd.DatetimeIndex(v.index).hour == hour].dropna()
     return float(at.mean()) if len(at) else None
 
@@ -93,7 +98,7 @@ class TerminalValues:
             self._values, self._key = v[v.index <= v.index.max() - pd.Timedelta(days=1)], s.index.max()
         end = pd.Timestamp(end)
         end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
-        hour = (end - pd.Timedelta(hours=1)).hour
+        hour = end.floor("h").hour  # the hour that starts when the horizon ends (terminal_value)
         at = self._values[pd.DatetimeIndex(self._values.index).tz_convert("UTC").hour == hour].dropna()
         return float(at.mean()) if len(at) else None
 

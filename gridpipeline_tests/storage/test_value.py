@@ -18,21 +18,23 @@ def _days(n: int) -> pd.Series:
 
 def test_a_two_hour_hand_case():
     """Prices 10 then 100, a battery half full of 1 MWh, lossless, no wear, power not binding: it fills
-    in hour 0 and empties in hour 1. A MWh more at the end of hour 0 spares buying one at 10 (the
-    battery is full); one more at the end of hour 1 is sold in it at 100 (it empties with power to
-    spare)."""
+    in hour 0 and empties in hour 1. A MWh more at the start of hour 0 spares buying one at 10 (the
+    battery fills in it); one more at the start of hour 1 is sold in it at 100 (it empties with power
+    to spare)."""
     v = hindsight_values(pd.Series([10.0, 100.0]), 1.0, 10.0, 1.0, 1.0, 0.0)
     assert v.tolist() == pytest.approx([10.0, 100.0], abs=1e-6)
 
 
 def test_energy_left_in_the_evening_is_worth_what_the_evening_pays_and_at_night_what_the_night_costs():
     """Over a fortnight of the same day, a battery of 2 MWh and 1 MW (95 % each way, 5 EUR/MWh of wear):
-    a plan ending at 18:00 leaves energy the evening would have sold, worth 150 x 0.95 - 5 = 137.5 per
-    MWh stored; one ending at 03:00 leaves energy the night would have bought, 20 / 0.95 + 5 = 26.05.
+    a plan ending at 17:00 or 18:00 leaves energy the evening would have sold, worth 150 x 0.95 - 5 = 137.5
+    per MWh stored; one ending at 03:00 leaves energy the night would have bought, 20 / 0.95 + 5 = 26.05.
     Under two days of prices: no value (the planner's median stands in)."""
     p = _days(15)
     kw = {"e_max": 2.0, "p_max": 1.0, "eta_c": 0.95, "eta_d": 0.95, "degradation": 5.0}
     assert terminal_value(p, pd.Timestamp("2018-03-16 18:00", tz="UTC"), **kw) == pytest.approx(137.5, abs=0.5)
+    # ending right when the evening starts: still the evening's value, not the afternoon's
+    assert terminal_value(p, pd.Timestamp("2018-03-16 17:00", tz="UTC"), **kw) == pytest.approx(137.5, abs=0.5)
     assert terminal_value(p, pd.Timestamp("2018-03-16 03:00", tz="UTC"), **kw) == pytest.approx(26.05, abs=0.5)
     assert terminal_value(p.iloc[:30], pd.Timestamp("2018-03-02 16:00", tz="UTC"), **kw) is None
 
@@ -45,7 +47,7 @@ def test_the_fleet_s_values_are_the_one_battery_s_and_re_solved_once_a_day():
     fleet = pd.DataFrame({"capacity_mwh": [1.5, 0.5], "p_max_mw": [0.6, 0.4], "eta_c": [0.95, 0.95],
                           "eta_d": [0.95, 0.95], "degradation": [4.0, 8.0]})
     tv, p = TerminalValues(fleet), _days(15)
-    for h in ("18:00", "03:00", "12:00"):
+    for h in ("17:00", "18:00", "03:00", "12:00"):
         end = pd.Timestamp(f"2018-03-16 {h}", tz="UTC")
         assert tv.at(p, end) == pytest.approx(terminal_value(p, end, 2.0, 1.0, 0.95, 0.95, 5.0), abs=1e-6)
     key = tv._key
