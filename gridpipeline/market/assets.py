@@ -192,7 +192,12 @@ def market_settlement(context: AssetExecutionContext, duckdb: DuckDBResource, se
     from gridpipeline.ledger.store import Ledger
     from gridpipeline.market.bids import day_hours
     from gridpipeline.market.settlement import reconciliation, settle_day, settlement_record
-    from gridpipeline.market.store import read_day_for_settlement, write_market
+    from gridpipeline.market.store import (
+        read_day_for_settlement,
+        read_sold_dr_events,
+        sold_dr_by_hour,
+        write_market,
+    )
     from gridpipeline.store import connect
 
     s = settings.get()
@@ -212,6 +217,8 @@ def market_settlement(context: AssetExecutionContext, duckdb: DuckDBResource, se
                               [hours[0].to_pydatetime(), (hours[-1] + pd.Timedelta(hours=1)).to_pydatetime()]).df()
         except ddb.CatalogException:
             dr = pd.DataFrame(columns=["event_id", "payment_eur"])
+        if frame is not None:  # what the calls delivering sold DR blocks did (load.dr_events is the main store's)
+            frame = frame.join(sold_dr_by_hour(read_sold_dr_events(main, hours), hours))
     if frame is None or frame.position_mw.isna().all():
         yield MaterializeResult(metadata={"day": str(day.date()), "settled": False,
                                           "reason": "no award for the day: nothing to settle"})

@@ -151,27 +151,36 @@ def read_sold_blocks(con, since) -> pd.DataFrame:
     return df[cols]
 
 
-def _sold_dr_by_hour(con, hours: pd.DatetimeIndex, start, end) -> pd.DataFrame:
-    """Per hour, what the calls delivering sold DR blocks (event ids with ``load.dr.SOLD_PREFIX``) did:
-    ``dr_delivered_mw`` (measured; 0 for a call refused, unanswered or not sent) and ``dr_unmeasured_mw``
-    (the expected MW of calls not measured yet), each weighted by the call's overlap with the hour."""
+def read_sold_dr_events(con, hours: pd.DatetimeIndex) -> pd.DataFrame:
+    """The calls delivering sold DR blocks (event ids with ``load.dr.SOLD_PREFIX``) overlapping
+    ``hours``, from ``load.dr_events`` (the main store's, written by the ``dr_events`` asset): start,
+    end, status, expected_mw, delivered_mw; empty without the table."""
     import duckdb
 
     from gridpipeline.load.dr import SOLD_PREFIX
 
-    out = pd.DataFrame({"dr_delivered_mw": 0.0, "dr_unmeasured_mw": 0.0}, index=hours)
+    cols = ["start", "end", "status", "expected_mw", "delivered_mw"]
+    start, end = hours[0].to_pydatetime(), (hours[-1] + pd.Timedelta(hours=1)).to_pydatetime()
     try:
-        ev = con.execute('SELECT start, "end", status, expected_mw, delivered_mw FROM load.dr_events WHERE '
-                         'starts_with(event_id, ?) AND "end" > ? AND start < ?', [SOLD_PREFIX, start, end]).df()
+        return con.execute('SELECT start, "end", status, expected_mw, delivered_mw FROM load.dr_events WHERE '
+                           'starts_with(event_id, ?) AND "end" > ? AND start < ?', [SOLD_PREFIX, start, end]).df()
     except duckdb.CatalogException:
-        return out
-    for e in ev.itertuples():
+        return pd.DataFrame(columns=cols)
+
+
+def sold_dr_by_hour(events: pd.DataFrame, hours: pd.DatetimeIndex) -> pd.DataFrame:
+    """Per hour, what the calls delivering sold DR blocks did (:func:`read_sold_dr_events`), each weighted
+    by its overlap with the hour: ``dr_delivered_mw`` (measured; 0 for a call refused, unanswered, not
+    sent or ended unmeasurable) and ``dr_unmeasured_mw`` (the expected MW of a call scheduled or still
+    active, whose measurement is still to come)."""
+    out = pd.DataFrame({"dr_delivered_mw": 0.0, "dr_unmeasured_mw": 0.0}, index=hours)
+    for e in events.itertuples():
         s, t = pd.Timestamp(e.start), pd.Timestamp(e.end)
         share = np.array([max(0.0, (min(t, h + pd.Timedelta(hours=1)) - max(s, h)).total_seconds() / 3600)
                           for h in hours])
-        if e.status == "measured":
+        if e.status == "measured" and pd.notna(e.delivered_mw):
             out["dr_delivered_mw"] += share * float(e.delivered_mw)
-        elif e.status not in ("refused", "no answer", "not sent"):
+        elif e.status in ("scheduled", "active"):
             out["dr_unmeasured_mw"] += share * float(e.expected_mw)
     return out
 
@@ -180,8 +189,8 @@ def read_day_for_settlement(con, hours: pd.DatetimeIndex) -> pd.DataFrame:
     """Per delivery hour: ``position_mw`` and ``clearing_price`` (market.positions, the newest award),
     ``metered_mw`` (the fleet's measured power, mean of the hour's BMS reads, each read summed over the
     available units) and ``planned_mw`` (the plans' committed first steps, mean of the hour), + discharge;
-    ``dr_mw``, the part of the position sold as demand response, and what its calls delivered
-    (:func:`_sold_dr_by_hour`)."""
+    ``dr_mw``, the part of the position sold as demand response (what its calls delivered is in the
+    main store: :func:`read_sold_dr_events`, :func:`sold_dr_by_hour`)."""
     import duckdb
 
     start, end = hours[0].to_pydatetime(), (hours[-1] + pd.Timedelta(hours=1)).to_pydatetime()
@@ -193,8 +202,14 @@ def read_day_for_settlement(con, hours: pd.DatetimeIndex) -> pd.DataFrame:
         except duckdb.CatalogException:
             return pd.DataFrame()
 
+    try:  # a store from before DR blocks has no dr_mw until its first award since
+        has_dr = bool(con.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'market' "
+                                  "AND table_name = 'positions' AND column_name = 'dr_mw'").fetchone()[0])
+    except duckdb.Error:
+        has_dr = False
+    dr_mw = "coalesce(dr_mw, 0)" if has_dr else "0.0"
     pos = q("SELECT hour, arg_max(position_mw, decided_at) AS position_mw, arg_max(clearing_price, decided_at) "
-            "AS clearing_price, arg_max(decision_id, decided_at) AS award, arg_max(coalesce(dr_mw, 0), decided_at) "
+            f"AS clearing_price, arg_max(decision_id, decided_at) AS award, arg_max({dr_mw}, decided_at) "
             "AS dr_mw FROM market.positions WHERE hour >= ? AND hour < ? GROUP BY hour")
     met = q("SELECT date_trunc('hour', read_at) AS hour, avg(mw) AS metered_mw, count(*) AS reads FROM (SELECT read_at, "
             "sum(p_measured_mw) AS mw FROM ops.storage_state WHERE available AND p_measured_mw IS NOT NULL AND "
@@ -207,7 +222,7 @@ def read_day_for_settlement(con, hours: pd.DatetimeIndex) -> pd.DataFrame:
         for c in cols:
             out[c] = (df.assign(hour=pd.to_datetime(df.hour)).set_index("hour")[c].reindex(hours)
                       if len(df) and c in df else np.nan)
-    return out.join(_sold_dr_by_hour(con, hours, start, end))
+    return out
 
 
 FINANCIAL_COLUMNS = ("cost_energy", "cost_losses", "cost_degradation", "cost_curtailment", "cost_demand_response",

@@ -60,9 +60,9 @@ RETRY = timedelta(seconds=15)
 #: the kind's installed capacity (a cloud front takes PV down 60 % in 10 minutes; a cut-out takes wind
 #: to zero), once per kind until the output is back within half of it
 DEPARTURE_SHARE = 0.25
-#: the drop from the recent high that is a departure without a forecast (a cloud front: -60 % in 10 min)
 #: a DR block sold on the day-ahead market is called this long before its contract's notice starts
 SOLD_DR_LEAD = timedelta(minutes=20)
+#: the drop from the recent high that is a departure without a forecast (a cloud front: -60 % in 10 min)
 DROP_SHARE = 0.5
 DROP_WINDOW = timedelta(minutes=10)
 DROP_MIN_SHARE = 0.05
@@ -608,7 +608,11 @@ class Dispatcher:
         times = run.p.times.tz_convert("UTC").tz_localize(None)
         bids = hourly_bids(times, stored_energy_value(out.result), out.result.battery_power, out.agg_fleet.eta_c,
                            out.agg_fleet.eta_d, out.agg_x.degradation, list(out.agg_fleet.battery_ids), hours)
-        dr, no_dr = self._dr_offers(now, day, hours, run)
+        try:
+            dr, no_dr = self._dr_offers(now, day, hours, run)
+        except Exception as exc:  # the batteries bid without DR rather than not at all
+            log.exception("dispatcher: DR offers for %s failed; bidding without them", day.date())
+            dr, no_dr = pd.DataFrame(), f"no DR offered: {type(exc).__name__}: {exc}"
         if len(dr):
             bids = pd.concat([bids, dr], ignore_index=True) if len(bids) else dr
         ok, rejected = validate(bids, hours)
@@ -708,6 +712,32 @@ class Dispatcher:
         return {r["body"]["block"] for r in self.ledger.records(kind="dr_event", since=now - timedelta(days=3))
                 if r["body"].get("block")}
 
+    def _reserve_sold(self, hist, now: datetime) -> None:
+        """Hold the DR blocks sold and not called yet in ``hist`` (a ``load.dr.DrHistory``) as if called:
+        one interruption each against their contract's day and month, and in force over their window,
+        so a call for a deficit neither uses up what the market is owed nor overlaps it."""
+        from gridpipeline.market.store import read_sold_blocks
+
+        try:
+            with connect(self.s.live_db_path, read_only=True, timeout_s=10.0) as con:
+                sold = read_sold_blocks(con, now)
+        except Exception:  # the store is busy: the delivery's own checks still hold
+            log.exception("dispatcher: reading the sold DR blocks failed; not held back from this call")
+            return
+        called = self._sold_blocks_called(now) if len(sold) else set()
+        day, month = pd.Timestamp(now).normalize(), pd.Timestamp(now).to_period("M")
+        for b in sold.itertuples():
+            if b.block in called:
+                continue
+            start = pd.Timestamp(b.start)
+            if start.normalize() == day:
+                hist.today[b.ven] = hist.today.get(b.ven, 0) + 1
+            if start.to_period("M") == month:
+                hist.month[b.ven] = hist.month.get(b.ven, 0) + 1
+            hist.events.append({"event_id": f"sold:{b.block}", "ven_id": b.ven, "start": start.to_pydatetime(),
+                                "end": pd.Timestamp(b.end).to_pydatetime(), "expected_mw": float(b.mw),
+                                "opt": "pending", "decision_id": b.decision_id})
+
     def deliver_sold_dr(self, now: datetime) -> list[str]:
         """Each DR block sold on the day-ahead market becomes a call to its contract's VEN over OpenADR once
         its start is within the contract's notice plus ``SOLD_DR_LEAD``: a ``dr_event`` record referring to
@@ -733,7 +763,10 @@ class Dispatcher:
         called = self._sold_blocks_called(now)
         contracts = {contract_ven(c.load_id): c for c in pr.policy.contracts}
         hist = self.dr_history(now)
-        margin = timedelta(seconds=self.vtn.poll_s + 10)
+        # the notice counts from when the VEN can see the event: now plus the plan's time so far, a poll
+        # and a margin (as call_dr)
+        elapsed = time.monotonic() - getattr(self, "_plan_started", time.monotonic())
+        margin = timedelta(seconds=elapsed + self.vtn.poll_s + 10)
         out = []
         for b in sold.itertuples():
             c = contracts.get(b.ven)
@@ -751,6 +784,9 @@ class Dispatcher:
                 why = "an event of this contract is in force over the block"
             elif start.date() == now.date() and hist.today.get(b.ven, 0) >= c.max_per_day:
                 why = f"{c.max_per_day} interruptions today already (max_per_day)"
+            elif (pd.Timestamp(start).to_period("M") == pd.Timestamp(now).to_period("M")
+                  and hist.month.get(b.ven, 0) >= c.max_per_month):
+                why = f"{c.max_per_month} interruptions this month already (max_per_month)"
             text = (f"day-ahead DR block {b.block}: {b.mw:.3f} MW sold {start:%H:%M}-{end:%H:%M} at a mean "
                     f"{b.clearing:.2f} EUR/MWh (offered at {b.price:.2f}, the compensation)")
             body = {"block": b.block, "award": b.decision_id, "reason": "sold on the day-ahead market",
@@ -994,6 +1030,7 @@ class Dispatcher:
 
         dr = policy.demand_response
         hist = self.dr_history(now)
+        self._reserve_sold(hist, now)
         # the notice counts from when the VEN can see the event: now (not the cycle's start) plus a poll
         # of the VENs and a margin
         elapsed = time.monotonic() - getattr(self, "_plan_started", time.monotonic())

@@ -157,3 +157,21 @@ def test_sold_demand_response_is_settled_with_the_position_on_what_its_calls_del
     assert lines.imbalance_cents.tolist() == [-360, 0]  # -0.03 MWh x (100 + 20)
     assert lines.energy_cents.tolist() == [10800, 10800]
     assert flags == [f"{hours[1]}: a sold DR call not measured yet, its expected MW stands in"]
+
+
+def test_what_sold_dr_calls_delivered_per_hour_by_their_status():
+    """A measured call counts what it delivered over the hours it covers (a half hour: half); one still
+    scheduled or active its expected MW, to be measured; one refused, or ended without a measurement,
+    nothing (its shortfall is the portfolio's)."""
+    from gridpipeline.market.store import sold_dr_by_hour
+
+    hours = pd.date_range("2026-06-17 15:00", periods=3, freq="h")
+    ev = pd.DataFrame({"start": pd.to_datetime(["2026-06-17 15:00", "2026-06-17 16:30", "2026-06-17 17:00",
+                                                "2026-06-17 15:00"]),
+                       "end": pd.to_datetime(["2026-06-17 16:00", "2026-06-17 17:00", "2026-06-17 18:00",
+                                              "2026-06-17 16:00"]),
+                       "status": ["measured", "active", "refused", "ended, not measurable"],
+                       "expected_mw": [0.08, 0.12, 0.1, 0.05], "delivered_mw": [0.06, np.nan, np.nan, np.nan]})
+    got = sold_dr_by_hour(ev, hours)
+    assert got.dr_delivered_mw.tolist() == pytest.approx([0.06, 0.0, 0.0])
+    assert got.dr_unmeasured_mw.tolist() == pytest.approx([0.0, 0.06, 0.0])

@@ -591,7 +591,16 @@ def test_demand_response_sold_day_ahead_is_called_at_delivery_and_kept(field):
         c = next(c for c in pol.contracts if ven_id(c) == first.cluster)
         start = pd.Timestamp(aw[aw.block == first.block].hour.min()).to_pydatetime()
         call_by = start - timedelta(minutes=c.notice_min)
-        assert d.deliver_sold_dr(call_by - SOLD_DR_LEAD - timedelta(minutes=1)) == []
+        early = call_by - SOLD_DR_LEAD - timedelta(minutes=1)
+        assert d.deliver_sold_dr(early) == []
+        # until it is called, a sold block is held back from the calls for a deficit: one interruption of
+        # its contract, and in force over its window
+        from gridpipeline.load.dr import DrHistory
+
+        held = DrHistory()
+        d._reserve_sold(held, early)
+        assert f"sold:{first.block}" in {e["event_id"] for e in held.events}
+        assert held.month[first.cluster] >= 1
         t = call_by - timedelta(minutes=10)
         made = d.deliver_sold_dr(t)
         (called,) = [r for r in led.records(kind="dr_event") if r["id"] in made and r["body"]["block"] == first.block]
@@ -601,6 +610,9 @@ def test_demand_response_sold_day_ahead_is_called_at_delivery_and_kept(field):
         assert pd.Timestamp(call["start"]) == start and call["expected_mw"] == pytest.approx(first.mw)
         assert first.block not in {r["body"].get("block") for r in led.records(kind="dr_event")
                                    if r["id"] in d.deliver_sold_dr(t + timedelta(minutes=1))}
+        held = DrHistory()
+        d._reserve_sold(held, t)  # called: the ledger counts it now, not the reservation
+        assert f"sold:{first.block}" not in {e["event_id"] for e in held.events}
         # supply is fine over the block: the close-out ends nothing that was sold
         steps = pd.date_range(t, start + timedelta(hours=4), freq="5min")
         assert call["event_id"] not in d.close_out_dr(t, pd.Series(0.0, index=steps), "plan")
