@@ -8,7 +8,8 @@ asset and delivery day to the platform's file drop (``offers-YYYY-MM-DD.csv``, U
   relieves a line carrying export out of its area), at the feed-in it gives up plus its owner's
   premium: 60-110 EUR/MWh for PV, 50-100 for wind. A generator that follows the weather offers hour by
   hour what it expects to produce (it cannot give up more): its rating times the output the weather
-  service's run of noon the day before gives through the same physics the field follows (the public
+  service's 06 UTC run of the day before (the newest out at noon) gives through the same physics the
+  field follows (the public
   forecast any owner can read, never the weather that comes), so a PV plant offers nothing at night.
   Another generator (biomass, hydro) offers its rating for the day;
 * every commercial and industrial site offers to **reduce its demand** (direction ``up``: less load is
@@ -42,8 +43,9 @@ def _u(*key) -> float:
 
 def expected_output(world, day, seed: int = 0) -> pd.DataFrame | None:
     """The output each weather-driven generator's owner expects over delivery ``day`` (UTC): hourly rows
-    (UTC starts) by sgen index, as fractions of its rating, from the weather service's run of noon the
-    day before, through the physics the field follows. None for a world without weather."""
+    (UTC starts) by sgen index, as fractions of its rating, from the weather service's 06 UTC run of the
+    day before (out by the time the owners post at noon), through the physics the field follows. None
+    for a world without weather."""
     from gridpipeline.common.renewables import hub_wind_speed, pv_physics, wind_physics
     from gridpipeline.world.weather_service import WeatherService
 
@@ -54,7 +56,8 @@ def expected_output(world, day, seed: int = 0) -> pd.DataFrame | None:
     d = pd.Timestamp(day).normalize()
     hours = pd.date_range(d, periods=24, freq="h", tz="UTC")
     ws = WeatherService(world, Path("."), seed)  # forecast_run writes nothing
-    fc = ws.forecast_run(hours[0] - pd.Timedelta(hours=12)).reindex(hours).ffill().bfill()
+    # the 06 UTC run of the day before: the newest one out (3 h after its start) when the owners post at noon
+    fc = ws.forecast_run(hours[0] - pd.Timedelta(hours=18)).reindex(hours).ffill().bfill()
     out = pd.DataFrame(np.nan, index=hours.tz_localize(None), columns=world.net.sgen.index)
     if len(pv):
         frame = pd.DataFrame({"ghi": fc["ghi"].to_numpy(), "temperature": fc["temp_air"].to_numpy(),
