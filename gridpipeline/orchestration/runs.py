@@ -4,9 +4,9 @@ A run killed with SIGKILL (or by the OOM killer, or a power cut) never writes it
 STARTED and keeps its ``duckdb`` pool slot, and every later writer waits behind it for ever. Dagster's
 run monitoring cannot see it either: the default run launcher has no worker health check. So:
 
-* :func:`reap_dead_runs` finds every STARTED or CANCELING run whose worker process (the pid on its
-  latest event) is gone, or was reused by a process younger than that event, marks it failed with the
-  reason, and frees its pool slots; slots held by runs that already finished are freed too. The
+* :func:`reap_dead_runs` finds every STARTED or CANCELING run none of whose worker processes (the run
+  process, and every pid on its latest events: steps' subprocesses) is alive, or each was reused by a
+  process younger than its event, marks it failed with the reason, and frees its pool slots; slots held by runs that already finished are freed too. The
   ``run_reaper_sensor`` runs it every 30 s under the daemon, and every CLI command that starts runs
   calls it first.
 * :func:`cancel_in_flight` is what ``gridpipeline dev`` does before it stops Dagster: every started run
@@ -34,15 +34,20 @@ ACTIVE = [DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 POOL = "duckdb"
 
 
-def _worker_pid(instance: DagsterInstance, run_id: str) -> tuple[int, float] | tuple[None, None]:
-    """The pid that wrote the run's latest event (its worker while it runs: the run process, or a
-    step's subprocess under the multiprocess executor) and when it wrote it."""
-    conn = instance.event_log_storage.get_records_for_run(run_id, ascending=False, limit=20)
-    for rec in conn.records:
+def _worker_pids(instance: DagsterInstance, run_id: str) -> list[tuple[int, float]]:
+    """The processes that may still be working for the run, each with the time of the latest event it
+    wrote: the run process (the pid of its start event) and every pid among its latest events (a step's
+    subprocess under the multiprocess executor). Newest first; empty before the run wrote any."""
+    seen: dict[int, float] = {}
+    for rec in instance.event_log_storage.get_records_for_run(run_id, ascending=False, limit=50).records:
         ev = rec.event_log_entry.dagster_event
-        if ev is not None and ev.pid is not None:
-            return int(ev.pid), float(rec.event_log_entry.timestamp)
-    return None, None
+        if ev is not None and ev.pid is not None and int(ev.pid) not in seen:
+            seen[int(ev.pid)] = float(rec.event_log_entry.timestamp)
+    for rec in instance.event_log_storage.get_records_for_run(run_id, ascending=True, limit=20).records:
+        ev = rec.event_log_entry.dagster_event
+        if ev is not None and ev.pid is not None and ev.event_type_value == "PIPELINE_START":
+            seen.setdefault(int(ev.pid), float(rec.event_log_entry.timestamp))
+    return list(seen.items())
 
 
 def process_alive(pid: int, since: float | None = None) -> bool:
@@ -62,11 +67,14 @@ def reap_dead_runs(instance: DagsterInstance, pool: str = POOL) -> list[dict]:
     done = []
     for rec in instance.get_run_records(RunsFilter(statuses=ACTIVE)):
         run = rec.dagster_run
-        # the process must have existed when it wrote that event: a step's subprocess starts long
-        # after the run does (judging it by the run's start took a slow-starting step for a reused pid)
-        pid, since = _worker_pid(instance, run.run_id)
-        if pid is None or process_alive(pid, since):
+        # dead only when no process that worked for it is alive: a step's subprocess that finished is
+        # gone while the run process waits for the next step's pool slot (judging by the latest event's
+        # writer alone failed such a run). Each process must have existed when it wrote its event: a
+        # step's subprocess starts long after the run does (a reused pid is not the worker)
+        workers = _worker_pids(instance, run.run_id)
+        if not workers or any(process_alive(p, since) for p, since in workers):
             continue
+        pid = workers[0][0]
         if run.status == DagsterRunStatus.CANCELING:  # it was being stopped: it ends as asked
             msg = (f"run worker (pid {pid}) is gone while the run was being canceled; "
                    "marked canceled and its pool slots freed by gridpipeline's run reaper")

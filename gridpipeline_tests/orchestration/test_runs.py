@@ -127,7 +127,8 @@ LATE_STEP = textwrap.dedent("""
 def test_a_step_process_younger_than_the_run_is_not_taken_for_a_reused_pid(instance, tmp_path):
     """Under the multiprocess executor a step runs in a subprocess started after the run, and its
     events carry its pid: the reaper judges that pid by the event it wrote, not by the run's start, so
-    a live late step is left alone; once it is killed, the run is reaped."""
+    a live late step is left alone. Once it is gone the run process, still alive (as it is between two
+    steps, waiting for a pool slot), keeps the run; once that is killed too, the run is reaped."""
     script, ready = tmp_path / "late.py", tmp_path / "late.ready"
     script.write_text(LATE_STEP)
     proc = subprocess.Popen([sys.executable, str(script), str(ready)], env=os.environ.copy())
@@ -141,6 +142,10 @@ def test_a_step_process_younger_than_the_run_is_not_taken_for_a_reused_pid(insta
         os.kill(child, signal.SIGKILL)
         time.sleep(0.5)
         (run,) = instance.get_runs(RunsFilter(job_name="late_job"))
+        assert reap_dead_runs(instance) == []  # the step's process is gone, the run's is not
+        assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
+        proc.kill()
+        proc.wait(30)
         reaped = reap_dead_runs(instance)
         assert [r["pid"] for r in reaped] == [child] and run.run_id in [r["run_id"] for r in reaped]
     finally:
