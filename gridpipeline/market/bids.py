@@ -75,36 +75,45 @@ def hourly_bids(times: pd.DatetimeIndex, value: np.ndarray, power: np.ndarray, e
 
 
 def dr_blocks(contracts, hours: pd.DatetimeIndex, price: pd.Series, expected_delivery: float,
-              left_in_month: dict[str, int] | None = None) -> pd.DataFrame:
+              left_in_month: dict[str, int] | None = None,
+              used_per_day: dict[tuple[str, object], int] | None = None) -> pd.DataFrame:
     """Block offers of the interruptible ``contracts`` (objects with ``name``, ``load_id``,
     ``interruptible_mw``, ``max_per_day``, ``max_per_month``, ``max_duration_min`` and
     ``compensation_eur_mwh``) for the delivery ``hours``: one row per block and hour, ``cluster`` the
     contract's VEN, ``side`` ``sell``, ``mw`` what the plan counts on, ``price`` the compensation and
     ``block`` the block's id. ``price``: EUR/MWh per hour (the plan's curve; a missing hour is never
     chosen). ``left_in_month``: VEN -> interruptions the contract has left in the delivery day's month
-    (default: all of ``max_per_month``). Blocks are chosen greedily, the highest mean price first, and
-    never overlap or touch (two blocks side by side would be one interruption longer than allowed)."""
+    (default: all of ``max_per_month``). ``used_per_day``: (VEN, UTC date) -> interruptions already
+    called or sold that day. A contract counts its interruptions per UTC day of their start, as the
+    customer's VEN does, and a delivery day in Europe/Berlin spans two UTC days: each block's UTC day
+    keeps within ``max_per_day`` with what that day already holds. Blocks are chosen greedily, the
+    highest mean price first, and never overlap or touch (two blocks side by side would be one
+    interruption longer than allowed)."""
     from gridpipeline.common.openadr import contract_ven
 
     hours = pd.DatetimeIndex(hours)
     p = pd.Series(price).reindex(hours).to_numpy(float)
+    utc = hours.tz_convert("UTC").tz_localize(None) if hours.tz is not None else hours
     rows = []
     for c in contracts:
         ven = contract_ven(c.load_id)
-        n = min(int(c.max_per_day), int((left_in_month or {}).get(ven, c.max_per_month)))
+        n = int((left_in_month or {}).get(ven, c.max_per_month))
         length = min(max(int(c.max_duration_min // 60), 1), len(hours))
         mw = round(float(c.interruptible_mw) * float(expected_delivery), 4)
         if n <= 0 or mw <= 0 or int(c.max_duration_min) < 60:
             continue  # an interruption shorter than an hour cannot deliver an hourly product
         means = np.array([p[k:k + length].mean() for k in range(len(hours) - length + 1)])
+        day = [t.date() for t in utc[:len(means)]]
+        room = {d: int(c.max_per_day) - int((used_per_day or {}).get((ven, d), 0)) for d in set(day)}
         taken = np.zeros(len(hours), bool)
         for _ in range(n):
-            free = np.array([np.isfinite(m) and not taken[max(k - 1, 0):k + length + 1].any()
+            free = np.array([np.isfinite(m) and room[day[k]] > 0 and not taken[max(k - 1, 0):k + length + 1].any()
                              for k, m in enumerate(means)])
             if not free.any():
                 break
             k = int(np.flatnonzero(free)[np.argmax(means[free])])
             taken[k:k + length] = True
+            room[day[k]] -= 1
             block = f"{ven}@{hours[k]:%Y%m%dT%H}"
             rows += [{"hour": h, "cluster": ven, "side": "sell", "mw": mw, "price": float(c.compensation_eur_mwh),
                       "value_eur_mwh": np.nan, "block": block} for h in hours[k:k + length]]

@@ -671,6 +671,7 @@ class Dispatcher:
         """The interruptible contracts' block offers for delivery ``day`` (market.bids.dr_blocks) on the
         bid plan's hourly price curve, or (empty, why none): DR is sold only where it can be delivered
         without anyone's approval (a VTN, DR mode automatic, a load policy)."""
+        from gridpipeline.common.openadr import contract_ven
         from gridpipeline.market.bids import dr_blocks
 
         none = pd.DataFrame(columns=["hour", "cluster", "side", "mw", "price", "value_eur_mwh", "block"])
@@ -684,44 +685,50 @@ class Dispatcher:
             return none, "no DR offered: no load policy"
         times = run.p.times.tz_convert("UTC").tz_localize(None)
         price = pd.Series(run.p.prices.price.to_numpy(float), index=times).groupby(times.floor("h")).mean()
-        left = self._dr_left_in_month(now, day, pr.policy)
-        return dr_blocks(pr.policy.contracts, hours, price, pr.policy.demand_response["expected_delivery"], left), None
-
-    def _dr_left_in_month(self, now: datetime, day, policy) -> dict[str, int]:
-        """VEN -> interruptions its contract has left in delivery ``day``'s month: its ``max_per_month``
-        less the events called in that month (not refused) and the blocks sold there not called yet."""
-        from gridpipeline.common.openadr import contract_ven
-        from gridpipeline.market.store import read_sold_blocks
-
+        per_month, per_day = self._dr_used(now)
         month = pd.Timestamp(day).to_period("M")
-        used: dict[str, int] = {}
-        for e in self.dr_history(now).events:
-            if e["opt"] not in ("optOut", "no answer", "not sent") and pd.Timestamp(e["start"]).to_period("M") == month:
-                used[e["ven_id"]] = used.get(e["ven_id"], 0) + 1
-        called = self._sold_blocks_called(now)
-        with connect(self.s.live_db_path, read_only=True, timeout_s=10.0) as con:
-            sold = read_sold_blocks(con, now)
-        for b in sold.itertuples():
-            if b.block not in called and pd.Timestamp(b.start).to_period("M") == month:
-                used[b.ven] = used.get(b.ven, 0) + 1
-        return {contract_ven(c.load_id): int(c.max_per_month) - used.get(contract_ven(c.load_id), 0)
-                for c in policy.contracts}
+        left = {contract_ven(c.load_id): int(c.max_per_month) - per_month.get((contract_ven(c.load_id), month), 0)
+                for c in pr.policy.contracts}
+        return dr_blocks(pr.policy.contracts, hours, price, pr.policy.demand_response["expected_delivery"], left,
+                         per_day), None
+
+    def _dr_used(self, now: datetime) -> tuple[dict, dict]:
+        """Interruptions each contract has used or owes, ``({(VEN, month): n}, {(VEN, UTC date): n})`` by
+        the month and UTC day they start in: the events called and not refused, and the blocks sold on
+        the day-ahead market and not called yet (held as :meth:`_reserve_sold` holds them). Raises when
+        the sold blocks cannot be read: an offer must not sell what is already owed."""
+        hist = self.dr_history(now)
+        self._reserve_sold(hist, now, strict=True)
+        per_month: dict = {}
+        per_day: dict = {}
+        for e in hist.events:
+            if e["opt"] in ("optOut", "no answer", "not sent"):
+                continue
+            start = pd.Timestamp(e["start"])
+            start = start.tz_convert("UTC").tz_localize(None) if start.tzinfo is not None else start
+            per_month[(e["ven_id"], start.to_period("M"))] = per_month.get((e["ven_id"], start.to_period("M")), 0) + 1
+            per_day[(e["ven_id"], start.date())] = per_day.get((e["ven_id"], start.date()), 0) + 1
+        return per_month, per_day
 
     def _sold_blocks_called(self, now: datetime) -> set[str]:
         """The sold DR blocks already acted on (a ``dr_event`` record naming the block, sent or not)."""
         return {r["body"]["block"] for r in self.ledger.records(kind="dr_event", since=now - timedelta(days=3))
                 if r["body"].get("block")}
 
-    def _reserve_sold(self, hist, now: datetime) -> None:
+    def _reserve_sold(self, hist, now: datetime, strict: bool = False) -> None:
         """Hold the DR blocks sold and not called yet in ``hist`` (a ``load.dr.DrHistory``) as if called:
         one interruption each against their contract's day and month, and in force over their window,
-        so a call for a deficit neither uses up what the market is owed nor overlaps it."""
+        so a call for a deficit neither uses up what the market is owed nor overlaps it. A store that
+        cannot be read is logged and skipped (a call for a deficit goes on; the delivery's own checks
+        still hold), or raises with ``strict``."""
         from gridpipeline.market.store import read_sold_blocks
 
         try:
             with connect(self.s.live_db_path, read_only=True, timeout_s=10.0) as con:
                 sold = read_sold_blocks(con, now)
-        except Exception:  # the store is busy: the delivery's own checks still hold
+        except Exception:
+            if strict:
+                raise
             log.exception("dispatcher: reading the sold DR blocks failed; not held back from this call")
             return
         called = self._sold_blocks_called(now) if len(sold) else set()

@@ -117,6 +117,23 @@ def test_demand_response_blocks_go_where_the_day_is_dearest_within_the_contract(
     assert 18 not in set(pd.DatetimeIndex(got.hour).hour)
 
 
+def test_demand_response_blocks_keep_each_utc_day_within_the_contracts_daily_limit():
+    """A Berlin summer delivery day runs 22:00 UTC to 22:00 UTC, over two UTC days, and the customer's
+    VEN counts interruptions per UTC day. A contract allowed one a day whose first UTC day (the 16th)
+    already holds one (sold the day before) offers no block starting on the 16th, however dear its
+    hours: one block, on the 17th. With the 16th free, it offers one block on each UTC day."""
+    hours = day_hours(pd.Timestamp("2026-06-17"))  # 2026-06-16 22:00 .. 2026-06-17 21:00 UTC
+    price = pd.Series(50.0, index=hours)
+    price.iloc[0:2] = [400.0, 400.0]                 # 22:00-24:00 UTC on the 16th
+    price.iloc[12:14] = [200.0, 200.0]               # 10:00-12:00 UTC on the 17th
+    c = _Contract(104, per_day=1)
+    held = dr_blocks([c], hours, price, 0.8, used_per_day={("ven-load-104", pd.Timestamp("2026-06-16").date()): 1})
+    assert sorted(pd.DatetimeIndex(held.hour).strftime("%d %H")) == ["17 10", "17 11"]
+    free = dr_blocks([c], hours, price, 0.8)
+    assert sorted(pd.DatetimeIndex(free.hour).strftime("%d %H")) == ["16 22", "16 23", "17 10", "17 11"]
+    assert free.block.nunique() == 2
+
+
 def test_a_block_is_awarded_whole_on_its_mean_price_or_not_at_all():
     """A block at 300 over hours priced 400 and 250 (mean 325) sells both hours, the cheap one too; over
     310 and 250 (mean 280) it sells neither; an hour without a price rejects it. Its MW is demand

@@ -567,7 +567,10 @@ def test_demand_response_sold_day_ahead_is_called_at_delivery_and_kept(field):
             assert (mine.price == c.compensation_eur_mwh).all()
             np.testing.assert_allclose(mine.mw, c.interruptible_mw * exp)
             assert mine.groupby("block").size().max() <= c.max_duration_min // 60
-            assert 1 <= mine.block.nunique() <= c.max_per_day
+            # at most max_per_day blocks start on each UTC day (the VEN's count; a delivery day spans two)
+            starts = pd.to_datetime(mine.groupby("block").hour.min())
+            assert mine.block.nunique() >= 1
+            assert starts.groupby(starts.dt.date).size().max() <= c.max_per_day
         assert offered and bid["body"]["demand_response"]["blocks"] == blocks.block.nunique()
         with connect(s.live_db_path) as con:
             con.execute("UPDATE market.bids SET price = -500 WHERE block IS NOT NULL")
@@ -586,8 +589,12 @@ def test_demand_response_sold_day_ahead_is_called_at_delivery_and_kept(field):
         (rec,) = [r for r in led.records(kind="market_award") if r["id"] == award_id]
         assert rec["body"]["decision"]["dr_blocks_won"] == sorted(blocks.block.unique())
         assert sum(rec["body"]["decision"]["dr_position_mw"].values()) == pytest.approx(dr_sold.sum(), abs=1e-3)
-        # the first block: not yet 20 minutes before its notice, then called, once
-        first = aw.sort_values("hour").iloc[0]
+        # the first block to call (the earliest start less its contract's notice): not yet 20 minutes
+        # before its notice, then called, once
+        notice = {ven_id(c): c.notice_min for c in pol.contracts}
+        call_at = aw.groupby("block").hour.min().map(pd.Timestamp) - pd.to_timedelta(
+            aw.groupby("block").cluster.first().map(notice), unit="min")
+        first = aw[aw.block == call_at.idxmin()].sort_values("hour").iloc[0]
         c = next(c for c in pol.contracts if ven_id(c) == first.cluster)
         start = pd.Timestamp(aw[aw.block == first.block].hour.min()).to_pydatetime()
         call_by = start - timedelta(minutes=c.notice_min)
@@ -601,6 +608,10 @@ def test_demand_response_sold_day_ahead_is_called_at_delivery_and_kept(field):
         d._reserve_sold(held, early)
         assert f"sold:{first.block}" in {e["event_id"] for e in held.events}
         assert held.month[first.cluster] >= 1
+        # and the next offers count it against its UTC day and month
+        per_month, per_day = d._dr_used(early)
+        assert per_day[(first.cluster, start.date())] >= 1
+        assert per_month[(first.cluster, pd.Timestamp(start).to_period("M"))] >= 1
         t = call_by - timedelta(minutes=10)
         made = d.deliver_sold_dr(t)
         (called,) = [r for r in led.records(kind="dr_event") if r["id"] in made and r["body"]["block"] == first.block]
