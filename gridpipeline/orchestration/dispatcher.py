@@ -62,6 +62,8 @@ RETRY = timedelta(seconds=15)
 DEPARTURE_SHARE = 0.25
 #: a DR block sold on the day-ahead market is called this long before its contract's notice starts
 SOLD_DR_LEAD = timedelta(minutes=20)
+#: and looked for this often between plans (dr_tick), so a failing plan does not let a notice pass
+SOLD_DR_CHECK = timedelta(minutes=1)
 #: the drop from the recent high that is a departure without a forecast (a cloud front: -60 % in 10 min)
 DROP_SHARE = 0.5
 DROP_WINDOW = timedelta(minutes=10)
@@ -1146,6 +1148,15 @@ class Dispatcher:
             return
         dr = pr.policy.demand_response
         self.vtn.prune(now)
+        # sold DR blocks are called from here too, once a minute: a plan that keeps failing (it calls
+        # them before its shed schedule) must not let a block's notice pass (called once: the ledger says)
+        last = getattr(self, "_sold_dr_checked", None)
+        if last is None or now - last >= SOLD_DR_CHECK:
+            self._sold_dr_checked = now
+            try:
+                self.deliver_sold_dr(now)
+            except Exception:
+                log.exception("dispatcher: delivering sold DR blocks failed")
         for a in self.vtn.answers(now, timedelta(minutes=float(dr["answer_timeout_min"]))):
             ref = self.dr_events.get(a["event_id"])
             flag = a["opt"] == "no answer"

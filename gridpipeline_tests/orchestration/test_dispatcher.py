@@ -613,8 +613,8 @@ def test_demand_response_sold_day_ahead_is_called_at_delivery_and_kept(field):
         assert per_day[(first.cluster, start.date())] >= 1
         assert per_month[(first.cluster, pd.Timestamp(start).to_period("M"))] >= 1
         t = call_by - timedelta(minutes=10)
-        made = d.deliver_sold_dr(t)
-        (called,) = [r for r in led.records(kind="dr_event") if r["id"] in made and r["body"]["block"] == first.block]
+        d.dr_tick(t)  # the loop's tick between plans calls it too: a failing plan does not let the notice pass
+        (called,) = [r for r in led.records(kind="dr_event") if r["body"].get("block") == first.block]
         assert called["ref"] == award_id and called["body"]["sent"]
         (call,) = called["body"]["calls"]
         assert call["event_id"].startswith(SOLD_PREFIX) and call["event_id"] in d.vtn._sent
