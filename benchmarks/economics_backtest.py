@@ -465,9 +465,17 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
                "delivered_mwh": round(float(sum(delivered[:, int(np.flatnonzero(load_ids == c.load_id)[0])].sum()
                                                 for c in pol.contracts) * dt_h), 4) if pol.contracts else 0.0},
         "throughput_mwh": {k: round(float(np.abs(np.asarray(fleets[k].power)).sum() * dt_h), 3) for k in fleets},
+        # the energy, so a saving splits into energy moved and energy not consumed: the customers'
+        # consumption and the substation's net import per strategy; the tariff's net change of
+        # consumption (+ more), which the response keeps at zero only on its mean price, not in MWh
+        "energy_mwh": {"consumption": {k: round(float(loads[k].sum() * dt_h), 3) for k in loads},
+                       "net_import": {k: round(float(nets[k].sum() * dt_h), 3) for k in nets},
+                       "tariff_net_change": round(float(realised.sum() * dt_h), 3),
+                       "tariff_saving_at_mean_price_eur": r2(-realised.sum() * dt_h * float(np.mean(price)))},
         "violations": {"dispatch": int(viol_d["dispatch"]), "full": int(viol_f["full"])},
         "grid_over_limit_hours_without_batteries": {"dispatch": int(base_d), "full": int(base_f)},
         "period": f"{cfg.start:%Y-%m-%d} .. {cfg.end:%Y-%m-%d}", "hours": T, "batteries": len(fleet),
+        "fleet_mwh": round(float(fleet.capacity_mwh.sum()), 3),
         "zones": len(zones), "demand_model_refits": fc.refits,
         "seconds": round(time.perf_counter() - t_all, 1), "forecast_seconds": round(t_fc, 1),
         "lp_seconds": round(t_lp, 1), "gate_seconds": round(t_gate, 1), "power_flow_seconds": round(pf1 + pf2, 1),

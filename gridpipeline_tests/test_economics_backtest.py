@@ -56,3 +56,17 @@ def test_three_ways_of_operating_on_real_prices(result):
     assert r["peak_mw"]["mean_daily_with_signals"] <= r["peak_mw"]["mean_daily_without_signals"]
     # no 2018 price reaches the cheapest DR compensation: no call, and it says so
     assert r["dr"]["calls"] == 0 and r["dr"]["highest_price_eur_mwh"] < r["dr"]["cheapest_compensation_eur_mwh"]
+
+
+def test_the_energy_splits_the_saving_into_moved_and_not_consumed(result):
+    """The dispatch alone consumes what the baseline does; the tariff's net change of consumption is the
+    full strategy's consumption less the baseline's (no DR call in these days); and the dispatch's
+    net import differs from the baseline's only by its batteries' losses and what they hold at the end."""
+    e = result["energy_mwh"]
+    assert e["consumption"]["dispatch"] == e["consumption"]["baseline"]
+    assert e["consumption"]["full"] - e["consumption"]["baseline"] == pytest.approx(e["tariff_net_change"], abs=0.01)
+    assert all(np.isfinite(v) for v in e["net_import"].values())
+    # the batteries store and return energy with losses: over the same consumption the dispatch imports
+    # at least what the baseline does, less the energy it started with (the fleet starts half full: at
+    # most half its 8.75 MWh, times the discharge efficiency, can leave it)
+    assert e["net_import"]["dispatch"] >= e["net_import"]["baseline"] - 0.5 * result["fleet_mwh"]
