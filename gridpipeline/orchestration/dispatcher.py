@@ -747,13 +747,14 @@ class Dispatcher:
                                 "end": pd.Timestamp(b.end).to_pydatetime(), "expected_mw": float(b.mw),
                                 "opt": "pending", "decision_id": b.decision_id})
 
-    def deliver_sold_dr(self, now: datetime) -> list[str]:
+    def deliver_sold_dr(self, now: datetime, taken_at: float | None = None) -> list[str]:
         """Each DR block sold on the day-ahead market becomes a call to its contract's VEN over OpenADR once
         its start is within the contract's notice plus ``SOLD_DR_LEAD``: a ``dr_event`` record referring to
         the award (event id ``load.dr.SOLD_PREFIX``...), delivered whatever the grid's deficit and counted
         in force by the plans. A block that can no longer be called within its notice, or whose contract
         has an event in force or no interruption left today, is recorded as not delivered (its shortfall
-        is settled as imbalance). Returns the records made."""
+        is settled as imbalance). ``taken_at``: the monotonic clock when ``now`` was read (default: the
+        current plan's start), so the notice counts the time spent since. Returns the records made."""
         import uuid
 
         from gridpipeline.common.openadr import contract_ven
@@ -774,7 +775,8 @@ class Dispatcher:
         hist = self.dr_history(now)
         # the notice counts from when the VEN can see the event: now plus the plan's time so far, a poll
         # and a margin (as call_dr)
-        elapsed = time.monotonic() - getattr(self, "_plan_started", time.monotonic())
+        elapsed = time.monotonic() - (taken_at if taken_at is not None
+                                      else getattr(self, "_plan_started", time.monotonic()))
         margin = timedelta(seconds=elapsed + self.vtn.poll_s + 10)
         out = []
         for b in sold.itertuples():
@@ -1136,9 +1138,10 @@ class Dispatcher:
         self.executed.add(decision_id)
         return {"decision": out.id, "sent": len(sent), "too_late": len(late)}
 
-    def dr_tick(self, now: datetime) -> None:
-        """Record the VENs' answers (and the ones that did not answer), and publish the day's
-        time-of-use tariff to the aggregators once per day (today's at start, tomorrow's from 12:00)."""
+    def dr_tick(self, now: datetime, taken_at: float | None = None) -> None:
+        """Record the VENs' answers (and the ones that did not answer), call the sold DR blocks due, and
+        publish the day's time-of-use tariff to the aggregators once per day (today's at start,
+        tomorrow's from 12:00). ``taken_at``: the monotonic clock when ``now`` was read (default: now)."""
         if self.vtn is None:
             return
         from gridpipeline.load.dr import aggregator_ven, tou_intervals
@@ -1154,7 +1157,7 @@ class Dispatcher:
         if last is None or now - last >= SOLD_DR_CHECK:
             self._sold_dr_checked = now
             try:
-                self.deliver_sold_dr(now)
+                self.deliver_sold_dr(now, time.monotonic() if taken_at is None else taken_at)
             except Exception:
                 log.exception("dispatcher: delivering sold DR blocks failed")
         for a in self.vtn.answers(now, timedelta(minutes=float(dr["answer_timeout_min"]))):
@@ -1437,7 +1440,7 @@ class Dispatcher:
 
     def run(self, until: datetime | None = None, poll_s: float = 2.0, echo=print) -> DispatchStats:
         while not self.stop.is_set() and (until is None or utcnow() < until):
-            now = utcnow()
+            now, taken_at = utcnow(), time.monotonic()
             try:
                 self.refresh(now)
                 hit = self.replan_due(now, self.departure(now))
@@ -1452,7 +1455,7 @@ class Dispatcher:
                     self.last_window = window
                     echo(f"dispatcher: {json.dumps(s, default=str)}")
                 self.settle_approvals(now)
-                self.dr_tick(now)
+                self.dr_tick(now, taken_at)  # after a plan, `now` is its duration old: the DR notice counts it
             except Exception:  # one failed plan must not stop the next one; it is logged and counted
                 self.stats.failed += 1
                 log.exception("dispatcher: cycle failed")
