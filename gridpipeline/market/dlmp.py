@@ -3,8 +3,14 @@
 A radial feeder, buses ``0..N-1`` with bus 0 the substation; bus ``j > 0`` hangs from ``parent[j]`` by a
 line of resistance ``r[j]`` and reactance ``x[j]`` (per unit on ``base_mva``) with a rating ``s_max[j]``
 (MVA). At each step the least-cost supply of every bus's net load is chosen: import at the substation
-at the energy price, or local flexibility (``flex_mw`` at ``flex_cost`` EUR/MWh: a generator turned up,
-a demand-response offer), within the lines' ratings and the voltage band.
+at the energy price, or local flexibility, within the lines' ratings and the voltage band. Flexibility
+goes both ways:
+
+* **upward** (``flex_mw`` at ``flex_cost`` EUR/MWh): injection more or consumption less (a generator
+  turned up, a demand-response offer); it relieves a line carrying load into its subtree;
+* **downward** (``down_mw`` at ``down_cost`` EUR/MWh): injection less or consumption more (renewables
+  curtailed, at the value of the energy lost; a flexible load turned up); it relieves a line carrying
+  export out of its subtree, and runs on its own where the energy price is below ``-down_cost``.
 
 LinDistFlow (Baran and Wu's DistFlow without the loss terms): the active flow into bus j is the net load
 of its subtree, ``P = L @ net`` with ``L[j, k] = 1`` when k is in j's subtree; the squared voltage falls
@@ -20,7 +26,10 @@ The price at bus j is the dual of its balance, and splits exactly into
 
 * **energy**: the substation's price;
 * **losses**: the energy price times ``loss_factor[j]``;
-* **congestion**: the rating duals of the lines on the path to j (a MW more at j flows through each);
+* **congestion**: the rating duals of the lines on the path to j (a MW more at j flows through each):
+  positive behind a line importing at its rating, negative behind one exporting at its rating (a MW
+  more consumed there spares a MW of curtailment: the price behind it is ``-down_cost`` of the
+  marginal curtailed unit);
 * **voltage**: the voltage-band duals times ``-dv_i/dp_j = 2 R[i, j] / base``.
 
 Batteries are not co-optimised here: their schedules come from the dispatch plan and arrive as part of
@@ -96,8 +105,8 @@ class RadialFeeder:
 
 @dataclass
 class DlmpResult:
-    """Prices (T, N) in EUR/MWh and their components, the dispatch of the flexibility (T, N) MW, the
-    import (T,) MW, line loadings (T, N) in % of rating, squared voltages (T, N), and the binding
+    """Prices (T, N) in EUR/MWh and their components, the dispatch of the upward and downward
+    flexibility (T, N) MW, the import (T,) MW, line loadings (T, N) in % of rating, squared voltages (T, N), and the binding
     constraints."""
 
     price: np.ndarray
@@ -113,6 +122,7 @@ class DlmpResult:
     binding: list[dict]
     status: str
     seconds: float
+    down_mw: np.ndarray | None = None
 
     def frame(self, feeder: RadialFeeder, times=None) -> pd.DataFrame:
         """One row per step and bus: the price and its components."""
@@ -121,20 +131,25 @@ class DlmpResult:
         return pd.DataFrame({"step": np.repeat(times, N), "bus": np.tile(feeder.bus_ids, T),
                              "dlmp": self.price.ravel(), "energy": self.energy.ravel(), "losses": self.losses.ravel(),
                              "congestion": self.congestion.ravel(), "voltage": self.voltage.ravel(),
-                             "flex_mw": self.flex_mw.ravel()})
+                             "flex_mw": self.flex_mw.ravel(),
+                             "down_mw": (np.zeros_like(self.flex_mw) if self.down_mw is None else self.down_mw).ravel()})
 
 
 def solve_dlmp(feeder: RadialFeeder, load_mw: np.ndarray, price: np.ndarray, load_mvar: np.ndarray | None = None,
                flex_mw: np.ndarray | None = None, flex_cost: np.ndarray | None = None,
                loss_factor: np.ndarray | None = None, voll: float = 10_000.0, penalty: float = 1e6,
-               screen: bool = True, decompose: bool = True) -> DlmpResult:
+               screen: bool = True, decompose: bool = True, down_mw: np.ndarray | None = None,
+               down_cost: np.ndarray | None = None) -> DlmpResult:
     """DLMPs for ``T`` steps. ``load_mw``/``load_mvar`` (T, N): net load per bus (negative: export);
     ``price`` (T,) EUR/MWh at the substation; ``flex_mw`` (T, N) upward flexibility per bus (injection
-    more, or consumption less) at ``flex_cost`` (N,) or (T, N) EUR/MWh; ``loss_factor`` (N,).
+    more, or consumption less) at ``flex_cost`` (N,) or (T, N) EUR/MWh; ``down_mw`` (T, N) downward
+    flexibility (injection less, or consumption more) at ``down_cost`` (N,) or (T, N) EUR/MWh;
+    ``loss_factor`` (N,).
 
-    Each step is first settled in closed form: with no limit binding, every bus's flexibility runs
-    where it is cheaper than the energy it replaces (``price x (1 + loss factor)``), and that is the
-    bus's price. Only the steps where that dispatch would break a rating or the voltage band go to the
+    Each step is first settled in closed form: with no limit binding, every bus's upward flexibility
+    runs where it is cheaper than the energy it replaces (``price x (1 + loss factor)``), its downward
+    flexibility where the energy it takes is worth less than its cost (``price x (1 + loss factor) <
+    -down_cost``), and that is the bus's price. Only the steps where that dispatch would break a rating or the voltage band go to the
     LP, all of them in one vectorised program; the others' duals are zero, so their prices are exact
     (``screen=False`` sends every step to the LP: the same prices, slower).
 
@@ -154,6 +169,9 @@ def solve_dlmp(feeder: RadialFeeder, load_mw: np.ndarray, price: np.ndarray, loa
     up = np.zeros((T, N)) if flex_mw is None else np.clip(np.atleast_2d(np.asarray(flex_mw, float)), 0, None)
     up = np.broadcast_to(up, (T, N))
     cost = np.zeros((T, N)) if flex_cost is None else np.broadcast_to(np.asarray(flex_cost, float), (T, N))
+    dn = np.zeros((T, N)) if down_mw is None else np.clip(np.atleast_2d(np.asarray(down_mw, float)), 0, None)
+    dn = np.broadcast_to(dn, (T, N))
+    dcost = np.zeros((T, N)) if down_cost is None else np.broadcast_to(np.asarray(down_cost, float), (T, N))
     lf = np.zeros(N) if loss_factor is None else np.asarray(loss_factor, float)
     L = feeder.subtree()
     Qflow = (L @ q.T).T  # (T, N) reactive flow into each bus (the loads', fixed)
@@ -164,7 +182,8 @@ def solve_dlmp(feeder: RadialFeeder, load_mw: np.ndarray, price: np.ndarray, loa
     # closed form, every step
     marg = lam[:, None] * (1.0 + lf)[None, :]
     g = np.where(cost < marg - 1e-12, up, 0.0)
-    net = load - g
+    d = np.where(dcost < -marg - 1e-12, dn, 0.0)
+    net = load - g + d
     flows = (L @ net.T).T
     v = feeder.v0 ** 2 - feeder.voltage_drop(net, q)
     tol = 1e-9
@@ -180,16 +199,16 @@ def solve_dlmp(feeder: RadialFeeder, load_mw: np.ndarray, price: np.ndarray, loa
     if len(steps):
         whole = steps
         if decompose:
-            whole = _decomposed(feeder, L, steps, load, q, plim, mon, lam, up, cost, lf, voll, penalty, net, g, v,
-                                marg, dlmp, congestion, voltage, unserved, binding, over_rows=(
+            whole = _decomposed(feeder, L, steps, load, q, plim, mon, lam, up, cost, dn, dcost, lf, voll, penalty, net,
+                                g, d, v, marg, dlmp, congestion, voltage, unserved, binding, over_rows=(
                                     mon[None, :] & (np.abs(flows) > plim + tol)), outside_rows=(
                                     (v < feeder.v_min ** 2 - tol) | (v > feeder.v_max ** 2 + tol)), tol=tol)
         if len(whole):
             sub = _dlmp_program(feeder, L, load[whole], q[whole], Qflow[whole], plim[whole], mon, lam[whole], up[whole],
-                                cost[whole], lf, voll, penalty)
+                                cost[whole], lf, voll, penalty, dn[whole], dcost[whole])
             status = sub["status"]
             for key, arr in (("price", dlmp), ("congestion", congestion), ("voltage", voltage), ("flex", g),
-                             ("unserved", unserved), ("net", net), ("v", v)):
+                             ("down", d), ("unserved", unserved), ("net", net), ("v", v)):
                 arr[whole] = sub[key]
             binding += [{**b, "step": int(whole[b["step"]])} for b in sub["binding"]]
         flows[steps] = (L @ net[steps].T).T
@@ -205,10 +224,11 @@ def solve_dlmp(feeder: RadialFeeder, load_mw: np.ndarray, price: np.ndarray, loa
     return DlmpResult(price=dlmp, energy=np.repeat(lam[:, None], N, axis=1), losses=lam[:, None] * lf[None, :],
                       congestion=congestion, voltage=voltage, flex_mw=g, import_mw=net @ (1.0 + lf),
                       loading_pct=loading, v=v, unserved_mw=unserved, binding=binding, status=status,
-                      seconds=time.perf_counter() - t0)
+                      seconds=time.perf_counter() - t0, down_mw=d)
 
 
-def _dlmp_program(feeder: RadialFeeder, L, load, q, Qflow, plim, mon, lam, up, cost, lf, voll, penalty) -> dict:
+def _dlmp_program(feeder: RadialFeeder, L, load, q, Qflow, plim, mon, lam, up, cost, lf, voll, penalty,
+                  down=None, down_cost=None) -> dict:
     """The LP for the steps where a limit binds (see the module docstring); sparse in the tree."""
     import cvxpy as cp
 
@@ -216,10 +236,15 @@ def _dlmp_program(feeder: RadialFeeder, L, load, q, Qflow, plim, mon, lam, up, c
     g = cp.Variable((T, N), nonneg=True)
     u = cp.Variable((T, N), nonneg=True)
     net = cp.Variable((T, N))  # what each bus draws from the network
-    bal = net == load - g - u  # the balance at each bus: its dual is the bus's price
+    has_down = down is not None and bool((np.asarray(down) > 0).any())
+    d = cp.Variable((T, N), nonneg=True) if has_down else None
+    bal = net == load - g - u + (d if has_down else 0)  # the balance at each bus: its dual is the bus's price
     cons = [bal, g <= up]
     imp = net @ (1.0 + lf)  # the substation's import, losses included (T,)
     obj = [cp.sum(cp.multiply(lam, imp)), cp.sum(cp.multiply(cost, g)), voll * cp.sum(u)]
+    if has_down:
+        cons.append(d <= down)
+        obj.append(cp.sum(cp.multiply(down_cost, d)))
     # DistFlow along the tree, sparse: the flow into each bus is its own net load and its children's
     # flows; its squared voltage is its parent's less the drop on the branch between them
     import scipy.sparse as sp
@@ -266,52 +291,75 @@ def _dlmp_program(feeder: RadialFeeder, L, load, q, Qflow, plim, mon, lam, up, c
         binding.append({"step": int(t), "constraint": "voltage low" if eta[t, i] > 0 else "voltage high",
                         "index": int(i), "dual_eur_mwh": round(float(eta[t, i]), 4)})
     return {"price": price, "congestion": congestion, "voltage": voltage, "flex": np.asarray(g.value),
-            "unserved": np.asarray(u.value), "net": np.asarray(net.value), "v": np.asarray(v.value),
+            "down": np.asarray(d.value) if has_down else np.zeros((T, N)), "unserved": np.asarray(u.value), "net": np.asarray(net.value), "v": np.asarray(v.value),
             "binding": binding, "status": prob.status}
 
 
-def _merit(feeder, L, Lr, t, roots, plim, mon, up, cost, marg, voll, net, g, v, q, dlmp, congestion, unserved,
+def _merit(feeder, L, Lr, t, roots, plim, mon, up, cost, dn, dcost, marg, net, g, d, v, q, dlmp, congestion,
            binding, tol) -> bool:
-    """One step whose only overloads are the lines into ``roots`` (none below another), each carrying
-    load into its subtree: each is relieved by a merit order of its subtree's flexibility (a MW more at
-    any bus below takes a MW off the line; the net cost of a MW at bus k is its cost less the energy it
-    saves, ``cost - price (1 + loss factor)``), unserved load at ``voll`` last. The marginal unit's net
-    cost is the rating's dual, so every bus below pays the energy, its losses and that congestion
-    component. Exactly the program's optimum when nothing else binds, which is checked on the whole
-    grid afterwards: False (and nothing changed) when another limit would bind."""
-    g_t, net_t = g[t].copy(), net[t].copy()
+    """One step whose only overloads are the lines into ``roots`` (none below another). Each is relieved
+    by a merit order of what its subtree can move the right way, at its net cost per MW (the energy it
+    saves or adds included, ``price (1 + loss factor)``):
+
+    * a line carrying load into its subtree: upward flexibility not yet running (``cost - price``) and
+      downward flexibility running (backed off: ``-(price + down_cost)``);
+    * a line carrying export out of it: downward flexibility not yet running (``down_cost + price``) and
+      upward flexibility running (backed off: ``price - cost``).
+
+    The marginal unit's net cost is the rating's dual; every bus below pays it on top of the energy and
+    its losses (importing) or is paid it less (exporting). Exactly the program's optimum when nothing
+    else binds, which is checked on the whole grid afterwards: False (and nothing changed) when another
+    limit would bind, or the flexibility below cannot relieve the line (unserved load or a slack: the
+    program decides)."""
+    g_t, d_t, net_t = g[t].copy(), d[t].copy(), net[t].copy()
+    flows0 = L @ net_t
     mu = {}
     for r in roots:
         below = Lr[r, :].indices
-        excess = float(net_t[below].sum() - plim[t, r])
-        room = np.clip(up[t, below] - g_t[below], 0.0, None)
-        c = cost[t, below] - marg[t, below]
+        sgn = 1.0 if flows0[r] > 0 else -1.0
+        excess = float(sgn * net_t[below].sum() - plim[t, r])
+        if sgn > 0:  # take net load off: turn up g, back off d
+            rooms = (np.clip(up[t, below] - g_t[below], 0.0, None), d_t[below])
+            costs = (cost[t, below] - marg[t, below], -(marg[t, below] + dcost[t, below]))
+        else:  # put net load on: turn up d, back off g
+            rooms = (np.clip(dn[t, below] - d_t[below], 0.0, None), g_t[below])
+            costs = (dcost[t, below] + marg[t, below], marg[t, below] - cost[t, below])
+        room, c = np.concatenate(rooms), np.concatenate(costs)
         order = np.argsort(c, kind="stable")
         cum = np.cumsum(room[order])
         k = int(np.searchsorted(cum, excess - 1e-12))
         if k >= len(order):
-            return False  # the flexibility below cannot relieve it: unserved load, the program decides
-        take = np.minimum(room[order], np.clip(excess - np.r_[0.0, cum[:-1]], 0.0, None))
-        g_t[below[order]] += take
-        net_t[below[order]] -= take
-        mu[r] = float(c[order[k]])
+            return False
+        take = np.zeros(len(room))
+        take[order] = np.minimum(room[order], np.clip(excess - np.r_[0.0, cum[:-1]], 0.0, None))
+        n_b = len(below)
+        first, second = take[:n_b], take[n_b:]
+        if sgn > 0:
+            g_t[below] += first
+            d_t[below] -= second
+            net_t[below] -= first + second
+        else:
+            d_t[below] += first
+            g_t[below] -= second
+            net_t[below] += first + second
+        mu[r] = (sgn, float(c[order[k]]))
     flows = L @ net_t
     vt = feeder.v0 ** 2 - feeder.voltage_drop(net_t[None, :], q[t:t + 1])[0]
     if (mon & (np.abs(flows) > plim[t] + 1e-7)).any() or (vt < feeder.v_min ** 2 - tol).any() or \
-            (vt > feeder.v_max ** 2 + tol).any() or any(m < -1e-9 for m in mu.values()):
+            (vt > feeder.v_max ** 2 + tol).any() or any(m < -1e-9 for _, m in mu.values()):
         return False
-    g[t], net[t], v[t] = g_t, net_t, vt
+    g[t], d[t], net[t], v[t] = g_t, d_t, net_t, vt
     dlmp[t] = marg[t]
-    for r, m in mu.items():
+    for r, (sgn, m) in mu.items():
         below = Lr[r, :].indices
-        dlmp[t, below] += m
-        congestion[t, below] = m
-        binding.append({"step": int(t), "constraint": "rating", "index": int(r), "dual_eur_mwh": round(m, 4)})
+        dlmp[t, below] += sgn * m
+        congestion[t, below] = sgn * m
+        binding.append({"step": int(t), "constraint": "rating", "index": int(r), "dual_eur_mwh": round(sgn * m, 4)})
     return True
 
 
-def _decomposed(feeder, L, steps, load, q, plim, mon, lam, up, cost, lf, voll, penalty, net, g, v, marg, dlmp,
-                congestion, voltage, unserved, binding, over_rows, outside_rows, tol) -> np.ndarray:
+def _decomposed(feeder, L, steps, load, q, plim, mon, lam, up, cost, dn, dcost, lf, voll, penalty, net, g, d, v, marg,
+                dlmp, congestion, voltage, unserved, binding, over_rows, outside_rows, tol) -> np.ndarray:
     """Solve the rating-only steps on their overloaded subtrees (see :func:`solve_dlmp`); fills the
     arrays in place for those steps and returns the steps left for the whole-grid program."""
     N = feeder.n
@@ -319,7 +367,6 @@ def _decomposed(feeder, L, steps, load, q, plim, mon, lam, up, cost, lf, voll, p
     Lr = L.tocsr()
     groups: dict[tuple, list[int]] = {}
     whole = []
-    flows0 = (L @ net.T).T
     for t in steps:
         if outside_rows[t].any():
             whole.append(t)
@@ -327,9 +374,8 @@ def _decomposed(feeder, L, steps, load, q, plim, mon, lam, up, cost, lf, voll, p
         J = np.flatnonzero(over_rows[t])
         anc = {int(j): set(Lc[:, j].indices.tolist()) for j in J}
         roots = tuple(sorted(j for j in anc if not any(a in anc and a != j for a in anc[j])))
-        if roots and len(roots) == len(J) and (flows0[t, list(roots)] > 0).all() and _merit(
-                feeder, L, Lr, int(t), roots, plim, mon, up, cost, marg, voll, net, g, v, q, dlmp, congestion,
-                unserved, binding, tol):
+        if roots and len(roots) == len(J) and _merit(feeder, L, Lr, int(t), roots, plim, mon, up, cost, dn, dcost,
+                                                     marg, net, g, d, v, q, dlmp, congestion, binding, tol):
             continue
         groups.setdefault(roots, []).append(int(t))
     for roots, ts in groups.items():
@@ -371,7 +417,7 @@ def _decomposed(feeder, L, steps, load, q, plim, mon, lam, up, cost, lf, voll, p
         pls = np.sqrt(np.clip(smax[None, :] ** 2 - Qs ** 2, 0.0, None))
         ms = mon[S]
         res = _dlmp_program(sub, Ls, load[ts][:, S] + fixed, qs, Qs, pls, ms, lam[ts], up[ts][:, S], cost[ts][:, S],
-                            lf[S], voll, penalty)
+                            lf[S], voll, penalty, dn[ts][:, S], dcost[ts][:, S])
         # the combined dispatch, checked on the whole grid: nothing outside S may be pushed past a limit
         net_t = net[ts].copy()
         net_t[:, S] = res["net"] - fixed
@@ -393,6 +439,7 @@ def _decomposed(feeder, L, steps, load, q, plim, mon, lam, up, cost, lf, voll, p
             congestion[t, S] = res["congestion"][k]
             voltage[t, S] = res["voltage"][k]
             g[t, S] = res["flex"][k]
+            d[t, S] = res["down"][k]
             unserved[t, S] = res["unserved"][k]
             net[t] = net_t[k]
             v[t] = v_t[k]

@@ -1,5 +1,6 @@
-"""The DLMPs against pandapower's AC OPF marginal prices on the sample grid: uncongested, and with a
-congested line whose downstream prices separate."""
+"""The DLMPs against pandapower's AC OPF marginal prices on the sample grid: uncongested, with a line
+congested by import whose downstream prices separate upwards, and with one congested by export whose
+downstream prices fall to the curtailment's value."""
 
 from __future__ import annotations
 
@@ -38,3 +39,17 @@ def test_a_congested_line_separates_the_same_buses_in_both(net):
     assert r["max_abs_error"] < 0.5  # measured 0.40 EUR/MWh
     assert [b["constraint"] for b in r["binding"]] == ["rating"]
     assert r["prices"].acopf.max() > 79 and r["prices"].dlmp.max() > 79
+
+
+def test_a_line_congested_by_export_prices_the_curtailment_in_both(net):
+    """A 1 MW PV plant at the far end of the same LV line, curtailable at 30 EUR/MWh, reverses its flow;
+    the line is rated at 80 % of that export. Both sides curtail the plant and price the 37 buses behind
+    the line at about -30 (a MW more consumed there spares a MW curtailed), 80 below the rest."""
+    r = acopf_crosscheck(net, price=50.0, congest_line=14, share=0.8, export_mw=1.0, curtail_cost=30.0)
+    assert [b["constraint"] for b in r["binding"]] == ["rating"] and r["binding"][0]["dual_eur_mwh"] < -60
+    assert r["separated"][0] == r["separated"][1] > 10
+    behind = r["prices"][r["prices"].acopf < 0]
+    assert len(behind) == r["separated"][0] and (behind.dlmp < -29).all() and (behind.acopf < -29).all()
+    assert r["max_abs_error"] < 1.0  # measured 0.88 EUR/MWh (the loss factors, taken before the curtailment)
+    ours, theirs = r["curtailed_mw"]
+    assert 0 < theirs < 1.0 and ours == pytest.approx(theirs, abs=0.1)  # measured 0.22 and 0.15 MW
