@@ -7,7 +7,9 @@ The day (the same recipe on both grids, documented so the figure can be reproduc
   most loaded branch reaches 110 % of its rating (in MVA) at the evening peak: a stressed day, so that some
   steps bind and go to the LP (the rest are settled in closed form, see ``market.dlmp``);
 * generators: each rating times a clear-sky bell (0 at night, 1 at 13:00);
-* flexibility: every load bus offers 20 % of its load as demand response at 150 EUR/MWh;
+* flexibility: every load bus offers 20 % of its load as demand response at 150 EUR/MWh (upward), and
+  every generator its output as curtailment at 30 EUR/MWh, the dispatch's value of curtailed energy
+  (downward);
 * prices: the real German day-ahead prices of 17 January 2018 (``data/prices``), each hour's price
   on its twelve steps;
 * loss factors around the evening peak, with the voltages of an AC power flow of the network as it
@@ -16,7 +18,8 @@ The day (the same recipe on both grids, documented so the figure can be reproduc
 Timed: the loss factors and ``solve_dlmp`` for the 288 steps (``seconds``, ``scale_seconds``), and one
 step alone on the scale grid (the evening peak, ``scale_step_seconds``). Untimed: loading the network
 models, building the radial feeders and the power flow for the voltages (``model_seconds``). ``max_abs_error_vs_acopf``: one period of
-the sample grid with LV line 26 congested (``market.crosscheck``), EUR/MWh.
+the sample grid with LV line 26 congested (``market.crosscheck``), EUR/MWh; ``max_abs_error_vs_acopf_export``:
+the same line congested by the export of a 1 MW PV plant behind it, curtailable at 30 EUR/MWh.
 """
 
 from __future__ import annotations
@@ -76,7 +79,9 @@ def _day(net, feeder, bus_map) -> dict:
     p = np.outer(shape, p_load) * k + np.outer(sun, p_gen)
     q = np.outer(shape, q_load) * k + np.outer(sun, q_gen)
     flex = 0.2 * np.clip(np.outer(shape, p_load) * k, 0.0, None)
-    return {"load_mw": p, "load_mvar": q, "flex_mw": flex, "flex_cost": np.full(n, 150.0), "peak": peak, "k": k}
+    down = np.clip(-np.outer(sun, p_gen), 0.0, None)
+    return {"load_mw": p, "load_mvar": q, "flex_mw": flex, "flex_cost": np.full(n, 150.0), "down_mw": down,
+            "down_cost": np.full(n, 30.0), "peak": peak, "k": k}
 
 
 def _state_vm(net, feeder, bus_map) -> np.ndarray:
@@ -102,12 +107,13 @@ def _one(net, price) -> dict:
     t1 = time.perf_counter()
     lf = loss_factors(f, d["load_mw"][d["peak"]], d["load_mvar"][d["peak"]], vm)
     r = solve_dlmp(f, d["load_mw"], price, load_mvar=d["load_mvar"], flex_mw=d["flex_mw"], flex_cost=d["flex_cost"],
-                   loss_factor=lf)
+                   loss_factor=lf, down_mw=d["down_mw"], down_cost=d["down_cost"])
     seconds = time.perf_counter() - t1
     t2 = time.perf_counter()
     pk = d["peak"]
     solve_dlmp(f, d["load_mw"][pk:pk + 1], price[pk:pk + 1], load_mvar=d["load_mvar"][pk:pk + 1],
-               flex_mw=d["flex_mw"][pk:pk + 1], flex_cost=d["flex_cost"], loss_factor=lf)
+               flex_mw=d["flex_mw"][pk:pk + 1], flex_cost=d["flex_cost"], loss_factor=lf,
+               down_mw=d["down_mw"][pk:pk + 1], down_cost=d["down_cost"])
     step_s = time.perf_counter() - t2
     lp_steps = len({b["step"] for b in r.binding})
     return {"buses": f.n, "seconds": seconds, "step_seconds": step_s, "model_seconds": model_s,
@@ -126,12 +132,14 @@ def run(**_) -> dict:
     sample = pp.from_json(str(PROJECT_ROOT / "data" / "sample_grid" / "network.json"))
     a = _one(sample, price)
     xc = acopf_crosscheck(sample, price=50.0, congest_line=14, share=0.8)
+    xe = acopf_crosscheck(sample, price=50.0, congest_line=14, share=0.8, export_mw=1.0, curtail_cost=30.0)
     scale_net = load_world("scale", cache_dir=PROJECT_ROOT / "var" / "worlds" / "scale").net
     b = _one(scale_net, price)
     return {"benchmark": "prices", "buses": a["buses"], "steps": STEPS, "seconds": round(a["seconds"], 3),
             "scale_buses": b["buses"], "scale_step_seconds": round(b["step_seconds"], 3),
             "scale_seconds": round(b["seconds"], 3), "max_abs_error_vs_acopf": round(xc["max_abs_error"], 4),
             "acopf_mean_abs_error": round(xc["mean_abs_error"], 4),
+            "max_abs_error_vs_acopf_export": round(xe["max_abs_error"], 4),
             "binding_steps": a["binding_steps"], "scale_binding_steps": b["binding_steps"],
             "price_range": [round(a["price_min"], 2), round(a["price_max"], 2)],
             "scale_price_range": [round(b["price_min"], 2), round(b["price_max"], 2)],

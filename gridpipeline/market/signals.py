@@ -8,9 +8,13 @@ the forecasts, and puts the planned battery and curtailment MW at their buses. :
 prices that with :func:`market.dlmp.solve_dlmp` (loss factors around the estimated state) and
 publishes a tariff per zone (feeder) under a :class:`market.tariff.TariffPolicy`.
 
-No flexibility is offered to the price model yet (the simulated customers' offers are a later step):
-a limit the plan's net loads would break is priced at the penalty ``voll``, which the tariff's cap then
-bounds, and the record names the limit.
+With ``curtail_value``, the renewables' output left after the plan's curtailment is offered to the
+price model as downward flexibility at that value (EUR/MWh, the dispatch's value of curtailed energy):
+a line the plan's export would overload is priced by the marginal curtailment behind it, about
+``-curtail_value`` there, and prices below ``-curtail_value`` curtail on their own. No upward
+flexibility is offered (the customers' offers are bought on the local flexibility market, not priced
+here): a limit the plan's load would break is priced at the penalty ``voll``, which the tariff's cap
+then bounds, and the record names the limit.
 """
 
 from __future__ import annotations
@@ -28,6 +32,28 @@ from gridpipeline.market.tariff import TariffChoice, TariffPolicy, choose_tariff
 def _kind(net) -> np.ndarray:
     t = net.sgen["type"].astype(str) if "type" in net.sgen else pd.Series("", index=net.sgen.index)
     return np.where(t.str.startswith("Wind").to_numpy(), "wind", "pv")
+
+
+def horizon_bus_generation(est_net, bus_map: pd.Series, n: int, renewables: dict[str, np.ndarray], T: int) -> np.ndarray:
+    """(T, n) MW the renewables produce per feeder bus over the horizon, before any curtailment: each
+    kind's forecast spread over its generators by their estimated output now (their ratings where
+    nothing is produced now)."""
+    out = np.zeros((T, n))
+    sg = est_net.sgen[est_net.sgen.in_service]
+    kinds = _kind(est_net)[est_net.sgen.in_service.to_numpy()]
+    kb = bus_map.reindex(sg.bus).to_numpy()
+    for kind, mw in renewables.items():
+        m = (kinds == kind) & np.isfinite(kb)
+        if not m.any():
+            continue
+        now = (sg.p_mw.to_numpy(float) * (sg["scaling"].fillna(1.0).to_numpy() if "scaling" in sg else 1.0))[m]
+        weight = now if now.sum() > 1e-6 else sg.get("sn_mva", sg.p_mw).fillna(0.0).to_numpy(float)[m]
+        if weight.sum() <= 1e-12:
+            weight = np.ones(m.sum())
+        g = np.zeros(n)
+        np.add.at(g, kb[m].astype(int), weight / weight.sum())
+        out += np.outer(np.asarray(mw, float)[:T], g)
+    return out
 
 
 def horizon_bus_loads(est_net, bus_map: pd.Series, n: int, demand_p50: np.ndarray, renewables: dict[str, np.ndarray],
@@ -50,20 +76,7 @@ def horizon_bus_loads(est_net, bus_map: pd.Series, n: int, demand_p50: np.ndarra
     qp = np.divide(lq, lp, out=np.zeros(n), where=np.abs(lp) > 1e-9)  # each bus's reactive ratio
     p = np.outer(demand, share)
     q = p * qp[None, :]
-    sg = est_net.sgen[est_net.sgen.in_service]
-    kinds = _kind(est_net)[est_net.sgen.in_service.to_numpy()]
-    kb = bus_map.reindex(sg.bus).to_numpy()
-    for kind, mw in renewables.items():
-        m = (kinds == kind) & np.isfinite(kb)
-        if not m.any():
-            continue
-        now = (sg.p_mw.to_numpy(float) * (sg["scaling"].fillna(1.0).to_numpy() if "scaling" in sg else 1.0))[m]
-        weight = now if now.sum() > 1e-6 else sg.get("sn_mva", sg.p_mw).fillna(0.0).to_numpy(float)[m]
-        if weight.sum() <= 1e-12:
-            weight = np.ones(m.sum())
-        g = np.zeros(n)
-        np.add.at(g, kb[m].astype(int), weight / weight.sum())
-        p -= np.outer(np.asarray(mw, float)[:T], g)
+    p -= horizon_bus_generation(est_net, bus_map, n, renewables, T)
     if battery_mw is not None and battery_bus is not None and len(battery_bus):
         kbat = bus_map.reindex(battery_bus).to_numpy()
         okb = np.isfinite(kbat)
@@ -104,18 +117,30 @@ class PlanSignals:
                     c: round(float(np.abs(getattr(d, c)[worst]).max()), 2) for c in ("losses", "congestion", "voltage")},
                 "tariff_bounds_bit": len(self.tariff_notes), "tariff_notes": self.tariff_notes[:20],
                 "unserved_mw_max": round(float(d.unserved_mw.sum(axis=1).max()), 4),
+                "price_model_curtails_mw_max": round(float(0.0 if d.down_mw is None else d.down_mw.sum(axis=1).max()), 4),
                 "tariff_chosen_with_response": None if self.choice is None else self.choice.summary}
 
 
 def signals_for_plan(feeder: RadialFeeder, bus_map: pd.Series, est_net, zone_of_feeder_bus: np.ndarray,
                      demand_p50, renewables, price, policy: TariffPolicy, last_tariff: np.ndarray | None = None,
-                     voll: float = 10_000.0, response_weight: dict | None = None, **bus_kw) -> PlanSignals:
+                     voll: float = 10_000.0, response_weight: dict | None = None, curtail_value: float | None = None,
+                     **bus_kw) -> PlanSignals:
     """Prices and tariff for one plan (see the module docstring). With ``response_weight`` (zone -> MW
     its responsive customers move per unit of relative price, :func:`market.response.response_weight`),
     the tariff is chosen with the predicted response (:func:`market.tariff.choose_tariff`: the energy
     it moves at the zones' prices and the horizon's peak import); without, it is the zones' prices
-    within the policy's bounds."""
+    within the policy's bounds. ``curtail_value``: see the module docstring."""
     p, q = horizon_bus_loads(est_net, bus_map, feeder.n, demand_p50, renewables, **bus_kw)
+    down = down_cost = None
+    if curtail_value is not None:
+        down = horizon_bus_generation(est_net, bus_map, feeder.n, renewables, len(p))
+        gen_bus, curtailed = bus_kw.get("gen_bus"), bus_kw.get("curtailed_mw")
+        if gen_bus is not None and curtailed is not None and len(gen_bus):
+            kg = bus_map.reindex(gen_bus).to_numpy()
+            for j in np.flatnonzero(np.isfinite(kg)):
+                down[:, int(kg[j])] -= np.asarray(curtailed, float)[:len(p), j]
+        down = np.clip(down, 0.0, None)
+        down_cost = np.full(feeder.n, float(curtail_value))
     p0, q0 = bus_injections(est_net, bus_map, feeder.n)
     vm = None
     if "res_bus" in est_net and len(getattr(est_net, "res_bus", [])) and "vm_pu" in est_net.res_bus:
@@ -124,7 +149,8 @@ def signals_for_plan(feeder: RadialFeeder, bus_map: pd.Series, est_net, zone_of_
             if b in est_net.res_bus.index and np.isfinite(est_net.res_bus.vm_pu.get(b, np.nan)):
                 vm[int(k)] = float(est_net.res_bus.vm_pu[b])
     lf = loss_factors(feeder, p0, q0, vm)
-    r = solve_dlmp(feeder, p, np.asarray(price, float), load_mvar=q, loss_factor=lf, voll=voll, penalty=voll)
+    r = solve_dlmp(feeder, p, np.asarray(price, float), load_mvar=q, loss_factor=lf, voll=voll, penalty=voll,
+                   down_mw=down, down_cost=down_cost)
     weight = np.clip(p, 0.0, None)
     zones, zp = zone_prices(r.price, zone_of_feeder_bus, weight)
     tariff, notes = publish_tariff(zp, policy, last_tariff)

@@ -398,6 +398,7 @@ class Dispatcher:
         from gridpipeline.market.signals import signals_for_plan
         from gridpipeline.market.store import signal_frames, write_signals
         from gridpipeline.market.tariff import TariffPolicy
+        from gridpipeline.storage.planner import CURTAIL_VALUE
 
         try:
             if self._feeder is None:
@@ -419,7 +420,8 @@ class Dispatcher:
                 feeder, bus_map, est, zone, p.demand.p50.to_numpy(float),
                 {k: v.p50.to_numpy(float) for k, v in p.renewables.items()}, p.prices.price.to_numpy(float), policy,
                 self.last_tariff, response_weight=weight, battery_bus=self.engine.fleet.bus.to_numpy(),
-                battery_mw=run.out.power, gen_bus=p.generators.bus.to_numpy(), curtailed_mw=run.out.curtail)
+                battery_mw=run.out.power, gen_bus=p.generators.bus.to_numpy(), curtailed_mw=run.out.curtail,
+                curtail_value=CURTAIL_VALUE)
             times = p.times
             summary = sig.summary(feeder, times)
             mode = self.s.mode_for("price_signal", "automatic")

@@ -58,3 +58,35 @@ def test_signals_for_a_plan_price_the_losses_and_publish_within_the_policy(grid)
     assert s.tariff.max() <= 100.0 + 1e-9 and any(n["rule"] == "cap" for n in s.tariff_notes)
     np.testing.assert_allclose(s.dlmp.price, s.dlmp.energy + s.dlmp.losses + s.dlmp.congestion + s.dlmp.voltage,
                                atol=1e-6)
+
+
+def test_export_congestion_is_priced_by_the_curtailment_behind_the_line_not_the_penalty(grid):
+    """A sunny, light hour: the PV's export overloads a line once its rating is halved. With the plan's
+    curtailment value offered as downward flexibility, the buses behind the line are priced at about
+    minus that value (a MW more consumed there spares a MW curtailed) and the price model curtails the
+    excess; without it, only the penalty could relieve the line."""
+    import dataclasses
+
+    net, f, bm = grid
+    T = 2
+    zone = np.zeros(f.n, dtype=str)
+    demand, pv, price = np.full(T, 5.0), {"pv": np.full(T, 20.0)}, np.full(T, 50.0)
+    p, _ = horizon_bus_loads(net, bm, f.n, demand, pv)
+    flows = f.subtree() @ p[0]
+    mon = np.isfinite(f.s_max) & (np.arange(f.n) > 0)
+    line = int(np.argmin(np.where(mon, flows, np.inf)))  # the line exporting the most
+    assert flows[line] < -0.1
+    s_max = f.s_max.copy()
+    s_max[line] = 0.5 * abs(flows[line])
+    tight = dataclasses.replace(f, s_max=s_max)
+    pol = TariffPolicy(cap=500.0, floor=-500.0, max_change_per_hour=1e4, step_minutes=5.0)
+    with_curt = signals_for_plan(tight, bm, net, zone, demand, pv, price, pol, curtail_value=30.0)
+    behind = f.subtree()[line, :].indices
+    d = with_curt.dlmp
+    assert d.status == "optimal" and d.unserved_mw.sum() == pytest.approx(0.0, abs=1e-9)
+    assert any(b["constraint"] == "rating" and b["dual_eur_mwh"] < 0 for b in d.binding)
+    assert ((d.price[:, behind] > -36) & (d.price[:, behind] < -24)).all()  # -30, give or take the losses
+    assert d.down_mw[:, behind].sum(axis=1) == pytest.approx(np.full(T, 0.5 * abs(flows[line])), rel=0.05)
+    assert with_curt.summary(tight, np.arange(T))["price_model_curtails_mw_max"] > 0
+    without = signals_for_plan(tight, bm, net, zone, demand, pv, price, pol)
+    assert (without.dlmp.price[:, behind] < -1000).all()  # the penalty: nothing else can relieve it
