@@ -76,7 +76,8 @@ def hourly_bids(times: pd.DatetimeIndex, value: np.ndarray, power: np.ndarray, e
 
 def dr_blocks(contracts, hours: pd.DatetimeIndex, price: pd.Series, expected_delivery: float,
               left_in_month: dict[str, int] | None = None,
-              used_per_day: dict[tuple[str, object], int] | None = None) -> pd.DataFrame:
+              used_per_day: dict[tuple[str, object], int] | None = None,
+              used_per_month: dict[tuple[str, object], int] | None = None) -> pd.DataFrame:
     """Block offers of the interruptible ``contracts`` (objects with ``name``, ``load_id``,
     ``interruptible_mw``, ``max_per_day``, ``max_per_month``, ``max_duration_min`` and
     ``compensation_eur_mwh``) for the delivery ``hours``: one row per block and hour, ``cluster`` the
@@ -84,9 +85,11 @@ def dr_blocks(contracts, hours: pd.DatetimeIndex, price: pd.Series, expected_del
     ``block`` the block's id. ``price``: EUR/MWh per hour (the plan's curve; a missing hour is never
     chosen). ``left_in_month``: VEN -> interruptions the contract has left in the delivery day's month
     (default: all of ``max_per_month``). ``used_per_day``: (VEN, UTC date) -> interruptions already
-    called or sold that day. A contract counts its interruptions per UTC day of their start, as the
-    customer's VEN does, and a delivery day in Europe/Berlin spans two UTC days: each block's UTC day
-    keeps within ``max_per_day`` with what that day already holds. Blocks are chosen greedily, the
+    called or sold that day; ``used_per_month``: (VEN, UTC month as a ``pd.Period``) -> the same per
+    month. A contract counts its interruptions per UTC day and UTC month of their start, as the
+    customer's VEN does, and a delivery day in Europe/Berlin spans two UTC days (and, on the 1st, two
+    UTC months): each block's UTC day keeps within ``max_per_day`` and its UTC month within
+    ``max_per_month`` with what they already hold. Blocks are chosen greedily, the
     highest mean price first, and never overlap or touch (two blocks side by side would be one
     interruption longer than allowed)."""
     from gridpipeline.common.openadr import contract_ven
@@ -104,16 +107,19 @@ def dr_blocks(contracts, hours: pd.DatetimeIndex, price: pd.Series, expected_del
             continue  # an interruption shorter than an hour cannot deliver an hourly product
         means = np.array([p[k:k + length].mean() for k in range(len(hours) - length + 1)])
         day = [t.date() for t in utc[:len(means)]]
+        month = [pd.Timestamp(t).to_period("M") for t in utc[:len(means)]]
         room = {d: int(c.max_per_day) - int((used_per_day or {}).get((ven, d), 0)) for d in set(day)}
+        mroom = {m: int(c.max_per_month) - int((used_per_month or {}).get((ven, m), 0)) for m in set(month)}
         taken = np.zeros(len(hours), bool)
         for _ in range(n):
-            free = np.array([np.isfinite(m) and room[day[k]] > 0 and not taken[max(k - 1, 0):k + length + 1].any()
-                             for k, m in enumerate(means)])
+            free = np.array([np.isfinite(m) and room[day[k]] > 0 and mroom[month[k]] > 0
+                             and not taken[max(k - 1, 0):k + length + 1].any() for k, m in enumerate(means)])
             if not free.any():
                 break
             k = int(np.flatnonzero(free)[np.argmax(means[free])])
             taken[k:k + length] = True
             room[day[k]] -= 1
+            mroom[month[k]] -= 1
             block = f"{ven}@{hours[k]:%Y%m%dT%H}"
             rows += [{"hour": h, "cluster": ven, "side": "sell", "mw": mw, "price": float(c.compensation_eur_mwh),
                       "value_eur_mwh": np.nan, "block": block} for h in hours[k:k + length]]

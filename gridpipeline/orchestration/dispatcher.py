@@ -675,7 +675,6 @@ class Dispatcher:
         """The interruptible contracts' block offers for delivery ``day`` (market.bids.dr_blocks) on the
         bid plan's hourly price curve, or (empty, why none): DR is sold only where it can be delivered
         without anyone's approval (a VTN, DR mode automatic, a load policy)."""
-        from gridpipeline.common.openadr import contract_ven
         from gridpipeline.market.bids import dr_blocks
 
         none = pd.DataFrame(columns=["hour", "cluster", "side", "mw", "price", "value_eur_mwh", "block"])
@@ -690,11 +689,8 @@ class Dispatcher:
         times = run.p.times.tz_convert("UTC").tz_localize(None)
         price = pd.Series(run.p.prices.price.to_numpy(float), index=times).groupby(times.floor("h")).mean()
         per_month, per_day = self._dr_used(now)
-        month = pd.Timestamp(day).to_period("M")
-        left = {contract_ven(c.load_id): int(c.max_per_month) - per_month.get((contract_ven(c.load_id), month), 0)
-                for c in pr.policy.contracts}
-        return dr_blocks(pr.policy.contracts, hours, price, pr.policy.demand_response["expected_delivery"], left,
-                         per_day), None
+        return dr_blocks(pr.policy.contracts, hours, price, pr.policy.demand_response["expected_delivery"],
+                         used_per_day=per_day, used_per_month=per_month), None
 
     def _dr_used(self, now: datetime) -> tuple[dict, dict]:
         """Interruptions each contract has used or owes, ``({(VEN, month): n}, {(VEN, UTC date): n})`` by

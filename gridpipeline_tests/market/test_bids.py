@@ -134,6 +134,27 @@ def test_demand_response_blocks_keep_each_utc_day_within_the_contracts_daily_lim
     assert free.block.nunique() == 2
 
 
+def test_demand_response_blocks_keep_each_utc_month_within_the_contracts_monthly_limit():
+    """The Berlin winter delivery day of 1 December runs 23:00 UTC on 30 November to 23:00 UTC on 1
+    December, so its first hour starts in November for the customer's VEN. A contract whose November is
+    used up offers no block at 23:00 UTC on the 30th, however dear; with a November interruption left
+    it does, and December's room is its own."""
+    hours = day_hours(pd.Timestamp("2026-12-01"))  # 2026-11-30 23:00 .. 2026-12-01 22:00 UTC
+    price = pd.Series(50.0, index=hours)
+    price.iloc[0:2] = [400.0, 400.0]                 # 23:00 UTC on the 30th, 00:00 UTC on the 1st
+    price.iloc[12:14] = [200.0, 200.0]               # 11:00-13:00 UTC on the 1st
+    c = _Contract(104, per_day=2, per_month=8)
+    ven = "ven-load-104"
+    full = dr_blocks([c], hours, price, 0.8, used_per_month={(ven, pd.Period("2026-11", "M")): 8})
+    starts = full.groupby("block").hour.min()
+    assert len(starts) >= 1 and (pd.DatetimeIndex(starts).month == 12).all()
+    assert "30 23" not in set(pd.DatetimeIndex(full.hour).strftime("%d %H"))
+    room = dr_blocks([c], hours, price, 0.8, used_per_month={(ven, pd.Period("2026-11", "M")): 7})
+    assert pd.DatetimeIndex(room.groupby("block").hour.min()).strftime("%m-%d %H").min() == "11-30 23"
+    dec_full = dr_blocks([c], hours, price, 0.8, used_per_month={(ven, pd.Period("2026-12", "M")): 8})
+    assert set(pd.DatetimeIndex(dec_full.groupby("block").hour.min()).strftime("%m-%d %H")) == {"11-30 23"}
+
+
 def test_a_block_is_awarded_whole_on_its_mean_price_or_not_at_all():
     """A block at 300 over hours priced 400 and 250 (mean 325) sells both hours, the cheap one too; over
     310 and 250 (mean 280) it sells neither; an hour without a price rejects it. Its MW is demand
