@@ -56,6 +56,18 @@ def horizon_bus_generation(est_net, bus_map: pd.Series, n: int, renewables: dict
     return out
 
 
+def at_buses(bus_map: pd.Series, n: int, buses, mw, T: int) -> np.ndarray:
+    """(T, n): the units' MW ``mw`` (T, units) summed on the feeder buses of their ``buses`` (a unit off
+    the feeder is left out); zeros when either is None."""
+    out = np.zeros((T, n))
+    if buses is None or mw is None or not len(buses):
+        return out
+    k = bus_map.reindex(buses).to_numpy()
+    for j in np.flatnonzero(np.isfinite(k)):
+        out[:, int(k[j])] += np.asarray(mw, float)[:T, j]
+    return out
+
+
 def horizon_bus_loads(est_net, bus_map: pd.Series, n: int, demand_p50: np.ndarray, renewables: dict[str, np.ndarray],
                       battery_bus: np.ndarray | None = None, battery_mw: np.ndarray | None = None,
                       gen_bus: np.ndarray | None = None, curtailed_mw: np.ndarray | None = None
@@ -77,15 +89,8 @@ def horizon_bus_loads(est_net, bus_map: pd.Series, n: int, demand_p50: np.ndarra
     p = np.outer(demand, share)
     q = p * qp[None, :]
     p -= horizon_bus_generation(est_net, bus_map, n, renewables, T)
-    if battery_mw is not None and battery_bus is not None and len(battery_bus):
-        kbat = bus_map.reindex(battery_bus).to_numpy()
-        okb = np.isfinite(kbat)
-        for j in np.flatnonzero(okb):
-            p[:, int(kbat[j])] -= np.asarray(battery_mw, float)[:T, j]
-    if curtailed_mw is not None and gen_bus is not None and len(gen_bus):
-        kg = bus_map.reindex(gen_bus).to_numpy()
-        for j in np.flatnonzero(np.isfinite(kg)):
-            p[:, int(kg[j])] += np.asarray(curtailed_mw, float)[:T, j]
+    p -= at_buses(bus_map, n, battery_bus, battery_mw, T)
+    p += at_buses(bus_map, n, gen_bus, curtailed_mw, T)
     return p, q
 
 
@@ -133,13 +138,8 @@ def signals_for_plan(feeder: RadialFeeder, bus_map: pd.Series, est_net, zone_of_
     p, q = horizon_bus_loads(est_net, bus_map, feeder.n, demand_p50, renewables, **bus_kw)
     down = down_cost = None
     if curtail_value is not None:
-        down = horizon_bus_generation(est_net, bus_map, feeder.n, renewables, len(p))
-        gen_bus, curtailed = bus_kw.get("gen_bus"), bus_kw.get("curtailed_mw")
-        if gen_bus is not None and curtailed is not None and len(gen_bus):
-            kg = bus_map.reindex(gen_bus).to_numpy()
-            for j in np.flatnonzero(np.isfinite(kg)):
-                down[:, int(kg[j])] -= np.asarray(curtailed, float)[:len(p), j]
-        down = np.clip(down, 0.0, None)
+        down = np.clip(horizon_bus_generation(est_net, bus_map, feeder.n, renewables, len(p))
+                       - at_buses(bus_map, feeder.n, bus_kw.get("gen_bus"), bus_kw.get("curtailed_mw"), len(p)), 0.0, None)
         down_cost = np.full(feeder.n, float(curtail_value))
     p0, q0 = bus_injections(est_net, bus_map, feeder.n)
     vm = None
