@@ -108,9 +108,13 @@ def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray,
     share x elasticity x class load``, <= 0: a dearer step sheds); ``net_import`` (T,): the substation's
     forecast import without the response.
 
-    The customers answer ``tariff / mean - 1`` (:mod:`market.response`), so the tariff keeps each zone's
-    mean at its prices' mean (clipped to the policy's floor and cap): what customers pay on average is the
-    price of energy, and the signal only moves it between steps. Decision: ``tariff[t, z]``, within
+    The customers answer ``tariff / mean - 1`` (:mod:`market.response`), the mean weighted by the load
+    they expect in each step (the world's customers keep their energy over the tariff's window), so the
+    tariff keeps each zone's mean, weighted by ``|weight|`` (the responsive load per step; the plain mean
+    when it is constant), at its prices' mean weighted the same way (clipped to the policy's floor and
+    cap): what customers pay on average is the price of energy, the signal only moves it between steps,
+    and the predicted response sums to zero over the horizon (load shifted, not saved). Decision:
+    ``tariff[t, z]``, within
 
     * the policy's floor and cap, and its ``max_deviation`` of the zone's mean either way;
     * the policy's largest change per hour between steps, and from ``last`` (the tariff in force) as far
@@ -127,7 +131,10 @@ def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray,
     p = np.where(np.isfinite(p), p, np.nanmean(p) if np.isfinite(p).any() else 0.0)
     w = np.broadcast_to(np.asarray(weight, float), (T, Z)).copy()
     base = np.asarray(net_import, float).reshape(T)
-    mean = np.clip(p.mean(axis=0), policy.floor, policy.cap)
+    # each step's weight in a zone's mean: its responsive load (|weight|), equal steps where it has none
+    W = np.abs(w)
+    W = np.where(W.sum(axis=0)[None, :] > 1e-12, W, 1.0)
+    mean = np.clip((W * p).sum(axis=0) / W.sum(axis=0), policy.floor, policy.cap)
     live = mean > 1e-6
     fixed, notes = publish_tariff(p, policy, last)
     if not live.any() or T < 2:
@@ -148,7 +155,8 @@ def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray,
     lo = np.maximum(policy.floor, m * (1 - max_deviation))
     hi = np.minimum(policy.cap, m * (1 + max_deviation))
     cons = [tau >= np.broadcast_to(lo, (T, len(zl))), tau <= np.broadcast_to(hi, (T, len(zl))),
-            cp.sum(tau, axis=0) == T * m, cp.abs(cp.diff(tau, axis=0)) <= ramp, peak >= load]
+            cp.sum(cp.multiply(W[:, zl], tau), axis=0) == m * W[:, zl].sum(axis=0), cp.abs(cp.diff(tau, axis=0)) <= ramp,
+            peak >= load]
     if last is not None:  # soft: a horizon whose mean moved may need a larger first step (priced)
         cons.append(cp.abs(tau[0] - np.asarray(last, float)[zl]) <= ramp + jump)
     if import_limit is not None:

@@ -13,7 +13,11 @@ over the half hour after the event.
 
 **Price-based.** An aggregator per programme opts in to each tariff and its price-responsive share of
 the class's load answers with its elasticity: ``p * (1 + share * elasticity * (price / mean price - 1))``,
-the mean that of the tariff the price came with.
+the mean that of the tariff the price came with, weighted by the load the customers expect in each of
+its intervals (their habits: the world's load profile without noise, ``expected_load``). So the
+customers keep their energy over the tariff's window: what a dear hour sheds, the cheap hours take
+(``sum expected load x (price / mean - 1) = 0``), load shifted and not saved. Without
+``expected_load`` the mean is the plain one over the intervals' durations.
 A programme is a class (households, commerce) or a part of one (``of``: EV charging and flexible heat
 within the households' load, with their own share and a stronger elasticity); programmes on the same
 loads add up.
@@ -75,6 +79,9 @@ class VenField:
     #: load id -> zone (feeder): a tariff targeted at a zone (the event's group_id) moves that zone's
     #: customers only
     load_zone: dict[int, str] = field(default_factory=dict)
+    #: UTC times -> (times, loads) MW each load is expected to draw (the world's profile without
+    #: noise, in the net's load order): the weights of the mean a tariff's prices are judged against
+    expected_load: object = None
 
     def __post_init__(self) -> None:
         from gridpipeline.common.openadr import aggregator_ven, contract_ven
@@ -123,8 +130,9 @@ class VenField:
             zone = next((str(t["group_id"]) for t in event.get("targets") or [] if t.get("group_id")), None)
             new = [(_naive(i["dtstart"]), _naive(i["dtstart"]) + i["duration"], float(i["signal_payload"]))
                    for i in intervals]
-            # the customers judge each price against the mean of the tariff it came with
-            mu = float(np.mean([p for _, _, p in new])) if new else float("nan")
+            # the customers judge each price against the mean of the tariff it came with, weighted by
+            # the energy they expect to draw in each interval (so they keep it over the window)
+            mu = self._reference_mean(new, self.aggregators[ven][0], zone)
             new = [(s, e, p, mu) for s, e, p in new]
             with self.lock:
                 # a newer tariff replaces the older one from its first interval on
@@ -152,6 +160,29 @@ class VenField:
             self.commitments.append(Commitment(eid, ven, self.pos[int(c.load_id)], start, end,
                                                c.interruptible_mw * share))
         return self._answer(ven, eid, "optIn", f"delivers {share:.0%} of {c.interruptible_mw:g} MW")
+
+    def _reference_mean(self, intervals, cls: str, zone: str | None) -> float:
+        """The mean of ``intervals`` ((start, end, price)) that a class's customers (in ``zone``, or all)
+        judge each price against: weighted by each interval's duration times the load they expect at
+        its middle (:attr:`expected_load`), or by duration alone without it or without such load."""
+        if not intervals:
+            return float("nan")
+        price = np.array([p for _, _, p in intervals], float)
+        hours = np.array([(e - s).total_seconds() / 3600.0 for s, e, _ in intervals], float)
+        w = hours.copy()
+        cols = self.class_pos.get(cls)
+        if zone is not None and cols is not None:
+            cols = cols[np.isin(cols, self.zone_pos.get(zone, np.zeros(0, int)))]
+        if self.expected_load is not None and cols is not None and len(cols):
+            mid = pd.DatetimeIndex([s + (e - s) / 2 for s, e, _ in intervals]).tz_localize("UTC")
+            try:
+                mw = np.asarray(self.expected_load(mid), float)[:, cols].sum(axis=1)
+            except Exception:  # the customers fall back on the plain mean
+                log.exception("vens: expected load unavailable; the plain mean stands")
+                mw = np.ones(len(intervals))
+            if np.isfinite(mw).all() and (mw > 0).any():
+                w = hours * np.clip(mw, 0.0, None)
+        return float((price * w).sum() / w.sum()) if w.sum() > 0 else float(price.mean())
 
     def update(self, ven: str, event: dict, received: datetime) -> str:
         """A changed event: cancelled, the customer puts its load back from now (the payback follows);
@@ -344,7 +375,8 @@ def ven_field_for(world, policy_path, customers_path, seed: int = 0, silent=()) 
     zones = getattr(world, "zones", None)
     load_zone = {} if zones is None else {int(i): str(zones.get(b)) for i, b in world.net.load.bus.items()
                                           if b in zones.index}
-    f = VenField(world.net, terms, classes, seed=seed, silent=set(silent), load_zone=load_zone)
+    f = VenField(world.net, terms, classes, seed=seed, silent=set(silent), load_zone=load_zone,
+                 expected_load=getattr(world, "expected_load_p_mw", None))
     return f if f.ven_ids else None
 
 

@@ -194,3 +194,40 @@ def test_ev_charging_and_flexible_heat_answer_within_the_households_load():
     est = elasticity_table(pts, terms).set_index("cls")
     for name, t in terms.items():
         assert est.loc[name, "elasticity_measured"] == pytest.approx(t["elasticity"] / 2)
+
+
+def test_customers_keep_their_energy_over_the_tariff_window_when_their_load_follows_the_price():
+    """The load the customers expect is 2 MW in the dear hour and 1 MW in the cheap one (the evening
+    peak is dear). Judged against the plain mean (200 EUR/MWh), a 0.5 x -0.2 elasticity would shed 0.2
+    MW in the dear hour and add only 0.05 in the cheap one: 0.15 MWh saved, not shifted. Judged against
+    the mean weighted by their expected load ((100 + 2 x 300) / 3 = 233.3), they shed 2 x 0.1 x
+    (300/233.3 - 1) and add 1 x 0.1 x (1 - 100/233.3): the same 0.0571 MWh each way, the energy kept."""
+    from gridpipeline.world.model import Injections
+    from gridpipeline.world.ven import VenField
+
+    pol = _policy([], {"price_responsive": TERMS, "tou_eur_mwh": {"0": 150}})
+    net = types.SimpleNamespace(load=pd.DataFrame(index=[1]))
+    t0 = datetime(2026, 12, 1, 16)
+    times = pd.date_range(t0, periods=2, freq="h", tz="UTC")
+
+    def expected(ts):
+        return np.where(pd.DatetimeIndex(ts) >= times[1], 2.0, 1.0)[:, None]
+
+    ev = {"event_descriptor": {"event_id": "tariff-r", "market_context": "oadr://gridpipeline/tou"},
+          "event_signals": [{"signal_name": "ELECTRICITY_PRICE", "intervals": [
+              {"dtstart": t0 + timedelta(hours=k), "duration": timedelta(hours=1), "signal_payload": p}
+              for k, p in enumerate((0.1, 0.3))]}], "targets": [{"group_id": "A"}]}
+    z = np.zeros((2, 0))
+    inj = Injections(times=times, load_index=np.array([1]), sgen_index=np.array([]), storage_index=np.array([]),
+                     load_p_mw=np.array([[1.0], [2.0]]), load_q_mvar=np.zeros((2, 1)), sgen_p_mw=z, sgen_q_mvar=z,
+                     storage_p_mw=z, storage_q_mvar=z)
+    outs = {}
+    for name, exp in (("weighted", expected), ("plain", None)):
+        vens = VenField(net, pol, {1: "residential"}, load_zone={1: "A"}, expected_load=exp)
+        assert vens.decide("ven-residential", ev, t0 - timedelta(hours=1)) == "optIn"
+        outs[name] = vens.apply(times, inj).load_p_mw[:, 0]
+    mu = (0.1 + 2 * 0.3) / 3
+    np.testing.assert_allclose(outs["weighted"], [1 - 0.1 * (0.1 / mu - 1), 2 * (1 - 0.1 * (0.3 / mu - 1))])
+    assert outs["weighted"].sum() == pytest.approx(3.0, abs=1e-12)  # shifted, not saved
+    np.testing.assert_allclose(outs["plain"], [1.05, 1.9])
+    assert outs["plain"].sum() == pytest.approx(2.95)  # the plain mean saves energy that should move

@@ -78,3 +78,17 @@ def test_a_tariff_in_force_far_from_the_new_mean_is_left_as_far_as_the_ramp_allo
     assert c.summary["status"] == "optimal"
     assert c.tariff[0, 0] == pytest.approx(22.5) and c.tariff[1, 0] == pytest.approx(17.5)
     assert c.summary["first_step_beyond_ramp_eur_mwh"] == pytest.approx(32.5)
+
+
+def test_with_a_responsive_load_that_varies_the_response_keeps_the_energy():
+    """Prices 10 and 30; the responsive load is 1 MW in the cheap hour and 3 in the dear one (weights -1
+    and -3). The tariff keeps its load-weighted mean at the prices' ((10 + 3 x 30) / 4 = 25), as the
+    customers judge it, so what the dear hour sheds the cheap one takes: the predicted response sums to
+    zero. By hand: tariff 25 - 3d and 25 + d (weighted mean 25), moved 3d/25 MW each way, energy cost
+    (10 - 30) x 3d / 25; the band (50 % of 25) caps 25 - 3d at 12.5: d = 25/6, tariff 12.5 and 29.17,
+    0.5 MW moved."""
+    c = choose_tariff(np.array([[10.0], [30.0]]), np.array([[-1.0], [-3.0]]), np.array([5.0, 5.0]), HOURLY)
+    assert c.summary["status"] == "optimal" and c.summary["mean"] == [25.0]
+    np.testing.assert_allclose(c.tariff[:, 0], [12.5, 25 + 25 / 6], atol=1e-6)
+    np.testing.assert_allclose(c.response[:, 0], [0.5, -0.5], atol=1e-6)
+    assert c.response.sum() == pytest.approx(0.0, abs=1e-9)
