@@ -3,10 +3,13 @@ measured response went: the elasticity model the tariff is chosen with, and its 
 
 Each price-responsive class (the load policy's ``demand_response.price_responsive``: a share of the
 class's load and its elasticity) moves its load by ``share x elasticity x (tariff / mean - 1)`` of
-itself, the mean taken over the published horizon: a tariff above its mean sheds, below it adds, and
-over the horizon the energy stays about the same (load shifting, not saving). Per zone and step:
+itself, the mean taken over the published horizon and weighted by the load the customers expect in
+each step (the world's customers judge it so): a tariff above its mean sheds, below it adds, and over
+the horizon the energy stays the same (load shifting, not saving). Per zone and step, with ``shape_t``
+the responsive load at step t relative to now (the demand forecast's; 1 throughout without one):
 
-    response_mw[t, z] = sum_c share_c x elasticity_c x (tariff[t, z] / mean_z - 1) x load_c,z
+    response_mw[t, z] = sum_c share_c x elasticity_c x load_c,z x shape_t x (tariff[t, z] / mean_z - 1)
+    mean_z = sum_t shape_t x tariff[t, z] / sum_t shape_t
 
 :func:`elasticity_estimate` re-estimates a class's elasticity by least squares from what was measured:
 the relative change of the zone's responsive load against the relative price signal.
@@ -27,13 +30,18 @@ def class_zone_load(loads: pd.DataFrame, load_mw: pd.Series, zone_of_load: pd.Se
     return df.groupby(["cls", "zone"]).mw.sum().unstack(fill_value=0.0)
 
 
-def predicted_response(tariff: np.ndarray, zones, by_class_zone: pd.DataFrame, terms: dict) -> np.ndarray:
+def predicted_response(tariff: np.ndarray, zones, by_class_zone: pd.DataFrame, terms: dict,
+                       shape: np.ndarray | None = None) -> np.ndarray:
     """(T, Z) MW the responsive customers are predicted to add (+) or shed (-) under ``tariff`` (T, Z)
-    EUR/MWh; ``terms``: class -> {share, elasticity}."""
+    EUR/MWh; ``terms``: class -> {share, elasticity}; ``shape`` (T,): the responsive load per step
+    relative to now (see the module docstring; None: constant). Sums to zero over the horizon."""
     tariff = np.asarray(tariff, float)
-    mean = tariff.mean(axis=0)
+    s = np.ones(len(tariff)) if shape is None else np.clip(np.asarray(shape, float)[:len(tariff)], 0.0, None)
+    if s.sum() <= 0:
+        s = np.ones(len(tariff))
+    mean = (s[:, None] * tariff).sum(axis=0) / s.sum()
     rel = np.divide(tariff, mean, out=np.ones_like(tariff), where=mean > 0) - 1.0
-    return rel * response_weight(by_class_zone, zones, terms)[None, :]
+    return rel * s[:, None] * response_weight(by_class_zone, zones, terms)[None, :]
 
 
 def class_of(programme: str, term: dict) -> str:

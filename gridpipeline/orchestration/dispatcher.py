@@ -93,6 +93,15 @@ def network_inputs(con, st: dict) -> dict:
     return out
 
 
+def _demand_shape(p50: np.ndarray) -> np.ndarray | None:
+    """The responsive load per step relative to now, from the demand forecast's P50 (None when it has no
+    positive first step: the tariff is then chosen against a constant load)."""
+    p50 = np.asarray(p50, float)
+    if not len(p50) or not np.isfinite(p50).all() or p50[0] <= 0:
+        return None
+    return np.clip(p50 / p50[0], 0.0, None)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -419,7 +428,8 @@ class Dispatcher:
             sig = signals_for_plan(
                 feeder, bus_map, est, zone, p.demand.p50.to_numpy(float),
                 {k: v.p50.to_numpy(float) for k, v in p.renewables.items()}, p.prices.price.to_numpy(float), policy,
-                self.last_tariff, response_weight=weight, battery_bus=self.engine.fleet.bus.to_numpy(),
+                self.last_tariff, response_weight=weight, response_shape=_demand_shape(p.demand.p50.to_numpy(float)),
+                battery_bus=self.engine.fleet.bus.to_numpy(),
                 battery_mw=run.out.power, gen_bus=p.generators.bus.to_numpy(), curtailed_mw=run.out.curtail,
                 curtail_value=CURTAIL_VALUE)
             times = p.times
@@ -946,8 +956,9 @@ class Dispatcher:
 
         if by is None:
             return {"predicted": None, "why": source}
-        r = predicted_response(sig.tariff, sig.zones, by, terms)
-        return {"model": "share x elasticity x (tariff/mean - 1) x class load (market/response.py)",
+        r = predicted_response(sig.tariff, sig.zones, by, terms, shape=sig.response_shape)
+        return {"model": "share x elasticity x class load x the demand forecast's shape x (tariff/mean - 1), the "
+                         "mean weighted by that shape: energy kept over the horizon (market/response.py)",
                 "terms": terms, "elasticities_from": source,
                 "first_step_mw": {str(z): round(float(v), 4) for z, v in zip(sig.zones, r[0], strict=True)},
                 "largest_shed_mw": round(float(-r.min(initial=0.0)), 4),

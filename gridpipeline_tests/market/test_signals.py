@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandapower as pp
+import pandas as pd
 import pytest
 
 from gridpipeline.market.network import radial_feeder
@@ -90,3 +91,29 @@ def test_export_congestion_is_priced_by_the_curtailment_behind_the_line_not_the_
     assert with_curt.summary(tight, np.arange(T))["price_model_curtails_mw_max"] > 0
     without = signals_for_plan(tight, bm, net, zone, demand, pv, price, pol)
     assert (without.dlmp.price[:, behind] < -1000).all()  # the penalty: nothing else can relieve it
+
+
+def test_a_tariff_chosen_for_a_responsive_load_that_follows_the_forecast_moves_energy_and_keeps_it(grid):
+    """With the responsive load following the demand forecast (shape 0.8 to 1.6 of now), the tariff is
+    chosen against the mean weighted by it, as the customers judge it: what the LP counts on is what the
+    record predicts for the published tariff, and it sums to zero over the horizon."""
+    from gridpipeline.market.response import predicted_response
+
+    net, f, bm = grid
+    T = 24
+    zone = np.array(["A" if k % 2 else "B" for k in range(f.n)])
+    price = 40 + 30 * np.sin(np.arange(T) / T * 2 * np.pi)
+    shape = 1.2 + 0.4 * np.sin(np.arange(T) / T * 2 * np.pi)
+    by = pd.DataFrame({"A": [2.0], "B": [1.0]}, index=["residential"])
+    terms = {"residential": {"share": 0.2, "elasticity": -0.3}}
+    from gridpipeline.market.response import response_weight
+
+    weight = dict(zip(["A", "B"], response_weight(by, ["A", "B"], terms), strict=True))
+    pol = TariffPolicy(cap=500.0, floor=-100.0, max_change_per_hour=100.0, step_minutes=60.0, peak_value_eur_mw=50.0)
+    s = signals_for_plan(f, bm, net, zone, np.full(T, 25.0), {}, price, pol, response_weight=weight,
+                         response_shape=shape)
+    assert s.choice is not None and s.choice.summary["status"] == "optimal"
+    pred = predicted_response(s.tariff, s.zones, by, terms, shape=shape)
+    np.testing.assert_allclose(s.choice.response, pred, atol=1e-6)
+    np.testing.assert_allclose(pred.sum(axis=0), 0.0, atol=1e-6)
+    assert np.abs(pred).max() > 0.01  # it does move load
