@@ -427,7 +427,8 @@ def price_response(context: AssetExecutionContext, duckdb: DuckDBResource, setti
                  if r["mode"] == "automatic"}
     try:
         with connect(s.live_db_path, read_only=True, timeout_s=20.0) as live:
-            sig = live.execute("SELECT decision_id, planned_at, step_ts, step, zone, tariff FROM market.price_signals "
+            sig = live.execute("SELECT decision_id, planned_at, step_ts, step, zone, tariff, load_shape "
+                               "FROM market.price_signals "
                                "WHERE planned_at >= ? AND planned_at < ?", [start - pd.Timedelta(days=1), end]).df()
     except (ddb.IOException, ddb.CatalogException, TimeoutError) as exc:
         context.log.warning(f"no price signals readable ({exc})")

@@ -79,15 +79,20 @@ def elasticity_estimate(rel_price: np.ndarray, rel_load_change: np.ndarray, shar
 
 def published_signal(signals: pd.DataFrame, published: set) -> pd.DataFrame:
     """Per 5-minute step and zone, the relative price signal in force, ``tariff / mean - 1``, from
-    ``market.price_signals`` rows (decision_id, planned_at, step_ts, step, zone, tariff) of the decisions
-    in ``published`` (the ones sent to the customers): each step takes the newest decision's first step,
-    the mean over that decision's horizon."""
+    ``market.price_signals`` rows (decision_id, planned_at, step_ts, step, zone, tariff, and optionally
+    load_shape) of the decisions in ``published`` (the ones sent to the customers): each step takes the
+    newest decision's first step, the mean over that decision's horizon weighted by its ``load_shape``
+    (the responsive load it expected, as the customers weigh it; equal weights where it is missing)."""
     if not len(signals):
         return pd.DataFrame(columns=["step_ts", "zone", "rel_price"])
     s = signals[signals.decision_id.isin(published)]
     if not len(s):
         return pd.DataFrame(columns=["step_ts", "zone", "rel_price"])
-    mean = s.groupby(["decision_id", "zone"]).tariff.transform("mean")
+    w = pd.to_numeric(s["load_shape"], errors="coerce") if "load_shape" in s else pd.Series(1.0, index=s.index)
+    w = w.where(np.isfinite(w) & (w >= 0), 1.0)
+    s = s.assign(_w=w, _wt=w * s.tariff)
+    g = s.groupby(["decision_id", "zone"])
+    mean = g._wt.transform("sum") / g._w.transform("sum")
     s = s.assign(rel_price=s.tariff / mean.where(mean > 0) - 1.0)
     first = s[s.step == 0].sort_values("planned_at").groupby(["step_ts", "zone"]).tail(1)
     return first[["step_ts", "zone", "rel_price"]].reset_index(drop=True)

@@ -11,8 +11,10 @@ MARKET_DDL = """
 CREATE SCHEMA IF NOT EXISTS market;
 CREATE TABLE IF NOT EXISTS market.price_signals (
     decision_id VARCHAR, plan_id VARCHAR, planned_at TIMESTAMP, step_ts TIMESTAMP, step INTEGER, zone VARCHAR,
-    zone_price DOUBLE, tariff DOUBLE
+    zone_price DOUBLE, tariff DOUBLE, load_shape DOUBLE
 );
+-- the responsive load per step relative to the plan's start, the weights of the tariff's mean
+ALTER TABLE market.price_signals ADD COLUMN IF NOT EXISTS load_shape DOUBLE;
 CREATE TABLE IF NOT EXISTS market.bids (
     delivery_day DATE, decision_id VARCHAR, submitted_at TIMESTAMP, hour TIMESTAMP, cluster VARCHAR, side VARCHAR,
     mw DOUBLE, price DOUBLE, value_eur_mwh DOUBLE, status VARCHAR, reason VARCHAR
@@ -54,7 +56,9 @@ def signal_frames(decision_id: str, plan_id: str, planned_at, times, feeder, sig
     ps = pd.DataFrame({"decision_id": decision_id, "plan_id": plan_id, "planned_at": planned_at,
                        "step_ts": np.repeat(naive.to_numpy(), Z), "step": np.repeat(np.arange(T), Z),
                        "zone": np.tile(sig.zones.astype(str), T), "zone_price": sig.zone_price.ravel(),
-                       "tariff": sig.tariff.ravel()})
+                       "tariff": sig.tariff.ravel(),
+                       "load_shape": np.repeat(np.ones(T) if getattr(sig, "response_shape", None) is None
+                                               else np.asarray(sig.response_shape, float)[:T], Z)})
     d = sig.dlmp
     h = min(NODAL_STEPS, T)
     N = feeder.n

@@ -115,6 +115,12 @@ def test_the_response_is_measured_against_the_baseline_and_the_elasticity_recove
     est, n = elasticity_estimate(pts.rel_price, pts.rel_change, share=0.5)
     assert n == len(steps) - 1 and est == pytest.approx(-0.3, rel=1e-6)
     assert published_signal(sig, set()).empty
+    # a decision that expected three times the responsive load in its dear step judges against the mean
+    # weighted so ((60 + 3 x 140) / 4 = 120): 60 is 50 % below it, 140 one sixth above
+    one = pd.DataFrame({"decision_id": "w", "planned_at": steps[0], "step_ts": [steps[0], steps[1]], "step": [0, 1],
+                        "zone": "A", "tariff": [60.0, 140.0], "load_shape": [1.0, 3.0]})
+    assert published_signal(one, {"w"}).rel_price.tolist() == pytest.approx([-0.5])
+    assert published_signal(one.drop(columns="load_shape"), {"w"}).rel_price.tolist() == pytest.approx([-0.4])
 
 
 def test_the_asset_warns_without_a_published_signal(tmp_path, monkeypatch):
