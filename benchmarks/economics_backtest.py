@@ -274,6 +274,9 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
     def net_forecast(demand, renew, other_mw):
         return demand.p50.to_numpy(float) - sum(r.p50.to_numpy(float) for r in renew.values()) - other_mw
 
+    def import_margin(demand, renew):  # how far the import may come out above its P50: P90 demand, P10 output
+        return (demand.p90 - demand.p50).to_numpy(float) + sum((r.p50 - r.p10).to_numpy(float) for r in renew.values())
+
     for t, issue in enumerate(truth.times):
         # the last measured hour of the generators the plans do not control (before the period: its last hour)
         other_now = float(other_true[t - 1]) if t else float(full_truth.sgen_p[W - 1, other].sum())
@@ -315,7 +318,7 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
             week_ago = hist_load[ix]  # the same hours a week before (row W + i is hour i), as measured
             w = week_ago @ wmat           # (H, Z) MW moved per unit of relative price
             imp_fc = base[ix - t] - pos_mw[ix]  # the fleet delivers its position
-            ch = choose_tariff(zp, w, imp_fc, tp)
+            ch = choose_tariff(zp, w, imp_fc, tp, import_margin=import_margin(demand, renew)[ix - t])
             tariff_seconds.append(time.perf_counter() - b)
             resp_pred[ix] = ch.response.sum(axis=1)
             for c in terms:

@@ -97,8 +97,8 @@ class TariffChoice:
 
 
 def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray, policy: TariffPolicy,
-                  last: np.ndarray | None = None, import_limit: float | None = None, penalty: float = 1e4
-                  ) -> TariffChoice:
+                  last: np.ndarray | None = None, import_limit: float | None = None, penalty: float = 1e4,
+                  import_margin: np.ndarray | None = None) -> TariffChoice:
     """The tariff per step and zone that the predicted response makes cheapest, the response treated as
     a flexible resource in a linear programme (co-optimised, not iterated: the response model is linear
     in the tariff, so one LP finds what iterating price -> response -> flows would converge to).
@@ -123,7 +123,12 @@ def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray,
     minimising the energy the response moves, at each step's price, plus the policy's ``peak_value_eur_mw`` per MW of the
     horizon's peak import (``net_import`` + the response), plus ``penalty`` per MW over ``import_limit``
     (priced slack: the programme is feasible by construction). A zone whose mean price is not positive
-    gets its prices clipped (:func:`publish_tariff`) and no response."""
+    gets its prices clipped (:func:`publish_tariff`) and no response.
+
+    ``import_margin`` (T,): how far each step's import may turn out above its forecast (the forecast's
+    P90 less its P50). The peak is taken over the import plus that margin, so the response does not fill
+    an uncertain valley up to the forecast peak, where a forecast error would make it the day's new
+    peak; the margin is not counted as load anywhere else."""
     import cvxpy as cp
 
     p = np.atleast_2d(np.asarray(price, float))
@@ -140,6 +145,7 @@ def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray,
     if not live.any() or T < 2:
         return TariffChoice(fixed, np.zeros((T, Z)), {"status": "fixed", "notes": notes})
     peak_value, max_deviation = policy.peak_value_eur_mw, policy.max_deviation
+    margin = np.zeros(T) if import_margin is None else np.clip(np.nan_to_num(np.asarray(import_margin, float)), 0.0, None)
     dt_h = policy.step_minutes / 60.0
     ramp = policy.max_change_per_hour * dt_h
     zl = np.flatnonzero(live)  # the zones whose tariff is chosen; the others keep their clipped prices
@@ -156,7 +162,7 @@ def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray,
     hi = np.minimum(policy.cap, m * (1 + max_deviation))
     cons = [tau >= np.broadcast_to(lo, (T, len(zl))), tau <= np.broadcast_to(hi, (T, len(zl))),
             cp.sum(cp.multiply(W[:, zl], tau), axis=0) == m * W[:, zl].sum(axis=0), cp.abs(cp.diff(tau, axis=0)) <= ramp,
-            peak >= load]
+            peak >= load + margin]
     if last is not None:  # soft: a horizon whose mean moved may need a larger first step (priced)
         cons.append(cp.abs(tau[0] - np.asarray(last, float)[zl]) <= ramp + jump)
     if import_limit is not None:

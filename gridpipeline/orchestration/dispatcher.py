@@ -102,6 +102,18 @@ def _demand_shape(p50: np.ndarray) -> np.ndarray | None:
     return np.clip(p50 / p50[0], 0.0, None)
 
 
+def _import_margin(demand: pd.DataFrame, renewables: dict) -> np.ndarray | None:
+    """MW the import may come out above its forecast per step: the demand's P90 less its P50 and the
+    renewables' P50 less their P10 (None without the quantiles)."""
+    try:
+        m = (demand.p90 - demand.p50).to_numpy(float)
+        for r in renewables.values():
+            m = m + (r.p50 - r.p10).to_numpy(float)
+    except (AttributeError, KeyError, ValueError):
+        return None
+    return np.clip(np.nan_to_num(m), 0.0, None)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -429,6 +441,7 @@ class Dispatcher:
                 feeder, bus_map, est, zone, p.demand.p50.to_numpy(float),
                 {k: v.p50.to_numpy(float) for k, v in p.renewables.items()}, p.prices.price.to_numpy(float), policy,
                 self.last_tariff, response_weight=weight, response_shape=_demand_shape(p.demand.p50.to_numpy(float)),
+                import_margin=_import_margin(p.demand, p.renewables),
                 battery_bus=self.engine.fleet.bus.to_numpy(),
                 battery_mw=run.out.power, gen_bus=p.generators.bus.to_numpy(), curtailed_mw=run.out.curtail,
                 curtail_value=CURTAIL_VALUE)

@@ -92,3 +92,20 @@ def test_with_a_responsive_load_that_varies_the_response_keeps_the_energy():
     np.testing.assert_allclose(c.tariff[:, 0], [12.5, 25 + 25 / 6], atol=1e-6)
     np.testing.assert_allclose(c.response[:, 0], [0.5, -0.5], atol=1e-6)
     assert c.response.sum() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_an_uncertain_valley_is_not_filled_up_to_the_forecast_peak():
+    """A flat price (no energy to gain), the peak at 100 EUR/MW, the import forecast 5, 3 and 5 MW, and
+    the customers moving 1 MW per unit of relative price. Shifting x MW out of each outer hour into the
+    middle gives a peak of max(5 - x, 3 + 2x); the band (50 % of 20) stops the middle hour at 10 EUR/MWh,
+    a 0.5 MW addition: x = 0.25, peak 4.75, the valley filled to 3.5. With the middle hour's import
+    uncertain by 1.5 MW (its P90 at 4.5), the peak counts 4.5 + 2x there: x = 1/6, the valley only
+    filled to 3.33 and the tariff 23.33, 13.33, 23.33."""
+    pol = replace(HOURLY, peak_value_eur_mw=100.0)
+    price, imp = np.full((3, 1), 20.0), np.array([5.0, 3.0, 5.0])
+    plain = choose_tariff(price, np.array([-1.0]), imp, pol)
+    np.testing.assert_allclose(plain.response[:, 0], [-0.25, 0.5, -0.25], atol=1e-6)
+    assert plain.summary["peak_after_mw"] == pytest.approx(4.75, abs=1e-6)
+    safe = choose_tariff(price, np.array([-1.0]), imp, pol, import_margin=np.array([0.0, 1.5, 0.0]))
+    np.testing.assert_allclose(safe.response[:, 0], [-1 / 6, 1 / 3, -1 / 6], atol=1e-6)
+    np.testing.assert_allclose(safe.tariff[:, 0], [20 + 10 / 3, 20 - 20 / 3, 20 + 10 / 3], atol=1e-6)
