@@ -20,7 +20,8 @@ Strategies
       prices); the exchange awards them at the real clearing price (a price-taker); the hourly plans then
       follow the position, a deviation priced at the imbalance spread. Once the prices are published,
       the next day's tariff per zone is chosen with the predicted response (``market.tariff.
-      choose_tariff``) and sent to the price-responsive aggregators, and the interruptible contracts
+      choose_tariff``; the peak valued at its mean over the last four weeks' day-ahead errors of the
+      import, :func:`market.tariff.error_scenarios`) and sent to the price-responsive aggregators, and the interruptible contracts
       are called where they pay (``load.dr.choose_calls``: a price above the contract's compensation,
       or a forecast import above the substation's rating). The world's VENs answer with their own code
       (``world.ven.VenField``: the same ``decide``/``apply`` the loopback VENs run, handed the events
@@ -43,7 +44,9 @@ Peak
     strategy's executed hours are run again by the world without the price signals (its VENs keep the
     DR events, drop the tariffs): the peak reduction achieved is the mean over days of the daily peak
     without minus with; predicted, the mean over the same days of what the tariff LP expected (its
-    forecast import's peak, with and without the predicted response). Annual peaks both ways beside.
+    forecast import's peak over the error scenarios, with and without the predicted response; over
+    import + margin in the first week, before there are errors to draw on). Annual peaks both ways
+    beside.
 
 Deviations, all printed in ``notes``: no limit rows in the plans (every executed hour goes through an AC
 power flow afterwards and the violations are counted, as in ``dispatch backtest``); one demand model for
@@ -174,7 +177,7 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
         validate,
     )
     from gridpipeline.market.response import class_of
-    from gridpipeline.market.tariff import TariffPolicy, choose_tariff
+    from gridpipeline.market.tariff import TariffPolicy, choose_tariff, error_scenarios
     from gridpipeline.settings import get_settings
     from gridpipeline.sources.prices import price_curve
     from gridpipeline.storage.aggregate import FleetPlanner
@@ -249,6 +252,8 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
     resp_pred = np.zeros(T)             # the full strategy's predicted response (MW, + more load)
     dr_exp = np.zeros(T)                # what it counts on from the DR it called
     pos_mw = np.full(T, np.nan)         # its awarded position (+ sold)
+    dayahead = np.full(T, np.nan)       # the import the full strategy expected at gate closure (+ response, - DR)
+    measured = np.full(T, np.nan)       # the import its meters measured, hour by hour
     load_full, load_nosig, load_nodr = np.zeros((T, L)), np.zeros((T, L)), np.zeros((T, L))
     days: list[dict] = []
     bids_n = {"offers": 0, "bids": 0, "rejected": 0, "awarded_mwh": 0.0, "days": 0}
@@ -318,7 +323,11 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
             week_ago = hist_load[ix]  # the same hours a week before (row W + i is hour i), as measured
             w = week_ago @ wmat           # (H, Z) MW moved per unit of relative price
             imp_fc = base[ix - t] - pos_mw[ix]  # the fleet delivers its position
-            ch = choose_tariff(zp, w, imp_fc, tp, import_margin=import_margin(demand, renew)[ix - t])
+            # where the peak may fall: the last four weeks' day-ahead errors of the import, by time of day
+            # (the margin until there are seven days of them)
+            scen = error_scenarios(pd.Series(measured[:t] - dayahead[:t], index=truth.times[:t]), truth.times[ix])
+            ch = choose_tariff(zp, w, imp_fc, tp, import_margin=import_margin(demand, renew)[ix - t],
+                               import_scenarios=scen)
             tariff_seconds.append(time.perf_counter() - b)
             resp_pred[ix] = ch.response.sum(axis=1)
             for c in terms:
@@ -343,8 +352,10 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
                     dr_exp[k:kk if kk > 0 else T] += c.expected_mw
                     dr_history.today[c.ven_id] = dr_history.today.get(c.ven_id, 0) + 1
                     dr_history.month[c.ven_id] = dr_history.month.get(c.ven_id, 0) + 1
-            days.append({"day": d, "ix": ix, "peak_before": ch.summary.get("peak_before_mw"),
-                         "peak_after": ch.summary.get("peak_after_mw"), "status": ch.summary["status"]})
+            dayahead[ix] = imp_fc + resp_pred[ix] - dr_exp[ix]
+            days.append({"day": d, "ix": ix, "peak_before": ch.summary.get("expected_peak_before_mw"),
+                         "peak_after": ch.summary.get("expected_peak_after_mw"), "status": ch.summary["status"],
+                         "scenarios": ch.summary.get("scenarios", 0)})
             t_gate += time.perf_counter() - a
         if issue.tz_convert("Europe/Berlin").hour == 0:
             dr_history.today = {}
@@ -383,6 +394,8 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
         load_nosig[t] = wl.loads(t, t + 1, tariffs=False)[0]
         load_nodr[t] = wl.loads(t, t + 1, dr=False)[0]
         hist_load[W + t] = load_full[t]
+        measured[t] = (load_full[t].sum() - other_true[t] - np.minimum(avail_true[t], caps["full"][t]).sum()
+                       - np.asarray(fleets["full"].power[-1]).sum())
         if t and t % 500 == 0:
             say(f"{t}/{T} hours, {np.mean(plan_seconds[-500:]):.3f} s per hour's plans")
 
@@ -411,6 +424,11 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
     for k, st in states.items():
         power = np.asarray(st.power)
         nets[k] = loads[k].sum(axis=1) - other_true - st.gen_out.sum(axis=1) - power.sum(axis=1)
+    # the meters the tariff's error scenarios were drawn from measured the same import, hour by hour
+    if not np.allclose(measured, nets["full"]):
+        raise RuntimeError("economics backtest: the hourly measured import departs from the full strategy's")
+    for k, st in states.items():
+        power = np.asarray(st.power)
         sch = sched.copy()
         if k == "full":
             sch = sched + resp_pred - dr_exp - np.nan_to_num(pos_mw)
@@ -452,7 +470,8 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
                     "annual_without_signals": round(float(pk_without.max()), 4),
                     "mean_daily_baseline": round(float(daily_peaks(nets["baseline"], truth.times).mean()), 4),
                     "annual_baseline": round(float(nets["baseline"].max()), 4)},
-        "tariff_days": len(days), "tariff_lp_not_optimal": sum(1 for dd in days if dd["status"] != "optimal"),
+        "tariff_days": len(days), "tariff_days_with_error_scenarios": sum(1 for dd in days if dd["scenarios"] > 1),
+        "tariff_lp_not_optimal": sum(1 for dd in days if dd["status"] != "optimal"),
         "tariff_lp_seconds_p50": round(float(np.median(tariff_seconds)), 4) if tariff_seconds else None,
         "response": {"predicted_mwh_moved": round(float(np.abs(resp_pred).sum() * dt_h / 2), 3),
                      "realised_mwh_moved": round(float(np.abs(realised).sum() * dt_h / 2), 3),
@@ -490,7 +509,8 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
             ("dispatch has no market access (its battery energy is all imbalance, and its plans price it so); full bids "
             "at gate closure on the prices known before the auction, is awarded at the real price and follows the position"),
             ("tariff: chosen per zone and day with the predicted response (choose_tariff) on the published prices, "
-            f"peak valued at {tp.peak_value_eur_mw:g} EUR/MW-day, within {tp.max_deviation:.0%} of the mean; the world's "
+            f"peak valued at {tp.peak_value_eur_mw:g} EUR/MW-day (its mean over the last 28 days' day-ahead import "
+            "errors by time of day), within {tp.max_deviation:.0%} of the mean; the world's "
             "VENs answer it (VenField.decide/apply, in-process)"),
             ("one demand model for both strategies (history without signals); elasticities: the load policy's "
             "(the world's; live learns them); class loads from the same hours a week before"),

@@ -83,6 +83,24 @@ def read_steps(con, main, start: datetime, end: datetime, degradation: pd.Series
     return assemble_steps(plan, plan_b, state, imp, bms, shed, dr, pos, degradation)
 
 
+def read_import_errors(con, start: datetime, end: datetime) -> pd.Series:
+    """MW by 5-minute step in ``[start, end)`` (naive UTC): the import measured at the grid connection
+    (as :func:`read_steps`) less the import the step's earliest plan expected (``ops.dispatch_substation``'s
+    ``net_load_after_mw`` from the first plan that covered it, up to a day ahead): what the tariff's
+    peak scenarios are drawn from (:func:`market.tariff.error_scenarios`). Empty when nothing is recorded."""
+    p = [start, end]
+    plan = _q(con, "SELECT step_ts, arg_min(net_load_after_mw, planned_at) AS plan_mw FROM ops.dispatch_substation "
+                   "WHERE step_ts >= ? AND step_ts < ? GROUP BY step_ts", p)
+    imp = _q(con, f"SELECT {_bucket('snapshot_ts')} AS step_ts, sum(p_mw) / count(DISTINCT snapshot_ts) AS import_mw "
+                  "FROM grid.state_injection WHERE element_type = 'ext_grid' AND snapshot_ts >= ? AND snapshot_ts < ? "
+                  "AND snapshot_ts IN (SELECT snapshot_ts FROM grid.state_summary WHERE converged) GROUP BY 1", p)
+    if not len(plan) or not len(imp):
+        return pd.Series(dtype=float, name="import_error_mw")
+    a = imp.assign(step_ts=pd.to_datetime(imp.step_ts)).set_index("step_ts").import_mw
+    b = plan.assign(step_ts=pd.to_datetime(plan.step_ts)).set_index("step_ts").plan_mw
+    return (a - b.reindex(a.index)).dropna().sort_index().rename("import_error_mw")
+
+
 def assemble_steps(plan, plan_b, state, imp, bms, shed, dr, pos, degradation: pd.Series) -> pd.DataFrame:
     """The readers' frames on one 5-minute index (see :func:`read_steps`); pure, for the tests."""
     def idx(df):

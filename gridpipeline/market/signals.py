@@ -132,15 +132,16 @@ def signals_for_plan(feeder: RadialFeeder, bus_map: pd.Series, est_net, zone_of_
                      demand_p50, renewables, price, policy: TariffPolicy, last_tariff: np.ndarray | None = None,
                      voll: float = 10_000.0, response_weight: dict | None = None, curtail_value: float | None = None,
                      response_shape: np.ndarray | None = None, import_margin: np.ndarray | None = None,
-                     **bus_kw) -> PlanSignals:
+                     import_scenarios: np.ndarray | None = None, **bus_kw) -> PlanSignals:
     """Prices and tariff for one plan (see the module docstring). With ``response_weight`` (zone -> MW
     its responsive customers move per unit of relative price, :func:`market.response.response_weight`),
     the tariff is chosen with the predicted response (:func:`market.tariff.choose_tariff`: the energy
     it moves at the zones' prices and the horizon's peak import); without, it is the zones' prices
     within the policy's bounds. ``response_shape`` (T,): the responsive load per step relative to now
     (:func:`market.response.predicted_response`; None: constant). ``import_margin`` (T,): how far the
-    import may come out above its forecast (:func:`market.tariff.choose_tariff`). ``curtail_value``: see
-    the module docstring."""
+    import may come out above its forecast, ``import_scenarios`` (S, T) equally likely deviations from it
+    (:func:`market.tariff.choose_tariff`: the peak valued at its mean over them; the margin when None).
+    ``curtail_value``: see the module docstring."""
     p, q = horizon_bus_loads(est_net, bus_map, feeder.n, demand_p50, renewables, **bus_kw)
     down = down_cost = None
     if curtail_value is not None:
@@ -166,7 +167,8 @@ def signals_for_plan(feeder: RadialFeeder, bus_map: pd.Series, est_net, zone_of_
         if np.abs(w).sum() > 0:
             if response_shape is not None:  # the responsive load follows the forecast: the customers' weighted mean
                 w = np.outer(np.clip(np.asarray(response_shape, float)[:len(zp)], 0.0, None), w)
-            choice = choose_tariff(zp, w, p.sum(axis=1), policy, last=last_tariff, import_margin=import_margin)
+            choice = choose_tariff(zp, w, p.sum(axis=1), policy, last=last_tariff, import_margin=import_margin,
+                                   import_scenarios=import_scenarios)
             if choice.summary["status"] == "optimal":
                 # the clipped prices' notes describe a tariff not published: the LP's bounds hold by construction
                 tariff, notes = choice.tariff, []

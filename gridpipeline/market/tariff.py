@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ class TariffChoice:
 
 def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray, policy: TariffPolicy,
                   last: np.ndarray | None = None, import_limit: float | None = None, penalty: float = 1e4,
-                  import_margin: np.ndarray | None = None) -> TariffChoice:
+                  import_margin: np.ndarray | None = None, import_scenarios: np.ndarray | None = None
+                  ) -> TariffChoice:
     """The tariff per step and zone that the predicted response makes cheapest, the response treated as
     a flexible resource in a linear programme (co-optimised, not iterated: the response model is linear
     in the tariff, so one LP finds what iterating price -> response -> flows would converge to).
@@ -128,7 +130,14 @@ def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray,
     ``import_margin`` (T,): how far each step's import may turn out above its forecast (the forecast's
     P90 less its P50). The peak is taken over the import plus that margin, so the response does not fill
     an uncertain valley up to the forecast peak, where a forecast error would make it the day's new
-    peak; the margin is not counted as load anywhere else."""
+    peak; the margin is not counted as load anywhere else.
+
+    ``import_scenarios`` (S, T): equally likely deviations of the import from ``net_import`` (for example
+    the last weeks' day-ahead forecast errors at the same hours, which keep how errors hang together
+    within a day). The peak is then valued at its mean over the scenarios, the expected daily peak
+    (a sample-average programme: one peak variable per scenario): the response lowers the steps likely
+    to be the day's peak, in proportion to how likely, and raises only steps that are unlikely to be. A
+    margin is the one-scenario case; with both, the scenarios are used."""
     import cvxpy as cp
 
     p = np.atleast_2d(np.asarray(price, float))
@@ -145,7 +154,12 @@ def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray,
     if not live.any() or T < 2:
         return TariffChoice(fixed, np.zeros((T, Z)), {"status": "fixed", "notes": notes})
     peak_value, max_deviation = policy.peak_value_eur_mw, policy.max_deviation
-    margin = np.zeros(T) if import_margin is None else np.clip(np.nan_to_num(np.asarray(import_margin, float)), 0.0, None)
+    if import_scenarios is not None and np.size(import_scenarios):
+        dev = np.nan_to_num(np.atleast_2d(np.asarray(import_scenarios, float)).reshape(-1, T))
+    else:
+        dev = (np.zeros((1, T)) if import_margin is None
+               else np.clip(np.nan_to_num(np.asarray(import_margin, float)), 0.0, None).reshape(1, T))
+    S = dev.shape[0]
     dt_h = policy.step_minutes / 60.0
     ramp = policy.max_change_per_hour * dt_h
     zl = np.flatnonzero(live)  # the zones whose tariff is chosen; the others keep their clipped prices
@@ -154,7 +168,7 @@ def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray,
     tau = cp.Variable((T, len(zl)))
     rel = tau @ np.diag(1.0 / m) - 1.0
     resp = cp.multiply(wl, rel)
-    peak = cp.Variable()
+    peak = cp.Variable(S)  # the horizon's peak import in each scenario
     over = cp.Variable(T, nonneg=True)
     jump = cp.Variable(len(zl), nonneg=True)  # the first step's move from the tariff in force beyond the ramp
     load = base + cp.sum(resp, axis=1)
@@ -162,12 +176,12 @@ def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray,
     hi = np.minimum(policy.cap, m * (1 + max_deviation))
     cons = [tau >= np.broadcast_to(lo, (T, len(zl))), tau <= np.broadcast_to(hi, (T, len(zl))),
             cp.sum(cp.multiply(W[:, zl], tau), axis=0) == m * W[:, zl].sum(axis=0), cp.abs(cp.diff(tau, axis=0)) <= ramp,
-            peak >= load + margin]
+            np.ones((S, 1)) @ cp.reshape(load, (1, T), order="C") + dev <= cp.reshape(peak, (S, 1), order="C") @ np.ones((1, T))]
     if last is not None:  # soft: a horizon whose mean moved may need a larger first step (priced)
         cons.append(cp.abs(tau[0] - np.asarray(last, float)[zl]) <= ramp + jump)
     if import_limit is not None:
         cons.append(load <= import_limit + over)
-    cost = (cp.sum(cp.multiply(p[:, zl] * dt_h, resp)) + peak_value * peak + penalty * dt_h * cp.sum(over)
+    cost = (cp.sum(cp.multiply(p[:, zl] * dt_h, resp)) + peak_value * cp.sum(peak) / S + penalty * dt_h * cp.sum(over)
             + penalty * cp.sum(jump))
     prob = cp.Problem(cp.Minimize(cost), cons)
     try:
@@ -185,8 +199,41 @@ def choose_tariff(price: np.ndarray, weight: np.ndarray, net_import: np.ndarray,
     return TariffChoice(t, r, {
         "status": "optimal", "peak_before_mw": round(float(base.max()), 4),
         "peak_after_mw": round(float((base + r.sum(axis=1)).max()), 4),
+        # the peak the price of the peak was taken over: its mean over the scenarios (or base + margin)
+        "expected_peak_before_mw": round(float((base[None, :] + dev).max(axis=1).mean()), 4),
+        "expected_peak_after_mw": round(float((base[None, :] + r.sum(axis=1)[None, :] + dev).max(axis=1).mean()), 4),
+        "scenarios": S,
         "energy_cost_moved_eur": round(float((p * dt_h * r).sum()), 2),
         "over_limit_mwh": round(float(np.asarray(over.value).sum() * dt_h), 4) if over.value is not None else 0.0,
         "tariff_range": [round(float(t.min()), 2), round(float(t.max()), 2)], "mean": [round(float(x), 2) for x in mean],
         "first_step_beyond_ramp_eur_mwh": round(first_jump, 4), "zones_fixed": int((~live).sum()),
         "peak_value_eur_mw": peak_value, "max_deviation": max_deviation})
+
+
+def error_scenarios(errors: pd.Series, steps: pd.DatetimeIndex, days: int = 28, min_days: int = 7,
+                    tz: str = "Europe/Berlin") -> np.ndarray | None:
+    """(S, T): the last ``days`` whole days of the import's forecast errors (measured - forecast, MW;
+    ``errors`` indexed by UTC time), each laid on ``steps`` by local time of day, for
+    :func:`choose_tariff`'s ``import_scenarios``. A past day counts when it covers at least 90 % of the
+    steps' times of day (a clock change's missing hour is filled from its neighbours); only days that
+    end before ``steps`` begin. None when fewer than ``min_days`` count: too little history to say
+    where the peak may fall."""
+    e = pd.Series(errors, dtype=float).dropna()
+    if e.empty or not len(steps):
+        return None
+    idx = pd.DatetimeIndex(e.index)
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    e.index = idx.tz_convert(tz)
+    st = pd.DatetimeIndex(steps)
+    st = (st.tz_localize("UTC") if st.tz is None else st.tz_convert("UTC")).tz_convert(tz)
+    tod = st.hour * 60 + st.minute
+    first = st[0].normalize()
+    out = []
+    for day, g in e[e.index < first].groupby(e.index[e.index < first].normalize()):
+        by = g.groupby(g.index.hour * 60 + g.index.minute).first()
+        if by.index.isin(tod).sum() < 0.9 * len(np.unique(tod)):
+            continue
+        out.append(by.reindex(sorted(set(by.index) | set(tod))).interpolate(limit_direction="both").reindex(tod)
+                   .to_numpy(float))
+    out = out[-days:]
+    return np.vstack(out) if len(out) >= min_days else None

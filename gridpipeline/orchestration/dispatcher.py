@@ -442,6 +442,7 @@ class Dispatcher:
                 {k: v.p50.to_numpy(float) for k, v in p.renewables.items()}, p.prices.price.to_numpy(float), policy,
                 self.last_tariff, response_weight=weight, response_shape=_demand_shape(p.demand.p50.to_numpy(float)),
                 import_margin=_import_margin(p.demand, p.renewables),
+                import_scenarios=self._import_scenarios(now, p.times),
                 battery_bus=self.engine.fleet.bus.to_numpy(),
                 battery_mw=run.out.power, gen_bus=p.generators.bus.to_numpy(), curtailed_mw=run.out.curtail,
                 curtail_value=CURTAIL_VALUE)
@@ -936,6 +937,24 @@ class Dispatcher:
             self.instance.report_runless_asset_event(AssetMaterialization(asset_key=asset, metadata=md))
         except Exception:
             log.exception("dispatcher: reporting %s failed", asset)
+
+    def _import_scenarios(self, now: datetime, times) -> np.ndarray | None:
+        """(S, T) the last four weeks' errors of the import against the plans' day-ahead figure, laid on
+        ``times`` by time of day (market.tariff.error_scenarios), for the tariff's peak; None (the
+        forecast's margin serves) with under a week of them. The errors are read once a day."""
+        from gridpipeline.market.ledgerbook import read_import_errors
+        from gridpipeline.market.tariff import error_scenarios
+
+        day = pd.Timestamp(now).floor("D")
+        if getattr(self, "_import_errors", (None,))[0] != day:
+            try:
+                with connect(self.s.live_db_path, read_only=True, timeout_s=5.0) as con:
+                    errors = read_import_errors(con, (day - pd.Timedelta(days=30)).to_pydatetime(), day.to_pydatetime())
+            except Exception:  # the store busy or new: retried at the next plan
+                log.debug("dispatcher: import errors not readable; the margin serves", exc_info=True)
+                return None
+            self._import_errors = (day, errors)
+        return error_scenarios(self._import_errors[1], times)
 
     def _response_terms(self, st) -> tuple[dict, str, pd.DataFrame | None]:
         """(terms, where the elasticities come from, MW per class and zone now) of the price-responsive

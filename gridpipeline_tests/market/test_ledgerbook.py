@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from gridpipeline.market.costs import cost_departures
-from gridpipeline.market.ledgerbook import price_steps, read_steps
+from gridpipeline.market.ledgerbook import price_steps, read_import_errors, read_steps
 from gridpipeline.market.store import cost_rows, write_costs
 
 T0 = datetime(2026, 12, 1, 10, 0)
@@ -322,3 +322,15 @@ def test_the_month_report_writes_html_and_csv(tmp_path, monkeypatch):
     assert len(pd.read_csv(out / "steps.csv")) == 48
     bad = CliRunner().invoke(app, ["report", "--month", "nov", "--out", str(out)])
     assert bad.exit_code == 2
+
+
+def test_import_errors_against_the_earliest_plan(stores):
+    """The first step: 10 MW measured against p0's 9.9; the second: 6 MW against 9.0, the figure of p0
+    (planned a step earlier), not of p1 (its own step's plan): the tariff's peak scenarios are errors of
+    the forecast it was chosen on, made ahead."""
+    live, _ = stores
+    e = read_import_errors(live, T0, T0 + pd.Timedelta(hours=1))
+    assert list(e.index) == [pd.Timestamp(T0), pd.Timestamp(T0) + pd.Timedelta(minutes=5)]
+    assert e.tolist() == pytest.approx([0.1, -3.0])
+    assert read_import_errors(live, T0 - pd.Timedelta(hours=2), T0).empty
+    assert read_import_errors(duckdb.connect(), T0, T0 + pd.Timedelta(hours=1)).empty  # no tables yet

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from gridpipeline.market.response import predicted_response, response_weight
-from gridpipeline.market.tariff import TariffPolicy, choose_tariff
+from gridpipeline.market.tariff import TariffPolicy, choose_tariff, error_scenarios
 
 HOURLY = TariffPolicy(cap=500.0, floor=-100.0, max_change_per_hour=100.0, step_minutes=60.0, peak_value_eur_mw=0.0)
 
@@ -109,3 +110,55 @@ def test_an_uncertain_valley_is_not_filled_up_to_the_forecast_peak():
     safe = choose_tariff(price, np.array([-1.0]), imp, pol, import_margin=np.array([0.0, 1.5, 0.0]))
     np.testing.assert_allclose(safe.response[:, 0], [-1 / 6, 1 / 3, -1 / 6], atol=1e-6)
     np.testing.assert_allclose(safe.tariff[:, 0], [20 + 10 / 3, 20 - 20 / 3, 20 + 10 / 3], atol=1e-6)
+
+
+def test_the_peak_is_lowered_where_it_is_likely_to_be():
+    """A flat price, the import forecast 5, 5 and 3 MW, and three equally likely error days: two in which
+    the first hour comes out 1 MW higher, one in which the second does. The forecast alone would shave
+    both peak hours by 0.25 MW into the valley; the expected peak over the scenarios is
+    (2 (6 + r0) + (6 + r1)) / 3 with r0 + r1 = -r2 >= -0.5 (the band): lowest at r0 = -0.5, r1 = 0, the
+    valley taking 0.5 MW. The expected peak falls from 6 to 17/3 MW; the tariff is 75, 50, 25 EUR/MWh."""
+    pol = replace(HOURLY, peak_value_eur_mw=100.0)
+    price, imp = np.full((3, 1), 50.0), np.array([5.0, 5.0, 3.0])
+    plain = choose_tariff(price, np.array([-1.0]), imp, pol)
+    np.testing.assert_allclose(plain.response[:, 0], [-0.25, -0.25, 0.5], atol=1e-6)
+    dev = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    c = choose_tariff(price, np.array([-1.0]), imp, pol, import_scenarios=dev)
+    assert c.summary["status"] == "optimal" and c.summary["scenarios"] == 3
+    np.testing.assert_allclose(c.response[:, 0], [-0.5, 0.0, 0.5], atol=1e-6)
+    np.testing.assert_allclose(c.tariff[:, 0], [75.0, 50.0, 25.0], atol=1e-6)
+    assert c.summary["expected_peak_before_mw"] == pytest.approx(6.0)
+    assert c.summary["expected_peak_after_mw"] == pytest.approx(17 / 3, abs=1e-4)
+    # the forecast-only response does worse over the same scenarios: (2 x 5.75 + 5.75) / 3
+    assert (imp + plain.response[:, 0] + dev).max(axis=1).mean() == pytest.approx(5.75, abs=1e-6)
+
+
+def test_error_scenarios_are_past_days_laid_by_local_time_of_day():
+    """Hourly errors over ten days in January (Berlin = UTC + 1), each day's error its day number plus
+    the local hour / 100: the scenarios for the eleventh day are the last days, hour by hour, in local
+    time; the day still running is left out; too little history gives None."""
+    t = pd.date_range("2018-01-01 00:00", "2018-01-10 23:00", freq="h", tz="Europe/Berlin").tz_convert("UTC")
+    loc = t.tz_convert("Europe/Berlin")
+    err = pd.Series(loc.day + loc.hour / 100.0, index=t)
+    steps = pd.date_range("2018-01-11 00:00", periods=24, freq="h", tz="Europe/Berlin").tz_convert("UTC")
+    s = error_scenarios(err, steps, days=4, min_days=3)
+    assert s.shape == (4, 24)
+    np.testing.assert_allclose(s[:, 5], [7.05, 8.05, 9.05, 10.05])
+    running = error_scenarios(err, steps - pd.Timedelta(days=1), days=28, min_days=3)  # the 10th not over
+    assert running.shape == (9, 24) and running[-1, 0] == pytest.approx(9.0)
+    assert error_scenarios(err, steps, min_days=11) is None
+    assert error_scenarios(pd.Series(dtype=float), steps) is None
+
+
+def test_error_scenarios_over_a_clock_change():
+    """25 March 2018 has no 02:00 in Berlin: its 23 hours still count (the hour filled from its
+    neighbours), and a 24-hour day after it gets all 24 values."""
+    t = pd.date_range("2018-03-20 00:00", "2018-03-26 23:00", freq="h", tz="Europe/Berlin").tz_convert("UTC")
+    loc = t.tz_convert("Europe/Berlin")
+    err = pd.Series(loc.hour.astype(float), index=t)
+    steps = pd.date_range("2018-03-27 00:00", periods=24, freq="h", tz="Europe/Berlin").tz_convert("UTC")
+    s = error_scenarios(err, steps, min_days=1)
+    assert s.shape == (7, 24)
+    np.testing.assert_allclose(s[5], np.arange(24.0))  # the 25th: 02:00 filled between 1 and 3
+    dst = pd.date_range("2018-03-25 00:00", periods=23, freq="h", tz="Europe/Berlin").tz_convert("UTC")
+    assert error_scenarios(err[err.index < dst[0]], dst, min_days=1).shape == (5, 23)
