@@ -52,6 +52,14 @@ def _bucket(col: str) -> str:
     return f"time_bucket(INTERVAL 5 MINUTE, {col})"
 
 
+def _measured_import(con, p: list) -> pd.DataFrame:
+    """step_ts, import_mw: the estimated power at the grid connection per 5-minute step in ``p`` = [start,
+    end), the mean over the step's converged snapshots."""
+    return _q(con, f"SELECT {_bucket('snapshot_ts')} AS step_ts, sum(p_mw) / count(DISTINCT snapshot_ts) AS import_mw "
+                   "FROM grid.state_injection WHERE element_type = 'ext_grid' AND snapshot_ts >= ? AND snapshot_ts < ? "
+                   "AND snapshot_ts IN (SELECT snapshot_ts FROM grid.state_summary WHERE converged) GROUP BY 1", p)
+
+
 def read_steps(con, main, start: datetime, end: datetime, degradation: pd.Series) -> pd.DataFrame:
     """One row per 5-minute step in ``[start, end)`` that has a plan or a state estimate, indexed by
     ``step_ts`` (naive UTC), with :data:`STEP_COLUMNS` (NaN where nothing was recorded). ``con`` is the
@@ -66,9 +74,7 @@ def read_steps(con, main, start: datetime, end: datetime, degradation: pd.Series
                      "AND d.step_ts >= ? AND d.step_ts < ?", p)
     state = _q(con, f"SELECT {_bucket('snapshot_ts')} AS step_ts, avg(losses_mw) AS losses_mw FROM grid.state_summary "
                     "WHERE converged AND snapshot_ts >= ? AND snapshot_ts < ? GROUP BY 1", p)
-    imp = _q(con, f"SELECT {_bucket('snapshot_ts')} AS step_ts, sum(p_mw) / count(DISTINCT snapshot_ts) AS import_mw "
-                  "FROM grid.state_injection WHERE element_type = 'ext_grid' AND snapshot_ts >= ? AND snapshot_ts < ? "
-                  "AND snapshot_ts IN (SELECT snapshot_ts FROM grid.state_summary WHERE converged) GROUP BY 1", p)
+    imp = _measured_import(con, p)
     bms = _q(con, f"SELECT {_bucket('read_at')} AS step_ts, battery_id, avg(p_measured_mw) AS p_mw FROM ops.storage_state "
                   "WHERE available AND p_measured_mw IS NOT NULL AND read_at >= ? AND read_at < ? GROUP BY 1, 2", p)
     shed = _q(con, "SELECT step_ts, arg_max(shed_mw, planned_at) AS shed_mw FROM load.shed_steps WHERE step = 0 "
@@ -91,9 +97,7 @@ def read_import_errors(con, start: datetime, end: datetime) -> pd.Series:
     p = [start, end]
     plan = _q(con, "SELECT step_ts, arg_min(net_load_after_mw, planned_at) AS plan_mw FROM ops.dispatch_substation "
                    "WHERE step_ts >= ? AND step_ts < ? GROUP BY step_ts", p)
-    imp = _q(con, f"SELECT {_bucket('snapshot_ts')} AS step_ts, sum(p_mw) / count(DISTINCT snapshot_ts) AS import_mw "
-                  "FROM grid.state_injection WHERE element_type = 'ext_grid' AND snapshot_ts >= ? AND snapshot_ts < ? "
-                  "AND snapshot_ts IN (SELECT snapshot_ts FROM grid.state_summary WHERE converged) GROUP BY 1", p)
+    imp = _measured_import(con, p)
     if not len(plan) or not len(imp):
         return pd.Series(dtype=float, name="import_error_mw")
     a = imp.assign(step_ts=pd.to_datetime(imp.step_ts)).set_index("step_ts").import_mw
