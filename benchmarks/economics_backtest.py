@@ -510,7 +510,7 @@ def run_economics(world, prices: pd.Series, cfg: BacktestConfig | None = None, p
             "at gate closure on the prices known before the auction, is awarded at the real price and follows the position"),
             ("tariff: chosen per zone and day with the predicted response (choose_tariff) on the published prices, "
             f"peak valued at {tp.peak_value_eur_mw:g} EUR/MW-day (its mean over the last 28 days' day-ahead import "
-            "errors by time of day), within {tp.max_deviation:.0%} of the mean; the world's "
+            f"errors by time of day), within {tp.max_deviation:.0%} of the mean; the world's "
             "VENs answer it (VenField.decide/apply, in-process)"),
             ("one demand model for both strategies (history without signals); elasticities: the load policy's "
             "(the world's; live learns them); class loads from the same hours a week before"),
