@@ -448,7 +448,7 @@ def import_history(settings: Settings, start: datetime, end: datetime, faults: s
         from gridpipeline.orchestration.runs import wait_for_pool
 
         echo(f"history import: training the forecast models on {what}", err=True)
-        wait_for_pool(instance, echo=lambda m: echo(m, err=True))
+        wait_for_pool(instance, echo=lambda m: echo(m, err=True), behind_queue=True)
         res = defs.resolve_job_def("forecast_models_job").execute_in_process(instance=instance, raise_on_error=False)
         done["models_run"], done["models_success"] = res.run_id, res.success
 
@@ -613,9 +613,12 @@ def dev(
             [str(bin_dir / "gridpipeline"), "simulate", "--live", "--start", f"now-{catch_up}",
              "--speed", str(speed), "--faults", faults], env=env, cwd=PROJECT_ROOT))
         if history:
-            # the archive ends where the live simulator's catch-up starts
+            # the archive ends where the live simulator's catch-up starts; a day per run, because a run
+            # holds the one writer slot while it ingests (a week's run held it 7 minutes, and the live
+            # windows and forecasts queued behind it), and it waits for the run queue to empty first
             procs.append(spawn(
-                [str(bin_dir / "gridpipeline"), "history", "--end", f"now-{catch_up}", "--faults", faults],
+                [str(bin_dir / "gridpipeline"), "history", "--end", f"now-{catch_up}", "--faults", faults,
+                 "--days-per-run", "1"],
                 nice=BATCH_NICE, env=env, cwd=PROJECT_ROOT))
     # the 30-second loop: a long-lived worker, not a run per snapshot (orchestration/live_loop.py)
     procs.append(spawn([str(bin_dir / "gridpipeline"), "loop"], env=env, cwd=PROJECT_ROOT))

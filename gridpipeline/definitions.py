@@ -65,6 +65,9 @@ grid_state_job = define_asset_job(
     "snapshot (tag gridpipeline/snapshot) or, without the tag, for every snapshot of the window.",
 )
 
+#: the automation sensor's runs: see below
+AUTOMATION_PRIORITY = {"dagster/priority": "4"}
+
 # Dagster's implicit automation sensor starts STOPPED; this one is on from the first start, so the
 # declarative conditions (registry on missing, hourly sensor health) act without a click.
 automation_sensor = AutomationConditionSensorDefinition(
@@ -72,6 +75,11 @@ automation_sensor = AutomationConditionSensorDefinition(
     target=AssetSelection.all(),
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    # Queued runs go by priority, and the one DuckDB writer slot goes to the highest waiting: live windows
+    # (8) and forecasts (5) first, then these (the costs, settlement, reports, the response table), ahead
+    # of the history import and backfills (0). At 0 they starved behind the history import's week-long
+    # chunks and never ran in a dev session's first hour (the 2026-12-07 dev check).
+    run_tags=AUTOMATION_PRIORITY,
 )
 
 

@@ -38,7 +38,11 @@ def replay_range(start: datetime, end: datetime, instance: DagsterInstance | Non
     from gridpipeline.definitions import defs
 
     instance = instance or DagsterInstance.get()
-    wait = lambda: wait_for_pool(instance, echo=lambda m: print(m, file=sys.stderr, flush=True))  # noqa: E731
+
+    def wait():
+        # behind the run queue too: live windows, forecasts and the costs go before a backfill's chunk
+        wait_for_pool(instance, echo=lambda m: print(m, file=sys.stderr, flush=True), behind_queue=True)
+
     windows = lz.windows(start, end)
     if not windows:
         raise ValueError(f"empty range: {start} .. {end}")

@@ -137,10 +137,19 @@ def pool_free(instance: DagsterInstance, pool: str = POOL) -> bool:
     return not limit or len(info.claimed_slots) < limit
 
 
+def queued_runs(instance: DagsterInstance) -> int:
+    """Runs waiting in the run queue (the daemon dequeues them by priority as the pool frees)."""
+    return instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus.QUEUED]))
+
+
 def wait_for_pool(instance: DagsterInstance, pool: str = POOL, echo: Callable[[str], None] | None = None,
-                  timeout_s: float | None = None, poll_s: float = 1.0, say_every_s: float = 30.0) -> float:
+                  timeout_s: float | None = None, poll_s: float = 1.0, say_every_s: float = 30.0,
+                  behind_queue: bool = False) -> float:
     """Block (sleeping, signals work) until ``pool`` has a free slot; reap dead holders on the way.
-    Returns the seconds waited; raises TimeoutError after ``timeout_s``."""
+    With ``behind_queue``, also until no run is queued: a run started in process (the history import,
+    ``replay``) does not pass through the queue, so without it a free slot went to the import ahead of
+    live windows and forecasts that had waited for it. Returns the seconds waited; raises TimeoutError
+    after ``timeout_s``."""
     t0 = last_said = time.monotonic()
     said = False
     while True:
@@ -148,17 +157,20 @@ def wait_for_pool(instance: DagsterInstance, pool: str = POOL, echo: Callable[[s
         for r in reaped:
             if echo:
                 echo(f"freed pool '{pool}' from run {r['run_id'][:8]} ({r['job']}): {r['action']}")
-        if pool_free(instance, pool):
+        queued = queued_runs(instance) if behind_queue else 0
+        if not queued and pool_free(instance, pool):
             return time.monotonic() - t0
         now = time.monotonic()
         if echo and (not said or now - last_said >= say_every_s):
-            echo(f"waiting for pool '{pool}' (one writer at a time), held by {', '.join(pool_holders(instance, pool))}; "
+            why = (f"held by {', '.join(pool_holders(instance, pool))}" if not pool_free(instance, pool)
+                   else f"{queued} queued run(s) go first")
+            echo(f"waiting for pool '{pool}' (one writer at a time), {why}; "
                  f"{now - t0:.0f} s so far (Ctrl-C to stop)")
             said, last_said = True, now
         if timeout_s is not None and now - t0 > timeout_s:
-            raise TimeoutError(f"pool '{pool}' still held after {timeout_s:.0f} s by "
-                               f"{', '.join(pool_holders(instance, pool))}")
+            raise TimeoutError(f"pool '{pool}' not free after {timeout_s:.0f} s: held by "
+                               f"{', '.join(pool_holders(instance, pool)) or 'none'}, {queued} run(s) queued")
         time.sleep(poll_s)
 
 
-__all__ = ["POOL", "pool_free", "pool_holders", "process_alive", "reap_dead_runs", "wait_for_pool"]
+__all__ = ["POOL", "pool_free", "pool_holders", "process_alive", "queued_runs", "reap_dead_runs", "wait_for_pool"]

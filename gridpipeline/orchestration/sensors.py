@@ -116,6 +116,22 @@ def run_partitions(tags: dict[str, str]) -> list[str]:
     return out
 
 
+#: a run in one of these has not launched its process yet, so it has not listed the landing files
+_NOT_LAUNCHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED]
+
+
+def windows_pending(instance: DagsterInstance, job_name: str, since: datetime) -> set[str]:
+    """Partition keys covered by a run of ``job_name`` (created after ``since``, naive UTC) that is
+    still queued: it will read every file in the landing zone when it starts, so a file that arrived
+    since it was requested needs no run of its own. Live windows get late files for minutes; without
+    this each one queued another run of the same window behind the first, and on two cores the queue
+    grew faster than the single DuckDB writer slot drained it (the 2026-12-07 dev check: 16 runs
+    queued after 20 minutes, three of them for the same window, automation runs starved)."""
+    runs = instance.get_runs(RunsFilter(job_name=job_name, statuses=_NOT_LAUNCHED,
+                                        created_after=since.replace(tzinfo=UTC)))
+    return {k for run in runs for k in run_partitions(run.tags)}
+
+
 def windows_to_retry(instance: DagsterInstance, job_name: str, since: datetime) -> dict[str, str]:
     """Partition key -> id of the run to re-run it after: windows whose newest run of ``job_name``
     (created after ``since``, UTC) ended FAILURE or CANCELED and was not itself a retry. A window with
@@ -169,7 +185,13 @@ def build_landing_sensor(job, bootstrap_job, models_job=None):
                 yield RunRequest(run_key=f"retry:{first}:{last}:{retry[last]}", job_name=job.name,
                                  tags={"dagster/asset_partition_range_start": first,
                                        "dagster/asset_partition_range_end": last, **tags})
+        pending = windows_pending(instance, job.name, now - LOOKBACK) if ready else set()
+        # the cursor takes their fingerprints now: the queued run reads the files that changed them
+        cursor.update({k: fp for k, fp in ready.items() if k in pending})
+        ready = {k: fp for k, fp in ready.items() if k not in pending}
         if not ready:
+            if pending:
+                context.update_cursor(json.dumps(cursor))
             if not first_models and not retry:  # a tick may yield run requests or a skip reason, never both
                 yield SkipReason("no closed window with new landing files")
             return

@@ -223,3 +223,48 @@ def test_windows_of_runs_that_ended_badly_are_offered_once(instance):
                            "dagster/asset_partition_range_end": "2026-12-06-00:05"}) == [
         "2026-12-05-23:55", "2026-12-06-00:00", "2026-12-06-00:05"]
     assert windows_to_retry(instance, "telemetry_job", datetime.utcnow() + timedelta(hours=1)) == {}  # noqa: DTZ003
+
+
+def test_windows_of_runs_not_yet_launched_are_pending(instance):
+    """A late file for a window whose run is still queued needs no run of its own: the queued run
+    lists the landing files when it starts. Runs already launched (they may have listed the files) and
+    ended runs do not count."""
+    from datetime import datetime, timedelta
+
+    from dagster._core.remote_origin import (
+        InProcessCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    from gridpipeline.orchestration.sensors import windows_pending
+
+    repo = RemoteRepositoryOrigin(InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="gridpipeline.definitions")),
+                                  "__repository__")
+
+    def add(run_id, status, job="telemetry_job", **tags):
+        # a queued run names the code location it will be launched from
+        instance.add_run(DagsterRun(job_name=job, run_id=run_id, status=status, tags=tags,
+                                    remote_job_origin=RemoteJobOrigin(repo, job)))
+
+    R = DagsterRunStatus
+    add("q", R.QUEUED, **{"dagster/asset_partition_range_start": "2026-12-07-02:45",
+                          "dagster/asset_partition_range_end": "2026-12-07-02:50"})
+    add("n", R.NOT_STARTED, **{"dagster/partition": "2026-12-07-03:00"})
+    add("s", R.STARTING, **{"dagster/partition": "2026-12-07-02:35"})
+    add("r", R.STARTED, **{"dagster/partition": "2026-12-07-02:40"})
+    add("d", R.SUCCESS, **{"dagster/partition": "2026-12-07-02:55"})
+    add("o", R.QUEUED, job="forecast_job", **{"dagster/partition": "2026-12-07-03:05"})
+    since = datetime.utcnow() - timedelta(hours=1)  # noqa: DTZ003 - naive UTC, as the sensor passes it
+    assert windows_pending(instance, "telemetry_job", since) == {
+        "2026-12-07-02:45", "2026-12-07-02:50", "2026-12-07-03:00"}
+    assert windows_pending(instance, "telemetry_job", datetime.utcnow() + timedelta(hours=1)) == set()  # noqa: DTZ003
+    # a run started in process (the history import) waits behind the queued ones; by default it does not
+    from gridpipeline.orchestration.runs import wait_for_pool
+
+    instance.event_log_storage.set_concurrency_slots("duckdb", 1)
+    assert wait_for_pool(instance, timeout_s=5) < 5
+    with pytest.raises(TimeoutError, match="2 run"):
+        wait_for_pool(instance, timeout_s=0.5, poll_s=0.1, behind_queue=True)
