@@ -137,18 +137,29 @@ def pool_free(instance: DagsterInstance, pool: str = POOL) -> bool:
     return not limit or len(info.claimed_slots) < limit
 
 
-def queued_runs(instance: DagsterInstance) -> int:
-    """Runs waiting in the run queue (the daemon dequeues them by priority as the pool frees)."""
-    return instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus.QUEUED]))
+def queued_runs(instance: DagsterInstance, above_priority: int = 0) -> int:
+    """Runs waiting in the run queue with a ``dagster/priority`` above ``above_priority`` (the daemon
+    dequeues them by priority as the pool frees): by default the live windows, forecasts and the
+    automation sensor's runs, not other backfills."""
+    runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.QUEUED]), limit=1000)
+
+    def priority(run) -> int:
+        try:
+            return int(run.tags.get("dagster/priority", 0))
+        except ValueError:
+            return 0
+
+    return sum(priority(r) > above_priority for r in runs)
 
 
 def wait_for_pool(instance: DagsterInstance, pool: str = POOL, echo: Callable[[str], None] | None = None,
                   timeout_s: float | None = None, poll_s: float = 1.0, say_every_s: float = 30.0,
                   behind_queue: bool = False) -> float:
     """Block (sleeping, signals work) until ``pool`` has a free slot; reap dead holders on the way.
-    With ``behind_queue``, also until no run is queued: a run started in process (the history import,
-    ``replay``) does not pass through the queue, so without it a free slot went to the import ahead of
-    live windows and forecasts that had waited for it. Returns the seconds waited; raises TimeoutError
+    With ``behind_queue``, also until no run of a positive priority is queued (:func:`queued_runs`): a
+    run started in process (the history import, ``replay``) does not pass through the queue, so without
+    it a free slot went to the import ahead of live windows and forecasts that had waited for it.
+    Queued runs of priority 0 (other backfills) are its peers: it does not wait for them. Returns the seconds waited; raises TimeoutError
     after ``timeout_s``."""
     t0 = last_said = time.monotonic()
     said = False

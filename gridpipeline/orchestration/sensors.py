@@ -6,6 +6,11 @@ late or re-sent file changes it and re-runs exactly that partition, which replac
 the run's own moves of bad files into rejected/ do not. Many ready
 windows at once (catch-up after downtime) go out as one range run, like a single-run backfill.
 
+One run per window, not one per file, on a machine where one writer slot serves everything: a
+window whose run is still queued takes its late files with it (``windows_pending``), and a window
+that changed after its run waits for the next window's run and goes in the same range run
+(``defer_late``, at most ``LATE_DEFER``).
+
 A window whose latest run ended FAILURE or CANCELED (``gridpipeline dev`` stopped under it, a
 crash) is re-run once (tag ``gridpipeline/retry_of``), since its delivery did not change and the
 cursor would otherwise never offer it again: nothing that landed is left uningested.
@@ -75,17 +80,48 @@ def group_ranges(keys: list[str]) -> list[tuple[str, str]]:
     return ranges
 
 
+#: a window that changed after its run (late files) waits for the next new window's run, at most this
+#: long, so that a 5-minute period's late files and its new window cost one run, not one each
+LATE_DEFER = timedelta(minutes=6)
+#: ready windows within this many 5-minute windows of each other go as one range run (the windows
+#: between them that did not change are re-cleaned too, which replaces exactly their rows)
+ONE_RUN_SPAN = 12
+DEFERRED = "_deferred"
+
+
+def defer_late(ready: dict[str, str], cursor: dict[str, str], deferred: dict[str, str], now: datetime,
+               max_wait: timedelta = LATE_DEFER) -> tuple[dict[str, str], dict[str, str]]:
+    """(windows to run now, windows deferred: key -> first seen, naive UTC ISO) (pure).
+
+    A window not in the cursor is new, and runs now with every changed one. A window that ran and
+    changed since (a late or re-sent file) waits for the next new window, or ``max_wait`` from when it
+    was first seen changed: late data is not urgent (the 30-second loop does not read it), and on a
+    2-core machine a run per late file kept the single writer slot busy enough to starve the costs
+    and reports (the 2026-12-07 dev checks: 2-3 telemetry runs per window)."""
+    if any(k not in cursor for k in ready):
+        return dict(ready), {}
+    seen = {k: deferred.get(k, now.isoformat()) for k in ready}
+    if any(now - datetime.fromisoformat(t) >= max_wait for t in seen.values()):
+        return dict(ready), {}
+    return {}, seen
+
+
 def plan_runs(ready: dict[str, str], cursor: dict[str, str]) -> list[tuple[str, str]]:
     """(first, last) partition ranges to run for the ready windows (pure).
 
     Cleaning reads the next window as context (``lookahead_minutes``), which a live window's run does
     not have yet: so a window's run also re-cleans the window before it when that one ran live
     (it is in the cursor), and every window is finally cleaned with its successor, as a backfill
-    cleans it. Many ready windows (catch-up) go as contiguous range runs, fewer one run each."""
+    cleans it. Ready windows within ``ONE_RUN_SPAN`` of each other (a new window and the late ones
+    before it) go as one range run; many (catch-up) as contiguous range runs; else one run each."""
     keys = sorted(ready)
     if not keys:
         return []
-    groups = group_ranges(keys) if len(keys) >= RANGE_RUN_THRESHOLD else [(k, k) for k in keys]
+    span = (datetime.strptime(keys[-1], "%Y-%m-%d-%H:%M") - datetime.strptime(keys[0], "%Y-%m-%d-%H:%M")) / lz.WINDOW
+    if 1 < len(keys) and span < ONE_RUN_SPAN:
+        groups = [(keys[0], keys[-1])]
+    else:
+        groups = group_ranges(keys) if len(keys) >= RANGE_RUN_THRESHOLD else [(k, k) for k in keys]
     out = []
     for first, last in groups:
         prev = partition_key(datetime.strptime(first, "%Y-%m-%d-%H:%M") - lz.WINDOW)
@@ -164,7 +200,8 @@ def build_landing_sensor(job, bootstrap_job, models_job=None):
         missing = [k for k in BOOTSTRAP if instance.get_latest_materialization_event(k) is None]
         if missing:
             # Registry and seeds first; a later tick picks up the windows.
-            yield RunRequest(run_key=f"bootstrap-{context.cursor or 'start'}", job_name=bootstrap_job.name)
+            yield RunRequest(run_key=f"bootstrap-{context.cursor or 'start'}", job_name=bootstrap_job.name,
+                             tags=LIVE_PRIORITY)
             return
         first_models = models_job is not None and any(
             instance.get_latest_materialization_event(k) is None for k in FORECAST_MODELS)
@@ -189,11 +226,12 @@ def build_landing_sensor(job, bootstrap_job, models_job=None):
         # the cursor takes their fingerprints now: the queued run reads the files that changed them
         cursor.update({k: fp for k, fp in ready.items() if k in pending})
         ready = {k: fp for k, fp in ready.items() if k not in pending}
+        ready, deferred = defer_late(ready, cursor, cursor.pop(DEFERRED, {}), now)
         if not ready:
-            if pending:
-                context.update_cursor(json.dumps(cursor))
+            context.update_cursor(json.dumps({**cursor, **({DEFERRED: deferred} if deferred else {})}))
             if not first_models and not retry:  # a tick may yield run requests or a skip reason, never both
-                yield SkipReason("no closed window with new landing files")
+                yield SkipReason(f"late files in {len(deferred)} window(s) wait for the next window's run"
+                                 if deferred else "no closed window with new landing files")
             return
         for first, last in plan_runs(ready, cursor):
             if first == last:
@@ -208,7 +246,7 @@ def build_landing_sensor(job, bootstrap_job, models_job=None):
                 )
         cursor.update(ready)
         horizon = partition_key(now - LOOKBACK - timedelta(hours=1))
-        context.update_cursor(json.dumps({k: v for k, v in cursor.items() if k >= horizon}))
+        context.update_cursor(json.dumps({k: v for k, v in cursor.items() if k >= horizon and k != DEFERRED}))
 
     return landing_zone_sensor
 

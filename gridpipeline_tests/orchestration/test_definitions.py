@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gridpipeline.common import landing as lz
-from gridpipeline.orchestration.sensors import group_ranges, plan_runs, ready_windows
+from gridpipeline.orchestration.sensors import LATE_DEFER, defer_late, group_ranges, plan_runs, ready_windows
 from gridpipeline.settings import PROJECT_ROOT
 from gridpipeline.telemetry.assets import dbt_window_vars
 
@@ -122,6 +122,36 @@ def test_a_live_window_is_recleaned_with_its_successor_as_a_backfill_would():
     # catch-up: contiguous range runs, each extended back by one already-cleaned window
     many = {f"2026-11-20-11:{m:02d}": "x" for m in range(0, 30, 5)}
     assert plan_runs(many, {"2026-11-20-10:55": "y"}) == [("2026-11-20-10:55", "2026-11-20-11:25")]
+    # a late window and the new one an hour or less later: one range run over both
+    assert plan_runs({"2026-11-20-10:00": "a2", "2026-11-20-10:10": "c"}, cursor) == [
+        ("2026-11-20-10:00", "2026-11-20-10:10")]
+    # further apart: a run each
+    assert plan_runs({"2026-11-20-09:00": "z2", "2026-11-20-10:10": "c"}, {**cursor, "2026-11-20-09:00": "z"}) == [
+        ("2026-11-20-09:00", "2026-11-20-09:00"), ("2026-11-20-10:05", "2026-11-20-10:10")]
+
+
+def test_late_files_wait_for_the_next_window_run():
+    """A window that changed after its run (a late file) waits for the next new window, and then goes in
+    the same run; without a new window, it runs once it has waited LATE_DEFER."""
+    cursor = {"2026-11-20-10:00": "a", "2026-11-20-10:05": "b"}
+    t = datetime(2026, 11, 20, 10, 12)
+    run, deferred = defer_late({"2026-11-20-10:00": "a2"}, cursor, {}, t)
+    assert run == {} and deferred == {"2026-11-20-10:00": t.isoformat()}
+    # a minute later, another late file in 10:05: both wait, each since it was first seen
+    t2 = t + timedelta(minutes=1)
+    run, deferred = defer_late({"2026-11-20-10:00": "a3", "2026-11-20-10:05": "b2"}, cursor, deferred, t2)
+    assert run == {} and deferred == {"2026-11-20-10:00": t.isoformat(), "2026-11-20-10:05": t2.isoformat()}
+    # the next window closes: everything goes now, in one run with it
+    ready = {"2026-11-20-10:00": "a3", "2026-11-20-10:05": "b2", "2026-11-20-10:10": "c"}
+    run, left = defer_late(ready, cursor, deferred, t2 + timedelta(minutes=2))
+    assert run == ready and left == {}
+    assert plan_runs(run, cursor) == [("2026-11-20-10:00", "2026-11-20-10:10")]
+    # no new window (the feed stopped): the late ones go once the first has waited LATE_DEFER
+    run, left = defer_late({"2026-11-20-10:00": "a3", "2026-11-20-10:05": "b2"}, cursor, deferred,
+                           t + LATE_DEFER - timedelta(seconds=1))
+    assert run == {}
+    run, left = defer_late({"2026-11-20-10:00": "a3", "2026-11-20-10:05": "b2"}, cursor, deferred, t + LATE_DEFER)
+    assert run == {"2026-11-20-10:00": "a3", "2026-11-20-10:05": "b2"} and left == {}
 
 
 def test_live_loop_takes_snapshots_in_order_with_a_deadline_for_silent_rtus(tmp_path):

@@ -256,7 +256,7 @@ def test_windows_of_runs_not_yet_launched_are_pending(instance):
     add("s", R.STARTING, **{"dagster/partition": "2026-12-07-02:35"})
     add("r", R.STARTED, **{"dagster/partition": "2026-12-07-02:40"})
     add("d", R.SUCCESS, **{"dagster/partition": "2026-12-07-02:55"})
-    add("o", R.QUEUED, job="forecast_job", **{"dagster/partition": "2026-12-07-03:05"})
+    add("o", R.QUEUED, job="forecast_job", **{"dagster/partition": "2026-12-07-03:05", "dagster/priority": "5"})
     since = datetime.utcnow() - timedelta(hours=1)  # noqa: DTZ003 - naive UTC, as the sensor passes it
     assert windows_pending(instance, "telemetry_job", since) == {
         "2026-12-07-02:45", "2026-12-07-02:50", "2026-12-07-03:00"}
@@ -266,5 +266,5 @@ def test_windows_of_runs_not_yet_launched_are_pending(instance):
 
     instance.event_log_storage.set_concurrency_slots("duckdb", 1)
     assert wait_for_pool(instance, timeout_s=5) < 5
-    with pytest.raises(TimeoutError, match="2 run"):
+    with pytest.raises(TimeoutError, match="1 run"):  # the queued forecast (5); "q" has no priority
         wait_for_pool(instance, timeout_s=0.5, poll_s=0.1, behind_queue=True)
