@@ -159,8 +159,8 @@ def wait_for_pool(instance: DagsterInstance, pool: str = POOL, echo: Callable[[s
     With ``behind_queue``, also until no run of a positive priority is queued (:func:`queued_runs`): a
     run started in process (the history import, ``replay``) does not pass through the queue, so without
     it a free slot went to the import ahead of live windows and forecasts that had waited for it.
-    Queued runs of priority 0 (other backfills) are its peers: it does not wait for them. Returns the seconds waited; raises TimeoutError
-    after ``timeout_s``."""
+    Queued runs of priority 0 (other backfills) are its peers: it does not wait for them.
+    Returns the seconds waited; raises TimeoutError after ``timeout_s``."""
     t0 = last_said = time.monotonic()
     said = False
     while True:

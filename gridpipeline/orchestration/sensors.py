@@ -246,7 +246,7 @@ def build_landing_sensor(job, bootstrap_job, models_job=None):
                 )
         cursor.update(ready)
         horizon = partition_key(now - LOOKBACK - timedelta(hours=1))
-        context.update_cursor(json.dumps({k: v for k, v in cursor.items() if k >= horizon and k != DEFERRED}))
+        context.update_cursor(json.dumps({k: v for k, v in cursor.items() if k >= horizon}))
 
     return landing_zone_sensor
 
