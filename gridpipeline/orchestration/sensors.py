@@ -49,6 +49,11 @@ def partition_key(window: datetime) -> str:
     return f"{window:%Y-%m-%d-%H:%M}"
 
 
+def window_of(key: str) -> datetime:
+    """The window start (naive UTC) of a 5-minute partition key: the inverse of :func:`partition_key`."""
+    return datetime.strptime(key, "%Y-%m-%d-%H:%M")
+
+
 def ready_windows(landing, rejected, now: datetime, cursor: dict[str, str], grace_s: int) -> dict[str, str]:
     """Windows (key -> fingerprint) that are closed and new or changed since the cursor (pure)."""
     out = {}
@@ -70,7 +75,7 @@ def group_ranges(keys: list[str]) -> list[tuple[str, str]]:
     keys = sorted(keys)
     ranges, prev = [], None
     for k in keys:
-        t = datetime.strptime(k, "%Y-%m-%d-%H:%M")
+        t = window_of(k)
         if prev is not None and t - prev == lz.WINDOW:
             prev = t
             ranges[-1] = (ranges[-1][0], k)
@@ -117,14 +122,14 @@ def plan_runs(ready: dict[str, str], cursor: dict[str, str]) -> list[tuple[str, 
     keys = sorted(ready)
     if not keys:
         return []
-    span = (datetime.strptime(keys[-1], "%Y-%m-%d-%H:%M") - datetime.strptime(keys[0], "%Y-%m-%d-%H:%M")) / lz.WINDOW
+    span = (window_of(keys[-1]) - window_of(keys[0])) / lz.WINDOW
     if 1 < len(keys) and span < ONE_RUN_SPAN:
         groups = [(keys[0], keys[-1])]
     else:
         groups = group_ranges(keys) if len(keys) >= RANGE_RUN_THRESHOLD else [(k, k) for k in keys]
     out = []
     for first, last in groups:
-        prev = partition_key(datetime.strptime(first, "%Y-%m-%d-%H:%M") - lz.WINDOW)
+        prev = partition_key(window_of(first) - lz.WINDOW)
         if prev in cursor and prev not in ready:
             first = prev
         out.append((first, last))
@@ -144,7 +149,7 @@ def run_partitions(tags: dict[str, str]) -> list[str]:
     a, b = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
     if not a or not b:
         return []
-    t, end = datetime.strptime(a, "%Y-%m-%d-%H:%M"), datetime.strptime(b, "%Y-%m-%d-%H:%M")
+    t, end = window_of(a), window_of(b)
     out = []
     while t <= end:
         out.append(partition_key(t))
