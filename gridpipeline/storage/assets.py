@@ -98,7 +98,7 @@ def soc_from_telemetry(con, at: datetime, fleet: pd.DataFrame, lookback: timedel
         AssetSpec("dispatch_plan", group_name=GROUP, deps=["storage_state", "demand_forecast", "renewable_forecast",
                                                          "grid_state"],
                   description="24 h at 5-minute steps for every battery and curtailable generator (cvxpy + HiGHS), "
-                  "linearised grid limits, SOC headroom from the forecast quantiles; the first step passes the AC "
+                  "linearised grid limits, SOC headroom for the forecast quantiles' deviation the grid cannot carry; the first step passes the AC "
                   "gate before anything is sent (ops.dispatch_plan, ops.dispatch_substation; the decision ledger)."),
         AssetSpec("curtailment_plan", group_name=GROUP, deps=["dispatch_plan"],
                   description="Curtailed MW per generator and step with its reason from the binding constraint and "

@@ -17,12 +17,19 @@ Inputs to the LP (``dispatch.DispatchInputs``)
 
 Headroom for uncertainty
     The plan must survive a P90-demand / P10-renewable hour and a P10-demand / P90-renewable hour.
-    The energy the fleet would have to give (or take) over the next ``HEADROOM_HOURS`` in those
-    outcomes, ``sum_t max(P90_d - P50_d, 0) + max(P50_g - P10_g, 0)`` (and the mirror for surplus),
-    is scaled by ``1 + ramps / 4`` (the ramp events the generation forecast flags for the next 24 h,
-    the variability analysis) and held back in every battery in proportion to its capacity, at most
-    ``HEADROOM_CAP`` of it: SOC min is raised by the deficit headroom and SOC max lowered by the
-    surplus headroom.
+    The energy of those outcomes over the next ``HEADROOM_HOURS``, ``sum_t max(P90_d - P50_d, 0) +
+    max(P50_g - P10_g, 0)`` (and the mirror for surplus), scaled by ``1 + ramps / 4`` (the ramp events
+    the generation forecast flags for the next 24 h, the variability analysis), is what the fleet would
+    have to give (or take) if the grid could not carry the deviation itself. Mostly it can: the
+    substation imports the missing energy. So the fleet holds back only what the grid cannot carry
+    (:func:`held_headroom`): the adverse net load's excess over the substation's import (export) limit,
+    or all of it when the adverse outcome would take a monitored grid limit row (the plan's
+    ``limits``) past its limit or further past it (each row moved by the generators' quantiles split
+    by rating, and the demand's quantile put on the zone that moves the row most). The held energy
+    is taken from every battery in proportion to its capacity, at most ``HEADROOM_CAP`` of it: SOC
+    min is raised by the deficit headroom and SOC max lowered by the surplus headroom. (Holding the
+    whole quantile energy whatever the grid's margin cost the 2018 backtest about a fifth of its
+    savings on a grid with 80 MW of import capacity and a 4.5 MW fleet; RESULTS.)
 
 End of the horizon
     Stored energy is valued, not targeted: the energy a battery ends with below its starting energy
@@ -169,6 +176,51 @@ def gen_availability(p: PlanInputs, quantile: str = "p50") -> np.ndarray:
     return out
 
 
+def held_headroom(p: PlanInputs, renewables: pd.DataFrame, deficit: float, surplus: float, dt_h: float,
+                  limit_base: np.ndarray | None = None) -> tuple[float, float, dict[str, str]]:
+    """(deficit, surplus) MWh the fleet holds back of the adverse outcomes' energy (``headroom_mwh``),
+    and why, per direction: only what the grid cannot carry (module docstring).
+
+    ``renewables``: p10/p50/p90 summed over kinds (T rows); ``limit_base``: (T, K) the plan's limit rows
+    with no action, when it has rows. A direction holds all of its energy when the adverse outcome
+    takes a row past its limit (or further past it) within the window, else the adverse net load's
+    excess over the substation's import (export) limit, scaled like the energy itself."""
+    T = len(p.times)
+    n = min(T, max(1, round(HEADROOM_HOURS / dt_h)))
+    d = p.demand.reset_index(drop=True).iloc[:n]
+    g = renewables.iloc[:n]
+    k = 1.0 + min(p.ramps, 4) / 4.0
+    other = float(p.other_generation_mw)
+    imp = np.broadcast_to(np.asarray(p.import_max_mw, float), (T,))[:n]
+    exp = np.broadcast_to(np.asarray(p.export_max_mw, float), (T,))[:n]
+    net_hi = d.p90.to_numpy(float) - other - g.p10.to_numpy(float)
+    net_lo = d.p10.to_numpy(float) - other - g.p90.to_numpy(float)
+    over_imp = float(np.clip(net_hi - imp, 0, None).sum()) * dt_h * k
+    over_exp = float(np.clip(-net_lo - exp, 0, None).sum()) * dt_h * k
+    held = {"deficit": min(deficit, over_imp), "surplus": min(surplus, over_exp)}
+    why = {"deficit": "the substation imports the deviation" if over_imp <= 0 else "beyond the import limit",
+           "surplus": "the substation exports the deviation" if over_exp <= 0 else "beyond the export limit"}
+    rows = p.limits
+    if limit_base is not None and rows is not None and len(rows.names):
+        base = np.asarray(limit_base, float)[:n]
+        gens = {q: gen_availability(p, q)[:n] for q in ("p10", "p50", "p90")}
+        sz = np.asarray(rows.s_zone, float) if rows.s_zone.size else np.zeros((len(rows.names), 1))
+        zone_up, zone_down = np.clip(sz.max(axis=1), 0, None), np.clip(-sz.min(axis=1), 0, None)
+        tol = 1e-6
+        for side, dd, gq in (("deficit", d.p90 - d.p50, "p10"), ("surplus", d.p10 - d.p50, "p90")):
+            dd = dd.to_numpy(float)[:, None]
+            moved = base + (gens[gq] - gens["p50"]) @ np.asarray(rows.s_generator, float).T
+            # the demand's deviation on the zone that moves the row most, either way
+            hi = moved + np.where(dd > 0, dd * zone_up, -dd * zone_down)
+            lo = moved - np.where(dd > 0, dd * zone_down, -dd * zone_up)
+            past = (hi > np.maximum(rows.upper, base) + tol) | (lo < np.minimum(rows.lower, base) - tol)
+            if past.any():
+                j = int(np.flatnonzero(past.any(axis=0))[0])
+                held[side] = deficit if side == "deficit" else surplus
+                why[side] = f"the adverse outcome would take {rows.names[j]} past its limit"
+    return float(held["deficit"]), float(held["surplus"]), why
+
+
 def build_inputs(p: PlanInputs) -> tuple[Fleet, DispatchInputs, dict]:
     """The LP's fleet and inputs, and what was assumed (headroom, terminal value) for the record."""
     T = len(p.times)
@@ -181,7 +233,14 @@ def build_inputs(p: PlanInputs) -> tuple[Fleet, DispatchInputs, dict]:
     ren = sum((fc[["p10", "p50", "p90"]].to_numpy(float) for fc in p.renewables.values()),
               np.zeros((T, 3)))
     ren_df = pd.DataFrame(ren, columns=["p10", "p50", "p90"])
-    deficit, surplus = headroom_mwh(p.demand.reset_index(drop=True), ren_df, dt_h, p.ramps)
+    deficit_q, surplus_q = headroom_mwh(p.demand.reset_index(drop=True), ren_df, dt_h, p.ramps)
+    gen_p50 = gen_availability(p, "p50")
+    base = None
+    if p.limits is not None and len(p.limits.names):
+        gen_delta = gen_p50 - gen_p50[:1]  # the forecast's change from the estimated state (limits.py)
+        base = p.limits.base(p.zone_delta_mw, gen_delta) if p.limit_base is None else p.limit_base
+        base = np.broadcast_to(base, (T, len(p.limits.names)))
+    deficit, surplus, held_why = held_headroom(p, ren_df, deficit_q, surplus_q, dt_h, base)
     total_cap = float(cap[avail].sum()) or 1.0
     h_lo = np.minimum(deficit * cap / total_cap, HEADROOM_CAP * cap)
     h_hi = np.minimum(surplus * cap / total_cap, HEADROOM_CAP * cap)
@@ -193,7 +252,6 @@ def build_inputs(p: PlanInputs) -> tuple[Fleet, DispatchInputs, dict]:
     lo = np.maximum(np.minimum(floor + h_lo, np.maximum(e0, floor)), floor)
     hi = np.maximum(np.maximum(ceil - h_hi, np.minimum(e0, ceil)), lo)
     pmax = np.where(avail, u.p_max_mw.to_numpy(float), 0.0)
-    gen_p50 = gen_availability(p, "p50")
     # the LP subtracts the curtailable generators' output (avail - curtailed) itself
     net_load = p.demand.p50.to_numpy(float) - p.other_generation_mw
     price = p.prices.price.to_numpy(float)
@@ -211,8 +269,6 @@ def build_inputs(p: PlanInputs) -> tuple[Fleet, DispatchInputs, dict]:
         export_max=np.full(T, p.export_max_mw), position=p.position_mw, position_spread=p.position_spread)
     if p.limits is not None and len(p.limits.names):
         rows = p.limits
-        gen_delta = gen_p50 - gen_p50[:1]  # the forecast's change from the estimated state (limits.py)
-        base = rows.base(p.zone_delta_mw, gen_delta) if p.limit_base is None else p.limit_base
         x.limit_base = np.broadcast_to(base, (T, len(rows.names))).copy()
         x.limit_lower, x.limit_upper = rows.lower, rows.upper
         x.sens_battery, x.sens_generator, x.limit_names = rows.s_battery, rows.s_generator, rows.names
@@ -222,6 +278,8 @@ def build_inputs(p: PlanInputs) -> tuple[Fleet, DispatchInputs, dict]:
             x.q_max = np.sqrt(np.clip(s_mva[None, :] ** 2 - gen_p50 ** 2, 0.0, None))
             x.sens_generator_q = rows.s_generator_q
     info = {"headroom_deficit_mwh": round(deficit, 4), "headroom_surplus_mwh": round(surplus, 4),
+            "headroom_quantile_deficit_mwh": round(deficit_q, 4), "headroom_quantile_surplus_mwh": round(surplus_q, 4),
+            "headroom_held_because": held_why,
             "ramps_next_24h": int(p.ramps), "terminal_value_eur_mwh": round(terminal, 2),
             "terminal_rule": "the median of the horizon's prices" if p.terminal_value is None
             or not np.isfinite(p.terminal_value) else "learnt: the fleet's hindsight value at the end's hour over "
@@ -420,6 +478,7 @@ __all__ = [
     "gen_availability",
     "generator_table",
     "headroom_mwh",
+    "held_headroom",
     "plan_tables",
     "rule_cost",
     "solve_plan",

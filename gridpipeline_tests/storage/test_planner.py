@@ -54,7 +54,10 @@ def test_a_plan_of_the_sample_fleet(net):
     assert (out.energy >= lo[None, :] - 1e-6).all() and (out.energy <= out.x.e_max[None, :] + 1e-6).all()
     home = (p.units.vpp == "VPP_HOME").to_numpy()
     assert (lo[home] >= 0.2 * p.units.capacity_mwh[home] - 1e-12).all()
-    assert out.info["headroom_deficit_mwh"] > 0 and out.info["ramps_next_24h"] == 2
+    # the adverse hour's energy is sized, but the substation (no import limit given) carries it
+    assert out.info["headroom_quantile_deficit_mwh"] > 0 and out.info["ramps_next_24h"] == 2
+    assert out.info["headroom_deficit_mwh"] == 0
+    assert out.info["headroom_held_because"]["deficit"] == "the substation imports the deviation"
     # never charging and discharging at once
     c, d = out.result.charge, out.result.discharge
     assert not ((c > 1e-6) & (d > 1e-6)).any()
@@ -70,3 +73,41 @@ def test_a_plan_of_the_sample_fleet(net):
     tabs = pl.plan_tables(p, out.power, out.energy, out.curtail, out.x)
     assert len(tabs["batteries"]) == T * N and len(tabs["substation"]) == T
     assert set(tabs["substation"].price_label) == {"known", "forecast"}
+
+
+def test_the_fleet_holds_back_only_what_the_grid_cannot_carry(net):
+    """The headroom by hand on the fixture's first hour with the sun up (12 five-minute steps, ramps 2:
+    factor 1.5):
+    the adverse net load is P90 demand less P10 PV; the fleet holds its excess over the import limit,
+    and all of the adverse energy when the PV shortfall would take a monitored line past its limit."""
+    from gridpipeline.storage.limits import LimitRows
+
+    p = _inputs(net)
+    pv = p.renewables["pv"]
+    p.renewables = {"pv": pd.DataFrame(np.roll(pv.to_numpy(), -60, axis=0), columns=pv.columns)}  # from 05:00: sun
+    ren = p.renewables["pv"][["p10", "p50", "p90"]].reset_index(drop=True)
+    dt, k = 5 / 60, 1.5
+    deficit_q, surplus_q = pl.headroom_mwh(p.demand, ren, dt, p.ramps)
+    assert deficit_q == pytest.approx(((p.demand.p90 - p.demand.p50)[:12].sum()
+                                       + (ren.p50 - ren.p10)[:12].sum()) * dt * k)
+    # no import limit: nothing held
+    assert pl.held_headroom(p, ren, deficit_q, surplus_q, dt)[:2] == (0.0, 0.0)
+    # an import limit 0.5 MW under the adverse hour's peak: its excess is held
+    net_hi = (p.demand.p90 - ren.p10).to_numpy()[:12]
+    p.import_max_mw = float(net_hi.max()) - 0.5
+    held, _, why = pl.held_headroom(p, ren, deficit_q, surplus_q, dt)
+    assert held == pytest.approx(np.clip(net_hi - p.import_max_mw, 0, None).sum() * dt * k) and held > 0
+    assert why["deficit"] == "beyond the import limit"
+    p.import_max_mw = pl.IMPORT_MAX_MW
+    # a line at 99 % that rises 2 % per MW of PV lost: the P10 outcome takes it past 100 %
+    gens = p.generators
+    N = len(p.units)
+    s_gen = np.where(gens.kind.to_numpy() == "pv", -2.0, 0.0)[None, :]
+    p.limits = LimitRows(("line 7 loading",), np.array([99.0]), np.array([0.0]), np.array([100.0]),
+                         np.zeros((1, N)), s_gen, np.zeros((1, 1)), ("z",))
+    base = np.full((len(p.times), 1), 99.0)
+    assert pl.gen_availability(p, "p50")[:12].sum() > pl.gen_availability(p, "p10")[:12].sum() + 0.5
+    held, _, why = pl.held_headroom(p, ren, deficit_q, surplus_q, dt, base)
+    assert held == pytest.approx(deficit_q) and why["deficit"] == "the adverse outcome would take line 7 loading past its limit"
+    # the same line at 50 %: the grid carries it again
+    assert pl.held_headroom(p, ren, deficit_q, surplus_q, dt, base - 49.0)[0] == 0.0
