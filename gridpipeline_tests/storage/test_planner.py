@@ -111,3 +111,53 @@ def test_the_fleet_holds_back_only_what_the_grid_cannot_carry(net):
     assert held == pytest.approx(deficit_q) and why["deficit"] == "the adverse outcome would take line 7 loading past its limit"
     # the same line at 50 %: the grid carries it again
     assert pl.held_headroom(p, ren, deficit_q, surplus_q, dt, base - 49.0)[0] == 0.0
+
+
+def test_limit_rows_keep_the_adverse_outcome_within_the_limit(net):
+    """A row's base moves by the adverse outcome toward its nearer limit, at most to it; a row already
+    past is left; and a plan's rows are built that way (the 99 % line above rises 2 % per MW of PV lost,
+    so with the P10 PV hour it is planned at its limit: no action may raise it)."""
+    from gridpipeline.storage.limits import LimitRows
+
+    rows = LimitRows(("a", "b", "c", "d"), np.zeros(4), np.array([0.0, 0.0, 0.0, 0.95]),
+                     np.array([100.0, 100.0, 100.0, 1.05]), np.zeros((4, 1)), np.zeros((4, 1)), np.zeros((4, 1)), ("z",))
+    base = np.array([[99.0, 30.0, 101.0, 0.951]])
+    up, down = np.array([[2.0, 2.0, 2.0, 0.0]]), np.array([[0.0, 5.0, 0.0, 0.01]])
+    assert pl.robust_base(base, rows, up, down)[0].tolist() == pytest.approx([100.0, 25.0, 101.0, 0.95])
+
+    p = _inputs(net)
+    pv = p.renewables["pv"]
+    p.renewables = {"pv": pd.DataFrame(np.roll(pv.to_numpy(), -60, axis=0), columns=pv.columns)}
+    gens = p.generators
+    s_gen = np.where(gens.kind.to_numpy() == "pv", -2.0, 0.0)[None, :]
+    s_bat = np.zeros((1, len(p.units)))
+    s_bat[0, 0] = 1.0  # BESS_1's discharge raises it 1 % per MW
+    p.limits = LimitRows(("line 7 loading",), np.array([99.0]), np.array([0.0]), np.array([100.0]),
+                         s_bat, s_gen, np.zeros((1, 1)), ("z",))
+    p.limit_base = np.full((len(p.times), 1), 99.0)
+    _, x, _ = pl.build_inputs(p)
+    up, _ = pl.adverse_moves(p)
+    assert up[0, 0] == pytest.approx(2.0 * (pl.gen_availability(p, "p50")[0] - pl.gen_availability(p, "p10")[0]).sum())
+    assert x.limit_base[0, 0] == pytest.approx(100.0) and up[0, 0] > 1.0
+    out = pl.solve_plan(p)
+    # the dear evening (120 EUR/MWh from step 72) with the sun still up: the others sell, BESS_1 does not
+    assert (up[72:, 0] > 1.0).all() and out.power[72:, 4:].sum() > 0
+    assert out.power[72:, 0].max() <= 1e-6
+
+
+def test_without_the_adverse_move_the_same_battery_would_sell(net, monkeypatch):
+    """The control of the test above: with the base as forecast, BESS_1 sells into the 1 % of room."""
+    from gridpipeline.storage.limits import LimitRows
+
+    p = _inputs(net)
+    pv = p.renewables["pv"]
+    p.renewables = {"pv": pd.DataFrame(np.roll(pv.to_numpy(), -60, axis=0), columns=pv.columns)}
+    s_gen = np.where(p.generators.kind.to_numpy() == "pv", -2.0, 0.0)[None, :]
+    s_bat = np.zeros((1, len(p.units)))
+    s_bat[0, 0] = 1.0
+    p.limits = LimitRows(("line 7 loading",), np.array([99.0]), np.array([0.0]), np.array([100.0]),
+                         s_bat, s_gen, np.zeros((1, 1)), ("z",))
+    p.limit_base = np.full((len(p.times), 1), 99.0)
+    monkeypatch.setattr(pl, "robust_base", lambda base, rows, up, down: np.asarray(base, float))
+    out = pl.solve_plan(p)
+    assert out.power[72:, 0].max() > 0.5
