@@ -80,6 +80,10 @@ def dispatch_metadata(run, sent: dict, seconds: float, plan_id: str, trigger: st
         "gate_cases": verdict.cases, "setpoints_confirmed": int(sent.get("confirmed", 0)),
         "setpoints_failed": int(sent.get("failed", 0)), "plan_seconds": round(seconds, 3),
         "headroom_deficit_mwh": out.info["headroom_deficit_mwh"], "headroom_surplus_mwh": out.info["headroom_surplus_mwh"],
+        "headroom_sized_mwh": MetadataValue.json({"deficit": out.info.get("headroom_quantile_deficit_mwh"),
+                                                  "surplus": out.info.get("headroom_quantile_surplus_mwh")}),
+        "headroom_held_because": MetadataValue.md("\n".join(
+            f"- {k}: {v}" for k, v in (out.info.get("headroom_held_because") or {}).items()) or "_none_"),
         "prices_known_steps": int((p.prices.source == "known").sum()),
         "prices_forecast_steps": int((p.prices.source != "known").sum()),
         "flags": MetadataValue.md("\n".join(f"- {f}" for f in flags) or "_none_"),

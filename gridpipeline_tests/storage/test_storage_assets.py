@@ -66,6 +66,9 @@ def test_replay_partition_plans_from_the_stores_and_sends_nothing(gp_home):
             for m in [m.event_specific_data.materialization]}
     assert mats["dispatch_plan"]["commands_sent"].value == 0
     assert mats["storage_state"]["available"].value == 64  # every SOC sensor read 40 %
+    # the headroom sized from the quantiles, and why the fleet holds what it holds
+    assert set(mats["dispatch_plan"]["headroom_sized_mwh"].value) == {"deficit", "surplus"}
+    assert "- deficit: " in mats["dispatch_plan"]["headroom_held_because"].value
     checks = {c.check_name: c.passed for c in res.get_asset_check_evaluations()}
     assert checks["gate_passed"] and checks["ledger_chain_intact"]
     led = Ledger(get_settings().ledger)
