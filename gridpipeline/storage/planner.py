@@ -180,15 +180,16 @@ def gen_availability(p: PlanInputs, quantile: str = "p50") -> np.ndarray:
     return out
 
 
-def adverse_moves(p: PlanInputs) -> tuple[np.ndarray, np.ndarray]:
+def adverse_moves(p: PlanInputs, steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(up, down): (T, K) how far each limit row of ``p.limits`` can rise and fall from its base in the
     two adverse outcomes, P90 demand with P10 renewables and P10 demand with P90 renewables: the
     generators' quantiles split by rating (``gen_availability``) through the rows' generator
-    sensitivities, and the demand's deviation put on the zone that moves the row most, either way."""
+    sensitivities, and the demand's deviation put on the zone that moves the row most, either way.
+    ``steps``: only the first ones (T = steps)."""
     rows = p.limits
-    T, K = len(p.times), len(rows.names)
-    d = p.demand.reset_index(drop=True)
-    gens = {q: gen_availability(p, q) for q in ("p10", "p50", "p90")}
+    T, K = min(len(p.times), steps or len(p.times)), len(rows.names)
+    d = p.demand.reset_index(drop=True).iloc[:T]
+    gens = {q: gen_availability(p, q)[:T] for q in ("p10", "p50", "p90")}
     sg = np.asarray(rows.s_generator, float)
     sz = np.asarray(rows.s_zone, float) if rows.s_zone.size else np.zeros((K, 1))
     zone_up, zone_down = np.clip(sz.max(axis=1), 0, None), np.clip(-sz.min(axis=1), 0, None)
@@ -248,7 +249,7 @@ def held_headroom(p: PlanInputs, renewables: pd.DataFrame, deficit: float, surpl
             # this side's outcome alone: the other quantiles at P50
             one = replace(p, demand=p.demand.assign(p10=p.demand[dq], p90=p.demand[dq]),
                           renewables={kk: fc.assign(p10=fc[gq], p90=fc[gq]) for kk, fc in p.renewables.items()})
-            up, down = (m[:n] for m in adverse_moves(one))
+            up, down = adverse_moves(one, n)
             past = ((base + up > np.maximum(rows.upper, base) + tol)
                     | (base - down < np.minimum(rows.lower, base) - tol))
             if past.any():
