@@ -40,6 +40,25 @@ def _inputs(net, T=96):
                          prices=prices, ramps=2)
 
 
+def _sunny(net):
+    """The fixture's inputs with the PV forecast moved 5 hours earlier, so its first hour has sun."""
+    p = _inputs(net)
+    pv = p.renewables["pv"]
+    p.renewables = {"pv": pd.DataFrame(np.roll(pv.to_numpy(), -60, axis=0), columns=pv.columns)}
+    return p
+
+
+def _line_99(p, s_battery=None):
+    """One monitored line at 99 % that rises 2 % per MW of PV lost (and by ``s_battery`` per MW of each
+    battery's discharge)."""
+    from gridpipeline.storage.limits import LimitRows
+
+    s_gen = np.where(p.generators.kind.to_numpy() == "pv", -2.0, 0.0)[None, :]
+    s_bat = np.zeros((1, len(p.units))) if s_battery is None else s_battery
+    return LimitRows(("line 7 loading",), np.array([99.0]), np.array([0.0]), np.array([100.0]),
+                     s_bat, s_gen, np.zeros((1, 1)), ("z",))
+
+
 def test_a_plan_of_the_sample_fleet(net):
     p = _inputs(net)
     u = p.units.set_index("battery_id")
@@ -80,11 +99,8 @@ def test_the_fleet_holds_back_only_what_the_grid_cannot_carry(net):
     factor 1.5):
     the adverse net load is P90 demand less P10 PV; the fleet holds its excess over the import limit,
     and all of the adverse energy when the PV shortfall would take a monitored line past its limit."""
-    from gridpipeline.storage.limits import LimitRows
 
-    p = _inputs(net)
-    pv = p.renewables["pv"]
-    p.renewables = {"pv": pd.DataFrame(np.roll(pv.to_numpy(), -60, axis=0), columns=pv.columns)}  # from 05:00: sun
+    p = _sunny(net)
     ren = p.renewables["pv"][["p10", "p50", "p90"]].reset_index(drop=True)
     dt, k = 5 / 60, 1.5
     deficit_q, surplus_q = pl.headroom_mwh(p.demand, ren, dt, p.ramps)
@@ -100,11 +116,7 @@ def test_the_fleet_holds_back_only_what_the_grid_cannot_carry(net):
     assert why["deficit"] == "beyond the import limit"
     p.import_max_mw = pl.IMPORT_MAX_MW
     # a line at 99 % that rises 2 % per MW of PV lost: the P10 outcome takes it past 100 %
-    gens = p.generators
-    N = len(p.units)
-    s_gen = np.where(gens.kind.to_numpy() == "pv", -2.0, 0.0)[None, :]
-    p.limits = LimitRows(("line 7 loading",), np.array([99.0]), np.array([0.0]), np.array([100.0]),
-                         np.zeros((1, N)), s_gen, np.zeros((1, 1)), ("z",))
+    p.limits = _line_99(p)
     base = np.full((len(p.times), 1), 99.0)
     assert pl.gen_availability(p, "p50")[:12].sum() > pl.gen_availability(p, "p10")[:12].sum() + 0.5
     held, _, why = pl.held_headroom(p, ren, deficit_q, surplus_q, dt, base)
@@ -125,15 +137,10 @@ def test_limit_rows_keep_the_adverse_outcome_within_the_limit(net):
     up, down = np.array([[2.0, 2.0, 2.0, 0.0]]), np.array([[0.0, 5.0, 0.0, 0.01]])
     assert pl.robust_base(base, rows, up, down)[0].tolist() == pytest.approx([100.0, 25.0, 101.0, 0.95])
 
-    p = _inputs(net)
-    pv = p.renewables["pv"]
-    p.renewables = {"pv": pd.DataFrame(np.roll(pv.to_numpy(), -60, axis=0), columns=pv.columns)}
-    gens = p.generators
-    s_gen = np.where(gens.kind.to_numpy() == "pv", -2.0, 0.0)[None, :]
+    p = _sunny(net)
     s_bat = np.zeros((1, len(p.units)))
     s_bat[0, 0] = 1.0  # BESS_1's discharge raises it 1 % per MW
-    p.limits = LimitRows(("line 7 loading",), np.array([99.0]), np.array([0.0]), np.array([100.0]),
-                         s_bat, s_gen, np.zeros((1, 1)), ("z",))
+    p.limits = _line_99(p, s_bat)
     p.limit_base = np.full((len(p.times), 1), 99.0)
     _, x, _ = pl.build_inputs(p)
     up, _ = pl.adverse_moves(p)
@@ -147,16 +154,11 @@ def test_limit_rows_keep_the_adverse_outcome_within_the_limit(net):
 
 def test_without_the_adverse_move_the_same_battery_would_sell(net, monkeypatch):
     """The control of the test above: with the base as forecast, BESS_1 sells into the 1 % of room."""
-    from gridpipeline.storage.limits import LimitRows
 
-    p = _inputs(net)
-    pv = p.renewables["pv"]
-    p.renewables = {"pv": pd.DataFrame(np.roll(pv.to_numpy(), -60, axis=0), columns=pv.columns)}
-    s_gen = np.where(p.generators.kind.to_numpy() == "pv", -2.0, 0.0)[None, :]
+    p = _sunny(net)
     s_bat = np.zeros((1, len(p.units)))
     s_bat[0, 0] = 1.0
-    p.limits = LimitRows(("line 7 loading",), np.array([99.0]), np.array([0.0]), np.array([100.0]),
-                         s_bat, s_gen, np.zeros((1, 1)), ("z",))
+    p.limits = _line_99(p, s_bat)
     p.limit_base = np.full((len(p.times), 1), 99.0)
     monkeypatch.setattr(pl, "robust_base", lambda base, rows, up, down: np.asarray(base, float))
     out = pl.solve_plan(p)
