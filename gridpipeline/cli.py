@@ -112,6 +112,8 @@ def _add_domain_apps() -> None:
                                                     "horizon's prices) or hindsight (storage/value.py)"),
         train_days: int = typer.Option(365, help="days of measured history the demand model trains on"),
         refit_days: int = typer.Option(28, help="days between refits of the demand model"),
+        gate: bool = typer.Option(True, "--gate/--no-gate", help="gate every executed hour of the rolling dispatch "
+                                                                 "as live (an AC power flow of each quarter)"),
         out: Optional[Path] = typer.Option(None, help="also write the result as JSON here"),
     ):
         """Replay the fleet over a period with four strategies (perfect foresight, the rolling dispatch, the
@@ -126,7 +128,7 @@ def _add_domain_apps() -> None:
 
         cfg = BacktestConfig(start=pd.Timestamp(start, tz="UTC"), end=pd.Timestamp(end, tz="UTC"), horizon_steps=horizon,
                              to_published=to_published, price_model=price_model, train_days=train_days, refit_days=refit_days,
-                             terminal=terminal)
+                             terminal=terminal, gate=gate)
         if cfg.end <= cfg.start + pd.Timedelta(days=1):
             typer.secho("--end must be more than a day after --start", fg="red", err=True)
             raise typer.Exit(2)

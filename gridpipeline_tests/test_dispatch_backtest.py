@@ -76,6 +76,8 @@ def test_four_strategies_on_real_prices(result):
     assert r["limit_rows"]["perfect"] > 0 and r["limit_rows"]["mpc_median"] > 0  # the plans had grid limits
     assert r["hours"] == 72 and r["demand_model_refits"] == 1
     assert r["first_step_prices"] == {"price_known": 72}  # the hour being executed is always published
+    g = r["gate"]  # every executed hour that sends something went through the gate
+    assert 0 <= g["hours_rejected"] <= g["hours_scaled_back"] <= g["hours_checked"] <= 72
 
 
 def test_the_rolling_dispatch_never_reads_the_future():
@@ -101,3 +103,45 @@ def test_the_rolling_dispatch_never_reads_the_future():
     known = curve.source == "known"
     # 05:00 UTC on 1 March: the prices of 1 March are known (published 28 Feb), those of 2 March not yet
     assert known.sum() == 24 - 6 and (curve.source[~known] == "forecast").all()
+
+
+def test_the_gate_scales_back_the_hour_the_backtest_once_let_through():
+    """2018-03-19 16:00 UTC, the year run's one violation hour (a0329b7): the end of the detailed LV feeder
+    (bus 355) at 1.037 pu without batteries, past 1.05 with BESS_1 selling 1 MW. Gated quarter by quarter on
+    the world's state 15 minutes before each, the sale is scaled back, and the hour then executed is not a
+    violation by the count's AC power flow, while the full sale is; charging there (it lowers the voltage),
+    or nothing at all, passes untouched."""
+    from benchmarks.dispatch_backtest import InstantGate, fleet_and_grid, violations, world_truth
+    from gridpipeline.world.model import load_world
+
+    w = load_world("sample")
+    cfg = BacktestConfig()
+    fleet, gens, _ = fleet_and_grid(w)
+    pos = pd.Index(w.net.sgen.index).get_indexer(gens.sgen_index)
+    truth = world_truth(w, pd.Timestamp("2018-03-19 15:00", tz="UTC"), pd.Timestamp("2018-03-19 17:00", tz="UTC"),
+                        cfg.step, cfg.sub_steps)
+    gate = InstantGate(w, truth, pos, cfg)
+    avail, none = truth.sgen_p[1, pos], np.zeros(len(gens))
+    sell = np.where(fleet.battery_id == "BESS_1", 1.0, 0.0)
+    assert sell.sum() == 1.0
+
+    assert gate.factor(1, np.zeros(len(fleet)), avail, none) == 1.0 and gate.hours == 0   # nothing to send: no check
+    assert gate.factor(1, -sell, avail, none) == 1.0                                       # charging lowers the voltage
+    f = gate.factor(1, sell, avail, none)
+    assert 0.0 < f < 1.0 and gate.scaled == 1 and gate.cases[0]["hour"] == "2018-03-19 16:00:00+00:00"
+    assert gate.held_mwh == pytest.approx(1.0 - f)
+
+    def run(mw):
+        s = FleetState(fleet, (fleet.soc_max * fleet.capacity_mwh).to_numpy(float), 1.0)  # full: it can sell 1 MW
+        s.execute(np.zeros(len(fleet)))
+        s.execute(mw)
+        s.gen_out = truth.sgen_p[:, pos]
+        return s
+
+    base = run(np.zeros(len(fleet)))
+    full, gated = run(sell), run(f * sell)
+    assert full.power[1] @ sell == pytest.approx(1.0) and gated.power[1] @ sell == pytest.approx(f)
+    count, _, _, details = violations(w, truth, {"none": base, "full": full, "gated": gated}, pos, cfg)
+    assert count["full"] == 1 and details["full"][0]["element"] == "bus 355"
+    assert count["gated"] == 0
+
