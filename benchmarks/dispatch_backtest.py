@@ -114,6 +114,8 @@ class BacktestConfig:
     #: the live gate on every executed hour of the rolling dispatch, emulated on the world's state 15 minutes
     #: before each quarter (:class:`InstantGate`)
     gate: bool = True
+    #: a folder for every issue's forecasts (:class:`ForecastCache`): a second run reads them; None: off
+    forecast_cache: str | None = None
 
 
 # ------------------------------------------------------------------------------------------ the world
@@ -234,6 +236,10 @@ class Forecaster:
 
         self.price_model = PriceForecaster() if cfg.price_model == "lear" else None
         self._bundle, self._trained = None, None
+        #: refit as of ``anchor + k x refit_days`` (a fixed grid: the same models whichever issue comes
+        #: first, as a run that reads some issues from a :class:`ForecastCache` needs); None: at the first
+        #: issue and every ``refit_days`` after it
+        self.anchor: pd.Timestamp | None = None
         self._runs: dict = {}
         self.train_seconds = 0.0
         self.refits = 0
@@ -254,14 +260,20 @@ class Forecaster:
         from gridpipeline.forecast.deployed import predict, train
 
         cfg = self.cfg
-        if self._trained is None or issue - self._trained >= pd.Timedelta(days=cfg.refit_days):
+        refit = pd.Timedelta(days=cfg.refit_days)
+        if self.anchor is not None and issue >= self.anchor:
+            as_of = self.anchor + ((issue - self.anchor) // refit) * refit
+            due = as_of != self._trained
+        else:
+            as_of, due = issue, self._trained is None or issue - self._trained >= refit
+        if due:
             t0 = time.perf_counter()
-            self._bundle = train(self.hist, self.observed, self.gcfg, issue, self.world.timezone,
+            self._bundle = train(self.hist, self.observed, self.gcfg, as_of, self.world.timezone,
                                  _country(self.world), prophet=False)
-            self._trained = issue
+            self._trained = as_of
             self.train_seconds += time.perf_counter() - t0
             self.refits += 1
-            self.progress(f"demand model trained as of {issue:%Y-%m-%d} "
+            self.progress(f"demand model trained as of {as_of:%Y-%m-%d} "
                           f"(hold-out MAPE {self._bundle['report'].get('holdout_mape', float('nan')):.2f} %)")
         wx = self.weather(issue, steps)
         fc = predict(self._bundle, self.hist, wx[["temperature"]], issue, observed=self.observed)
@@ -325,6 +337,83 @@ class Forecaster:
         known = self.prices[(self.pub <= issue) & (self.prices.index > issue - pd.Timedelta(days=200))]
         end = issue + (steps or self.cfg.horizon_steps) * self.cfg.step
         return price_curve(known, issue, end, self.cfg.step, self.price_model).reset_index(drop=True)
+
+
+    def inputs(self, issue: pd.Timestamp, fleet: pd.DataFrame) -> dict:
+        """Everything a plan issued at ``issue`` takes from the forecasts: its steps, demand, renewables
+        (from ``issue``, and from the hour before: the limit rows' base moves from there), prices and
+        terminal value."""
+        steps = self.steps(issue)
+        return {"steps": steps, "demand": self.demand(issue, steps), "renew": self.renewables(issue, steps=steps),
+                "renew_then": self.renewables(issue, start=issue - self.cfg.step, steps=steps),
+                "prices": self.price_curve(issue, steps), "terminal": self.terminal_value(issue, steps, fleet)}
+
+
+class ForecastCache:
+    """Every issue's forecasts (:meth:`Forecaster.inputs`) on disk, so that another run with the same
+    forecasts (a study of the planner: the same world, prices and forecast settings) reads them instead
+    of computing them again: the daily LEAR fits and the demand model are about half of a year's run.
+    Off by default (``gridpipeline dispatch backtest --forecast-cache DIR``).
+
+    The entries sit under a key of everything the forecasts depend on: the world's truth and network,
+    the prices, the fleet (the terminal value), the configuration's fields and the source of the code
+    that makes them (``SOURCES`` and the forecaster); any change is a new key, never a stale read.
+    The demand model refits on a fixed grid from the period's start (``Forecaster.anchor``), so a run
+    that reads some issues and computes the others makes the same forecasts as one that computes all."""
+
+    SOURCES = ("gridpipeline/forecast", "gridpipeline/world", "gridpipeline/common", "gridpipeline/sources",
+               "gridpipeline/storage/value.py", "gridpipeline/settings.py")
+    FIELDS = ("start", "end", "step", "horizon_steps", "to_published", "price_model", "terminal", "train_days",
+              "refit_days", "noise", "sub_steps")
+
+    def __init__(self, root, world, truth: Truth, prices: pd.Series, fleet: pd.DataFrame, cfg: BacktestConfig):
+        import hashlib
+        import inspect
+        from pathlib import Path
+
+        h = hashlib.sha256()
+        pkg = Path(__file__).resolve().parents[1]
+        for rel in self.SOURCES:
+            path = pkg / rel
+            for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+                h.update(str(f.relative_to(pkg)).encode() + f.read_bytes())
+        for obj in (Forecaster, ForecastCache, measured_demand, publication_times, _country):
+            h.update(inspect.getsource(obj).encode())
+        h.update(str({k: getattr(cfg, k) for k in self.FIELDS}).encode())
+        h.update(pd.util.hash_pandas_object(prices).to_numpy().tobytes())
+        h.update(pd.util.hash_pandas_object(fleet.astype(str), index=False).to_numpy().tobytes())
+        for k in ("bus", "line", "trafo", "load", "sgen", "storage"):
+            h.update(pd.util.hash_pandas_object(world.net[k].astype(str)).to_numpy().tobytes())
+        for a in (truth.load_p, truth.sgen_p):
+            h.update(np.ascontiguousarray(a).tobytes())
+        self.key = h.hexdigest()[:20]
+        self.dir = Path(root) / self.key
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.hits = self.misses = 0
+
+    def _file(self, issue: pd.Timestamp):
+        return self.dir / f"{pd.Timestamp(issue).tz_convert('UTC'):%Y%m%dT%H%M}.pkl"
+
+    def get(self, issue: pd.Timestamp) -> dict | None:
+        import pickle
+
+        f = self._file(issue)
+        try:
+            out = pickle.loads(f.read_bytes())
+        except (OSError, EOFError, pickle.UnpicklingError):
+            out = None
+        self.hits += out is not None
+        self.misses += out is None
+        return out
+
+    def put(self, issue: pd.Timestamp, value: dict) -> None:
+        import os
+        import pickle
+
+        f = self._file(issue)
+        tmp = f.with_name(f"{f.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(value))
+        tmp.replace(f)
 
 
 def _country(world) -> str | None:
@@ -645,6 +734,8 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
     live = pd.Series(truth.demand * (1 + cfg.noise * np.random.default_rng(SEED + 1).standard_normal(T)),
                      index=truth.times, name="system")
     fc = Forecaster(world, pd.concat([hist, live]), prices, gens, cfg, say)
+    fc.anchor = cfg.start
+    cache = ForecastCache(cfg.forecast_cache, world, truth, prices, fleet, cfg) if cfg.forecast_cache else None
     mpc = FleetState(fleet, e0.copy(), dt_h)
     planner = FleetPlanner()
     gate = InstantGate(world, truth, pos, cfg) if cfg.gate else None
@@ -656,15 +747,17 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
     rows_day, rows_from, rows_built, rows_k = None, None, 0, []
     for t, issue in enumerate(truth.times):
         a = time.perf_counter()
-        times_h = fc.steps(issue)
-        demand = fc.demand(issue, times_h)
-        renew = fc.renewables(issue, steps=times_h)
-        prices_h = fc.price_curve(issue, times_h)
+        got = cache.get(issue) if cache is not None else None
+        if got is None:
+            got = fc.inputs(issue, fleet)
+            if cache is not None:
+                cache.put(issue, got)
+        times_h, demand, renew, prices_h = got["steps"], got["demand"], got["renew"], got["prices"]
         b = time.perf_counter()
         other_now = float(other_true[t - 1]) if t else float(other_true[0])  # the last measured hour, held
         steps = pd.date_range(issue, periods=times_h, freq=cfg.step)
         p = _plan_inputs(steps, _units(fleet, mpc.energy), gens, demand, renew, prices_h, other_now, imp_max, exp_max)
-        p.terminal_value = fc.terminal_value(issue, times_h, fleet)
+        p.terminal_value = got["terminal"]
         if cfg.grid_limits:
             # as live: rows around the state estimated now (the last hour, batteries out), their base moved
             # by the forecasts' change; the sensitivities refreshed once a day (live: every plan)
@@ -678,9 +771,7 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
             # generation: the same run's change from the hour of the state (the last hour) on, so the
             # executed hour's base moves with the sun too (live: the state is 30 s old, not an hour)
             g50 = gen_availability(p)
-            g_then = gen_availability(replace(p, renewables=fc.renewables(issue, start=issue - cfg.step,
-                                                                           steps=times_h)))[:1] \
-                if t else g50[:1]
+            g_then = gen_availability(replace(p, renewables=got["renew_then"]))[:1] if t else g50[:1]
             p.limit_base = in_band(p.limits.base(p.zone_delta_mw, g50 - g_then), p.limits)
             rows_k.append(len(rows_day.names))
         out = solve_plan(p, planner)
@@ -728,6 +819,7 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         "curtailed_mwh": {k: round(float((avail_true - s.gen_out).sum() * dt_h), 3) for k, s in results.items()},
         "throughput_mwh": {k: round(float(np.abs(np.asarray(s.power)).sum() * dt_h), 3) for k, s in results.items()},
         "demand_model_refits": fc.refits, "demand_train_seconds": round(fc.train_seconds, 1),
+        "forecasts_from_cache": cache.hits if cache is not None else 0,
         "plan_seconds_p50": round(float(np.median(plan_seconds)), 4),
         "forecast_seconds": round(t_fc, 1), "lp_seconds": round(t_lp, 1),
         "perfect_foresight_seconds": round(perfect_seconds, 1), "power_flow_seconds": round(pf_seconds, 1),
@@ -812,4 +904,4 @@ def violations(world, truth: Truth, results: dict, curt_pos: np.ndarray, cfg: Ba
     return out, base_hours, time.perf_counter() - t0, details
 
 
-__all__ = ["BacktestConfig", "FleetState", "InstantGate", "Truth", "fleet_and_grid", "publication_times", "run_backtest", "stdout_to_stderr", "violations", "world_truth"]
+__all__ = ["BacktestConfig", "FleetState", "ForecastCache", "InstantGate", "Truth", "fleet_and_grid", "publication_times", "run_backtest", "stdout_to_stderr", "violations", "world_truth"]

@@ -47,14 +47,22 @@ def test_a_base_past_a_limit_may_not_get_worse_and_need_not_be_pulled_back():
     assert out.tolist() == [[1.045, 98.0], [1.045, 98.0], [1.04, 50.0], [0.955, 97.0]]
 
 
+def _three_days(cache=None) -> BacktestConfig:
+    return BacktestConfig(start=pd.Timestamp("2018-01-09", tz="UTC"), end=pd.Timestamp("2018-01-12", tz="UTC"),
+                          train_days=21, refit_days=7, forecast_cache=cache)
+
+
 @pytest.fixture(scope="module")
-def result():
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("forecast_cache")
+
+
+@pytest.fixture(scope="module")
+def result(cache_dir):
     from gridpipeline.world.model import load_world
     from gridpipeline.world.price_exchange import load_reference
 
-    cfg = BacktestConfig(start=pd.Timestamp("2018-01-09", tz="UTC"), end=pd.Timestamp("2018-01-12", tz="UTC"),
-                         train_days=21, refit_days=7)
-    return run_backtest(load_world("sample"), load_reference(), cfg)
+    return run_backtest(load_world("sample"), load_reference(), _three_days(str(cache_dir)))
 
 
 def test_four_strategies_on_real_prices(result):
@@ -145,3 +153,21 @@ def test_the_gate_scales_back_the_hour_the_backtest_once_let_through():
     assert count["full"] == 1 and details["full"][0]["element"] == "bus 355"
     assert count["gated"] == 0
 
+
+def test_a_second_run_reads_the_forecasts_and_plans_the_same(result, cache_dir):
+    """The forecast cache: the first run wrote every issue's forecasts; a second run with the later half
+    of them gone reads the first half, computes the rest (its demand model trained on the same grid of
+    dates, so as of the same day) and comes to exactly the same figures."""
+    from gridpipeline.world.model import load_world
+    from gridpipeline.world.price_exchange import load_reference
+
+    files = sorted(p for d in cache_dir.iterdir() for p in d.glob("*.pkl"))
+    assert len(files) == 72 and result["forecasts_from_cache"] == 0
+    for f in files[36:]:
+        f.unlink()
+    again = run_backtest(load_world("sample"), load_reference(), _three_days(str(cache_dir)))
+    assert again["forecasts_from_cache"] == 36 and again["demand_model_refits"] == 1
+    for k in ("perfect_foresight_savings", "mpc_savings", "violations", "cost_eur", "throughput_mwh"):
+        assert again[k] == result[k], k
+    assert {k: v for k, v in again["gate"].items() if k != "seconds"} == \
+        {k: v for k, v in result["gate"].items() if k != "seconds"}
