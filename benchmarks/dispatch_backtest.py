@@ -81,6 +81,9 @@ import pandas as pd
 from gridpipeline.storage.planner import CURTAIL_VALUE, EXPORT_SPREAD
 
 SEED = 20180101
+#: how much worse than without the batteries an element over its limit must get to count (the
+#: violation count) or to fail the gate (InstantGate): % loading, pu voltage
+WORSE_LOADING, WORSE_PU = 0.1, 0.0005
 
 
 @dataclass(frozen=True)
@@ -545,7 +548,7 @@ class InstantGate:
     def _passes(before, after) -> np.ndarray:
         """(instants, factors) -> passes: nothing past its limit and worse than without the setpoints."""
         (lo0, vo0, ok0), (lo, vo, ok) = before, after
-        worse = ((lo > 0) & (lo - lo0 > 0.1)).any(axis=-1) | ((vo > 0) & (vo - vo0 > 0.0005)).any(axis=-1)
+        worse = ((lo > 0) & (lo - lo0 > WORSE_LOADING)).any(axis=-1) | ((vo > 0) & (vo - vo0 > WORSE_PU)).any(axis=-1)
         return ~worse & (ok | ~ok0)
 
     def factor(self, t: int, power: np.ndarray, avail: np.ndarray, curtail: np.ndarray) -> float:
@@ -883,9 +886,9 @@ def violations(world, truth: Truth, results: dict, curt_pos: np.ndarray, cfg: Ba
             continue
         ld, v, ok = flows(s)
         ol, ov = over(ld, v)
-        worse_l = ol & (np.nan_to_num(ld) > np.nan_to_num(base_load) + 0.1)
+        worse_l = ol & (np.nan_to_num(ld) > np.nan_to_num(base_load) + WORSE_LOADING)
         dv = np.abs(np.nan_to_num(v, nan=1.0) - 1.0) - np.abs(np.nan_to_num(base_v, nan=1.0) - 1.0)
-        worse_v = ov & (dv > 0.0005)
+        worse_v = ov & (dv > WORSE_PU)
         hit = worse_l.any(axis=1) | worse_v.any(axis=1) | (~ok & base_ok)
         out[k] = int(hit.sum())
         for t in np.flatnonzero(hit)[:20]:  # what each one was: the worst element, without and with batteries
