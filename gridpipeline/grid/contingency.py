@@ -26,13 +26,16 @@ from gridpipeline.grid.powerflow import (
     injection_sensitivities,
 )
 
-__all__ = ["assess_contingencies", "contingency_list", "n1_trigger", "relief_injections", "run_n1", "run_n1_decomposed"]
+__all__ = ["assess_contingencies", "contingency_list", "n1_trigger", "outage_changes", "relief_injections", "run_batch",
+           "run_n1", "run_n1_decomposed"]
 
 _COMP = {"line": ComponentType.line, "trafo": ComponentType.transformer, "sgen": ComponentType.sym_gen,
          "load": ComponentType.sym_load, "storage": ComponentType.sym_load, "switch": ComponentType.link}
 
 
-def _outage_changes(model: PgmModel, elements: Sequence[tuple[str, int]]) -> list[tuple]:
+def outage_changes(model: PgmModel, elements: Sequence[tuple[str, int]]) -> list[tuple]:
+    """The PGM batch changes (``powerflow.batch_update``) that take ``elements`` ((table, index) pairs) out of
+    service."""
     ch = []
     for etype, eid in elements:
         comp = _COMP[etype]
@@ -112,13 +115,13 @@ def run_n1(
         [tuple((str(t), int(i)) for t, i in c) for c in contingencies]
     # load lost is counted against the base case: a bus already dead before the outage (an area left
     # open by the operator) is not lost by it
-    base = _run_batch(model, data, [[]], threading, tolerance, max_iterations) if cons else None
+    base = run_batch(model, data, [[]], threading, tolerance, max_iterations) if cons else None
     base_en = base["node_en"][0].astype(bool) if base is not None and 0 not in base["failed"] else None
     parts = []
     for s0 in range(0, len(cons), max(1, chunk_size)):
         c = cons[s0:s0 + chunk_size]
-        scen = [_outage_changes(model, x) for x in c]
-        res = _run_batch(model, data, scen, threading, tolerance, max_iterations)
+        scen = [outage_changes(model, x) for x in c]
+        res = run_batch(model, data, scen, threading, tolerance, max_iterations)
         part = pd.DataFrame(_summarise(model, data, c, res, loading_limit, v_min, v_max, base_en))
         if restore_via_ties and len(part):
             _restore(model, data, c, scen, res, part, threading, tolerance, max_iterations, loading_limit, base_en)
@@ -132,7 +135,10 @@ def run_n1(
     return df
 
 
-def _run_batch(model, data, scen, threading, tolerance, max_iterations) -> dict:
+def run_batch(model, data, scen, threading, tolerance, max_iterations) -> dict:
+    """One PGM power-flow batch of ``scen`` (per scenario, a list of changes, ``powerflow.batch_update``):
+    ``node_u`` and ``node_en`` (scenario x node), ``loading`` (scenario x branch, ``batch_loading``) and the
+    ``failed`` scenarios' positions."""
     if not scen:
         return {"node_u": np.zeros((0, 0)), "node_en": np.zeros((0, 0)), "loading": np.zeros((0, 0)), "failed": set()}
     upd = batch_update(scen)
@@ -239,7 +245,7 @@ def _restore(model, data, cons, scen, res, df, threading, tolerance, max_iterati
                 trial_of.append((k, sw))
     if not trial_scen:
         return
-    tr = _run_batch(model, data, trial_scen, threading, tolerance, max_iterations)
+    tr = run_batch(model, data, trial_scen, threading, tolerance, max_iterations)
     best: dict[int, tuple] = {}
     for j, (k, sw) in enumerate(trial_of):
         if j in tr["failed"]:
@@ -286,8 +292,8 @@ def relief_injections(
     data = model.with_switch_states(switch_closed)
     if isinstance(contingency, str):
         contingency = tuple((p.split(":")[0], int(p.split(":")[1])) for p in contingency.split("+"))
-    base = _outage_changes(model, contingency)
-    res = _run_batch(model, data, [base], -1, 1e-8, 30)
+    base = outage_changes(model, contingency)
+    res = run_batch(model, data, [base], -1, 1e-8, 30)
     cols = ["element_type", "element_id", "bus", "p_mw", "sensitivity_pct_per_mw", "action", "relief_capacity_pct",
             "mw_to_limit", "target", "target_loading_percent"]
     if 0 in res["failed"]:

@@ -66,3 +66,60 @@ def test_reactive_setpoints_are_scaled_with_the_rest():
     assert v.passed and 0.4 < v.scale < 0.6 and v.worst["element"] == "line 1"
     # the factor found is the one at which the AC power flow is within the limit
     assert gate(net, pd.Series(dtype=float), reactive_mvar=pd.Series({0: -6.0 * v.scale})).scale == 1.0
+
+
+def _parallel_feeder():
+    net = _feeder(1.0)
+    b3 = pp.create_bus(net, vn_kv=20.0)
+    pp.create_line_from_parameters(net, 1, b3, 1.0, r_ohm_per_km=0.1, x_ohm_per_km=0.1, c_nf_per_km=0, max_i_ka=0.4)
+    pp.create_line_from_parameters(net, b3, 2, 1.0, r_ohm_per_km=0.1, x_ohm_per_km=0.1, c_nf_per_km=0, max_i_ka=0.06)
+    return net
+
+
+@pytest.mark.parametrize(("net", "setpoint", "contingencies"), [
+    (_feeder(1.0), -4.0, []),                       # scaled back: line 1
+    (_feeder(3.6), -0.5, []),                       # rejected: line 1 already over
+    (_feeder(3.6), 0.5, []),                        # relief passes whole
+    (_parallel_feeder(), -2.0, [("line", 1)]),      # scaled back in the contingency
+    (_parallel_feeder(), -2.0, [("line", 1), ("line", 3)]),
+])
+def test_the_batched_gate_gives_the_bisection_s_verdict(net, setpoint, contingencies):
+    """The gate runs its cases and factors as power-grid-model batches; one power flow at a time by
+    bisection (the pandapower path) must reach the same factor and name the same element."""
+    from gridpipeline.storage.gate import _gate_by_bisection
+
+    sp = pd.Series({0: setpoint})
+    batched = gate(net, sp, contingencies=contingencies)
+    one_by_one = _gate_by_bisection(net, sp, pd.Series(dtype=float), contingencies=contingencies)
+    assert batched.scale == pytest.approx(one_by_one.scale)
+    assert batched.passed == one_by_one.passed
+    assert batched.worst.get("element") == one_by_one.worst.get("element")
+    assert batched.worst.get("case") == one_by_one.worst.get("case")
+    if batched.worst:
+        assert batched.worst["value_after"] == pytest.approx(one_by_one.worst["value_after"], rel=1e-6)
+
+
+def test_the_batched_gate_on_the_sample_world_agrees_with_the_bisection():
+    """A real state (the sample world's injections at one instant), every battery asked to discharge 3 MW
+    (MV) or 30 kW (home), ten contingencies: line 58 would overload, both scale back to a quarter."""
+    import copy
+
+    import numpy as np
+
+    from gridpipeline.storage.gate import _gate_by_bisection
+    from gridpipeline.world.model import load_world
+
+    world = load_world("sample")
+    inj = world.injections_at(pd.DatetimeIndex(["2018-01-15 01:00"], tz="UTC"))
+    net = copy.deepcopy(world.net)
+    net.load["p_mw"], net.load["q_mvar"], net.load["scaling"] = inj.load_p_mw[0], inj.load_q_mvar[0], 1.0
+    net.sgen["p_mw"], net.sgen["q_mvar"], net.sgen["scaling"] = inj.sgen_p_mw[0], inj.sgen_q_mvar[0], 1.0
+    net.storage["p_mw"] = 0.0
+    big = (net.storage.max_e_mwh > 1).to_numpy()
+    sp = pd.Series(np.where(big, 3.0, 0.03), index=net.storage.index)
+    cases = [("line", int(i)) for i in net.line.index[net.line.in_service.astype(bool)][:10]]
+    batched = gate(net, sp, contingencies=cases)
+    one_by_one = _gate_by_bisection(net, sp, pd.Series(dtype=float), contingencies=cases)
+    assert 0 < batched.scale < 1 and batched.scale == pytest.approx(one_by_one.scale)
+    assert (batched.worst["element"], batched.worst["case"]) == (one_by_one.worst["element"], one_by_one.worst["case"])
+    assert batched.evaluations == 11 * 2 + 11 * 63  # one batch before and at full, one at every factor
