@@ -128,9 +128,12 @@ class _Batches:
         self.cases, self.outages = [None], [[]]
         for c in contingencies:
             c = (str(c[0]), int(c[1]))
-            if c[0] in ids and c[1] in ids[c[0]].index:  # an element the model has (else nothing to take out)
-                self.cases.append(c)
-                self.outages.append(outage_changes(self.model, [c]))
+            try:
+                out = outage_changes(self.model, [c])
+            except KeyError:  # an element the model has not (or a kind no outage applies to): nothing to take out
+                continue
+            self.cases.append(c)
+            self.outages.append(out)
         self.branches = [f"{t} {i}" for t, i in branch_index(self.model, self.data)]
         self.buses = [f"bus {i}" for i in self.model.id_index[self.data[ComponentType.node]["id"]]]
         self.n_branches = len(self.branches)
@@ -194,8 +197,8 @@ class _Batches:
             for s in range(n_s):
                 if not passes[s]:
                     continue
-                if not after_ok[c, s]:
-                    if before_ok[c]:  # did not converge before either: nothing to compare
+                if not after_ok[c, s]:  # a failure, unless it did not converge before either (nothing to compare)
+                    if before_ok[c]:
                         passes[s] = False
                         worst[s] = {"case": label, "element": "-", "why": "power flow does not converge"}
                     continue
