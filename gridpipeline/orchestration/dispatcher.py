@@ -238,8 +238,11 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ one plan
     def plan(self, now: datetime, trigger: str, departure_at: datetime | None = None,
-             departures: list[dict] | None = None) -> dict:
-        """Plan, gate, record and act; returns a summary."""
+             departures: list[dict] | None = None, economics: bool = True) -> dict:
+        """Plan, gate, record and act; returns a summary. ``economics``: also price the plan (nodal
+        prices, tariff, flexibility market) and take the day-ahead market step. The loop leaves them to
+        the next scheduled plan (at most 5 minutes on) after a departure re-plan: they took 3 s, and up to
+        two minutes under load, during which the next snapshot's departure waited behind them."""
         from gridpipeline.ledger.store import approval_deadline
 
         t0 = time.perf_counter()
@@ -283,8 +286,10 @@ class Dispatcher:
         except Exception:
             log.exception("dispatcher: delivering sold DR blocks failed")
         shed = self.shed(now, run, plan_id, limit, None if st is None else st.get("network"))
-        signal = self.price_signals(now, run, plan_id, st)
-        self.market(now, bms, st)
+        signal = None
+        if economics:
+            signal = self.price_signals(now, run, plan_id, st)
+            self.market(now, bms, st)
         seconds = time.perf_counter() - t0
         self.stats.plans += 1
         self.stats.plan_seconds.append(seconds)
@@ -1489,7 +1494,7 @@ class Dispatcher:
                 due = self.last_window is None or window > self.last_window
                 if hit is not None:
                     at, what = hit
-                    s = self.plan(now, "departure", departure_at=at, departures=what)
+                    s = self.plan(now, "departure", departure_at=at, departures=what, economics=False)
                     echo(f"dispatcher: re-plan on a departure at {at:%H:%M:%S}: {json.dumps(s, default=str)}")
                 elif due:
                     s = self.plan(now, "schedule")

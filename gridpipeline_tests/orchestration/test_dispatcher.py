@@ -130,8 +130,10 @@ def test_cloud_front_replans_and_the_batteries_respond(field, monkeypatch):
     _state_from(sim, T0 + timedelta(minutes=10), snap)
     at, what = d.departure(snap)  # the snapshots since the last look, judged in turn: the first one shows it
     assert snap - timedelta(minutes=2) < at <= snap and any(w["kind"] == "pv" for w in what), (at, what)
-    again = d.plan(snap + timedelta(seconds=20), "departure", departure_at=snap, departures=what)
+    # as the loop does: the re-plan sends and sheds; its pricing waits for the next scheduled plan
+    again = d.plan(snap + timedelta(seconds=20), "departure", departure_at=snap, departures=what, economics=False)
     assert again["sent"] >= 60 and d.stats.replan_latency and d.stats.replans == 1
+    assert again["price_signal"] is None
     # the re-plan sees the front (the near term follows the measured output): far less export now
     with connect(get_settings().live_db_path, read_only=True) as con:
         before = con.execute("SELECT plan_id, net_load_before_mw FROM ops.dispatch_substation WHERE step = 0 "
@@ -163,9 +165,10 @@ def test_cloud_front_replans_and_the_batteries_respond(field, monkeypatch):
     with connect(get_settings().live_db_path, read_only=True) as con:
         n = con.execute("SELECT count(DISTINCT plan_id), count(*) FROM ops.dispatch_plan").fetchone()
     assert n == (2, 2 * 288 * 64)
-    # each plan is priced: nodal prices over its horizon, a tariff per zone, a price_signal record
+    # the scheduled plan is priced: nodal prices over its horizon, a tariff per zone, a price_signal
+    # record (the departure re-plan is not: the next scheduled plan prices)
     sigs = led.records(kind="price_signal")
-    assert len(sigs) == 2 and sigs[-1]["ref"] == led.records(kind="dispatch")[-1]["id"]
+    assert len(sigs) == 1 and sigs[-1]["ref"] == led.records(kind="dispatch")[0]["id"]
     body = sigs[-1]["body"]
     assert body["prices"]["steps"] == 288 and body["decision"]["zones"]
     lo, hi = body["prices"]["price_range_eur_mwh"]
@@ -179,8 +182,9 @@ def test_cloud_front_replans_and_the_batteries_respond(field, monkeypatch):
     assert ev is not None and "data:image/png" in ev.asset_materialization.metadata["chart"].value
     # a third plan in the same 5-minute window reports too (Dagster keeps one runless check
     # evaluation per partition, so the dispatcher's carry none)
-    d.plan(snap + timedelta(seconds=50), "schedule")
+    third = d.plan(snap + timedelta(seconds=50), "schedule")
     assert d.stats.failed == 0
+    assert led.records(kind="price_signal")[-1]["ref"] == third["plan_id"]
     assert instance.get_latest_materialization_event(AssetKey("dispatch_plan")).asset_materialization.metadata[
         "trigger"].value == "schedule"
 
