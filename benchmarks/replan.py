@@ -72,6 +72,19 @@ def _records(ledger: Path) -> list[dict]:
         return []
 
 
+UNREADY = ("no demand forecast", "no renewable forecast")
+
+
+def ready(recs: list[dict]) -> bool:
+    """Whether the pipeline is up: a plan made with forecasts (not the cold start's persistence, while
+    the bootstrap run still trains the models) has had its setpoints confirmed at the batteries. The
+    fronts come after that: the benchmark times the running pipeline's response, not its cold start."""
+    plans = {r["id"]: r for r in recs if r["kind"] == "dispatch"}
+    return any(r["kind"] == "setpoint_write" and r["body"].get("confirmed", 0) > 0 and r["ref"] in plans
+               and not any(str(f).startswith(UNREADY) for f in plans[r["ref"]]["body"].get("flags", []))
+               for r in recs)
+
+
 def shows_drop_at(start: datetime, front: dict = FRONT, shows: float = SHOWS) -> datetime:
     """The first 30-second snapshot instant at which ``front`` (starting at ``start``, on the grid)
     has taken ``shows`` of the output off: its depth falls linearly over ``ramp_minutes``."""
@@ -142,14 +155,14 @@ def run(events: int = 20, keep: bool = False, **_) -> dict:
     events_file.parent.mkdir(parents=True, exist_ok=True)
     t_setup = time.monotonic()
     say(f"world moved {shift} h east (longitude {moved['location']['longitude']:.2f}, {moved['timezone']}); "
-        f"starting gridpipeline dev in {home} and waiting for the first plan sent")
+        f"starting gridpipeline dev in {home} and waiting for the first plan with forecasts sent")
     dev = subprocess.Popen([exe, "dev", "--catch-up", "10m", "--no-history", "--port", "3392"], env=env,
                            cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     fronts: list[datetime] = []
     skipped: list[dict] = []
     try:
         deadline = time.monotonic() + 1200
-        while not any(r["kind"] == "setpoint_write" and r["body"].get("confirmed", 0) > 0 for r in _records(ledger)):
+        while not ready(_records(ledger)):
             if dev.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"no setpoints were ever sent; see {work / 'bench_replan.log'}")
             time.sleep(10)

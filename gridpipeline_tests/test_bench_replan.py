@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import pytest
 
-from benchmarks.replan import SKY_MIN, shows_drop_at, sky, world_shift
+from benchmarks.replan import SKY_MIN, ready, shows_drop_at, sky, world_shift
 
 
 def test_a_front_shows_the_drop_at_the_first_snapshot_past_sixty_percent():
@@ -39,3 +39,15 @@ def test_a_window_gets_a_front_only_under_the_worlds_own_sun():
     assert sky(w8, t) == pytest.approx(sky(w0, t + timedelta(hours=8)), rel=1e-3)
     shares = [sky(w0, x.to_pydatetime()) for x in pd.date_range("2026-06-01", periods=7 * 24, freq="h")]
     assert min(shares) < 0.01 and max(shares) > SKY_MIN
+
+
+def test_the_fronts_wait_for_a_plan_made_with_forecasts():
+    """The cold start's plans run on persistence while the bootstrap trains the models: the benchmark
+    starts its fronts once a plan with forecasts has had its setpoints confirmed."""
+    cold = {"id": "a", "kind": "dispatch", "body": {"flags": [
+        "no demand forecast: persistence of the estimated load, with a +-5 % band"]}}
+    warm = {"id": "b", "kind": "dispatch", "body": {"flags": ["pv: measured 2.4 MW against 6.0 MW forecast now"]}}
+    sent = lambda ref, n: {"id": f"w{ref}", "kind": "setpoint_write", "ref": ref, "body": {"confirmed": n}}
+    assert not ready([cold, sent("a", 64)])
+    assert not ready([cold, sent("a", 64), warm, sent("b", 0)])  # written, not confirmed
+    assert ready([cold, sent("a", 64), warm, sent("b", 64)])
