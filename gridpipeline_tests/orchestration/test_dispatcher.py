@@ -314,17 +314,17 @@ def test_snapshots_committed_between_two_looks_are_each_judged(gp_home, tmp_path
 
 
 def test_a_departure_inside_the_replan_gap_waits_and_is_never_dropped(gp_home):
-    """A PV drop seen 10 s after a re-plan (for a forecast gap) must still get its own re-plan once the
-    30-second gap has passed: its test does not fire again for the same front."""
+    """A PV drop seen a third of the gap after a re-plan (for a forecast gap) must still get its own
+    re-plan once the gap has passed: its test does not fire again for the same front."""
     from gridpipeline.orchestration.dispatcher import REPLAN_GAP, Dispatcher
 
     d = Dispatcher(get_settings(), report=False, client=object())
     t = datetime(2026, 6, 15, 16, 0, 40)
-    d.last_plan_at = t - timedelta(seconds=10)
+    d.last_plan_at = t - REPLAN_GAP / 3
     drop = (datetime(2026, 6, 15, 16, 0, 30), [{"kind": "pv", "test": "drop"}])
     assert d.replan_due(t, drop) is None
     wind = (datetime(2026, 6, 15, 16, 1, 0), [{"kind": "wind", "test": "drop"}])
-    assert d.replan_due(t + timedelta(seconds=5), wind) is None
+    assert d.replan_due(t + REPLAN_GAP / 3, wind) is None  # still inside the gap: joins the first
     got = d.replan_due(d.last_plan_at + REPLAN_GAP, None)
     assert got == (drop[0], drop[1] + wind[1])  # the first snapshot, and everything that departed
     assert d.replan_due(d.last_plan_at + REPLAN_GAP + timedelta(seconds=2), None) is None
