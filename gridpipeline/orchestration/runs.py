@@ -11,8 +11,8 @@ run monitoring cannot see it either: the default run launcher has no worker heal
   calls it first.
 * :func:`cancel_in_flight` is what ``gridpipeline dev`` does before it stops Dagster: every started run
   is marked CANCELING first, so the interrupt its worker then gets ends it CANCELED with the reason
-  (not "interrupted unexpectedly ... treating as failure"); queued runs stay queued for the next
-  start. The landing sensor re-runs the windows of such runs (``sensors.windows_to_retry``).
+  (not "interrupted unexpectedly ... treating as failure"), and a run still starting is marked
+  CANCELED outright; queued runs stay queued for the next start. The landing sensor re-runs the windows of such runs (``sensors.windows_to_retry``).
 * :func:`wait_for_pool` is what a CLI command does before it starts a run: it waits in its own loop
   (so Ctrl-C and SIGTERM work), says which run holds the pool, and reaps dead holders as it goes.
 
@@ -100,11 +100,22 @@ STOPPING = "gridpipeline dev is stopping: the run is interrupted; the landing se
 
 
 def cancel_in_flight(instance: DagsterInstance, message: str = STOPPING) -> list[str]:
-    """Mark every starting or started run CANCELING (see the module docstring); returns their ids."""
+    """Stop every run in flight cleanly (see the module docstring); returns their ids.
+
+    A STARTED run is marked CANCELING: its worker gets the interrupt and ends it CANCELED. A STARTING
+    run (launched, its worker still loading the code) is marked CANCELED at once. Marked CANCELING, its
+    worker would find a status it did not expect when it got going: with run monitoring on, Dagster
+    takes it for a duplicate worker and exits with code 0, and the code server then fails the unfinished
+    run ("run execution process unexpectedly exited with code 0"), which is how runs launched in the
+    last seconds before a stop ended FAILURE. Marked CANCELED, the worker does not start it."""
     ids = []
     for rec in instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED])):
-        instance.report_run_canceling(rec.dagster_run, message=message)
-        ids.append(rec.dagster_run.run_id)
+        run = rec.dagster_run
+        if run.status == DagsterRunStatus.STARTING:
+            instance.report_run_canceled(run, message=message)
+        else:
+            instance.report_run_canceling(run, message=message)
+        ids.append(run.run_id)
     return ids
 
 
@@ -116,8 +127,11 @@ def settle_canceled(instance: DagsterInstance, run_ids: list[str], message: str 
         run = instance.get_run_by_id(run_id)
         if run is not None and run.status == DagsterRunStatus.CANCELING:
             instance.report_run_canceled(run, message=message)
-            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
             done.append(run_id)
+        if run is not None and instance.get_run_by_id(run_id).is_finished:
+            # its workers are stopped: a slot it took (a run canceled while STARTING may have got
+            # going in the meantime) is freed here, not left to the reaper at the next start
+            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
     return done
 
 

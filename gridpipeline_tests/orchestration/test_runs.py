@@ -180,6 +180,46 @@ def test_a_run_interrupted_by_a_stopping_dev_ends_canceled_not_failed(instance, 
     assert any(STOPPING in m for m in logs)
 
 
+QUICK = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from dagster import job, op
+
+    @op(pool="duckdb")
+    def write_marker():
+        Path(__file__).with_suffix(".ran").write_text("ran")
+
+    @job
+    def quick_job():
+        write_marker()
+""")
+
+
+def test_a_run_still_starting_when_dev_stops_ends_canceled_and_never_runs(instance, tmp_path):
+    """A run launched in the last seconds before a stop is STARTING while its worker loads the code.
+    It is marked CANCELED, so the worker that then gets going does not run it; marked CANCELING (as
+    before), the worker took itself for a duplicate, exited 0, and the code server failed the run."""
+    from dagster._core.definitions.reconstruct import ReconstructableJob
+    from dagster._core.execution.api import execute_run_iterator
+
+    from gridpipeline.orchestration.runs import STOPPING, cancel_in_flight, settle_canceled
+
+    src = tmp_path / "quick.py"
+    src.write_text(QUICK)
+    recon = ReconstructableJob.for_file(str(src), "quick_job")
+    run = instance.create_run_for_job(recon.get_definition(), status=DagsterRunStatus.STARTING)
+
+    assert cancel_in_flight(instance) == [run.run_id]
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.CANCELED
+    # what the run worker does once it has loaded the job
+    events = list(execute_run_iterator(recon, instance.get_run_by_id(run.run_id), instance))
+    assert any("canceled before execution could start" in (e.message or "") for e in events)
+    assert not src.with_suffix(".ran").exists()
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.CANCELED
+    assert settle_canceled(instance, [run.run_id]) == [] and pool_free(instance)
+    assert any(STOPPING in (e.message or "") for e in instance.all_logs(run.run_id))
+
+
 def test_the_reaper_ends_a_dead_canceling_run_canceled(instance, tmp_path):
     from gridpipeline.orchestration.runs import cancel_in_flight
 
