@@ -31,6 +31,9 @@ class Correction:
     models: list[Any] = field(default_factory=list)
     rounds: int = 150
     max_rows: int = 30_000
+    #: LightGBM's threads, in training and (kept in the model) in prediction: one, as the demand model's
+    #: (forecast.deployed): under ``dev`` they share two cores with the 30-second loop
+    threads: int = 1
 
     def fit(self, X: pd.DataFrame, y_frac: np.ndarray, seed: int = 0) -> "Correction":
         import lightgbm as lgb
@@ -43,7 +46,7 @@ class Correction:
         self.models = []
         for q in QUANTILES:
             params = {"objective": "quantile", "alpha": q, "learning_rate": 0.08, "num_leaves": 31,
-                      "min_data_in_leaf": 40, "verbose": -1, "seed": seed, "num_threads": 0}
+                      "min_data_in_leaf": 40, "verbose": -1, "seed": seed, "num_threads": self.threads}
             self.models.append(lgb.train(params, lgb.Dataset(X.loc[ok, self.features], y_frac[ok]),
                                          num_boost_round=self.rounds))
         return self
