@@ -38,6 +38,26 @@ def test_three_batteries_by_hand():
     assert r.feasible_without_slack
 
 
+def test_highs_options_follow_the_models_size_and_leave_the_optimum_alone():
+    """Presolve and scaling off only for a small fleet over at most a day of 5-minute steps (the live
+    plan); a wide fleet or a long horizon keeps HiGHS's defaults (dispatch.SMALL_HIGHS_OPTIONS). The hand
+    case's optimum is the same either way."""
+    from gridpipeline.storage.dispatch import SMALL_FLEET, SMALL_HIGHS_OPTIONS, SMALL_STEPS
+
+    one = Fleet(("B",), eta_c=np.ones(1), eta_d=np.ones(1))
+    wide = Fleet(tuple(f"B{k}" for k in range(SMALL_FLEET + 1)), eta_c=np.ones(SMALL_FLEET + 1),
+                 eta_d=np.ones(SMALL_FLEET + 1))
+    assert DispatchModel(one, SMALL_STEPS).highs_options == SMALL_HIGHS_OPTIONS
+    assert DispatchModel(one, SMALL_STEPS + 1).highs_options == {}
+    assert DispatchModel(wide, 2).highs_options == {}
+
+    fleet, x = _three()
+    small, default = DispatchModel(fleet, 2), DispatchModel(fleet, 2)
+    default.highs_options = {}
+    assert small.highs_options and small.solve(x).objective == pytest.approx(default.solve(x).objective, abs=1e-9)
+    assert small.highs_options == SMALL_HIGHS_OPTIONS  # the solve did not consume the model's own dict
+
+
 def test_a_binding_import_limit_rations_by_value_and_prices_the_limit():
     """1.8 MW of import at step 0: B1 (40/MW) takes 1, B2 (35/MW) the remaining 0.8, B3 (30/MW) none.
     The next MW of import would go to B2 first (0.2 MW to fill it): the limit's dual is 35 €/MW."""
