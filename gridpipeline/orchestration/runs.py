@@ -12,7 +12,8 @@ run monitoring cannot see it either: the default run launcher has no worker heal
 * :func:`cancel_in_flight` is what ``gridpipeline dev`` does before it stops Dagster: every started run
   is marked CANCELING first, so the interrupt its worker then gets ends it CANCELED with the reason
   (not "interrupted unexpectedly ... treating as failure"), and a run still starting is marked
-  CANCELED outright; queued runs stay queued for the next start. The landing sensor re-runs the windows of such runs (``sensors.windows_to_retry``).
+  CANCELED outright; queued runs stay queued for the next start. The landing sensor re-runs the
+  windows of such runs (``sensors.windows_to_retry``).
 * :func:`wait_for_pool` is what a CLI command does before it starts a run: it waits in its own loop
   (so Ctrl-C and SIGTERM work), says which run holds the pool, and reaps dead holders as it goes.
 
