@@ -97,8 +97,10 @@ class BacktestConfig:
     #: 0.491 of perfect foresight against 0.495 with the fixed 24 h (RESULTS)
     to_published: bool = False
     price_model: str = "lear"     # beyond the published prices: "lear" (forecast/prices.py) or "median" (last week's)
-    #: the value of the energy left at a plan's end: "median" of the horizon's prices, or "hindsight" (the
-    #: fleet's value of stored energy at that hour over the last 14 published days, storage/value.py)
+    #: the value of the energy left at a plan's end: "median" of the horizon's prices, "hindsight" (the
+    #: fleet's value of stored energy at that hour over the last 14 published days, storage/value.py), or
+    #: "learnt" (that value times the share of the hindsight profit the fleet realised over its own last 28
+    #: days: ``TerminalValues.learnt``)
     terminal: str = "hindsight"
     train_days: int = 365
     refit_days: int = 28
@@ -345,11 +347,11 @@ class Forecaster:
     def inputs(self, issue: pd.Timestamp, fleet: pd.DataFrame) -> dict:
         """Everything a plan issued at ``issue`` takes from the forecasts: its steps, demand, renewables
         (from ``issue``, and from the hour before: the limit rows' base moves from there), prices and
-        terminal value."""
+        (the terminal value is the planner's: :meth:`terminal_value`, outside the forecast cache)."""
         steps = self.steps(issue)
         return {"steps": steps, "demand": self.demand(issue, steps), "renew": self.renewables(issue, steps=steps),
                 "renew_then": self.renewables(issue, start=issue - self.cfg.step, steps=steps),
-                "prices": self.price_curve(issue, steps), "terminal": self.terminal_value(issue, steps, fleet)}
+                "prices": self.price_curve(issue, steps)}
 
 
 class ForecastCache:
@@ -359,14 +361,14 @@ class ForecastCache:
     Off by default (``gridpipeline dispatch backtest --forecast-cache DIR``).
 
     The entries sit under a key of everything the forecasts depend on: the world's truth and network,
-    the prices, the fleet (the terminal value), the configuration's fields and the source of the code
+    the prices, the fleet, the configuration's fields and the source of the code
     that makes them (``SOURCES`` and the forecaster); any change is a new key, never a stale read.
     The demand model refits on a fixed grid from the period's start (``Forecaster.anchor``), so a run
     that reads some issues and computes the others makes the same forecasts as one that computes all."""
 
     SOURCES = ("gridpipeline/forecast", "gridpipeline/world", "gridpipeline/common", "gridpipeline/sources",
-               "gridpipeline/storage/value.py", "gridpipeline/settings.py")
-    FIELDS = ("start", "end", "step", "horizon_steps", "to_published", "price_model", "terminal", "train_days",
+               "gridpipeline/settings.py")
+    FIELDS = ("start", "end", "step", "horizon_steps", "to_published", "price_model", "train_days",
               "refit_days", "noise", "sub_steps")
 
     def __init__(self, root, world, truth: Truth, prices: pd.Series, fleet: pd.DataFrame, cfg: BacktestConfig):
@@ -640,6 +642,7 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
     """The four strategies over ``cfg.start .. cfg.end``; returns the figures (see the module docstring)."""
     from gridpipeline.storage.aggregate import FleetPlanner
     from gridpipeline.storage.planner import gen_availability, solve_plan
+    from gridpipeline.storage.value import DAYS, SHARE_DAYS, TerminalValues
 
     say = progress or (lambda m: None)
     t_all = time.perf_counter()
@@ -748,6 +751,22 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
     plan_seconds, plan_steps = [], []
     flags: dict[str, int] = {}
     rows_day, rows_from, rows_built, rows_k = None, None, 0, []
+    tv, shares = TerminalValues(fleet), []
+
+    def plan_end_value(t: int, issue: pd.Timestamp, steps: int) -> tuple[float | None, float | None]:
+        """The plan's terminal value (``cfg.terminal``), as live: none (the horizon's median), the
+        hindsight value, or that times the share the fleet realised over its own executed record
+        (storage/value.py); and the share."""
+        if cfg.terminal == "median":
+            return None, None
+        known = prices[(fc.pub <= issue) & (prices.index > issue - pd.Timedelta(days=max(DAYS, SHARE_DAYS) + 1))]
+        end = issue + steps * cfg.step
+        if cfg.terminal == "hindsight":
+            return tv.at(known, end), None
+        k = min(t, SHARE_DAYS * int(pd.Timedelta(days=1) / cfg.step))
+        record = pd.Series([float(np.sum(x)) for x in mpc.power[t - k:t]], index=truth.times[t - k:t], dtype=float)
+        return tv.learnt(known, end, record)
+
     for t, issue in enumerate(truth.times):
         a = time.perf_counter()
         got = cache.get(issue) if cache is not None else None
@@ -760,7 +779,9 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         other_now = float(other_true[t - 1]) if t else float(other_true[0])  # the last measured hour, held
         steps = pd.date_range(issue, periods=times_h, freq=cfg.step)
         p = _plan_inputs(steps, _units(fleet, mpc.energy), gens, demand, renew, prices_h, other_now, imp_max, exp_max)
-        p.terminal_value = got["terminal"]
+        p.terminal_value, share = plan_end_value(t, issue, times_h)
+        if share is not None:
+            shares.append(share)
         if cfg.grid_limits:
             # as live: rows around the state estimated now (the last hour, batteries out), their base moved
             # by the forecasts' change; the sensitivities refreshed once a day (live: every plan)
@@ -827,6 +848,9 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         "forecast_seconds": round(t_fc, 1), "lp_seconds": round(t_lp, 1),
         "perfect_foresight_seconds": round(perfect_seconds, 1), "power_flow_seconds": round(pf_seconds, 1),
         "first_step_prices": flags, "seconds": round(time.perf_counter() - t_all, 1),
+        "terminal": cfg.terminal,
+        "realised_share_min_mean_max": ([round(float(np.min(shares)), 3), round(float(np.mean(shares)), 3),
+                                         round(float(np.max(shares)), 3)] if shares else None),
         "gate": gate.summary() if gate is not None else None,
         "limit_rows": {"perfect": len(rows_pf.names) if rows_pf is not None else 0,
                        "mpc_median": int(np.median(rows_k)) if rows_k else 0, "mpc_linearisations": rows_built},

@@ -109,7 +109,8 @@ def _add_domain_apps() -> None:
         price_model: str = typer.Option("lear", help="prices beyond the published ones: lear (the dispatch's "
                                                      "model, forecast/prices.py) or median (last week's same hour)"),
         terminal: str = typer.Option("hindsight", help="value of the energy left at a plan's end: median (of the "
-                                                    "horizon's prices) or hindsight (storage/value.py)"),
+                                                    "horizon's prices), hindsight (storage/value.py) or learnt "
+                                                    "(hindsight times the share the fleet realised)"),
         train_days: int = typer.Option(365, help="days of measured history the demand model trains on"),
         refit_days: int = typer.Option(28, help="days between refits of the demand model"),
         gate: bool = typer.Option(True, "--gate/--no-gate", help="gate every executed hour of the rolling dispatch "

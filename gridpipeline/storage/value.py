@@ -20,6 +20,8 @@ import pandas as pd
 
 #: days of published prices the value is learnt from (and averaged over, less the last)
 DAYS = 14
+#: days of the fleet's own executed record its realised share is learnt from (:func:`realised_share`)
+SHARE_DAYS = 28
 
 
 def hindsight_values(prices: pd.Series, e_max: float, p_max: float, eta_c: float, eta_d: float,
@@ -68,19 +70,52 @@ def terminal_value(prices: pd.Series, end: pd.Timestamp, e_max: float, p_max: fl
     return float(at.mean()) if len(at) else None
 
 
+def realised_share(prices: pd.Series, power: pd.Series, e_max: float, p_max: float, eta_c: float,
+                   eta_d: float, degradation: float) -> float | None:
+    """The share of the hindsight trader's profit the fleet realised over its own record: ``power`` the
+    fleet's executed MW per hour (+ discharge; its own history), ``prices`` the published EUR/MWh of
+    the same hours, the fleet as one battery (the parameters of :func:`hindsight_values`).
+
+    The realised profit is what the executed hours earned (the price times the energy sold less the
+    energy bought, less the degradation of the throughput). The hindsight profit is the best the same
+    battery could have earned over the same hours, ending with at least the energy the record ended
+    with (its start free): the record is one of its schedules, so the share is at most one. None when
+    the record is under two days or had nothing to earn (the hindsight profit under 1 EUR); clipped at 0.
+    """
+    import cvxpy as cp
+
+    df = pd.DataFrame({"price": prices, "power": power}).dropna()
+    if df.empty or (df.index.max() - df.index.min()) < pd.Timedelta(days=2) or e_max <= 0 or p_max <= 0:
+        return None
+    p, x = df.price.to_numpy(float), df.power.to_numpy(float)
+    d, c = np.clip(x, 0, None), np.clip(-x, 0, None)
+    realised = float(p @ (d - c) - degradation * (c + d).sum())
+    net = float((eta_c * c - d / eta_d).sum())          # the record's change of stored energy (MWh)
+    T = len(p)
+    cv, dv, e = cp.Variable(T, nonneg=True), cp.Variable(T, nonneg=True), cp.Variable(T + 1)
+    cons = [e[1:] == e[:-1] + eta_c * cv - dv / eta_d, e >= 0, e <= e_max, cv <= p_max, dv <= p_max,
+            e[T] - e[0] >= min(net, e_max)]
+    prob = cp.Problem(cp.Maximize(p @ (dv - cv) - degradation * cp.sum(cv + dv)), cons)
+    prob.solve(solver=cp.HIGHS)
+    if prob.value is None or not np.isfinite(prob.value) or prob.value < 1.0:
+        return None
+    return float(min(max(realised / prob.value, 0.0), 1.0))
+
+
 class TerminalValues:
     """:func:`terminal_value` for a fleet (``fleet_table`` rows: capacity, power, efficiencies and
     degradation; the fleet as one battery, capacity-weighted), its hindsight LP re-solved only when
     a new day of prices is published."""
 
-    def __init__(self, fleet: pd.DataFrame, days: int = DAYS):
+    def __init__(self, fleet: pd.DataFrame, days: int = DAYS, share_days: int = SHARE_DAYS):
         cap = fleet.capacity_mwh.to_numpy(float)
         w = cap / cap.sum() if cap.sum() > 0 else np.full(len(cap), 1.0 / max(len(cap), 1))
         self.params = (float(cap.sum()), float(fleet.p_max_mw.to_numpy(float).sum()),
                        float(w @ fleet.eta_c.to_numpy(float)), float(w @ fleet.eta_d.to_numpy(float)),
                        float(w @ fleet.degradation.to_numpy(float)))
-        self.days = days
+        self.days, self.share_days = days, share_days
         self._key, self._values = None, pd.Series(dtype=float)
+        self._share_key, self._share = None, None
 
     def at(self, known: pd.Series, end) -> float | None:
         """The value of a MWh left at ``end`` from the prices ``known`` (published only); None with under
@@ -103,4 +138,36 @@ class TerminalValues:
         return float(at.mean()) if len(at) else None
 
 
-__all__ = ["DAYS", "TerminalValues", "hindsight_values", "terminal_value"]
+    def share(self, known: pd.Series, power: pd.Series) -> float | None:
+        """:func:`realised_share` of the fleet's record ``power`` (MW per hour, + discharge) over its last
+        ``share_days``, at the published prices ``known``; re-learnt once a day (None: too short a record)."""
+        x = power.dropna().sort_index()
+        if x.empty:
+            return None
+        if x.index.tz is None:
+            x.index = x.index.tz_localize("UTC")
+        day = x.index.max().floor("D")
+        if self._share_key != day:
+            x = x[x.index > x.index.max() - pd.Timedelta(days=self.share_days)]
+            s = known.dropna().sort_index()
+            if s.index.tz is None:
+                s.index = s.index.tz_localize("UTC")
+            hourly = x.resample("1h").mean().dropna()
+            self._share = realised_share(s.reindex(hourly.index), hourly, *self.params)
+            self._share_key = day
+        return self._share
+
+    def learnt(self, known: pd.Series, end, power: pd.Series | None) -> tuple[float | None, float | None]:
+        """The value of a MWh left at ``end`` to this fleet: the hindsight value (:meth:`at`) times the
+        share of the hindsight profit the fleet realised over its own record (:meth:`share`; 1 without a
+        record). A MWh held for later is sold later by the same fleet, on forecasts, and a trader that
+        realises a share of what hindsight earns values what it holds at that share of hindsight's
+        value. Returns (value, share)."""
+        v = self.at(known, end)
+        sh = self.share(known, power) if power is not None and len(power) else None
+        if v is None or sh is None:
+            return v, sh
+        return v * sh, sh
+
+
+__all__ = ["DAYS", "SHARE_DAYS", "TerminalValues", "hindsight_values", "realised_share", "terminal_value"]
