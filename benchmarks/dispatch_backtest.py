@@ -102,6 +102,8 @@ class BacktestConfig:
     #: "learnt" (that value times the share of the hindsight profit the fleet realised over its own last 28
     #: days: ``TerminalValues.learnt``)
     terminal: str = "hindsight"
+    #: days of the fleet's own record the "learnt" value's share is learnt from (storage.value.SHARE_DAYS)
+    share_days: int = 28
     train_days: int = 365
     refit_days: int = 28
     soc0: float = 0.5             # of each battery's capacity at the start
@@ -642,7 +644,7 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
     """The four strategies over ``cfg.start .. cfg.end``; returns the figures (see the module docstring)."""
     from gridpipeline.storage.aggregate import FleetPlanner
     from gridpipeline.storage.planner import gen_availability, solve_plan
-    from gridpipeline.storage.value import DAYS, SHARE_DAYS, TerminalValues
+    from gridpipeline.storage.value import DAYS, TerminalValues
 
     say = progress or (lambda m: None)
     t_all = time.perf_counter()
@@ -751,7 +753,7 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
     plan_seconds, plan_steps = [], []
     flags: dict[str, int] = {}
     rows_day, rows_from, rows_built, rows_k = None, None, 0, []
-    tv, shares = TerminalValues(fleet), []
+    tv, shares = TerminalValues(fleet, share_days=cfg.share_days), []
 
     def plan_end_value(t: int, issue: pd.Timestamp, steps: int) -> tuple[float | None, float | None]:
         """The plan's terminal value (``cfg.terminal``), as live: none (the horizon's median), the
@@ -759,11 +761,11 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         (storage/value.py); and the share."""
         if cfg.terminal == "median":
             return None, None
-        known = prices[(fc.pub <= issue) & (prices.index > issue - pd.Timedelta(days=max(DAYS, SHARE_DAYS) + 1))]
+        known = prices[(fc.pub <= issue) & (prices.index > issue - pd.Timedelta(days=max(DAYS, cfg.share_days) + 1))]
         end = issue + steps * cfg.step
         if cfg.terminal == "hindsight":
             return tv.at(known, end), None
-        k = min(t, SHARE_DAYS * int(pd.Timedelta(days=1) / cfg.step))
+        k = min(t, cfg.share_days * int(pd.Timedelta(days=1) / cfg.step))
         record = pd.Series([float(np.sum(x)) for x in mpc.power[t - k:t]], index=truth.times[t - k:t], dtype=float)
         return tv.learnt(known, end, record)
 
