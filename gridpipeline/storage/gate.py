@@ -98,30 +98,31 @@ def gate(net, battery_mw: pd.Series, curtail_mw: pd.Series | None = None, *, swi
     """Check setpoints on ``net`` (the current estimated state's injections; see module docstring):
     ``battery_mw`` (storage index -> MW, + discharge), ``curtail_mw`` (sgen index -> MW taken off its
     output), ``reactive_mvar`` (sgen index -> Mvar, + injects), all scaled by one common factor."""
-    from gridpipeline.grid.network import sanitize_net
+    from gridpipeline.grid.network import sanitize_net, to_pgm
     from gridpipeline.grid.powerflow import choose_engine
 
     curtail_mw = curtail_mw if curtail_mw is not None else pd.Series(dtype=float)
     sanitize_net(net)
-    if choose_engine(net)[0] != "pgm":
+    model = to_pgm(net)  # its scan of unsupported elements serves the choice of engine too
+    if choose_engine(net, model)[0] != "pgm":
         return _gate_by_bisection(net, battery_mw, curtail_mw, switch_closed=switch_closed, contingencies=contingencies,
                                   loading_limit=loading_limit, v_min=v_min, v_max=v_max, tol=tol,
                                   iterations=iterations, reactive_mvar=reactive_mvar)
     return _Batches(net, battery_mw, curtail_mw, reactive_mvar, switch_closed, contingencies,
-                    (loading_limit, v_min, v_max, tol)).verdict(iterations)
+                    (loading_limit, v_min, v_max, tol), model=model).verdict(iterations)
 
 
 class _Batches:
     """The gate's cases (base, then each contingency) as power-grid-model batches of (case, factor)."""
 
-    def __init__(self, net, battery_mw, curtail_mw, reactive_mvar, switch_closed, contingencies, limits):
+    def __init__(self, net, battery_mw, curtail_mw, reactive_mvar, switch_closed, contingencies, limits, model=None):
         from power_grid_model import ComponentType
 
         from gridpipeline.grid.contingency import outage_changes
         from gridpipeline.grid.network import to_pgm
         from gridpipeline.grid.powerflow import branch_index
 
-        self.model = to_pgm(net)
+        self.model = model if model is not None else to_pgm(net)
         self.data = self.model.with_switch_states(switch_closed)
         self.limits = limits
         ids = self.model.ids
