@@ -123,6 +123,10 @@ class BacktestConfig:
     gate: bool = True
     #: a folder for every issue's forecasts (:class:`ForecastCache`): a second run reads them; None: off
     forecast_cache: str | None = None
+    #: bounds, not strategies: what the rolling dispatch earns when given what no utility has. "prices":
+    #: the true prices over each plan's horizon; "terminal": perfect foresight's own value of stored energy
+    #: at each plan's end (its LP's energy-balance duals); both, comma-separated. Off ("") by default
+    oracle: str = ""
 
 
 # ------------------------------------------------------------------------------------------ the world
@@ -648,6 +652,9 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
 
     say = progress or (lambda m: None)
     t_all = time.perf_counter()
+    oracles = {o.strip() for o in cfg.oracle.split(",") if o.strip()}
+    if oracles - {"prices", "terminal"}:
+        raise ValueError(f"unknown oracle {sorted(oracles - {'prices', 'terminal'})}: prices, terminal")
     net = world.net
     fleet, gens, imp_max = fleet_and_grid(world)
     exp_max = imp_max
@@ -724,6 +731,11 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         pin.limits, pin.limit_base = rows_pf, in_band(np.nan_to_num(base_all[:, keep], nan=1.0), rows_pf)
     pf_out = solve_plan(pin, FleetPlanner())
     perfect_seconds = time.perf_counter() - t0
+    pf_value = None
+    if "terminal" in oracles:  # what a MWh held at the start of each hour was worth to perfect foresight
+        du = np.asarray(pf_out.result.duals["energy_balance"], float)
+        cap_c = np.asarray(pf_out.agg_x.e_max, float)
+        pf_value = du @ (cap_c / cap_c.sum())
     perfect = FleetState(fleet, e0.copy(), dt_h)
     pf_caps = np.full_like(avail_true, np.inf)
     g_av = pf_out.x.gen_avail
@@ -777,11 +789,15 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
             if cache is not None:
                 cache.put(issue, got)
         times_h, demand, renew, prices_h = got["steps"], got["demand"], got["renew"], got["prices"]
+        if "prices" in oracles:
+            prices_h = pd.DataFrame({"price": price[t:t + times_h], "source": "known"}).reindex(range(times_h)).ffill()
         b = time.perf_counter()
         other_now = float(other_true[t - 1]) if t else float(other_true[0])  # the last measured hour, held
         steps = pd.date_range(issue, periods=times_h, freq=cfg.step)
         p = _plan_inputs(steps, _units(fleet, mpc.energy), gens, demand, renew, prices_h, other_now, imp_max, exp_max)
         p.terminal_value, share = plan_end_value(t, issue, times_h)
+        if pf_value is not None:
+            p.terminal_value = float(pf_value[min(t + times_h, T - 1)])
         if share is not None:
             shares.append(share)
         if cfg.grid_limits:
@@ -850,7 +866,7 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         "forecast_seconds": round(t_fc, 1), "lp_seconds": round(t_lp, 1),
         "perfect_foresight_seconds": round(perfect_seconds, 1), "power_flow_seconds": round(pf_seconds, 1),
         "first_step_prices": flags, "seconds": round(time.perf_counter() - t_all, 1),
-        "terminal": cfg.terminal,
+        "terminal": cfg.terminal, "oracle": sorted(oracles) or None,
         "realised_share_min_mean_max": ([round(float(np.min(shares)), 3), round(float(np.mean(shares)), 3),
                                          round(float(np.max(shares)), 3)] if shares else None),
         "gate": gate.summary() if gate is not None else None,

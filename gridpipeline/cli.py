@@ -113,6 +113,9 @@ def _add_domain_apps() -> None:
                                                     "(hindsight times the share the fleet realised)"),
         share_days: int = typer.Option(28, help="with --terminal learnt: days of the fleet's own record the "
                                                 "realised share is learnt from"),
+        oracle: str = typer.Option("", help="a bound, not a strategy: give the rolling dispatch what no utility "
+                                            "has: prices (the true prices over each horizon), terminal (perfect "
+                                            "foresight's value of the energy left at each plan's end), or both"),
         train_days: int = typer.Option(365, help="days of measured history the demand model trains on"),
         refit_days: int = typer.Option(28, help="days between refits of the demand model"),
         gate: bool = typer.Option(True, "--gate/--no-gate", help="gate every executed hour of the rolling dispatch "
@@ -134,7 +137,7 @@ def _add_domain_apps() -> None:
 
         cfg = BacktestConfig(start=pd.Timestamp(start, tz="UTC"), end=pd.Timestamp(end, tz="UTC"), horizon_steps=horizon,
                              to_published=to_published, price_model=price_model, train_days=train_days, refit_days=refit_days,
-                             terminal=terminal, share_days=share_days, gate=gate,
+                             terminal=terminal, share_days=share_days, oracle=oracle, gate=gate,
                              forecast_cache=str(forecast_cache) if forecast_cache else None)
         if cfg.end <= cfg.start + pd.Timedelta(days=1):
             typer.secho("--end must be more than a day after --start", fg="red", err=True)

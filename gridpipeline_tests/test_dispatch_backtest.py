@@ -3,6 +3,8 @@ the sample world with all four strategies, and that the rolling dispatch never s
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -171,3 +173,12 @@ def test_a_second_run_reads_the_forecasts_and_plans_the_same(result, cache_dir):
         assert again[k] == result[k], k
     assert {k: v for k, v in again["gate"].items() if k != "seconds"} == \
         {k: v for k, v in result["gate"].items() if k != "seconds"}
+
+
+def test_an_unknown_oracle_is_refused_before_any_work():
+    """The bounds (``--oracle prices,terminal``) are named; a misspelt one fails at once, not an hour in."""
+    from gridpipeline.world.model import load_world
+    from gridpipeline.world.price_exchange import load_reference
+
+    with pytest.raises(ValueError, match="unknown oracle"):
+        run_backtest(load_world("sample"), load_reference(), replace(_three_days(), oracle="prices,weather"))
