@@ -125,7 +125,8 @@ class BacktestConfig:
     forecast_cache: str | None = None
     #: bounds, not strategies: what the rolling dispatch earns when given what no utility has. "prices":
     #: the true prices over each plan's horizon; "terminal": perfect foresight's own value of stored energy
-    #: at each plan's end (its LP's energy-balance duals); both, comma-separated. Off ("") by default
+    #: at each plan's end (its LP's energy-balance duals); "netload": the true demand and renewable output
+    #: over each horizon, as perfect foresight has them; any of them, comma-separated. Off ("") by default
     oracle: str = ""
 
 
@@ -653,8 +654,8 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
     say = progress or (lambda m: None)
     t_all = time.perf_counter()
     oracles = {o.strip() for o in cfg.oracle.split(",") if o.strip()}
-    if oracles - {"prices", "terminal"}:
-        raise ValueError(f"unknown oracle {sorted(oracles - {'prices', 'terminal'})}: prices, terminal")
+    if oracles - {"prices", "terminal", "netload"}:
+        raise ValueError(f"unknown oracle {sorted(oracles - {'prices', 'terminal', 'netload'})}: prices, terminal, netload")
     net = world.net
     fleet, gens, imp_max = fleet_and_grid(world)
     exp_max = imp_max
@@ -732,6 +733,11 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
     pf_out = solve_plan(pin, FleetPlanner())
     perfect_seconds = time.perf_counter() - t0
     pf_value = None
+
+    def true_frame(values: np.ndarray, t: int, n: int) -> pd.DataFrame:
+        """``n`` steps of a true series from ``t`` as a forecast with no spread (held past the period's end)."""
+        v = pd.Series(np.asarray(values, float)[t:t + n]).reindex(range(n)).ffill().to_numpy()
+        return pd.DataFrame({q: v for q in ("p10", "p50", "p90")})
     if "terminal" in oracles:  # what a MWh held at the start of each hour was worth to perfect foresight
         du = np.asarray(pf_out.result.duals["energy_balance"], float)
         cap_c = np.asarray(pf_out.agg_x.e_max, float)
@@ -791,8 +797,16 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         times_h, demand, renew, prices_h = got["steps"], got["demand"], got["renew"], got["prices"]
         if "prices" in oracles:
             prices_h = pd.DataFrame({"price": price[t:t + times_h], "source": "known"}).reindex(range(times_h)).ffill()
+        if "netload" in oracles:  # as perfect foresight: the true demand net of the other generators, true output
+            demand = true_frame(truth.demand - other_true, t, times_h)
+            renew = {k: true_frame(avail_true[:, m].sum(axis=1), t, times_h).assign(capacity_mw=float(gens.rating_mw[m].sum()))
+                     for k, m in kinds.items() if m.any()}
+            got = {**got, "renew_then": {k: true_frame(avail_true[:, m].sum(axis=1), max(t - 1, 0), times_h).assign(
+                capacity_mw=float(gens.rating_mw[m].sum())) for k, m in kinds.items() if m.any()}}
         b = time.perf_counter()
         other_now = float(other_true[t - 1]) if t else float(other_true[0])  # the last measured hour, held
+        if "netload" in oracles:
+            other_now = 0.0  # in the true net demand above
         steps = pd.date_range(issue, periods=times_h, freq=cfg.step)
         p = _plan_inputs(steps, _units(fleet, mpc.energy), gens, demand, renew, prices_h, other_now, imp_max, exp_max)
         p.terminal_value, share = plan_end_value(t, issue, times_h)

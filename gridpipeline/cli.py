@@ -115,7 +115,8 @@ def _add_domain_apps() -> None:
                                                 "realised share is learnt from"),
         oracle: str = typer.Option("", help="a bound, not a strategy: give the rolling dispatch what no utility "
                                             "has: prices (the true prices over each horizon), terminal (perfect "
-                                            "foresight's value of the energy left at each plan's end), or both"),
+                                            "foresight's value of the energy left at each plan's end), netload "
+                                            "(the true demand and renewables over each horizon); comma-separated"),
         train_days: int = typer.Option(365, help="days of measured history the demand model trains on"),
         refit_days: int = typer.Option(28, help="days between refits of the demand model"),
         gate: bool = typer.Option(True, "--gate/--no-gate", help="gate every executed hour of the rolling dispatch "
