@@ -353,8 +353,8 @@ class Forecaster:
 
     def inputs(self, issue: pd.Timestamp, fleet: pd.DataFrame) -> dict:
         """Everything a plan issued at ``issue`` takes from the forecasts: its steps, demand, renewables
-        (from ``issue``, and from the hour before: the limit rows' base moves from there), prices and
-        (the terminal value is the planner's: :meth:`terminal_value`, outside the forecast cache)."""
+        (from ``issue``, and from the hour before: the limit rows' base moves from there) and prices. The
+        terminal value is the planner's (:meth:`terminal_value`), kept out of the forecast cache."""
         steps = self.steps(issue)
         return {"steps": steps, "demand": self.demand(issue, steps), "renew": self.renewables(issue, steps=steps),
                 "renew_then": self.renewables(issue, start=issue - self.cfg.step, steps=steps),
@@ -732,12 +732,13 @@ def run_backtest(world, prices: pd.Series, cfg: BacktestConfig = BacktestConfig(
         pin.limits, pin.limit_base = rows_pf, in_band(np.nan_to_num(base_all[:, keep], nan=1.0), rows_pf)
     pf_out = solve_plan(pin, FleetPlanner())
     perfect_seconds = time.perf_counter() - t0
-    pf_value = None
 
     def true_frame(values: np.ndarray, t: int, n: int) -> pd.DataFrame:
         """``n`` steps of a true series from ``t`` as a forecast with no spread (held past the period's end)."""
         v = pd.Series(np.asarray(values, float)[t:t + n]).reindex(range(n)).ffill().to_numpy()
         return pd.DataFrame({q: v for q in ("p10", "p50", "p90")})
+
+    pf_value = None
     if "terminal" in oracles:  # what a MWh held at the start of each hour was worth to perfect foresight
         du = np.asarray(pf_out.result.duals["energy_balance"], float)
         cap_c = np.asarray(pf_out.agg_x.e_max, float)
