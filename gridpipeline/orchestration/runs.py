@@ -122,11 +122,17 @@ def cancel_in_flight(instance: DagsterInstance, message: str = STOPPING) -> list
 
 def settle_canceled(instance: DagsterInstance, run_ids: list[str], message: str = STOPPING) -> list[str]:
     """After the workers were stopped: the runs of ``run_ids`` still CANCELING (their worker was killed
-    before it could report) are marked CANCELED and their pool slots freed; returns their ids."""
+    before it could report) are marked CANCELED and their pool slots freed; returns their ids.
+
+    So is any run still in flight that :func:`cancel_in_flight` did not see: the daemon may launch a
+    queued run in the seconds between that scan and its own stop, and that run's worker is stopped with
+    the rest, so it would be left STARTED (and failed by run monitoring at the next start)."""
     done = []
-    for run_id in run_ids:
+    late = [r.dagster_run.run_id for r in instance.get_run_records(RunsFilter(statuses=[
+        DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]))]
+    for run_id in list(dict.fromkeys([*run_ids, *late])):
         run = instance.get_run_by_id(run_id)
-        if run is not None and run.status == DagsterRunStatus.CANCELING:
+        if run is not None and not run.is_finished:
             instance.report_run_canceled(run, message=message)
             done.append(run_id)
         if run is not None and instance.get_run_by_id(run_id).is_finished:

@@ -180,6 +180,25 @@ def test_a_run_interrupted_by_a_stopping_dev_ends_canceled_not_failed(instance, 
     assert any(STOPPING in m for m in logs)
 
 
+def test_a_run_launched_after_the_stop_s_scan_is_settled_canceled_too(instance, tmp_path):
+    """The daemon may launch a queued run between ``cancel_in_flight``'s scan and its own stop (a fresh
+    clone's ``dev`` left one telemetry run STARTED that way). Its worker is stopped with the others;
+    settling afterwards ends it CANCELED and frees its slot, so run monitoring does not fail it at the
+    next start."""
+    from gridpipeline.orchestration.runs import STOPPING, cancel_in_flight, settle_canceled
+
+    ids = cancel_in_flight(instance)
+    assert ids == []
+    late, _ = _start_holder(tmp_path, "late")  # launched after the scan
+    (run,) = instance.get_runs(RunsFilter(job_name="writer_job"))
+    late.send_signal(signal.SIGKILL)  # what stopping the process groups does to it
+    late.wait(30)
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
+    assert settle_canceled(instance, ids) == [run.run_id]
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.CANCELED and pool_free(instance)
+    assert any(STOPPING in (e.message or "") for e in instance.all_logs(run.run_id))
+
+
 QUICK = textwrap.dedent("""
     import sys
     from pathlib import Path
