@@ -102,6 +102,14 @@ def realised_share(prices: pd.Series, power: pd.Series, e_max: float, p_max: flo
     return float(min(max(realised / prob.value, 0.0), 1.0))
 
 
+def _utc(series: pd.Series) -> pd.Series:
+    """``series`` without gaps, in time order, its naive times taken as UTC."""
+    s = series.dropna().sort_index()
+    if s.index.tz is None:
+        s.index = s.index.tz_localize("UTC")
+    return s
+
+
 class TerminalValues:
     """:func:`terminal_value` for a fleet (``fleet_table`` rows: capacity, power, efficiencies and
     degradation; the fleet as one battery, capacity-weighted), its hindsight LP re-solved only when
@@ -120,11 +128,9 @@ class TerminalValues:
     def at(self, known: pd.Series, end) -> float | None:
         """The value of a MWh left at ``end`` from the prices ``known`` (published only); None with under
         two days of them."""
-        s = known.dropna().sort_index()
+        s = _utc(known)
         if s.empty:
             return None
-        if s.index.tz is None:
-            s.index = s.index.tz_localize("UTC")
         s = s[s.index > s.index.max() - pd.Timedelta(days=self.days + 1)]
         if (s.index.max() - s.index.min()) < pd.Timedelta(days=2):
             return None
@@ -137,21 +143,16 @@ class TerminalValues:
         at = self._values[pd.DatetimeIndex(self._values.index).tz_convert("UTC").hour == hour].dropna()
         return float(at.mean()) if len(at) else None
 
-
     def share(self, known: pd.Series, power: pd.Series) -> float | None:
         """:func:`realised_share` of the fleet's record ``power`` (MW per hour, + discharge) over its last
         ``share_days``, at the published prices ``known``; re-learnt once a day (None: too short a record)."""
-        x = power.dropna().sort_index()
+        x = _utc(power)
         if x.empty:
             return None
-        if x.index.tz is None:
-            x.index = x.index.tz_localize("UTC")
         day = x.index.max().floor("D")
         if self._share_key != day:
             x = x[x.index > x.index.max() - pd.Timedelta(days=self.share_days)]
-            s = known.dropna().sort_index()
-            if s.index.tz is None:
-                s.index = s.index.tz_localize("UTC")
+            s = _utc(known)
             hourly = x.resample("1h").mean().dropna()
             self._share = realised_share(s.reindex(hourly.index), hourly, *self.params)
             self._share_key = day
