@@ -1429,7 +1429,8 @@ class Dispatcher:
         return found
 
     def _departure_at(self, ts: datetime, sg: pd.Series) -> list[dict]:
-        """What departs at snapshot ``ts`` (sgen MW by element): per kind and test, the measured MW, the
+        """What departs at snapshot ``ts`` (estimated sgen MW by element, each held within 0 and its
+        rating, as no generator runs outside them): per kind and test, the measured MW, the
         forecast gap and the recent high. Two tests, each once per excursion and re-armed when it
         clears (the forecast gap back within half its threshold; the output back within half the drop
         of its recent high):
@@ -1445,7 +1446,10 @@ class Dispatcher:
             cap = float(self.gens.rating_mw[on].sum())
             if cap <= 0:
                 continue
-            measured = float(sg.reindex(self.gens.sgen_index[on]).fillna(0).sum())
+            # an estimate, not a meter: noise can put a still turbine below 0 MW (or a unit past its
+            # rating), and a swing that no generator can make must not read as a front
+            est = sg.reindex(self.gens.sgen_index[on]).fillna(0).to_numpy(dtype=float)
+            measured = float(np.clip(est, 0.0, self.gens.rating_mw[on].to_numpy(dtype=float)).sum())
             hist = self.recent.setdefault(kind, [])
             hist.append((ts, measured))
             hist[:] = [(t, v) for t, v in hist if ts - t <= DROP_WINDOW]

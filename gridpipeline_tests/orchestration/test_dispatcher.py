@@ -281,6 +281,39 @@ def test_each_departure_test_rearms_on_its_own(gp_home):
     assert fired == [True, False, True, False, False, False, True, False]
 
 
+def test_estimation_noise_below_zero_on_a_still_wind_fleet_is_not_a_cut_out(gp_home):
+    """A calm wind fleet (forecast 0) whose estimate swings from +3 % to -10 % of capacity: no
+    turbine can make less than 0 MW, so it is no drop (judged on the raw estimate, the drop test
+    fired: 13 % of capacity under its high). A real cut-out, from half the capacity, still fires."""
+    from gridpipeline.orchestration.dispatcher import Dispatcher
+
+    d = Dispatcher(get_settings(), report=False, client=object())
+    wind = d.gens[d.gens.kind == "wind"]
+    assert len(wind) and float(wind.rating_mw.sum()) > 0
+    t0 = datetime(2026, 6, 15, 3, 0)
+    d.forecasts = {"generation": {"wind": pd.DataFrame({"valid_time": pd.date_range(t0, periods=24, freq="5min"),
+                                                        "p50": 0.0})}}
+    fired = []
+    for k, share in enumerate([0.03, -0.10, 0.02, -0.10]):
+        ts = t0 + timedelta(seconds=30 * k)
+        sg = pd.Series(wind.rating_mw.to_numpy() * share, index=wind.sgen_index.to_numpy())
+        d.generation_snapshots = lambda sg=sg, ts=ts: [(ts, sg)]
+        fired.append(d.departure(ts) is not None)
+    assert fired == [False, False, False, False]
+
+    t1 = t0 + timedelta(minutes=30)  # the noise has left the 10-minute window
+    fired = []
+    for k, share in enumerate([0.5, 0.5, -0.05]):
+        ts = t1 + timedelta(seconds=30 * k)
+        sg = pd.Series(wind.rating_mw.to_numpy() * share, index=wind.sgen_index.to_numpy())
+        d.generation_snapshots = lambda sg=sg, ts=ts: [(ts, sg)]
+        fired.append(d.departure(ts))
+    assert [f is not None for f in fired[:2]] == [True, False]  # 0.5 above a forecast of 0: the forecast test
+    at, what = fired[2]
+    assert at == t1 + timedelta(seconds=60) and ("wind", "drop") in [(w["kind"], w["test"]) for w in what]
+    assert [w["measured_mw"] for w in what if w["test"] == "drop"] == [0.0]
+
+
 def test_snapshots_committed_between_two_looks_are_each_judged(gp_home, tmp_path):
     """A dispatcher busy planning for 30 s finds two new snapshots: the front on the first of them
     is seen, at its own time (judging only the newest missed a front's first snapshot live)."""
