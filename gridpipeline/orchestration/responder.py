@@ -72,6 +72,10 @@ LOADED_MW = 1e-3  # a tripped element with more net load than this behind it is 
 #: an element over its emergency rating again this soon after its blocks were restored locks out: its
 #: blocks stay out for an operator
 OVERLOAD_LOCKOUT_S = 15 * 60.0
+#: a close a restoration stage commanded that the outstation refused or the breaker did not check back
+#: is commanded again in a stage of its own at the end of the restoration, up to this many times; then
+#: its block is held for an operator
+RESTORE_RETRIES = 2
 #: the oldest estimated state the restoration checks run on, and how often it is fetched
 STATE_MAX_AGE = timedelta(minutes=10)
 STATE_POLL_S = 30.0
@@ -1022,15 +1026,31 @@ class Responder:
             log.exception("responder: the restoration stage's power flow check failed")
             pf_checks = [{"blocks": blocks, "ok": None, "violations": [f"check failed: {type(exc).__name__}: {exc}"]}]
         results, restored = self._close_blocks(blocks)
+        # a close refused, or not checked back in time (a late report on a busy machine), would leave
+        # its block out with nothing coming back to it: it is commanded again at the end (closing a
+        # closed breaker is harmless and checks back), and held for an operator after the last try
+        tries = rs.setdefault("tries", {})
+        retry, gave_up = [], []
+        for c in results:
+            if not c["ok"] and c["switch"] is not None and self.mode == "automatic" and c["block"] in self.out:
+                tries[c["block"]] = tries.get(c["block"], 0) + 1
+                (retry if tries[c["block"]] <= RESTORE_RETRIES else gave_up).append(c["block"])
+        if retry:
+            rs["stages"].append(retry)
         pickup = sum(float(self.out_info.get(b, {}).get("mw", 0.0)) for b in restored) * self.clpu().factor
         body = {"summary": f"restoration stage {rs['k'] + 1}/{len(rs['stages'])} after {rs['event']}: "
                            f"{len(restored)} of {len(blocks)} blocks back, pickup up to {pickup:.3f} MW with "
                            f"cold-load pickup at {r.hz:.3f} Hz", "event": rs["event"], "stage": rs["k"] + 1,
                 "commands": results, "restored": restored, "pickup_mw": round(pickup, 4), "hz_before": r.hz,
-                "power_flow": pf_checks, "held_for_operator": held}
+                "power_flow": pf_checks, "held_for_operator": held + gave_up, "retry_later": retry}
         if held:
             body["summary"] += f"; {len(held)} blocks held for an operator: the power flow shows a violation with them"
-            self.held.extend(held)
+        if retry:
+            body["summary"] += f"; {len(retry)} closes not checked back, commanded again at the end"
+        if gave_up:
+            body["summary"] += (f"; {len(gave_up)} blocks held for an operator: their close failed "
+                                f"{RESTORE_RETRIES + 1} times")
+        self.held.extend(b for b in held + gave_up if b not in self.held)
         rec = self.ledger.append("restoration", body, mode="automatic", actor="responder", ref=rs["plan"])
         self._report_restoration(rec.id, body)
         rs["k"] += 1
@@ -1074,7 +1094,8 @@ class Responder:
                     "stage": body["stage"], "restored": MetadataValue.json(body["restored"]),
                     "pickup_mw": body["pickup_mw"], "frequency_hz": body["hz_before"],
                     "power_flow": MetadataValue.json(body["power_flow"]),
-                    "held_for_operator": MetadataValue.json(body["held_for_operator"]), "source": "responder"}))
+                    "held_for_operator": MetadataValue.json(body["held_for_operator"]),
+                    "retry_later": MetadataValue.json(body.get("retry_later", [])), "source": "responder"}))
         except Exception:  # noqa: BLE001 - recorded and acted already
             log.exception("responder: reporting to Dagster failed")
 

@@ -183,19 +183,26 @@ def test_after_the_event_the_blocks_are_restored_in_stages_highest_tier_first(fi
     resp.start()
     assert resp.wait_connected()
     _events([{"kind": "generation_loss", "start": _now().isoformat(), "share": 0.06, "minutes": 0.1}])
-    done = _run_until(resp, lambda a: any(x.get("restoration") for x in a) and resp.restoring is None, 40.0)
+    # until every block is back. A CI run on a loaded machine (2026-12-08) ended with one opened block
+    # still out and no record kept to say why: a close not checked back in time (now commanded again,
+    # the next test) or a stage's pickup dipping this low-inertia area into a new event (its end restores
+    # what is still out). The message below now says which.
+    done = _run_until(resp, lambda a: any(x.get("restoration") for x in a) and resp.restoring is None
+                      and not resp.out, 60.0)
     acted = [a for a in done if not a.get("restoration")]
     restored = [a for a in done if a.get("restoration")]
     assert acted and restored, done
     opened = {c["block"] for a in acted for c in a["commands"] if c["ok"]}
     back = {b for a in restored for b in a["restored"]}
-    assert back == opened and not resp.out
+    led = Ledger(s.ledger)
+    assert back == opened and not resp.out, (sorted(resp.out), resp.held, [
+        (r["kind"], r["body"].get("summary"), r["body"].get("commands")) for r in led.records()
+        if r["kind"] in ("critical_response", "restoration")])
     time.sleep(0.5)  # the outstation switches within its next 0.1-s step
     for a in acted:
         for c in a["commands"]:
             if c["ok"]:
                 assert out.dyn.closed[c["switch"]] is True  # the world closed it again
-    led = Ledger(s.ledger)
     plan = [r for r in led.records(kind="critical_response") if r["body"].get("event_ended")]
     assert plan and plan[-1]["body"]["restoration"]["cold_load_pickup"]["factor"] == 2.0
     # each stage's pickup (cold-load factor x pre-outage load) stays within the margin, unless one block alone
@@ -230,6 +237,64 @@ def test_after_the_event_the_blocks_are_restored_in_stages_highest_tier_first(fi
     cm = [indices(customer_interruptions(f.reset_index(), loads, pr.blocks.descendants), loads, sustained_min=0)
           .set_index("scope").loc["system"].customer_minutes for f in (ours, truth)]
     assert cm[0] == pytest.approx(cm[1], rel=0.1, abs=0.5)
+
+
+def test_a_close_that_fails_in_restoration_is_tried_again_then_held_for_an_operator(field, monkeypatch):
+    """Two blocks' switches refuse their close (a switch fault in the world): one is mended after its
+    first refusal and comes back in a retry at the end of the restoration; the other keeps refusing
+    and is held for an operator after 1 + RESTORE_RETRIES tries, recorded, its breaker still open.
+    Before the retries, a failed close left its block out with nothing coming back to it."""
+    from gridpipeline.orchestration.responder import RESTORE_RETRIES
+    from gridpipeline.settings import reset_settings
+
+    _, out, port = field
+    monkeypatch.setenv("GRIDPIPELINE_RESPONDER_RECOVERY_S", "2")
+    monkeypatch.setenv("GRIDPIPELINE_RESPONDER_RESTORE_INTERVAL_S", "1.5")
+    reset_settings()
+    s = get_settings()
+    resp = _responder(port=port)
+    resp.start()
+    assert resp.wait_connected()
+    loss = {"kind": "generation_loss", "start": _now().isoformat(), "share": 0.06, "minutes": 0.1}
+    _events([loss])
+    acts = _run_until(resp, lambda a: len(a) >= 1, 20.0)
+    assert acts and not acts[0].get("restoration")
+    cmds = [c for c in acts[0]["commands"] if c["ok"]]
+    assert len(cmds) >= 2, acts[0]["commands"]
+    mended, broken = cmds[0], cmds[-1]
+    _events([loss, {"kind": "switch_fault", "switch": mended["switch"]},
+             {"kind": "switch_fault", "switch": broken["switch"]}])
+
+    def failed(a, block):
+        return a.get("restoration") and any(c["block"] == block and not c["ok"] for c in a["commands"])
+
+    done, t0, is_mended = list(acts), time.monotonic(), False
+    while time.monotonic() - t0 < 60.0:
+        done += resp.drain(0.1)
+        if not is_mended and any(failed(a, mended["block"]) for a in done):
+            _events([loss, {"kind": "switch_fault", "switch": broken["switch"]}])  # the crew mends one
+            is_mended = True
+        if broken["block"] in resp.held and resp.restoring is None:
+            break
+    restored = [a for a in done if a.get("restoration")]
+    opened = {c["block"] for a in done if not a.get("restoration") for c in a["commands"] if c["ok"]}
+    back = {b for a in restored for b in a["restored"]}
+    assert is_mended and back == opened - {broken["block"]}, [(a["summary"], a["commands"]) for a in restored]
+    assert resp.out == {broken["block"]} and resp.held == [broken["block"]]
+    # the mended block: refused once, put at the end, back in the retry
+    first = next(a for a in restored if failed(a, mended["block"]))
+    assert mended["block"] in first["retry_later"] and "commanded again at the end" in first["summary"]
+    assert any(mended["block"] in a["restored"] for a in restored[restored.index(first) + 1:])
+    # the broken block: 1 + RESTORE_RETRIES refusals, then held, said so in the last record
+    tries = [a for a in restored if failed(a, broken["block"])]
+    assert len(tries) == 1 + RESTORE_RETRIES
+    assert broken["block"] in tries[-1]["held_for_operator"] and "held for an operator" in tries[-1]["summary"]
+    assert all(broken["block"] in a["retry_later"] for a in tries[:-1])
+    time.sleep(0.5)
+    assert out.dyn.closed[mended["switch"]] is True and out.dyn.closed[broken["switch"]] is False
+    led = Ledger(s.ledger)
+    assert any(broken["block"] in r["body"].get("held_for_operator", []) for r in led.records(kind="restoration"))
+    assert led.verify().ok
 
 
 def test_a_breaker_trip_is_recorded_as_an_outage_and_its_end_when_the_crew_closes_it(field):
